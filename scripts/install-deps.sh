@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages fathom needs to build and test, only those missing.
+# Uses sudo when not root. Safe to run repeatedly: a no-op when everything is present.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  nlohmann-json3-dev   # JSON (GGUF-independent config, HTTP API, tokenizer.json)
+  libpcre2-dev         # Unicode-aware regexes for the BPE pre-tokenizers
+  libcpp-httplib-dev   # HTTP server/client for `fathom serve` and `fathom bench load`
+  libgtest-dev libgmock-dev
+  python3 python3-jinja2  # reference renderer for the chat-template tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "fathom: installing missing Debian packages: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "fathom: need root or sudo to install: ${missing[*]}" >&2; exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,37 @@
+// Read-only memory map of a whole file. Weights are used in place from the map.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+
+namespace fathom {
+
+class MappedFile {
+ public:
+  static Expected<std::unique_ptr<MappedFile>> open(const std::string& path);
+  // Wraps bytes already in memory (tests, fuzzing); the buffer is copied.
+  static std::unique_ptr<MappedFile> from_bytes(const void* data, size_t size, std::string name);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  MappedFile() = default;
+  const uint8_t* data_ = nullptr;  // [size_] bytes, read-only
+  size_t size_ = 0;
+  bool is_mmap_ = false;           // munmap on destruction, else delete[]
+  std::string path_;
+};
+
+// Reads a whole (small) text file; errors name the path.
+Expected<std::string> read_text_file(const std::string& path);
+
+}  // namespace fathom

@@ -1,0 +1,132 @@
+// GGUF container: reader (versions 1, 2, 3; mmap; every count, length, offset, alignment and
+// tensor extent validated against the file size) and writer (version 3).
+// Spec: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/mapped_file.h"
+#include "core/status.h"
+#include "core/tensor.h"
+
+namespace fathom::gguf {
+
+enum class ValueType : uint32_t {
+  kUint8 = 0, kInt8 = 1, kUint16 = 2, kInt16 = 3, kUint32 = 4, kInt32 = 5, kFloat32 = 6,
+  kBool = 7, kString = 8, kArray = 9, kUint64 = 10, kInt64 = 11, kFloat64 = 12,
+};
+const char* value_type_name(ValueType t);
+
+// One metadata value. Scalars live in the matching field; arrays keep their element type and
+// their elements in `strings` (string arrays), `numbers` (any numeric/bool array, converted to
+// double — exact for every integer below 2^53) or `arrays` (array of arrays).
+struct Value {
+  ValueType type = ValueType::kUint32;
+  ValueType elem_type = ValueType::kUint32;  // element type when type == kArray
+  int64_t i64 = 0;        // signed/unsigned integer scalars (uint64 above INT64_MAX wraps; see u64)
+  uint64_t u64 = 0;       // unsigned integer scalars, exact
+  double f64 = 0.0;       // float scalars
+  bool b = false;         // bool scalar
+  std::string str;        // string scalar
+  std::vector<std::string> strings;  // [n] elements of a string array
+  std::vector<double> numbers;       // [n] elements of a numeric/bool array
+  std::vector<Value> arrays;         // [n] elements of an array of arrays
+
+  size_t array_size() const;  // element count when type == kArray, else 0
+  bool is_integer() const;
+  bool is_float() const;
+  // Human-readable rendering for `fathom inspect` (arrays abbreviated past max_items).
+  std::string to_display_string(size_t max_items = 8) const;
+
+  static Value make_string(std::string s);
+  static Value make_u32(uint32_t v);
+  static Value make_i32(int32_t v);
+  static Value make_u64(uint64_t v);
+  static Value make_f32(float v);
+  static Value make_bool(bool v);
+  static Value make_string_array(std::vector<std::string> v);
+  static Value make_array(ValueType elem_type, std::vector<double> v);  // numeric arrays
+};
+
+struct TensorInfo {
+  TensorView view;        // name, dtype, shape, data pointer into the mapped file
+  uint64_t offset = 0;    // byte offset relative to the start of the data section
+  size_t n_bytes = 0;     // bytes occupied by the tensor data
+};
+
+class GgufFile {
+ public:
+  // Opens and validates; on failure the status names the problem and the byte offset.
+  static Expected<std::unique_ptr<GgufFile>> open(const std::string& path);
+  static Expected<std::unique_ptr<GgufFile>> parse(std::unique_ptr<MappedFile> file);
+
+  uint32_t version() const { return version_; }
+  const std::string& path() const { return file_->path(); }
+  size_t file_size() const { return file_->size(); }
+  size_t alignment() const { return alignment_; }
+  size_t data_offset() const { return data_offset_; }  // absolute offset of the data section
+
+  // Metadata in file order.
+  const std::vector<std::pair<std::string, Value>>& metadata() const { return metadata_; }
+  const Value* find(std::string_view key) const;
+  std::optional<std::string> get_string(std::string_view key) const;
+  std::optional<int64_t> get_int(std::string_view key) const;     // any integer type
+  std::optional<double> get_float(std::string_view key) const;    // any float or integer type
+  std::optional<bool> get_bool(std::string_view key) const;
+  std::string architecture() const;                               // general.architecture or ""
+
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const TensorInfo* find_tensor(std::string_view name) const;
+
+ private:
+  GgufFile() = default;
+  std::unique_ptr<MappedFile> file_;
+  uint32_t version_ = 0;
+  size_t alignment_ = 32;
+  size_t data_offset_ = 0;
+  std::vector<std::pair<std::string, Value>> metadata_;
+  std::vector<TensorInfo> tensors_;
+};
+
+// Builds a GGUF v3 file. Tensor data is produced at write time by a callback, so large models
+// can be written (or quantized) tensor by tensor without holding them all in memory.
+class GgufWriter {
+ public:
+  using TensorFill = std::function<Status(uint8_t* dst, size_t n_bytes)>;
+
+  void set(std::string key, Value value);  // replaces an existing key, keeps insertion order
+  void set_string(std::string key, std::string v) { set(std::move(key), Value::make_string(std::move(v))); }
+  void set_u32(std::string key, uint32_t v) { set(std::move(key), Value::make_u32(v)); }
+  void set_i32(std::string key, int32_t v) { set(std::move(key), Value::make_i32(v)); }
+  void set_f32(std::string key, float v) { set(std::move(key), Value::make_f32(v)); }
+  void set_bool(std::string key, bool v) { set(std::move(key), Value::make_bool(v)); }
+  void set_alignment(size_t alignment) { alignment_ = alignment; }
+
+  // ne[0] innermost, as in TensorView. n_bytes is derived from dtype and shape.
+  void add_tensor(std::string name, DType dtype, std::vector<int64_t> ne, TensorFill fill);
+  void add_tensor_bytes(std::string name, DType dtype, std::vector<int64_t> ne, std::vector<uint8_t> bytes);
+
+  Status write(const std::string& path) const;
+  Expected<std::vector<uint8_t>> write_to_memory() const;  // for tests and fuzzing
+
+ private:
+  struct PendingTensor {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> ne;  // ne[0] innermost
+    size_t n_bytes;
+    TensorFill fill;
+  };
+  std::vector<std::pair<std::string, Value>> metadata_;
+  std::vector<PendingTensor> tensors_;
+  size_t alignment_ = 32;
+};
+
+}  // namespace fathom::gguf
