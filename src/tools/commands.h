@@ -1,0 +1,23 @@
+// One entry point per subcommand (one file each in src/tools). args excludes the binary and
+// subcommand names. Returns the process exit code: 0 ok, 1 runtime error, 2 usage error.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace fathom::tools {
+
+using Args = std::vector<std::string>;
+
+int cmd_run(const Args& args);
+int cmd_chat(const Args& args);
+int cmd_tokenize(const Args& args);
+int cmd_detokenize(const Args& args);
+int cmd_logits(const Args& args);
+int cmd_inspect(const Args& args);
+int cmd_synth(const Args& args);
+int cmd_bench(const Args& args);
+int cmd_plan(const Args& args);
+int cmd_devices(const Args& args);
+
+}  // namespace fathom::tools
