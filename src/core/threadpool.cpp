@@ -36,7 +36,11 @@ void ThreadPool::worker_loop(int thread_index) {
   for (;;) {
     uint64_t gen = generation_.load(std::memory_order_acquire);
     for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
-      FATHOM_PAUSE();
+      if (spin < kSpinIterations / 4) {
+        FATHOM_PAUSE();
+      } else {
+        std::this_thread::yield();
+      }
       gen = generation_.load(std::memory_order_acquire);
     }
     if (gen == seen) {
@@ -64,7 +68,15 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
   }
   wake_.notify_all();
   fn(0);
-  while (pending_.load(std::memory_order_acquire) != 0) FATHOM_PAUSE();
+  // Spin briefly (the usual case: workers finish within microseconds), then yield so a worker
+  // that was descheduled on a busy machine gets the core back instead of waiting out our slice.
+  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+    if (spin < kSpinIterations / 4) {
+      FATHOM_PAUSE();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   job_ = nullptr;
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -53,7 +54,20 @@ struct Value {
   static Value make_bool(bool v);
   static Value make_string_array(std::vector<std::string> v);
   static Value make_array(ValueType elem_type, std::vector<double> v);  // numeric arrays
+  // The remaining scalar types, and arrays whose elements are themselves arrays.
+  static Value make_u8(uint8_t v);
+  static Value make_i8(int8_t v);
+  static Value make_u16(uint16_t v);
+  static Value make_i16(int16_t v);
+  static Value make_i64(int64_t v);
+  static Value make_f64(double v);
+  static Value make_array_of_arrays(std::vector<Value> v);  // each element has type == kArray
 };
+
+// Byte alignment of tensor data when a file has no general.alignment key.
+inline constexpr size_t kDefaultAlignment = 32;
+// Deepest array-of-array nesting the reader accepts (1 = a plain array); guards the stack.
+inline constexpr int kMaxArrayDepth = 8;
 
 struct TensorInfo {
   TensorView view;        // name, dtype, shape, data pointer into the mapped file
@@ -70,8 +84,11 @@ class GgufFile {
   uint32_t version() const { return version_; }
   const std::string& path() const { return file_->path(); }
   size_t file_size() const { return file_->size(); }
+  const uint8_t* file_data() const { return file_->data(); }  // [file_size()] mapped bytes
   size_t alignment() const { return alignment_; }
-  size_t data_offset() const { return data_offset_; }  // absolute offset of the data section
+  // Absolute offset of the data section (aligned; for a file without tensors that ends before
+  // the padding, the file size).
+  size_t data_offset() const { return data_offset_; }
 
   // Metadata in file order.
   const std::vector<std::pair<std::string, Value>>& metadata() const { return metadata_; }
@@ -87,13 +104,17 @@ class GgufFile {
 
  private:
   GgufFile() = default;
-  std::unique_ptr<MappedFile> file_;
-  uint32_t version_ = 0;
-  size_t alignment_ = 32;
-  size_t data_offset_ = 0;
-  std::vector<std::pair<std::string, Value>> metadata_;
-  std::vector<TensorInfo> tensors_;
+  friend class GgufParser;  // gguf_reader.cpp fills the fields below while validating
+  std::unique_ptr<MappedFile> file_;  // the whole file, mapped read-only; tensor data points here
+  uint32_t version_ = 0;              // GGUF container version (1..3)
+  size_t alignment_ = kDefaultAlignment;  // general.alignment, power of two
+  size_t data_offset_ = 0;            // absolute offset of the (aligned) tensor data section
+  std::vector<std::pair<std::string, Value>> metadata_;  // key/value pairs, file order
+  std::vector<TensorInfo> tensors_;  // tensor infos, file order
+  std::map<std::string, size_t, std::less<>> tensor_index_;  // tensor name -> index in tensors_
 };
+
+class GgufSink;  // byte destination (file or memory) of GgufWriter, internal to gguf_writer.cpp
 
 // Builds a GGUF v3 file. Tensor data is produced at write time by a callback, so large models
 // can be written (or quantized) tensor by tensor without holding them all in memory.
@@ -121,12 +142,13 @@ class GgufWriter {
     std::string name;
     DType dtype;
     std::vector<int64_t> ne;  // ne[0] innermost
-    size_t n_bytes;
-    TensorFill fill;
+    size_t n_bytes;           // data bytes; 0 until the shape is validated at write time
+    TensorFill fill;          // produces exactly n_bytes bytes of data
   };
-  std::vector<std::pair<std::string, Value>> metadata_;
-  std::vector<PendingTensor> tensors_;
-  size_t alignment_ = 32;
+  Status write_to(GgufSink& sink) const;  // serializes the whole file into sink
+  std::vector<std::pair<std::string, Value>> metadata_;  // key/value pairs, insertion order
+  std::vector<PendingTensor> tensors_;                   // tensors in the order they are written
+  size_t alignment_ = kDefaultAlignment;                 // tensor data alignment, power of two
 };
 
 }  // namespace fathom::gguf

@@ -35,8 +35,9 @@ struct ModelConfig {
   int64_t n_ff = 0;                // {arch}.feed_forward_length (dense FFN hidden size)
   int64_t n_head = 0;              // {arch}.attention.head_count
   int64_t n_head_kv = 0;           // {arch}.attention.head_count_kv (GQA), defaults to n_head
-  int64_t head_dim_k = 0;          // {arch}.attention.key_length, defaults to n_embd / n_head
-  int64_t head_dim_v = 0;          // {arch}.attention.value_length, defaults to head_dim_k
+  int64_t head_dim_k = 0;          // {arch}.attention.key_length (deepseek2: key_length_mla when
+                                   // present = nope + rope dims), defaults to n_embd / n_head
+  int64_t head_dim_v = 0;          // {arch}.attention.value_length (deepseek2: value_length_mla)
   float rms_norm_eps = 1e-5f;      // {arch}.attention.layer_norm_rms_epsilon
 
   // Rotary position embedding.
@@ -66,6 +67,12 @@ struct ModelConfig {
   bool expert_weights_norm = false; // {arch}.expert_weights_norm
   float expert_weights_scale = 1.0f;// {arch}.expert_weights_scale
   int expert_gating_func = 1;       // {arch}.expert_gating_func: 1 softmax, 2 sigmoid
+
+  // KV cache values per token per layer: deepseek2 keeps the MLA latent (kv_lora_rank + n_rot,
+  // shared by all heads); the others n_head_kv * (head_dim_k + head_dim_v).
+  int64_t kv_values_per_token_per_layer() const {
+    return arch == Arch::kDeepseek2 ? kv_lora_rank + n_rot : n_head_kv * (head_dim_k + head_dim_v);
+  }
 
   static Expected<ModelConfig> from_gguf(const gguf::GgufFile& file);
   std::string summary() const;  // one line: "llama, 5 layers, n_embd 64, 8 heads (4 kv), ..."

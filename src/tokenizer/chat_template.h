@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -20,8 +21,16 @@ struct ChatMessage {
 // Renders any template with a JSON context (variables visible to the template), with jinja2's
 // defaults: trim_blocks=False, lstrip_blocks=False, keep_trailing_newline=False — and, like
 // transformers' apply_chat_template, trim_blocks=True and lstrip_blocks=True when
-// `hf_chat_mode` is set.
+// `hf_chat_mode` is set. Globals are transformers': raise_exception(msg), strftime_now(fmt),
+// namespace, range, dict; `tojson` is transformers' json.dumps(ensure_ascii=False) version.
+// Errors: kInvalidArgument for syntax and runtime errors (including raise_exception, whose
+// message is kept), kUnsupported for a construct outside the subset; both name line and column.
+// nlohmann::json sorts object keys, so dicts reach the template in key order; callers whose
+// templates print dicts (`tools | tojson`) and must match python should pass ordered_json.
 Expected<std::string> render_template(const std::string& source, const nlohmann::json& context,
+                                      bool hf_chat_mode = true);
+// Same, keeping the objects' key order as python's json.loads would.
+Expected<std::string> render_template(const std::string& source, const nlohmann::ordered_json& context,
                                       bool hf_chat_mode = true);
 
 // Convenience: messages + add_generation_prompt + bos_token + eos_token.

@@ -31,6 +31,10 @@ class Tokenizer {
   // tokenizer_config_path may be empty; when given, BOS/EOS, add_bos and chat_template come from it.
   static Expected<std::unique_ptr<Tokenizer>> from_hf_json(const std::string& tokenizer_json_path,
                                                            const std::string& tokenizer_config_path);
+  // A path ending in ".json" loads as from_hf_json (with tokenizer_config_path, or else a
+  // tokenizer_config.json beside it when present); anything else opens as GGUF (metadata only).
+  static Expected<std::unique_ptr<Tokenizer>> from_file(const std::string& path,
+                                                        const std::string& tokenizer_config_path = "");
 
   // parse_special: text matching a special/added token's content becomes that token's id.
   virtual std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const = 0;
@@ -50,6 +54,14 @@ class Tokenizer {
   virtual std::string pre_tokenizer_name() const = 0;    // "deepseek-llm", "qwen2", ...
   // Chat template from tokenizer.chat_template (GGUF) or tokenizer_config.json.
   virtual std::optional<std::string> chat_template() const = 0;
+  // Things the loader tolerated but the user should hear about (e.g. an unknown pre-tokenizer
+  // name replaced by the GPT-2 default); the caller decides how to report them.
+  virtual const std::vector<std::string>& warnings() const = 0;
+
+ protected:
+  // SentencePiece vocabularies prepend a space when encoding; decode() removes it again from the
+  // first piece that has text.
+  virtual bool decode_strips_leading_space() const { return false; }
 };
 
 // Turns a stream of token byte pieces into valid UTF-8 text: bytes of an incomplete sequence are

@@ -1,12 +1,26 @@
+// fathom devices: the CPU, memory and GPUs this machine offers, and the backend fathom would pick.
 #include <cstdio>
 
+#include "plan/devices.h"
+#include "plan/report.h"
+#include "tools/args.h"
 #include "tools/commands.h"
 
 namespace fathom::tools {
 
 int cmd_devices(const Args& args) {
-  std::fprintf(stderr, "fathom devices: not implemented yet\n");
-  return 1;
+  bool json = false, no_bench = false;
+  ArgParser p("fathom devices [--json] [--no-bench]",
+              "List the CPU (model, cores, ISA extensions), memory (total, available, NUMA nodes, measured read\n"
+              "bandwidth), OpenCL and CUDA devices (loaded at run time if installed), and which backend fathom\n"
+              "would use and why.");
+  p.add_flag("--json", "machine-readable output", &json);
+  p.add_flag("--no-bench", "skip the 0.2 s memory bandwidth measurement", &no_bench);
+  if (std::optional<int> rc = p.parse(args)) return *rc;
+  const plan::DeviceReport report = plan::detect_devices(!no_bench);
+  if (json) std::printf("%s\n", plan::devices_to_json(report).dump(2).c_str());
+  else std::printf("%s", plan::devices_to_text(report).c_str());
+  return 0;
 }
 
 }  // namespace fathom::tools

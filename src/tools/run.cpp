@@ -1,12 +1,92 @@
+// fathom run: one prompt in, generated text streamed to stdout, speed on stderr.
 #include <cstdio>
 
 #include "tools/commands.h"
+#include "tools/common.h"
 
 namespace fathom::tools {
 
 int cmd_run(const Args& args) {
-  std::fprintf(stderr, "fathom run: not implemented yet\n");
-  return 1;
+  ModelOptions model;
+  SamplingOptions sampling;
+  std::string prompt;
+  std::string prompt_file;
+  int n_predict = 128;
+  bool ignore_eos = false;
+  bool no_bos = false;
+  bool quiet = false;
+  ArgParser p("fathom run -m FILE.gguf -p PROMPT [options]",
+              "Generates text after PROMPT and streams it to stdout as it is produced; load time, prompt\n"
+              "and generation speed follow on stderr.");
+  model.add_to(p);
+  p.add_string("-p,--prompt", "TEXT", "prompt text (special tokens like <|im_start|> are recognised)", &prompt);
+  p.add_string("-f,--file", "FILE", "read the prompt from a file", &prompt_file);
+  p.add_int("-n,--n-predict", "N", "tokens to generate at most (default 128)", &n_predict);
+  sampling.add_to(p);
+  p.add_flag("--ignore-eos", "keep generating past the end-of-text token", &ignore_eos);
+  p.add_flag("--no-bos", "do not add the beginning-of-sequence token", &no_bos);
+  p.add_flag("-q,--quiet", "print only the generated text (no prompt echo, no speed report)", &quiet);
+  if (auto rc = p.parse(args)) return *rc;
+  if (!prompt_file.empty()) {
+    auto text = read_text_file(prompt_file);
+    if (!text) {
+      std::fprintf(stderr, "fathom run: %s\n", text.status().to_string().c_str());
+      return 1;
+    }
+    prompt = *text;
+  }
+  if (prompt.empty()) {
+    std::fprintf(stderr, "fathom run: no prompt; pass -p TEXT or -f FILE\n");
+    return 2;
+  }
+  if (n_predict < 0) {
+    std::fprintf(stderr, "fathom run: -n must not be negative\n");
+    return 2;
+  }
+  std::unique_ptr<Engine> engine = open_engine("run", model.to_engine_options());
+  if (!engine) return 1;
+
+  GenerationRequest req;
+  req.prompt = tokenize_prompt(engine->tokenizer(), prompt, !no_bos);
+  req.max_tokens = n_predict;
+  req.sampling = sampling.to_params();
+  req.ignore_eos = ignore_eos;
+  RequestStats stats;
+  Status failure;
+  req.on_event = [&](const TokenEvent& ev) {
+    if (!ev.text.empty()) {
+      std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
+      std::fflush(stdout);
+    }
+    if (ev.finished) {
+      stats = ev.stats;
+      if (ev.reason == FinishReason::kError) failure = ev.status;
+    }
+  };
+  if (!quiet) {
+    std::fputs(prompt.c_str(), stdout);
+    std::fflush(stdout);
+  }
+  auto id = engine->submit(std::move(req));
+  if (!id) {
+    std::fprintf(stderr, "\nfathom run: %s\n", id.status().to_string().c_str());
+    return 1;
+  }
+  if (Status st = engine->run_until_idle(); !st.is_ok()) failure = st;
+  std::fputs("\n", stdout);
+  std::fflush(stdout);
+  if (!failure.is_ok()) {
+    std::fprintf(stderr, "fathom run: %s\n", failure.to_string().c_str());
+    return 1;
+  }
+  if (!quiet) {
+    const double pt = stats.prompt_seconds(), gt = stats.generation_seconds();
+    const int64_t n_gen_timed = stats.n_generated > 1 ? stats.n_generated - 1 : 0;  // tokens after the first
+    std::fprintf(stderr, "\nload: %.2f s | prompt: %lld tokens in %.3f s (%.1f tok/s) | generation: %lld tokens in %.3f s (%.1f tok/s)\n",
+                 engine->load_seconds(), static_cast<long long>(stats.n_prompt), pt, pt > 0 ? stats.n_prompt / pt : 0.0,
+                 static_cast<long long>(stats.n_generated), gt, gt > 0 ? n_gen_timed / gt : 0.0);
+  }
+  return 0;
 }
 
 }  // namespace fathom::tools

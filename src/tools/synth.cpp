@@ -1,12 +1,110 @@
+// fathom synth: write a model with seeded random weights in an architecture's llama.cpp GGUF
+// layout, for tests and benchmarks at real shapes without downloading weights.
+#include <chrono>
 #include <cstdio>
+#include <string>
 
+#include "model/synth.h"
+#include "tools/args.h"
 #include "tools/commands.h"
 
 namespace fathom::tools {
 
+namespace {
+
+std::string summary_with_presets() {
+  std::string s =
+      "Write a GGUF model with seeded random weights in exactly the layout llama.cpp uses for the\n"
+      "architecture (keys, tensor names, shapes; norms and biases F32). Same seed -> same bytes.\n"
+      "K-quant matrices whose rows are not a multiple of 256 fall back as llama.cpp does\n"
+      "(q4_K->q5_0, q5_K->q5_1, q6_K->q8_0, q2_K/q3_K->q4_0).\n\npresets:\n";
+  for (const SynthPresetInfo& p : synth_presets())
+    s += strprintf("  --arch %-6s --preset %-6s %s\n", p.arch.c_str(), p.name.c_str(), p.description.c_str());
+  s += "\nexample (Q4_K_M-like): fathom synth --arch qwen2 --preset 1.5b --type q4_K --output-type q6_K -o m.gguf";
+  return s;
+}
+
+Expected<DType> parse_weight_type(const std::string& name, const char* option) {
+  std::optional<DType> t = parse_dtype(name);
+  if (!t)
+    return error(ErrorCode::kInvalidArgument,
+                 strprintf("%s: unknown type '%s' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, "
+                           "q5_K, q6_K)",
+                           option, name.c_str()));
+  return *t;
+}
+
+}  // namespace
+
 int cmd_synth(const Args& args) {
-  std::fprintf(stderr, "fathom synth: not implemented yet\n");
-  return 1;
+  std::string arch = "llama", preset = "tiny", out_path, type = "f32", output_type, vocab;
+  int64_t seed = 42, layers = 0;
+  int threads = 0;
+  bool tied = false, quiet = false;
+  ArgParser parser("fathom synth --arch {llama,qwen2} --preset NAME -o FILE.gguf [options]", summary_with_presets());
+  parser.add_string("--arch", "ARCH", "architecture: llama or qwen2 (default llama)", &arch);
+  parser.add_string("--preset", "NAME", "shape preset, see the list above (default tiny)", &preset);
+  parser.add_string("-o,--output", "FILE", "GGUF file to write", &out_path);
+  parser.add_string("--type", "T", "main weight type (default f32)", &type);
+  parser.add_string("--output-type", "T", "type of output.weight (default: --type)", &output_type);
+  parser.add_string("--vocab", "FILE", "copy tokenizer.* from this GGUF; n_vocab becomes its token count", &vocab);
+  parser.add_int("--seed", "S", "random seed (default 42)", &seed);
+  parser.add_int("--layers", "N", "override the preset's layer count", &layers);
+  parser.add_int("-t,--threads", "N", "quantization threads (default: all cores)", &threads);
+  parser.add_flag("--tied", "omit output.weight (tied embeddings)", &tied);
+  parser.add_flag("-q,--quiet", "no progress output", &quiet);
+  if (std::optional<int> rc = parser.parse(args)) return *rc;
+  if (out_path.empty()) {
+    std::fprintf(stderr, "fathom synth: missing -o FILE.gguf\n");
+    return 2;
+  }
+
+  SynthOptions options;
+  options.arch = arch;
+  options.preset = preset;
+  options.seed = static_cast<uint64_t>(seed);
+  options.vocab_path = vocab;
+  options.n_threads = threads;
+  options.tied_output = tied;
+  if (layers != 0) options.n_layer = layers;
+  Expected<DType> main_type = parse_weight_type(type, "--type");
+  if (!main_type) {
+    std::fprintf(stderr, "fathom synth: %s\n", main_type.status().message().c_str());
+    return 2;
+  }
+  options.dtype = *main_type;
+  if (!output_type.empty()) {
+    Expected<DType> out_type = parse_weight_type(output_type, "--output-type");
+    if (!out_type) {
+      std::fprintf(stderr, "fathom synth: %s\n", out_type.status().message().c_str());
+      return 2;
+    }
+    options.output_dtype = *out_type;
+  }
+
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  int last_percent = -1;
+  if (!quiet) {
+    options.on_progress = [&](size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total) {
+      if (bytes_total < (64ull << 20)) return;  // small models finish before progress matters
+      const int percent = static_cast<int>(100 * bytes_done / bytes_total);
+      if (percent == last_percent && done != total) return;
+      last_percent = percent;
+      std::fprintf(stderr, "\rsynth: %3d%%  %zu/%zu tensors  %.0f/%.0f MiB  %.1f s", percent, done, total,
+                   bytes_done / 1048576.0, bytes_total / 1048576.0, seconds());
+      if (done == total) std::fprintf(stderr, "\n");
+    };
+  }
+  Status st = synth_model(options, out_path);
+  if (!st) {
+    std::fprintf(stderr, "fathom synth: %s\n", st.to_string().c_str());
+    return st.code() == ErrorCode::kInvalidArgument || st.code() == ErrorCode::kUnsupported ? 2 : 1;
+  }
+  if (!quiet)
+    std::fprintf(stderr, "synth: wrote %s (%s %s, %s) in %.2f s\n", out_path.c_str(), arch.c_str(), preset.c_str(),
+                 type.c_str(), seconds());
+  return 0;
 }
 
 }  // namespace fathom::tools

@@ -1,0 +1,74 @@
+// The op set an architecture is written in. A backend (cpu; later cuda, opencl) implements the
+// ops for the weight formats it supports and says which (supports()). Activations are f32 rows
+// in the backend's memory; weights stay in their GGUF block formats (TensorView).
+// Optional ops are marked; an architecture asks before using them.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "kv/kv_cache.h"
+
+namespace fathom {
+
+enum class Op { kMatmul, kGetRows, kRmsNorm, kRope, kAttention, kSwiglu, kAdd };
+
+enum class RopeMode { kNormal, kNeox };  // pairs (2i, 2i+1) or (i, i + n_rot/2)
+
+// Rotary embedding parameters, including YaRN (ext_factor > 0) as DeepSeek-V2/V3 use it.
+struct RopeParams {
+  int64_t n_rot = 0;           // rotated dims at the start of each head (even)
+  float freq_base = 10000.0f;  // theta base
+  float freq_scale = 1.0f;     // 1 / linear or YaRN scaling factor
+  RopeMode mode = RopeMode::kNormal;
+  float ext_factor = 0.0f;     // YaRN: 1 enables the interpolation ramp, 0 disables it
+  float attn_factor = 1.0f;    // YaRN: magnitude scale applied to cos/sin
+  float beta_fast = 32.0f;     // YaRN: ramp bounds in rotations
+  float beta_slow = 1.0f;
+  int64_t n_ctx_orig = 0;      // YaRN: original training context
+  const float* freq_factors = nullptr;  // [n_rot/2] per-pair divisors of theta (llama3 rope_freqs), or nullptr
+};
+
+// The tokens of one forward batch as attention sees them.
+struct AttentionBatch {
+  const int32_t* seq_ids = nullptr;    // [n_tokens] sequence of each token
+  const int32_t* positions = nullptr;  // [n_tokens] position of each token in its sequence
+  int64_t n_tokens = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual bool supports(Op op, DType weight_type) const = 0;
+  virtual int n_threads() const = 0;
+
+  // y[t, :] = W · x[t, :] for t < n_tokens. W is [n_out, n_in] (ne = {n_in, n_out}).
+  // x: [n_tokens, n_in] f32; y: [n_tokens, n_out] f32.
+  virtual void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) = 0;
+  // out[i, :] = row ids[i] of `table` as f32. out: [n_ids, table.ne[0]].
+  virtual void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) = 0;
+  // out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight. x, out: [n_rows, n]; in place allowed.
+  virtual void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) = 0;
+  // Rotates the first n_rot dims of every head in place. x: [n_tokens, n_heads, head_dim].
+  virtual void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+                    const RopeParams& params) = 0;
+  // Writes this batch's K and V rows into the cache. k: [n_tokens, k_width]; v: [n_tokens, v_width].
+  virtual void store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) = 0;
+  // Causal attention of each token over its sequence's cached positions [0, pos].
+  // q: [n_tokens, n_head, head_dim_k]; out: [n_tokens, n_head, head_dim_v]. GQA: kv head = h / (n_head / n_head_kv).
+  virtual void attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head,
+                         int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) = 0;
+  // MLA attention in latent space (deepseek2, weights absorbed). Cache rows hold [latent
+  // (kv_lora_rank), k_pe (n_rot)] shared by all heads. q_abs: [n_tokens, n_head, kv_lora_rank]
+  // (q_nope already multiplied by W_kb); q_pe: [n_tokens, n_head, n_rot] (rotated).
+  // out: [n_tokens, n_head, kv_lora_rank], the softmax-weighted sum of latents.
+  virtual void mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
+                             int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) = 0;
+  // out[i] = silu(gate[i]) * up[i] for i < n.
+  virtual void swiglu(const float* gate, const float* up, int64_t n, float* out) = 0;
+  // x[i] += y[i] for i < n.
+  virtual void add(float* x, const float* y, int64_t n) = 0;
+};
+
+}  // namespace fathom

@@ -1,0 +1,211 @@
+#include "backend/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "backend/cpu/matmul.h"
+#include "quant/quant.h"
+
+namespace fathom {
+
+CpuBackend::CpuBackend(int n_threads) : pool_(n_threads), kernels_(&cpu::best_kernels()) {}
+
+bool CpuBackend::supports(Op op, DType weight_type) const {
+  if (op != Op::kMatmul && op != Op::kGetRows) return true;
+  return quant::can_dequantize(weight_type);
+}
+
+void CpuBackend::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
+  cpu::matmul(pool_, *kernels_, w, x, n_tokens, y, act_q_);
+}
+
+void CpuBackend::get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) {
+  const int64_t n = table.ne[0];
+  for (int64_t i = 0; i < n_ids; ++i) {
+    FATHOM_CHECK(ids[i] >= 0 && ids[i] < table.n_rows());
+    quant::dequantize_row(table.dtype, table.row(ids[i]), out + i * n, n);
+  }
+}
+
+void CpuBackend::rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) {
+  pool_.parallel_for(n_rows, std::max<int64_t>(1, 16384 / n), [&](int, int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* xr = x + r * n;
+      float* o = out + r * n;
+      float sum = 0.0f;
+      for (int64_t i = 0; i < n; ++i) sum += xr[i] * xr[i];
+      const float scale = 1.0f / std::sqrt(sum / static_cast<float>(n) + eps);
+      for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * scale * weight[i];
+    }
+  });
+}
+
+namespace {
+
+// (token, head) items per chunk so a chunk does ~16K multiply-adds at the batch's longest context.
+int64_t attention_grain(const AttentionBatch& batch, int64_t width) {
+  int64_t max_kv = 1;
+  for (int64_t t = 0; t < batch.n_tokens; ++t) max_kv = std::max<int64_t>(max_kv, batch.positions[t] + 1);
+  return std::max<int64_t>(1, 16384 / (max_kv * width));
+}
+
+// YaRN ramp: 1 below `low` rotations (keep extrapolated), 0 above `high` (interpolate).
+float yarn_ramp(float low, float high, int64_t i0) {
+  const float y = (static_cast<float>(i0) / 2.0f - low) / std::max(0.001f, high - low);
+  return 1.0f - std::min(1.0f, std::max(0.0f, y));
+}
+
+// Dimension index at which a rotary pair completes n_rotations over the original context.
+float yarn_corr_dim(int64_t n_rot, int64_t n_ctx_orig, float n_rotations, float base) {
+  return static_cast<float>(n_rot) * std::log(static_cast<float>(n_ctx_orig) / (n_rotations * 2.0f * static_cast<float>(M_PI))) /
+         (2.0f * std::log(base));
+}
+
+}  // namespace
+
+void rope_cos_sin(int32_t position, const RopeParams& p, float* cos_out, float* sin_out) {
+  const float theta_scale = std::pow(p.freq_base, -2.0f / static_cast<float>(p.n_rot));
+  float corr_low = 0.0f, corr_high = 0.0f;
+  if (p.ext_factor != 0.0f) {
+    corr_low = std::max(0.0f, std::floor(yarn_corr_dim(p.n_rot, p.n_ctx_orig, p.beta_fast, p.freq_base)));
+    corr_high = std::min(static_cast<float>(p.n_rot - 1), std::ceil(yarn_corr_dim(p.n_rot, p.n_ctx_orig, p.beta_slow, p.freq_base)));
+  }
+  float theta_extrap = static_cast<float>(position);
+  for (int64_t i0 = 0; i0 < p.n_rot; i0 += 2) {
+    const float factor = p.freq_factors ? p.freq_factors[i0 / 2] : 1.0f;
+    const float theta_interp = p.freq_scale * theta_extrap / factor;
+    float theta = theta_interp;
+    float mscale = p.attn_factor;
+    if (p.ext_factor != 0.0f) {
+      const float ramp_mix = yarn_ramp(corr_low, corr_high, i0) * p.ext_factor;
+      theta = theta_interp * (1.0f - ramp_mix) + theta_extrap / factor * ramp_mix;
+      mscale *= 1.0f + 0.1f * std::log(1.0f / p.freq_scale);
+    }
+    cos_out[i0 / 2] = std::cos(theta) * mscale;
+    sin_out[i0 / 2] = std::sin(theta) * mscale;
+    theta_extrap *= theta_scale;
+  }
+}
+
+void CpuBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+                      const RopeParams& params) {
+  const int64_t half = params.n_rot / 2;
+  pool_.parallel_for(n_tokens, std::max<int64_t>(1, 4096 / (n_heads * head_dim)), [&](int, int64_t begin, int64_t end) {
+    std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
+    for (int64_t t = begin; t < end; ++t) {
+      rope_cos_sin(positions[t], params, cos_t.data(), sin_t.data());
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* v = x + (t * n_heads + h) * head_dim;
+        for (int64_t i = 0; i < half; ++i) {
+          const int64_t a = params.mode == RopeMode::kNormal ? 2 * i : i;
+          const int64_t b = params.mode == RopeMode::kNormal ? 2 * i + 1 : i + half;
+          const float x0 = v[a], x1 = v[b];
+          v[a] = x0 * cos_t[static_cast<size_t>(i)] - x1 * sin_t[static_cast<size_t>(i)];
+          v[b] = x0 * sin_t[static_cast<size_t>(i)] + x1 * cos_t[static_cast<size_t>(i)];
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
+  const int64_t kw = kv.shape().k_width, vw = kv.shape().v_width;
+  for (int64_t t = 0; t < batch.n_tokens; ++t) {
+    std::memcpy(kv.k_at(layer, batch.seq_ids[t], batch.positions[t]), k + t * kw, static_cast<size_t>(kw) * sizeof(float));
+    if (vw > 0)
+      std::memcpy(kv.v_at(layer, batch.seq_ids[t], batch.positions[t]), v + t * vw, static_cast<size_t>(vw) * sizeof(float));
+  }
+}
+
+void CpuBackend::attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head,
+                           int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) {
+  const int64_t group = n_head / n_head_kv;
+  const int32_t block_size = kv.shape().block_size;
+  // One work item per (token, head); online softmax over the sequence's blocks, so memory is
+  // read once per item and no [n_ctx] score buffer is needed.
+  pool_.parallel_for(batch.n_tokens * n_head, attention_grain(batch, head_dim_k + head_dim_v), [&](int, int64_t begin, int64_t end) {
+    std::vector<float> acc(static_cast<size_t>(head_dim_v));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t t = item / n_head, h = item % n_head, hk = h / group;
+      const float* qh = q + (t * n_head + h) * head_dim_k;
+      const std::vector<int32_t>& table = kv.block_table(batch.seq_ids[t]);
+      const int64_t n_kv = static_cast<int64_t>(batch.positions[t]) + 1;
+      float max_score = -INFINITY, denom = 0.0f;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t pos = 0; pos < n_kv; ++pos) {
+        const int32_t block = table[static_cast<size_t>(pos / block_size)];
+        const int32_t slot = static_cast<int32_t>(pos % block_size);
+        const float* kr = kv.k_row(layer, block, slot) + hk * head_dim_k;
+        float s = 0.0f;
+        for (int64_t i = 0; i < head_dim_k; ++i) s += qh[i] * kr[i];
+        s *= scale;
+        const float* vr = kv.v_row(layer, block, slot) + hk * head_dim_v;
+        if (s > max_score) {
+          const float correction = std::exp(max_score - s);
+          denom *= correction;
+          for (int64_t i = 0; i < head_dim_v; ++i) acc[static_cast<size_t>(i)] *= correction;
+          max_score = s;
+        }
+        const float p = std::exp(s - max_score);
+        denom += p;
+        for (int64_t i = 0; i < head_dim_v; ++i) acc[static_cast<size_t>(i)] += p * vr[i];
+      }
+      float* o = out + (t * n_head + h) * head_dim_v;
+      const float inv = 1.0f / denom;
+      for (int64_t i = 0; i < head_dim_v; ++i) o[i] = acc[static_cast<size_t>(i)] * inv;
+    }
+  });
+}
+
+void CpuBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
+                               int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) {
+  const int32_t block_size = kv.shape().block_size;
+  // One work item per (token, head), online softmax as in attention(): the latent row of each
+  // position serves as both key (with k_pe) and value.
+  pool_.parallel_for(batch.n_tokens * n_head, attention_grain(batch, 2 * kv_lora_rank + n_rot), [&](int, int64_t begin, int64_t end) {
+    std::vector<float> acc(static_cast<size_t>(kv_lora_rank));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t t = item / n_head, h = item % n_head;
+      const float* qa = q_abs + (t * n_head + h) * kv_lora_rank;
+      const float* qp = q_pe + (t * n_head + h) * n_rot;
+      const std::vector<int32_t>& table = kv.block_table(batch.seq_ids[t]);
+      const int64_t n_kv = static_cast<int64_t>(batch.positions[t]) + 1;
+      float max_score = -INFINITY, denom = 0.0f;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t pos = 0; pos < n_kv; ++pos) {
+        const float* row = kv.k_row(layer, table[static_cast<size_t>(pos / block_size)], static_cast<int32_t>(pos % block_size));
+        float s = 0.0f;
+        for (int64_t i = 0; i < kv_lora_rank; ++i) s += qa[i] * row[i];
+        for (int64_t i = 0; i < n_rot; ++i) s += qp[i] * row[kv_lora_rank + i];
+        s *= scale;
+        if (s > max_score) {
+          const float correction = std::exp(max_score - s);
+          denom *= correction;
+          for (float& a : acc) a *= correction;
+          max_score = s;
+        }
+        const float p = std::exp(s - max_score);
+        denom += p;
+        for (int64_t i = 0; i < kv_lora_rank; ++i) acc[static_cast<size_t>(i)] += p * row[i];
+      }
+      float* o = out + (t * n_head + h) * kv_lora_rank;
+      for (int64_t i = 0; i < kv_lora_rank; ++i) o[i] = acc[static_cast<size_t>(i)] / denom;
+    }
+  });
+}
+
+void CpuBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {
+  pool_.parallel_for(n, 16384, [&](int, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float g = gate[i];
+      out[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+  });
+}
+
+void CpuBackend::add(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+}  // namespace fathom

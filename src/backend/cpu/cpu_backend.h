@@ -1,0 +1,44 @@
+// CPU backend: owns the one thread pool; every op splits its work over all threads.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/vec_dot.h"
+#include "core/threadpool.h"
+
+namespace fathom {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads);
+
+  const char* name() const override { return "cpu"; }
+  bool supports(Op op, DType weight_type) const override;
+  int n_threads() const override { return pool_.n_threads(); }
+  ThreadPool& pool() { return pool_; }
+
+  void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override;
+  void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) override;
+  void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) override;
+  void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+            const RopeParams& params) override;
+  void store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) override;
+  void attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head, int64_t n_head_kv,
+                 int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) override;
+  void mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
+                     int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) override;
+  void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
+  void add(float* x, const float* y, int64_t n) override;
+
+ private:
+  ThreadPool pool_;
+  const cpu::Kernels* kernels_;  // best ISA table for this CPU, chosen once
+  std::vector<uint8_t> act_q_;  // [n_tokens, row_size(vec_dot_type, n_in)] activations quantized for matmul
+};
+
+// cos/sin table of one position for the rotary pairs, YaRN included: out has n_rot/2 pairs.
+void rope_cos_sin(int32_t position, const RopeParams& params, float* cos_out, float* sin_out);
+
+}  // namespace fathom

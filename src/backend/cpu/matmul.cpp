@@ -1,0 +1,44 @@
+#include "backend/cpu/matmul.h"
+
+#include <algorithm>
+
+#include "quant/quant.h"
+
+namespace fathom::cpu {
+
+namespace {
+
+// Rows handed to a thread at a time: at least 16, and enough that a chunk does ~64K
+// multiply-adds, so tiny matrices run on the calling thread instead of paying for a wake-up.
+constexpr int64_t kMinRowGrain = 16;
+constexpr int64_t kMinWorkPerChunk = 1 << 16;
+// Rows of a tile reused across all tokens while it is in L1/L2 (prefill); one pass for decode.
+constexpr int64_t kRowTile = 64;
+
+}  // namespace
+
+void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* x, int64_t n_tokens, float* y,
+            std::vector<uint8_t>& act_q) {
+  const int64_t n_in = w.ne[0], n_out = w.n_rows();
+  const DType act_type = quant::vec_dot_type(w.dtype);
+  const size_t act_row = row_size(act_type, n_in);
+  if (act_q.size() < act_row * static_cast<size_t>(n_tokens)) act_q.resize(act_row * static_cast<size_t>(n_tokens));
+  uint8_t* xq = act_q.data();
+  const int64_t token_grain = std::max<int64_t>(1, kMinWorkPerChunk / (4 * n_in));
+  pool.parallel_for(n_tokens, token_grain, [&](int, int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) quantize_activations(kernels, act_type, x + t * n_in, xq + static_cast<size_t>(t) * act_row, n_in);
+  });
+  const size_t w_row = w.row_bytes();
+  const auto* wdata = static_cast<const uint8_t*>(w.data);
+  const int64_t row_grain = std::max<int64_t>(kMinRowGrain, kMinWorkPerChunk / std::max<int64_t>(1, n_in * n_tokens));
+  pool.parallel_for(n_out, row_grain, [&](int, int64_t begin, int64_t end) {
+    for (int64_t r0 = begin; r0 < end; r0 += kRowTile) {
+      const int64_t rows = std::min(end - r0, kRowTile);
+      for (int64_t t = 0; t < n_tokens; ++t)
+        vec_dot_rows(kernels, w.dtype, n_in, wdata + static_cast<size_t>(r0) * w_row, w_row, rows,
+                     xq + static_cast<size_t>(t) * act_row, y + t * n_out + r0);
+    }
+  });
+}
+
+}  // namespace fathom::cpu

@@ -1,0 +1,75 @@
+// Fast CPU dot products of quantized weight rows with quantized activations, and the activation
+// quantizers feeding them. One table of kernels per instruction set (generic C++, AVX2+FMA,
+// AVX-512 with VNNI), chosen at run time from CPUID; the ISA code is compiled with per-function
+// target attributes, so the same binary runs on any x86-64 and every table a CPU supports can be
+// tested side by side. Reference twins: quant::vec_dot_ref and quant::quantize_row_ref.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace fathom::cpu {
+
+enum class Isa { kGeneric, kAvx2, kAvx512 };
+
+const char* isa_name(Isa isa);
+// The widest ISA this CPU and build support. kAvx512 needs AVX-512 F, BW, VL and VNNI (Ice Lake,
+// Zen 4 and later); CPUs with AVX-512 but no VNNI use the AVX2 kernels.
+Isa best_isa();
+inline Isa detected_isa() { return best_isa(); }
+bool isa_supported(Isa isa);
+
+// out[r] = dot(weight row r, activations) for r < n_rows; row r starts at w + r * row_bytes and
+// holds n values; x_q is one activation row already in quant::vec_dot_type(t) format.
+using VecDotRowsFn = void (*)(int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows, const void* x_q,
+                              float* out);
+// Quantizes n floats (a multiple of the format's block size) into one activation row.
+using QuantizeActFn = void (*)(const float* x, void* dst, int64_t n);
+
+constexpr size_t kDTypeSlots = 32;  // DType ids are < 32
+
+// The kernel table of one ISA. Entries an ISA does not specialise fall back to the generic ones.
+struct Kernels {
+  Isa isa = Isa::kGeneric;                        // which instruction set the table was built for
+  std::array<VecDotRowsFn, kDTypeSlots> dot_rows{};  // by DType id; nullptr: type has no dot product
+  std::array<bool, kDTypeSlots> dot_is_simd{};       // by DType id: dot_rows uses this ISA's vector code
+  QuantizeActFn quantize_q8_0 = nullptr;          // activations -> Q8_0 (bit-exact with quantize_row_ref)
+  QuantizeActFn quantize_q8_1 = nullptr;          // activations -> Q8_1
+  QuantizeActFn quantize_q8_K = nullptr;          // activations -> Q8_K (bit-exact with quantize_row_ref)
+};
+
+// The table for `isa` (built once, immutable). The ISA must be supported by this CPU
+// (isa_supported); asking for an unsupported one is a broken invariant and aborts.
+const Kernels& kernels_for(Isa isa);
+inline const Kernels& best_kernels() { return kernels_for(best_isa()); }
+
+// True when t has a dot product in `k` at all (weight types with a vec_dot_type).
+bool supports(const Kernels& k, DType t);
+// True when k's dot product for t is vector code rather than the generic fallback.
+bool has_fast_path(const Kernels& k, DType t);
+
+// Quantize one activation row (n floats) into fmt: Q8_0, Q8_1, Q8_K, or F32 (a copy).
+void quantize_activations(const Kernels& k, DType fmt, const float* x, void* dst, int64_t n);
+// out[r] = dot of weight row r (type t, n values, rows row_bytes apart) with one activation row
+// in vec_dot_type(t) format; out is overwritten, not accumulated into.
+void vec_dot_rows(const Kernels& k, DType t, int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows,
+                  const void* x_q, float* out);
+float vec_dot(const Kernels& k, DType t, int64_t n, const void* w_row, const void* x_q);
+
+// Same, with the best kernels for this CPU.
+inline void quantize_activations(DType fmt, const float* x, void* dst, int64_t n) {
+  quantize_activations(best_kernels(), fmt, x, dst, n);
+}
+inline void vec_dot_rows(DType t, int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows, const void* x_q,
+                         float* out) {
+  vec_dot_rows(best_kernels(), t, n, w, row_bytes, n_rows, x_q, out);
+}
+inline float vec_dot(DType t, int64_t n, const void* w_row, const void* x_q) {
+  return vec_dot(best_kernels(), t, n, w_row, x_q);
+}
+inline bool has_fast_path(DType t) { return has_fast_path(best_kernels(), t); }
+
+}  // namespace fathom::cpu

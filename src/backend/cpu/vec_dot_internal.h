@@ -1,0 +1,31 @@
+// Shared by the per-ISA kernel files (internal to src/backend/cpu/vec_dot*.cpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/cpu/vec_dot.h"
+
+namespace fathom::cpu::detail {
+
+// One-row dot: weight row of n values with an activation row in vec_dot_type format.
+using VecDotFn = float (*)(const void* w, const void* x_q, int64_t n);
+
+// Applies a one-row dot to n_rows rows.
+template <VecDotFn Dot>
+void dot_rows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows, const void* x_q, float* out) {
+  for (int64_t r = 0; r < n_rows; ++r) out[r] = Dot(w + static_cast<size_t>(r) * row_bytes, x_q, n);
+}
+
+inline void set_dot(Kernels& k, DType t, VecDotRowsFn fn, bool simd) {
+  k.dot_rows[static_cast<size_t>(t)] = fn;
+  k.dot_is_simd[static_cast<size_t>(t)] = simd;
+}
+
+// Fill a table: generic for every type; the ISA installers overwrite what they specialise.
+// install_avx2/install_avx512 do nothing in builds for non-x86 targets.
+void install_generic(Kernels& k);
+void install_avx2(Kernels& k);
+void install_avx512(Kernels& k);
+
+}  // namespace fathom::cpu::detail

@@ -1,0 +1,76 @@
+#include "kv/kv_cache.h"
+
+namespace fathom {
+
+KvCache::KvCache(const KvCacheShape& shape, int32_t n_blocks) : shape_(shape), pool_(n_blocks) {
+  const size_t slots = static_cast<size_t>(n_blocks) * static_cast<size_t>(shape.block_size);
+  k_.resize(static_cast<size_t>(shape.n_layer));
+  v_.resize(static_cast<size_t>(shape.n_layer));
+  for (int64_t l = 0; l < shape.n_layer; ++l) {
+    k_[static_cast<size_t>(l)].assign(slots * static_cast<size_t>(shape.k_width), 0.0f);
+    v_[static_cast<size_t>(l)].assign(slots * static_cast<size_t>(shape.v_width), 0.0f);
+  }
+}
+
+int32_t KvCache::blocks_needed(int32_t seq_id, int64_t n_tokens) const {
+  const int64_t want = (n_tokens + shape_.block_size - 1) / shape_.block_size;
+  auto it = tables_.find(seq_id);
+  const int64_t have = it == tables_.end() ? 0 : static_cast<int64_t>(it->second.size());
+  return want > have ? static_cast<int32_t>(want - have) : 0;
+}
+
+Status KvCache::reserve(int32_t seq_id, int64_t n_tokens) {
+  if (n_tokens > shape_.n_ctx_max)
+    return error(ErrorCode::kOutOfRange, strprintf("context limit exceeded: %lld tokens requested, the context holds %lld "
+                                                   "(raise it with --ctx-size)",
+                                                   static_cast<long long>(n_tokens), static_cast<long long>(shape_.n_ctx_max)));
+  const int32_t need = blocks_needed(seq_id, n_tokens);
+  if (need > pool_.n_free())
+    return error(ErrorCode::kOutOfMemory, strprintf("KV cache full: %d more blocks needed, %d free of %d", need, pool_.n_free(),
+                                                    pool_.n_total()));
+  std::vector<int32_t>& table = tables_[seq_id];
+  for (int32_t i = 0; i < need; ++i) table.push_back(*pool_.allocate());
+  return Status::ok();
+}
+
+void KvCache::free_sequence(int32_t seq_id) {
+  auto it = tables_.find(seq_id);
+  if (it == tables_.end()) return;
+  for (int32_t block : it->second) pool_.release(block);
+  tables_.erase(it);
+}
+
+int64_t KvCache::capacity(int32_t seq_id) const {
+  auto it = tables_.find(seq_id);
+  return it == tables_.end() ? 0 : static_cast<int64_t>(it->second.size()) * shape_.block_size;
+}
+
+const std::vector<int32_t>& KvCache::block_table(int32_t seq_id) const {
+  static const std::vector<int32_t> kEmpty;
+  auto it = tables_.find(seq_id);
+  return it == tables_.end() ? kEmpty : it->second;
+}
+
+void KvCache::share_prefix(int32_t from, int32_t to, int32_t n_blocks) {
+  const std::vector<int32_t>& src = block_table(from);
+  FATHOM_CHECK(n_blocks <= static_cast<int32_t>(src.size()) && !has_sequence(to));
+  std::vector<int32_t>& dst = tables_[to];
+  for (int32_t i = 0; i < n_blocks; ++i) {
+    pool_.retain(src[static_cast<size_t>(i)]);
+    dst.push_back(src[static_cast<size_t>(i)]);
+  }
+}
+
+float* KvCache::k_at(int64_t layer, int32_t seq_id, int64_t pos) {
+  const std::vector<int32_t>& table = tables_.at(seq_id);
+  FATHOM_CHECK(pos >= 0 && pos / shape_.block_size < static_cast<int64_t>(table.size()));
+  return k_row(layer, table[static_cast<size_t>(pos / shape_.block_size)], static_cast<int32_t>(pos % shape_.block_size));
+}
+
+float* KvCache::v_at(int64_t layer, int32_t seq_id, int64_t pos) {
+  const std::vector<int32_t>& table = tables_.at(seq_id);
+  FATHOM_CHECK(pos >= 0 && pos / shape_.block_size < static_cast<int64_t>(table.size()));
+  return v_row(layer, table[static_cast<size_t>(pos / shape_.block_size)], static_cast<int32_t>(pos % shape_.block_size));
+}
+
+}  // namespace fathom

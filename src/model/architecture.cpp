@@ -1,0 +1,18 @@
+#include "model/architecture.h"
+
+#include "model/deepseek.h"
+#include "model/llama.h"
+
+namespace fathom {
+
+Expected<std::unique_ptr<Architecture>> make_architecture(const ModelConfig& config, const gguf::GgufFile& file) {
+  switch (config.arch) {
+    case Arch::kLlama: return make_llama(config, file);
+    case Arch::kQwen2: return make_qwen2(config, file);
+    case Arch::kDeepseek: return make_deepseek(config, file);
+    case Arch::kDeepseek2: return make_deepseek2(config, file);
+  }
+  return error(ErrorCode::kInternal, "unhandled architecture");
+}
+
+}  // namespace fathom

@@ -1,0 +1,87 @@
+// Mixture-of-experts FFN of DeepSeek-MoE / V2 / V3: a router picks expert_used_count of
+// expert_count routed experts per token (softmax or sigmoid gating, optional score-correction
+// bias, optional group-limited selection), their SwiGLU outputs are summed with the routing
+// weights, and the shared experts' output is added.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/config.h"
+#include "model/dense_decoder.h"
+#include "model/weights.h"
+
+namespace fathom {
+
+struct RoutingParams {
+  int64_t n_expert = 0;             // routed experts
+  int64_t n_expert_used = 0;        // experts per token (k)
+  int64_t n_groups = 1;             // expert groups (1: no group limit)
+  int64_t n_groups_used = 1;        // groups a token may choose from
+  bool sigmoid = false;             // gating: sigmoid (V3) or softmax (V2, DeepSeek-MoE)
+  bool normalize = false;           // divide selected weights by their sum
+  float scale = 1.0f;               // multiply the final weights (routed_scaling_factor)
+  const float* bias = nullptr;      // [n_expert] score correction added for selection only (V3), or nullptr
+};
+
+struct Route {
+  std::vector<int32_t> experts;  // [k] chosen expert ids, best first
+  std::vector<float> weights;    // [k] their weights
+};
+
+// Routes one token from its router logits [n_expert]. Ties go to the lower expert id.
+// Group limit: a group's score is the sum of its two best selection scores; experts outside the
+// best n_groups_used groups are not eligible.
+Route route_token(const float* router_logits, const RoutingParams& p);
+
+struct MoeWeights {
+  const float* norm = nullptr;  // [n_embd] ffn_norm
+  TensorView router;            // [n_expert, n_embd] ffn_gate_inp
+  const float* probs_bias = nullptr;  // [n_expert] exp_probs_b (V3), nullptr if absent
+  TensorView gate_exps;         // [n_expert, n_ff_exp, n_embd] ffn_gate_exps
+  TensorView up_exps;           // [n_expert, n_ff_exp, n_embd] ffn_up_exps
+  TensorView down_exps;         // [n_expert, n_embd, n_ff_exp] ffn_down_exps
+  TensorView gate_shexp;        // [n_ff_shexp, n_embd] ffn_gate_shexp (data == nullptr if no shared experts)
+  TensorView up_shexp;          // [n_ff_shexp, n_embd]
+  TensorView down_shexp;        // [n_embd, n_ff_shexp]
+};
+
+Expected<MoeWeights> bind_moe(const WeightBinder& binder, const ModelConfig& c, int64_t il, std::vector<std::vector<float>>& f32);
+RoutingParams routing_params(const ModelConfig& c, const MoeWeights& w);
+
+// Expert e's [rows, ne[0]] matrix out of a 3-D expert tensor [n_expert, rows, ne[0]].
+TensorView expert_slice(const TensorView& experts, int64_t e);
+
+// Scratch of the MoE block.
+struct MoeScratch {
+  std::vector<float> router_logits;  // [n_tokens, n_expert]
+  std::vector<float> xs;             // [n_sel, n_embd] inputs of the tokens routed to one expert
+  std::vector<float> gate;           // [n_sel, n_ff] (also the shared experts' [n_tokens, n_ff_shexp])
+  std::vector<float> up;             // same shape as gate
+  std::vector<float> out;            // [n_sel, n_embd]
+  std::vector<float> acc;            // [n_tokens, n_embd] weighted sum of expert outputs
+};
+
+// acc = shared(xn) + sum over chosen experts of weight * expert(xn), grouping tokens by expert
+// so each active expert's weights are read once per batch. xn: [n_tokens, n_embd] normalized input.
+void moe_ffn(Backend& be, const ModelConfig& c, const MoeWeights& w, const RoutingParams& rp, const float* xn,
+             int64_t n_tokens, MoeScratch& s);
+
+// x += MoE(RMSNorm(x)) on the residual stream of the dense scratch.
+void moe_block(Backend& be, const ModelConfig& c, const MoeWeights& w, const RoutingParams& rp, int64_t n_tokens,
+               DenseScratch& ds, MoeScratch& ms);
+
+// A DeepSeek FFN layer: dense SwiGLU for the leading_dense_block_count first layers, MoE after.
+struct DeepseekFfn {
+  bool is_moe = false;
+  FfnWeights dense;      // when !is_moe
+  MoeWeights moe;        // when is_moe
+  RoutingParams routing; // when is_moe
+};
+Expected<DeepseekFfn> bind_deepseek_ffn(const WeightBinder& binder, const ModelConfig& c, int64_t il,
+                                        std::vector<std::vector<float>>& f32);
+void deepseek_ffn_block(Backend& be, const ModelConfig& c, const DeepseekFfn& f, int64_t n_tokens, DenseScratch& ds,
+                        MoeScratch& ms);
+
+}  // namespace fathom

@@ -1,0 +1,25 @@
+// The naive FP32 reference forward pass, used by tests only (never by the engine): every weight
+// dequantized to float, plain loops, double accumulation. It is written independently of the
+// optimized path so that the two can check each other; keep it obviously correct, not fast.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/status.h"
+#include "model/config.h"
+
+namespace fathom::gguf {
+class GgufFile;
+}
+
+namespace fathom {
+
+// Logits [n_tokens, n_vocab] (row t = the next-token logits after tokens[0..t]) for one sequence
+// processed from position 0. Supports llama and qwen2 (dense, GQA, optional QKV bias, normal or
+// NEOX RoPE with optional linear scaling and llama3 rope_freqs). Errors: unsupported arch or
+// rope scaling (YaRN), missing or misshapen tensors, token ids out of range.
+Expected<std::vector<float>> reference_forward(const gguf::GgufFile& file, const ModelConfig& config,
+                                               const std::vector<int32_t>& tokens);
+
+}  // namespace fathom

@@ -1,0 +1,107 @@
+// Internal to the synth_*.cpp files: the shared machinery that writes a synthetic GGUF (seeded
+// Gaussian generator, tokenizer keys, weight type fallbacks, tensor fills), and the table entry
+// an architecture file provides. Adding an architecture (deepseek, deepseek2) means one new
+// synth_<arch>.cpp that fills a SynthArchitecture and one line in synth.cpp's registry.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/status.h"
+#include "core/threadpool.h"
+#include "gguf/gguf.h"
+#include "model/synth.h"
+
+namespace fathom::synth {
+
+// N(0, 1) samples from std::mt19937_64 through Box-Muller (polar form), written out here because
+// std::normal_distribution is implementation-defined and would make files differ per libstdc++.
+class NormalRng {
+ public:
+  explicit NormalRng(uint64_t seed) : engine_(seed) {}
+  double next();
+
+ private:
+  std::mt19937_64 engine_;
+  double spare_ = 0.0;       // second value of the last Box-Muller pair
+  bool has_spare_ = false;
+};
+
+// SplitMix64 finalizer: turns (seed, tensor name, row) into well-mixed independent seeds.
+uint64_t mix_seed(uint64_t x);
+
+// How a tensor's values are drawn: mean + stddev * N(0, 1).
+struct Init {
+  float mean = 0.0f;
+  float stddev = 1.0f;
+};
+
+// The type llama.cpp's quantizer actually writes for a matrix of `requested` type whose rows have
+// n_in values: K-quants need n_in % 256 == 0, and llama.cpp then substitutes Q4_K -> Q5_0,
+// Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> IQ4_NL (we have no IQ4_NL and use Q4_0, the nearest
+// 4-bit 32-block type); any type whose block still does not divide n_in becomes F16.
+DType weight_type_for_row(DType requested, int64_t n_in);
+
+// Writes one synthetic model. An architecture's build function sets its keys and adds its
+// tensors in file order; synth_model then calls write().
+class SynthBuilder {
+ public:
+  SynthBuilder(const SynthOptions& options, ThreadPool& pool);
+
+  const SynthOptions& options() const { return options_; }
+  gguf::GgufWriter& writer() { return writer_; }
+  DType main_dtype() const { return options_.dtype; }
+  DType output_dtype() const { return options_.output_dtype.value_or(options_.dtype); }
+
+  // Opens options().vocab_path when set. n_vocab() is then its token count, else preset_n_vocab.
+  Status load_vocab(int64_t preset_n_vocab);
+  int64_t n_vocab() const { return n_vocab_; }
+
+  // general.architecture, general.name, general.file_type, general.quantization_version.
+  void set_general(const std::string& arch, const std::string& name);
+  // tokenizer.* copied verbatim from the vocab file, or a synthetic SentencePiece ("llama")
+  // vocab of n_vocab() tokens: <unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF>, then
+  // printable ASCII characters and generated word pieces with decreasing scores.
+  void set_tokenizer();
+
+  // A weight matrix of n_out rows of n_in values (ne = {n_in, n_out}), stored in
+  // weight_type_for_row(dtype, n_in) and drawn from `init`.
+  void add_matrix(const std::string& name, int64_t n_in, int64_t n_out, DType dtype, Init init);
+  // An F32 tensor (norm weights, biases) of shape ne drawn from `init`.
+  void add_f32(const std::string& name, std::vector<int64_t> ne, Init init);
+
+  Status write(const std::string& path);
+
+ private:
+  // Generates rows [n_rows of n_in values] of tensor `name` and stores them as `dtype` in dst.
+  Status fill_rows(const std::string& name, DType dtype, int64_t n_in, int64_t n_rows, Init init, uint8_t* dst);
+  void report_progress(uint64_t n_bytes);
+
+  const SynthOptions& options_;
+  ThreadPool& pool_;
+  gguf::GgufWriter writer_;
+  std::unique_ptr<gguf::GgufFile> vocab_file_;  // tokenizer source when options().vocab_path is set
+  int64_t n_vocab_ = 0;                         // token count of the model being written
+  size_t n_tensors_ = 0;                        // tensors added
+  uint64_t total_bytes_ = 0;                    // tensor bytes added
+  size_t tensors_done_ = 0;                     // tensors filled so far during write()
+  uint64_t bytes_done_ = 0;                     // tensor bytes filled so far during write()
+};
+
+// What an architecture file provides.
+struct SynthArchitecture {
+  std::string arch;                       // general.architecture
+  std::vector<SynthPresetInfo> presets;   // shapes it knows
+  // Sets keys and adds tensors for options().preset (already checked to be in `presets`).
+  Status (*build)(SynthBuilder& builder);
+};
+
+// One per architecture file.
+std::vector<SynthArchitecture> dense_architectures();  // llama, qwen2 (synth_llama.cpp)
+
+}  // namespace fathom::synth

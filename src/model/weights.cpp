@@ -1,0 +1,60 @@
+#include "model/weights.h"
+
+#include "quant/quant.h"
+
+namespace fathom {
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& ne) {
+  std::string s = "[";
+  for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+Expected<TensorView> WeightBinder::optional(const std::string& name, std::vector<int64_t> ne) const {
+  const gguf::TensorInfo* info = file_.find_tensor(name);
+  if (!info) return TensorView{};
+  const TensorView& v = info->view;
+  bool match = true;
+  for (size_t i = 0; i < 4; ++i) {
+    const int64_t want = i < ne.size() ? ne[i] : 1;
+    if (v.ne[i] != want) match = false;
+  }
+  if (!match)
+    return error(ErrorCode::kInvalidFile, strprintf("%s: tensor '%s' has shape %s, expected %s", file_.path().c_str(), name.c_str(),
+                                                    v.shape_string().c_str(), shape_str(ne).c_str()));
+  if (!quant::can_dequantize(v.dtype))
+    return error(ErrorCode::kUnsupported, strprintf("%s: tensor '%s' has type %s, which fathom cannot compute with", file_.path().c_str(),
+                                                    name.c_str(), dtype_name(v.dtype)));
+  return v;
+}
+
+Expected<TensorView> WeightBinder::require(const std::string& name, std::vector<int64_t> ne) const {
+  if (!file_.find_tensor(name))
+    return error(ErrorCode::kInvalidFile, strprintf("%s: required tensor '%s' %s is missing", file_.path().c_str(), name.c_str(),
+                                                    shape_str(ne).c_str()));
+  return optional(name, std::move(ne));
+}
+
+Expected<const float*> WeightBinder::optional_f32(const std::string& name, int64_t n,
+                                                  std::vector<std::vector<float>>& storage) const {
+  FATHOM_ASSIGN_OR_RETURN(TensorView v, optional(name, {n}));
+  if (!v.data) return static_cast<const float*>(nullptr);
+  if (v.dtype == DType::F32) return static_cast<const float*>(v.data);
+  storage.emplace_back(static_cast<size_t>(n));
+  quant::dequantize_row(v.dtype, v.data, storage.back().data(), n);
+  return static_cast<const float*>(storage.back().data());
+}
+
+Expected<const float*> WeightBinder::require_f32(const std::string& name, int64_t n,
+                                                 std::vector<std::vector<float>>& storage) const {
+  if (!file_.find_tensor(name))
+    return error(ErrorCode::kInvalidFile, strprintf("%s: required tensor '%s' [%lld] is missing", file_.path().c_str(), name.c_str(),
+                                                    static_cast<long long>(n)));
+  return optional_f32(name, n, storage);
+}
+
+}  // namespace fathom

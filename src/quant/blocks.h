@@ -1,0 +1,169 @@
+// On-disk block layouts of the GGUF quantized types. They must be byte-for-byte ggml's layouts
+// (ggml-common.h) so files from the ecosystem load as-is; the static_asserts pin the sizes.
+// Half-precision fields are raw IEEE binary16 bits (decode with fp16_to_fp32).
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace fathom::quant {
+
+constexpr int kQK4_0 = 32;  // values per q4_0 block
+constexpr int kQK4_1 = 32;
+constexpr int kQK5_0 = 32;
+constexpr int kQK5_1 = 32;
+constexpr int kQK8_0 = 32;
+constexpr int kQK8_1 = 32;
+constexpr int kQK = static_cast<int>(kQK_K);  // values per K-quant super-block (256)
+constexpr int kKScaleBytes = 12;             // packed 6-bit scales+mins of q4_K/q5_K; 4-bit+2-bit of q3_K
+
+// x = (q - 8) * d. Value j < 16 is the low nibble of qs[j], value j >= 16 the high nibble of qs[j-16].
+struct block_q4_0 {
+  uint16_t d;       // fp16 scale
+  uint8_t qs[16];   // 32 x 4-bit quants, layout above
+};
+static_assert(sizeof(block_q4_0) == 18);
+
+// x = q * d + m, nibbles laid out as q4_0.
+struct block_q4_1 {
+  uint16_t d;       // fp16 scale
+  uint16_t m;       // fp16 minimum (offset)
+  uint8_t qs[16];   // 32 x 4-bit quants
+};
+static_assert(sizeof(block_q4_1) == 20);
+
+// x = (q - 16) * d with q = nibble | (bit j of qh) << 4; nibbles laid out as q4_0.
+struct block_q5_0 {
+  uint16_t d;       // fp16 scale
+  uint8_t qh[4];    // little-endian uint32: bit j = 5th bit of value j
+  uint8_t qs[16];   // low 4 bits of 32 values
+};
+static_assert(sizeof(block_q5_0) == 22);
+
+// x = q * d + m, 5-bit q as in q5_0.
+struct block_q5_1 {
+  uint16_t d;       // fp16 scale
+  uint16_t m;       // fp16 minimum
+  uint8_t qh[4];    // 5th bits, as q5_0
+  uint8_t qs[16];   // low 4 bits
+};
+static_assert(sizeof(block_q5_1) == 24);
+
+// x = q * d.
+struct block_q8_0 {
+  uint16_t d;       // fp16 scale
+  int8_t qs[32];    // quants
+};
+static_assert(sizeof(block_q8_0) == 34);
+
+// x = q * d; s caches d * sum(qs) so q4_1/q5_1 dots can add their offset without a second pass.
+struct block_q8_1 {
+  uint16_t d;       // fp16 scale
+  uint16_t s;       // fp16 d * sum(qs)
+  int8_t qs[32];    // quants
+};
+static_assert(sizeof(block_q8_1) == 36);
+
+// 16 sub-blocks of 16: x = d * (scales[j] & 15) * q - dmin * (scales[j] >> 4), q in 0..3.
+// Value i of 128-chunk c: qs[32c + i % 32] >> (2 * (i / 32)) & 3.
+struct block_q2_K {
+  uint8_t scales[16];  // low nibble: 4-bit scale, high nibble: 4-bit min, per sub-block
+  uint8_t qs[64];      // 2-bit quants
+  uint16_t d;          // fp16 super-block scale of the scales
+  uint16_t dmin;       // fp16 super-block scale of the mins
+};
+static_assert(sizeof(block_q2_K) == 84);
+
+// 16 sub-blocks of 16: x = d * (sc[j] - 32) * (q - 4), q = 2 low bits (qs, as q2_K) | hmask bit << 2.
+// Value i's high bit is bit (i / 32) of hmask[i % 32].
+struct block_q3_K {
+  uint8_t hmask[32];   // high (3rd) bit of each quant
+  uint8_t qs[64];      // low 2 bits
+  uint8_t scales[12];  // 16 x 6-bit scales: low 4 bits in bytes 0..7 (nibbles), high 2 bits in 8..11
+  uint16_t d;          // fp16 super-block scale
+};
+static_assert(sizeof(block_q3_K) == 110);
+
+// 8 sub-blocks of 32: x = d * sc[j] * q - dmin * m[j], q in 0..15. Chunk c of 64 values:
+// values 64c..64c+31 are the low nibbles of qs[32c..], the next 32 the high nibbles.
+struct block_q4_K {
+  uint16_t d;          // fp16 super-block scale of the scales
+  uint16_t dmin;       // fp16 super-block scale of the mins
+  uint8_t scales[12];  // 8 x 6-bit scales and 8 x 6-bit mins, packed (see unpack_scale_min_k4)
+  uint8_t qs[128];     // 4-bit quants
+};
+static_assert(sizeof(block_q4_K) == 144);
+
+// As q4_K with a 5th bit: value 64c + i (i < 32) has it in bit 2c of qh[i], value 64c + 32 + i
+// in bit 2c + 1.
+struct block_q5_K {
+  uint16_t d;          // fp16 super-block scale of the scales
+  uint16_t dmin;       // fp16 super-block scale of the mins
+  uint8_t scales[12];  // packed 6-bit scales/mins, as q4_K
+  uint8_t qh[32];      // 5th bits
+  uint8_t qs[128];     // low 4 bits, as q4_K
+};
+static_assert(sizeof(block_q5_K) == 176);
+
+// 16 sub-blocks of 16: x = d * scales[j] * (q - 32), q 6-bit. In 128-chunk c (ql += 64c,
+// qh += 32c), for l < 32: value l = ql[l] & 15 | (qh[l] & 3) << 4, value 32 + l = ql[32 + l] & 15
+// | (qh[l] >> 2 & 3) << 4, value 64 + l = ql[l] >> 4 | (qh[l] >> 4 & 3) << 4, value 96 + l =
+// ql[32 + l] >> 4 | (qh[l] >> 6) << 4.
+struct block_q6_K {
+  uint8_t ql[128];     // low 4 bits
+  uint8_t qh[64];      // high 2 bits
+  int8_t scales[16];   // 8-bit sub-block scales
+  uint16_t d;          // fp16 super-block scale
+};
+static_assert(sizeof(block_q6_K) == 210);
+
+// Activations for K-quant dot products: x = d * q; bsums lets the mins of q2_K/q4_K/q5_K be
+// applied per sub-block without touching qs again.
+struct block_q8_K {
+  float d;             // f32 scale (negative when the largest-magnitude value is positive)
+  int8_t qs[256];      // quants
+  int16_t bsums[16];   // sum of qs[16j .. 16j+15]
+};
+static_assert(sizeof(block_q8_K) == 292);
+
+// Scale j and min j (6 bits each) of q4_K/q5_K: j < 4 sit in the low 6 bits of bytes j and
+// j + 4; j >= 4 keep their low nibbles in byte j + 4 and their top 2 bits in the spare top bits
+// of bytes j - 4 (scale) and j (min).
+inline void unpack_scale_min_k4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
+  if (j < 4) {
+    *scale = q[j] & 63;
+    *min = q[j + 4] & 63;
+  } else {
+    *scale = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    *min = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+// All 8 scales and 8 mins of q4_K/q5_K at once (same result as unpack_scale_min_k4 for each j),
+// working on 32-bit words so the hot loops of dot products avoid per-j branches.
+inline void unpack_scales_mins_k4(const uint8_t* q, uint8_t scales[8], uint8_t mins[8]) {
+  uint32_t u[3];
+  for (int w = 0; w < 3; ++w)
+    u[w] = static_cast<uint32_t>(q[4 * w]) | static_cast<uint32_t>(q[4 * w + 1]) << 8 |
+           static_cast<uint32_t>(q[4 * w + 2]) << 16 | static_cast<uint32_t>(q[4 * w + 3]) << 24;
+  const uint32_t sc_lo = u[0] & 0x3f3f3f3fu;
+  const uint32_t m_lo = u[1] & 0x3f3f3f3fu;
+  const uint32_t sc_hi = (u[2] & 0x0f0f0f0fu) | ((u[0] >> 2) & 0x30303030u);
+  const uint32_t m_hi = ((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 2) & 0x30303030u);
+  for (int b = 0; b < 4; ++b) {
+    scales[b] = static_cast<uint8_t>(sc_lo >> (8 * b));
+    scales[b + 4] = static_cast<uint8_t>(sc_hi >> (8 * b));
+    mins[b] = static_cast<uint8_t>(m_lo >> (8 * b));
+    mins[b + 4] = static_cast<uint8_t>(m_hi >> (8 * b));
+  }
+}
+
+// Signed 6-bit scale j (-32..31) of q3_K.
+inline int q3_K_scale(int j, const uint8_t* scales) {
+  const int low = j < 8 ? scales[j] & 0xF : scales[j - 8] >> 4;
+  const int high = (scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+}  // namespace fathom::quant

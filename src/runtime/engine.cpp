@@ -1,0 +1,209 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "runtime/stop_strings.h"
+
+namespace fathom {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone: return "none";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kError: return "error";
+  }
+  return "?";
+}
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Per-request state on the engine thread.
+// The SchedSequence base is the scheduler's view (tokens and cache progress), so a scheduled
+// sequence converts back to its request with a static_cast.
+struct Engine::Active : SchedSequence {
+  RequestId id = 0;
+  GenerationRequest request;
+  std::unique_ptr<Sampler> sampler;
+  Utf8StreamDecoder utf8;     // token bytes -> complete UTF-8 text
+  StopStringMatcher stop;     // withholds text that may begin a stop string
+  RequestStats stats;
+  int64_t n_prompt = 0;
+};
+
+Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
+  const double t0 = now_seconds();
+  auto e = std::unique_ptr<Engine>(new Engine());
+  LoadOptions lo;
+  lo.n_threads = options.n_threads;
+  FATHOM_ASSIGN_OR_RETURN(e->model_, Model::load(options.model_path, lo));
+  FATHOM_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::from_gguf(e->model_->file()));
+  const ModelConfig& c = e->model_->config();
+  if (e->tokenizer_->n_vocab() > c.n_vocab)
+    return error(ErrorCode::kInvalidFile, strprintf("%s: tokenizer has %d tokens but the embedding only %lld rows",
+                                                    options.model_path.c_str(), e->tokenizer_->n_vocab(), static_cast<long long>(c.n_vocab)));
+  e->n_ctx_ = options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(c.n_ctx_train, 4096);
+  if (options.block_size <= 0 || options.n_seq_max <= 0 || options.step_token_budget <= 0)
+    return error(ErrorCode::kInvalidArgument, "block size, sequence count and step budget must be positive");
+  KvCacheShape shape = e->model_->kv_shape(e->n_ctx_);
+  shape.block_size = options.block_size;
+  const int64_t blocks_per_seq = (e->n_ctx_ + options.block_size - 1) / options.block_size;
+  e->kv_ = std::make_unique<KvCache>(shape, static_cast<int32_t>(blocks_per_seq * options.n_seq_max));
+  SchedulerOptions so;
+  so.step_token_budget = options.step_token_budget;
+  so.max_running = options.max_running > 0 ? options.max_running : options.n_seq_max;
+  e->scheduler_ = std::make_unique<Scheduler>(so);
+  e->load_seconds_ = now_seconds() - t0;
+  return e;
+}
+
+Engine::~Engine() = default;
+
+Expected<RequestId> Engine::submit(GenerationRequest request) {
+  if (request.prompt.empty()) return error(ErrorCode::kInvalidArgument, "the prompt is empty");
+  if (static_cast<int64_t>(request.prompt.size()) >= n_ctx_)
+    return error(ErrorCode::kOutOfRange, strprintf("the prompt has %zu tokens; the context holds %lld (raise --ctx-size)",
+                                                   request.prompt.size(), static_cast<long long>(n_ctx_)));
+  for (int32_t t : request.prompt)
+    if (t < 0 || t >= model_->config().n_vocab)
+      return error(ErrorCode::kInvalidArgument, strprintf("prompt token id %d is out of range", t));
+  if (request.max_tokens < 0) return error(ErrorCode::kInvalidArgument, "max_tokens must not be negative");
+  auto a = std::make_unique<Active>();
+  a->request = std::move(request);
+  a->n_prompt = static_cast<int64_t>(a->request.prompt.size());
+  a->tokens = a->request.prompt;
+  a->sampler = std::make_unique<Sampler>(a->request.sampling);
+  for (int32_t t : a->request.prompt) a->sampler->accept(t, /*is_prompt=*/true);
+  a->stop = StopStringMatcher(a->request.stop);
+  a->stats.n_prompt = a->n_prompt;
+  a->stats.t_submit = now_seconds();
+  std::lock_guard<std::mutex> lock(mutex_);
+  a->id = next_id_++;
+  a->seq_id = static_cast<int32_t>(a->id & 0x7fffffff);
+  const RequestId id = a->id;
+  incoming_.push_back(std::move(a));
+  return id;
+}
+
+void Engine::cancel(RequestId id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cancelled_.push_back(id);
+}
+
+bool Engine::has_work() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !incoming_.empty() || !active_.empty() || !cancelled_.empty();
+}
+
+void Engine::admit_incoming() {
+  std::vector<std::unique_ptr<Active>> incoming;
+  std::vector<RequestId> cancelled;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    incoming.swap(incoming_);
+    cancelled.swap(cancelled_);
+  }
+  for (auto& a : incoming) {
+    Active* raw = a.get();
+    active_[raw->id] = std::move(a);
+    if (raw->request.max_tokens == 0) {
+      finish(*raw, FinishReason::kLength, Status::ok());
+      continue;
+    }
+    scheduler_->enqueue(raw);
+  }
+  for (RequestId id : cancelled) {
+    auto it = active_.find(id);
+    if (it != active_.end()) finish(*it->second, FinishReason::kCancelled, Status::ok());
+  }
+}
+
+void Engine::finish(Active& a, FinishReason reason, Status status, bool release_held_text) {
+  TokenEvent ev;
+  ev.id = a.id;
+  ev.finished = true;
+  ev.reason = reason;
+  ev.status = std::move(status);
+  // Text withheld as a possible stop-string start is released, unless a stop string matched.
+  if (release_held_text) ev.text = a.stop.flush(a.utf8.flush());
+  a.stats.t_end = now_seconds();
+  if (a.stats.t_first_token == 0.0) a.stats.t_first_token = a.stats.t_end;
+  ev.stats = a.stats;
+  scheduler_->remove(&a);
+  kv_->free_sequence(a.seq_id);
+  const RequestId id = a.id;
+  if (a.request.on_event) a.request.on_event(ev);
+  active_.erase(id);
+}
+
+void Engine::emit_token(Active& a, int32_t token, const float* logits) {
+  a.tokens.push_back(token);
+  a.sampler->accept(token);
+  ++a.stats.n_generated;
+  if (a.stats.n_generated == 1) a.stats.t_first_token = now_seconds();
+  if (!a.request.ignore_eos && tokenizer_->is_end_of_generation(token)) {
+    finish(a, FinishReason::kStop, Status::ok());
+    return;
+  }
+  TokenEvent ev;
+  ev.id = a.id;
+  ev.token = token;
+  if (a.request.logprobs > 0) {
+    ev.top_logprobs = a.sampler->top_logprobs(logits, model_->config().n_vocab, a.request.logprobs);
+  }
+  const StopStringMatcher::Result r = a.stop.push(a.utf8.push(tokenizer_->token_to_piece(token, false)));
+  ev.text = r.text;
+  if (r.matched) {
+    ev.finished = false;
+    if (a.request.on_event) a.request.on_event(ev);
+    finish(a, FinishReason::kStop, Status::ok(), /*release_held_text=*/false);
+    return;
+  }
+  const bool at_length = a.stats.n_generated >= a.request.max_tokens;
+  const bool at_context = static_cast<int64_t>(a.tokens.size()) >= n_ctx_;
+  if (a.request.on_event) a.request.on_event(ev);
+  if (at_length || at_context) finish(a, FinishReason::kLength, Status::ok());
+}
+
+Status Engine::step() {
+  admit_incoming();
+  std::vector<SchedSequence*> preempted;
+  const std::vector<ScheduledChunk> chunks = scheduler_->schedule(*kv_, preempted);
+  if (chunks.empty()) return Status::ok();
+  batch_.clear();
+  std::vector<Active*> sampled;  // requests whose last scheduled token yields logits, in batch order
+  for (const ScheduledChunk& c : chunks) {
+    const bool completes = c.seq->n_computed + c.n_tokens == static_cast<int64_t>(c.seq->tokens.size());
+    for (int64_t i = 0; i < c.n_tokens; ++i) {
+      const int64_t pos = c.seq->n_computed + i;
+      batch_.add(c.seq->tokens[static_cast<size_t>(pos)], static_cast<int32_t>(pos), c.seq->seq_id, completes && i == c.n_tokens - 1);
+    }
+    if (completes) sampled.push_back(static_cast<Active*>(c.seq));
+  }
+  const Status st = model_->forward(batch_, *kv_, logits_);
+  if (!st.is_ok()) {
+    // The step failed as a whole (e.g. a lone sequence outgrew the cache): end its requests.
+    for (const ScheduledChunk& c : chunks) finish(*static_cast<Active*>(c.seq), FinishReason::kError, st);
+    return Status::ok();
+  }
+  for (const ScheduledChunk& c : chunks) c.seq->n_computed += c.n_tokens;
+  const int64_t n_vocab = model_->config().n_vocab;
+  for (size_t r = 0; r < sampled.size(); ++r) {
+    Active* a = sampled[r];
+    const float* row = logits_.data() + static_cast<int64_t>(r) * n_vocab;
+    const int32_t token = a->sampler->sample(row, n_vocab);
+    emit_token(*a, token, row);
+  }
+  return Status::ok();
+}
+
+Status Engine::run_until_idle() {
+  while (has_work()) FATHOM_RETURN_IF_ERROR(step());
+  return Status::ok();
+}
+
+}  // namespace fathom

@@ -1,0 +1,76 @@
+// The one generation path. `fathom run`, `chat`, `serve` and `bench` all submit requests here
+// and receive token events; the engine owns the model, tokenizer, KV cache and scheduler.
+// Thread-safety: submit() and cancel() may be called from any thread; step()/run_until_idle()
+// from one engine thread, on which the event callbacks run.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "kv/kv_cache.h"
+#include "model/model.h"
+#include "runtime/request.h"
+#include "runtime/scheduler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace fathom {
+
+struct EngineOptions {
+  std::string model_path;         // GGUF file
+  int n_threads = 0;              // 0: all cores
+  int64_t n_ctx = 0;              // per-sequence context; 0: min(model's training context, 4096)
+  int32_t n_seq_max = 1;          // sequences whose full context the cache can hold at once
+  int32_t max_running = 0;        // sequences scheduled at once; 0: n_seq_max (more than n_seq_max
+                                  // overcommits the cache and relies on preemption)
+  int32_t block_size = 16;        // tokens per KV block
+  int64_t step_token_budget = 512;// tokens per forward step
+};
+
+class Engine {
+ public:
+  static Expected<std::unique_ptr<Engine>> create(const EngineOptions& options);
+  ~Engine();
+
+  Model& model() { return *model_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const KvCache& kv_cache() const { return *kv_; }
+  int64_t n_ctx() const { return n_ctx_; }
+  double load_seconds() const { return load_seconds_; }
+
+  // Validates and queues a request; its events arrive through request.on_event.
+  Expected<RequestId> submit(GenerationRequest request);
+  void cancel(RequestId id);                 // the request ends with FinishReason::kCancelled
+  bool has_work();                           // queued or running requests
+  Status step();                             // one scheduled forward step
+  Status run_until_idle();
+
+ private:
+  struct Active;
+  Engine() = default;
+  void admit_incoming();
+  void finish(Active& a, FinishReason reason, Status status, bool release_held_text = true);
+  void emit_token(Active& a, int32_t token, const float* logits);
+
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<Scheduler> scheduler_;
+  int64_t n_ctx_ = 0;
+  double load_seconds_ = 0.0;
+
+  std::mutex mutex_;                                     // guards incoming_, cancelled_, next_id_
+  std::vector<std::unique_ptr<Active>> incoming_;        // submitted, not yet seen by the engine thread
+  std::vector<RequestId> cancelled_;                     // cancel requests not yet applied
+  RequestId next_id_ = 1;
+  std::unordered_map<RequestId, std::unique_ptr<Active>> active_;  // engine thread only
+  Batch batch_;                                          // scratch: this step's tokens
+  std::vector<float> logits_;                            // scratch: [n_logits, n_vocab]
+};
+
+double now_seconds();  // steady clock
+
+}  // namespace fathom

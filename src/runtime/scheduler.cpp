@@ -1,0 +1,62 @@
+#include "runtime/scheduler.h"
+
+#include <algorithm>
+
+namespace fathom {
+
+void Scheduler::remove(SchedSequence* seq) {
+  running_.erase(std::remove(running_.begin(), running_.end(), seq), running_.end());
+  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), seq), waiting_.end());
+}
+
+std::vector<ScheduledChunk> Scheduler::schedule(KvCache& kv, std::vector<SchedSequence*>& preempted) {
+  // Invariant: every running sequence has pending() >= 1 (the engine appends a sampled token
+  // after each completed chunk), and a sequence holds cache blocks only while running.
+  std::vector<ScheduledChunk> chunks;
+  for (;;) {
+    chunks.clear();
+    int64_t budget = options_.step_token_budget;
+    int32_t blocks_free = kv.pool().n_free();
+    bool fits = true;
+    // Running sequences in admission order: decodes take one token, prefills a chunk.
+    for (SchedSequence* s : running_) {
+      if (budget <= 0) break;
+      const int64_t n = std::min(s->pending(), budget);
+      const int32_t need = kv.blocks_needed(s->seq_id, s->n_computed + n);
+      if (need > blocks_free) {
+        fits = false;
+        break;
+      }
+      blocks_free -= need;
+      budget -= n;
+      chunks.push_back({s, n});
+    }
+    if (!fits) {
+      // Preempt the most recently admitted sequence and plan again. A lone sequence that still
+      // does not fit is left to the engine (its forward reports the cache error).
+      if (running_.size() <= 1) return chunks;
+      SchedSequence* victim = running_.back();
+      running_.pop_back();
+      kv.free_sequence(victim->seq_id);
+      victim->n_computed = 0;
+      waiting_.push_front(victim);
+      preempted.push_back(victim);
+      continue;
+    }
+    // Admit waiting sequences while budget, blocks and slots remain.
+    while (!waiting_.empty() && budget > 0 && static_cast<int32_t>(running_.size()) < options_.max_running) {
+      SchedSequence* s = waiting_.front();
+      const int64_t n = std::min(s->pending(), budget);
+      const int32_t need = kv.blocks_needed(s->seq_id, s->n_computed + n);
+      if (need > blocks_free && !running_.empty()) break;  // wait for blocks to free up
+      waiting_.pop_front();
+      running_.push_back(s);
+      blocks_free -= need;
+      budget -= n;
+      chunks.push_back({s, n});
+    }
+    return chunks;
+  }
+}
+
+}  // namespace fathom

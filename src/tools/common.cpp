@@ -1,0 +1,72 @@
+#include "tools/common.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+namespace fathom::tools {
+
+void SamplingOptions::add_to(ArgParser& p) {
+  p.add_float("--temp", "T", "sampling temperature; 0 = greedy (default 0.8)", &temperature);
+  p.add_int("--top-k", "K", "keep the K most likely tokens; 0 = off (default 40)", &top_k);
+  p.add_float("--top-p", "P", "nucleus sampling mass; 1 = off (default 0.95)", &top_p);
+  p.add_float("--min-p", "M", "drop tokens below M x the top probability; 0 = off (default 0.05)", &min_p);
+  p.add_float("--repeat-penalty", "R", "penalize recently seen tokens; 1 = off (default 1.0)", &repeat_penalty);
+  p.add_int("--repeat-last-n", "N", "window of the repeat penalty in tokens (default 64)", &repeat_last_n);
+  p.add_int("-s,--seed", "S", "random seed; the same seed gives the same text (default: random)", &seed);
+}
+
+SamplingParams SamplingOptions::to_params() const {
+  SamplingParams s;
+  s.temperature = static_cast<float>(temperature);
+  s.top_k = top_k;
+  s.top_p = static_cast<float>(top_p);
+  s.min_p = static_cast<float>(min_p);
+  s.repeat_penalty = static_cast<float>(repeat_penalty);
+  s.repeat_last_n = repeat_last_n;
+  s.seed = seed >= 0 ? static_cast<uint64_t>(seed)
+                     : static_cast<uint64_t>(std::chrono::high_resolution_clock::now().time_since_epoch().count());
+  return s;
+}
+
+void ModelOptions::add_to(ArgParser& p) {
+  p.add_string("-m,--model", "FILE", "GGUF model file (required)", &model);
+  p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
+  p.add_int("-c,--ctx-size", "N", "context length per sequence (default: min(model's, 4096))", &ctx);
+}
+
+EngineOptions ModelOptions::to_engine_options() const {
+  EngineOptions o;
+  o.model_path = model;
+  o.n_threads = threads;
+  o.n_ctx = ctx;
+  return o;
+}
+
+std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& options) {
+  if (options.model_path.empty()) {
+    std::fprintf(stderr, "fathom %s: no model given; pass -m FILE.gguf\n", command);
+    return nullptr;
+  }
+  auto engine = Engine::create(options);
+  if (!engine) {
+    std::fprintf(stderr, "fathom %s: %s\n", command, engine.status().to_string().c_str());
+    return nullptr;
+  }
+  return std::move(engine).value();
+}
+
+std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text, bool allow_bos) {
+  bool add_bos = allow_bos && tokenizer.add_bos() && tokenizer.bos_id() >= 0;
+  if (add_bos) {
+    const std::string bos_text = tokenizer.token_text(tokenizer.bos_id());
+    if (!bos_text.empty() && text.compare(0, bos_text.size(), bos_text) == 0) add_bos = false;
+  }
+  return tokenizer.encode(text, add_bos, /*parse_special=*/true);
+}
+
+bool stdout_is_tty() { return isatty(STDOUT_FILENO) != 0; }
+bool stderr_is_tty() { return isatty(STDERR_FILENO) != 0; }
+
+}  // namespace fathom::tools

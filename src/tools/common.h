@@ -1,0 +1,42 @@
+// Option groups and helpers shared by the generation subcommands.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/engine.h"
+#include "tools/args.h"
+
+namespace fathom::tools {
+
+struct SamplingOptions {
+  double temperature = 0.8;
+  int top_k = 40;
+  double top_p = 0.95;
+  double min_p = 0.05;
+  double repeat_penalty = 1.0;
+  int repeat_last_n = 64;
+  int64_t seed = -1;  // -1: pick one from the clock (printed with --verbose)
+  void add_to(ArgParser& p);
+  SamplingParams to_params() const;
+};
+
+struct ModelOptions {
+  std::string model;   // -m
+  int threads = 0;     // -t
+  int64_t ctx = 0;     // -c
+  void add_to(ArgParser& p);
+  EngineOptions to_engine_options() const;
+};
+
+// Creates the engine or prints "fathom CMD: <error>" and returns nullptr.
+std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& options);
+// Tokenizes a prompt the way the model expects: BOS per the tokenizer's metadata unless the
+// text already starts with the BOS token's text; special tokens in the text are parsed.
+std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text, bool allow_bos = true);
+// True when stdout/stderr is a terminal (for colour and progress output).
+bool stdout_is_tty();
+bool stderr_is_tty();
+
+}  // namespace fathom::tools

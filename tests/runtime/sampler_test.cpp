@@ -1,0 +1,119 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "runtime/sampler.h"
+#include "runtime/stop_strings.h"
+
+namespace fathom {
+namespace {
+
+std::vector<float> logits_of(std::initializer_list<float> v) { return std::vector<float>(v); }
+
+TEST(Sampler, GreedyPicksArgmaxAndLowestIdOnTies) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  Sampler s(p);
+  auto l = logits_of({1.0f, 3.0f, 2.0f, 3.0f});
+  EXPECT_EQ(s.sample(l.data(), 4), 1);
+}
+
+TEST(Sampler, SameSeedSameTokensDifferentSeedDifferent) {
+  std::vector<float> l(100);
+  for (int i = 0; i < 100; ++i) l[static_cast<size_t>(i)] = std::sin(static_cast<float>(i)) * 2.0f;
+  auto run = [&](uint64_t seed) {
+    SamplingParams p;
+    p.temperature = 1.5f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.min_p = 0.0f;
+    p.seed = seed;
+    Sampler s(p);
+    std::vector<int32_t> out;
+    for (int i = 0; i < 50; ++i) out.push_back(s.sample(l.data(), 100));
+    return out;
+  };
+  EXPECT_EQ(run(1), run(1));
+  EXPECT_NE(run(1), run(2));
+}
+
+TEST(Sampler, TopKOneIsGreedy) {
+  SamplingParams p;
+  p.temperature = 5.0f;
+  p.top_k = 1;
+  Sampler s(p);
+  auto l = logits_of({0.5f, 0.1f, 0.9f, 0.2f});
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(s.sample(l.data(), 4), 2);
+}
+
+TEST(Sampler, MinPAndTopPCutTheTail) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.5f;  // keeps tokens with prob >= half of the best
+  Sampler s(p);
+  auto l = logits_of({std::log(0.5f), std::log(0.3f), std::log(0.2f)});
+  for (int i = 0; i < 200; ++i) EXPECT_NE(s.sample(l.data(), 3), 2);
+  SamplingParams q;
+  q.temperature = 1.0f;
+  q.top_k = 0;
+  q.min_p = 0.0f;
+  q.top_p = 0.5f;  // the first token alone reaches 0.5
+  Sampler t(q);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(t.sample(l.data(), 3), 0);
+}
+
+TEST(Sampler, RepeatPenaltyDemotesRecentTokens) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.repeat_penalty = 2.0f;
+  Sampler s(p);
+  auto l = logits_of({2.0f, 1.5f});
+  s.accept(0);
+  EXPECT_EQ(s.sample(l.data(), 2), 1);  // 2.0 / 2 = 1.0 < 1.5
+}
+
+TEST(Sampler, FrequencyAndPresencePenalties) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.frequency_penalty = 0.4f;
+  p.presence_penalty = 0.1f;
+  Sampler s(p);
+  auto l = logits_of({2.0f, 1.5f});
+  s.accept(0);
+  EXPECT_EQ(s.sample(l.data(), 2), 0);  // 2.0 - 0.5 = 1.5: tie, lower id
+  s.accept(0);
+  EXPECT_EQ(s.sample(l.data(), 2), 1);  // 2.0 - 0.9
+}
+
+TEST(Sampler, TopLogprobsAreNormalized) {
+  SamplingParams p;
+  Sampler s(p);
+  auto l = logits_of({0.0f, 0.0f, std::log(2.0f)});
+  auto top = s.top_logprobs(l.data(), 3, 2);
+  ASSERT_EQ(top.size(), 2u);
+  EXPECT_EQ(top[0].token, 2);
+  EXPECT_NEAR(top[0].logprob, std::log(0.5), 1e-6);
+  EXPECT_NEAR(top[1].logprob, std::log(0.25), 1e-6);
+}
+
+TEST(StopStrings, WithholdsPossiblePrefixAndCutsAtMatch) {
+  StopStringMatcher m({"</s>", "STOP"});
+  auto r = m.push("Hello </");
+  EXPECT_EQ(r.text, "Hello ");
+  EXPECT_FALSE(r.matched);
+  r = m.push("x ok ST");
+  EXPECT_EQ(r.text, "</x ok ");
+  r = m.push("OP and more");
+  EXPECT_TRUE(r.matched);
+  EXPECT_EQ(r.text, "");
+  StopStringMatcher none({});
+  EXPECT_EQ(none.push("abc").text, "abc");
+  StopStringMatcher tail({"END"});
+  EXPECT_EQ(tail.push("abc E").text, "abc ");
+  EXPECT_EQ(tail.flush(), "E");
+}
+
+}  // namespace
+}  // namespace fathom

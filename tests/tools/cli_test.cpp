@@ -1,0 +1,114 @@
+// The fathom binary as a user runs it: help, exit codes, clear errors for bad input.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "model/synth.h"
+#include "tools/args.h"
+
+namespace fathom {
+namespace {
+
+struct Run {
+  int code;            // exit status
+  std::string output;  // stdout and stderr
+};
+
+Run run_fathom(const std::string& args) {
+  const char* bin = std::getenv("FATHOM_BIN");
+  const std::string cmd = std::string(bin ? bin : "fathom") + " " + args + " 2>&1";
+  Run r{-1, ""};
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) r.output.append(buf, n);
+  const int status = pclose(f);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+const std::string kStories = std::string(FATHOM_SHARED_DIR) + "/models/tinyllamas-stories-260k-f32.gguf";
+
+TEST(Cli, HelpListsCommands) {
+  Run r = run_fathom("--help");
+  EXPECT_EQ(r.code, 0);
+  for (const char* cmd : {"run", "chat", "tokenize", "logits", "inspect", "synth", "bench"})
+    EXPECT_NE(r.output.find(cmd), std::string::npos) << cmd;
+  r = run_fathom("run --help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.output.find("--temp"), std::string::npos);
+  EXPECT_EQ(run_fathom("frobnicate").code, 2);
+  EXPECT_EQ(run_fathom("run --no-such-option").code, 2);
+}
+
+TEST(Cli, RunStreamsStoryAndReportsSpeed) {
+  if (!std::ifstream(kStories).good()) GTEST_SKIP();
+  Run r = run_fathom("run -m " + kStories + " -p 'Once upon a time' -n 24 --temp 0 -t 2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("Once upon a time", 0), 0u) << r.output;
+  EXPECT_NE(r.output.find("tok/s"), std::string::npos) << r.output;
+  // Deterministic under --seed with sampling on.
+  const std::string sampled = "run -q -m " + kStories + " -p 'Once upon a time' -n 24 --temp 0.9 --seed 5 -t 2";
+  EXPECT_EQ(run_fathom(sampled).output, run_fathom(sampled).output);
+}
+
+TEST(Cli, BadFilesAreClearErrors) {
+  Run missing = run_fathom("run -m /nonexistent/model.gguf -p hi");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.output.find("/nonexistent/model.gguf"), std::string::npos) << missing.output;
+  const std::string junk = std::string(FATHOM_TEST_TMP) + "/junk.gguf";
+  std::ofstream(junk) << "GGUF this is not a model";
+  Run bad = run_fathom("run -m " + junk + " -p hi");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.output.find("invalid file"), std::string::npos) << bad.output;
+}
+
+TEST(Cli, LogitsPrintsTopIds) {
+  if (!std::ifstream(kStories).good()) GTEST_SKIP();
+  Run r = run_fathom("logits -m " + kStories + " -p 'Once upon a time' --top 3 --json");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"id\": 432"), std::string::npos) << r.output;
+}
+
+TEST(Cli, SynthThenRunAndBench) {
+  const std::string path = std::string(FATHOM_TEST_TMP) + "/cli-synth.gguf";
+  Run s = run_fathom("synth --arch qwen2 --preset tiny --type q4_0 -o " + path);
+  ASSERT_EQ(s.code, 0) << s.output;
+  Run r = run_fathom("run -m " + path + " -p hello -n 8 --temp 0");
+  EXPECT_EQ(r.code, 0) << r.output;
+  Run b = run_fathom("bench -m " + path + " -p 16 -n 4 -r 1 --json");
+  EXPECT_EQ(b.code, 0) << b.output;
+  EXPECT_NE(b.output.find("tokens_per_second"), std::string::npos) << b.output;
+}
+
+TEST(ArgParser, ParsesTypedOptionsAndRejectsBadOnes) {
+  std::string model;
+  int n = 0;
+  double t = 0;
+  bool flag = false;
+  std::string pos;
+  tools::ArgParser p("x", "y");
+  p.add_string("-m,--model", "FILE", "", &model);
+  p.add_int("-n", "N", "", &n);
+  p.add_float("--temp", "T", "", &t);
+  p.add_flag("--flag", "", &flag);
+  p.add_positional("POS", "", &pos);
+  EXPECT_FALSE(p.parse({"-m", "a.gguf", "-n", "-5", "--temp=0.5", "--flag", "rest"}).has_value());
+  EXPECT_EQ(model, "a.gguf");
+  EXPECT_EQ(n, -5);
+  EXPECT_DOUBLE_EQ(t, 0.5);
+  EXPECT_TRUE(flag);
+  EXPECT_EQ(pos, "rest");
+  tools::ArgParser q("x", "y");
+  int m = 0;
+  q.add_int("-n", "N", "", &m);
+  EXPECT_EQ(q.parse({"-n", "abc"}), 2);
+  EXPECT_EQ(q.parse({"-n"}), 2);
+}
+
+}  // namespace
+}  // namespace fathom

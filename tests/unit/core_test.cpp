@@ -1,0 +1,64 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <numeric>
+
+#include "core/dtype.h"
+#include "core/status.h"
+#include "core/threadpool.h"
+
+namespace fathom {
+namespace {
+
+Expected<int> half_of(int x) {
+  if (x % 2) return error(ErrorCode::kInvalidArgument, strprintf("%d is odd", x));
+  return x / 2;
+}
+
+Status quarter(int x, int* out) {
+  FATHOM_ASSIGN_OR_RETURN(int h, half_of(x));
+  FATHOM_ASSIGN_OR_RETURN(*out, half_of(h));
+  return Status::ok();
+}
+
+TEST(Status, ExpectedCarriesValueOrError) {
+  int q = 0;
+  EXPECT_TRUE(quarter(8, &q).is_ok());
+  EXPECT_EQ(q, 2);
+  const Status st = quarter(6, &q);
+  EXPECT_EQ(st.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(st.to_string(), "invalid argument: 3 is odd");
+}
+
+TEST(DType, TraitsMatchGgml) {
+  EXPECT_EQ(traits(DType::Q4_0).type_size, 18u);
+  EXPECT_EQ(traits(DType::Q4_K).type_size, 144u);
+  EXPECT_EQ(traits(DType::Q6_K).block_size, 256);
+  EXPECT_EQ(row_size(DType::Q8_0, 4096), 4096u / 32 * 34);
+  EXPECT_FALSE(dtype_traits(4).has_value());  // Q4_2 was removed from the format
+  EXPECT_EQ(*parse_dtype("Q4_K"), DType::Q4_K);
+  EXPECT_EQ(*parse_dtype("bf16"), DType::BF16);
+  EXPECT_FALSE(parse_dtype("q9_9").has_value());
+}
+
+TEST(ThreadPool, ParallelForCoversEveryIndexOnce) {
+  ThreadPool pool(3);
+  for (int64_t n : {0, 1, 5, 64, 1000, 4097}) {
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    pool.parallel_for(n, 16, [&](int, int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+    });
+    for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  }
+}
+
+TEST(ThreadPool, ManySmallJobsBackToBack) {
+  ThreadPool pool(2);
+  std::atomic<int64_t> sum{0};
+  for (int rep = 0; rep < 2000; ++rep)
+    pool.run_on_all([&](int t) { sum += t + 1; });
+  EXPECT_EQ(sum.load(), 2000 * 3);
+}
+
+}  // namespace
+}  // namespace fathom
