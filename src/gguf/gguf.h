@@ -130,19 +130,22 @@ class GgufWriter {
   void set_bool(std::string key, bool v) { set(std::move(key), Value::make_bool(v)); }
   void set_alignment(size_t alignment) { alignment_ = alignment; }
 
-  // ne[0] innermost, as in TensorView. n_bytes is derived from dtype and shape.
+  // ne[0] innermost, as in TensorView. n_bytes is derived from dtype and shape. A bad shape
+  // (not 1..4 positive dims, ne[0] not a multiple of the block size), a name that is empty,
+  // longer than 63 bytes or repeated, or a byte count that does not match is reported by write().
   void add_tensor(std::string name, DType dtype, std::vector<int64_t> ne, TensorFill fill);
   void add_tensor_bytes(std::string name, DType dtype, std::vector<int64_t> ne, std::vector<uint8_t> bytes);
 
+  // Writes PATH.tmp.<pid>, syncs it and renames it over path; on error nothing is left behind.
   Status write(const std::string& path) const;
   Expected<std::vector<uint8_t>> write_to_memory() const;  // for tests and fuzzing
 
  private:
   struct PendingTensor {
-    std::string name;
-    DType dtype;
-    std::vector<int64_t> ne;  // ne[0] innermost
-    size_t n_bytes;           // data bytes; 0 until the shape is validated at write time
+    std::string name;         // GGUF tensor name, at most 63 bytes (llama.cpp's limit)
+    DType dtype;              // block format of the data
+    std::vector<int64_t> ne;  // 1..4 extents, ne[0] innermost
+    size_t n_bytes;           // data bytes from dtype and shape; 0 if the shape is invalid
     TensorFill fill;          // produces exactly n_bytes bytes of data
   };
   Status write_to(GgufSink& sink) const;  // serializes the whole file into sink

@@ -15,7 +15,7 @@ double NormalRng::next() {
     has_spare_ = false;
     return spare_;
   }
-  // Marsaglia's polar form of Box-Muller: a uniform point in the unit disc (u, v) with s = |uv|^2
+  // Marsaglia's polar form of Box-Muller: a uniform point (u, v) in the unit disc with s = u^2 + v^2
   // gives two independent N(0, 1) values u*f, v*f with f = sqrt(-2 ln s / s), no sin/cos needed.
   constexpr double kScale = 1.0 / 4503599627370496.0;  // 2^-52: 53 random bits -> [0, 2)
   double u, v, s;
@@ -210,10 +210,8 @@ Status SynthBuilder::write(const std::string& path) {
 
 namespace {
 
-std::vector<SynthArchitecture> all_architectures() {
-  std::vector<SynthArchitecture> archs = dense_architectures();
-  return archs;
-}
+// The registry: one entry list per architecture file (deepseek, deepseek2 append theirs here).
+std::vector<SynthArchitecture> all_architectures() { return dense_architectures(); }
 
 std::string join_names(const std::vector<std::string>& names) {
   std::string s;
@@ -272,8 +270,9 @@ Status synth_model(const SynthOptions& options, const std::string& out_path) {
     return error(ErrorCode::kInvalidArgument, strprintf("unknown preset '%s' for %s (known: %s)", options.preset.c_str(),
                                                         options.arch.c_str(), synth::join_names(preset_names).c_str()));
   for (DType t : {options.dtype, options.output_dtype.value_or(options.dtype)}) {
-    const bool weight_type = t != DType::Q8_1 && t != DType::Q8_K && traits(t).block_size > 0 &&
-                             (t == DType::F32 || t == DType::F16 || t == DType::BF16 || traits(t).is_quantized);
+    // Q8_1 and Q8_K exist only as activation formats for dot products, never as stored weights.
+    const bool weight_type = (t == DType::F32 || t == DType::F16 || t == DType::BF16 || traits(t).is_quantized) &&
+                             t != DType::Q8_1 && t != DType::Q8_K;
     if (!weight_type || !quant::can_quantize(t))
       return error(ErrorCode::kUnsupported,
                    strprintf("cannot write weights of type %s (use f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, "

@@ -248,10 +248,9 @@ Expected<SliceBounds> slice_bounds(const Value& start, const Value& stop, const 
   }
   SliceBounds b{0, 0, present(step) ? step.as_int() : 1};
   if (b.step == 0) return error(ErrorCode::kInvalidArgument, "ValueError: slice step cannot be zero");
-  const auto clamp = [&](const Value& v, int64_t fallback, bool is_start) -> int64_t {
+  const auto clamp = [&](const Value& v, int64_t fallback) -> int64_t {
     if (!present(v)) return fallback;
     int64_t i = v.as_int();
-    (void)is_start;
     if (i < 0) {
       i += size;
       if (i < 0) i = b.step < 0 ? -1 : 0;
@@ -260,8 +259,8 @@ Expected<SliceBounds> slice_bounds(const Value& start, const Value& stop, const 
     }
     return i;
   };
-  b.start = clamp(start, b.step < 0 ? size - 1 : 0, true);
-  b.stop = clamp(stop, b.step < 0 ? -1 : size, false);
+  b.start = clamp(start, b.step < 0 ? size - 1 : 0);
+  b.stop = clamp(stop, b.step < 0 ? -1 : size);
   return b;
 }
 
@@ -433,10 +432,7 @@ Expected<Value> get_item(const Value& object, const Value& key) {
     return Value::undefined(object_description(object) + " has no element " + to_str(key));
   }
   // jinja2 falls back to the attribute of that name (`d['items']` is the dict's key, else its method).
-  if (key.is_string()) {
-    if (object.is_object()) return get_attribute(object, key.as_string());
-    if (!object.is_none()) return get_attribute(object, key.as_string());
-  }
+  if (key.is_string() && !object.is_none()) return get_attribute(object, key.as_string());
   return Value::undefined(object_description(object) + " has no element " + to_repr(key));
 }
 

@@ -2,6 +2,7 @@
 // its type and value, the tensor list, and bytes per dtype — as text or as JSON.
 #include <cinttypes>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <string>
 #include <utility>
@@ -98,13 +99,20 @@ std::string type_label(const Value& v) {
 // ---------------------------------------------------------------------------------------------
 // JSON
 
+// A numeric array element (held as a double) as a JSON number of its element type. 64-bit
+// elements near the type's limits round up to 2^64 / 2^63 as doubles, so they are clamped
+// before the cast, which would otherwise be undefined.
 json number_json(double x, ValueType elem_type) {
   switch (elem_type) {
     case ValueType::kBool: return x != 0.0;
     case ValueType::kFloat32: case ValueType::kFloat64: return x;
     case ValueType::kUint64: case ValueType::kUint32: case ValueType::kUint16: case ValueType::kUint8:
-      return static_cast<uint64_t>(x);
-    default: return static_cast<int64_t>(x);
+      if (x >= 18446744073709551616.0) return std::numeric_limits<uint64_t>::max();
+      return x <= 0 ? uint64_t{0} : static_cast<uint64_t>(x);
+    default:
+      if (x >= 9223372036854775808.0) return std::numeric_limits<int64_t>::max();
+      if (x <= -9223372036854775808.0) return std::numeric_limits<int64_t>::min();
+      return static_cast<int64_t>(x);
   }
 }
 

@@ -1,6 +1,8 @@
 // fathom run: one prompt in, generated text streamed to stdout, speed on stderr.
 #include <cstdio>
 
+#include "core/process.h"
+
 #include "tools/commands.h"
 #include "tools/common.h"
 
@@ -85,6 +87,10 @@ int cmd_run(const Args& args) {
     std::fprintf(stderr, "\nload: %.2f s | prompt: %lld tokens in %.3f s (%.1f tok/s) | generation: %lld tokens in %.3f s (%.1f tok/s)\n",
                  engine->load_seconds(), static_cast<long long>(stats.n_prompt), pt, pt > 0 ? stats.n_prompt / pt : 0.0,
                  static_cast<long long>(stats.n_generated), gt, gt > 0 ? n_gen_timed / gt : 0.0);
+    const double mib = 1024.0 * 1024.0;
+    std::fprintf(stderr, "memory: peak resident %.1f MiB (model file %.1f MiB, KV cache %.1f MiB)\n",
+                 static_cast<double>(peak_resident_bytes()) / mib, static_cast<double>(engine->model().file().file_size()) / mib,
+                 static_cast<double>(engine->kv_cache().total_bytes()) / mib);
   }
   return 0;
 }

@@ -351,10 +351,10 @@ TEST(Reference, Stories260kMatchesLlamaCpp) {
   EXPECT_EQ(greedy(**f, *c, prompt, 32), llama_cpp_greedy);
 }
 
-
 // Synthetic tiny models (seed 42, f32): llama.cpp loads our layout and computes these logits;
 // qwen2 also exercises the NEOX rope pairs and the Q/K/V biases. The prompt ids are what
-// llama.cpp's tokenizer made of BOS + "Once upon a time" with the synthetic vocab; pinned here so the test does not depend on a tokenizer. Regenerate with
+// llama.cpp's tokenizer made of BOS + "Once upon a time" with the synthetic vocab, pinned here
+// so the test does not depend on a tokenizer. Regenerate with
 //   fathom synth --arch A --preset tiny -o m.gguf && logits.sh m.gguf "Once upon a time" --top 10 --greedy 16
 // if the synth initialization ever changes.
 struct PeerCase {

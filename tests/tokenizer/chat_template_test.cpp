@@ -30,12 +30,18 @@ std::string read_file(const std::string& path) {
 
 // A python with jinja2: Debian's /usr/bin/python3 first (the reference the project names),
 // then whatever python3 is on PATH.
-std::optional<std::string> find_python() {
+std::optional<std::string> probe_python() {
   for (const char* candidate : {"/usr/bin/python3", "python3"}) {
     const std::string probe = std::string(candidate) + " -c 'import jinja2' >/dev/null 2>&1";
     if (std::system(probe.c_str()) == 0) return std::string(candidate);
   }
   return std::nullopt;
+}
+
+// Probed once per test binary: each probe starts a python process.
+const std::optional<std::string>& find_python() {
+  static const std::optional<std::string> python = probe_python();
+  return python;
 }
 
 struct Reference {
