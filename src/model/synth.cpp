@@ -164,6 +164,20 @@ void SynthBuilder::add_matrix(const std::string& name, int64_t n_in, int64_t n_o
   });
 }
 
+void SynthBuilder::add_matrix_stack(const std::string& name, int64_t n_in, int64_t n_out, int64_t n_mat, DType dtype,
+                                    Init init) {
+  const DType stored = weight_type_for_row(dtype, n_in);
+  const int64_t n_rows = n_out * n_mat;  // matrix m's row r is flat row m * n_out + r
+  const uint64_t n_bytes = row_size(stored, n_in) * static_cast<uint64_t>(n_rows);
+  ++n_tensors_;
+  total_bytes_ += n_bytes;
+  writer_.add_tensor(name, stored, {n_in, n_out, n_mat}, [this, name, stored, n_in, n_rows, init](uint8_t* dst, size_t size) {
+    FATHOM_RETURN_IF_ERROR(fill_rows(name, stored, n_in, n_rows, init, dst));
+    report_progress(size);
+    return Status::ok();
+  });
+}
+
 void SynthBuilder::add_f32(const std::string& name, std::vector<int64_t> ne, Init init) {
   int64_t n_rows = 1;
   for (size_t i = 1; i < ne.size(); ++i) n_rows *= ne[i];
@@ -210,8 +224,12 @@ Status SynthBuilder::write(const std::string& path) {
 
 namespace {
 
-// The registry: one entry list per architecture file (deepseek, deepseek2 append theirs here).
-std::vector<SynthArchitecture> all_architectures() { return dense_architectures(); }
+// The registry: one entry list per architecture file.
+std::vector<SynthArchitecture> all_architectures() {
+  std::vector<SynthArchitecture> archs = dense_architectures();
+  for (SynthArchitecture& a : deepseek_architectures()) archs.push_back(std::move(a));
+  return archs;
+}
 
 std::string join_names(const std::vector<std::string>& names) {
   std::string s;
@@ -279,6 +297,8 @@ Status synth_model(const SynthOptions& options, const std::string& out_path) {
                              "q2_K, q3_K, q4_K, q5_K or q6_K)",
                              dtype_name(t)));
   }
+  if (options.mla_legacy && options.arch != "deepseek2")
+    return error(ErrorCode::kInvalidArgument, "--mla-legacy applies to --arch deepseek2 only");
   if (options.n_layer && *options.n_layer < 1)
     return error(ErrorCode::kInvalidArgument, strprintf("--layers must be at least 1, got %lld",
                                                         static_cast<long long>(*options.n_layer)));

@@ -17,7 +17,7 @@
 namespace fathom {
 
 struct SynthOptions {
-  std::string arch = "llama";         // general.architecture: "llama" or "qwen2"
+  std::string arch = "llama";         // general.architecture: llama, qwen2, deepseek, deepseek2
   std::string preset = "tiny";        // shape preset, see synth_presets()
   DType dtype = DType::F32;           // main weights (token_embd and the layer matrices)
   std::optional<DType> output_dtype;  // output.weight; defaults to dtype (Q4_K_M uses Q6_K)
@@ -25,6 +25,9 @@ struct SynthOptions {
   std::string vocab_path;             // optional GGUF whose tokenizer.* keys are copied verbatim
   std::optional<int64_t> n_layer;     // overrides the preset's block_count
   bool tied_output = false;           // omit output.weight: logits reuse token_embd (tied)
+  // deepseek2 only: write MLA's K/V up-projection as the legacy single attn_kv_b (older
+  // converters) instead of the split attn_k_b/attn_v_b + *_mla keys that llama.cpp writes now.
+  bool mla_legacy = false;
   int n_threads = 0;                  // quantization threads, 0 = all cores
   // Called after each tensor is written (tensor index from 1, tensor count, bytes written so
   // far, total tensor bytes). Optional; the CLI uses it to print progress for large models.
@@ -41,7 +44,7 @@ struct SynthPresetInfo {
 // Every (arch, preset) pair synth_model accepts.
 std::vector<SynthPresetInfo> synth_presets();
 
-// Architectures synth_model accepts ("llama", "qwen2").
+// Architectures synth_model accepts ("llama", "qwen2", "deepseek", "deepseek2").
 std::vector<std::string> synth_architectures();
 
 // Writes the model to out_path. Errors: unknown arch or preset (kInvalidArgument, listing the

@@ -4,6 +4,7 @@
 // synth_<arch>.cpp that fills a SynthArchitecture and one line in synth.cpp's registry.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -41,6 +42,16 @@ struct Init {
   float stddev = 1.0f;
 };
 
+// Scales chosen so activations stay O(1) through the stack: embeddings ~ N(0, 1); every
+// projection ~ N(0, 1/fan_in), so each sublayer's output has unit variance given RMS-normed input;
+// the output projection doubles that so logits (std ~2) have a clear, non-degenerate top token.
+inline Init projection(int64_t fan_in) {
+  return {0.0f, static_cast<float>(1.0 / std::sqrt(static_cast<double>(fan_in)))};
+}
+inline constexpr Init kEmbedding{0.0f, 1.0f};
+inline constexpr Init kNormWeight{1.0f, 0.1f};  // RMSNorm gains around 1
+inline constexpr Init kBias{0.0f, 0.1f};
+
 // The type llama.cpp's quantizer actually writes for a matrix of `requested` type whose rows have
 // n_in values: K-quants need n_in % 256 == 0, and llama.cpp then substitutes Q4_K -> Q5_0,
 // Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> IQ4_NL (we have no IQ4_NL and use Q4_0, the nearest
@@ -72,6 +83,9 @@ class SynthBuilder {
   // A weight matrix of n_out rows of n_in values (ne = {n_in, n_out}), stored in
   // weight_type_for_row(dtype, n_in) and drawn from `init`.
   void add_matrix(const std::string& name, int64_t n_in, int64_t n_out, DType dtype, Init init);
+  // A stack of n_mat matrices, each n_out rows of n_in values (ne = {n_in, n_out, n_mat}): MoE
+  // experts, or MLA's per-head attn_k_b/attn_v_b. Stored and drawn like add_matrix.
+  void add_matrix_stack(const std::string& name, int64_t n_in, int64_t n_out, int64_t n_mat, DType dtype, Init init);
   // An F32 tensor (norm weights, biases) of shape ne drawn from `init`.
   void add_f32(const std::string& name, std::vector<int64_t> ne, Init init);
 
@@ -102,6 +116,7 @@ struct SynthArchitecture {
 };
 
 // One per architecture file.
-std::vector<SynthArchitecture> dense_architectures();  // llama, qwen2 (synth_llama.cpp)
+std::vector<SynthArchitecture> dense_architectures();     // llama, qwen2 (synth_llama.cpp)
+std::vector<SynthArchitecture> deepseek_architectures();  // deepseek, deepseek2 (synth_deepseek.cpp)
 
 }  // namespace fathom::synth

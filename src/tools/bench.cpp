@@ -60,13 +60,15 @@ Expected<double> time_generation(Model& model, int64_t n_gen) {
 }  // namespace
 
 int cmd_bench(const Args& args) {
+  if (!args.empty() && args[0] == "load") return cmd_bench_load(Args(args.begin() + 1, args.end()));
   std::string model_path;
   int threads = 0, reps = 3;
   int64_t n_prompt = 512, n_gen = 128;
   bool as_json = false;
   ArgParser p("fathom bench -m FILE.gguf [-t N] [-p 512] [-n 128] [-r 3] [--json]",
               "Measures prompt processing (pp: one batch of P tokens) and generation (tg: N single-token\n"
-              "steps) in tokens/s, mean ± stddev over R repetitions after one warm-up — llama-bench's definitions.");
+              "steps) in tokens/s, mean ± stddev over R repetitions after one warm-up — llama-bench's definitions.\n"
+              "Serving load tests (latency percentiles under a request rate): see `fathom bench load --help`.");
   p.add_string("-m,--model", "FILE", "GGUF model file (required)", &model_path);
   p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
   p.add_int("-p,--n-prompt", "P", "prompt tokens; 0 skips pp (default 512)", &n_prompt);

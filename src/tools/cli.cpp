@@ -27,6 +27,11 @@ constexpr Command kCommands[] = {
     {"bench", cmd_bench, "measure prompt processing and generation speed"},
     {"plan", cmd_plan, "what fits this hardware and how fast it will run"},
     {"devices", cmd_devices, "list the CPU and GPU devices fathom can use"},
+    {"quantize", cmd_quantize, "quantize a GGUF model with llama.cpp's type mixes (Q4_K_M, Q8_0, ...)"},
+    {"convert", cmd_convert, "convert a Hugging Face checkpoint (safetensors) to GGUF"},
+    {"imatrix", cmd_imatrix, "collect an importance matrix over a text for quantization"},
+    {"perplexity", cmd_perplexity, "perplexity of a model on a text (llama.cpp's definition)"},
+    {"kl-divergence", cmd_kl_divergence, "compare a model with its base: KL, top-1 agreement, PPL ratio"},
 };
 
 void print_help() {

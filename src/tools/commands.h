@@ -17,7 +17,13 @@ int cmd_logits(const Args& args);
 int cmd_inspect(const Args& args);
 int cmd_synth(const Args& args);
 int cmd_bench(const Args& args);
+int cmd_bench_load(const Args& args);  // `fathom bench load`: serving load generator (bench_load.cpp)
 int cmd_plan(const Args& args);
 int cmd_devices(const Args& args);
+int cmd_quantize(const Args& args);
+int cmd_convert(const Args& args);
+int cmd_imatrix(const Args& args);
+int cmd_perplexity(const Args& args);
+int cmd_kl_divergence(const Args& args);
 
 }  // namespace fathom::tools

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gguf/gguf.h"
+#include "model/config.h"
 #include "tools/args.h"
 #include "tools/commands.h"
 
@@ -31,11 +32,33 @@ struct InspectOptions {
   int64_t max_items = 8;   // array elements shown per metadata value; 0 = all
 };
 
-// Architecture-aware lines (label, value) shown after the container facts: e.g. a parameter
-// breakdown (embedding / attention / experts), KV-cache bytes per token, MLA ranks. Empty until
-// the model layer can interpret a file's keys; fill it from src/model's config when it exists,
-// and both the text and the JSON output pick the lines up.
-std::vector<std::pair<std::string, std::string>> architecture_summary(const GgufFile& file) { return {}; }
+// Architecture-aware lines (label, value) shown after the container facts, in both the text and
+// the JSON output: the model summary and KV-cache size per token (MLA-aware). Files that are not
+// runnable models (vocab-only files) get none.
+std::vector<std::pair<std::string, std::string>> architecture_summary(const GgufFile& file) {
+  std::vector<std::pair<std::string, std::string>> lines;
+  auto config = ModelConfig::from_gguf(file);
+  if (!config) {
+    if (!file.tensors().empty()) lines.push_back({"model", "not runnable: " + config.status().to_string()});
+    return lines;
+  }
+  const ModelConfig& c = *config;
+  lines.push_back({"model", c.summary()});
+  // KV cache per token: what fathom stores (f32 today) and the f16 size other engines quote.
+  const int64_t values = c.n_layer * c.kv_values_per_token_per_layer();
+  std::string kv = strprintf("%lld values/token (%lld layers x %lld)", static_cast<long long>(values), static_cast<long long>(c.n_layer),
+                             static_cast<long long>(c.kv_values_per_token_per_layer()));
+  kv += strprintf(" = %.1f KiB/token f32, %.1f KiB/token f16", values * 4 / 1024.0, values * 2 / 1024.0);
+  if (c.arch == Arch::kDeepseek2) {
+    const int64_t mha = c.n_layer * c.n_head * (c.head_dim_k + c.head_dim_v);
+    kv += strprintf("; MLA latent (kv_lora_rank %lld + rope %lld) vs %lld values/token for a non-absorbed cache "
+                    "(n_head x (k + v)): %.1fx smaller",
+                    static_cast<long long>(c.kv_lora_rank), static_cast<long long>(c.n_rot), static_cast<long long>(mha),
+                    static_cast<double>(mha) / static_cast<double>(values));
+  }
+  lines.push_back({"kv cache", kv});
+  return lines;
+}
 
 // Tensors, bytes and parameters of one dtype.
 struct DTypeTotals {

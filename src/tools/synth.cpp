@@ -19,8 +19,9 @@ std::string summary_with_presets() {
       "K-quant matrices whose rows are not a multiple of 256 fall back as llama.cpp does\n"
       "(q4_K->q5_0, q5_K->q5_1, q6_K->q8_0, q2_K/q3_K->q4_0).\n\npresets:\n";
   for (const SynthPresetInfo& p : synth_presets())
-    s += strprintf("  --arch %-6s --preset %-6s %s\n", p.arch.c_str(), p.name.c_str(), p.description.c_str());
+    s += strprintf("  --arch %-9s --preset %-7s %s\n", p.arch.c_str(), p.name.c_str(), p.description.c_str());
   s += "\nexample (Q4_K_M-like): fathom synth --arch qwen2 --preset 1.5b --type q4_K --output-type q6_K -o m.gguf";
+  s += "\nexample (benchmark MoE/MLA): fathom synth --arch deepseek2 --preset v2-lite --layers 6 --type q4_K -o m.gguf";
   return s;
 }
 
@@ -40,9 +41,10 @@ int cmd_synth(const Args& args) {
   std::string arch = "llama", preset = "tiny", out_path, type = "f32", output_type, vocab;
   int64_t seed = 42, layers = 0;
   int threads = 0;
-  bool tied = false, quiet = false;
-  ArgParser parser("fathom synth --arch {llama,qwen2} --preset NAME -o FILE.gguf [options]", summary_with_presets());
-  parser.add_string("--arch", "ARCH", "architecture: llama or qwen2 (default llama)", &arch);
+  bool tied = false, quiet = false, mla_legacy = false;
+  ArgParser parser("fathom synth --arch {llama,qwen2,deepseek,deepseek2} --preset NAME -o FILE.gguf [options]",
+                   summary_with_presets());
+  parser.add_string("--arch", "ARCH", "architecture: llama, qwen2, deepseek or deepseek2 (default llama)", &arch);
   parser.add_string("--preset", "NAME", "shape preset, see the list above (default tiny)", &preset);
   parser.add_string("-o,--output", "FILE", "GGUF file to write", &out_path);
   parser.add_string("--type", "T", "main weight type (default f32)", &type);
@@ -52,6 +54,7 @@ int cmd_synth(const Args& args) {
   parser.add_int("--layers", "N", "override the preset's layer count", &layers);
   parser.add_int("-t,--threads", "N", "quantization threads (default: all cores)", &threads);
   parser.add_flag("--tied", "omit output.weight (tied embeddings)", &tied);
+  parser.add_flag("--mla-legacy", "deepseek2: one attn_kv_b instead of attn_k_b/attn_v_b (older converters)", &mla_legacy);
   parser.add_flag("-q,--quiet", "no progress output", &quiet);
   if (std::optional<int> rc = parser.parse(args)) return *rc;
   if (out_path.empty()) {
@@ -66,6 +69,7 @@ int cmd_synth(const Args& args) {
   options.vocab_path = vocab;
   options.n_threads = threads;
   options.tied_output = tied;
+  options.mla_legacy = mla_legacy;
   if (layers != 0) options.n_layer = layers;
   Expected<DType> main_type = parse_weight_type(type, "--type");
   if (!main_type) {

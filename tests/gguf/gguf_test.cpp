@@ -544,8 +544,9 @@ TEST(GgufHostile, TruncatedAndBadMagic) {
 }
 
 TEST(GgufHostile, VersionAndEndianness) {
-  std::vector<uint8_t> be = {'G', 'G', 'U', 'F', 0, 0, 0, 3};
-  be.resize(24, 0);
+  std::vector<uint8_t> be(24, 0);  // magic, then version 3 stored big-endian
+  std::memcpy(be.data(), "GGUF", 4);
+  be[7] = 3;
   expect_rejected(be, "big-endian GGUF not supported");
   expect_rejected(RawGguf(4).bytes(), "version 4");
   expect_rejected(RawGguf(0).bytes(), "version 0");

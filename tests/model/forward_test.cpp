@@ -90,7 +90,9 @@ TEST_P(ForwardVsReference, LogitsMatchNaiveReference) {
     const float* r = ref->data() + t * n_vocab;
     const int64_t ag = std::max_element(g, g + n_vocab) - g;
     const int64_t ar = std::max_element(r, r + n_vocab) - r;
-    if (ag != ar) EXPECT_NEAR(r[ag], r[ar], c.tolerance * 4 * std::fabs(r[ar]) + 1e-3) << "position " << t;
+    if (ag != ar) {
+      EXPECT_NEAR(r[ag], r[ar], c.tolerance * 4 * std::fabs(r[ar]) + 1e-3) << "position " << t;
+    }
   }
 }
 

@@ -108,7 +108,7 @@ TEST(StopStrings, WithholdsPossiblePrefixAndCutsAtMatch) {
   r = m.push("OP and more");
   EXPECT_TRUE(r.matched);
   EXPECT_EQ(r.text, "");
-  StopStringMatcher none({});
+  StopStringMatcher none(std::vector<std::string>{});
   EXPECT_EQ(none.push("abc").text, "abc");
   StopStringMatcher tail({"END"});
   EXPECT_EQ(tail.push("abc E").text, "abc ");

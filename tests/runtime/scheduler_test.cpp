@@ -24,7 +24,7 @@ SchedSequence make_seq(int32_t id, int64_t n_prompt) {
 }
 
 // Applies a plan as the engine does: reserve, advance, append a sampled token when a chunk completes.
-void apply(KvCache& kv, const std::vector<ScheduledChunk>& chunks) {
+void apply_plan(KvCache& kv, const std::vector<ScheduledChunk>& chunks) {
   for (const ScheduledChunk& c : chunks) {
     ASSERT_TRUE(kv.reserve(c.seq->seq_id, c.seq->n_computed + c.n_tokens).is_ok());
     c.seq->n_computed += c.n_tokens;
@@ -43,13 +43,13 @@ TEST(Scheduler, LongPromptIsChunkedUnderTheBudget) {
   auto plan = s.schedule(kv, pre);
   ASSERT_EQ(plan.size(), 1u);
   EXPECT_EQ(plan[0].n_tokens, 10);
-  apply(kv, plan);
+  apply_plan(kv, plan);
   plan = s.schedule(kv, pre);
   EXPECT_EQ(plan[0].n_tokens, 10);
-  apply(kv, plan);
+  apply_plan(kv, plan);
   plan = s.schedule(kv, pre);
   EXPECT_EQ(plan[0].n_tokens, 5);
-  apply(kv, plan);
+  apply_plan(kv, plan);
   EXPECT_EQ(a.pending(), 1);  // sampled token waits for the next step
   plan = s.schedule(kv, pre);
   EXPECT_EQ(plan[0].n_tokens, 1);
@@ -64,7 +64,7 @@ TEST(Scheduler, DecodesGoFirstAndPrefillsFillTheRest) {
   SchedSequence a = make_seq(1, 3), b = make_seq(2, 20);
   s.enqueue(&a);
   std::vector<SchedSequence*> pre;
-  apply(kv, s.schedule(kv, pre));  // a prefilled
+  apply_plan(kv, s.schedule(kv, pre));  // a prefilled
   s.enqueue(&b);
   auto plan = s.schedule(kv, pre);
   ASSERT_EQ(plan.size(), 2u);
@@ -85,7 +85,7 @@ TEST(Scheduler, PreemptsTheNewestSequenceWhenBlocksRunOut) {
   std::vector<SchedSequence*> pre;
   auto plan = s.schedule(kv, pre);
   ASSERT_EQ(plan.size(), 2u);
-  apply(kv, plan);  // both hold 2 blocks, each has 1 pending token at position 8 -> a third block each
+  apply_plan(kv, plan);  // both hold 2 blocks, each has 1 pending token at position 8 -> a third block each
   EXPECT_EQ(kv.pool().n_free(), 0);
   plan = s.schedule(kv, pre);
   ASSERT_EQ(pre.size(), 1u);
@@ -105,7 +105,7 @@ TEST(Scheduler, WaitingSequenceWaitsForBlocks) {
   SchedSequence a = make_seq(1, 8), b = make_seq(2, 8);
   s.enqueue(&a);
   std::vector<SchedSequence*> pre;
-  apply(kv, s.schedule(kv, pre));
+  apply_plan(kv, s.schedule(kv, pre));
   s.enqueue(&b);
   auto plan = s.schedule(kv, pre);
   ASSERT_EQ(plan.size(), 1u);  // only a's decode; b needs 2 blocks and only 0 are left after a's

@@ -1,0 +1,173 @@
+#include "server/engine_worker.h"
+
+#include <cstdio>
+
+namespace fathom::server {
+
+void EventChannel::push(ChoiceEvent event) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    events_.push_back(std::move(event));
+  }
+  cv_.notify_one();
+}
+
+bool EventChannel::wait(std::vector<ChoiceEvent>& out, std::chrono::milliseconds timeout) {
+  out.clear();
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return false;
+  for (ChoiceEvent& e : events_) out.push_back(std::move(e));
+  events_.clear();
+  return true;
+}
+
+EngineWorker::EngineWorker(Metrics& metrics, int32_t max_running, int64_t max_in_flight)
+    : metrics_(metrics), max_running_(max_running), max_in_flight_(max_in_flight) {}
+
+EngineWorker::~EngineWorker() { stop(); }
+
+void EngineWorker::start(EngineFactory factory) {
+  thread_ = std::thread([this, factory = std::move(factory)] { run(factory); });
+}
+
+EngineState EngineWorker::state() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return state_;
+}
+
+Status EngineWorker::load_status() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return load_status_;
+}
+
+Status EngineWorker::wait_loaded() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait(lock, [&] { return state_ != EngineState::kLoading; });
+  return load_status_;
+}
+
+const Engine* EngineWorker::engine() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return state_ == EngineState::kReady ? engine_.get() : nullptr;
+}
+
+Expected<std::vector<RequestId>> EngineWorker::submit(std::vector<GenerationRequest> requests) {
+  std::vector<RequestId> ids;
+  {
+    // Held across the engine's submit so that a final event (on the engine thread) cannot
+    // look for its id before it is recorded.
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (state_ != EngineState::kReady) return error(ErrorCode::kUnavailable, "the model is not loaded");
+    if (static_cast<int64_t>(in_flight_.size() + requests.size()) > max_in_flight_)
+      return error(ErrorCode::kUnavailable, "queue full");
+    for (GenerationRequest& r : requests) {
+      // The wrapper retires the id from the in-flight set when its final event is delivered.
+      r.on_event = [this, inner = std::move(r.on_event)](const TokenEvent& ev) {
+        if (inner) inner(ev);
+        if (ev.finished) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          in_flight_.erase(ev.id);
+          cv_.notify_all();
+        }
+      };
+      Expected<RequestId> id = engine_->submit(std::move(r));
+      if (!id) {
+        for (RequestId done : ids) engine_->cancel(done);
+        wake_ = true;
+        cv_.notify_all();
+        return id.status();
+      }
+      ids.push_back(*id);
+      in_flight_.insert(*id);
+    }
+    wake_ = true;
+  }
+  cv_.notify_all();
+  return ids;
+}
+
+void EngineWorker::cancel(RequestId id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!engine_) return;
+  engine_->cancel(id);
+  wake_ = true;
+  cv_.notify_all();
+}
+
+void EngineWorker::cancel_all() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!engine_) return;
+  for (RequestId id : in_flight_) engine_->cancel(id);
+  wake_ = true;
+  cv_.notify_all();
+}
+
+int64_t EngineWorker::in_flight() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return static_cast<int64_t>(in_flight_.size());
+}
+
+bool EngineWorker::wait_idle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return cv_.wait_for(lock, timeout, [&] { return in_flight_.empty(); });
+}
+
+void EngineWorker::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void EngineWorker::publish_gauges() {
+  EngineGauges g;
+  const int64_t n = in_flight();
+  g.running = std::min<int64_t>(n, max_running_);
+  g.waiting = n - g.running;
+  const BlockPool& pool = engine_->kv_cache().pool();
+  g.kv_blocks_used = pool.n_used();
+  g.kv_blocks_free = pool.n_free();
+  g.prefix_cache_hit_rate = 0.0;  // the engine has no prefix cache yet
+  metrics_.set_engine_gauges(g);
+}
+
+void EngineWorker::run(EngineFactory factory) {
+  Expected<std::unique_ptr<Engine>> loaded = factory();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!loaded) {
+      state_ = EngineState::kFailed;
+      load_status_ = loaded.status();
+      cv_.notify_all();
+      return;
+    }
+    engine_ = std::move(loaded).value();
+    state_ = EngineState::kReady;
+    cv_.notify_all();
+  }
+  metrics_.set_model_loaded(true);
+  publish_gauges();
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] { return stop_ || wake_; });
+      if (stop_) return;
+      wake_ = false;
+    }
+    // engine_ is only written before the loop, so the engine thread reads it without the lock.
+    while (engine_->has_work()) {
+      if (Status st = engine_->step(); !st.is_ok()) {
+        std::fprintf(stderr, "fathom serve: engine step failed: %s; cancelling the requests in flight\n",
+                     st.to_string().c_str());
+        cancel_all();
+      }
+      publish_gauges();
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stop_) return;
+    }
+  }
+}
+
+}  // namespace fathom::server

@@ -1,0 +1,270 @@
+// The two generation routes: turn a validated OpenAI request into engine requests (one per
+// choice), then relay the engine's events as one JSON body or as Server-Sent Events.
+#include <chrono>
+#include <ctime>
+
+#include "server/openai_response.h"
+#include "server/server_context.h"
+#include "tools/common.h"
+
+namespace fathom::server {
+
+namespace {
+
+using nlohmann::json;
+
+// Used when the model file carries no tokenizer.chat_template (base models).
+constexpr const char* kPlainChatTemplate =
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n\n' }}"
+    "{% else %}{{ 'Assistant: ' + message['content'] + '\n\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
+
+// Waiting requests write an SSE comment this often, so a client that left is noticed (the
+// write fails) even before the request produces tokens.
+constexpr auto kKeepAliveInterval = std::chrono::seconds(5);
+constexpr auto kEventPoll = std::chrono::milliseconds(100);
+
+// One choice's prompt, ready for the engine.
+struct PreparedPrompt {
+  std::vector<int32_t> tokens;       // prompt token ids
+  std::string text;                  // the prompt as text (audit log)
+  bool starts_in_reasoning = false;  // chat prompt ends inside <think>
+};
+
+std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine& engine, const OpenAiRequest& request) {
+  const Tokenizer& tok = engine.tokenizer();
+  std::vector<PreparedPrompt> out;
+  if (request.endpoint == Endpoint::kChat) {
+    const std::string tmpl = tok.chat_template().value_or(kPlainChatTemplate);
+    const std::string bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
+    const std::string eos = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
+    Expected<std::string> rendered = apply_chat_template(tmpl, request.messages, /*add_generation_prompt=*/true, bos, eos);
+    // A template that rejects the conversation (raise_exception: roles must alternate, ...) is the client's problem.
+    if (!rendered) return invalid_request("the model's chat template rejected the messages: " + rendered.status().message(), "messages");
+    PreparedPrompt p;
+    p.tokens = tools::tokenize_prompt(tok, *rendered);
+    p.starts_in_reasoning = prompt_ends_in_reasoning(*rendered);
+    p.text = std::move(*rendered);
+    out.push_back(std::move(p));
+  } else {
+    for (const PromptInput& in : request.prompts) {
+      PreparedPrompt p;
+      if (in.is_tokens) {
+        for (int32_t t : in.tokens)
+          if (t >= tok.n_vocab()) return invalid_request(strprintf("prompt token id %d is past the vocabulary (%d tokens)", t, tok.n_vocab()), "prompt");
+        p.tokens = in.tokens;
+        p.text = tok.decode(in.tokens, /*render_special=*/true);
+      } else {
+        p.tokens = tools::tokenize_prompt(tok, in.text);
+        p.text = in.text;
+      }
+      out.push_back(std::move(p));
+    }
+  }
+  for (const PreparedPrompt& p : out) {
+    if (p.tokens.empty()) return invalid_request("the prompt is empty", request.endpoint == Endpoint::kChat ? "messages" : "prompt");
+    if (static_cast<int64_t>(p.tokens.size()) >= engine.n_ctx())
+      return context_length_exceeded(strprintf("this model's maximum context length is %lld tokens, but the prompt has "
+                                               "%zu tokens; shorten the prompt (or start the server with a larger -c)",
+                                               static_cast<long long>(engine.n_ctx()), p.tokens.size()));
+  }
+  return out;
+}
+
+// Everything one request's response needs, shared by the handler and its stream provider.
+struct Generation {
+  ServerContext& ctx;
+  ResponseMeta meta;
+  std::vector<ChoiceBuilder> choices;      // one per prompt
+  std::vector<RequestId> ids;              // engine request ids, per choice
+  std::shared_ptr<EventChannel> channel;   // engine thread -> this request
+  std::shared_ptr<Exchange> exchange;      // audit bookkeeping
+  size_t n_finished = 0;                   // choices whose final event arrived
+  Usage usage;                             // summed over finished choices
+  bool stream_done = false;                // [DONE] written
+  std::optional<ApiError> failure;         // a choice ended in error or was cancelled
+
+  Generation(ServerContext& c) : ctx(c) {}
+  bool all_finished() const { return n_finished == choices.size(); }
+
+  // Applies one event; returns the choice's new text.
+  ChoiceBuilder::Delta apply(const ChoiceEvent& e) {
+    ChoiceBuilder& c = choices[e.choice];
+    ChoiceBuilder::Delta d = c.push(e.event);
+    if (e.event.finished) {
+      ++n_finished;
+      usage.prompt_tokens += e.event.stats.n_prompt;
+      usage.completion_tokens += e.event.stats.n_generated;
+      if (e.event.reason == FinishReason::kError) {
+        failure = internal_error("generation failed: " + e.event.status.to_string());
+      } else if (e.event.reason == FinishReason::kCancelled) {
+        failure = unavailable("the request was cancelled: the server is shutting down", "shutting_down");
+      } else {
+        ctx.metrics.record_generation(e.event.stats);
+      }
+    }
+    return d;
+  }
+
+  void cancel_unfinished() {
+    for (size_t i = 0; i < choices.size(); ++i)
+      if (!choices[i].finished()) ctx.worker->cancel(ids[i]);
+  }
+
+  void finish_audit(int status) {
+    AuditRecord& r = exchange->record;
+    r.status = status;
+    r.request_id = meta.id;
+    r.prompt_tokens = usage.prompt_tokens;
+    r.completion_tokens = usage.completion_tokens;
+    r.latency_seconds = now_seconds() - exchange->t_arrival;
+    if (ctx.audit && ctx.audit->include_content())
+      for (const ChoiceBuilder& c : choices) r.completion += c.reasoning() + c.content();
+    ctx.write_audit(*exchange);
+  }
+};
+
+void respond_whole(const std::shared_ptr<Generation>& g, httplib::Response& res) {
+  std::vector<ChoiceEvent> events;
+  while (!g->all_finished()) {
+    if (!g->channel->wait(events, kEventPoll)) continue;
+    for (const ChoiceEvent& e : events) g->apply(e);
+  }
+  if (g->failure) {
+    respond_error(res, *g->failure);
+  } else {
+    respond_json(res, 200, json_text(completion_body(g->meta, g->choices, g->usage)));
+  }
+  g->finish_audit(res.status);
+}
+
+// One call of httplib's chunked content provider: writes what has happened since the last call.
+// Returning false (a failed write: the client left) ends the response; the releaser cancels.
+bool stream_step(Generation& g, httplib::DataSink& sink, std::chrono::steady_clock::time_point& last_write) {
+  std::string out;
+  std::vector<ChoiceEvent> events;
+  if (g.channel->wait(events, kEventPoll)) {
+    for (const ChoiceEvent& e : events) {
+      const ChoiceBuilder::Delta d = g.apply(e);
+      if (!d.empty()) out += sse_event(delta_chunk(g.meta, e.choice, d));
+      if (!e.event.finished) continue;
+      if (e.event.reason == FinishReason::kStop || e.event.reason == FinishReason::kLength)
+        out += sse_event(finish_chunk(g.meta, e.choice, e.event.reason));
+    }
+    if (g.all_finished()) {
+      // The OpenAI SDKs raise a data line holding "error" as an APIError mid-stream.
+      if (g.failure) out += sse_event(json::parse(g.failure->to_json()));
+      else if (g.meta.include_usage) out += sse_event(usage_chunk(g.meta, g.usage));
+      out += kSseDone;
+    }
+  } else if (std::chrono::steady_clock::now() - last_write >= kKeepAliveInterval) {
+    out = ": waiting\n\n";  // an SSE comment; clients ignore it
+  }
+  if (!out.empty()) {
+    if (!sink.write(out.data(), out.size())) return false;
+    last_write = std::chrono::steady_clock::now();
+  }
+  if (g.all_finished()) {
+    g.stream_done = true;
+    sink.done();
+  }
+  return true;
+}
+
+void respond_stream(const std::shared_ptr<Generation>& g, httplib::Response& res) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");  // proxies must not buffer the event stream
+  auto last_write = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  auto started = std::make_shared<bool>(false);
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [g, last_write, started](size_t, httplib::DataSink& sink) {
+        if (!*started) {
+          *started = true;
+          std::string out;
+          if (g->meta.endpoint == Endpoint::kChat)
+            for (size_t i = 0; i < g->choices.size(); ++i) out += sse_event(role_chunk(g->meta, i));
+          if (!out.empty() && !sink.write(out.data(), out.size())) return false;
+        }
+        return stream_step(*g, sink, *last_write);
+      },
+      [g](bool) {
+        // Runs when the response ends for any reason: a client that left mid-stream leaves
+        // choices running; cancelling them frees their KV blocks at the engine's next step.
+        if (!g->stream_done) g->cancel_unfinished();
+        g->finish_audit(200);
+      });
+}
+
+}  // namespace
+
+void handle_generation(ServerContext& ctx, Endpoint endpoint, const httplib::Request& req, httplib::Response& res,
+                       std::shared_ptr<Exchange> exchange) {
+  auto fail = [&](const ApiError& e) {
+    respond_error(res, e);
+    exchange->record.status = e.http_status;
+    exchange->record.latency_seconds = now_seconds() - exchange->t_arrival;
+    ctx.write_audit(*exchange);
+  };
+  if (ctx.draining) return fail(unavailable("the server is shutting down", "shutting_down"));
+  const Engine* engine = ctx.worker->engine();
+  if (!engine) return fail(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
+
+  auto body = parse_json_body(req.body);
+  if (auto* e = std::get_if<ApiError>(&body)) return fail(*e);
+  auto parsed = parse_openai_request(endpoint, std::get<json>(body), ctx.options.defaults);
+  if (auto* e = std::get_if<ApiError>(&parsed)) return fail(*e);
+  OpenAiRequest& request = std::get<OpenAiRequest>(parsed);
+  if (!request.model.empty() && request.model != ctx.model_name)
+    return fail(not_found(strprintf("the model '%s' does not exist; this server serves '%s' (see GET /v1/models)",
+                                    request.model.c_str(), ctx.model_name.c_str()), "model_not_found"));
+  auto prompts = prepare_prompts(*engine, request);
+  if (auto* e = std::get_if<ApiError>(&prompts)) return fail(*e);
+  std::vector<PreparedPrompt>& prepared = std::get<std::vector<PreparedPrompt>>(prompts);
+
+  auto g = std::make_shared<Generation>(ctx);
+  g->meta.endpoint = endpoint;
+  g->meta.id = ctx.new_response_id(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
+  g->meta.created = static_cast<int64_t>(std::time(nullptr));
+  g->meta.model = ctx.model_name;
+  g->meta.include_usage = request.include_usage;
+  g->channel = std::make_shared<EventChannel>();
+  g->exchange = exchange;
+  if (ctx.audit && ctx.audit->include_content())
+    for (const PreparedPrompt& p : prepared) exchange->record.prompt += p.text;
+
+  std::vector<GenerationRequest> requests;
+  const uint64_t seed = request.seed_given ? request.sampling.seed : ctx.new_seed();
+  for (size_t i = 0; i < prepared.size(); ++i) {
+    ChoiceBuilder::Options co;
+    co.endpoint = endpoint;
+    co.split_reasoning = endpoint == Endpoint::kChat && !request.reasoning_inline;
+    co.starts_in_reasoning = prepared[i].starts_in_reasoning;
+    co.logprobs = request.logprobs;
+    co.top_logprobs = request.top_logprobs;
+    g->choices.emplace_back(engine->tokenizer(), co);
+
+    GenerationRequest r;
+    r.prompt = std::move(prepared[i].tokens);
+    // Unset max_tokens runs to the end of the context, where the engine stops with "length".
+    r.max_tokens = request.max_tokens > 0 ? request.max_tokens : static_cast<int32_t>(engine->n_ctx());
+    r.sampling = request.sampling;
+    r.sampling.seed = seed + i;
+    r.stop = request.stop;
+    r.ignore_eos = request.ignore_eos;
+    r.logprobs = request.logprobs ? std::max(1, request.top_logprobs) : 0;
+    r.on_event = [channel = g->channel, i](const TokenEvent& ev) { channel->push({i, ev}); };
+    requests.push_back(std::move(r));
+  }
+  Expected<std::vector<RequestId>> ids = ctx.worker->submit(std::move(requests));
+  if (!ids) {
+    if (ids.status().code() == ErrorCode::kUnavailable && ctx.worker->engine()) return fail(queue_full(ctx.options.max_queue));
+    return fail(from_status(ids.status()));
+  }
+  g->ids = std::move(ids).value();
+  if (request.stream) respond_stream(g, res);
+  else respond_whole(g, res);
+}
+
+}  // namespace fathom::server

@@ -1,0 +1,65 @@
+// Prometheus metrics for /metrics (text exposition format 0.0.4): request counts by route and
+// status, token totals, latency histograms, and gauges of the engine's load and KV cache.
+// Thread-safe: HTTP handlers record, the engine thread publishes gauges, /metrics renders.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/request.h"
+
+namespace fathom::server {
+
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> upper_bounds);
+  void observe(double value);
+  void render(std::string& out, const char* name, const char* help) const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<double> upper_bounds_;  // bucket bounds in seconds, ascending (+Inf implied)
+  std::vector<int64_t> counts_;       // [n_bounds + 1] observations per bucket (not cumulative)
+  double sum_ = 0.0;                  // sum of observed values
+  int64_t count_ = 0;                 // observations
+};
+
+// The engine's state, published by the engine thread after each step (reading the KV pool from
+// another thread would race with the step).
+struct EngineGauges {
+  int64_t waiting = 0;                // requests submitted but not yet scheduled
+  int64_t running = 0;                // sequences the scheduler is advancing
+  int64_t kv_blocks_used = 0;         // KV cache blocks held by sequences
+  int64_t kv_blocks_free = 0;         // KV cache blocks on the free list
+  double prefix_cache_hit_rate = 0.0; // prompt tokens served from cached blocks / prompt tokens
+};
+
+class Metrics {
+ public:
+  Metrics();
+
+  void count_request(const std::string& route, int status);
+  // A finished generation: token totals and ttft / time per output token / end-to-end latency.
+  void record_generation(const RequestStats& stats);
+  void set_engine_gauges(const EngineGauges& gauges);
+  EngineGauges engine_gauges() const;
+  void set_model_loaded(bool loaded);
+  std::string render() const;
+
+ private:
+  mutable std::mutex mutex_;  // guards the fields below, not the histograms (they lock themselves)
+  std::map<std::pair<std::string, int>, int64_t> requests_;  // (route, HTTP status) -> responses
+  int64_t prompt_tokens_ = 0;     // prompt tokens of finished generations
+  int64_t generated_tokens_ = 0;  // generated tokens of finished generations
+  EngineGauges gauges_;           // last published engine state
+  bool model_loaded_ = false;     // the engine is ready
+  Histogram ttft_;                // seconds from submit to the first token
+  Histogram tpot_;                // seconds per generated token after the first
+  Histogram e2e_;                 // seconds from submit to the end
+};
+
+}  // namespace fathom::server

@@ -1,0 +1,66 @@
+// Parsing and validation of the OpenAI request bodies (/v1/chat/completions, /v1/completions)
+// into what the engine needs. Every rejection names the parameter and says what is accepted,
+// so a client author can fix the request from the message alone. Unknown parameters are
+// ignored, as the OpenAI API's clients send many optional ones (user, metadata, ...).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/status.h"
+#include "runtime/sampler.h"
+#include "server/api_error.h"
+#include "tokenizer/chat_template.h"
+
+namespace fathom::server {
+
+enum class Endpoint { kChat, kCompletions };
+
+// One /v1/completions prompt: text to tokenize, or token ids sent by the client.
+struct PromptInput {
+  std::string text;             // prompt text (when !is_tokens)
+  std::vector<int32_t> tokens;  // prompt token ids (when is_tokens)
+  bool is_tokens = false;       // the client sent token ids
+};
+
+// Values a request falls back to for what it omits (from the serve command line).
+struct RequestDefaults {
+  SamplingParams sampling;  // temperature, top_k, top_p, min_p, repeat penalty
+  int32_t max_tokens = 0;   // 0: up to the end of the context
+};
+
+struct OpenAiRequest {
+  Endpoint endpoint = Endpoint::kChat;
+  std::string model;                   // "model" as sent ("" when absent)
+  std::vector<ChatMessage> messages;   // chat: the conversation, content parts joined
+  std::vector<PromptInput> prompts;    // completions: one choice per prompt
+  int32_t max_tokens = 0;              // max_completion_tokens / max_tokens; 0: to the end of the context
+  SamplingParams sampling;             // sampling settings, defaults filled in
+  bool seed_given = false;             // "seed" was sent (otherwise the server picks one)
+  std::vector<std::string> stop;       // stop strings
+  bool stream = false;                 // answer with Server-Sent Events
+  bool include_usage = false;          // stream_options.include_usage: a final usage chunk
+  bool logprobs = false;               // report the chosen tokens' log probabilities
+  int32_t top_logprobs = 0;            // alternatives per token (chat top_logprobs, completions logprobs)
+  bool ignore_eos = false;             // extension: generate past end-of-generation tokens
+  bool reasoning_inline = false;       // extension: "reasoning_format": "none" keeps <think> text in content
+};
+
+// Limits on what one request may ask for.
+inline constexpr int kMaxStopStrings = 16;   // stop strings per request
+inline constexpr int kMaxTopLogprobs = 20;   // alternatives per token
+inline constexpr int kMaxPrompts = 16;       // prompts in one /v1/completions request
+
+// Parses the body text as JSON; a syntax error names the byte offset.
+std::variant<nlohmann::json, ApiError> parse_json_body(const std::string& body);
+
+// Validates an endpoint's request object. The ApiError is always a 400 naming the parameter.
+std::variant<OpenAiRequest, ApiError> parse_openai_request(Endpoint endpoint, const nlohmann::json& body,
+                                                           const RequestDefaults& defaults);
+
+}  // namespace fathom::server

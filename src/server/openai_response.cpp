@@ -1,0 +1,182 @@
+#include "server/openai_response.h"
+
+namespace fathom::server {
+
+namespace {
+
+using nlohmann::json;
+
+json byte_array(const std::string& s) {
+  json bytes = json::array();
+  for (unsigned char c : s) bytes.push_back(static_cast<int>(c));
+  return bytes;
+}
+
+const char* object_name(Endpoint e, bool chunk) {
+  if (e == Endpoint::kCompletions) return "text_completion";
+  return chunk ? "chat.completion.chunk" : "chat.completion";
+}
+
+json chunk_base(const ResponseMeta& meta) {
+  json c = {{"id", meta.id}, {"object", object_name(meta.endpoint, true)}, {"created", meta.created},
+            {"model", meta.model}, {"system_fingerprint", "fathom"}, {"choices", json::array()}};
+  if (meta.include_usage) c["usage"] = nullptr;
+  return c;
+}
+
+}  // namespace
+
+bool prompt_ends_in_reasoning(const std::string& rendered_prompt) {
+  const size_t open = rendered_prompt.rfind("<think>");
+  if (open == std::string::npos) return false;
+  // Only whitespace may follow the last <think>; a closed block ("<think>\n\n</think>") does not count.
+  return rendered_prompt.find_first_not_of(" \t\r\n", open + 7) == std::string::npos;
+}
+
+ChoiceBuilder::ChoiceBuilder(const Tokenizer& tokenizer, const Options& options)
+    : tokenizer_(tokenizer), options_(options) {
+  if (options.split_reasoning) splitter_.emplace(options.starts_in_reasoning);
+  if (options.endpoint == Endpoint::kCompletions && options.logprobs)
+    legacy_logprobs_ = {{"tokens", json::array()}, {"token_logprobs", json::array()},
+                        {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+}
+
+json ChoiceBuilder::chat_entry(const std::vector<TokenLogprob>& top) const {
+  // top[0] is the chosen token, top[1..] the most likely alternatives.
+  auto one = [&](const TokenLogprob& t) {
+    const std::string piece = tokenizer_.token_to_piece(t.token, /*render_special=*/true);
+    return json{{"token", piece}, {"logprob", t.logprob}, {"bytes", byte_array(piece)}};
+  };
+  json entry = one(top[0]);
+  json alternatives = json::array();
+  for (size_t i = 1; i < top.size() && static_cast<int32_t>(i) <= options_.top_logprobs; ++i)
+    alternatives.push_back(one(top[i]));
+  entry["top_logprobs"] = std::move(alternatives);
+  return entry;
+}
+
+json ChoiceBuilder::legacy_entry(const std::vector<TokenLogprob>& top) {
+  const std::string piece = tokenizer_.token_to_piece(top[0].token, /*render_special=*/true);
+  json alternatives = json::object();
+  for (size_t i = 1; i < top.size() && static_cast<int32_t>(i) <= options_.top_logprobs; ++i)
+    alternatives[tokenizer_.token_to_piece(top[i].token, true)] = top[i].logprob;
+  json entry = {{"tokens", json::array({piece})}, {"token_logprobs", json::array({top[0].logprob})},
+                {"top_logprobs", json::array({std::move(alternatives)})}, {"text_offset", json::array({text_offset_})}};
+  text_offset_ += static_cast<int64_t>(piece.size());
+  return entry;
+}
+
+ChoiceBuilder::Delta ChoiceBuilder::push(const TokenEvent& event) {
+  Delta d;
+  if (splitter_) {
+    ReasoningSplitter::Delta s = splitter_->push(event.text);
+    if (event.finished) {
+      ReasoningSplitter::Delta rest = splitter_->flush();
+      s.reasoning += rest.reasoning;
+      s.content += rest.content;
+    }
+    d.content = std::move(s.content);
+    d.reasoning = std::move(s.reasoning);
+  } else {
+    d.content = event.text;
+  }
+  content_ += d.content;
+  reasoning_ += d.reasoning;
+  if (options_.logprobs && event.token >= 0 && !event.top_logprobs.empty()) {
+    if (options_.endpoint == Endpoint::kChat) {
+      json entry = chat_entry(event.top_logprobs);
+      chat_logprobs_.push_back(entry);
+      d.logprobs = {{"content", json::array({std::move(entry)})}};
+    } else {
+      json entry = legacy_entry(event.top_logprobs);
+      for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"})
+        legacy_logprobs_[key].push_back(entry[key][0]);
+      d.logprobs = std::move(entry);
+    }
+  }
+  if (event.finished) {
+    finished_ = true;
+    reason_ = event.reason;
+    status_ = event.status;
+    stats_ = event.stats;
+  }
+  return d;
+}
+
+json ChoiceBuilder::logprobs_json() const {
+  if (!options_.logprobs) return nullptr;
+  if (options_.endpoint == Endpoint::kChat) return {{"content", chat_logprobs_}};
+  return legacy_logprobs_;
+}
+
+const char* finish_reason_string(FinishReason reason) {
+  return reason == FinishReason::kLength ? "length" : "stop";
+}
+
+json usage_json(const Usage& usage) {
+  return {{"prompt_tokens", usage.prompt_tokens},
+          {"completion_tokens", usage.completion_tokens},
+          {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
+}
+
+json completion_body(const ResponseMeta& meta, const std::vector<ChoiceBuilder>& choices, const Usage& usage) {
+  json body = {{"id", meta.id}, {"object", object_name(meta.endpoint, false)}, {"created", meta.created},
+               {"model", meta.model}, {"system_fingerprint", "fathom"}, {"choices", json::array()}};
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ChoiceBuilder& c = choices[i];
+    json choice = {{"index", i}, {"logprobs", c.logprobs_json()}, {"finish_reason", finish_reason_string(c.finish_reason())}};
+    if (meta.endpoint == Endpoint::kChat) {
+      json message = {{"role", "assistant"}, {"content", c.content()}};
+      if (c.has_reasoning()) message["reasoning_content"] = c.reasoning();
+      choice["message"] = std::move(message);
+    } else {
+      choice["text"] = c.content();
+    }
+    body["choices"].push_back(std::move(choice));
+  }
+  body["usage"] = usage_json(usage);
+  return body;
+}
+
+json role_chunk(const ResponseMeta& meta, size_t index) {
+  json c = chunk_base(meta);
+  c["choices"].push_back({{"index", index}, {"delta", {{"role", "assistant"}, {"content", ""}}},
+                          {"logprobs", nullptr}, {"finish_reason", nullptr}});
+  return c;
+}
+
+json delta_chunk(const ResponseMeta& meta, size_t index, const ChoiceBuilder::Delta& delta) {
+  json c = chunk_base(meta);
+  json choice = {{"index", index}, {"logprobs", delta.logprobs}, {"finish_reason", nullptr}};
+  if (meta.endpoint == Endpoint::kChat) {
+    json d = json::object();
+    if (!delta.reasoning.empty()) d["reasoning_content"] = delta.reasoning;
+    if (!delta.content.empty() || delta.reasoning.empty()) d["content"] = delta.content;
+    choice["delta"] = std::move(d);
+  } else {
+    choice["text"] = delta.content;
+  }
+  c["choices"].push_back(std::move(choice));
+  return c;
+}
+
+json finish_chunk(const ResponseMeta& meta, size_t index, FinishReason reason) {
+  json c = chunk_base(meta);
+  json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", finish_reason_string(reason)}};
+  if (meta.endpoint == Endpoint::kChat) choice["delta"] = json::object();
+  else choice["text"] = "";
+  c["choices"].push_back(std::move(choice));
+  return c;
+}
+
+json usage_chunk(const ResponseMeta& meta, const Usage& usage) {
+  json c = chunk_base(meta);
+  c["usage"] = usage_json(usage);
+  return c;
+}
+
+std::string json_text(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string sse_event(const json& data) { return "data: " + json_text(data) + "\n\n"; }
+
+}  // namespace fathom::server

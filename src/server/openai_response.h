@@ -1,0 +1,107 @@
+// Response bodies and Server-Sent Event chunks in the shapes of the OpenAI API:
+// chat.completion / chat.completion.chunk and text_completion, usage, logprobs (the chat shape
+// and the legacy completions shape), and DeepSeek reasoning split into reasoning_content.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/request.h"
+#include "server/openai_request.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+
+namespace fathom::server {
+
+// What every body and chunk of one response repeats.
+struct ResponseMeta {
+  Endpoint endpoint = Endpoint::kChat;
+  std::string id;        // "chatcmpl-..." or "cmpl-..."
+  int64_t created = 0;   // unix seconds at the request's arrival
+  std::string model;     // the model name clients address
+  bool include_usage = false;  // streaming: every chunk carries "usage" (null until the last)
+};
+
+struct Usage {
+  int64_t prompt_tokens = 0;      // prompt tokens of all choices
+  int64_t completion_tokens = 0;  // generated tokens of all choices (end-of-generation included)
+};
+
+// True when a rendered chat prompt leaves the model inside a <think> block (DeepSeek-R1
+// templates end with "<think>\n"), so the generation begins as reasoning.
+bool prompt_ends_in_reasoning(const std::string& rendered_prompt);
+
+// Turns one choice's engine events into API text: splits reasoning from the answer (chat,
+// unless kept inline), formats log probabilities, and remembers everything for the final body.
+class ChoiceBuilder {
+ public:
+  struct Options {
+    Endpoint endpoint = Endpoint::kChat;
+    bool split_reasoning = false;      // chat with reasoning_format "deepseek"
+    bool starts_in_reasoning = false;  // the prompt ended inside <think>
+    bool logprobs = false;             // report log probabilities
+    int32_t top_logprobs = 0;          // alternatives per token
+  };
+  ChoiceBuilder(const Tokenizer& tokenizer, const Options& options);
+
+  struct Delta {
+    std::string content;    // new answer text
+    std::string reasoning;  // new reasoning text
+    nlohmann::json logprobs;  // chat: {"content": [...]}; completions: legacy object; null when none
+    bool empty() const { return content.empty() && reasoning.empty() && logprobs.is_null(); }
+  };
+  // Consumes one event (the final one flushes text held back as a possible partial tag).
+  Delta push(const TokenEvent& event);
+
+  bool finished() const { return finished_; }
+  FinishReason finish_reason() const { return reason_; }
+  const Status& status() const { return status_; }         // why, when finish_reason() == kError
+  const RequestStats& stats() const { return stats_; }     // filled once finished
+  const std::string& content() const { return content_; }
+  const std::string& reasoning() const { return reasoning_; }
+  // Whether "reasoning_content" belongs in the message: the choice was ever in reasoning.
+  bool has_reasoning() const { return options_.split_reasoning && (options_.starts_in_reasoning || !reasoning_.empty()); }
+  nlohmann::json logprobs_json() const;  // all tokens so far, or null when not requested
+
+ private:
+  nlohmann::json chat_entry(const std::vector<TokenLogprob>& top) const;
+  nlohmann::json legacy_entry(const std::vector<TokenLogprob>& top);  // one token, legacy shape
+
+  const Tokenizer& tokenizer_;
+  Options options_;
+  std::optional<ReasoningSplitter> splitter_;  // present when splitting reasoning
+  std::string content_;                        // answer text so far
+  std::string reasoning_;                      // reasoning text so far
+  nlohmann::json chat_logprobs_ = nlohmann::json::array();  // chat: entries so far
+  nlohmann::json legacy_logprobs_;             // completions: {tokens, token_logprobs, top_logprobs, text_offset}
+  int64_t text_offset_ = 0;                    // completions: bytes of token text so far
+  bool finished_ = false;
+  FinishReason reason_ = FinishReason::kNone;
+  Status status_;
+  RequestStats stats_;
+};
+
+// "stop" or "length" (a cancelled or failed choice never reaches a response body).
+const char* finish_reason_string(FinishReason reason);
+nlohmann::json usage_json(const Usage& usage);
+
+// The non-streaming body: chat.completion or text_completion.
+nlohmann::json completion_body(const ResponseMeta& meta, const std::vector<ChoiceBuilder>& choices, const Usage& usage);
+
+// Streaming chunks.
+nlohmann::json role_chunk(const ResponseMeta& meta, size_t index);  // chat: the first delta
+nlohmann::json delta_chunk(const ResponseMeta& meta, size_t index, const ChoiceBuilder::Delta& delta);
+nlohmann::json finish_chunk(const ResponseMeta& meta, size_t index, FinishReason reason);
+nlohmann::json usage_chunk(const ResponseMeta& meta, const Usage& usage);  // stream_options.include_usage
+
+// "data: {json}\n\n"; invalid UTF-8 in generated text (possible mid-character with a random
+// model) is replaced rather than failing the stream.
+std::string sse_event(const nlohmann::json& data);
+inline constexpr const char* kSseDone = "data: [DONE]\n\n";
+std::string json_text(const nlohmann::json& value);  // dump with invalid UTF-8 replaced
+
+}  // namespace fathom::server

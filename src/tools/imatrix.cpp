@@ -1,0 +1,66 @@
+// fathom imatrix: collect an importance matrix (per-column mean x^2 of every matmul input) over
+// a calibration text, for `fathom quantize --imatrix`.
+#include <cstdio>
+#include <string>
+
+#include "convert/imatrix.h"
+#include "core/mapped_file.h"
+#include "tools/args.h"
+#include "tools/commands.h"
+#include "tools/common.h"
+
+namespace fathom::tools {
+
+int cmd_imatrix(const Args& args) {
+  std::string model_path, text_path, out_path = "imatrix.gguf";
+  int64_t ctx = 512, chunks = -1;
+  int threads = 0;
+  bool process_output = false;
+  ArgParser p("fathom imatrix -m MODEL.gguf -f TEXT.txt -o FILE [--chunk N] [--chunks N]",
+              "Runs the text through the model in chunks and records, for every matmul weight, the sum of\n"
+              "squared input activations per column and the token count. Writes llama.cpp's GGUF imatrix\n"
+              "format (or the legacy binary format when FILE ends in .dat).");
+  p.add_string("-m,--model", "FILE", "GGUF model (F32/F16/BF16 is best)", &model_path);
+  p.add_string("-f,--file", "FILE", "calibration text", &text_path);
+  p.add_string("-o,--output", "FILE", "output file (default imatrix.gguf)", &out_path);
+  p.add_int("--chunk,-c,--ctx", "N", "tokens per chunk (default 512)", &ctx);
+  p.add_int("--chunks", "N", "process at most N chunks (default: all)", &chunks);
+  p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
+  p.add_flag("--process-output", "also collect output.weight", &process_output);
+  if (auto rc = p.parse(args)) return *rc;
+  if (model_path.empty() || text_path.empty()) {
+    std::fprintf(stderr, "fathom imatrix: pass -m MODEL.gguf and -f TEXT.txt\n");
+    return 2;
+  }
+  auto text = read_text_file(text_path);
+  if (!text) {
+    std::fprintf(stderr, "fathom imatrix: %s\n", text.status().to_string().c_str());
+    return 1;
+  }
+  convert::ImatrixOptions o;
+  o.n_ctx = ctx;
+  o.n_chunks = chunks;
+  o.n_threads = threads;
+  o.process_output = process_output;
+  const bool tty = stderr_is_tty();
+  o.on_chunk = [tty](int64_t c, int64_t n, double ppl) {
+    std::fprintf(stderr, tty ? "\rimatrix: chunk %lld/%lld  PPL %.4f" : "imatrix: chunk %lld/%lld  PPL %.4f\n",
+                 static_cast<long long>(c), static_cast<long long>(n), ppl);
+    if (tty && c == n) std::fprintf(stderr, "\n");
+  };
+  auto data = convert::collect_imatrix(model_path, *text, o);
+  if (!data) {
+    std::fprintf(stderr, "fathom imatrix: %s\n", data.status().to_string().c_str());
+    return data.status().code() == ErrorCode::kInvalidArgument ? 2 : 1;
+  }
+  data->datasets.push_back(text_path);
+  if (Status st = convert::write_imatrix(*data, out_path); !st) {
+    std::fprintf(stderr, "fathom imatrix: %s\n", st.to_string().c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "imatrix: wrote %zu entries from %lld chunks of %lld tokens to %s\n", data->entries.size(),
+               static_cast<long long>(data->chunk_count), static_cast<long long>(ctx), out_path.c_str());
+  return 0;
+}
+
+}  // namespace fathom::tools

@@ -1,0 +1,136 @@
+// fathom perplexity / fathom kl-divergence: quality of a model, and of a quantization against
+// its base, on a text, with llama.cpp's chunking (see convert/perplexity.h).
+#include <cstdio>
+#include <string>
+
+#include "convert/perplexity.h"
+#include "core/mapped_file.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+#include "tools/args.h"
+#include "tools/commands.h"
+#include "tools/common.h"
+
+namespace fathom::tools {
+
+namespace {
+
+std::unique_ptr<Model> load_or_print(const char* cmd, const std::string& path, int threads) {
+  LoadOptions lo;
+  lo.n_threads = threads;
+  auto m = Model::load(path, lo);
+  if (!m) {
+    std::fprintf(stderr, "fathom %s: %s\n", cmd, m.status().to_string().c_str());
+    return nullptr;
+  }
+  return std::move(m).value();
+}
+
+// Progress on a terminal: one rewritten line per chunk.
+std::function<void(int64_t, int64_t, double)> progress(const char* label) {
+  if (!stderr_is_tty()) return nullptr;
+  return [label](int64_t c, int64_t n, double v) {
+    std::fprintf(stderr, "\r%s: chunk %lld/%lld  %s %.4f", label, static_cast<long long>(c), static_cast<long long>(n),
+                 label[0] == 'k' ? "mean KL" : "PPL", v);
+    if (c == n) std::fprintf(stderr, "\n");
+  };
+}
+
+}  // namespace
+
+int cmd_perplexity(const Args& args) {
+  std::string model_path, text_path;
+  int64_t ctx = 512, chunks = -1;
+  int threads = 0;
+  ArgParser p("fathom perplexity -m MODEL.gguf -f TEXT.txt [--ctx N] [--chunks N] [-t N]",
+              "Perplexity as llama.cpp's llama-perplexity computes it: chunks of --ctx tokens, each scored on\n"
+              "its second half. Prints PPL +/- its standard error.");
+  p.add_string("-m,--model", "FILE", "GGUF model", &model_path);
+  p.add_string("-f,--file", "FILE", "text file", &text_path);
+  p.add_int("-c,--ctx", "N", "tokens per chunk (default 512)", &ctx);
+  p.add_int("--chunks", "N", "evaluate at most N chunks (default: all)", &chunks);
+  p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
+  if (auto rc = p.parse(args)) return *rc;
+  if (model_path.empty() || text_path.empty()) {
+    std::fprintf(stderr, "fathom perplexity: pass -m MODEL.gguf and -f TEXT.txt\n");
+    return 2;
+  }
+  auto text = read_text_file(text_path);
+  if (!text) {
+    std::fprintf(stderr, "fathom perplexity: %s\n", text.status().to_string().c_str());
+    return 1;
+  }
+  auto model = load_or_print("perplexity", model_path, threads);
+  if (!model) return 1;
+  auto tok = Tokenizer::from_gguf(model->file());
+  if (!tok) {
+    std::fprintf(stderr, "fathom perplexity: %s\n", tok.status().to_string().c_str());
+    return 1;
+  }
+  convert::EvalOptions o;
+  o.n_ctx = ctx;
+  o.n_chunks = chunks;
+  o.on_chunk = progress("perplexity");
+  auto r = convert::perplexity(*model, **tok, *text, o);
+  if (!r) {
+    std::fprintf(stderr, "fathom perplexity: %s\n", r.status().to_string().c_str());
+    return r.status().code() == ErrorCode::kInvalidArgument ? 2 : 1;
+  }
+  std::printf("PPL = %.4f +/- %.5f  (%lld chunks of %lld tokens, %lld tokens scored)\n", r->ppl, r->ppl_stderr,
+              static_cast<long long>(r->n_chunks), static_cast<long long>(ctx), static_cast<long long>(r->n_scored));
+  return 0;
+}
+
+int cmd_kl_divergence(const Args& args) {
+  std::string base_path, model_path, text_path;
+  int64_t ctx = 512, chunks = -1;
+  int threads = 0;
+  ArgParser p("fathom kl-divergence --base BASE.gguf -m QUANT.gguf -f TEXT.txt [--ctx N] [--chunks N]",
+              "Runs both models on the same chunks and compares their next-token distributions: mean\n"
+              "KL(base || quant) +/- stderr, top-1 agreement, both perplexities and their ratio, KL percentiles.");
+  p.add_string("--base", "FILE", "reference model (e.g. F16/F32)", &base_path);
+  p.add_string("-m,--model", "FILE", "model to compare (e.g. its quantization)", &model_path);
+  p.add_string("-f,--file", "FILE", "text file", &text_path);
+  p.add_int("-c,--ctx", "N", "tokens per chunk (default 512)", &ctx);
+  p.add_int("--chunks", "N", "evaluate at most N chunks (default: all)", &chunks);
+  p.add_int("-t,--threads", "N", "CPU threads per model (default: all cores)", &threads);
+  if (auto rc = p.parse(args)) return *rc;
+  if (base_path.empty() || model_path.empty() || text_path.empty()) {
+    std::fprintf(stderr, "fathom kl-divergence: pass --base BASE.gguf, -m QUANT.gguf and -f TEXT.txt\n");
+    return 2;
+  }
+  auto text = read_text_file(text_path);
+  if (!text) {
+    std::fprintf(stderr, "fathom kl-divergence: %s\n", text.status().to_string().c_str());
+    return 1;
+  }
+  auto base = load_or_print("kl-divergence", base_path, threads);
+  auto quant = base ? load_or_print("kl-divergence", model_path, threads) : nullptr;
+  if (!base || !quant) return 1;
+  auto tok = Tokenizer::from_gguf(base->file());
+  if (!tok) {
+    std::fprintf(stderr, "fathom kl-divergence: %s\n", tok.status().to_string().c_str());
+    return 1;
+  }
+  convert::EvalOptions o;
+  o.n_ctx = ctx;
+  o.n_chunks = chunks;
+  o.on_chunk = progress("kl-divergence");
+  auto r = convert::kl_divergence(*base, *quant, **tok, *text, o);
+  if (!r) {
+    std::fprintf(stderr, "fathom kl-divergence: %s\n", r.status().to_string().c_str());
+    return r.status().code() == ErrorCode::kInvalidArgument ? 2 : 1;
+  }
+  std::printf("tokens scored:     %lld (%lld chunks of %lld)\n", static_cast<long long>(r->n_scored),
+              static_cast<long long>(r->base.n_chunks), static_cast<long long>(ctx));
+  std::printf("mean KL:           %.6f +/- %.6f nats\n", r->kl_mean, r->kl_stderr);
+  std::printf("top-1 agreement:   %.3f%% +/- %.3f%%\n", 100.0 * r->top1_agree, 100.0 * r->top1_stderr);
+  std::printf("PPL base:          %.4f +/- %.5f\n", r->base.ppl, r->base.ppl_stderr);
+  std::printf("PPL model:         %.4f +/- %.5f\n", r->quant.ppl, r->quant.ppl_stderr);
+  std::printf("PPL ratio:         %.5f\n", r->ppl_ratio);
+  std::printf("KL percentiles:    median %.6f  p90 %.6f  p95 %.6f  p99 %.6f  max %.6f\n", r->kl_median, r->kl_p90,
+              r->kl_p95, r->kl_p99, r->kl_max);
+  return 0;
+}
+
+}  // namespace fathom::tools
