@@ -10,6 +10,7 @@ packages=(
   libcpp-httplib-dev   # HTTP server/client for `fathom serve` and `fathom bench load`
   libgtest-dev libgmock-dev
   python3 python3-jinja2  # reference renderer for the chat-template tests
+  nodejs npm           # the official `openai` npm client drives `fathom serve` in tests/server
 )
 
 missing=()

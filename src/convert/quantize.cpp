@@ -132,6 +132,8 @@ DType QuantMix::mixed_type(const std::string& name, const TensorView& t) {
       type = DType::Q6_K;
     } else if (f == "Q4_K_S" && i_layer < n_layer_ / 8) {
       type = DType::Q5_K;
+    } else if (f == "Q4_0" && has_imatrix_ && i_layer < n_layer_ / 8) {
+      type = DType::Q4_1;
     }
     ++i_ffn_down_;
   } else if (contains(name, "attn_output.weight")) {
@@ -173,6 +175,7 @@ Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::str
     if (n == "output.weight") has_output = true;
   }
   QuantMix mix(options.ftype, arch, n_layer, n_expert, n_attention_wv, has_output);
+  mix.set_has_imatrix(options.imatrix != nullptr);
   auto warn = [&](const std::string& msg) {
     if (options.on_warning) options.on_warning(msg);
   };

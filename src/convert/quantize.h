@@ -54,6 +54,8 @@ class QuantMix {
   // The type `t` is written as. Non-quantizable tensors keep their stored type.
   DType type_for(const TensorView& t);
   int n_fallback() const { return n_fallback_; }
+  // With an imatrix, Q4_0 guards the first eighth of ffn_down with Q4_1 (as llama.cpp does).
+  void set_has_imatrix(bool v) { has_imatrix_ = v; }
 
  private:
   DType mixed_type(const std::string& name, const TensorView& t);
@@ -63,6 +65,7 @@ class QuantMix {
   int64_t n_expert_;         // expert_count; > 1 means layer indices come from the names
   int n_attention_wv_;       // count of attn_v-like tensors (use_more_bits' range)
   bool has_output_;          // false: token_embd doubles as the output and is treated like it
+  bool has_imatrix_ = false; // importance data was given
   int i_attention_wv_ = 0;   // attn_v-like tensors typed so far
   int i_ffn_down_ = 0;       // ffn_down tensors typed so far
   int n_fallback_ = 0;       // tensors that needed a fallback type

@@ -1,5 +1,7 @@
 #include "kv/kv_cache.h"
 
+#include <algorithm>
+
 namespace fathom {
 
 KvCache::KvCache(const KvCacheShape& shape, int32_t n_blocks) : shape_(shape), pool_(n_blocks) {
@@ -15,7 +17,7 @@ KvCache::KvCache(const KvCacheShape& shape, int32_t n_blocks) : shape_(shape), p
 int32_t KvCache::blocks_needed(int32_t seq_id, int64_t n_tokens) const {
   const int64_t want = (n_tokens + shape_.block_size - 1) / shape_.block_size;
   auto it = tables_.find(seq_id);
-  const int64_t have = it == tables_.end() ? 0 : static_cast<int64_t>(it->second.size());
+  const int64_t have = it == tables_.end() ? 0 : static_cast<int64_t>(it->second.blocks.size());
   return want > have ? static_cast<int32_t>(want - have) : 0;
 }
 
@@ -25,10 +27,11 @@ Status KvCache::reserve(int32_t seq_id, int64_t n_tokens) {
                                                    "(raise it with --ctx-size)",
                                                    static_cast<long long>(n_tokens), static_cast<long long>(shape_.n_ctx_max)));
   const int32_t need = blocks_needed(seq_id, n_tokens);
-  if (need > pool_.n_free())
-    return error(ErrorCode::kOutOfMemory, strprintf("KV cache full: %d more blocks needed, %d free of %d", need, pool_.n_free(),
-                                                    pool_.n_total()));
-  std::vector<int32_t>& table = tables_[seq_id];
+  if (need > n_available_blocks())
+    return error(ErrorCode::kOutOfMemory, strprintf("KV cache full: %d more blocks needed, %d available of %d", need,
+                                                    n_available_blocks(), pool_.n_total()));
+  if (need > pool_.n_free()) prefix_->evict(need - pool_.n_free(), pool_);
+  std::vector<int32_t>& table = tables_[seq_id].blocks;
   for (int32_t i = 0; i < need; ++i) table.push_back(*pool_.allocate());
   return Status::ok();
 }
@@ -36,25 +39,25 @@ Status KvCache::reserve(int32_t seq_id, int64_t n_tokens) {
 void KvCache::free_sequence(int32_t seq_id) {
   auto it = tables_.find(seq_id);
   if (it == tables_.end()) return;
-  for (int32_t block : it->second) pool_.release(block);
+  for (int32_t block : it->second.blocks) pool_.release(block);
   tables_.erase(it);
 }
 
 int64_t KvCache::capacity(int32_t seq_id) const {
   auto it = tables_.find(seq_id);
-  return it == tables_.end() ? 0 : static_cast<int64_t>(it->second.size()) * shape_.block_size;
+  return it == tables_.end() ? 0 : static_cast<int64_t>(it->second.blocks.size()) * shape_.block_size;
 }
 
 const std::vector<int32_t>& KvCache::block_table(int32_t seq_id) const {
   static const std::vector<int32_t> kEmpty;
   auto it = tables_.find(seq_id);
-  return it == tables_.end() ? kEmpty : it->second;
+  return it == tables_.end() ? kEmpty : it->second.blocks;
 }
 
 void KvCache::share_prefix(int32_t from, int32_t to, int32_t n_blocks) {
   const std::vector<int32_t>& src = block_table(from);
   FATHOM_CHECK(n_blocks <= static_cast<int32_t>(src.size()) && !has_sequence(to));
-  std::vector<int32_t>& dst = tables_[to];
+  std::vector<int32_t>& dst = tables_[to].blocks;
   for (int32_t i = 0; i < n_blocks; ++i) {
     pool_.retain(src[static_cast<size_t>(i)]);
     dst.push_back(src[static_cast<size_t>(i)]);
@@ -62,15 +65,64 @@ void KvCache::share_prefix(int32_t from, int32_t to, int32_t n_blocks) {
 }
 
 float* KvCache::k_at(int64_t layer, int32_t seq_id, int64_t pos) {
-  const std::vector<int32_t>& table = tables_.at(seq_id);
+  const std::vector<int32_t>& table = tables_.at(seq_id).blocks;
   FATHOM_CHECK(pos >= 0 && pos / shape_.block_size < static_cast<int64_t>(table.size()));
   return k_row(layer, table[static_cast<size_t>(pos / shape_.block_size)], static_cast<int32_t>(pos % shape_.block_size));
 }
 
 float* KvCache::v_at(int64_t layer, int32_t seq_id, int64_t pos) {
-  const std::vector<int32_t>& table = tables_.at(seq_id);
+  const std::vector<int32_t>& table = tables_.at(seq_id).blocks;
   FATHOM_CHECK(pos >= 0 && pos / shape_.block_size < static_cast<int64_t>(table.size()));
   return v_row(layer, table[static_cast<size_t>(pos / shape_.block_size)], static_cast<int32_t>(pos % shape_.block_size));
+}
+
+void KvCache::enable_prefix_cache() {
+  if (!prefix_) prefix_ = std::make_unique<PrefixCache>(shape_.block_size);
+}
+
+int32_t KvCache::n_available_blocks() const {
+  return pool_.n_free() + (prefix_ ? prefix_->n_evictable(pool_) : 0);
+}
+
+int64_t KvCache::reuse_prefix(int32_t seq_id, const std::vector<int32_t>& tokens) {
+  if (!prefix_ || tokens.empty()) return 0;
+  FATHOM_CHECK(!has_sequence(seq_id));
+  prefix_query_tokens_ += static_cast<int64_t>(tokens.size());
+  // The last token is always computed: its logits are what the request needs next.
+  const int64_t max_blocks = (static_cast<int64_t>(tokens.size()) - 1) / shape_.block_size;
+  const std::vector<int32_t> blocks = prefix_->lookup(tokens, max_blocks);
+  if (blocks.empty()) return 0;
+  SeqTable& t = tables_[seq_id];
+  for (int32_t b : blocks) {
+    pool_.retain(b);
+    t.blocks.push_back(b);
+  }
+  t.n_indexed = static_cast<int64_t>(blocks.size());
+  for (int64_t i = 0; i < t.n_indexed; ++i)
+    t.last_key = PrefixCache::chain_key(t.last_key, tokens.data() + i * shape_.block_size, shape_.block_size);
+  const int64_t hit = t.n_indexed * shape_.block_size;
+  prefix_hit_tokens_ += hit;
+  return hit;
+}
+
+void KvCache::cache_computed_blocks(int32_t seq_id, const std::vector<int32_t>& tokens, int64_t n_computed) {
+  if (!prefix_) return;
+  auto it = tables_.find(seq_id);
+  if (it == tables_.end()) return;
+  SeqTable& t = it->second;
+  const int64_t full = std::min<int64_t>(n_computed / shape_.block_size, static_cast<int64_t>(t.blocks.size()));
+  for (; t.n_indexed < full; ++t.n_indexed) {
+    prefix_->insert(tokens, t.n_indexed, t.last_key, t.blocks[static_cast<size_t>(t.n_indexed)], pool_);
+    t.last_key = PrefixCache::chain_key(t.last_key, tokens.data() + t.n_indexed * shape_.block_size, shape_.block_size);
+  }
+}
+
+KvCache::PrefixStats KvCache::prefix_stats() const {
+  PrefixStats s;
+  s.query_tokens = prefix_query_tokens_;
+  s.hit_tokens = prefix_hit_tokens_;
+  s.cached_blocks = prefix_ ? prefix_->n_cached() : 0;
+  return s;
 }
 
 }  // namespace fathom

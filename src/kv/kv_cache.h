@@ -12,7 +12,10 @@
 #include <vector>
 
 #include "core/status.h"
+#include <memory>
+
 #include "kv/block_pool.h"
+#include "kv/prefix_cache.h"
 
 namespace fathom {
 
@@ -41,6 +44,26 @@ class KvCache {
   // Shares the first n_blocks blocks of `from` with `to` (copy-free prefix reuse); `to` must be empty.
   void share_prefix(int32_t from, int32_t to, int32_t n_blocks);
 
+  // Prefix caching (off until enabled). reuse_prefix gives an empty sequence the cached blocks
+  // of the longest cached prefix of `tokens` (whole blocks, always leaving the last token to be
+  // computed) and returns how many tokens that covers. cache_computed_blocks indexes the
+  // sequence's blocks that are now full (positions < n_computed). Evictable cached blocks count
+  // as available: reserve() evicts them, least recently used first, when the free list runs out.
+  void enable_prefix_cache();
+  bool prefix_cache_enabled() const { return prefix_ != nullptr; }
+  int64_t reuse_prefix(int32_t seq_id, const std::vector<int32_t>& tokens);
+  void cache_computed_blocks(int32_t seq_id, const std::vector<int32_t>& tokens, int64_t n_computed);
+  int32_t n_available_blocks() const;
+  // Blocks held by live sequences (cached blocks no sequence uses are not counted).
+  int32_t n_active_blocks() const { return pool_.n_total() - n_available_blocks(); }
+  struct PrefixStats {
+    int64_t query_tokens = 0;  // prompt tokens looked up
+    int64_t hit_tokens = 0;    // of those, served from the cache
+    int32_t cached_blocks = 0; // blocks the cache indexes now
+  };
+  PrefixStats prefix_stats() const;
+  const PrefixCache* prefix_cache() const { return prefix_.get(); }
+
   float* k_row(int64_t layer, int32_t block, int32_t slot) {
     return k_[static_cast<size_t>(layer)].data() + (static_cast<size_t>(block) * static_cast<size_t>(shape_.block_size) + static_cast<size_t>(slot)) * static_cast<size_t>(shape_.k_width);
   }
@@ -60,7 +83,15 @@ class KvCache {
   BlockPool pool_;
   std::vector<std::vector<float>> k_;  // [n_layer] of [n_blocks, block_size, k_width]
   std::vector<std::vector<float>> v_;  // [n_layer] of [n_blocks, block_size, v_width]
-  std::unordered_map<int32_t, std::vector<int32_t>> tables_;  // seq id -> block ids in position order
+  struct SeqTable {
+    std::vector<int32_t> blocks;  // block ids in position order
+    int64_t n_indexed = 0;        // leading blocks already offered to the prefix cache
+    uint64_t last_key = 0;        // chain key of block n_indexed - 1 (0 when none)
+  };
+  std::unordered_map<int32_t, SeqTable> tables_;  // seq id -> its table
+  std::unique_ptr<PrefixCache> prefix_;           // nullptr when prefix caching is off
+  int64_t prefix_query_tokens_ = 0;               // statistics, see PrefixStats
+  int64_t prefix_hit_tokens_ = 0;
 };
 
 }  // namespace fathom

@@ -21,8 +21,11 @@ std::string ProgressPrinter::format(const ProgressSnapshot& s, const std::string
   fraction = std::clamp(fraction, 0.0, 1.0);
   std::string line = label + " ";
   if (with_bar) {
-    const int filled = static_cast<int>(fraction * kBarWidth + 0.5);
-    line += "[" + std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(kBarWidth - filled), '.') + "] ";
+    const size_t filled = static_cast<size_t>(fraction * kBarWidth + 0.5);
+    line.push_back('[');
+    line.append(filled, '#');
+    line.append(static_cast<size_t>(kBarWidth) - filled, '.');
+    line.append("] ");
   }
   line += s.total > 0 ? strprintf("%lld/%lld done", static_cast<long long>(s.done), static_cast<long long>(s.total))
                       : strprintf("%lld done", static_cast<long long>(s.done));

@@ -17,8 +17,10 @@ namespace fathom {
 
 // Logits [n_tokens, n_vocab] (row t = the next-token logits after tokens[0..t]) for one sequence
 // processed from position 0. Supports llama and qwen2 (dense, GQA, optional QKV bias, normal or
-// NEOX RoPE with optional linear scaling and llama3 rope_freqs). Errors: unsupported arch or
-// rope scaling (YaRN), missing or misshapen tensors, token ids out of range.
+// NEOX RoPE with optional linear scaling and llama3 rope_freqs), deepseek (llama attention +
+// DeepSeekMoE) and deepseek2 (MLA without weight absorption, either GGUF MLA convention, YaRN,
+// DeepSeekMoE with softmax/sigmoid gating, bias and group-limited routing). Errors: unsupported
+// arch or rope scaling (YaRN outside deepseek2), missing or misshapen tensors, token ids out of range.
 Expected<std::vector<float>> reference_forward(const gguf::GgufFile& file, const ModelConfig& config,
                                                const std::vector<int32_t>& tokens);
 

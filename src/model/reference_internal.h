@@ -61,8 +61,9 @@ Expected<std::vector<float>> output_logits(const gguf::GgufFile& file, const Mod
 // (GQA, optional QKV bias) shared by llama, qwen2 and deepseek. inv_freq: [n_rot/2].
 Status attention_layer(const gguf::GgufFile& file, const ModelConfig& c, int64_t il, const std::vector<double>& inv_freq,
                        bool neox, Activations& x);
-// SwiGLU: down · (silu(gate · h) * (up · h)), gate/up/down from rows [first, first + n_ff) of
-// (possibly stacked) matrices, so one function serves dense FFNs, experts and shared experts.
+// SwiGLU: down · (silu(gate · h) * (up · h)) with matrix `expert` of (possibly stacked)
+// gate/up [n_ff rows of n_in] and down [n_in rows of n_ff], so one function serves dense FFNs,
+// routed experts (expert = id) and shared experts (expert = 0).
 std::vector<float> swiglu(const Matrix& gate, const Matrix& up, const Matrix& down, int64_t expert, int64_t n_ff,
                           const std::vector<float>& h);
 // x += dense SwiGLU FFN of RMSNorm(x) (ffn_norm, ffn_gate/up/down of n_ff) for layer il.

@@ -76,7 +76,16 @@ DType weight_type_for_row(DType requested, int64_t n_in) {
   return t;
 }
 
-SynthBuilder::SynthBuilder(const SynthOptions& options, ThreadPool& pool) : options_(options), pool_(pool) {}
+SynthBuilder::SynthBuilder(const SynthOptions& options, ThreadPool& pool, bool plan_only)
+    : options_(options), pool_(pool), plan_only_(plan_only) {}
+
+bool SynthBuilder::record(const std::string& name, DType dtype, std::vector<int64_t> ne, uint64_t n_bytes) {
+  plan_.push_back({name, dtype, std::move(ne), n_bytes});
+  if (plan_only_) return false;
+  ++n_tensors_;
+  total_bytes_ += n_bytes;
+  return true;
+}
 
 Status SynthBuilder::load_vocab(int64_t preset_n_vocab) {
   n_vocab_ = preset_n_vocab;
@@ -155,8 +164,7 @@ void SynthBuilder::set_tokenizer() {
 void SynthBuilder::add_matrix(const std::string& name, int64_t n_in, int64_t n_out, DType dtype, Init init) {
   const DType stored = weight_type_for_row(dtype, n_in);
   const uint64_t n_bytes = row_size(stored, n_in) * static_cast<uint64_t>(n_out);
-  ++n_tensors_;
-  total_bytes_ += n_bytes;
+  if (!record(name, stored, {n_in, n_out}, n_bytes)) return;
   writer_.add_tensor(name, stored, {n_in, n_out}, [this, name, stored, n_in, n_out, init](uint8_t* dst, size_t size) {
     FATHOM_RETURN_IF_ERROR(fill_rows(name, stored, n_in, n_out, init, dst));
     report_progress(size);
@@ -169,8 +177,7 @@ void SynthBuilder::add_matrix_stack(const std::string& name, int64_t n_in, int64
   const DType stored = weight_type_for_row(dtype, n_in);
   const int64_t n_rows = n_out * n_mat;  // matrix m's row r is flat row m * n_out + r
   const uint64_t n_bytes = row_size(stored, n_in) * static_cast<uint64_t>(n_rows);
-  ++n_tensors_;
-  total_bytes_ += n_bytes;
+  if (!record(name, stored, {n_in, n_out, n_mat}, n_bytes)) return;
   writer_.add_tensor(name, stored, {n_in, n_out, n_mat}, [this, name, stored, n_in, n_rows, init](uint8_t* dst, size_t size) {
     FATHOM_RETURN_IF_ERROR(fill_rows(name, stored, n_in, n_rows, init, dst));
     report_progress(size);
@@ -182,8 +189,7 @@ void SynthBuilder::add_f32(const std::string& name, std::vector<int64_t> ne, Ini
   int64_t n_rows = 1;
   for (size_t i = 1; i < ne.size(); ++i) n_rows *= ne[i];
   const int64_t n_in = ne[0];
-  ++n_tensors_;
-  total_bytes_ += static_cast<uint64_t>(n_in * n_rows) * sizeof(float);
+  if (!record(name, DType::F32, ne, static_cast<uint64_t>(n_in * n_rows) * sizeof(float))) return;
   writer_.add_tensor(name, DType::F32, std::move(ne), [this, name, n_in, n_rows, init](uint8_t* dst, size_t size) {
     FATHOM_RETURN_IF_ERROR(fill_rows(name, DType::F32, n_in, n_rows, init, dst));
     report_progress(size);
@@ -274,7 +280,11 @@ uint32_t llama_file_type(DType main, DType output) {
   }
 }
 
-Status synth_model(const SynthOptions& options, const std::string& out_path) {
+namespace {
+
+// Runs the architecture's build for `options` after validating them; plan_only builders record
+// the tensors without adding them to the file.
+Status build(const SynthOptions& options, synth::SynthBuilder& builder) {
   const std::vector<synth::SynthArchitecture> archs = synth::all_architectures();
   const synth::SynthArchitecture* arch = nullptr;
   for (const synth::SynthArchitecture& a : archs)
@@ -302,10 +312,24 @@ Status synth_model(const SynthOptions& options, const std::string& out_path) {
   if (options.n_layer && *options.n_layer < 1)
     return error(ErrorCode::kInvalidArgument, strprintf("--layers must be at least 1, got %lld",
                                                         static_cast<long long>(*options.n_layer)));
+  return arch->build(builder);
+}
+
+}  // namespace
+
+Status synth_model(const SynthOptions& options, const std::string& out_path) {
   ThreadPool pool(options.n_threads);
   synth::SynthBuilder builder(options, pool);
-  FATHOM_RETURN_IF_ERROR(arch->build(builder));
+  FATHOM_RETURN_IF_ERROR(build(options, builder));
   return builder.write(out_path);
+}
+
+Expected<std::vector<SynthTensorInfo>> synth_plan(const SynthOptions& options, const std::string& metadata_path) {
+  ThreadPool pool(1);
+  synth::SynthBuilder builder(options, pool, /*plan_only=*/true);
+  FATHOM_RETURN_IF_ERROR(build(options, builder));
+  FATHOM_RETURN_IF_ERROR(builder.write(metadata_path));
+  return builder.plan();
 }
 
 }  // namespace fathom

@@ -41,6 +41,14 @@ struct SynthPresetInfo {
   std::string description;  // "28 layers, n_embd 1536, 12 heads (2 kv), n_ff 8960, vocab 151936 (R1-Distill-Qwen-1.5B)"
 };
 
+// One tensor of a synthetic model as it is (or would be) written.
+struct SynthTensorInfo {
+  std::string name;          // "blk.1.ffn_gate_exps.weight"
+  DType dtype;               // stored type, after llama.cpp's K-quant fallbacks
+  std::vector<int64_t> ne;   // extents, ne[0] innermost
+  uint64_t n_bytes = 0;      // data size
+};
+
 // Every (arch, preset) pair synth_model accepts.
 std::vector<SynthPresetInfo> synth_presets();
 
@@ -50,6 +58,11 @@ std::vector<std::string> synth_architectures();
 // Writes the model to out_path. Errors: unknown arch or preset (kInvalidArgument, listing the
 // known ones), a dtype that cannot be quantized (kUnsupported), an unreadable vocab file, I/O.
 Status synth_model(const SynthOptions& options, const std::string& out_path);
+
+// What synth_model(options, ...) would write, without the weights: returns its tensors in file
+// order and writes a metadata-only GGUF (every key, no tensors) to metadata_path, so real shapes
+// (V3: ~700 GB) can be checked and sized in milliseconds. Same errors as synth_model.
+Expected<std::vector<SynthTensorInfo>> synth_plan(const SynthOptions& options, const std::string& metadata_path);
 
 // llama.cpp's general.file_type (LLAMA_FTYPE_*) for a main weight type and output type.
 // e.g. Q4_K main + Q6_K output -> 15 (MOSTLY_Q4_K_M), Q4_0 -> 2, F32 -> 0.

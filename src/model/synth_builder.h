@@ -62,7 +62,8 @@ DType weight_type_for_row(DType requested, int64_t n_in);
 // tensors in file order; synth_model then calls write().
 class SynthBuilder {
  public:
-  SynthBuilder(const SynthOptions& options, ThreadPool& pool);
+  // plan_only: record tensors (plan()) but add none to the file, which then holds keys only.
+  SynthBuilder(const SynthOptions& options, ThreadPool& pool, bool plan_only = false);
 
   const SynthOptions& options() const { return options_; }
   gguf::GgufWriter& writer() { return writer_; }
@@ -90,11 +91,14 @@ class SynthBuilder {
   void add_f32(const std::string& name, std::vector<int64_t> ne, Init init);
 
   Status write(const std::string& path);
+  const std::vector<SynthTensorInfo>& plan() const { return plan_; }
 
  private:
   // Generates rows [n_rows of n_in values] of tensor `name` and stores them as `dtype` in dst.
   Status fill_rows(const std::string& name, DType dtype, int64_t n_in, int64_t n_rows, Init init, uint8_t* dst);
   void report_progress(uint64_t n_bytes);
+  // Records the tensor in plan_; false when plan_only (the caller then adds nothing to the file).
+  bool record(const std::string& name, DType dtype, std::vector<int64_t> ne, uint64_t n_bytes);
 
   const SynthOptions& options_;
   ThreadPool& pool_;
@@ -105,6 +109,8 @@ class SynthBuilder {
   uint64_t total_bytes_ = 0;                    // tensor bytes added
   size_t tensors_done_ = 0;                     // tensors filled so far during write()
   uint64_t bytes_done_ = 0;                     // tensor bytes filled so far during write()
+  bool plan_only_ = false;                      // record tensors without adding them to writer_
+  std::vector<SynthTensorInfo> plan_;           // every tensor added, in file order
 };
 
 // What an architecture file provides.

@@ -57,6 +57,11 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   so.step_token_budget = options.step_token_budget;
   so.max_running = options.max_running > 0 ? options.max_running : options.n_seq_max;
   e->scheduler_ = std::make_unique<Scheduler>(so);
+  if (options.prefix_cache) {
+    e->kv_->enable_prefix_cache();
+    KvCache* kv = e->kv_.get();
+    e->scheduler_->set_admit_hook([kv](SchedSequence& s) { s.n_computed = kv->reuse_prefix(s.seq_id, s.tokens); });
+  }
   e->load_seconds_ = now_seconds() - t0;
   return e;
 }
@@ -190,7 +195,10 @@ Status Engine::step() {
     for (const ScheduledChunk& c : chunks) finish(*static_cast<Active*>(c.seq), FinishReason::kError, st);
     return Status::ok();
   }
-  for (const ScheduledChunk& c : chunks) c.seq->n_computed += c.n_tokens;
+  for (const ScheduledChunk& c : chunks) {
+    c.seq->n_computed += c.n_tokens;
+    kv_->cache_computed_blocks(c.seq->seq_id, c.seq->tokens, c.seq->n_computed);
+  }
   const int64_t n_vocab = model_->config().n_vocab;
   for (size_t r = 0; r < sampled.size(); ++r) {
     Active* a = sampled[r];

@@ -28,6 +28,7 @@ struct EngineOptions {
                                   // overcommits the cache and relies on preemption)
   int32_t block_size = 16;        // tokens per KV block
   int64_t step_token_budget = 512;// tokens per forward step
+  bool prefix_cache = true;       // reuse KV blocks of prompt prefixes seen before
 };
 
 class Engine {

@@ -16,7 +16,7 @@ std::vector<ScheduledChunk> Scheduler::schedule(KvCache& kv, std::vector<SchedSe
   for (;;) {
     chunks.clear();
     int64_t budget = options_.step_token_budget;
-    int32_t blocks_free = kv.pool().n_free();
+    int32_t blocks_free = kv.n_available_blocks();
     bool fits = true;
     // Running sequences in admission order: decodes take one token, prefills a chunk.
     for (SchedSequence* s : running_) {
@@ -46,9 +46,25 @@ std::vector<ScheduledChunk> Scheduler::schedule(KvCache& kv, std::vector<SchedSe
     // Admit waiting sequences while budget, blocks and slots remain.
     while (!waiting_.empty() && budget > 0 && static_cast<int32_t>(running_.size()) < options_.max_running) {
       SchedSequence* s = waiting_.front();
+      const int32_t free_before_hook = blocks_free;
+      const bool hooked = admit_hook_ && s->n_computed == 0 && !kv.has_sequence(s->seq_id);
+      if (hooked) {
+        // Reusing cached blocks that were evictable makes them unavailable to the chunks
+        // already planned; account for it, and undo the reuse below if the sequence waits.
+        const int32_t available_before = kv.n_available_blocks();
+        admit_hook_(*s);
+        blocks_free -= available_before - kv.n_available_blocks();
+      }
       const int64_t n = std::min(s->pending(), budget);
       const int32_t need = kv.blocks_needed(s->seq_id, s->n_computed + n);
-      if (need > blocks_free && !running_.empty()) break;  // wait for blocks to free up
+      if ((need > blocks_free || blocks_free < 0) && !running_.empty()) {
+        if (hooked) {  // a waiting sequence holds no blocks
+          kv.free_sequence(s->seq_id);
+          s->n_computed = 0;
+          blocks_free = free_before_hook;
+        }
+        break;
+      }
       waiting_.pop_front();
       running_.push_back(s);
       blocks_free -= need;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <vector>
 
 #include "kv/kv_cache.h"
@@ -37,6 +38,10 @@ class Scheduler {
   explicit Scheduler(const SchedulerOptions& options) : options_(options) {}
 
   void enqueue(SchedSequence* seq) { waiting_.push_back(seq); }
+  // Called when a sequence with no cached tokens is admitted, before its blocks are counted
+  // (the engine's prefix-cache lookup, which may advance n_computed). Keeps such features out
+  // of schedule()'s loop.
+  void set_admit_hook(std::function<void(SchedSequence&)> hook) { admit_hook_ = std::move(hook); }
   void remove(SchedSequence* seq);  // finished or cancelled; caller frees its cache blocks
   // Plans one step. Sequences preempted to make room are appended to `preempted` (their cache
   // blocks already freed). Returns no chunks when there is nothing to do.
@@ -50,6 +55,7 @@ class Scheduler {
   SchedulerOptions options_;
   std::deque<SchedSequence*> waiting_;  // admitted in FIFO order; preempted ones go to the front
   std::vector<SchedSequence*> running_; // in admission order (the last is preempted first)
+  std::function<void(SchedSequence&)> admit_hook_;  // optional, see set_admit_hook
 };
 
 }  // namespace fathom

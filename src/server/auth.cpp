@@ -1,5 +1,6 @@
 #include "server/auth.h"
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>

@@ -5,7 +5,6 @@
 
 #include "server/openai_response.h"
 #include "server/server_context.h"
-#include "tools/common.h"
 
 namespace fathom::server {
 
@@ -25,6 +24,18 @@ constexpr const char* kPlainChatTemplate =
 constexpr auto kKeepAliveInterval = std::chrono::seconds(5);
 constexpr auto kEventPoll = std::chrono::milliseconds(100);
 
+// BOS per the tokenizer's metadata unless the text already starts with the BOS text (chat
+// templates often write it); special tokens in the text are parsed. The same rule as the CLI's
+// tools::tokenize_prompt, which this layer cannot reach (tools sits above server).
+std::vector<int32_t> tokenize_prompt(const Tokenizer& tok, const std::string& text) {
+  bool add_bos = tok.add_bos() && tok.bos_id() >= 0;
+  if (add_bos) {
+    const std::string bos_text = tok.token_text(tok.bos_id());
+    if (!bos_text.empty() && text.compare(0, bos_text.size(), bos_text) == 0) add_bos = false;
+  }
+  return tok.encode(text, add_bos, /*parse_special=*/true);
+}
+
 // One choice's prompt, ready for the engine.
 struct PreparedPrompt {
   std::vector<int32_t> tokens;       // prompt token ids
@@ -32,18 +43,40 @@ struct PreparedPrompt {
   bool starts_in_reasoning = false;  // chat prompt ends inside <think>
 };
 
-std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine& engine, const OpenAiRequest& request) {
+// The template context of transformers' apply_chat_template (messages, add_generation_prompt,
+// bos_token, eos_token) plus the request's chat_template_kwargs, which cannot replace those.
+Expected<std::string> render_chat(const std::string& tmpl, const OpenAiRequest& request, const std::string& bos,
+                                  const std::string& eos) {
+  nlohmann::ordered_json context = nlohmann::ordered_json::object();
+  for (const auto& [key, value] : request.chat_template_kwargs.items())
+    context[key] = nlohmann::ordered_json::parse(value.dump());
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  for (const ChatMessage& m : request.messages) {
+    nlohmann::ordered_json one = {{"role", m.role}, {"content", m.content}};
+    // Templates test `'reasoning_content' in message`; only present reasoning is passed.
+    if (!m.reasoning_content.empty()) one["reasoning_content"] = m.reasoning_content;
+    messages.push_back(std::move(one));
+  }
+  context["messages"] = std::move(messages);
+  context["add_generation_prompt"] = true;
+  context["bos_token"] = bos;
+  context["eos_token"] = eos;
+  return render_template(tmpl, context, /*hf_chat_mode=*/true);
+}
+
+std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine& engine, const OpenAiRequest& request,
+                                                                    const std::string& template_override) {
   const Tokenizer& tok = engine.tokenizer();
   std::vector<PreparedPrompt> out;
   if (request.endpoint == Endpoint::kChat) {
-    const std::string tmpl = tok.chat_template().value_or(kPlainChatTemplate);
+    const std::string tmpl = !template_override.empty() ? template_override : tok.chat_template().value_or(kPlainChatTemplate);
     const std::string bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
     const std::string eos = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
-    Expected<std::string> rendered = apply_chat_template(tmpl, request.messages, /*add_generation_prompt=*/true, bos, eos);
+    Expected<std::string> rendered = render_chat(tmpl, request, bos, eos);
     // A template that rejects the conversation (raise_exception: roles must alternate, ...) is the client's problem.
     if (!rendered) return invalid_request("the model's chat template rejected the messages: " + rendered.status().message(), "messages");
     PreparedPrompt p;
-    p.tokens = tools::tokenize_prompt(tok, *rendered);
+    p.tokens = tokenize_prompt(tok, *rendered);
     p.starts_in_reasoning = prompt_ends_in_reasoning(*rendered);
     p.text = std::move(*rendered);
     out.push_back(std::move(p));
@@ -56,7 +89,7 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
         p.tokens = in.tokens;
         p.text = tok.decode(in.tokens, /*render_special=*/true);
       } else {
-        p.tokens = tools::tokenize_prompt(tok, in.text);
+        p.tokens = tokenize_prompt(tok, in.text);
         p.text = in.text;
       }
       out.push_back(std::move(p));
@@ -219,7 +252,7 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const httplib::Req
   if (!request.model.empty() && request.model != ctx.model_name)
     return fail(not_found(strprintf("the model '%s' does not exist; this server serves '%s' (see GET /v1/models)",
                                     request.model.c_str(), ctx.model_name.c_str()), "model_not_found"));
-  auto prompts = prepare_prompts(*engine, request);
+  auto prompts = prepare_prompts(*engine, request, ctx.options.chat_template);
   if (auto* e = std::get_if<ApiError>(&prompts)) return fail(*e);
   std::vector<PreparedPrompt>& prepared = std::get<std::vector<PreparedPrompt>>(prompts);
 

@@ -287,6 +287,12 @@ std::variant<OpenAiRequest, ApiError> parse_openai_request(Endpoint endpoint, co
       r.fail("reasoning_format", "'reasoning_format' must be \"deepseek\" (reasoning in reasoning_content, the "
                                  "default) or \"none\" (the <think> text stays in content)");
   }
+  if (const json* kwargs = r.get("chat_template_kwargs")) {
+    if (!kwargs->is_object() || endpoint != Endpoint::kChat)
+      r.fail("chat_template_kwargs", "'chat_template_kwargs' must be an object of template variables (chat only), "
+                                     "e.g. {\"enable_thinking\": true}");
+    else out.chat_template_kwargs = *kwargs;
+  }
   if (r.error()) return *r.error();
   return out;
 }

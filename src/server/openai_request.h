@@ -49,6 +49,8 @@ struct OpenAiRequest {
   int32_t top_logprobs = 0;            // alternatives per token (chat top_logprobs, completions logprobs)
   bool ignore_eos = false;             // extension: generate past end-of-generation tokens
   bool reasoning_inline = false;       // extension: "reasoning_format": "none" keeps <think> text in content
+  nlohmann::json chat_template_kwargs = nlohmann::json::object();  // extension: extra template variables
+                                       // (e.g. {"enable_thinking": true}), as vLLM and llama.cpp accept
 };
 
 // Limits on what one request may ask for.

@@ -77,6 +77,11 @@ ChoiceBuilder::Delta ChoiceBuilder::push(const TokenEvent& event) {
     }
     d.content = std::move(s.content);
     d.reasoning = std::move(s.reasoning);
+    // DeepSeek writes "<think>\n...\n</think>\n\nanswer"; the newlines around the tags are
+    // layout, not text (DeepSeek's own API returns both fields without them).
+    if (reasoning_.empty()) d.reasoning.erase(0, d.reasoning.find_first_not_of('\n'));
+    if (content_.empty() && (options_.starts_in_reasoning || !reasoning_.empty() || !d.reasoning.empty()))
+      d.content.erase(0, d.content.find_first_not_of('\n'));
   } else {
     d.content = event.text;
   }

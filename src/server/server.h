@@ -36,6 +36,7 @@ struct ServerOptions {
   std::string audit_log;              // JSON-lines audit file ("" = none)
   bool audit_log_content = false;     // also log prompt and completion text
   RequestDefaults defaults;           // sampling and max_tokens for what requests omit
+  std::string chat_template;          // Jinja chat template replacing the model's ("" = the model's)
   int http_threads = 0;               // HTTP worker threads; 0: running + queue + 8
   int keep_alive_seconds = 5;         // idle keep-alive connections are closed after this
   // Makes the engine; default Engine::create(engine). Tests inject a slow one to observe loading.

@@ -24,6 +24,7 @@ constexpr Command kCommands[] = {
     {"logits", cmd_logits, "print the top next-token logits of a prompt (compare engines)"},
     {"inspect", cmd_inspect, "show a GGUF file's architecture, metadata and tensors"},
     {"synth", cmd_synth, "write a model with seeded random weights in an architecture's GGUF layout"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server with continuous batching"},
     {"bench", cmd_bench, "measure prompt processing and generation speed"},
     {"plan", cmd_plan, "what fits this hardware and how fast it will run"},
     {"devices", cmd_devices, "list the CPU and GPU devices fathom can use"},

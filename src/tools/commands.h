@@ -20,6 +20,7 @@ int cmd_bench(const Args& args);
 int cmd_bench_load(const Args& args);  // `fathom bench load`: serving load generator (bench_load.cpp)
 int cmd_plan(const Args& args);
 int cmd_devices(const Args& args);
+int cmd_serve(const Args& args);
 int cmd_quantize(const Args& args);
 int cmd_convert(const Args& args);
 int cmd_imatrix(const Args& args);

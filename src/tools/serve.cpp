@@ -1,0 +1,140 @@
+// fathom serve: the OpenAI-compatible HTTP server (src/server) behind command-line options;
+// SIGINT/SIGTERM stop it gracefully.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <mutex>
+#include <thread>
+
+#include "core/mapped_file.h"
+#include "server/server.h"
+#include "tools/commands.h"
+#include "tools/common.h"
+
+namespace fathom::tools {
+
+int cmd_serve(const Args& args) {
+  ModelOptions model;
+  SamplingOptions sampling;
+  server::ServerOptions options;
+  int parallel = 4;
+  int64_t max_body_bytes = static_cast<int64_t>(options.max_body_bytes);
+  int max_tokens = 0;
+  double shutdown_timeout = 30.0;
+  int64_t step_budget = options.engine.step_token_budget;
+  std::string template_file;
+  ArgParser p("fathom serve -m FILE.gguf [--host 127.0.0.1] [--port 8080] [options]",
+              "Serves the model over HTTP with the OpenAI API: POST /v1/chat/completions and\n"
+              "/v1/completions (streaming with \"stream\": true), GET /v1/models, /health and /metrics\n"
+              "(Prometheus). Requests are batched continuously: up to --parallel sequences advance\n"
+              "together and up to --max-queue more wait; beyond that requests get 429. The port opens\n"
+              "before the model has loaded (/health answers 503 until it is ready). Ctrl-C or SIGTERM\n"
+              "stops accepting, lets requests in flight finish (--shutdown-timeout) and exits.\n"
+              "Extensions to the OpenAI parameters: \"reasoning_format\": \"none\" keeps <think> text in\n"
+              "content (default \"deepseek\": reasoning_content), \"ignore_eos\", top_k, min_p,\n"
+              "repetition_penalty. See docs/serve.md.");
+  model.add_to(p);
+  p.add_string("--host", "ADDR", "address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces)", &options.host);
+  p.add_int("--port", "N", "port (default 8080; 0 picks a free one and prints it)", &options.port);
+  p.add_int("-np,--parallel", "N", "sequences decoded together; the KV cache holds N full contexts (default 4)", &parallel);
+  p.add_int("--max-queue", "N", "requests that may wait for a free slot; more get 429 (default 64)", &options.max_queue);
+  p.add_int("--step-budget", "N", "tokens per forward step, decodes plus prefill chunks (default 512)", &step_budget);
+  p.add_string("--model-alias", "NAME", "model id clients use (default: the file name without .gguf)", &options.model_alias);
+  p.add_list("--api-key", "KEY", "require 'Authorization: Bearer KEY' on /v1 routes (repeatable)", &options.api_keys);
+  p.add_string("--api-key-file", "FILE", "more API keys, one per line ('#' comments)", &options.api_key_file);
+  p.add_string("--audit-log", "FILE", "append one JSON line per /v1 request (key id, route, tokens, status, latency)",
+               &options.audit_log);
+  p.add_flag("--audit-log-content", "also write prompts and completions to the audit log", &options.audit_log_content);
+  p.add_int("--max-body-bytes", "N", "largest request body; larger ones get 413 (default 8388608)", &max_body_bytes);
+  p.add_float("--shutdown-timeout", "SEC", "on SIGTERM, wait this long for requests in flight (default 30)", &shutdown_timeout);
+  p.add_int("--http-threads", "N", "HTTP worker threads (default: parallel + max-queue + 8)", &options.http_threads);
+  p.add_string("--chat-template-file", "FILE", "Jinja chat template to use instead of the model's", &template_file);
+  p.add_int("-n,--n-predict", "N", "max_tokens for requests that do not set it (default: to the end of the context)", &max_tokens);
+  sampling.add_to(p);
+  if (auto rc = p.parse(args)) return *rc;
+  if (model.model.empty()) {
+    std::fprintf(stderr, "fathom serve: no model given; pass -m FILE.gguf\n");
+    return 2;
+  }
+  if (parallel < 1 || options.max_queue < 0 || max_body_bytes < 1 || max_tokens < 0 || step_budget < 1 ||
+      options.port < 0 || options.port > 65535) {
+    std::fprintf(stderr, "fathom serve: --parallel, --step-budget and --max-body-bytes must be positive; --max-queue "
+                         "and -n not negative; --port from 0 to 65535\n");
+    return 2;
+  }
+  if (!template_file.empty()) {
+    auto text = read_text_file(template_file);
+    if (!text) {
+      std::fprintf(stderr, "fathom serve: --chat-template-file: %s\n", text.status().to_string().c_str());
+      return 1;
+    }
+    options.chat_template = *text;
+  }
+  options.engine = model.to_engine_options();
+  options.engine.n_seq_max = parallel;
+  options.engine.step_token_budget = step_budget;
+  options.max_body_bytes = static_cast<size_t>(max_body_bytes);
+  options.defaults.sampling = sampling.to_params();
+  options.defaults.max_tokens = max_tokens;
+
+  // Signals are taken synchronously by this thread (sigtimedwait below); every thread started
+  // from here on inherits the mask, so none of them is interrupted by SIGINT/SIGTERM.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto created = server::Server::create(std::move(options));
+  if (!created) {
+    std::fprintf(stderr, "fathom serve: %s\n", created.status().to_string().c_str());
+    return 1;
+  }
+  server::Server& srv = **created;
+  if (Status st = srv.start(); !st.is_ok()) {
+    std::fprintf(stderr, "fathom serve: %s\n", st.to_string().c_str());
+    return 1;
+  }
+  std::printf("fathom serve: listening on %s\n", srv.address().c_str());
+  std::fflush(stdout);
+  const auto grace = std::chrono::milliseconds(static_cast<int64_t>(shutdown_timeout * 1000.0));
+  // Loading runs on the engine thread; a signal during loading still stops the server.
+  std::thread loader_watch;
+  Status load_status;
+  bool loaded = false;
+  std::mutex load_mutex;
+  loader_watch = std::thread([&] {
+    Status st = srv.wait_loaded();
+    std::lock_guard<std::mutex> lock(load_mutex);
+    load_status = st;
+    loaded = true;
+  });
+  bool reported = false;
+  int exit_code = 0;
+  for (;;) {
+    timespec poll = {0, 200 * 1000 * 1000};
+    const int sig = sigtimedwait(&stop_signals, nullptr, &poll);
+    if (sig == SIGINT || sig == SIGTERM) {
+      std::fprintf(stderr, "fathom serve: %s received; finishing requests in flight (up to %.0f s)\n",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM", shutdown_timeout);
+      break;
+    }
+    std::lock_guard<std::mutex> lock(load_mutex);
+    if (loaded && !reported) {
+      reported = true;
+      if (!load_status.is_ok()) {
+        std::fprintf(stderr, "fathom serve: %s\n", load_status.to_string().c_str());
+        exit_code = 1;
+        break;
+      }
+      std::printf("fathom serve: model loaded; ready\n");
+      std::fflush(stdout);
+    }
+  }
+  srv.shutdown(grace);
+  loader_watch.join();
+  return exit_code;
+}
+
+}  // namespace fathom::tools

@@ -1,0 +1,195 @@
+// fathom quantize: llama.cpp's type mix on the right tensors, fallbacks, metadata, per-type
+// error bounds against the F32 original, and that quantized files load and run close to F32.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "convert/quantize.h"
+#include "convert_test_util.h"
+#include "gguf/gguf.h"
+#include "quant/quant.h"
+
+namespace fathom {
+namespace {
+
+using testing::model_logits;
+using testing::synth_model_file;
+using testing::tmp_path;
+
+convert::FileType ftype(const char* name) {
+  auto f = convert::parse_file_type(name);
+  EXPECT_TRUE(f.has_value()) << name;
+  return *f;
+}
+
+std::unique_ptr<gguf::GgufFile> quantize(const std::string& in_path, const char* type, const std::string& out_name,
+                                         convert::QuantizeReport* report = nullptr, std::vector<std::string>* warnings = nullptr) {
+  auto in = gguf::GgufFile::open(in_path);
+  EXPECT_TRUE(in.has_value()) << in.status().to_string();
+  convert::QuantizeOptions o;
+  o.ftype = ftype(type);
+  o.n_threads = 2;
+  if (warnings) o.on_warning = [warnings](const std::string& m) { warnings->push_back(m); };
+  auto r = convert::quantize_model(**in, tmp_path(out_name), o);
+  EXPECT_TRUE(r.has_value()) << r.status().to_string();
+  if (report && r) *report = *r;
+  auto out = gguf::GgufFile::open(tmp_path(out_name));
+  EXPECT_TRUE(out.has_value()) << out.status().to_string();
+  return out ? std::move(out).value() : nullptr;
+}
+
+DType type_of(const gguf::GgufFile& f, const std::string& name) {
+  const gguf::TensorInfo* t = f.find_tensor(name);
+  EXPECT_NE(t, nullptr) << name;
+  return t ? t->view.dtype : DType::I8;
+}
+
+TEST(QuantMixTest, UseMoreBitsMatchesLlamaCpp) {
+  // n = 8: first eighth {0}, last eighth {7}, and (i - 1) % 3 == 2 -> {3, 6}.
+  std::vector<int> chosen;
+  for (int i = 0; i < 8; ++i)
+    if (convert::use_more_bits(i, 8)) chosen.push_back(i);
+  EXPECT_EQ(chosen, (std::vector<int>{0, 3, 6, 7}));
+  EXPECT_EQ(convert::fallback_type(DType::Q4_K, 64), DType::Q5_0);
+  EXPECT_EQ(convert::fallback_type(DType::Q5_K, 64), DType::Q5_1);
+  EXPECT_EQ(convert::fallback_type(DType::Q6_K, 64), DType::Q8_0);
+  EXPECT_EQ(convert::fallback_type(DType::Q6_K, 256), DType::Q6_K);
+  EXPECT_EQ(convert::fallback_type(DType::Q4_0, 48), DType::F16);
+  EXPECT_TRUE(convert::llama_tensor_order("token_embd.weight", "blk.0.attn_q.weight"));
+  EXPECT_TRUE(convert::llama_tensor_order("blk.2.ffn_up.weight", "blk.10.attn_k.weight"));
+  EXPECT_TRUE(convert::llama_tensor_order("output.weight", "output_norm.weight"));
+}
+
+TEST(QuantizeTest, Q4KMPutsTheRightTypesOnTheRightTensors) {
+  const std::string src = synth_model_file("llama", "small", DType::F32, 8, "mix-small-f32.gguf");
+  auto in = gguf::GgufFile::open(src);
+  ASSERT_TRUE(in.has_value());
+  auto q = quantize(src, "Q4_K_M", "mix-small-q4km.gguf");
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->get_int("general.file_type"), 15);
+  EXPECT_EQ(q->get_int("general.quantization_version"), 2);
+  EXPECT_EQ(type_of(*q, "output.weight"), DType::Q6_K);
+  EXPECT_EQ(type_of(*q, "token_embd.weight"), DType::Q4_K);
+  EXPECT_EQ(type_of(*q, "output_norm.weight"), DType::F32);
+  for (int il = 0; il < 8; ++il) {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    const DType more = convert::use_more_bits(il, 8) ? DType::Q6_K : DType::Q4_K;
+    EXPECT_EQ(type_of(*q, p + "attn_v.weight"), more) << il;
+    EXPECT_EQ(type_of(*q, p + "ffn_down.weight"), more) << il;
+    EXPECT_EQ(type_of(*q, p + "attn_q.weight"), DType::Q4_K);
+    EXPECT_EQ(type_of(*q, p + "ffn_up.weight"), DType::Q4_K);
+    EXPECT_EQ(type_of(*q, p + "attn_norm.weight"), DType::F32);
+    EXPECT_EQ(type_of(*q, p + "ffn_norm.weight"), DType::F32);
+  }
+  // Metadata copied in order; the two quantization keys moved to the end as llama-quantize does.
+  const auto& md = q->metadata();
+  ASSERT_GE(md.size(), 2u);
+  EXPECT_EQ(md[md.size() - 2].first, "general.quantization_version");
+  EXPECT_EQ(md.back().first, "general.file_type");
+  EXPECT_EQ(q->get_string("tokenizer.ggml.model"), (*in)->get_string("tokenizer.ggml.model"));
+  EXPECT_EQ(q->find("tokenizer.ggml.tokens")->strings, (*in)->find("tokenizer.ggml.tokens")->strings);
+  // Tensor order: llama.cpp's loader order (non-block tensors, then block by block, by name).
+  const auto& ts = q->tensors();
+  for (size_t i = 1; i < ts.size(); ++i) EXPECT_TRUE(convert::llama_tensor_order(ts[i - 1].view.name, ts[i].view.name));
+  EXPECT_EQ(ts.front().view.name, "output.weight");
+}
+
+TEST(QuantizeTest, SmallRowsFallBackAndOtherMixes) {
+  // tiny: n_embd 64, n_ff 128 -> no K-quant fits; llama.cpp substitutes per type.
+  const std::string src = synth_model_file("llama", "tiny", DType::F32, 0, "mix-tiny-f32.gguf");
+  auto q = quantize(src, "Q4_K_M", "mix-tiny-q4km.gguf");
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(type_of(*q, "blk.0.attn_q.weight"), DType::Q5_0);
+  EXPECT_EQ(type_of(*q, "blk.0.attn_v.weight"), DType::Q8_0);  // Q6_K (use_more_bits) -> Q8_0
+  EXPECT_EQ(type_of(*q, "output.weight"), DType::Q8_0);
+  auto q5 = quantize(src, "Q5_K_S", "mix-tiny-q5ks.gguf");
+  ASSERT_NE(q5, nullptr);
+  EXPECT_EQ(type_of(*q5, "blk.1.attn_q.weight"), DType::Q5_1);
+  EXPECT_EQ(q5->get_int("general.file_type"), 16);
+  auto f16 = quantize(src, "F16", "mix-tiny-f16.gguf");
+  ASSERT_NE(f16, nullptr);
+  EXPECT_EQ(type_of(*f16, "output.weight"), DType::F16);
+  EXPECT_EQ(type_of(*f16, "blk.0.attn_norm.weight"), DType::F32);
+  EXPECT_EQ(f16->get_int("general.file_type"), 1);
+}
+
+// RMS of (dequantized - original) over RMS of the original, over every tensor stored in `base`.
+double relative_rmse(const gguf::GgufFile& orig, const gguf::GgufFile& q, DType base) {
+  double err = 0.0, ref = 0.0;
+  for (const gguf::TensorInfo& t : q.tensors()) {
+    if (t.view.dtype != base) continue;
+    const gguf::TensorInfo* o = orig.find_tensor(t.view.name);
+    EXPECT_NE(o, nullptr);
+    std::vector<float> a(static_cast<size_t>(t.view.ne[0]));
+    const auto* of = static_cast<const float*>(o->view.data);
+    for (int64_t r = 0; r < t.view.n_rows(); ++r) {
+      quant::dequantize_row(t.view.dtype, t.view.row(r), a.data(), t.view.ne[0]);
+      for (int64_t j = 0; j < t.view.ne[0]; ++j) {
+        const double x = of[r * t.view.ne[0] + j];
+        err += (a[static_cast<size_t>(j)] - x) * (a[static_cast<size_t>(j)] - x);
+        ref += x * x;
+      }
+    }
+  }
+  return std::sqrt(err / ref);
+}
+
+TEST(QuantizeTest, PerTypeErrorBoundsAgainstF32) {
+  const std::string src = synth_model_file("llama", "small", DType::F32, 2, "err-small-f32.gguf");
+  auto orig = gguf::GgufFile::open(src);
+  ASSERT_TRUE(orig.has_value());
+  // Gaussian weights: bits per weight set the error (Q8_0 ~ 0.4%, Q4_0 ~ 10%).
+  const struct {
+    const char* type;
+    DType base;
+    double bound;
+  } cases[] = {{"Q8_0", DType::Q8_0, 0.006}, {"Q6_K", DType::Q6_K, 0.03}, {"Q5_K_M", DType::Q5_K, 0.05},
+               {"Q4_K_M", DType::Q4_K, 0.10}, {"Q4_0", DType::Q4_0, 0.12}};
+  double previous = 0.0;
+  for (const auto& c : cases) {
+    auto q = quantize(src, c.type, std::string("err-") + c.type + ".gguf");
+    ASSERT_NE(q, nullptr);
+    const double e = relative_rmse(**orig, *q, c.base);
+    EXPECT_LT(e, c.bound) << c.type;
+    EXPECT_GT(e, previous) << c.type << " should lose more than the type before it";
+    previous = e;
+  }
+}
+
+TEST(QuantizeTest, QuantizedModelLoadsAndRunsCloseToF32) {
+  const std::string src = synth_model_file("qwen2", "small", DType::F32, 2, "run-qwen2-f32.gguf");
+  const std::vector<int32_t> tokens = {1, 17, 300, 4000, 25, 9, 1234, 77};
+  const std::vector<float> ref = model_logits(src, tokens);
+  for (const auto& [type, bound] : {std::pair{"Q8_0", 0.03}, std::pair{"Q4_K_M", 0.25}}) {
+    const std::string out = std::string("run-qwen2-") + type + ".gguf";
+    auto q = quantize(src, type, out);
+    ASSERT_NE(q, nullptr);
+    const std::vector<float> got = model_logits(tmp_path(out), tokens);
+    EXPECT_LT(testing::max_rel_diff(got, ref), bound) << type;
+  }
+}
+
+TEST(QuantizeTest, RequantizingWarnsAndImatrixShapesAreChecked) {
+  const std::string src = synth_model_file("llama", "tiny", DType::Q8_0, 0, "requant-q8.gguf");
+  convert::QuantizeReport report;
+  std::vector<std::string> warnings;
+  auto q = quantize(src, "Q4_0", "requant-q4_0.gguf", &report, &warnings);
+  ASSERT_NE(q, nullptr);
+  EXPECT_GT(report.n_requantized, 0);
+  ASSERT_FALSE(warnings.empty());
+  EXPECT_NE(warnings.front().find("requantiz"), std::string::npos);
+
+  auto in = gguf::GgufFile::open(src);
+  ASSERT_TRUE(in.has_value());
+  convert::ImportanceMap im;
+  im["blk.0.attn_q.weight"] = std::vector<float>(3, 1.0f);  // wrong size: 64 columns
+  convert::QuantizeOptions o;
+  o.ftype = ftype("Q4_0");
+  o.imatrix = &im;
+  auto r = convert::quantize_model(**in, tmp_path("requant-bad-imatrix.gguf"), o);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.status().code(), ErrorCode::kInvalidFile);
+}
+
+}  // namespace
+}  // namespace fathom

@@ -1,0 +1,326 @@
+// Request parsing, response shapes, reasoning split, metrics text and API keys, without a server.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "server/api_error.h"
+#include "server/auth.h"
+#include "server/metrics.h"
+#include "server/openai_request.h"
+#include "server/openai_response.h"
+#include "tokenizer/tokenizer.h"
+
+namespace fathom::server {
+namespace {
+
+using nlohmann::json;
+
+OpenAiRequest parse_ok(Endpoint e, const json& body) {
+  auto r = parse_openai_request(e, body, RequestDefaults{});
+  if (auto* err = std::get_if<ApiError>(&r)) {
+    ADD_FAILURE() << err->message;
+    return {};
+  }
+  return std::get<OpenAiRequest>(r);
+}
+
+ApiError parse_error(Endpoint e, const json& body) {
+  auto r = parse_openai_request(e, body, RequestDefaults{});
+  EXPECT_TRUE(std::holds_alternative<ApiError>(r)) << body.dump();
+  return std::holds_alternative<ApiError>(r) ? std::get<ApiError>(r) : ApiError{};
+}
+
+const json kHello = json::array({{{"role", "user"}, {"content", "hi"}}});
+
+TEST(OpenAiRequest, ChatDefaultsAndFields) {
+  RequestDefaults d;
+  d.sampling.temperature = 0.3f;
+  d.max_tokens = 7;
+  auto parsed = parse_openai_request(Endpoint::kChat, {{"messages", kHello}}, d);
+  const auto& r = std::get<OpenAiRequest>(parsed);
+  EXPECT_FLOAT_EQ(r.sampling.temperature, 0.3f);
+  EXPECT_EQ(r.max_tokens, 7);
+  EXPECT_FALSE(r.stream);
+  EXPECT_FALSE(r.seed_given);
+
+  const OpenAiRequest full = parse_ok(
+      Endpoint::kChat,
+      {{"model", "m"}, {"messages", json::array({{{"role", "developer"}, {"content", "sys"}},
+                                                  {{"role", "user"}, {"content", json::array({{{"type", "text"}, {"text", "a"}}, {{"type", "text"}, {"text", "b"}}})}}})},
+       {"max_tokens", 5}, {"max_completion_tokens", 9}, {"temperature", 1.5}, {"top_p", 0.5}, {"top_k", 3},
+       {"min_p", 0.1}, {"presence_penalty", 0.5}, {"frequency_penalty", -0.5}, {"repetition_penalty", 1.1},
+       {"seed", 42}, {"stop", "END"}, {"stream", true}, {"stream_options", {{"include_usage", true}}},
+       {"logprobs", true}, {"top_logprobs", 3}, {"n", 1}, {"user", "ignored"}, {"reasoning_format", "none"}});
+  EXPECT_EQ(full.model, "m");
+  ASSERT_EQ(full.messages.size(), 2u);
+  EXPECT_EQ(full.messages[0].role, "system");
+  EXPECT_EQ(full.messages[1].content, "ab");
+  EXPECT_EQ(full.max_tokens, 9);  // max_completion_tokens wins
+  EXPECT_FLOAT_EQ(full.sampling.temperature, 1.5f);
+  EXPECT_EQ(full.sampling.top_k, 3);
+  EXPECT_FLOAT_EQ(full.sampling.repeat_penalty, 1.1f);
+  EXPECT_EQ(full.sampling.seed, 42u);
+  EXPECT_TRUE(full.seed_given);
+  EXPECT_EQ(full.stop, std::vector<std::string>{"END"});
+  EXPECT_TRUE(full.stream && full.include_usage && full.logprobs && full.reasoning_inline);
+  EXPECT_EQ(full.top_logprobs, 3);
+}
+
+TEST(OpenAiRequest, RejectionsNameTheParameter) {
+  struct Case {
+    json body;
+    std::string param;
+  };
+  const std::vector<Case> cases = {
+      {{{"messages", kHello}, {"temperature", "hot"}}, "temperature"},
+      {{{"messages", kHello}, {"temperature", 3}}, "temperature"},
+      {{{"messages", kHello}, {"top_p", -0.1}}, "top_p"},
+      {{{"messages", kHello}, {"max_tokens", 0}}, "max_tokens"},
+      {{{"messages", kHello}, {"max_tokens", 1.5}}, "max_tokens"},
+      {{{"messages", kHello}, {"n", 2}}, "n"},
+      {{{"messages", kHello}, {"stop", json::array({1})}}, "stop"},
+      {{{"messages", kHello}, {"stream", "yes"}}, "stream"},
+      {{{"messages", kHello}, {"stream_options", {{"include_usage", true}}}}, "stream_options"},
+      {{{"messages", kHello}, {"top_logprobs", 2}}, "top_logprobs"},
+      {{{"messages", kHello}, {"logprobs", true}, {"top_logprobs", 99}}, "top_logprobs"},
+      {{{"messages", kHello}, {"reasoning_format", "xml"}}, "reasoning_format"},
+      {{{"messages", json::array()}}, "messages"},
+      {{{"messages", json::array({{{"role", "robot"}, {"content", "x"}}})}}, "messages[0].role"},
+      {{{"messages", json::array({{{"role", "user"}, {"content", json::array({{{"type", "image_url"}}})}}})}}, "messages[0].content"},
+  };
+  for (const Case& c : cases) {
+    const ApiError e = parse_error(Endpoint::kChat, c.body);
+    EXPECT_EQ(e.http_status, 400) << c.body.dump();
+    EXPECT_EQ(e.type, "invalid_request_error");
+    EXPECT_EQ(e.param, c.param) << c.body.dump() << " -> " << e.message;
+    EXPECT_NE(e.message.find(c.param.substr(0, c.param.find('['))), std::string::npos) << e.message;
+  }
+  EXPECT_EQ(parse_error(Endpoint::kChat, json::array()).http_status, 400);
+}
+
+TEST(OpenAiRequest, CompletionPrompts) {
+  EXPECT_EQ(parse_ok(Endpoint::kCompletions, {{"prompt", "hi"}}).prompts.size(), 1u);
+  const OpenAiRequest two = parse_ok(Endpoint::kCompletions, {{"prompt", {"a", "b"}}});
+  ASSERT_EQ(two.prompts.size(), 2u);
+  EXPECT_EQ(two.prompts[1].text, "b");
+  const OpenAiRequest ids = parse_ok(Endpoint::kCompletions, {{"prompt", {1, 2, 3}}});
+  ASSERT_EQ(ids.prompts.size(), 1u);
+  EXPECT_TRUE(ids.prompts[0].is_tokens);
+  EXPECT_EQ(ids.prompts[0].tokens, (std::vector<int32_t>{1, 2, 3}));
+  const OpenAiRequest legacy = parse_ok(Endpoint::kCompletions, {{"prompt", "x"}, {"logprobs", 2}});
+  EXPECT_TRUE(legacy.logprobs);
+  EXPECT_EQ(legacy.top_logprobs, 2);
+  EXPECT_EQ(parse_error(Endpoint::kCompletions, {{"prompt", 5}}).param, "prompt");
+  EXPECT_EQ(parse_error(Endpoint::kCompletions, {{"prompt", {-1}}}).param, "prompt");
+  EXPECT_EQ(parse_error(Endpoint::kCompletions, {{"prompt", "x"}, {"echo", true}}).param, "echo");
+}
+
+TEST(OpenAiRequest, MalformedJson) {
+  auto r = parse_json_body("{\"messages\": [");
+  ASSERT_TRUE(std::holds_alternative<ApiError>(r));
+  EXPECT_EQ(std::get<ApiError>(r).code, "invalid_json");
+  const json body = json::parse(std::get<ApiError>(r).to_json());
+  EXPECT_EQ(body["error"]["type"], "invalid_request_error");
+  EXPECT_TRUE(body["error"]["param"].is_null());
+}
+
+std::unique_ptr<Tokenizer> qwen2_tokenizer() {
+  auto t = Tokenizer::from_file(std::string(FATHOM_SHARED_DIR) + "/testdata/vocab/ggml-vocab-qwen2.gguf");
+  EXPECT_TRUE(t) << t.status().to_string();
+  return t ? std::move(t).value() : nullptr;
+}
+
+TokenEvent text_event(const std::string& text) {
+  TokenEvent e;
+  e.token = 1;
+  e.text = text;
+  return e;
+}
+
+TokenEvent final_event(FinishReason reason) {
+  TokenEvent e;
+  e.finished = true;
+  e.reason = reason;
+  e.stats.n_prompt = 3;
+  e.stats.n_generated = 4;
+  return e;
+}
+
+TEST(ChoiceBuilder, SplitsReasoningStartedByThePrompt) {
+  auto tok = qwen2_tokenizer();
+  ChoiceBuilder::Options o;
+  o.split_reasoning = true;
+  o.starts_in_reasoning = true;
+  ChoiceBuilder b(*tok, o);
+  std::string reasoning, content;
+  for (const char* piece : {"Let me ", "think.\n</th", "ink>\n\n", "The answer", " is 4."}) {
+    ChoiceBuilder::Delta d = b.push(text_event(piece));
+    reasoning += d.reasoning;
+    content += d.content;
+  }
+  ChoiceBuilder::Delta d = b.push(final_event(FinishReason::kStop));
+  content += d.content;
+  EXPECT_EQ(reasoning, "Let me think.\n");
+  EXPECT_EQ(content, "The answer is 4.");
+  EXPECT_EQ(b.reasoning(), reasoning);
+  EXPECT_EQ(b.content(), content);
+  EXPECT_TRUE(b.has_reasoning());
+  EXPECT_TRUE(b.finished());
+
+  ResponseMeta meta;
+  meta.id = "chatcmpl-1";
+  meta.model = "m";
+  std::vector<ChoiceBuilder> choices{b};
+  const json body = completion_body(meta, choices, Usage{3, 4});
+  EXPECT_EQ(body["object"], "chat.completion");
+  EXPECT_EQ(body["choices"][0]["message"]["reasoning_content"], "Let me think.\n");
+  EXPECT_EQ(body["choices"][0]["message"]["content"], "The answer is 4.");
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(body["usage"]["total_tokens"], 7);
+}
+
+TEST(ChoiceBuilder, ThinkTagInOutputAndInlineMode) {
+  auto tok = qwen2_tokenizer();
+  ChoiceBuilder::Options split;
+  split.split_reasoning = true;
+  ChoiceBuilder b(*tok, split);
+  EXPECT_FALSE(b.has_reasoning());
+  b.push(text_event("<think>\nhmm</think>ok"));
+  b.push(final_event(FinishReason::kLength));
+  EXPECT_EQ(b.reasoning(), "hmm");
+  EXPECT_EQ(b.content(), "ok");
+  EXPECT_TRUE(b.has_reasoning());
+
+  ChoiceBuilder inl(*tok, ChoiceBuilder::Options{});
+  inl.push(text_event("<think>\nhmm</think>ok"));
+  EXPECT_EQ(inl.content(), "<think>\nhmm</think>ok");
+  EXPECT_FALSE(inl.has_reasoning());
+
+  ResponseMeta meta;
+  std::vector<ChoiceBuilder> choices{inl};
+  EXPECT_FALSE(completion_body(meta, choices, Usage{})["choices"][0]["message"].contains("reasoning_content"));
+}
+
+TEST(ChoiceBuilder, StreamChunkShapes) {
+  auto tok = qwen2_tokenizer();
+  ChoiceBuilder::Options o;
+  o.split_reasoning = true;
+  o.starts_in_reasoning = true;
+  ChoiceBuilder b(*tok, o);
+  ResponseMeta meta;
+  meta.id = "chatcmpl-2";
+  meta.include_usage = true;
+  const json role = role_chunk(meta, 0);
+  EXPECT_EQ(role["object"], "chat.completion.chunk");
+  EXPECT_EQ(role["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_TRUE(role["usage"].is_null());
+  const json r = delta_chunk(meta, 0, b.push(text_event("why")));
+  EXPECT_EQ(r["choices"][0]["delta"]["reasoning_content"], "why");
+  EXPECT_FALSE(r["choices"][0]["delta"].contains("content"));
+  const json c = delta_chunk(meta, 0, b.push(text_event("</think>yes")));
+  EXPECT_EQ(c["choices"][0]["delta"]["content"], "yes");
+  const json f = finish_chunk(meta, 0, FinishReason::kLength);
+  EXPECT_EQ(f["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(f["choices"][0]["delta"].empty());
+  const json u = usage_chunk(meta, Usage{2, 3});
+  EXPECT_TRUE(u["choices"].empty());
+  EXPECT_EQ(u["usage"]["completion_tokens"], 3);
+  EXPECT_EQ(sse_event(json{{"a", 1}}), "data: {\"a\":1}\n\n");
+}
+
+TEST(ChoiceBuilder, LogprobShapes) {
+  auto tok = qwen2_tokenizer();
+  TokenEvent e = text_event("Hello");
+  const int32_t hello = *tok->token_id("Hello");
+  const int32_t world = *tok->token_id("world");
+  e.token = hello;
+  e.top_logprobs = {{hello, -0.5f}, {hello, -0.5f}, {world, -1.5f}, {world + 1, -2.0f}};
+
+  ChoiceBuilder::Options chat;
+  chat.logprobs = true;
+  chat.top_logprobs = 2;
+  ChoiceBuilder b(*tok, chat);
+  const ChoiceBuilder::Delta d = b.push(e);
+  const json entry = d.logprobs["content"][0];
+  EXPECT_EQ(entry["token"], "Hello");
+  EXPECT_FLOAT_EQ(entry["logprob"].get<float>(), -0.5f);
+  EXPECT_EQ(entry["bytes"], json::array({72, 101, 108, 108, 111}));
+  ASSERT_EQ(entry["top_logprobs"].size(), 2u);
+  EXPECT_EQ(entry["top_logprobs"][1]["token"], "world");
+  EXPECT_EQ(b.logprobs_json()["content"].size(), 1u);
+
+  ChoiceBuilder::Options legacy;
+  legacy.endpoint = Endpoint::kCompletions;
+  legacy.logprobs = true;
+  legacy.top_logprobs = 1;
+  ChoiceBuilder l(*tok, legacy);
+  l.push(e);
+  l.push(e);
+  const json lp = l.logprobs_json();
+  EXPECT_EQ(lp["tokens"], json::array({"Hello", "Hello"}));
+  EXPECT_EQ(lp["text_offset"], json::array({0, 5}));
+  EXPECT_EQ(lp["top_logprobs"][0].size(), 1u);
+  EXPECT_FLOAT_EQ(lp["top_logprobs"][0]["Hello"].get<float>(), -0.5f);
+}
+
+TEST(Reasoning, PromptEndsInReasoning) {
+  EXPECT_TRUE(prompt_ends_in_reasoning("<｜Assistant｜><think>\n"));
+  EXPECT_TRUE(prompt_ends_in_reasoning("x<think>"));
+  EXPECT_FALSE(prompt_ends_in_reasoning("<think>\n\n</think>\n\n"));
+  EXPECT_FALSE(prompt_ends_in_reasoning("<|im_start|>assistant\n"));
+}
+
+TEST(Metrics, PrometheusText) {
+  Metrics m;
+  m.count_request("/v1/chat/completions", 200);
+  m.count_request("/v1/chat/completions", 200);
+  m.count_request("/v1/completions", 400);
+  RequestStats s;
+  s.n_prompt = 10;
+  s.n_generated = 5;
+  s.t_submit = 1.0;
+  s.t_first_token = 1.02;
+  s.t_end = 1.1;
+  m.record_generation(s);
+  EngineGauges g;
+  g.kv_blocks_used = 3;
+  g.kv_blocks_free = 61;
+  m.set_engine_gauges(g);
+  const std::string text = m.render();
+  EXPECT_NE(text.find("fathom_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("fathom_requests_total{route=\"/v1/completions\",status=\"400\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_prompt_tokens_total 10\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_generated_tokens_total 5\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_kv_blocks_used 3\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_kv_blocks_free 61\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_prefix_cache_hit_rate 0\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE fathom_ttft_seconds histogram\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_ttft_seconds_bucket{le=\"0.01\"} 0\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_ttft_seconds_bucket{le=\"0.025\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_ttft_seconds_bucket{le=\"+Inf\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_tpot_seconds_count 1\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_e2e_seconds_count 1\n"), std::string::npos);
+}
+
+TEST(ApiKeys, BearerMatchingAndKeyFile) {
+  const std::string file = std::string(FATHOM_TEST_TMP) + "/serve-keys.txt";
+  std::ofstream(file) << "# team keys\n  sk-file-one \n\nsk-file-two\n";
+  auto keys = ApiKeys::load({"sk-cli"}, file);
+  ASSERT_TRUE(keys) << keys.status().to_string();
+  EXPECT_TRUE(keys->enabled());
+  EXPECT_EQ(keys->match("Bearer sk-cli"), std::optional<size_t>(0));
+  EXPECT_EQ(keys->match("bearer sk-file-one"), std::optional<size_t>(1));
+  EXPECT_EQ(keys->match("Bearer sk-file-two"), std::optional<size_t>(2));
+  EXPECT_FALSE(keys->match("Bearer sk-file"));
+  EXPECT_FALSE(keys->match("Bearer sk-file-two-and-more"));
+  EXPECT_FALSE(keys->match("sk-cli"));
+  EXPECT_FALSE(keys->match(""));
+  EXPECT_EQ(ApiKeys::key_id(2), "key-3");
+  EXPECT_FALSE(ApiKeys::load({}, file + ".missing"));
+  auto none = ApiKeys::load({}, "");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->enabled());
+}
+
+}  // namespace
+}  // namespace fathom::server
