@@ -158,7 +158,8 @@ RequestOutcome HttpTarget::send(const WorkItem& item) {
   if (reader.timed_out || err == httplib::Error::ConnectionTimeout ||
       (!sent && err == httplib::Error::Read && past_deadline)) {
     out.error = ErrorKind::kTimeout;
-    out.error_detail = strprintf("no complete answer within %.1f s", options_.timeout_s);
+    out.error_detail = strprintf("no complete answer within %.1f s (%s)", options_.timeout_s,
+                                 reader.timed_out ? "still streaming" : httplib::to_string(err).c_str());
     return out;
   }
   if (!sent) {

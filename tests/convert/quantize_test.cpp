@@ -100,7 +100,8 @@ TEST(QuantizeTest, SmallRowsFallBackAndOtherMixes) {
   auto q = quantize(src, "Q4_K_M", "mix-tiny-q4km.gguf");
   ASSERT_NE(q, nullptr);
   EXPECT_EQ(type_of(*q, "blk.0.attn_q.weight"), DType::Q5_0);
-  EXPECT_EQ(type_of(*q, "blk.0.attn_v.weight"), DType::Q8_0);  // Q6_K (use_more_bits) -> Q8_0
+  EXPECT_EQ(type_of(*q, "blk.0.attn_v.weight"), DType::Q5_0);  // 2 layers: use_more_bits(0, 2) is false
+  EXPECT_EQ(type_of(*q, "blk.1.attn_v.weight"), DType::Q8_0);  // Q6_K (last layer) -> Q8_0
   EXPECT_EQ(type_of(*q, "output.weight"), DType::Q8_0);
   auto q5 = quantize(src, "Q5_K_S", "mix-tiny-q5ks.gguf");
   ASSERT_NE(q5, nullptr);

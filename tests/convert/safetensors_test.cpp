@@ -124,7 +124,9 @@ TEST(SafetensorsTest, LyingHeadersAreRejected) {
   for (const char* h : bad) {
     auto st = parse(with_header(h, 16));
     EXPECT_FALSE(st.has_value()) << h;
-    if (!st) EXPECT_EQ(st.status().code(), ErrorCode::kInvalidFile) << h;
+    if (!st) {
+      EXPECT_EQ(st.status().code(), ErrorCode::kInvalidFile) << h;
+    }
   }
   // Header length larger than the file.
   std::vector<uint8_t> f = with_header("{}", 0);

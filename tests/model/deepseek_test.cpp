@@ -308,7 +308,9 @@ TEST(DeepseekReference, SynthMatchesLlamaCpp) {
     const std::vector<int32_t> top = top_k(last, c->n_vocab, 5);
     for (size_t i = 0; i < pc.top5.size(); ++i) {
       EXPECT_NEAR(last[pc.top5[i].first], pc.top5[i].second, 2e-3) << label << " token " << pc.top5[i].first;
-      if (i < 2) EXPECT_EQ(top[i], pc.top5[i].first) << label << " rank " << i;
+      if (i < 2) {
+        EXPECT_EQ(top[i], pc.top5[i].first) << label << " rank " << i;
+      }
     }
   }
 }
@@ -369,6 +371,9 @@ TEST_P(DeepseekEngineVsReference, LogitsMatch) {
   ASSERT_EQ(got.size(), ref->size());
   const double diff = max_rel_diff(got.data(), ref->data(), static_cast<int64_t>(got.size()));
   RecordProperty("max_rel_diff", std::to_string(diff));
+  for (size_t t = 0; t < tokens.size(); ++t)
+    std::printf("%zu:%.3g ", t, max_rel_diff(got.data() + t * cfg.n_vocab, ref->data() + t * cfg.n_vocab, cfg.n_vocab));
+  std::printf("\n");
   std::printf("[ diff     ] %s: max relative difference %.3g\n", name.c_str(), diff);
   EXPECT_LT(diff, ec.tolerance) << name;
 }

@@ -12,15 +12,15 @@
 namespace fathom {
 namespace {
 
-struct Run {
+struct CmdResult {
   int code;            // exit status
   std::string output;  // stdout and stderr
 };
 
-Run run_fathom(const std::string& args) {
+CmdResult run_fathom(const std::string& args) {
   const char* bin = std::getenv("FATHOM_BIN");
-  const std::string cmd = std::string(bin ? bin : "fathom") + " " + args + " 2>&1";
-  Run r{-1, ""};
+  const std::string cmd = std::string(bin ? bin : FATHOM_BIN_PATH) + " " + args + " 2>&1";
+  CmdResult r{-1, ""};
   FILE* f = popen(cmd.c_str(), "r");
   if (!f) return r;
   char buf[4096];
@@ -34,7 +34,7 @@ Run run_fathom(const std::string& args) {
 const std::string kStories = std::string(FATHOM_SHARED_DIR) + "/models/tinyllamas-stories-260k-f32.gguf";
 
 TEST(Cli, HelpListsCommands) {
-  Run r = run_fathom("--help");
+  CmdResult r = run_fathom("--help");
   EXPECT_EQ(r.code, 0);
   for (const char* cmd : {"run", "chat", "tokenize", "logits", "inspect", "synth", "bench"})
     EXPECT_NE(r.output.find(cmd), std::string::npos) << cmd;
@@ -47,7 +47,7 @@ TEST(Cli, HelpListsCommands) {
 
 TEST(Cli, RunStreamsStoryAndReportsSpeed) {
   if (!std::ifstream(kStories).good()) GTEST_SKIP();
-  Run r = run_fathom("run -m " + kStories + " -p 'Once upon a time' -n 24 --temp 0 -t 2");
+  CmdResult r = run_fathom("run -m " + kStories + " -p 'Once upon a time' -n 24 --temp 0 -t 2");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(r.output.rfind("Once upon a time", 0), 0u) << r.output;
   EXPECT_NE(r.output.find("tok/s"), std::string::npos) << r.output;
@@ -57,32 +57,81 @@ TEST(Cli, RunStreamsStoryAndReportsSpeed) {
 }
 
 TEST(Cli, BadFilesAreClearErrors) {
-  Run missing = run_fathom("run -m /nonexistent/model.gguf -p hi");
+  CmdResult missing = run_fathom("run -m /nonexistent/model.gguf -p hi");
   EXPECT_EQ(missing.code, 1);
   EXPECT_NE(missing.output.find("/nonexistent/model.gguf"), std::string::npos) << missing.output;
   const std::string junk = std::string(FATHOM_TEST_TMP) + "/junk.gguf";
   std::ofstream(junk) << "GGUF this is not a model";
-  Run bad = run_fathom("run -m " + junk + " -p hi");
+  CmdResult bad = run_fathom("run -m " + junk + " -p hi");
   EXPECT_EQ(bad.code, 1);
-  EXPECT_NE(bad.output.find("invalid file"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("junk.gguf: GGUF version"), std::string::npos) << bad.output;
+  std::ofstream(junk, std::ios::binary) << std::string("GGUF\3\0\0\0", 8) << "truncated";
+  CmdResult truncated = run_fathom("run -m " + junk + " -p hi");
+  EXPECT_EQ(truncated.code, 1);
+  EXPECT_NE(truncated.output.find("invalid file"), std::string::npos) << truncated.output;
 }
 
 TEST(Cli, LogitsPrintsTopIds) {
   if (!std::ifstream(kStories).good()) GTEST_SKIP();
-  Run r = run_fathom("logits -m " + kStories + " -p 'Once upon a time' --top 3 --json");
+  CmdResult r = run_fathom("logits -m " + kStories + " -p 'Once upon a time' --top 3 --json");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("\"id\": 432"), std::string::npos) << r.output;
 }
 
 TEST(Cli, SynthThenRunAndBench) {
   const std::string path = std::string(FATHOM_TEST_TMP) + "/cli-synth.gguf";
-  Run s = run_fathom("synth --arch qwen2 --preset tiny --type q4_0 -o " + path);
+  CmdResult s = run_fathom("synth --arch qwen2 --preset tiny --type q4_0 -o " + path);
   ASSERT_EQ(s.code, 0) << s.output;
-  Run r = run_fathom("run -m " + path + " -p hello -n 8 --temp 0");
+  CmdResult r = run_fathom("run -m " + path + " -p hello -n 8 --temp 0");
   EXPECT_EQ(r.code, 0) << r.output;
-  Run b = run_fathom("bench -m " + path + " -p 16 -n 4 -r 1 --json");
+  CmdResult b = run_fathom("bench -m " + path + " -p 16 -n 4 -r 1 --json");
   EXPECT_EQ(b.code, 0) << b.output;
   EXPECT_NE(b.output.find("tokens_per_second"), std::string::npos) << b.output;
+}
+
+const std::string kQwenVocab = std::string(FATHOM_SHARED_DIR) + "/testdata/vocab/ggml-vocab-qwen2.gguf";
+
+TEST(Cli, TokenizeAndDetokenizeRoundTrip) {
+  if (!std::ifstream(kQwenVocab).good()) GTEST_SKIP();
+  CmdResult t = run_fathom("tokenize -m " + kQwenVocab + " --no-bos 'Hello world'");
+  ASSERT_EQ(t.code, 0) << t.output;
+  EXPECT_NE(t.output.find("[9707,1879]"), std::string::npos) << t.output;
+  CmdResult d = run_fathom("detokenize -m " + kQwenVocab + " 9707 1879");
+  ASSERT_EQ(d.code, 0) << d.output;
+  EXPECT_NE(d.output.find("Hello world"), std::string::npos) << d.output;
+  EXPECT_EQ(run_fathom("detokenize -m " + kQwenVocab + " 99999999").code, 1);
+}
+
+TEST(Cli, InspectShowsMetadataTensorsAndKvSize) {
+  if (!std::ifstream(kStories).good()) GTEST_SKIP();
+  CmdResult r = run_fathom("inspect " + kStories);
+  ASSERT_EQ(r.code, 0) << r.output;
+  for (const char* want : {"llama.block_count", "token_embd.weight", "kv cache", "f32"})
+    EXPECT_NE(r.output.find(want), std::string::npos) << want;
+  // 5 layers x 4 kv heads x (8 + 8) = 320 values per token.
+  EXPECT_NE(r.output.find("320 values/token"), std::string::npos) << r.output;
+}
+
+TEST(Cli, ChatUsesTheModelTemplateAndEndsOnEof) {
+  if (!std::ifstream(kQwenVocab).good()) GTEST_SKIP();
+  const std::string path = std::string(FATHOM_TEST_TMP) + "/cli-chat.gguf";
+  ASSERT_EQ(run_fathom("synth --arch qwen2 --preset tiny --vocab " + kQwenVocab + " -o " + path).code, 0);
+  CmdResult r = run_fathom("chat -m " + path + " -n 6 --seed 1 < /dev/null");
+  EXPECT_EQ(r.code, 0) << r.output;
+  const std::string input = std::string(FATHOM_TEST_TMP) + "/chat-input.txt";
+  std::ofstream(input) << "Hi\nHow are you?\n";
+  CmdResult two = run_fathom("chat -m " + path + " -n 6 --seed 1 --system 'Be brief.' < " + input);
+  EXPECT_EQ(two.code, 0) << two.output;
+  EXPECT_EQ(two.output.find("error"), std::string::npos) << two.output;
+}
+
+TEST(Cli, PlanAndDevices) {
+  CmdResult p = run_fathom("plan --arch-preset deepseek-r1 --quant q4_k_m --device h100");
+  ASSERT_EQ(p.code, 0) << p.output;
+  EXPECT_NE(p.output.find("GiB"), std::string::npos);
+  CmdResult d = run_fathom("devices --no-bench");
+  ASSERT_EQ(d.code, 0) << d.output;
+  EXPECT_NE(d.output.find("cpu"), std::string::npos);
 }
 
 TEST(ArgParser, ParsesTypedOptionsAndRejectsBadOnes) {
