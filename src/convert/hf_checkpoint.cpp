@@ -7,22 +7,18 @@
 
 namespace fathom::convert {
 
-namespace {
-
-Expected<nlohmann::json> read_json(const std::string& path) {
+Expected<nlohmann::json> read_json_object(const std::string& path) {
   FATHOM_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return error(ErrorCode::kInvalidFile, path + ": not a JSON object");
   return j;
 }
 
-}  // namespace
-
 Expected<std::unique_ptr<HfCheckpoint>> HfCheckpoint::open(const std::string& dir) {
   namespace fs = std::filesystem;
   auto ck = std::unique_ptr<HfCheckpoint>(new HfCheckpoint());
   ck->dir_ = dir;
-  FATHOM_ASSIGN_OR_RETURN(ck->config_, read_json(dir + "/config.json"));
+  FATHOM_ASSIGN_OR_RETURN(ck->config_, read_json_object(dir + "/config.json"));
   if (const auto q = ck->config_.find("quantization_config"); q != ck->config_.end() && q->is_object()) {
     const auto bs = q->find("weight_block_size");
     if (bs != q->end() && bs->is_array() && !bs->empty() && (*bs)[0].is_number_integer()) ck->fp8_block_ = (*bs)[0].get<int64_t>();
@@ -32,7 +28,7 @@ Expected<std::unique_ptr<HfCheckpoint>> HfCheckpoint::open(const std::string& di
   std::vector<std::string> shard_paths;
   std::error_code ec;
   if (fs::exists(dir + "/model.safetensors.index.json", ec)) {
-    FATHOM_ASSIGN_OR_RETURN(nlohmann::json index, read_json(dir + "/model.safetensors.index.json"));
+    FATHOM_ASSIGN_OR_RETURN(nlohmann::json index, read_json_object(dir + "/model.safetensors.index.json"));
     const auto map = index.find("weight_map");
     if (map == index.end() || !map->is_object())
       return error(ErrorCode::kInvalidFile, dir + "/model.safetensors.index.json: no weight_map object");

@@ -17,6 +17,9 @@
 
 namespace fathom::convert {
 
+// Parses a JSON file whose top level must be an object; errors name the path.
+Expected<nlohmann::json> read_json_object(const std::string& path);
+
 class HfCheckpoint {
  public:
   static Expected<std::unique_ptr<HfCheckpoint>> open(const std::string& dir);

@@ -63,11 +63,6 @@ void permute_rows(std::vector<float>& w, int64_t rows, int64_t cols, int64_t n_h
   w.swap(out);
 }
 
-bool ends_with(const std::string& s, const char* suffix) {
-  const std::string x(suffix);
-  return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
-}
-
 class Planner {
  public:
   Planner(const HfCheckpoint& ck, const ConvertOptions& o) : ck_(ck), o_(o) {}
@@ -80,8 +75,8 @@ class Planner {
     int n_dims = 0;
     for (size_t i = 0; i < ne.size(); ++i)
       if (ne[i] > 1) n_dims = static_cast<int>(i) + 1;
-    if (n_dims <= 1 || ends_with(name, "_norm.weight") || name.find("ffn_gate_inp") != std::string::npos ||
-        !ends_with(name, ".weight"))
+    if (n_dims <= 1 || name.ends_with("_norm.weight") || name.find("ffn_gate_inp") != std::string::npos ||
+        !name.ends_with(".weight"))
       return DType::F32;
     if (o_.outtype == DType::Q8_0 && ne[0] % 32 != 0) return DType::F16;  // gguf-py's QuantError fallback
     return o_.outtype;
@@ -444,7 +439,7 @@ Status convert_hf(const std::string& dir, const std::string& out_path, const Con
   FATHOM_RETURN_IF_ERROR(set_hparams(arch, hp, options, w, plan));
   FATHOM_RETURN_IF_ERROR(plan_tensors(arch, hp, options, plan));
   const int64_t n_vocab = hp.opt_int("vocab_size").value_or(0);
-  FATHOM_RETURN_IF_ERROR(add_hf_tokenizer(dir, n_vocab, w, warn));
+  FATHOM_RETURN_IF_ERROR(add_hf_tokenizer(dir, n_vocab, ck->config(), w, warn));
   w.set_u32("general.quantization_version", 2);
 
   // Checkpoint tensors nothing consumed: rotary caches are expected, anything else is news.

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -45,9 +46,10 @@ uint32_t outtype_file_type(DType outtype);
 Status convert_hf(const std::string& dir, const std::string& out_path, const ConvertOptions& options);
 
 // Writes the tokenizer.* keys of a Hugging Face tokenizer (tokenizer.json and, when present,
-// tokenizer_config.json and config.json in dir). n_vocab: the model's vocab_size; ids the
-// tokenizer lacks become "[PAD<id>]" (type UNUSED), as llama.cpp does.
-Status add_hf_tokenizer(const std::string& dir, int64_t n_vocab, gguf::GgufWriter& w,
+// tokenizer_config.json in dir; config: the parsed config.json, whose *_token_id fill gaps).
+// n_vocab: the model's vocab_size; ids the tokenizer lacks become "[PAD<id>]" (type UNUSED), as
+// llama.cpp does.
+Status add_hf_tokenizer(const std::string& dir, int64_t n_vocab, const nlohmann::json& config, gguf::GgufWriter& w,
                         const std::function<void(const std::string&)>& warn);
 
 // The llama.cpp pre-tokenizer name (tokenizer.ggml.pre) whose regexes match a tokenizer.json's

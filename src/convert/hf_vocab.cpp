@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "convert/hf_checkpoint.h"
 #include "convert/hf_convert.h"
 #include "core/mapped_file.h"
 #include "gguf/gguf.h"
@@ -16,25 +17,13 @@ namespace {
 // GGUF tokenizer.ggml.token_type values.
 enum TokenKind { kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5 };
 
-Expected<nlohmann::json> read_json_file(const std::string& path) {
-  FATHOM_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return error(ErrorCode::kInvalidFile, path + ": not a JSON object");
-  return j;
-}
-
-bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
-bool ends_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
-}
-
 // llama.cpp's does_token_look_special: added tokens that behave as control tokens even when
 // tokenizer.json does not mark them special.
 bool looks_special(const std::string& t) {
   if (t == "<pad>" || t == "<mask>" || t == "<2mass>" || t == "[@BOS@]") return true;
-  if (starts_with(t, "<|") && ends_with(t, "|>")) return true;
-  if (starts_with(t, "<\xef\xbd\x9c") && ends_with(t, "\xef\xbd\x9c>")) return true;  // <｜...｜> (deepseek)
-  return starts_with(t, "<unused") && ends_with(t, ">");
+  if (t.starts_with("<|") && t.ends_with("|>")) return true;
+  if (t.starts_with("<\xef\xbd\x9c") && t.ends_with("\xef\xbd\x9c>")) return true;  // <｜...｜> (deepseek)
+  return t.starts_with("<unused") && t.ends_with(">");
 }
 
 // Split regexes of a pre_tokenizer (a Split or a Sequence of them), and whether a ByteLevel
@@ -66,29 +55,25 @@ std::string recognize_pre_tokenizer(const std::vector<std::string>& p, bool byte
   if (p.empty()) return byte_level_regex ? "gpt-2" : "";
   if (p.size() == 3 && p[0] == "\\p{N}{1,3}" && p[2].find("[\\p{L}\\p{M}]+") != std::string::npos) return "deepseek-v3";
   if (p.size() == 5 && p[0] == "[\r\n]" && p[1] == "\\s?\\p{L}+" && p[2] == "\\s?\\p{P}+") return "deepseek-coder";
-  if (p.size() == 6 && p[0] == "[\r\n]" && starts_with(p[1], "\\s?[A-Za-z")) return "deepseek-llm";
-  if (p.size() == 1 && starts_with(p[0], "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"))
+  if (p.size() == 6 && p[0] == "[\r\n]" && p[1].starts_with("\\s?[A-Za-z")) return "deepseek-llm";
+  if (p.size() == 1 && p[0].starts_with("(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"))
     return "qwen2";
-  if (p.size() == 1 && starts_with(p[0], "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"))
+  if (p.size() == 1 && p[0].starts_with("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"))
     return "llama-bpe";
   return "";
 }
 
-Status add_hf_tokenizer(const std::string& dir, int64_t n_vocab, gguf::GgufWriter& w,
+Status add_hf_tokenizer(const std::string& dir, int64_t n_vocab, const nlohmann::json& config, gguf::GgufWriter& w,
                         const std::function<void(const std::string&)>& warn) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const std::string tok_path = dir + "/tokenizer.json";
   if (!fs::exists(tok_path, ec))
     return error(ErrorCode::kNotFound, dir + ": no tokenizer.json (SentencePiece tokenizer.model files are not supported)");
-  FATHOM_ASSIGN_OR_RETURN(nlohmann::json tj, read_json_file(tok_path));
+  FATHOM_ASSIGN_OR_RETURN(nlohmann::json tj, read_json_object(tok_path));
   nlohmann::json tc = nlohmann::json::object();
   if (fs::exists(dir + "/tokenizer_config.json", ec)) {
-    FATHOM_ASSIGN_OR_RETURN(tc, read_json_file(dir + "/tokenizer_config.json"));
-  }
-  nlohmann::json config = nlohmann::json::object();
-  if (fs::exists(dir + "/config.json", ec)) {
-    FATHOM_ASSIGN_OR_RETURN(config, read_json_file(dir + "/config.json"));
+    FATHOM_ASSIGN_OR_RETURN(tc, read_json_object(dir + "/tokenizer_config.json"));
   }
   const nlohmann::json& model = tj.contains("model") ? tj["model"] : nlohmann::json();
   if (!model.is_object() || model.value("type", "BPE") != "BPE" || !model.contains("vocab") || !model["vocab"].is_object())

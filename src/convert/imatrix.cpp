@@ -49,11 +49,6 @@ void ImatrixCollector::matmul(const TensorView& w, const float* x, int64_t n_tok
 
 namespace {
 
-bool ends_with(const std::string& s, const char* suffix) {
-  const size_t n = std::strlen(suffix);
-  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
-}
-
 Status write_legacy(const ImatrixData& data, const std::string& path) {
   std::ofstream out(path, std::ios::binary);
   if (!out) return error(ErrorCode::kIo, "cannot open " + path + " for writing");
@@ -128,7 +123,7 @@ Expected<ImatrixFile> read_gguf_imatrix(const gguf::GgufFile& g) {
   if (const gguf::Value* d = g.find("imatrix.datasets")) out.datasets = d->strings;
   for (const gguf::TensorInfo& t : g.tensors()) {
     const std::string& n = t.view.name;
-    if (!ends_with(n, ".in_sum2")) continue;
+    if (!n.ends_with(".in_sum2")) continue;
     const std::string base = n.substr(0, n.size() - 8);
     const gguf::TensorInfo* counts = g.find_tensor(base + ".counts");
     if (counts == nullptr)
@@ -151,7 +146,7 @@ Expected<ImatrixFile> read_gguf_imatrix(const gguf::GgufFile& g) {
 }  // namespace
 
 Status write_imatrix(const ImatrixData& data, const std::string& path) {
-  if (ends_with(path, ".dat")) return write_legacy(data, path);
+  if (path.ends_with(".dat")) return write_legacy(data, path);
   gguf::GgufWriter w;
   w.set_string("general.type", "imatrix");
   w.set("imatrix.datasets", gguf::Value::make_string_array(data.datasets));

@@ -100,7 +100,7 @@ Status write_imatrix(const ImatrixData& data, const std::string& path);
 struct ImatrixFile {
   ImportanceMap values;          // tensor name -> [n_mat * n_in] means
   int64_t chunk_count = 0;       // chunks the statistics came from (0 when unknown)
-  std::vector<std::string> datasets;
+  std::vector<std::string> datasets;  // calibration file names recorded in the file
 };
 // Reads either format; malformed files are errors naming the problem.
 Expected<ImatrixFile> read_imatrix(const std::string& path);

@@ -20,13 +20,18 @@ double NllStats::perplexity_stderr() const {
 
 namespace {
 
-// out[i] = log softmax(logits)[i].
-void log_softmax(const float* logits, int64_t n, std::vector<double>* out) {
-  out->resize(static_cast<size_t>(n));
+// log sum_i exp(logits[i]), shifted by the max so no term overflows.
+double log_sum_exp(const float* logits, int64_t n) {
   const double max_logit = *std::max_element(logits, logits + n);
   double sum = 0.0;
   for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - max_logit);
-  const double log_z = max_logit + std::log(sum);
+  return max_logit + std::log(sum);
+}
+
+// out[i] = log softmax(logits)[i].
+void log_softmax(const float* logits, int64_t n, std::vector<double>* out) {
+  out->resize(static_cast<size_t>(n));
+  const double log_z = log_sum_exp(logits, n);
   for (int64_t i = 0; i < n; ++i) (*out)[static_cast<size_t>(i)] = static_cast<double>(logits[i]) - log_z;
 }
 
@@ -50,10 +55,7 @@ KvCache make_cache(const Model& model, int64_t n_ctx) {
 }  // namespace
 
 double token_nll(const float* logits, int64_t n_vocab, int32_t target) {
-  const double max_logit = *std::max_element(logits, logits + n_vocab);
-  double sum = 0.0;
-  for (int64_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max_logit);
-  return max_logit + std::log(sum) - static_cast<double>(logits[target]);
+  return log_sum_exp(logits, n_vocab) - static_cast<double>(logits[target]);
 }
 
 Batch ChunkedText::batch(int64_t c) const {

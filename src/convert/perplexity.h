@@ -85,11 +85,11 @@ struct KlResult {
   PerplexityResult base;       // perplexity of the base model on the same tokens
   PerplexityResult quant;      // perplexity of the compared model
   double ppl_ratio = 0.0;      // quant.ppl / base.ppl
-  double kl_median = 0.0;      // percentiles of the per-token KL
-  double kl_p90 = 0.0;
-  double kl_p95 = 0.0;
-  double kl_p99 = 0.0;
-  double kl_max = 0.0;
+  double kl_median = 0.0;      // 50th percentile of the per-token KL
+  double kl_p90 = 0.0;         // 90th percentile
+  double kl_p95 = 0.0;         // 95th percentile
+  double kl_p99 = 0.0;         // 99th percentile
+  double kl_max = 0.0;         // largest per-token KL
   int64_t n_scored = 0;        // tokens scored
 };
 

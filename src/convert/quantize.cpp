@@ -86,7 +86,7 @@ QuantMix::QuantMix(const FileType& ftype, std::string arch, int64_t n_layer, int
 
 bool QuantMix::is_quantizable(const TensorView& t) {
   const std::string& name = t.name;
-  return name.size() >= 6 && name.compare(name.size() - 6, 6, "weight") == 0 && ggml_n_dims(t) >= 2 &&
+  return name.ends_with("weight") && ggml_n_dims(t) >= 2 &&
          !contains(name, "_norm.weight") && !contains(name, "ffn_gate_inp.weight");
 }
 

@@ -155,16 +155,17 @@ RequestOutcome HttpTarget::send(const WorkItem& item) {
   out.t_end = now_seconds();
   if (!out.ok()) return out;  // malformed or error event: already classified
   const bool past_deadline = out.t_end >= reader.t_deadline - 0.01;
-  if (reader.timed_out || err == httplib::Error::ConnectionTimeout ||
-      (!sent && err == httplib::Error::Read && past_deadline)) {
+  // A connect that times out is a connection error (the server is not accepting), a read that
+  // times out a timeout (it accepted, but did not finish in time).
+  if (reader.timed_out || (!sent && err == httplib::Error::Read && past_deadline)) {
     out.error = ErrorKind::kTimeout;
     out.error_detail = strprintf("no complete answer within %.1f s (%s)", options_.timeout_s,
-                                 reader.timed_out ? "still streaming" : httplib::to_string(err).c_str());
+                                 reader.timed_out ? "still streaming" : "waiting to read");
     return out;
   }
   if (!sent) {
     out.error = ErrorKind::kConnection;
-    out.error_detail = httplib::to_string(err);
+    out.error_detail = err == httplib::Error::ConnectionTimeout ? "connect timed out" : httplib::to_string(err);
     return out;
   }
   if (reader.status < 200 || reader.status >= 300) {

@@ -172,9 +172,12 @@ plan::Series throughput_series(const RunResult& run, double bucket_s) {
   }
   for (size_t b = 0; b < tokens.size(); ++b) {
     // The last bucket is usually partial; its rate is over the part the run covered.
-    const double width = std::min(bucket_s, run.duration_s - static_cast<double>(b) * bucket_s);
-    s.x.push_back(static_cast<double>(b) * bucket_s);
-    s.y.push_back(width > 0 ? tokens[b] / width : 0.0);
+    const double start = static_cast<double>(b) * bucket_s;
+    const double width = std::min(bucket_s, run.duration_s - start);
+    const double rate = width > 0 ? tokens[b] / width : 0.0;
+    // Steps: each bucket's rate holds from its start to its end (a one-bucket run still draws a line).
+    s.x.insert(s.x.end(), {start, start + std::max(width, 0.0)});
+    s.y.insert(s.y.end(), {rate, rate});
   }
   return s;
 }

@@ -55,7 +55,8 @@ std::string report_table(const LoadReport& r);
 
 // Latency CDFs (TTFT and E2E; TPOT and ITL) and output tokens/s per 1-s bucket over the run.
 std::vector<plan::Chart> run_charts(const RunResult& run, const LoadReport& r);
-// Output tokens per `bucket_s` bucket of the run, as tokens/s: x = bucket start, y = rate.
+// Output tokens per `bucket_s` bucket of the run, as tokens/s, drawn as steps: two points per
+// bucket (its start and end, both at its rate).
 plan::Series throughput_series(const RunResult& run, double bucket_s = 1.0);
 
 // A QPS sweep of the server scenario: one report per offered rate.

@@ -16,7 +16,7 @@ enum class ErrorKind {
   kNone,
   kHttpStatus,       // the server answered with a non-2xx status (http_status says which)
   kConnection,       // could not connect, or the connection dropped before the stream ended
-  kTimeout,          // no complete answer within --timeout
+  kTimeout,          // connected, but no complete answer within --timeout
   kMalformedStream,  // a server-sent event that is not the JSON an OpenAI stream carries
   kStreamError,      // the stream carried an {"error": ...} object
   kEngine,           // the local engine rejected or failed the request

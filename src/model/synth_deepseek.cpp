@@ -87,7 +87,7 @@ std::string moe_description(const MoeShape& m) {
   std::string d = strprintf("%lld experts (%lld used, %lld shared, ff %lld), dense ff %lld x %lld layers, %s",
                             ll(m.n_expert), ll(m.n_expert_used), ll(m.n_expert_shared), ll(m.n_ff_exp), ll(m.n_ff),
                             ll(m.n_layer_dense_lead), m.gating_func == 2 ? "sigmoid+bias" : "softmax");
-  if (m.n_group > 1) d += strprintf(", groups %lld/%lld", ll(m.n_group_used), ll(m.n_group));
+  if (m.n_group > 1) d += strprintf(", %lld groups (%lld used)", ll(m.n_group), ll(m.n_group_used));
   if (m.weights_norm) d += ", norm";
   if (m.weights_scale != 1.0f) d += strprintf(", scale %g", m.weights_scale);
   return d;
@@ -191,7 +191,11 @@ Status build_deepseek2(SynthBuilder& b) {
   w.set_f32(k + "rope.freq_base", kRopeBase);
   w.set_f32(k + "attention.layer_norm_rms_epsilon", kRmsEps);
   w.set_u32(k + "vocab_size", static_cast<uint32_t>(b.n_vocab()));
-  if (s.q_lora_rank > 0) w.set_u32(k + "attention.q_lora_rank", static_cast<uint32_t>(s.q_lora_rank));
+  // The converter omits q_lora_rank when there is no query compression, but llama.cpp then
+  // requires it unless block_count is 26 or 27 (its "V2-Lite" heuristic), so a V2-Lite cut to
+  // --layers 6 would not load there; q_lora_rank = 0 (plain attn_q) loads in both.
+  if (s.q_lora_rank > 0 || (n_layer != 26 && n_layer != 27))
+    w.set_u32(k + "attention.q_lora_rank", static_cast<uint32_t>(s.q_lora_rank));
   w.set_u32(k + "attention.kv_lora_rank", static_cast<uint32_t>(r));
   if (legacy) {
     // Older converters: MLA described as plain multi-head attention.

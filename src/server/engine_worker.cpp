@@ -62,13 +62,18 @@ Expected<std::vector<RequestId>> EngineWorker::submit(std::vector<GenerationRequ
       return error(ErrorCode::kUnavailable, "queue full");
     for (GenerationRequest& r : requests) {
       // The wrapper retires the id from the in-flight set when its final event is delivered.
+      // It runs before the handler hears of the end, so a client that has its answer sees
+      // the request's KV blocks (freed by the engine before this event) as free in /metrics.
       r.on_event = [this, inner = std::move(r.on_event)](const TokenEvent& ev) {
-        if (inner) inner(ev);
         if (ev.finished) {
-          std::lock_guard<std::mutex> lock(mutex_);
-          in_flight_.erase(ev.id);
-          cv_.notify_all();
+          {
+            std::lock_guard<std::mutex> lock(mutex_);
+            in_flight_.erase(ev.id);
+          }
+          publish_gauges();
         }
+        if (inner) inner(ev);
+        if (ev.finished) cv_.notify_all();
       };
       Expected<RequestId> id = engine_->submit(std::move(r));
       if (!id) {
@@ -126,10 +131,13 @@ void EngineWorker::publish_gauges() {
   const int64_t n = in_flight();
   g.running = std::min<int64_t>(n, max_running_);
   g.waiting = n - g.running;
-  const BlockPool& pool = engine_->kv_cache().pool();
-  g.kv_blocks_used = pool.n_used();
-  g.kv_blocks_free = pool.n_free();
-  g.prefix_cache_hit_rate = 0.0;  // the engine has no prefix cache yet
+  const KvCache& kv = engine_->kv_cache();
+  g.kv_blocks_used = kv.n_active_blocks();
+  g.kv_blocks_free = kv.n_available_blocks();  // free plus cached blocks no sequence holds
+  const KvCache::PrefixStats prefix = kv.prefix_stats();
+  g.kv_blocks_cached = prefix.cached_blocks;
+  g.prefix_cache_hit_rate =
+      prefix.query_tokens > 0 ? static_cast<double>(prefix.hit_tokens) / static_cast<double>(prefix.query_tokens) : 0.0;
   metrics_.set_engine_gauges(g);
 }
 
@@ -144,11 +152,14 @@ void EngineWorker::run(EngineFactory factory) {
       return;
     }
     engine_ = std::move(loaded).value();
+  }
+  publish_gauges();  // before anyone can see the engine ready
+  metrics_.set_model_loaded(true);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
     state_ = EngineState::kReady;
     cv_.notify_all();
   }
-  metrics_.set_model_loaded(true);
-  publish_gauges();
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);

@@ -276,6 +276,9 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const httplib::Req
     co.starts_in_reasoning = prepared[i].starts_in_reasoning;
     co.logprobs = request.logprobs;
     co.top_logprobs = request.top_logprobs;
+    // One more than shown, so that the sampled token is usually among them even when the
+    // engine reports only the top n (see ChoiceBuilder::split_logprobs).
+    co.engine_logprobs = request.logprobs ? request.top_logprobs + 1 : 0;
     g->choices.emplace_back(engine->tokenizer(), co);
 
     GenerationRequest r;
@@ -286,7 +289,7 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const httplib::Req
     r.sampling.seed = seed + i;
     r.stop = request.stop;
     r.ignore_eos = request.ignore_eos;
-    r.logprobs = request.logprobs ? std::max(1, request.top_logprobs) : 0;
+    r.logprobs = co.engine_logprobs;
     r.on_event = [channel = g->channel, i](const TokenEvent& ev) { channel->push({i, ev}); };
     requests.push_back(std::move(r));
   }

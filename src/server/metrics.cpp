@@ -112,7 +112,10 @@ std::string Metrics::render() const {
           static_cast<double>(gauges_.waiting));
     gauge(out, "fathom_requests_running", "Sequences being prefilled or decoded.", static_cast<double>(gauges_.running));
     gauge(out, "fathom_kv_blocks_used", "KV cache blocks held by sequences.", static_cast<double>(gauges_.kv_blocks_used));
-    gauge(out, "fathom_kv_blocks_free", "KV cache blocks free.", static_cast<double>(gauges_.kv_blocks_free));
+    gauge(out, "fathom_kv_blocks_free", "KV cache blocks available: free, or cached and evictable.",
+          static_cast<double>(gauges_.kv_blocks_free));
+    gauge(out, "fathom_kv_blocks_cached", "KV cache blocks indexed by the prefix cache.",
+          static_cast<double>(gauges_.kv_blocks_cached));
     gauge(out, "fathom_prefix_cache_hit_rate", "Fraction of prompt tokens served from the prefix cache.",
           gauges_.prefix_cache_hit_rate);
   }

@@ -33,9 +33,10 @@ class Histogram {
 struct EngineGauges {
   int64_t waiting = 0;                // requests submitted but not yet scheduled
   int64_t running = 0;                // sequences the scheduler is advancing
-  int64_t kv_blocks_used = 0;         // KV cache blocks held by sequences
-  int64_t kv_blocks_free = 0;         // KV cache blocks on the free list
-  double prefix_cache_hit_rate = 0.0; // prompt tokens served from cached blocks / prompt tokens
+  int64_t kv_blocks_used = 0;         // KV cache blocks held by live sequences
+  int64_t kv_blocks_free = 0;         // KV cache blocks available (free or cached-and-evictable)
+  int64_t kv_blocks_cached = 0;       // blocks the prefix cache indexes (some may be in use too)
+  double prefix_cache_hit_rate = 0.0; // prompt tokens served from cached blocks / prompt tokens looked up
 };
 
 class Metrics {

@@ -41,26 +41,46 @@ ChoiceBuilder::ChoiceBuilder(const Tokenizer& tokenizer, const Options& options)
                         {"top_logprobs", json::array()}, {"text_offset", json::array()}};
 }
 
-json ChoiceBuilder::chat_entry(const std::vector<TokenLogprob>& top) const {
-  // top[0] is the chosen token, top[1..] the most likely alternatives.
-  auto one = [&](const TokenLogprob& t) {
-    const std::string piece = tokenizer_.token_to_piece(t.token, /*render_special=*/true);
-    return json{{"token", piece}, {"logprob", t.logprob}, {"bytes", byte_array(piece)}};
+// TokenEvent documents its list as the chosen token followed by the top n; an engine that
+// sends only the top n is handled too (the list length tells which), with the chosen token's
+// value looked up among them, or OpenAI's -9999 placeholder when it is not there.
+ChoiceBuilder::TokenChoice ChoiceBuilder::split_logprobs(const TokenEvent& event) const {
+  const std::vector<TokenLogprob>& list = event.top_logprobs;
+  TokenChoice t;
+  size_t first_alternative = 0;
+  if (static_cast<int32_t>(list.size()) == options_.engine_logprobs + 1 && list[0].token == event.token) {
+    t.chosen = list[0];
+    first_alternative = 1;
+  } else {
+    t.chosen = {event.token, -9999.0f};
+    for (const TokenLogprob& l : list)
+      if (l.token == event.token) {
+        t.chosen = l;
+        break;
+      }
+  }
+  for (size_t i = first_alternative; i < list.size() && static_cast<int32_t>(t.alternatives.size()) < options_.top_logprobs; ++i)
+    t.alternatives.push_back(list[i]);
+  return t;
+}
+
+json ChoiceBuilder::chat_entry(const TokenChoice& t) const {
+  auto one = [&](const TokenLogprob& l) {
+    const std::string piece = tokenizer_.token_to_piece(l.token, /*render_special=*/true);
+    return json{{"token", piece}, {"logprob", l.logprob}, {"bytes", byte_array(piece)}};
   };
-  json entry = one(top[0]);
+  json entry = one(t.chosen);
   json alternatives = json::array();
-  for (size_t i = 1; i < top.size() && static_cast<int32_t>(i) <= options_.top_logprobs; ++i)
-    alternatives.push_back(one(top[i]));
+  for (const TokenLogprob& l : t.alternatives) alternatives.push_back(one(l));
   entry["top_logprobs"] = std::move(alternatives);
   return entry;
 }
 
-json ChoiceBuilder::legacy_entry(const std::vector<TokenLogprob>& top) {
-  const std::string piece = tokenizer_.token_to_piece(top[0].token, /*render_special=*/true);
+json ChoiceBuilder::legacy_entry(const TokenChoice& t) {
+  const std::string piece = tokenizer_.token_to_piece(t.chosen.token, /*render_special=*/true);
   json alternatives = json::object();
-  for (size_t i = 1; i < top.size() && static_cast<int32_t>(i) <= options_.top_logprobs; ++i)
-    alternatives[tokenizer_.token_to_piece(top[i].token, true)] = top[i].logprob;
-  json entry = {{"tokens", json::array({piece})}, {"token_logprobs", json::array({top[0].logprob})},
+  for (const TokenLogprob& l : t.alternatives) alternatives[tokenizer_.token_to_piece(l.token, true)] = l.logprob;
+  json entry = {{"tokens", json::array({piece})}, {"token_logprobs", json::array({t.chosen.logprob})},
                 {"top_logprobs", json::array({std::move(alternatives)})}, {"text_offset", json::array({text_offset_})}};
   text_offset_ += static_cast<int64_t>(piece.size());
   return entry;
@@ -89,11 +109,11 @@ ChoiceBuilder::Delta ChoiceBuilder::push(const TokenEvent& event) {
   reasoning_ += d.reasoning;
   if (options_.logprobs && event.token >= 0 && !event.top_logprobs.empty()) {
     if (options_.endpoint == Endpoint::kChat) {
-      json entry = chat_entry(event.top_logprobs);
+      json entry = chat_entry(split_logprobs(event));
       chat_logprobs_.push_back(entry);
       d.logprobs = {{"content", json::array({std::move(entry)})}};
     } else {
-      json entry = legacy_entry(event.top_logprobs);
+      json entry = legacy_entry(split_logprobs(event));
       for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"})
         legacy_logprobs_[key].push_back(entry[key][0]);
       d.logprobs = std::move(entry);

@@ -45,6 +45,7 @@ class ChoiceBuilder {
     bool starts_in_reasoning = false;  // the prompt ended inside <think>
     bool logprobs = false;             // report log probabilities
     int32_t top_logprobs = 0;          // alternatives per token
+    int32_t engine_logprobs = 0;       // GenerationRequest::logprobs the engine was asked for
   };
   ChoiceBuilder(const Tokenizer& tokenizer, const Options& options);
 
@@ -68,8 +69,14 @@ class ChoiceBuilder {
   nlohmann::json logprobs_json() const;  // all tokens so far, or null when not requested
 
  private:
-  nlohmann::json chat_entry(const std::vector<TokenLogprob>& top) const;
-  nlohmann::json legacy_entry(const std::vector<TokenLogprob>& top);  // one token, legacy shape
+  // The chosen token's log probability and the best alternatives, from an event's list.
+  struct TokenChoice {
+    TokenLogprob chosen;                    // the sampled token
+    std::vector<TokenLogprob> alternatives; // most likely first, at most top_logprobs
+  };
+  TokenChoice split_logprobs(const TokenEvent& event) const;
+  nlohmann::json chat_entry(const TokenChoice& t) const;
+  nlohmann::json legacy_entry(const TokenChoice& t);  // one token, legacy shape
 
   const Tokenizer& tokenizer_;
   Options options_;

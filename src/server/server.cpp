@@ -2,6 +2,8 @@
 // counting, and the listener/engine lifecycle.
 #include "server/server.h"
 
+#include <sys/socket.h>
+
 #include <csignal>
 #include <ctime>
 #include <filesystem>
@@ -25,9 +27,25 @@ std::string route_label(const std::string& path) {
   return "other";
 }
 
+constexpr int kListenBacklog = 1024;  // connections the kernel queues before accept()
+
 std::string model_name_from_path(const std::string& path) { return std::filesystem::path(path).stem().string(); }
 
 }  // namespace
+
+// httplib's stop() marks the listening socket invalid, and its chunked writer ends every
+// response in progress as soon as it sees that, which would cut the streams a graceful
+// shutdown must let finish. Shutting the socket down instead makes accept() fail, so the
+// listen loop closes it and waits for its workers while streams carry on.
+//
+// httplib 0.11 also listens with a backlog of 5: a burst of clients connecting at once then
+// overflows the accept queue and some connections are reset (seen with 64 concurrent
+// streams). Calling listen() again on the bound socket raises the backlog.
+class Listener : public httplib::Server {
+ public:
+  void close_listener() { ::shutdown(svr_sock_, SHUT_RDWR); }
+  bool raise_backlog(int backlog) { return ::listen(svr_sock_, backlog) == 0; }
+};
 
 std::string ServerContext::new_response_id(const char* prefix) {
   return strprintf("%s%016llx", prefix, static_cast<unsigned long long>(id_salt ^ (next_id.fetch_add(1) * 0x9E3779B97F4A7C15ull)));
@@ -81,7 +99,22 @@ Status Server::wait_loaded() { return ctx_->worker->wait_loaded(); }
 
 void Server::install_routes() {
   ServerContext& ctx = *ctx_;
-  httplib::Server& http = *http_;
+  // Every route counts its response in /metrics before httplib writes it, so a client that has
+  // its answer also sees it counted.
+  struct CountingRoutes {
+    httplib::Server& http;
+    ServerContext& ctx;
+    httplib::Server::Handler counted(std::string route, httplib::Server::Handler handler) const {
+      return [route, handler, &m = ctx.metrics](const httplib::Request& req, httplib::Response& res) {
+        handler(req, res);
+        m.count_request(route == "*" ? route_label(req.path) : route, res.status);
+      };
+    }
+    void Get(const std::string& pattern, const std::string& route, httplib::Server::Handler h) const { http.Get(pattern, counted(route, std::move(h))); }
+    void Post(const std::string& pattern, const std::string& route, httplib::Server::Handler h) const { http.Post(pattern, counted(route, std::move(h))); }
+  };
+  httplib::Server& raw = *http_;
+  const CountingRoutes http{raw, ctx};
 
   // Starts the audit record of a /v1 request and checks its API key; false after a 401.
   auto begin = [&ctx](const httplib::Request& req, httplib::Response& res, const std::string& route) {
@@ -119,7 +152,7 @@ void Server::install_routes() {
     return unavailable("the model is still loading; retry when GET /health answers 200", "model_loading");
   };
 
-  http.Get("/health", [&ctx](const httplib::Request&, httplib::Response& res) {
+  http.Get("/health", "/health", [&ctx](const httplib::Request&, httplib::Response& res) {
     if (ctx.draining) return respond_json(res, 503, R"({"status":"shutting_down"})");
     switch (ctx.worker->state()) {
       case EngineState::kReady: return respond_json(res, 200, R"({"status":"ok"})");
@@ -128,17 +161,17 @@ void Server::install_routes() {
         return respond_json(res, 503, json_text(json{{"status", "error"}, {"message", ctx.worker->load_status().to_string()}}));
     }
   });
-  http.Get("/metrics", [&ctx](const httplib::Request&, httplib::Response& res) {
+  http.Get("/metrics", "/metrics", [&ctx](const httplib::Request&, httplib::Response& res) {
     res.set_content(ctx.metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
   });
-  http.Get("/v1/models", [=](const httplib::Request& req, httplib::Response& res) {
+  http.Get("/v1/models", "/v1/models", [=](const httplib::Request& req, httplib::Response& res) {
     auto ex = begin(req, res, "/v1/models");
     if (!ex) return;
     if (auto e = loading_error()) respond_error(res, *e);
     else respond_json(res, 200, json_text(json{{"object", "list"}, {"data", json::array({model_json()})}}));
     finish(*ex, res);
   });
-  http.Get("/v1/models/(.+)", [=, &ctx](const httplib::Request& req, httplib::Response& res) {
+  http.Get("/v1/models/(.+)", "/v1/models/{id}", [=, &ctx](const httplib::Request& req, httplib::Response& res) {
     auto ex = begin(req, res, "/v1/models/{id}");
     if (!ex) return;
     if (auto e = loading_error()) respond_error(res, *e);
@@ -148,10 +181,10 @@ void Server::install_routes() {
     else respond_json(res, 200, json_text(model_json()));
     finish(*ex, res);
   });
-  http.Post("/v1/chat/completions", [=, &ctx](const httplib::Request& req, httplib::Response& res) {
+  http.Post("/v1/chat/completions", "/v1/chat/completions", [=, &ctx](const httplib::Request& req, httplib::Response& res) {
     if (auto ex = begin(req, res, "/v1/chat/completions")) handle_generation(ctx, Endpoint::kChat, req, res, ex);
   });
-  http.Post("/v1/completions", [=, &ctx](const httplib::Request& req, httplib::Response& res) {
+  http.Post("/v1/completions", "/v1/completions", [=, &ctx](const httplib::Request& req, httplib::Response& res) {
     if (auto ex = begin(req, res, "/v1/completions")) handle_generation(ctx, Endpoint::kCompletions, req, res, ex);
   });
 
@@ -161,23 +194,24 @@ void Server::install_routes() {
                                            "/v1/completions, GET /v1/models, GET /health, GET /metrics)",
                                            req.method.c_str(), req.path.c_str()), "unknown_route"));
   };
-  http.Get(".*", unknown);
-  http.Post(".*", unknown);
-  http.Put(".*", unknown);
-  http.Patch(".*", unknown);
-  http.Delete(".*", unknown);
+  raw.Get(".*", http.counted("*", unknown));
+  raw.Post(".*", http.counted("*", unknown));
+  raw.Put(".*", http.counted("*", unknown));
+  raw.Patch(".*", http.counted("*", unknown));
+  raw.Delete(".*", http.counted("*", unknown));
 
   // Errors httplib produces before any handler runs (body over the limit, malformed HTTP) get
   // an OpenAI-shaped body too; responses from the handlers already have one.
   const size_t max_body = ctx.options.max_body_bytes;
-  http.set_error_handler(httplib::Server::HandlerWithResponse([max_body](const httplib::Request&, httplib::Response& res) {
+  raw.set_error_handler(httplib::Server::HandlerWithResponse([max_body, &ctx](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    ctx.metrics.count_request(route_label(req.path), res.status);
     if (res.status == 413) respond_error(res, payload_too_large(max_body));
     else if (res.status == 400) respond_error(res, invalid_request("malformed HTTP request", "", "invalid_http"));
     else respond_error(res, ApiError{res.status, "invalid_request_error", "http_error", "", strprintf("HTTP error %d", res.status)});
     return httplib::Server::HandlerResponse::Handled;
   }));
-  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+  raw.set_exception_handler([&ctx](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
     std::string what = "unknown exception";
     try {
       std::rethrow_exception(ep);
@@ -186,8 +220,6 @@ void Server::install_routes() {
     } catch (...) {
     }
     respond_error(res, internal_error("internal error: " + what));
-  });
-  http.set_logger([&ctx](const httplib::Request& req, const httplib::Response& res) {
     ctx.metrics.count_request(route_label(req.path), res.status);
   });
 }
@@ -197,7 +229,7 @@ Status Server::start() {
   // the process; ignored, the write fails with EPIPE and that request is cancelled instead.
   std::signal(SIGPIPE, SIG_IGN);
   ServerContext& ctx = *ctx_;
-  http_ = std::make_unique<httplib::Server>();
+  http_ = std::make_unique<Listener>();
   // Each streaming request holds a worker thread for its whole life, so the pool must hold
   // every request the queue admits plus a few for /health and /metrics.
   const int64_t threads = ctx.options.http_threads > 0
@@ -216,6 +248,8 @@ Status Server::start() {
                                              ctx.options.host.c_str(), ctx.options.port));
     port_ = ctx.options.port;
   }
+  if (!http_->raise_backlog(kListenBacklog))
+    return error(ErrorCode::kIo, strprintf("cannot set the listen backlog on %s:%d", ctx.options.host.c_str(), port_));
   listen_thread_ = std::thread([this] { http_->listen_after_bind(); });
   // stop() is a no-op until the listen loop runs, so wait for it: shutdown must never hang.
   while (!http_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -230,7 +264,7 @@ void Server::shutdown(std::chrono::milliseconds grace) {
   stopped_ = true;
   ServerContext& ctx = *ctx_;
   ctx.draining = true;
-  http_->stop();  // closes the listener; connections in progress carry on
+  http_->close_listener();  // connections in progress carry on
   if (!ctx.worker->wait_idle(grace)) {
     ctx.worker->cancel_all();
     ctx.worker->wait_idle(std::chrono::seconds(5));

@@ -18,11 +18,9 @@
 #include "server/engine_worker.h"
 #include "server/openai_request.h"
 
-namespace httplib {
-class Server;
-}
-
 namespace fathom::server {
+
+class Listener;  // httplib::Server with a graceful close (server.cpp)
 
 struct ServerOptions {
   std::string host = "127.0.0.1";     // address to listen on
@@ -67,7 +65,7 @@ class Server {
   void install_routes();
 
   std::unique_ptr<ServerContext> ctx_;       // what the handlers share
-  std::unique_ptr<httplib::Server> http_;    // the HTTP listener and worker pool
+  std::unique_ptr<Listener> http_;           // the HTTP listener and worker pool
   std::thread listen_thread_;                // runs http_->listen_after_bind()
   int port_ = 0;                             // bound port
   bool stopped_ = false;                     // shutdown() already ran

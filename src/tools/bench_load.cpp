@@ -78,6 +78,9 @@ int64_t local_context_size(const loadgen::Workload& workload, int64_t n_requests
   return (longest + 15) / 16 * 16;
 }
 
+// Error details quote server output, which need not be valid UTF-8; JSON output replaces such bytes.
+std::string to_text(const nlohmann::json& j) { return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace); }
+
 int fail(const Status& st) {
   std::fprintf(stderr, "fathom bench load: %s\n", st.to_string().c_str());
   return st.code() == ErrorCode::kInvalidArgument ? 2 : 1;
@@ -200,7 +203,7 @@ int cmd_bench_load(const Args& args) {
     if (!run) return fail(run.status());
     loadgen::LoadReport report = loadgen::summarize_run(*run, target->describe(), workload->describe());
     if (local) report.peak_rss_bytes = peak_resident_bytes();
-    if (o.as_json) std::printf("%s\n", loadgen::report_json(report).dump(2).c_str());
+    if (o.as_json) std::printf("%s\n", to_text(loadgen::report_json(report)).c_str());
     else std::printf("%s", loadgen::report_table(report).c_str());
     if (!o.plot_path.empty()) {
       const Status st = plan::write_text_file(o.plot_path, plan::render_svg_panels(loadgen::run_charts(*run, report)));
@@ -228,7 +231,7 @@ int cmd_bench_load(const Args& args) {
     points.push_back({qps, std::move(report)});
   }
   if (o.as_json) {
-    std::printf("%s\n", loadgen::sweep_json(points, o.ttft_p99_target_ms).dump(2).c_str());
+    std::printf("%s\n", to_text(loadgen::sweep_json(points, o.ttft_p99_target_ms)).c_str());
   } else {
     std::printf("target       %s\nworkload     %s\n%s", target->describe().c_str(), workload->describe().c_str(),
                 loadgen::sweep_table(points, o.ttft_p99_target_ms).c_str());

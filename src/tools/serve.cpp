@@ -24,6 +24,7 @@ int cmd_serve(const Args& args) {
   double shutdown_timeout = 30.0;
   int64_t step_budget = options.engine.step_token_budget;
   std::string template_file;
+  bool no_prefix_cache = false;
   ArgParser p("fathom serve -m FILE.gguf [--host 127.0.0.1] [--port 8080] [options]",
               "Serves the model over HTTP with the OpenAI API: POST /v1/chat/completions and\n"
               "/v1/completions (streaming with \"stream\": true), GET /v1/models, /health and /metrics\n"
@@ -40,6 +41,7 @@ int cmd_serve(const Args& args) {
   p.add_int("-np,--parallel", "N", "sequences decoded together; the KV cache holds N full contexts (default 4)", &parallel);
   p.add_int("--max-queue", "N", "requests that may wait for a free slot; more get 429 (default 64)", &options.max_queue);
   p.add_int("--step-budget", "N", "tokens per forward step, decodes plus prefill chunks (default 512)", &step_budget);
+  p.add_flag("--no-prefix-cache", "do not reuse the KV blocks of prompt prefixes seen before", &no_prefix_cache);
   p.add_string("--model-alias", "NAME", "model id clients use (default: the file name without .gguf)", &options.model_alias);
   p.add_list("--api-key", "KEY", "require 'Authorization: Bearer KEY' on /v1 routes (repeatable)", &options.api_keys);
   p.add_string("--api-key-file", "FILE", "more API keys, one per line ('#' comments)", &options.api_key_file);
@@ -74,6 +76,7 @@ int cmd_serve(const Args& args) {
   options.engine = model.to_engine_options();
   options.engine.n_seq_max = parallel;
   options.engine.step_token_budget = step_budget;
+  options.engine.prefix_cache = !no_prefix_cache;
   options.max_body_bytes = static_cast<size_t>(max_body_bytes);
   options.defaults.sampling = sampling.to_params();
   options.defaults.max_tokens = max_tokens;

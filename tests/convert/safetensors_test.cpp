@@ -35,11 +35,10 @@ Expected<std::unique_ptr<SafetensorsFile>> parse(const std::vector<uint8_t>& byt
 
 // A file whose header is `json` (padded) followed by `data_bytes` zero bytes.
 std::vector<uint8_t> with_header(const std::string& json, size_t data_bytes) {
-  std::vector<uint8_t> out(8);
+  std::vector<uint8_t> out(8 + json.size() + data_bytes, 0);
   const uint64_t n = json.size();
   std::memcpy(out.data(), &n, 8);
-  out.insert(out.end(), json.begin(), json.end());
-  out.insert(out.end(), data_bytes, 0);
+  std::memcpy(out.data() + 8, json.data(), json.size());
   return out;
 }
 

@@ -35,19 +35,20 @@ TEST(HttpTarget, EveryErrorKindIsCountedAndTheRunCompletes) {
   so.behaviours = {Behaviour::kOk,        Behaviour::kSlow,       Behaviour::kDrop, Behaviour::kHttp500,
                    Behaviour::kMalformed, Behaviour::kErrorEvent, Behaviour::kHang};
   so.slow_delay_s = 0.15;
-  so.hang_s = 0.8;
+  so.hang_s = 1.0;
   StubServer server(so);
-  auto target = make_target(server.url(), /*timeout_s=*/0.4);
+  auto target = make_target(server.url(), /*timeout_s=*/0.6);
   ASSERT_TRUE(target);
   const Workload w = small_workload();
   RunOptions ro;
   ro.scenario = Scenario::kOffline;
   ro.requests = 21;  // three of each behaviour
-  ro.concurrency = 7;
+  // Below the stub's listen backlog (httplib's is 5): a burst past it can have its connects
+  // dropped and retried a second later on a loaded machine, which would read as timeouts.
+  ro.concurrency = 4;
   auto run = run_scenario(*target, w, ro);
   ASSERT_TRUE(run) << run.status().to_string();
   EXPECT_EQ(server.requests_seen(), 21);
-  for (const RequestRecord& rec : run->records) std::fprintf(stderr, "DBG %lld sent %.3f end %.3f kind %d %s\n", (long long)rec.index, rec.outcome.t_sent, rec.outcome.t_end, (int)rec.outcome.error, rec.outcome.error_detail.c_str());
   const LoadReport r = summarize_run(*run, target->describe(), w.describe());
   EXPECT_EQ(r.n_requests, 21);
   EXPECT_EQ(r.n_ok, 6);

@@ -39,7 +39,7 @@ class StubServer {
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     // The socket already listens (connections queue in its backlog); wait for the accept loop
     // anyway so a test's first request is not timed against the server's start-up.
-    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (port_ > 0 && !server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ~StubServer() {
     server_.stop();

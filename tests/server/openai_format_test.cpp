@@ -239,6 +239,7 @@ TEST(ChoiceBuilder, LogprobShapes) {
   ChoiceBuilder::Options chat;
   chat.logprobs = true;
   chat.top_logprobs = 2;
+  chat.engine_logprobs = 3;  // the list above: the chosen token, then the top 3
   ChoiceBuilder b(*tok, chat);
   const ChoiceBuilder::Delta d = b.push(e);
   const json entry = d.logprobs["content"][0];
@@ -253,6 +254,7 @@ TEST(ChoiceBuilder, LogprobShapes) {
   legacy.endpoint = Endpoint::kCompletions;
   legacy.logprobs = true;
   legacy.top_logprobs = 1;
+  legacy.engine_logprobs = 3;
   ChoiceBuilder l(*tok, legacy);
   l.push(e);
   l.push(e);
@@ -261,6 +263,18 @@ TEST(ChoiceBuilder, LogprobShapes) {
   EXPECT_EQ(lp["text_offset"], json::array({0, 5}));
   EXPECT_EQ(lp["top_logprobs"][0].size(), 1u);
   EXPECT_FLOAT_EQ(lp["top_logprobs"][0]["Hello"].get<float>(), -0.5f);
+
+  // An engine that lists only the top n: the chosen token's value is found among them.
+  ChoiceBuilder top_only(*tok, chat);
+  TokenEvent t = text_event(" world");
+  t.token = hello;
+  t.top_logprobs = {{world, -1.0f}, {hello, -1.5f}, {world + 1, -2.0f}};
+  const json found = top_only.push(t).logprobs["content"][0];
+  EXPECT_FLOAT_EQ(found["logprob"].get<float>(), -1.5f);
+  EXPECT_EQ(found["top_logprobs"][0]["token"], "world");
+  EXPECT_EQ(found["top_logprobs"].size(), 2u);
+  t.token = world + 2;
+  EXPECT_FLOAT_EQ(top_only.push(t).logprobs["content"][0]["logprob"].get<float>(), -9999.0f);
 }
 
 TEST(Reasoning, PromptEndsInReasoning) {

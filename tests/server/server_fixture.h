@@ -88,7 +88,10 @@ inline Reply post_json(httplib::Client& c, const std::string& path, const json& 
                        const httplib::Headers& headers = {}) {
   Reply r;
   auto res = c.Post(path.c_str(), headers, body.dump(), "application/json");
-  if (!res) return r;
+  if (!res) {
+    r.text = "HTTP client error: " + httplib::to_string(res.error());
+    return r;
+  }
   r.status = res->status;
   r.text = res->body;
   r.headers = res->headers;

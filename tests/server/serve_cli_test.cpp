@@ -1,0 +1,106 @@
+// `fathom serve` as a process ($FATHOM_BIN): prints the address it listens on for --port 0,
+// serves, and exits 0 on SIGTERM after finishing the request in flight.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <future>
+#include <thread>
+
+#include "server_fixture.h"
+
+namespace fathom::server::test {
+namespace {
+
+// Child process with its stdout on a pipe.
+struct Child {
+  pid_t pid = -1;           // process id
+  std::FILE* out = nullptr; // its stdout
+};
+
+Child spawn(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (pipe(fds) != 0) return {};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  return {pid, fdopen(fds[0], "r")};
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST(ServeCli, ListensOnAFreePortAndStopsOnSigterm) {
+  const char* bin = std::getenv("FATHOM_BIN");
+  if (!bin) GTEST_SKIP() << "FATHOM_BIN is not set (run through ctest)";
+  Child child = spawn({bin, "serve", "-m", tiny_model_path(), "--port", "0", "-t", "2", "-c", "256", "--model-alias", "cli"});
+  ASSERT_GT(child.pid, 0);
+  char line[256] = {};
+  ASSERT_TRUE(std::fgets(line, sizeof line, child.out));
+  const std::string prefix = "fathom serve: listening on http://127.0.0.1:";
+  ASSERT_EQ(std::string(line).rfind(prefix, 0), 0u) << line;
+  const int port = std::atoi(line + prefix.size());
+  ASSERT_GT(port, 0);
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(30, 0);
+  int health = 0;
+  for (int i = 0; i < 200 && health != 200; ++i) {
+    if (auto res = c.Get("/health")) health = res->status;
+    if (health != 200) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_EQ(health, 200);
+  // A request in flight when SIGTERM arrives still completes.
+  auto in_flight = std::async(std::launch::async, [port] {
+    httplib::Client c2("127.0.0.1", port);
+    c2.set_read_timeout(30, 0);
+    return post_json(c2, "/v1/completions", {{"model", "cli"}, {"prompt", "Hi"}, {"max_tokens", 60}, {"ignore_eos", true}});
+  });
+  for (int i = 0; i < 400; ++i) {
+    auto res = c.Get("/metrics");
+    if (res && metric_value(res->body, "fathom_requests_running") == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(child.pid, SIGTERM);
+  const Reply r = in_flight.get();
+  EXPECT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.body["usage"]["completion_tokens"], 60);
+  EXPECT_EQ(wait_exit(child.pid), 0);
+  std::fclose(child.out);
+}
+
+TEST(ServeCli, HelpAndUsageErrors) {
+  const char* bin = std::getenv("FATHOM_BIN");
+  if (!bin) GTEST_SKIP() << "FATHOM_BIN is not set (run through ctest)";
+  Child help = spawn({bin, "serve", "--help"});
+  std::string text;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, help.out)) text += buf;
+  std::fclose(help.out);
+  EXPECT_EQ(wait_exit(help.pid), 0);
+  for (const char* option : {"--port", "--api-key", "--max-queue", "--parallel", "--audit-log", "--shutdown-timeout"})
+    EXPECT_NE(text.find(option), std::string::npos) << option;
+  Child no_model = spawn({bin, "serve", "--port", "0"});
+  std::fclose(no_model.out);
+  EXPECT_EQ(wait_exit(no_model.pid), 2);
+  Child missing = spawn({bin, "serve", "-m", "/nonexistent.gguf", "--port", "0"});
+  while (std::fgets(buf, sizeof buf, missing.out)) {
+  }
+  std::fclose(missing.out);
+  EXPECT_EQ(wait_exit(missing.pid), 1);  // the model fails to load after the port opened
+}
+
+}  // namespace
+}  // namespace fathom::server::test
