@@ -72,6 +72,11 @@ Expected<ModelConfig> ModelConfig::from_gguf(const gguf::GgufFile& file) {
   FATHOM_RETURN_IF_ERROR(r.require_int("block_count", &c.n_layer));
   FATHOM_RETURN_IF_ERROR(r.require_int("attention.head_count", &c.n_head));
   r.opt_int("feed_forward_length", &c.n_ff);
+  r.opt_int("nextn_predict_layers", &c.n_nextn_layers);
+  if (c.n_nextn_layers < 0 || c.n_nextn_layers >= c.n_layer)
+    return error(ErrorCode::kInvalidFile, strprintf("%s: nextn_predict_layers %lld must be below block_count %lld", file.path().c_str(),
+                                                    static_cast<long long>(c.n_nextn_layers), static_cast<long long>(c.n_layer)));
+  c.n_layer -= c.n_nextn_layers;  // MTP layers (blk.N for N >= n_layer) are not part of the forward pass
   r.opt_int("context_length", &c.n_ctx_train);
   c.n_head_kv = c.n_head;
   r.opt_int("attention.head_count_kv", &c.n_head_kv);
@@ -176,6 +181,8 @@ std::string ModelConfig::summary() const {
     s += strprintf(", %lld experts (%lld used, %lld shared)", static_cast<long long>(n_expert), static_cast<long long>(n_expert_used),
                    static_cast<long long>(n_expert_shared));
   if (kv_lora_rank > 0) s += strprintf(", MLA kv_lora_rank %lld", static_cast<long long>(kv_lora_rank));
+  if (n_nextn_layers > 0)
+    s += strprintf(", %lld MTP layer(s) present, not used yet (speculative decoding)", static_cast<long long>(n_nextn_layers));
   return s;
 }
 

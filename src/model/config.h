@@ -31,7 +31,10 @@ struct ModelConfig {
   int64_t n_vocab = 0;             // rows of token_embd
   int64_t n_ctx_train = 0;         // {arch}.context_length
   int64_t n_embd = 0;              // {arch}.embedding_length (hidden size)
-  int64_t n_layer = 0;             // {arch}.block_count
+  int64_t n_layer = 0;             // transformer layers the forward pass runs: {arch}.block_count
+                                   // minus the MTP layers ({arch}.nextn_predict_layers)
+  int64_t n_nextn_layers = 0;      // MTP/NextN layers stored after the main ones (DeepSeek-V3);
+                                   // loaded later for speculative decoding, skipped by forward
   int64_t n_ff = 0;                // {arch}.feed_forward_length (dense FFN hidden size)
   int64_t n_head = 0;              // {arch}.attention.head_count
   int64_t n_head_kv = 0;           // {arch}.attention.head_count_kv (GQA), defaults to n_head

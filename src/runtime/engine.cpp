@@ -158,7 +158,11 @@ void Engine::emit_token(Active& a, int32_t token, const float* logits) {
   ev.id = a.id;
   ev.token = token;
   if (a.request.logprobs > 0) {
-    ev.top_logprobs = a.sampler->top_logprobs(logits, model_->config().n_vocab, a.request.logprobs);
+    // The chosen token first (its own log probability), then the top n alternatives.
+    const int64_t n_vocab = model_->config().n_vocab;
+    ev.top_logprobs.push_back({token, Sampler::logprob_of(logits, n_vocab, token)});
+    const std::vector<TokenLogprob> top = a.sampler->top_logprobs(logits, n_vocab, a.request.logprobs);
+    ev.top_logprobs.insert(ev.top_logprobs.end(), top.begin(), top.end());
   }
   const StopStringMatcher::Result r = a.stop.push(a.utf8.push(tokenizer_->token_to_piece(token, false)));
   ev.text = r.text;

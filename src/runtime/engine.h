@@ -46,6 +46,8 @@ class Engine {
   Expected<RequestId> submit(GenerationRequest request);
   void cancel(RequestId id);                 // the request ends with FinishReason::kCancelled
   bool has_work();                           // queued or running requests
+  size_t n_waiting() const { return scheduler_->n_waiting(); }  // engine thread only
+  size_t n_running() const { return scheduler_->n_running(); }  // engine thread only
   Status step();                             // one scheduled forward step
   Status run_until_idle();
 

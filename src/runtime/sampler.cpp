@@ -91,6 +91,14 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab) {
   return candidates_[n - 1].second;
 }
 
+float Sampler::logprob_of(const float* logits, int64_t n_vocab, int32_t token) {
+  double max_logit = -INFINITY;
+  for (int64_t i = 0; i < n_vocab; ++i) max_logit = std::max<double>(max_logit, logits[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max_logit);
+  return static_cast<float>(logits[token] - (max_logit + std::log(sum)));
+}
+
 std::vector<TokenLogprob> Sampler::top_logprobs(const float* logits, int64_t n_vocab, int n) const {
   double max_logit = -INFINITY;
   for (int64_t i = 0; i < n_vocab; ++i) max_logit = std::max<double>(max_logit, logits[i]);

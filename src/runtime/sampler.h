@@ -37,6 +37,8 @@ class Sampler {
   void accept(int32_t token, bool is_prompt = false);
   // Top-n log probabilities of the distribution the last sample() drew from, plus the chosen token's.
   std::vector<TokenLogprob> top_logprobs(const float* logits, int64_t n_vocab, int n) const;
+  // Log softmax of one token's logit.
+  static float logprob_of(const float* logits, int64_t n_vocab, int32_t token);
   const SamplingParams& params() const { return params_; }
 
  private:

@@ -3,7 +3,7 @@
 //   GET  /v1/models, /v1/models/{id}, /health, /metrics
 // The listener comes up before the model is loaded (/health answers 503 "loading" meanwhile);
 // one engine thread runs the continuous-batching loop; HTTP worker threads parse requests,
-// submit them and relay their events. See docs/serve.md for the API details and the choices.
+// submit them and relay their events. See src/server/README.md for the API and the choices.
 #pragma once
 
 #include <chrono>

@@ -34,7 +34,7 @@ int cmd_serve(const Args& args) {
               "stops accepting, lets requests in flight finish (--shutdown-timeout) and exits.\n"
               "Extensions to the OpenAI parameters: \"reasoning_format\": \"none\" keeps <think> text in\n"
               "content (default \"deepseek\": reasoning_content), \"ignore_eos\", top_k, min_p,\n"
-              "repetition_penalty. See docs/serve.md.");
+              "repetition_penalty, chat_template_kwargs. See src/server/README.md.");
   model.add_to(p);
   p.add_string("--host", "ADDR", "address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces)", &options.host);
   p.add_int("--port", "N", "port (default 8080; 0 picks a free one and prints it)", &options.port);

@@ -192,6 +192,27 @@ TEST(Forward, BadBatchesAreRejected) {
   EXPECT_EQ((*model)->forward(Batch{}, kv, logits).code(), ErrorCode::kInvalidArgument);
 }
 
+// DeepSeek-V3 files with MTP count the NextN layer in block_count; the forward pass skips it.
+TEST(Forward, NextnLayersAreNotPartOfTheForwardPass) {
+  gguf::GgufWriter w;
+  w.set_string("general.architecture", "deepseek2");
+  w.set_u32("deepseek2.embedding_length", 8);
+  w.set_u32("deepseek2.block_count", 4);
+  w.set_u32("deepseek2.nextn_predict_layers", 1);
+  w.set_u32("deepseek2.attention.head_count", 2);
+  w.set_u32("deepseek2.attention.kv_lora_rank", 4);
+  w.set_u32("deepseek2.rope.dimension_count", 2);
+  w.add_tensor_bytes("token_embd.weight", DType::F32, {8, 4}, std::vector<uint8_t>(8 * 4 * 4, 0));
+  const std::string path = tmp_path("nextn.gguf");
+  ASSERT_TRUE(w.write(path).is_ok());
+  auto file = gguf::GgufFile::open(path);
+  ASSERT_TRUE(file) << file.status().to_string();
+  auto c = ModelConfig::from_gguf(**file);
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_EQ(c->n_layer, 3);
+  EXPECT_EQ(c->n_nextn_layers, 1);
+}
+
 TEST(Forward, UnknownArchitectureIsAClearError) {
   gguf::GgufWriter w;
   w.set_string("general.architecture", "mamba");

@@ -52,7 +52,9 @@ std::vector<std::vector<int32_t>> generate_all(Engine& e, const std::vector<std:
     r.ignore_eos = true;
     r.on_event = [&out, i](const TokenEvent& ev) {
       if (ev.token >= 0) out[i].push_back(ev.token);
-      if (ev.finished) EXPECT_NE(ev.reason, FinishReason::kError) << "request " << i << ": " << ev.status.to_string();
+      if (ev.finished) {
+        EXPECT_NE(ev.reason, FinishReason::kError) << "request " << i << ": " << ev.status.to_string();
+      }
     };
     EXPECT_TRUE(e.submit(std::move(r)));
   }
