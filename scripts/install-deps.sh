@@ -10,7 +10,6 @@ packages=(
   libcpp-httplib-dev   # HTTP server/client for `fathom serve` and `fathom bench load`
   libgtest-dev libgmock-dev
   python3 python3-jinja2  # reference renderer for the chat-template tests
-  nodejs npm           # the official `openai` npm client drives `fathom serve` in tests/server
 )
 
 missing=()
@@ -19,6 +18,11 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+# Node.js and npm drive the official `openai` client in tests/server. They are checked as
+# commands, not packages: a machine may have them from another source (NodeSource's nodejs
+# bundles npm and conflicts with Debian's npm package).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "fathom: installing missing Debian packages: ${missing[*]}"
