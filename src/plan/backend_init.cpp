@@ -32,6 +32,9 @@ Status try_init_with_retries(const std::string& name, const std::function<Status
     }
     last = init();
     if (last.is_ok()) return last;
+    // A runtime that is not installed will not appear on a retry; only transient failures
+    // (driver present, device busy or resetting) are worth the wait.
+    if (last.code() == ErrorCode::kNotFound) return error(last.code(), "backend " + name + ": " + last.message());
   }
   return error(last.code(), strprintf("backend %s failed %d time%s: %s", name.c_str(), attempts, attempts == 1 ? "" : "s",
                                       last.message().c_str()));

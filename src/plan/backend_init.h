@@ -19,6 +19,7 @@ struct RetryHooks {
 };
 
 // Calls init up to `attempts` times; before retry i (1-based) sleeps base_delay x 2^(i-1).
+// A kNotFound failure (runtime not installed) is final at once: there is nothing to wait for.
 // Returns ok on the first success, else the last failure, prefixed with the backend name.
 Status try_init_with_retries(const std::string& name, const std::function<Status()>& init, int attempts = 3,
                              std::chrono::milliseconds base_delay = std::chrono::milliseconds(200),

@@ -1,5 +1,7 @@
 #include "plan/devices.h"
 
+#include "plan/backend_init.h"
+
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -403,8 +405,31 @@ DeviceReport detect_devices(bool run_bandwidth_bench) {
   r.cpu = detect_cpu();
   if (Expected<MemoryInfo> m = detect_memory()) r.memory = *m;
   if (run_bandwidth_bench) r.measured_bandwidth_gbs = measure_read_bandwidth();
-  r.opencl = probe_opencl();
-  r.cuda = probe_cuda();
+  // Bring up the probes in fathom's preference order, each with retries, falling back to the
+  // next (GPU -> CPU) with the reason logged, as a backend's own initialisation will.
+  const auto gpu_init = [](ApiProbe* probe, ApiProbe (*run)(), bool (*usable)(const ApiProbe&)) {
+    return [probe, run, usable]() -> Status {
+      *probe = run();
+      if (usable(*probe)) return Status::ok();
+      // No runtime library: final. A runtime without usable devices may be a device still resetting.
+      return error(probe->available ? ErrorCode::kUnavailable : ErrorCode::kNotFound,
+                   probe->reason.empty() ? "no usable device" : probe->reason);
+    };
+  };
+  const std::vector<BackendCandidate> candidates = {
+      {"cuda", gpu_init(&r.cuda, probe_cuda, [](const ApiProbe& p) { return p.available && !p.devices.empty(); })},
+      {"opencl", gpu_init(&r.opencl, probe_opencl,
+                          [](const ApiProbe& p) {
+                            for (const GpuDevice& g : p.devices)
+                              if (g.type == "gpu") return true;
+                            return false;
+                          })},
+      {"cpu", [] { return Status::ok(); }},
+  };
+  RetryHooks quiet;
+  quiet.log = [&r](const std::string& line) { r.init_log.push_back(line); };
+  (void)init_with_fallback(candidates, /*attempts=*/3, std::chrono::milliseconds(100), quiet);
+  if (!r.opencl.available && r.opencl.reason.empty()) r.opencl = probe_opencl();  // listed even when CUDA won
   choose_backend(&r);
   return r;
 }

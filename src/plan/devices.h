@@ -82,6 +82,7 @@ struct DeviceReport {
   ApiProbe cuda;                    // CUDA devices
   std::string backend;              // what fathom would pick: "cuda", "opencl" or "cpu"
   std::string backend_reason;       // why
+  std::vector<std::string> init_log;  // retries and fallbacks taken while bringing backends up
 };
 DeviceReport detect_devices(bool run_bandwidth_bench);
 // Fills report->backend/backend_reason from the probes and the CPU's ISA.

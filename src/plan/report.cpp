@@ -207,6 +207,7 @@ std::string devices_to_text(const DeviceReport& r) {
   probe_to_text(o, "opencl    ", r.opencl);
   probe_to_text(o, "cuda      ", r.cuda);
   o << "backend   " << r.backend << ": " << r.backend_reason << "\n";
+  for (const std::string& line : r.init_log) o << "          " << line << "\n";
   return o.str();
 }
 
@@ -225,7 +226,7 @@ nlohmann::json devices_to_json(const DeviceReport& r) {
                                                                                 : nlohmann::json(nullptr)}}},
       {"opencl", probe_to_json(r.opencl)},
       {"cuda", probe_to_json(r.cuda)},
-      {"backend", {{"name", r.backend}, {"reason", r.backend_reason}}},
+      {"backend", {{"name", r.backend}, {"reason", r.backend_reason}, {"init_log", r.init_log}}},
   };
 }
 

@@ -26,6 +26,16 @@ TEST(BackendInit, RetriesWithGrowingDelayThenSucceeds) {
   EXPECT_NE(rec.lines[0].find("device busy"), std::string::npos);
 }
 
+TEST(BackendInit, MissingRuntimeIsNotRetried) {
+  Recorder rec;
+  int calls = 0;
+  auto absent = [&] { ++calls; return error(ErrorCode::kNotFound, "libcuda.so.1 could not be loaded"); };
+  const Status st = try_init_with_retries("cuda", absent, 3, milliseconds(100), rec.hooks());
+  EXPECT_EQ(st.code(), ErrorCode::kNotFound);
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(rec.sleeps.empty());
+}
+
 TEST(BackendInit, GivesUpAfterAttemptsAndFallsBack) {
   Recorder rec;
   int cuda_calls = 0, opencl_calls = 0, cpu_calls = 0;
