@@ -12,27 +12,16 @@ namespace {
 
 class DeepseekModel final : public Architecture {
  public:
-  KvCacheShape kv_shape(int64_t n_ctx) const override {
-    KvCacheShape s;
-    s.n_layer = c_.n_layer;
-    s.k_width = c_.n_head_kv * c_.head_dim_k;
-    s.v_width = c_.n_head_kv * c_.head_dim_v;
-    s.n_ctx_max = n_ctx;
-    return s;
-  }
+  KvCacheShape kv_shape(int64_t n_ctx) const override { return mha_kv_shape(c_, n_ctx); }
 
   void forward(const Batch& batch, KvCache& kv, Backend& be, float* logits) override {
     const int64_t n = batch.size();
-    if (static_cast<int64_t>(ds_.x.size()) < n * c_.n_embd) {
-      ds_.x.resize(static_cast<size_t>(n * c_.n_embd));
-      ds_.xn.resize(static_cast<size_t>(n * c_.n_embd));
-    }
-    be.get_rows(token_embd_, batch.tokens.data(), n, ds_.x.data());
+    embed_tokens(be, c_, head_, batch, ds_);  // x: [n, n_embd]
     for (int64_t il = 0; il < c_.n_layer; ++il) {
       attention_block(be, c_, rope_, attn_[static_cast<size_t>(il)], il, batch, kv, ds_);
       deepseek_ffn_block(be, c_, ffn_[static_cast<size_t>(il)], n, ds_, moe_);
     }
-    output_block(be, c_, output_norm_, output_, batch, ds_, logits);
+    output_block(be, c_, head_.output_norm, head_.output, batch, ds_, logits);
   }
 
   static Expected<std::unique_ptr<Architecture>> create(const ModelConfig& c, const gguf::GgufFile& file) {
@@ -40,10 +29,7 @@ class DeepseekModel final : public Architecture {
     m->c_ = c;
     m->rope_ = rope_params(c);
     const WeightBinder b(file);
-    FATHOM_ASSIGN_OR_RETURN(m->token_embd_, b.require("token_embd.weight", {c.n_embd, c.n_vocab}));
-    FATHOM_ASSIGN_OR_RETURN(m->output_norm_, b.require_f32("output_norm.weight", c.n_embd, m->f32_));
-    FATHOM_ASSIGN_OR_RETURN(m->output_, b.optional("output.weight", {c.n_embd, c.n_vocab}));
-    if (!m->output_.data) m->output_ = m->token_embd_;
+    FATHOM_ASSIGN_OR_RETURN(m->head_, bind_embedding_and_head(b, c, m->f32_));
     for (int64_t il = 0; il < c.n_layer; ++il) {
       FATHOM_ASSIGN_OR_RETURN(AttentionWeights a, bind_attention(b, c, il, m->f32_));
       FATHOM_ASSIGN_OR_RETURN(DeepseekFfn f, bind_deepseek_ffn(b, c, il, m->f32_));
@@ -56,9 +42,7 @@ class DeepseekModel final : public Architecture {
  private:
   ModelConfig c_;
   RopeParams rope_;
-  TensorView token_embd_;                // [n_vocab, n_embd]
-  const float* output_norm_ = nullptr;   // [n_embd]
-  TensorView output_;                    // [n_vocab, n_embd]
+  EmbeddingAndHead head_;                // token embedding, final norm, output projection
   std::vector<AttentionWeights> attn_;   // [n_layer]
   std::vector<DeepseekFfn> ffn_;         // [n_layer]
   std::vector<std::vector<float>> f32_;  // dequantized norm vectors

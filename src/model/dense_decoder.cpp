@@ -21,6 +21,33 @@ void grow(std::vector<float>& v, int64_t n) {
 
 }  // namespace
 
+Expected<EmbeddingAndHead> bind_embedding_and_head(const WeightBinder& b, const ModelConfig& c,
+                                                   std::vector<std::vector<float>>& f32) {
+  EmbeddingAndHead w;
+  FATHOM_ASSIGN_OR_RETURN(w.token_embd, b.require("token_embd.weight", {c.n_embd, c.n_vocab}));
+  FATHOM_ASSIGN_OR_RETURN(w.output_norm, b.require_f32("output_norm.weight", c.n_embd, f32));
+  FATHOM_ASSIGN_OR_RETURN(w.output, b.optional("output.weight", {c.n_embd, c.n_vocab}));
+  if (!w.output.data) w.output = w.token_embd;  // tied embeddings
+  return w;
+}
+
+void embed_tokens(Backend& be, const ModelConfig& c, const EmbeddingAndHead& w, const Batch& batch, DenseScratch& s) {
+  const int64_t n = batch.size();
+  grow(s.x, n * c.n_embd);
+  grow(s.xn, n * c.n_embd);
+  grow(s.proj, n * c.n_embd);
+  be.get_rows(w.token_embd, batch.tokens.data(), n, s.x.data());  // x: [n, n_embd]
+}
+
+KvCacheShape mha_kv_shape(const ModelConfig& c, int64_t n_ctx) {
+  KvCacheShape s;
+  s.n_layer = c.n_layer;
+  s.k_width = c.n_head_kv * c.head_dim_k;
+  s.v_width = c.n_head_kv * c.head_dim_v;
+  s.n_ctx_max = n_ctx;
+  return s;
+}
+
 Expected<AttentionWeights> bind_attention(const WeightBinder& b, const ModelConfig& c, int64_t il,
                                           std::vector<std::vector<float>>& f32) {
   AttentionWeights w;

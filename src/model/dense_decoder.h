@@ -42,6 +42,19 @@ struct DenseScratch {
   std::vector<float> last;   // [n_logits, n_embd] final hidden states of rows that want logits
 };
 
+// Token embedding and output head, shared by every architecture.
+struct EmbeddingAndHead {
+  TensorView token_embd;               // [n_vocab, n_embd]
+  const float* output_norm = nullptr;  // [n_embd]
+  TensorView output;                   // [n_vocab, n_embd]; token_embd when the file has no output.weight (tied)
+};
+Expected<EmbeddingAndHead> bind_embedding_and_head(const WeightBinder& binder, const ModelConfig& c,
+                                                   std::vector<std::vector<float>>& f32_storage);
+// s.x = the batch's token embeddings ([n_tokens, n_embd]); grows the residual scratch.
+void embed_tokens(Backend& be, const ModelConfig& c, const EmbeddingAndHead& w, const Batch& batch, DenseScratch& s);
+// Per-head K/V cache layout (llama, qwen2, deepseek).
+KvCacheShape mha_kv_shape(const ModelConfig& c, int64_t n_ctx);
+
 // Binds attn_{norm,q,k,v,output} (+ optional q/k/v biases) of layer il.
 Expected<AttentionWeights> bind_attention(const WeightBinder& binder, const ModelConfig& c, int64_t il,
                                           std::vector<std::vector<float>>& f32_storage);

@@ -11,27 +11,16 @@ namespace {
 
 class DenseModel final : public Architecture {
  public:
-  KvCacheShape kv_shape(int64_t n_ctx) const override {
-    KvCacheShape s;
-    s.n_layer = config_.n_layer;
-    s.k_width = config_.n_head_kv * config_.head_dim_k;
-    s.v_width = config_.n_head_kv * config_.head_dim_v;
-    s.n_ctx_max = n_ctx;
-    return s;
-  }
+  KvCacheShape kv_shape(int64_t n_ctx) const override { return mha_kv_shape(config_, n_ctx); }
 
   void forward(const Batch& batch, KvCache& kv, Backend& be, float* logits) override {
     const int64_t n = batch.size();
-    if (static_cast<int64_t>(s_.x.size()) < n * config_.n_embd) {
-      s_.x.resize(static_cast<size_t>(n * config_.n_embd));
-      s_.xn.resize(static_cast<size_t>(n * config_.n_embd));
-    }
-    be.get_rows(token_embd_, batch.tokens.data(), n, s_.x.data());  // x: [n, n_embd]
+    embed_tokens(be, config_, head_, batch, s_);  // x: [n, n_embd]
     for (int64_t il = 0; il < config_.n_layer; ++il) {
       attention_block(be, config_, rope_, attn_[static_cast<size_t>(il)], il, batch, kv, s_);
       ffn_block(be, config_, ffn_[static_cast<size_t>(il)], n, s_);
     }
-    output_block(be, config_, output_norm_, output_, batch, s_, logits);
+    output_block(be, config_, head_.output_norm, head_.output, batch, s_, logits);
   }
 
   static Expected<std::unique_ptr<Architecture>> create(const ModelConfig& c, const gguf::GgufFile& file) {
@@ -39,10 +28,7 @@ class DenseModel final : public Architecture {
     m->config_ = c;
     m->rope_ = rope_params(c);
     const WeightBinder b(file);
-    FATHOM_ASSIGN_OR_RETURN(m->token_embd_, b.require("token_embd.weight", {c.n_embd, c.n_vocab}));
-    FATHOM_ASSIGN_OR_RETURN(m->output_norm_, b.require_f32("output_norm.weight", c.n_embd, m->f32_));
-    FATHOM_ASSIGN_OR_RETURN(m->output_, b.optional("output.weight", {c.n_embd, c.n_vocab}));
-    if (!m->output_.data) m->output_ = m->token_embd_;  // tied embeddings
+    FATHOM_ASSIGN_OR_RETURN(m->head_, bind_embedding_and_head(b, c, m->f32_));
     // llama3-style rope scaling ships per-pair frequency divisors as a tensor.
     FATHOM_ASSIGN_OR_RETURN(m->rope_.freq_factors, b.optional_f32("rope_freqs.weight", c.n_rot / 2, m->f32_));
     for (int64_t il = 0; il < c.n_layer; ++il) {
@@ -57,9 +43,7 @@ class DenseModel final : public Architecture {
  private:
   ModelConfig config_;
   RopeParams rope_;
-  TensorView token_embd_;                  // [n_vocab, n_embd]
-  const float* output_norm_ = nullptr;     // [n_embd]
-  TensorView output_;                      // [n_vocab, n_embd] (token_embd when tied)
+  EmbeddingAndHead head_;                // token embedding, final norm, output projection
   std::vector<AttentionWeights> attn_;     // [n_layer]
   std::vector<FfnWeights> ffn_;            // [n_layer]
   std::vector<std::vector<float>> f32_;    // dequantized norm/bias vectors that were not F32 in the file
