@@ -72,6 +72,18 @@ std::vector<float> rms_norm(const std::vector<float>& x, const Matrix& weight, f
 
 float silu(float x) { return static_cast<float>(x / (1.0 + std::exp(-static_cast<double>(x)))); }
 
+void softmax_weighted_sum(std::vector<double>& score, const Activations& v, int64_t offset, int64_t width, float* out) {
+  double max_score = -INFINITY;
+  for (double sc : score) max_score = std::max(max_score, sc);
+  double denom = 0.0;
+  for (double& sc : score) denom += (sc = std::exp(sc - max_score));
+  for (int64_t d = 0; d < width; ++d) {
+    double acc = 0.0;
+    for (size_t s = 0; s < score.size(); ++s) acc += score[s] / denom * v[s][static_cast<size_t>(offset + d)];
+    out[d] = static_cast<float>(acc);
+  }
+}
+
 void add_in_place(std::vector<float>& x, const std::vector<float>& y) {
   for (size_t i = 0; i < x.size(); ++i) x[i] += y[i];
 }
@@ -183,21 +195,13 @@ Status attention_layer(const gguf::GgufFile& file, const ModelConfig& c, int64_t
       const float* qh = q[t].data() + hq * hd_k;
       // Causal: token t attends to positions 0..t.
       std::vector<double> score(static_cast<size_t>(t + 1));
-      double max_score = -INFINITY;
       for (int64_t s = 0; s <= t; ++s) {
         const float* kh = k[s].data() + hk * hd_k;
         double dot = 0.0;
         for (int64_t d = 0; d < hd_k; ++d) dot += static_cast<double>(qh[d]) * kh[d];
         score[s] = dot * attn_scale;
-        max_score = std::max(max_score, score[s]);
       }
-      double denom = 0.0;
-      for (double& sc : score) denom += (sc = std::exp(sc - max_score));
-      for (int64_t d = 0; d < hd_v; ++d) {
-        double acc = 0.0;
-        for (int64_t s = 0; s <= t; ++s) acc += score[s] / denom * v[s][hk * hd_v + d];
-        attn[hq * hd_v + d] = static_cast<float>(acc);
-      }
+      softmax_weighted_sum(score, v, hk * hd_v, hd_v, attn.data() + hq * hd_v);
     }
     add_in_place(x[t], matvec(wo, attn));
   }

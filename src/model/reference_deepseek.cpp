@@ -137,21 +137,13 @@ Status mla_layer(const gguf::GgufFile& file, const ModelConfig& c, int64_t il, c
     for (int64_t hh = 0; hh < n_head; ++hh) {
       const float* qh = q[t].data() + hh * hd_k;
       std::vector<double> score(static_cast<size_t>(t + 1));
-      double max_score = -INFINITY;
       for (int64_t s = 0; s <= t; ++s) {
         double dot = 0.0;
         for (int64_t d = 0; d < n_nope; ++d) dot += static_cast<double>(qh[d]) * k_nope[s][hh * n_nope + d];
         for (int64_t d = 0; d < n_rot; ++d) dot += static_cast<double>(qh[n_nope + d]) * k_pe[s][d];
         score[s] = dot * softmax_scale;
-        max_score = std::max(max_score, score[s]);
       }
-      double denom = 0.0;
-      for (double& sc : score) denom += (sc = std::exp(sc - max_score));
-      for (int64_t d = 0; d < hd_v; ++d) {
-        double acc = 0.0;
-        for (int64_t s = 0; s <= t; ++s) acc += score[s] / denom * v[s][hh * hd_v + d];
-        o[hh * hd_v + d] = static_cast<float>(acc);
-      }
+      softmax_weighted_sum(score, v, hh * hd_v, hd_v, o.data() + hh * hd_v);
     }
     add_in_place(x[t], matvec(w_o, o));
   }

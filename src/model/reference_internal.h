@@ -46,6 +46,10 @@ std::vector<float> rms_norm(const std::vector<float>& x, const Matrix& weight, f
 float silu(float x);
 void add_in_place(std::vector<float>& x, const std::vector<float>& y);
 
+// Causal attention's second half for one head: turns the raw scaled scores of positions 0..t
+// into softmax probabilities in place, then out[d] = sum_s p[s] * v[s][offset + d], d < width.
+void softmax_weighted_sum(std::vector<double>& score, const Activations& v, int64_t offset, int64_t width, float* out);
+
 // Rotary embedding of one head in place: pair i (i < n_rot/2) is rotated by pos * inv_freq[i].
 // Normal pairs are (x[2i], x[2i+1]); NEOX pairs are (x[i], x[i + n_rot/2]). Dims >= n_rot pass.
 void rope(float* x, int64_t n_rot, int64_t pos, bool neox, const std::vector<double>& inv_freq);
