@@ -17,7 +17,7 @@ bool CpuBackend::supports(Op op, DType weight_type) const {
 }
 
 void CpuBackend::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
-  cpu::matmul(pool_, *kernels_, w, x, n_tokens, y, act_q_);
+  cpu::matmul(pool_, *kernels_, w, x, n_tokens, y, scratch_, &repacked_);
 }
 
 void CpuBackend::get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) {

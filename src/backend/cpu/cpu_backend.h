@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/matmul.h"
 #include "backend/cpu/vec_dot.h"
 #include "core/threadpool.h"
 
@@ -35,7 +36,8 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool pool_;
   const cpu::Kernels* kernels_;  // best ISA table for this CPU, chosen once
-  std::vector<uint8_t> act_q_;  // [n_tokens, row_size(vec_dot_type, n_in)] activations quantized for matmul
+  cpu::MatmulScratch scratch_;  // activations quantized for matmul
+  cpu::RepackCache repacked_;   // weights in the x16 layout, made on first use
 };
 
 // cos/sin table of one position for the rotary pairs, YaRN included: out has n_rot/2 pairs.

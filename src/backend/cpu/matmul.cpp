@@ -18,7 +18,11 @@ constexpr int64_t kRowTile = 64;
 }  // namespace
 
 void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* x, int64_t n_tokens, float* y,
-            std::vector<uint8_t>& act_q) {
+            MatmulScratch& scratch, RepackCache* repacked) {
+  if (repacked != nullptr && kernels.gemm_is_simd) {
+    if (const RepackedMatrix* r = repacked->get(w, pool)) return gemm(pool, kernels, *r, x, n_tokens, y, scratch.gemm);
+  }
+  std::vector<uint8_t>& act_q = scratch.act_q;
   const int64_t n_in = w.ne[0], n_out = w.n_rows();
   const DType act_type = quant::vec_dot_type(w.dtype);
   const size_t act_row = row_size(act_type, n_in);

@@ -7,13 +7,23 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "backend/cpu/gemm.h"
+#include "backend/cpu/repack.h"
 #include "backend/cpu/vec_dot.h"
 #include "core/threadpool.h"
 
 namespace fathom::cpu {
 
-// y[t, r] = dot(W row r, x[t, :]). x: [n_tokens, n_in]; y: [n_tokens, n_out].
-// act_q: scratch reused across calls (grown as needed).
-void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* x, int64_t n_tokens, float* y, std::vector<uint8_t>& act_q);
+// Scratch reused across calls (grown as needed).
+struct MatmulScratch {
+  std::vector<uint8_t> act_q;  // [n_tokens, row_size(vec_dot_type, n_in)] activations for the row dots
+  GemmScratch gemm;
+};
+
+// y[t, r] = dot(W row r, x[t, :]). x: [n_tokens, n_in]; y: [n_tokens, n_out]. Weights the cache
+// repacks (when the kernels have a SIMD x16 path) go through gemm(); the rest through row dot
+// products on the GGUF layout. Either way a token's result does not depend on the batch.
+void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* x, int64_t n_tokens, float* y,
+            MatmulScratch& scratch, RepackCache* repacked);
 
 }  // namespace fathom::cpu

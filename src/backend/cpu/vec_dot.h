@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backend/cpu/gemm.h"
 #include "core/dtype.h"
 
 namespace fathom::cpu {
@@ -39,6 +40,9 @@ struct Kernels {
   QuantizeActFn quantize_q8_0 = nullptr;          // activations -> Q8_0 (bit-exact with quantize_row_ref)
   QuantizeActFn quantize_q8_1 = nullptr;          // activations -> Q8_1
   QuantizeActFn quantize_q8_K = nullptr;          // activations -> Q8_K (bit-exact with quantize_row_ref)
+  GemmX16Fn gemm_x16 = nullptr;                   // repacked-weight matmul tile kernel (gemm.h, repack.h)
+  GemmQuantizeFn quantize_gemm = nullptr;         // activations for gemm_x16 (bit-exact with the reference)
+  bool gemm_is_simd = false;                      // gemm_x16 is vector code: repacking weights pays off
 };
 
 // The table for `isa` (built once, immutable). The ISA must be supported by this CPU

@@ -1,0 +1,409 @@
+#include "backend/cpu/gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#if defined(__F16C__) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+#include "backend/cpu/repack.h"
+#include "backend/cpu/vec_dot.h"
+#include "core/fp16.h"
+#include "core/status.h"
+#include "quant/blocks.h"
+
+namespace fathom::cpu {
+
+namespace {
+
+using namespace fathom::quant;
+
+// fp16 -> f32 with the F16C instruction when the build targets it (exact, like fp16_to_fp32).
+inline float half_to_float(uint16_t h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
+#else
+  return fp16_to_fp32(h);
+#endif
+}
+
+// 16 bytes of packed nibbles -> 32 values: low nibbles first, then high nibbles (q4_0 order).
+inline void split_nibbles(const uint8_t* __restrict qs, uint8_t* __restrict u) {
+#if defined(__SSE2__)
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i m = _mm_set1_epi8(15);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(u), _mm_and_si128(v, m));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(u + 16), _mm_and_si128(_mm_srli_epi16(v, 4), m));
+#else
+  for (int l = 0; l < 16; ++l) {
+    u[l] = qs[l] & 15;
+    u[l + 16] = qs[l] >> 4;
+  }
+#endif
+}
+
+// One row of a block format as (u, scale, corr) per block; u is written in value order.
+void unpack_row(DType t, const uint8_t* __restrict row, int64_t n, uint8_t* __restrict u, float* __restrict scale,
+                float* __restrict corr) {
+  switch (t) {
+    case DType::Q4_0: {
+      const auto* b = reinterpret_cast<const block_q4_0*>(row);
+      for (int64_t i = 0; i < n / 32; ++i, u += 32) {
+        const float d = half_to_float(b[i].d);
+        split_nibbles(b[i].qs, u);
+        scale[i] = d;
+        corr[i] = -8.0f * d;
+      }
+      return;
+    }
+    case DType::Q4_1: {
+      const auto* b = reinterpret_cast<const block_q4_1*>(row);
+      for (int64_t i = 0; i < n / 32; ++i, u += 32) {
+        split_nibbles(b[i].qs, u);
+        scale[i] = half_to_float(b[i].d);
+        corr[i] = half_to_float(b[i].m);
+      }
+      return;
+    }
+    case DType::Q5_0:
+    case DType::Q5_1: {
+      const bool has_min = t == DType::Q5_1;
+      const size_t bytes = has_min ? sizeof(block_q5_1) : sizeof(block_q5_0);
+      for (int64_t i = 0; i < n / 32; ++i, u += 32) {
+        const uint8_t* blk = row + static_cast<size_t>(i) * bytes;
+        const uint16_t d16 = static_cast<uint16_t>(blk[0] | blk[1] << 8);
+        const uint8_t* qh8 = blk + (has_min ? 4 : 2);
+        const uint8_t* qs = qh8 + 4;
+        uint32_t qh;
+        std::memcpy(&qh, qh8, 4);
+        split_nibbles(qs, u);
+        for (int l = 0; l < 32; ++l) u[l] = static_cast<uint8_t>(u[l] | ((qh >> l) & 1) << 4);
+        const float d = half_to_float(d16);
+        scale[i] = d;
+        corr[i] = has_min ? half_to_float(static_cast<uint16_t>(blk[2] | blk[3] << 8)) : -16.0f * d;
+      }
+      return;
+    }
+    case DType::Q8_0: {
+      const auto* b = reinterpret_cast<const block_q8_0*>(row);
+      for (int64_t i = 0; i < n / 32; ++i, u += 32) {
+        for (int l = 0; l < 32; ++l) u[l] = static_cast<uint8_t>(static_cast<uint8_t>(b[i].qs[l]) ^ 0x80);
+        const float d = half_to_float(b[i].d);
+        scale[i] = d;
+        corr[i] = -128.0f * d;
+      }
+      return;
+    }
+    case DType::Q4_K:
+    case DType::Q5_K: {
+      const bool five = t == DType::Q5_K;
+      const size_t bytes = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
+      for (int64_t i = 0; i < n / kQK; ++i) {
+        const uint8_t* blk = row + static_cast<size_t>(i) * bytes;
+        uint16_t d16, dmin16;
+        std::memcpy(&d16, blk, 2);
+        std::memcpy(&dmin16, blk + 2, 2);
+        const float d = half_to_float(d16), dmin = half_to_float(dmin16);
+        const uint8_t* scales = blk + 4;
+        const uint8_t* qh = five ? blk + 16 : nullptr;
+        const uint8_t* qs = blk + (five ? 48 : 16);
+        for (int j = 0; j < 8; ++j, u += 32) {
+          uint8_t sc, m;
+          unpack_scale_min_k4(j, scales, &sc, &m);
+          const uint8_t* q = qs + 32 * (j / 2);
+          const int shift = 4 * (j & 1);
+          for (int l = 0; l < 32; ++l) {
+            uint8_t v = (q[l] >> shift) & 15;
+            if (qh) v = static_cast<uint8_t>(v | ((qh[l] >> j) & 1) << 4);
+            u[l] = v;
+          }
+          scale[i * 8 + j] = d * sc;
+          corr[i * 8 + j] = -dmin * m;
+        }
+      }
+      return;
+    }
+    case DType::Q6_K: {
+      const auto* b = reinterpret_cast<const block_q6_K*>(row);
+      for (int64_t i = 0; i < n / kQK; ++i, u += kQK) {
+        for (int c = 0; c < 2; ++c) {
+          const uint8_t* ql = b[i].ql + 64 * c;
+          const uint8_t* qh = b[i].qh + 32 * c;
+          uint8_t* o = u + 128 * c;
+          for (int l = 0; l < 32; ++l) {
+            o[l] = static_cast<uint8_t>((ql[l] & 15) | (qh[l] & 3) << 4);
+            o[l + 32] = static_cast<uint8_t>((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4);
+            o[l + 64] = static_cast<uint8_t>((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4);
+            o[l + 96] = static_cast<uint8_t>((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4);
+          }
+        }
+        const float d = half_to_float(b[i].d);
+        for (int j = 0; j < 16; ++j) {
+          scale[i * 16 + j] = d * b[i].scales[j];
+          corr[i * 16 + j] = -32.0f * d * b[i].scales[j];
+        }
+      }
+      return;
+    }
+    default:
+      FATHOM_CHECK_MSG(false, std::string("gemm: no int tile for ") + dtype_name(t));
+  }
+}
+
+struct TileLayout {
+  size_t u_bytes, f_bytes;
+  int64_t n_blocks;
+};
+
+TileLayout int_layout(DType t, int64_t n) {
+  const int64_t block = gemm_block(t);
+  const int64_t nb = n / block;
+  return {static_cast<size_t>(kGemmRows * n), static_cast<size_t>(nb * kGemmRows) * sizeof(float), nb};
+}
+
+}  // namespace
+
+int64_t gemm_block(DType t) {
+  switch (t) {
+    case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0:
+    case DType::Q4_K: case DType::Q5_K:
+      return 32;
+    case DType::Q6_K:
+      return 16;
+    default:
+      return 0;
+  }
+}
+
+size_t gemm_tile_bytes(DType t, int64_t n) {
+  const TileLayout l = int_layout(t, n);
+  return l.u_bytes + 2 * l.f_bytes + 64;
+}
+
+void gemm_unpack_tile(const TensorView& w, int64_t r0, int64_t n_rows, uint8_t* buffer, GemmIntTile* tile) {
+  const int64_t n = w.ne[0];
+  const int64_t block = gemm_block(w.dtype);
+  const TileLayout l = int_layout(w.dtype, n);
+  // 64-byte aligned sections: u, then scale, then corr.
+  auto* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buffer) + 63) & ~uintptr_t{63});
+  uint8_t* u = base;
+  auto* scale = reinterpret_cast<float*>(base + l.u_bytes);
+  auto* corr = scale + l.n_blocks * kGemmRows;
+  const int64_t groups = block / 4;
+  // Row by row: unpack in value order into a small buffer, then scatter 4-byte groups to the
+  // row's lane of each (block, group) vector.
+  alignas(64) uint8_t row_u[8192];
+  alignas(64) float row_s[8192 / 16], row_c[8192 / 16];
+  const size_t row_bytes = w.row_bytes();
+  const auto* data = static_cast<const uint8_t*>(w.data);
+  for (int64_t r = 0; r < kGemmRows; ++r) {
+    for (int64_t c0 = 0; c0 < n; c0 += 8192) {
+      // Chunks of 8192 values (a multiple of every super-block) keep the row buffer small.
+      const int64_t len = std::min<int64_t>(8192, n - c0);
+      const int64_t b0 = c0 / block, nbc = len / block;
+      if (r < n_rows) {
+        const uint8_t* src = data + static_cast<size_t>(r0 + r) * row_bytes + static_cast<size_t>(c0 / traits(w.dtype).block_size) * traits(w.dtype).type_size;
+        unpack_row(w.dtype, src, len, row_u, row_s, row_c);
+      } else {
+        std::memset(row_u, 0, static_cast<size_t>(len));
+        std::fill(row_s, row_s + nbc, 0.0f);
+        std::fill(row_c, row_c + nbc, 0.0f);
+      }
+      for (int64_t b = 0; b < nbc; ++b) {
+        uint8_t* dst = u + static_cast<size_t>((b0 + b) * groups * kGemmRows * 4) + static_cast<size_t>(r * 4);
+        const uint8_t* s = row_u + b * block;
+        for (int64_t g = 0; g < groups; ++g) std::memcpy(dst + g * kGemmRows * 4, s + g * 4, 4);
+        scale[(b0 + b) * kGemmRows + r] = row_s[b];
+        corr[(b0 + b) * kGemmRows + r] = row_c[b];
+      }
+    }
+  }
+  tile->u = u;
+  tile->scale = scale;
+  tile->corr = corr;
+  tile->n_blocks = l.n_blocks;
+  tile->block = block;
+}
+
+void gemm_quantize_activations(const float* x, int64_t n_tokens, int64_t n, int64_t block, int8_t* q, float* xd,
+                               float* xs) {
+  const int64_t nb = n / block;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* v = x + t * n + b * block;
+      int8_t* o = q + t * n + b * block;
+      float amax = 0.0f;
+      for (int64_t i = 0; i < block; ++i) amax = std::max(amax, std::fabs(v[i]));
+      const float d = amax / 127.0f;
+      const float id = d > 0.0f ? 1.0f / d : 0.0f;
+      int32_t sum = 0;
+      for (int64_t i = 0; i < block; ++i) {
+        const int32_t qi = static_cast<int32_t>(std::nearbyint(v[i] * id));
+        o[i] = static_cast<int8_t>(qi);
+        sum += qi;
+      }
+      xd[t * nb + b] = d;
+      xs[t * nb + b] = d * static_cast<float>(sum);
+    }
+  }
+}
+
+void x16_group_to_tile(DType type, const uint8_t* group, int64_t n, uint8_t* buffer, GemmIntTile* tile) {
+  constexpr int64_t R = kGemmRows;
+  const int64_t block = gemm_block(type);
+  const TileLayout l = int_layout(type, n);
+  auto* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buffer) + 63) & ~uintptr_t{63});
+  uint8_t* u = base;
+  auto* scale = reinterpret_cast<float*>(base + l.u_bytes);
+  auto* corr = scale + l.n_blocks * R;
+  auto half = [](const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return half_to_float(h);
+  };
+  // Tile vector (b, g) of u: 64 bytes, row r at 4r.
+  auto uvec = [&](int64_t b, int64_t g) { return u + (b * (block / 4) + g) * R * 4; };
+  switch (type) {
+    case DType::Q4_0:
+    case DType::Q8_0: {
+      const bool q4 = type == DType::Q4_0;
+      const size_t bb = q4 ? 2 * R + 4 * 64 : 2 * R + 8 * 64;
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* src = group + static_cast<size_t>(b) * bb;
+        for (int64_t r = 0; r < R; ++r) {
+          const float d = half(src + 2 * r);
+          scale[b * R + r] = d;
+          corr[b * R + r] = (q4 ? -8.0f : -128.0f) * d;
+        }
+        for (int64_t g = 0; g < (q4 ? 4 : 8); ++g) {
+          const uint8_t* v = src + 2 * R + 64 * g;
+          if (q4) {
+            for (int64_t i = 0; i < 64; ++i) {
+              uvec(b, g)[i] = v[i] & 15;
+              uvec(b, g + 4)[i] = v[i] >> 4;
+            }
+          } else {
+            std::memcpy(uvec(b, g), v, 64);
+          }
+        }
+      }
+      break;
+    }
+    case DType::Q4_K: {
+      const size_t bb = 4 * R + 16 * R + 8 * 4 * 64;
+      for (int64_t i = 0; i < n / quant::kQK; ++i) {
+        const uint8_t* src = group + static_cast<size_t>(i) * bb;
+        const uint8_t* sc = src + 4 * R;
+        const uint8_t* mn = sc + 8 * R;
+        const uint8_t* qs = mn + 8 * R;
+        for (int64_t j = 0; j < 8; ++j) {
+          const int64_t b = i * 8 + j;
+          for (int64_t r = 0; r < R; ++r) {
+            scale[b * R + r] = half(src + 2 * r) * sc[j * R + r];
+            corr[b * R + r] = -half(src + 2 * R + 2 * r) * mn[j * R + r];
+          }
+          for (int64_t g = 0; g < 4; ++g) {
+            const uint8_t* v = qs + 256 * j + 64 * g;
+            for (int64_t k = 0; k < 64; ++k) {
+              uvec(b, g)[k] = v[k] & 15;
+              uvec(b, g + 4)[k] = v[k] >> 4;
+            }
+          }
+        }
+      }
+      break;
+    }
+    case DType::Q6_K: {
+      const size_t bb = 2 * R + 16 * R + 16 * 4 * 64;
+      for (int64_t i = 0; i < n / quant::kQK; ++i) {
+        const uint8_t* src = group + static_cast<size_t>(i) * bb;
+        const auto* sc = reinterpret_cast<const int8_t*>(src + 2 * R);
+        const uint8_t* qv = src + 2 * R + 16 * R;
+        for (int64_t j = 0; j < 16; ++j) {
+          const int64_t b = i * 16 + j;
+          for (int64_t r = 0; r < R; ++r) {
+            const float d = half(src + 2 * r);
+            scale[b * R + r] = d * sc[j * R + r];
+            corr[b * R + r] = -32.0f * d * sc[j * R + r];
+          }
+          for (int64_t g = 0; g < 4; ++g) std::memcpy(uvec(b, g), qv + 256 * j + 64 * g, 64);
+        }
+      }
+      break;
+    }
+    default:
+      FATHOM_CHECK_MSG(false, std::string("gemm: no x16 layout for ") + dtype_name(type));
+  }
+  tile->u = u;
+  tile->scale = scale;
+  tile->corr = corr;
+  tile->n_blocks = l.n_blocks;
+  tile->block = block;
+}
+
+namespace detail {
+
+void gemm_int_generic(const GemmIntTile& tile, const GemmActivations& x, int64_t n_rows, float* y, int64_t y_stride) {
+  const int64_t groups = tile.block / 4;
+  const int64_t nb = tile.n_blocks;
+  for (int64_t t = 0; t < x.n_tokens; ++t) {
+    float acc[kGemmRows] = {};
+    for (int64_t b = 0; b < nb; ++b) {
+      const int8_t* q = x.q + t * x.n + b * tile.block;
+      const uint8_t* u = tile.u + b * groups * kGemmRows * 4;
+      const float d = x.xd[t * nb + b], s = x.xs[t * nb + b];
+      for (int64_t r = 0; r < kGemmRows; ++r) {
+        int32_t sum = 0;
+        for (int64_t g = 0; g < groups; ++g)
+          for (int k = 0; k < 4; ++k) sum += u[(g * kGemmRows + r) * 4 + k] * q[g * 4 + k];
+        const float f = static_cast<float>(sum) * d;
+        acc[r] = std::fma(f, tile.scale[b * kGemmRows + r], acc[r]);
+        acc[r] = std::fma(tile.corr[b * kGemmRows + r], s, acc[r]);
+      }
+    }
+    for (int64_t r = 0; r < n_rows; ++r) y[t * y_stride + r] = acc[r];
+  }
+}
+
+void gemm_x16_generic(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
+                      int64_t y_stride) {
+  std::vector<uint8_t> buf(gemm_tile_bytes(type, x.n) + 64);
+  GemmIntTile tile;
+  x16_group_to_tile(type, group, x.n, buf.data(), &tile);
+  gemm_int_generic(tile, x, n_rows, y, y_stride);
+}
+
+}  // namespace detail
+
+void gemm(ThreadPool& pool, const Kernels& kernels, const RepackedMatrix& w, const float* x, int64_t n_tokens,
+          float* y, GemmScratch& scratch) {
+  const int64_t n = w.n, n_out = w.n_rows;
+  const int64_t block = gemm_block(w.type);
+  const int64_t nb = n / block;
+  scratch.q.resize(static_cast<size_t>(n_tokens * n));
+  scratch.xd.resize(static_cast<size_t>(n_tokens * nb));
+  scratch.xs.resize(static_cast<size_t>(n_tokens * nb));
+  const GemmQuantizeFn quantize = kernels.quantize_gemm;
+  if (n_tokens == 1) {
+    quantize(x, 1, n, block, scratch.q.data(), scratch.xd.data(), scratch.xs.data());
+  } else {
+    pool.parallel_for(n_tokens, std::max<int64_t>(1, 16384 / n), [&](int, int64_t t0, int64_t t1) {
+      quantize(x + t0 * n, t1 - t0, n, block, scratch.q.data() + t0 * n, scratch.xd.data() + t0 * nb,
+               scratch.xs.data() + t0 * nb);
+    });
+  }
+  const GemmActivations act{scratch.q.data(), scratch.xd.data(), scratch.xs.data(), n_tokens, n, block};
+  const GemmX16Fn kernel = kernels.gemm_x16;
+  // At least ~64K multiply-adds per chunk, so small matrices do not pay for a wake-up.
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, kGemmRows * n * n_tokens));
+  pool.parallel_for(w.n_groups, grain, [&](int, int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t rows = std::min(kGemmRows, n_out - g * kGemmRows);
+      kernel(w.type, w.group(g), act, rows, y + g * kGemmRows, n_out);
+    }
+  });
+}
+
+}  // namespace fathom::cpu

@@ -1,0 +1,99 @@
+// Matrix multiplication on repacked weights, for decode (one token: bound by memory bandwidth)
+// and prefill (hundreds of tokens: bound by arithmetic) alike. Weights and tokens meet in an
+// integer form made for the int8 dot-product instructions:
+//
+//   weights  w[r, i] = scale[r, b] * u[r, i] + corr[r, b]   (u unsigned 8-bit, b = block of i)
+//   tokens   x[t, i] ~ xd[t, b] * q[t, i]                     (q signed 8-bit, per block of i)
+//   dot      sum_b  xd[t,b] * scale[r,b] * sum_i u*q  +  corr[r,b] * xd[t,b] * sum_i q
+//
+// Every GGUF block format with 32- or 16-value (sub-)blocks maps onto (u, scale, corr) exactly:
+// q4_0 (u = nibble, corr = -8d), q8_0 (u = q + 128, corr = -128d), q4_K/q5_K (scale = d*sc,
+// corr = -dmin*m), q6_K (16-value blocks, corr = -32 d sc), q4_1/q5_0/q5_1 likewise.
+//
+// The fast path reads weights repacked at load time into an interleaved x16 layout (repack.h)
+// that holds exactly these (u, scale, corr) in compressed form; the SIMD kernels compute, for
+// every row and token, the same float operations in the same order as the scalar reference
+// below, so results are bit-identical to it and do not depend on the number of tokens.
+//
+// Reference tile layout (rows are the SIMD lanes, so no horizontal sums are needed):
+//   u[b][g][r][4]  (block b, group g of 4 values, row r: 4 consecutive bytes), then
+//   scale[b][r] and corr[b][r] as f32.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "core/threadpool.h"
+
+namespace fathom::cpu {
+
+struct Kernels;
+
+constexpr int64_t kGemmRows = 16;  // weight rows per tile (one 512-bit register of f32/i32 lanes)
+
+// Activations of a batch quantized for the int tile: q[t][i] int8, xd[t][b] scale, xs[t][b] =
+// xd * sum of the block's q.
+struct GemmActivations {
+  const int8_t* q = nullptr;
+  const float* xd = nullptr;
+  const float* xs = nullptr;
+  int64_t n_tokens = 0;
+  int64_t n = 0;         // values per token
+  int64_t block = 32;    // values per block (32 or 16)
+};
+
+// One unpacked tile of kGemmRows rows (rows past the matrix end are zero).
+struct GemmIntTile {
+  const uint8_t* u = nullptr;  // [n_blocks][block/4][kGemmRows][4]
+  const float* scale = nullptr;  // [n_blocks][kGemmRows]
+  const float* corr = nullptr;   // [n_blocks][kGemmRows]
+  int64_t n_blocks = 0;
+  int64_t block = 32;
+};
+
+// y[t * y_stride + r] = dot(row r of one repacked 16-row group, token t) for t < x.n_tokens,
+// r < n_rows (<= kGemmRows). `type` is the source GGUF type of the repacked group.
+using GemmX16Fn = void (*)(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
+                           int64_t y_stride);
+// Quantizes n_tokens rows of x ([n_tokens, n]) into q/xd/xs with blocks of `block` values.
+using GemmQuantizeFn = void (*)(const float* x, int64_t n_tokens, int64_t n, int64_t block, int8_t* q, float* xd,
+                                float* xs);
+
+// Block size of the (u, scale, corr) form of t: 32 or 16; 0 when t has none.
+int64_t gemm_block(DType t);
+
+// Scratch reused across calls (grown as needed).
+struct GemmScratch {
+  std::vector<int8_t> q;
+  std::vector<float> xd, xs;
+};
+
+struct RepackedMatrix;
+
+// y[t, r] = dot(W row r, x[t, :]) for all n_tokens and rows, W repacked (repack.h). Same
+// contract as cpu::matmul; the result for a token does not depend on n_tokens.
+void gemm(ThreadPool& pool, const Kernels& kernels, const RepackedMatrix& w, const float* x, int64_t n_tokens,
+          float* y, GemmScratch& scratch);
+
+// The scalar reference, exposed for the tests.
+// Quantizes activations (the definition the SIMD quantizers match bit for bit).
+void gemm_quantize_activations(const float* x, int64_t n_tokens, int64_t n, int64_t block, int8_t* q, float* xd,
+                               float* xs);
+// Unpacks rows [r0, r0 + n_rows) of a GGUF matrix into a reference tile (buffer of
+// gemm_tile_bytes); rows past n_rows are zero.
+size_t gemm_tile_bytes(DType t, int64_t n);
+void gemm_unpack_tile(const TensorView& w, int64_t r0, int64_t n_rows, uint8_t* buffer, GemmIntTile* tile);
+// The same tile from one repacked 16-row group (repack.h) of rows with n values.
+void x16_group_to_tile(DType type, const uint8_t* group, int64_t n, uint8_t* buffer, GemmIntTile* tile);
+
+namespace detail {
+// The reference product of a tile with all tokens of x.
+void gemm_int_generic(const GemmIntTile& tile, const GemmActivations& x, int64_t n_rows, float* y, int64_t y_stride);
+// The generic x16 kernel: unpacks the group into a reference tile, then gemm_int_generic.
+void gemm_x16_generic(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
+                      int64_t y_stride);
+void install_gemm_avx512(Kernels& k);
+}  // namespace detail
+
+}  // namespace fathom::cpu

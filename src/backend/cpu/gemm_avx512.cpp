@@ -1,0 +1,197 @@
+// AVX-512 VNNI kernels of gemm.h on repacked x16 weights (repack.h). Lanes are the 16 rows of
+// a group: one vpdpbusd multiplies 4 unsigned weight bytes of every row by the same 4 signed
+// token bytes (broadcast), so a 32-value block is 8 instructions for 16 rows and needs no
+// horizontal sums. Up to 8 tokens share each block's unpacked weight registers. Per row and
+// token the float operations are those of gemm_int_generic, in the same order.
+#include <cstdint>
+#include <cstring>
+
+#include "backend/cpu/gemm.h"
+#include "backend/cpu/vec_dot.h"
+#include "quant/blocks.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#define FATHOM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+namespace fathom::cpu::detail {
+
+namespace {
+
+constexpr int kTokenGroup = 8;
+constexpr int64_t R = kGemmRows;
+
+FATHOM_AVX512 inline __m512i bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+FATHOM_AVX512 inline __m512 halves(const uint8_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// One block (NG groups of 4 values) of all NT tokens: acc[t] += its contribution.
+template <int NG, int NT>
+FATHOM_AVX512 inline void block_step(const __m512i* w, __m512 s, __m512 c, const GemmActivations& x, int64_t t0,
+                                     int64_t b, __m512* acc) {
+  const int64_t nb = x.n / x.block;
+  for (int t = 0; t < NT; ++t) {
+    const int8_t* q = x.q + (t0 + t) * x.n + b * x.block;
+    __m512i ai = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], bcast4(q));
+    for (int g = 1; g < NG; ++g) ai = _mm512_dpbusd_epi32(ai, w[g], bcast4(q + 4 * g));
+    const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(ai), _mm512_set1_ps(x.xd[(t0 + t) * nb + b]));
+    acc[t] = _mm512_fmadd_ps(f, s, acc[t]);
+    acc[t] = _mm512_fmadd_ps(c, _mm512_set1_ps(x.xs[(t0 + t) * nb + b]), acc[t]);
+  }
+}
+
+template <int NT>
+FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations& x, int64_t t0, __mmask16 rows, float* y,
+                          int64_t y_stride) {
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(15);
+  switch (type) {
+    case DType::Q4_0: {
+      for (int64_t b = 0; b < x.n / 32; ++b) {
+        const uint8_t* src = grp + b * (2 * R + 4 * 64);
+        const __m512 s = halves(src);
+        const __m512 c = _mm512_mul_ps(_mm512_set1_ps(-8.0f), s);
+        __m512i w[8];
+        for (int g = 0; g < 4; ++g) {
+          const __m512i v = _mm512_loadu_si512(src + 2 * R + 64 * g);
+          w[g] = _mm512_and_si512(v, low4);
+          w[g + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        }
+        block_step<8, NT>(w, s, c, x, t0, b, acc);
+      }
+      break;
+    }
+    case DType::Q8_0: {
+      for (int64_t b = 0; b < x.n / 32; ++b) {
+        const uint8_t* src = grp + b * (2 * R + 8 * 64);
+        const __m512 s = halves(src);
+        const __m512 c = _mm512_mul_ps(_mm512_set1_ps(-128.0f), s);
+        __m512i w[8];
+        for (int g = 0; g < 8; ++g) w[g] = _mm512_loadu_si512(src + 2 * R + 64 * g);
+        block_step<8, NT>(w, s, c, x, t0, b, acc);
+      }
+      break;
+    }
+    case DType::Q4_K: {
+      for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
+        const uint8_t* src = grp + i * (4 * R + 16 * R + 8 * 4 * 64);
+        const __m512 d = halves(src);
+        const __m512 neg_dmin = _mm512_sub_ps(_mm512_setzero_ps(), halves(src + 2 * R));
+        const uint8_t* sc = src + 4 * R;
+        const uint8_t* mn = sc + 8 * R;
+        const uint8_t* qs = mn + 8 * R;
+        for (int j = 0; j < 8; ++j) {
+          const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
+          const __m512 mf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mn + 16 * j))));
+          const __m512 s = _mm512_mul_ps(d, scf);
+          const __m512 c = _mm512_mul_ps(neg_dmin, mf);
+          __m512i w[8];
+          for (int g = 0; g < 4; ++g) {
+            const __m512i v = _mm512_loadu_si512(qs + 256 * j + 64 * g);
+            w[g] = _mm512_and_si512(v, low4);
+            w[g + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+          }
+          block_step<8, NT>(w, s, c, x, t0, i * 8 + j, acc);
+        }
+      }
+      break;
+    }
+    case DType::Q6_K: {
+      for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
+        const uint8_t* src = grp + i * (2 * R + 16 * R + 16 * 4 * 64);
+        const __m512 d = halves(src);
+        const __m512 d32 = _mm512_mul_ps(_mm512_set1_ps(-32.0f), d);
+        const uint8_t* sc = src + 2 * R;
+        const uint8_t* qv = sc + 16 * R;
+        for (int j = 0; j < 16; ++j) {
+          const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
+          const __m512 s = _mm512_mul_ps(d, scf);
+          const __m512 c = _mm512_mul_ps(d32, scf);
+          __m512i w[4];
+          for (int g = 0; g < 4; ++g) w[g] = _mm512_loadu_si512(qv + 256 * j + 64 * g);
+          block_step<4, NT>(w, s, c, x, t0, i * 16 + j, acc);
+        }
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * y_stride, rows, acc[t]);
+}
+
+FATHOM_AVX512 void gemm_x16_avx512(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
+                                   int64_t y_stride) {
+  const __mmask16 rows = static_cast<__mmask16>((1u << n_rows) - 1);
+  int64_t t = 0;
+  for (; t + kTokenGroup <= x.n_tokens; t += kTokenGroup) tokens<kTokenGroup>(type, group, x, t, rows, y, y_stride);
+  switch (x.n_tokens - t) {
+    case 7: tokens<7>(type, group, x, t, rows, y, y_stride); break;
+    case 6: tokens<6>(type, group, x, t, rows, y, y_stride); break;
+    case 5: tokens<5>(type, group, x, t, rows, y, y_stride); break;
+    case 4: tokens<4>(type, group, x, t, rows, y, y_stride); break;
+    case 3: tokens<3>(type, group, x, t, rows, y, y_stride); break;
+    case 2: tokens<2>(type, group, x, t, rows, y, y_stride); break;
+    case 1: tokens<1>(type, group, x, t, rows, y, y_stride); break;
+    default: break;
+  }
+}
+
+// Bit-exact with gemm_quantize_activations: same max, same division, round to nearest even.
+FATHOM_AVX512 void quantize_gemm_avx512(const float* x, int64_t n_tokens, int64_t n, int64_t block, int8_t* q,
+                                        float* xd, float* xs) {
+  const int64_t nb = n / block;
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* v = x + t * n + b * block;
+      int8_t* o = q + t * n + b * block;
+      const __m512 v0 = _mm512_loadu_ps(v);
+      const __m512 v1 = block == 32 ? _mm512_loadu_ps(v + 16) : _mm512_setzero_ps();
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1)));
+      const float d = amax / 127.0f;
+      const float id = d > 0.0f ? 1.0f / d : 0.0f;
+      const __m512 idv = _mm512_set1_ps(id);
+      const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));
+      __m512i sum = q0;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm512_cvtepi32_epi8(q0));
+      if (block == 32) {
+        const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 16), _mm512_cvtepi32_epi8(q1));
+        sum = _mm512_add_epi32(sum, q1);
+      }
+      xd[t * nb + b] = d;
+      xs[t * nb + b] = d * static_cast<float>(_mm512_reduce_add_epi32(sum));
+    }
+  }
+}
+
+}  // namespace
+
+void install_gemm_avx512(Kernels& k) {
+  k.gemm_x16 = gemm_x16_avx512;
+  k.quantize_gemm = quantize_gemm_avx512;
+  k.gemm_is_simd = true;
+}
+
+}  // namespace fathom::cpu::detail
+
+#else
+
+namespace fathom::cpu::detail {
+void install_gemm_avx512(Kernels&) {}
+}  // namespace fathom::cpu::detail
+
+#endif

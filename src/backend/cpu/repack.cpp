@@ -1,0 +1,191 @@
+#include "backend/cpu/repack.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "backend/cpu/gemm.h"
+#include "quant/blocks.h"
+
+namespace fathom::cpu {
+
+namespace {
+
+using namespace fathom::quant;
+
+constexpr int64_t R = kGemmRows;
+
+size_t block_bytes(DType t) {
+  switch (t) {
+    case DType::Q4_0: return 2 * R + 4 * 64;
+    case DType::Q8_0: return 2 * R + 8 * 64;
+    case DType::Q4_K: return 4 * R + 16 * R + 8 * 4 * 64;
+    case DType::Q6_K: return 2 * R + 16 * R + 16 * 4 * 64;
+    default: return 0;
+  }
+}
+
+int64_t block_values(DType t) { return t == DType::Q4_0 || t == DType::Q8_0 ? 32 : kQK; }
+
+// The 256 6-bit values (0..63) of a q6_K block in value order.
+void q6_K_values(const block_q6_K& b, uint8_t* q) {
+  for (int c = 0; c < 2; ++c) {
+    const uint8_t* ql = b.ql + 64 * c;
+    const uint8_t* qh = b.qh + 32 * c;
+    for (int l = 0; l < 32; ++l) {
+      q[128 * c + l] = static_cast<uint8_t>((ql[l] & 15) | (qh[l] & 3) << 4);
+      q[128 * c + 32 + l] = static_cast<uint8_t>((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4);
+      q[128 * c + 64 + l] = static_cast<uint8_t>((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4);
+      q[128 * c + 96 + l] = static_cast<uint8_t>((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4);
+    }
+  }
+}
+
+// Writes row r (0..15) of one block of the x16 layout at `out` from the source block `src`.
+void put_row(DType t, const uint8_t* src, int64_t r, uint8_t* out) {
+  switch (t) {
+    case DType::Q4_0: {
+      const auto& b = *reinterpret_cast<const block_q4_0*>(src);
+      std::memcpy(out + 2 * r, &b.d, 2);
+      for (int g = 0; g < 4; ++g) std::memcpy(out + 2 * R + 64 * g + 4 * r, b.qs + 4 * g, 4);
+      return;
+    }
+    case DType::Q8_0: {
+      const auto& b = *reinterpret_cast<const block_q8_0*>(src);
+      std::memcpy(out + 2 * r, &b.d, 2);
+      for (int g = 0; g < 8; ++g)
+        for (int k = 0; k < 4; ++k)
+          out[2 * R + 64 * g + 4 * r + k] = static_cast<uint8_t>(static_cast<uint8_t>(b.qs[4 * g + k]) ^ 0x80);
+      return;
+    }
+    case DType::Q4_K: {
+      const auto& b = *reinterpret_cast<const block_q4_K*>(src);
+      std::memcpy(out + 2 * r, &b.d, 2);
+      std::memcpy(out + 2 * R + 2 * r, &b.dmin, 2);
+      uint8_t* sc = out + 4 * R;
+      uint8_t* mn = sc + 8 * R;
+      uint8_t* qs = mn + 8 * R;
+      for (int j = 0; j < 8; ++j) {
+        unpack_scale_min_k4(j, b.scales, &sc[j * R + r], &mn[j * R + r]);
+        uint8_t v[32];
+        const uint8_t* q = b.qs + 32 * (j / 2);
+        const int shift = 4 * (j & 1);
+        for (int l = 0; l < 32; ++l) v[l] = (q[l] >> shift) & 15;
+        for (int g = 0; g < 4; ++g)
+          for (int k = 0; k < 4; ++k)
+            qs[256 * j + 64 * g + 4 * r + k] = static_cast<uint8_t>(v[4 * g + k] | v[16 + 4 * g + k] << 4);
+      }
+      return;
+    }
+    case DType::Q6_K: {
+      const auto& b = *reinterpret_cast<const block_q6_K*>(src);
+      std::memcpy(out + 2 * r, &b.d, 2);
+      int8_t* sc = reinterpret_cast<int8_t*>(out + 2 * R);
+      uint8_t* qv = out + 2 * R + 16 * R;
+      uint8_t v[256];
+      q6_K_values(b, v);
+      for (int j = 0; j < 16; ++j) {
+        sc[j * R + r] = b.scales[j];
+        for (int g = 0; g < 4; ++g) std::memcpy(qv + 256 * j + 64 * g + 4 * r, v + 16 * j + 4 * g, 4);
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+}  // namespace
+
+bool repackable(DType t) { return block_bytes(t) != 0; }
+
+size_t repacked_group_bytes(DType t, int64_t n) {
+  return block_bytes(t) * static_cast<size_t>(n / block_values(t));
+}
+
+RepackedMatrix repack(const TensorView& w, ThreadPool* pool) {
+  RepackedMatrix m;
+  if (!repackable(w.dtype) || w.ne[0] % block_values(w.dtype) != 0) return m;
+  m.type = w.dtype;
+  m.n = w.ne[0];
+  m.n_rows = w.n_rows();
+  m.n_groups = (m.n_rows + R - 1) / R;
+  m.group_bytes = repacked_group_bytes(w.dtype, m.n);
+  const size_t total = m.group_bytes * static_cast<size_t>(m.n_groups);
+  void* p = std::aligned_alloc(64, (total + 63) / 64 * 64);
+  if (p == nullptr) return m;
+  m.data = std::unique_ptr<uint8_t, void (*)(void*)>(static_cast<uint8_t*>(p), std::free);
+  const int64_t nb = m.n / block_values(w.dtype);
+  const size_t in_block = traits(w.dtype).type_size, out_block = block_bytes(w.dtype);
+  const size_t row_bytes = w.row_bytes();
+  const auto* src = static_cast<const uint8_t*>(w.data);
+  auto work = [&](int, int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      uint8_t* out = m.data.get() + static_cast<size_t>(g) * m.group_bytes;
+      std::memset(out, 0, m.group_bytes);
+      for (int64_t r = 0; r < R && g * R + r < m.n_rows; ++r) {
+        const uint8_t* row = src + static_cast<size_t>(g * R + r) * row_bytes;
+        for (int64_t b = 0; b < nb; ++b) put_row(w.dtype, row + static_cast<size_t>(b) * in_block, r, out + static_cast<size_t>(b) * out_block);
+      }
+    }
+  };
+  if (pool != nullptr) {
+    pool->parallel_for(m.n_groups, 1, work);
+  } else {
+    work(0, 0, m.n_groups);
+  }
+  return m;
+}
+
+namespace {
+
+// MemAvailable from /proc/meminfo in bytes (0 when unknown).
+size_t available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  size_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return 0;
+}
+
+// Drops the pages of [p, p + n) from this process (whole pages inside the range only).
+void release_source(const void* p, size_t n) {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  const auto end = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+}  // namespace
+
+RepackCache::RepackCache() {
+  const char* off = std::getenv("FATHOM_NO_REPACK");
+  enabled_ = off == nullptr || off[0] == '\0' || off[0] == '0';
+  const size_t avail = available_memory();
+  budget_ = avail == 0 ? SIZE_MAX : avail / 4 * 3;
+}
+
+const RepackedMatrix* RepackCache::get(const TensorView& w, ThreadPool& pool) {
+  if (!enabled_ || !repackable(w.dtype)) return nullptr;
+  auto it = cache_.find(w.data);
+  if (it != cache_.end()) return it->second.data ? &it->second : nullptr;
+  RepackedMatrix m;
+  const size_t need = repacked_group_bytes(w.dtype, w.ne[0]) * static_cast<size_t>((w.n_rows() + kGemmRows - 1) / kGemmRows);
+  if (bytes_ + need <= budget_) m = repack(w, &pool);
+  if (m.data) {
+    bytes_ += need;
+    release_source(w.data, w.n_bytes());
+  } else {
+    ++n_skipped_;
+  }
+  auto [pos, inserted] = cache_.emplace(w.data, std::move(m));
+  return pos->second.data ? &pos->second : nullptr;
+}
+
+}  // namespace fathom::cpu

@@ -1,0 +1,70 @@
+// Weight repacking at load time: a GGUF matrix in q4_0, q8_0, q4_K or q6_K is rewritten into
+// an interleaved "x16" layout where each group of kGemmRows (16) consecutive rows is stored
+// block by block with the 16 rows side by side, so one 512-bit register holds 4 values of each
+// of the 16 rows and the int8 dot-product instruction serves 16 rows at once (gemm.h). The
+// same layout serves decode (one token) and prefill (many), with the same arithmetic per row
+// and token, so a sequence's logits do not depend on what else is in its batch.
+//
+// Per 16-row group, block after block (b = 32-value block, or K-quant super-block):
+//   q4_0x16:  d[16] fp16 | 4 x 64 B nibbles     (vector g: bytes qs[4g..4g+3] of rows 0..15;
+//                                                low nibbles = values 4g.., high = 16+4g..)
+//   q8_0x16:  d[16] fp16 | 8 x 64 B (q + 128)   (vector g: values 4g..4g+3 of rows 0..15)
+//   q4_Kx16:  d[16] dmin[16] fp16 | sc[8][16] m[8][16] u8 | 8 sub-blocks x 4 x 64 B nibbles
+//   q6_Kx16:  d[16] fp16 | sc[16][16] i8 | 16 sub-blocks x 4 x 64 B (q, 0..63)
+// q4_0/q8_0/q4_K keep the file's size (q4_K +2.8%); q6_K stores a byte per value (+22%).
+// Rows past the end of the matrix are zero.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+
+#include "core/tensor.h"
+#include "core/threadpool.h"
+
+namespace fathom::cpu {
+
+struct RepackedMatrix {
+  DType type = DType::F32;  // source GGUF type
+  int64_t n = 0;            // values per row
+  int64_t n_rows = 0;
+  int64_t n_groups = 0;     // ceil(n_rows / 16)
+  size_t group_bytes = 0;   // bytes of one 16-row group
+  std::unique_ptr<uint8_t, void (*)(void*)> data{nullptr, nullptr};  // 64-byte aligned
+
+  const uint8_t* group(int64_t g) const { return data.get() + static_cast<size_t>(g) * group_bytes; }
+};
+
+// Types with an x16 layout.
+bool repackable(DType t);
+// Bytes one 16-row group of rows with n values takes.
+size_t repacked_group_bytes(DType t, int64_t n);
+// Rewrites w (a repackable type, n a multiple of the super-block) into the x16 layout, split
+// over the pool. Returns an empty matrix (data null) when memory cannot be allocated.
+RepackedMatrix repack(const TensorView& w, ThreadPool* pool);
+
+// Repacked copies of the weights a backend has multiplied with, made on first use and kept.
+// Repacking is skipped (the caller uses the GGUF layout in place, from the mmap) for types
+// without an x16 layout, when FATHOM_NO_REPACK is set, and once the copies would take more
+// than 3/4 of the memory that was available when the cache was created. After a matrix is
+// copied its source pages are released from the process (MADV_DONTNEED on the file mapping;
+// they are re-read from the file if anything touches them again), so memory stays about the
+// size of the model.
+class RepackCache {
+ public:
+  RepackCache();
+  // The repacked form of w, or nullptr to use w as it is.
+  const RepackedMatrix* get(const TensorView& w, ThreadPool& pool);
+  size_t bytes() const { return bytes_; }
+  size_t n_skipped() const { return n_skipped_; }
+
+ private:
+  std::unordered_map<const void*, RepackedMatrix> cache_;
+  size_t bytes_ = 0;
+  size_t budget_ = 0;
+  size_t n_skipped_ = 0;
+  bool enabled_ = true;
+};
+
+}  // namespace fathom::cpu
