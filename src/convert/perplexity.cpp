@@ -109,60 +109,95 @@ Expected<PerplexityResult> perplexity(Model& model, const Tokenizer& tokenizer, 
 
 Expected<KlResult> kl_divergence(Model& base, Model& quant, const Tokenizer& tokenizer, const std::string& text,
                                  const EvalOptions& options) {
-  const int64_t n_vocab = base.config().n_vocab;
-  if (quant.config().n_vocab != n_vocab)
-    return error(ErrorCode::kInvalidArgument, strprintf("the models have different vocabularies (%lld vs %lld tokens)",
-                                                        static_cast<long long>(n_vocab),
-                                                        static_cast<long long>(quant.config().n_vocab)));
-  FATHOM_ASSIGN_OR_RETURN(ChunkedText chunks, chunk_text(tokenizer, text, options.n_ctx, options.n_chunks, n_vocab));
-  KvCache kv_base = make_cache(base, options.n_ctx), kv_quant = make_cache(quant, options.n_ctx);
-  std::vector<float> lb, lq;
-  std::vector<double> log_pb, log_pq, kls;
-  NllStats nll_base, nll_quant;
+  FATHOM_ASSIGN_OR_RETURN(std::vector<KlResult> r, kl_divergence(base, std::vector<Model*>{&quant}, tokenizer, text, options));
+  return r.front();
+}
+
+namespace {
+
+// Running comparison of one model against the base.
+struct KlAccumulator {
+  std::vector<double> kls;
+  NllStats nll;
   int64_t agree = 0;
-  double kl_sum = 0.0, kl_sum2 = 0.0;
+  double sum = 0.0, sum2 = 0.0;
+
+  KlResult finish(const NllStats& nll_base, int64_t n_chunks) {
+    KlResult r;
+    const double n = static_cast<double>(kls.size());
+    r.n_scored = static_cast<int64_t>(kls.size());
+    r.kl_mean = sum / n;
+    const double var = sum2 / n - r.kl_mean * r.kl_mean;
+    r.kl_stderr = n > 1 && var > 0 ? std::sqrt(var / (n - 1)) : 0.0;
+    r.top1_agree = static_cast<double>(agree) / n;
+    r.top1_stderr = n > 1 ? std::sqrt(r.top1_agree * (1.0 - r.top1_agree) / (n - 1)) : 0.0;
+    r.base = {nll_base.perplexity(), nll_base.perplexity_stderr(), n_chunks, nll_base.count};
+    r.quant = {nll.perplexity(), nll.perplexity_stderr(), n_chunks, nll.count};
+    r.ppl_ratio = r.base.ppl > 0 ? r.quant.ppl / r.base.ppl : 0.0;
+    std::sort(kls.begin(), kls.end());
+    r.kl_median = percentile(kls, 0.5);
+    r.kl_p90 = percentile(kls, 0.9);
+    r.kl_p95 = percentile(kls, 0.95);
+    r.kl_p99 = percentile(kls, 0.99);
+    r.kl_max = kls.back();
+    return r;
+  }
+};
+
+}  // namespace
+
+Expected<std::vector<KlResult>> kl_divergence(Model& base, const std::vector<Model*>& models, const Tokenizer& tokenizer,
+                                              const std::string& text, const EvalOptions& options) {
+  const int64_t n_vocab = base.config().n_vocab;
+  if (models.empty()) return error(ErrorCode::kInvalidArgument, "no model to compare with the base");
+  for (Model* m : models)
+    if (m->config().n_vocab != n_vocab)
+      return error(ErrorCode::kInvalidArgument, strprintf("the models have different vocabularies (%lld vs %lld tokens)",
+                                                          static_cast<long long>(n_vocab),
+                                                          static_cast<long long>(m->config().n_vocab)));
+  FATHOM_ASSIGN_OR_RETURN(ChunkedText chunks, chunk_text(tokenizer, text, options.n_ctx, options.n_chunks, n_vocab));
+  KvCache kv_base = make_cache(base, options.n_ctx);
+  std::vector<KvCache> kvs;
+  for (Model* m : models) kvs.push_back(make_cache(*m, options.n_ctx));
+  std::vector<float> lb, lq;
+  std::vector<double> log_pq;
+  std::vector<std::vector<double>> base_rows;  // log-softmax of the base per scored row
+  NllStats nll_base;
+  std::vector<KlAccumulator> acc(models.size());
   for (int64_t c = 0; c < chunks.n_chunks; ++c) {
     FATHOM_RETURN_IF_ERROR(run_chunk(base, chunks, c, kv_base, lb));
-    FATHOM_RETURN_IF_ERROR(run_chunk(quant, chunks, c, kv_quant, lq));
-    for (int64_t i = 0; i < chunks.scored_per_chunk(); ++i) {
+    const int64_t rows = chunks.scored_per_chunk();
+    base_rows.resize(static_cast<size_t>(rows));
+    std::vector<int64_t> base_top(static_cast<size_t>(rows));
+    for (int64_t i = 0; i < rows; ++i) {
       const float* rb = lb.data() + i * n_vocab;
-      const float* rq = lq.data() + i * n_vocab;
-      log_softmax(rb, n_vocab, &log_pb);
-      log_softmax(rq, n_vocab, &log_pq);
-      double kl = 0.0;
-      for (int64_t v = 0; v < n_vocab; ++v) {
-        const double lpb = log_pb[static_cast<size_t>(v)];
-        kl += std::exp(lpb) * (lpb - log_pq[static_cast<size_t>(v)]);
-      }
-      kl = std::max(0.0, kl);  // rounding can leave a tiny negative for identical distributions
-      kls.push_back(kl);
-      kl_sum += kl;
-      kl_sum2 += kl * kl;
-      agree += (std::max_element(rb, rb + n_vocab) - rb) == (std::max_element(rq, rq + n_vocab) - rq);
-      const int32_t target = chunks.target(c, i);
-      nll_base.add(-log_pb[static_cast<size_t>(target)]);
-      nll_quant.add(-log_pq[static_cast<size_t>(target)]);
+      log_softmax(rb, n_vocab, &base_rows[static_cast<size_t>(i)]);
+      base_top[static_cast<size_t>(i)] = std::max_element(rb, rb + n_vocab) - rb;
+      nll_base.add(-base_rows[static_cast<size_t>(i)][static_cast<size_t>(chunks.target(c, i))]);
     }
-    if (options.on_chunk) options.on_chunk(c + 1, chunks.n_chunks, kl_sum / static_cast<double>(kls.size()));
+    for (size_t k = 0; k < models.size(); ++k) {
+      FATHOM_RETURN_IF_ERROR(run_chunk(*models[k], chunks, c, kvs[k], lq));
+      KlAccumulator& a = acc[k];
+      for (int64_t i = 0; i < rows; ++i) {
+        const float* rq = lq.data() + i * n_vocab;
+        const std::vector<double>& lpb = base_rows[static_cast<size_t>(i)];
+        log_softmax(rq, n_vocab, &log_pq);
+        double kl = 0.0;
+        for (int64_t v = 0; v < n_vocab; ++v)
+          kl += std::exp(lpb[static_cast<size_t>(v)]) * (lpb[static_cast<size_t>(v)] - log_pq[static_cast<size_t>(v)]);
+        kl = std::max(0.0, kl);  // rounding can leave a tiny negative for identical distributions
+        a.kls.push_back(kl);
+        a.sum += kl;
+        a.sum2 += kl * kl;
+        a.agree += base_top[static_cast<size_t>(i)] == std::max_element(rq, rq + n_vocab) - rq;
+        a.nll.add(-log_pq[static_cast<size_t>(chunks.target(c, i))]);
+      }
+    }
+    if (options.on_chunk) options.on_chunk(c + 1, chunks.n_chunks, acc[0].sum / static_cast<double>(acc[0].kls.size()));
   }
-  KlResult r;
-  const double n = static_cast<double>(kls.size());
-  r.n_scored = static_cast<int64_t>(kls.size());
-  r.kl_mean = kl_sum / n;
-  const double var = kl_sum2 / n - r.kl_mean * r.kl_mean;
-  r.kl_stderr = n > 1 && var > 0 ? std::sqrt(var / (n - 1)) : 0.0;
-  r.top1_agree = static_cast<double>(agree) / n;
-  r.top1_stderr = n > 1 ? std::sqrt(r.top1_agree * (1.0 - r.top1_agree) / (n - 1)) : 0.0;
-  r.base = {nll_base.perplexity(), nll_base.perplexity_stderr(), chunks.n_chunks, nll_base.count};
-  r.quant = {nll_quant.perplexity(), nll_quant.perplexity_stderr(), chunks.n_chunks, nll_quant.count};
-  r.ppl_ratio = r.base.ppl > 0 ? r.quant.ppl / r.base.ppl : 0.0;
-  std::sort(kls.begin(), kls.end());
-  r.kl_median = percentile(kls, 0.5);
-  r.kl_p90 = percentile(kls, 0.9);
-  r.kl_p95 = percentile(kls, 0.95);
-  r.kl_p99 = percentile(kls, 0.99);
-  r.kl_max = kls.back();
-  return r;
+  std::vector<KlResult> out;
+  for (KlAccumulator& a : acc) out.push_back(a.finish(nll_base, chunks.n_chunks));
+  return out;
 }
 
 }  // namespace fathom::convert

@@ -97,5 +97,9 @@ struct KlResult {
 // distributions. The models must share a vocabulary size.
 Expected<KlResult> kl_divergence(Model& base, Model& quant, const Tokenizer& tokenizer, const std::string& text,
                                  const EvalOptions& options);
+// The same for several models against one base, which runs once per chunk: one result per
+// model, in order. on_chunk reports the first model's running mean KL.
+Expected<std::vector<KlResult>> kl_divergence(Model& base, const std::vector<Model*>& models, const Tokenizer& tokenizer,
+                                              const std::string& text, const EvalOptions& options);
 
 }  // namespace fathom::convert

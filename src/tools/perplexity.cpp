@@ -82,20 +82,22 @@ int cmd_perplexity(const Args& args) {
 }
 
 int cmd_kl_divergence(const Args& args) {
-  std::string base_path, model_path, text_path;
+  std::string base_path, text_path;
+  std::vector<std::string> model_paths;
   int64_t ctx = 512, chunks = -1;
   int threads = 0;
-  ArgParser p("fathom kl-divergence --base BASE.gguf -m QUANT.gguf -f TEXT.txt [--ctx N] [--chunks N]",
-              "Runs both models on the same chunks and compares their next-token distributions: mean\n"
-              "KL(base || quant) +/- stderr, top-1 agreement, both perplexities and their ratio, KL percentiles.");
+  ArgParser p("fathom kl-divergence --base BASE.gguf -m QUANT.gguf [-m QUANT2.gguf ...] -f TEXT.txt [--ctx N] [--chunks N]",
+              "Runs the models on the same chunks and compares their next-token distributions with the\n"
+              "base's: mean KL(base || model) +/- stderr, top-1 agreement, both perplexities and their ratio,\n"
+              "KL percentiles. With several -m the base runs once per chunk and a table compares them all.");
   p.add_string("--base", "FILE", "reference model (e.g. F16/F32)", &base_path);
-  p.add_string("-m,--model", "FILE", "model to compare (e.g. its quantization)", &model_path);
+  p.add_list("-m,--model", "FILE", "model to compare (e.g. its quantization); repeat for several", &model_paths);
   p.add_string("-f,--file", "FILE", "text file", &text_path);
   p.add_int("-c,--ctx", "N", "tokens per chunk (default 512)", &ctx);
   p.add_int("--chunks", "N", "evaluate at most N chunks (default: all)", &chunks);
   p.add_int("-t,--threads", "N", "CPU threads per model (default: all cores)", &threads);
   if (auto rc = p.parse(args)) return *rc;
-  if (base_path.empty() || model_path.empty() || text_path.empty()) {
+  if (base_path.empty() || model_paths.empty() || text_path.empty()) {
     std::fprintf(stderr, "fathom kl-divergence: pass --base BASE.gguf, -m QUANT.gguf and -f TEXT.txt\n");
     return 2;
   }
@@ -105,8 +107,14 @@ int cmd_kl_divergence(const Args& args) {
     return 1;
   }
   auto base = load_or_print("kl-divergence", base_path, threads);
-  auto quant = base ? load_or_print("kl-divergence", model_path, threads) : nullptr;
-  if (!base || !quant) return 1;
+  if (!base) return 1;
+  std::vector<std::unique_ptr<Model>> owned;
+  std::vector<Model*> models;
+  for (const std::string& path : model_paths) {
+    owned.push_back(load_or_print("kl-divergence", path, threads));
+    if (!owned.back()) return 1;
+    models.push_back(owned.back().get());
+  }
   auto tok = Tokenizer::from_gguf(base->file());
   if (!tok) {
     std::fprintf(stderr, "fathom kl-divergence: %s\n", tok.status().to_string().c_str());
@@ -116,20 +124,34 @@ int cmd_kl_divergence(const Args& args) {
   o.n_ctx = ctx;
   o.n_chunks = chunks;
   o.on_chunk = progress("kl-divergence");
-  auto r = convert::kl_divergence(*base, *quant, **tok, *text, o);
-  if (!r) {
-    std::fprintf(stderr, "fathom kl-divergence: %s\n", r.status().to_string().c_str());
-    return r.status().code() == ErrorCode::kInvalidArgument ? 2 : 1;
+  auto results = convert::kl_divergence(*base, models, **tok, *text, o);
+  if (!results) {
+    std::fprintf(stderr, "fathom kl-divergence: %s\n", results.status().to_string().c_str());
+    return results.status().code() == ErrorCode::kInvalidArgument ? 2 : 1;
   }
-  std::printf("tokens scored:     %lld (%lld chunks of %lld)\n", static_cast<long long>(r->n_scored),
-              static_cast<long long>(r->base.n_chunks), static_cast<long long>(ctx));
-  std::printf("mean KL:           %.6f +/- %.6f nats\n", r->kl_mean, r->kl_stderr);
-  std::printf("top-1 agreement:   %.3f%% +/- %.3f%%\n", 100.0 * r->top1_agree, 100.0 * r->top1_stderr);
-  std::printf("PPL base:          %.4f +/- %.5f\n", r->base.ppl, r->base.ppl_stderr);
-  std::printf("PPL model:         %.4f +/- %.5f\n", r->quant.ppl, r->quant.ppl_stderr);
-  std::printf("PPL ratio:         %.5f\n", r->ppl_ratio);
-  std::printf("KL percentiles:    median %.6f  p90 %.6f  p95 %.6f  p99 %.6f  max %.6f\n", r->kl_median, r->kl_p90,
-              r->kl_p95, r->kl_p99, r->kl_max);
+  const convert::KlResult& first = results->front();
+  std::printf("tokens scored:     %lld (%lld chunks of %lld)\n", static_cast<long long>(first.n_scored),
+              static_cast<long long>(first.base.n_chunks), static_cast<long long>(ctx));
+  std::printf("PPL base:          %.4f +/- %.5f\n", first.base.ppl, first.base.ppl_stderr);
+  if (results->size() == 1) {
+    const convert::KlResult& r = first;
+    std::printf("mean KL:           %.6f +/- %.6f nats\n", r.kl_mean, r.kl_stderr);
+    std::printf("top-1 agreement:   %.3f%% +/- %.3f%%\n", 100.0 * r.top1_agree, 100.0 * r.top1_stderr);
+    std::printf("PPL model:         %.4f +/- %.5f\n", r.quant.ppl, r.quant.ppl_stderr);
+    std::printf("PPL ratio:         %.5f\n", r.ppl_ratio);
+    std::printf("KL percentiles:    median %.6f  p90 %.6f  p95 %.6f  p99 %.6f  max %.6f\n", r.kl_median, r.kl_p90,
+                r.kl_p95, r.kl_p99, r.kl_max);
+    return 0;
+  }
+  std::printf("\n| model | size (MiB) | mean KL (nats) | top-1 agreement | PPL ratio | KL p99 |\n|---|---|---|---|---|---|\n");
+  for (size_t i = 0; i < models.size(); ++i) {
+    const convert::KlResult& r = (*results)[i];
+    const std::string& path = model_paths[i];
+    const std::string name = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
+    std::printf("| %s | %.1f | %.6f ± %.6f | %.2f%% ± %.2f%% | %.5f | %.5f |\n", name.c_str(),
+                static_cast<double>(models[i]->file().file_size()) / (1024.0 * 1024.0), r.kl_mean, r.kl_stderr,
+                100.0 * r.top1_agree, 100.0 * r.top1_stderr, r.ppl_ratio, r.kl_p99);
+  }
   return 0;
 }
 

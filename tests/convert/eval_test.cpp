@@ -97,6 +97,18 @@ TEST(PerplexityTest, KlOfAQuantizationIsSmallButPositive) {
   EXPECT_LE(r->kl_p99, r->kl_max);
   EXPECT_GT(r->ppl_ratio, 0.8);
   EXPECT_LT(r->ppl_ratio, 1.5);
+
+  // Several models against one base in one pass give each model's own result.
+  auto same = load(kStories);
+  ASSERT_TRUE(same);
+  auto both = convert::kl_divergence(*base, std::vector<Model*>{quant.get(), same.get()}, **tok, kStory, o);
+  ASSERT_TRUE(both.has_value()) << both.status().to_string();
+  ASSERT_EQ(both->size(), 2u);
+  EXPECT_DOUBLE_EQ((*both)[0].kl_mean, r->kl_mean);
+  EXPECT_DOUBLE_EQ((*both)[0].top1_agree, r->top1_agree);
+  EXPECT_DOUBLE_EQ((*both)[0].ppl_ratio, r->ppl_ratio);
+  EXPECT_LT((*both)[1].kl_mean, 1e-9);
+  EXPECT_DOUBLE_EQ((*both)[1].top1_agree, 1.0);
 }
 
 TEST(ImatrixTest, CollectorRecordsSquaredInputsPerMatrix) {
