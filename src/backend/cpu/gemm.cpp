@@ -152,6 +152,20 @@ void unpack_row(DType t, const uint8_t* __restrict row, int64_t n, uint8_t* __re
   }
 }
 
+// Value at p of a float type.
+inline float float_value(DType t, const uint8_t* p) {
+  uint16_t h;
+  switch (t) {
+    case DType::F16: std::memcpy(&h, p, 2); return half_to_float(h);
+    case DType::BF16: std::memcpy(&h, p, 2); return bf16_to_fp32(h);
+    default: {
+      float f;
+      std::memcpy(&f, p, 4);
+      return f;
+    }
+  }
+}
+
 struct TileLayout {
   size_t u_bytes, f_bytes;
   int64_t n_blocks;
@@ -343,6 +357,18 @@ void x16_group_to_tile(DType type, const uint8_t* group, int64_t n, uint8_t* buf
   tile->block = block;
 }
 
+void gemm_float_reference(const TensorView& w, const float* x, int64_t n_tokens, float* y, int64_t y_stride) {
+  const int64_t n = w.ne[0];
+  const size_t vb = w.dtype == DType::F32 ? 4 : 2;
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t r = 0; r < w.n_rows(); ++r) {
+      const uint8_t* row = w.row(r);
+      float a[2] = {0.0f, 0.0f};
+      for (int64_t i = 0; i < n; ++i) a[i & 1] = std::fma(float_value(w.dtype, row + static_cast<size_t>(i) * vb), x[t * n + i], a[i & 1]);
+      y[t * y_stride + r] = a[0] + a[1];
+    }
+}
+
 namespace detail {
 
 void gemm_int_generic(const GemmIntTile& tile, const GemmActivations& x, int64_t n_rows, float* y, int64_t y_stride) {
@@ -369,6 +395,20 @@ void gemm_int_generic(const GemmIntTile& tile, const GemmActivations& x, int64_t
 
 void gemm_x16_generic(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
                       int64_t y_stride) {
+  if (gemm_block(type) == 0) {
+    // Float group: rows side by side; same canonical order as gemm_float_reference.
+    const size_t vb = type == DType::F32 ? 4 : 2;
+    for (int64_t t = 0; t < x.n_tokens; ++t)
+      for (int64_t r = 0; r < n_rows; ++r) {
+        float a[2] = {0.0f, 0.0f};
+        for (int64_t i = 0; i < x.n; ++i) {
+          const uint8_t* p = group + (static_cast<size_t>(i) * kGemmRows + static_cast<size_t>(r)) * vb;
+          a[i & 1] = std::fma(float_value(type, p), x.f[t * x.n + i], a[i & 1]);
+        }
+        y[t * y_stride + r] = a[0] + a[1];
+      }
+    return;
+  }
   std::vector<uint8_t> buf(gemm_tile_bytes(type, x.n) + 64);
   GemmIntTile tile;
   x16_group_to_tile(type, group, x.n, buf.data(), &tile);
@@ -381,6 +421,19 @@ void gemm(ThreadPool& pool, const Kernels& kernels, const RepackedMatrix& w, con
           float* y, GemmScratch& scratch) {
   const int64_t n = w.n, n_out = w.n_rows;
   const int64_t block = gemm_block(w.type);
+  const GemmX16Fn kernel = kernels.gemm_x16;
+  // At least ~64K multiply-adds per chunk, so small matrices do not pay for a wake-up.
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, kGemmRows * n * n_tokens));
+  if (block == 0) {
+    GemmActivations act;
+    act.n_tokens = n_tokens;
+    act.n = n;
+    act.f = x;
+    pool.parallel_for(w.n_groups, grain, [&](int, int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) kernel(w.type, w.group(g), act, std::min(kGemmRows, n_out - g * kGemmRows), y + g * kGemmRows, n_out);
+    });
+    return;
+  }
   const int64_t nb = n / block;
   scratch.q.resize(static_cast<size_t>(n_tokens * n));
   scratch.xd.resize(static_cast<size_t>(n_tokens * nb));
@@ -394,10 +447,7 @@ void gemm(ThreadPool& pool, const Kernels& kernels, const RepackedMatrix& w, con
                scratch.xs.data() + t0 * nb);
     });
   }
-  const GemmActivations act{scratch.q.data(), scratch.xd.data(), scratch.xs.data(), n_tokens, n, block};
-  const GemmX16Fn kernel = kernels.gemm_x16;
-  // At least ~64K multiply-adds per chunk, so small matrices do not pay for a wake-up.
-  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, kGemmRows * n * n_tokens));
+  const GemmActivations act{scratch.q.data(), scratch.xd.data(), scratch.xs.data(), n_tokens, n, block, x};
   pool.parallel_for(w.n_groups, grain, [&](int, int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t rows = std::min(kGemmRows, n_out - g * kGemmRows);

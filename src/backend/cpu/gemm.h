@@ -34,6 +34,7 @@ constexpr int64_t kGemmRows = 16;  // weight rows per tile (one 512-bit register
 
 // Activations of a batch quantized for the int tile: q[t][i] int8, xd[t][b] scale, xs[t][b] =
 // xd * sum of the block's q.
+// For float weights (f16/bf16/f32) only f is used: the activations as they are.
 struct GemmActivations {
   const int8_t* q = nullptr;
   const float* xd = nullptr;
@@ -41,6 +42,7 @@ struct GemmActivations {
   int64_t n_tokens = 0;
   int64_t n = 0;         // values per token
   int64_t block = 32;    // values per block (32 or 16)
+  const float* f = nullptr;  // [n_tokens, n] f32
 };
 
 // One unpacked tile of kGemmRows rows (rows past the matrix end are zero).
@@ -60,6 +62,10 @@ using GemmX16Fn = void (*)(DType type, const uint8_t* group, const GemmActivatio
 using GemmQuantizeFn = void (*)(const float* x, int64_t n_tokens, int64_t n, int64_t block, int8_t* q, float* xd,
                                 float* xs);
 
+// Float weights (f16, bf16, f32) have no integer form: their canonical dot product is
+//   a0 = sum over even i, a1 = sum over odd i (each an FMA chain in order of i), y = a0 + a1,
+// which gemm_float_reference computes from the GGUF rows and the SIMD kernels reproduce exactly.
+//
 // Block size of the (u, scale, corr) form of t: 32 or 16; 0 when t has none.
 int64_t gemm_block(DType t);
 
@@ -86,6 +92,8 @@ size_t gemm_tile_bytes(DType t, int64_t n);
 void gemm_unpack_tile(const TensorView& w, int64_t r0, int64_t n_rows, uint8_t* buffer, GemmIntTile* tile);
 // The same tile from one repacked 16-row group (repack.h) of rows with n values.
 void x16_group_to_tile(DType type, const uint8_t* group, int64_t n, uint8_t* buffer, GemmIntTile* tile);
+// The canonical float dot products of rows [0, n_rows) of a float GGUF matrix with the tokens.
+void gemm_float_reference(const TensorView& w, const float* x, int64_t n_tokens, float* y, int64_t y_stride);
 
 namespace detail {
 // The reference product of a tile with all tokens of x.

@@ -132,9 +132,60 @@ FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations&
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * y_stride, rows, acc[t]);
 }
 
+// 16 values of a float group (rows side by side) as f32.
+FATHOM_AVX512 inline __m512 float_row(DType type, const uint8_t* p) {
+  switch (type) {
+    case DType::F16: return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    case DType::BF16:
+      return _mm512_castsi512_ps(
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+    default: return _mm512_loadu_ps(reinterpret_cast<const float*>(p));
+  }
+}
+
+// Float weights: two FMA chains per token (even and odd values), summed at the end, as the
+// canonical order in gemm.h defines.
+template <DType T, int NT>
+FATHOM_AVX512 void float_tokens(const uint8_t* grp, const GemmActivations& x, int64_t t0, __mmask16 rows, float* y,
+                                int64_t y_stride) {
+  constexpr int64_t vb = T == DType::F32 ? 64 : 32;  // bytes of one value of 16 rows
+  __m512 a0[NT], a1[NT];
+  for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
+  const float* xf = x.f + t0 * x.n;
+  for (int64_t i = 0; i < x.n; i += 2) {
+    const __m512 w0 = float_row(T, grp + i * vb), w1 = float_row(T, grp + (i + 1) * vb);
+    for (int t = 0; t < NT; ++t) {
+      a0[t] = _mm512_fmadd_ps(w0, _mm512_set1_ps(xf[t * x.n + i]), a0[t]);
+      a1[t] = _mm512_fmadd_ps(w1, _mm512_set1_ps(xf[t * x.n + i + 1]), a1[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * y_stride, rows, _mm512_add_ps(a0[t], a1[t]));
+}
+
+template <DType T>
+FATHOM_AVX512 void float_group(const uint8_t* grp, const GemmActivations& x, __mmask16 rows, float* y, int64_t y_stride) {
+  constexpr int kGroup = 6;  // 12 accumulators
+  int64_t t = 0;
+  for (; t + kGroup <= x.n_tokens; t += kGroup) float_tokens<T, kGroup>(grp, x, t, rows, y, y_stride);
+  switch (x.n_tokens - t) {
+    case 5: float_tokens<T, 5>(grp, x, t, rows, y, y_stride); break;
+    case 4: float_tokens<T, 4>(grp, x, t, rows, y, y_stride); break;
+    case 3: float_tokens<T, 3>(grp, x, t, rows, y, y_stride); break;
+    case 2: float_tokens<T, 2>(grp, x, t, rows, y, y_stride); break;
+    case 1: float_tokens<T, 1>(grp, x, t, rows, y, y_stride); break;
+    default: break;
+  }
+}
+
 FATHOM_AVX512 void gemm_x16_avx512(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
                                    int64_t y_stride) {
   const __mmask16 rows = static_cast<__mmask16>((1u << n_rows) - 1);
+  switch (type) {
+    case DType::F16: return float_group<DType::F16>(group, x, rows, y, y_stride);
+    case DType::BF16: return float_group<DType::BF16>(group, x, rows, y, y_stride);
+    case DType::F32: return float_group<DType::F32>(group, x, rows, y, y_stride);
+    default: break;
+  }
   int64_t t = 0;
   for (; t + kTokenGroup <= x.n_tokens; t += kTokenGroup) tokens<kTokenGroup>(type, group, x, t, rows, y, y_stride);
   switch (x.n_tokens - t) {

@@ -25,11 +25,19 @@ size_t block_bytes(DType t) {
     case DType::Q8_0: return 2 * R + 8 * 64;
     case DType::Q4_K: return 4 * R + 16 * R + 8 * 4 * 64;
     case DType::Q6_K: return 2 * R + 16 * R + 16 * 4 * 64;
+    case DType::F16: case DType::BF16: return 2 * R;
+    case DType::F32: return 4 * R;
     default: return 0;
   }
 }
 
-int64_t block_values(DType t) { return t == DType::Q4_0 || t == DType::Q8_0 ? 32 : kQK; }
+int64_t block_values(DType t) {
+  switch (t) {
+    case DType::Q4_0: case DType::Q8_0: return 32;
+    case DType::F16: case DType::BF16: case DType::F32: return 1;
+    default: return kQK;
+  }
+}
 
 // The 256 6-bit values (0..63) of a q6_K block in value order.
 void q6_K_values(const block_q6_K& b, uint8_t* q) {
@@ -94,6 +102,13 @@ void put_row(DType t, const uint8_t* src, int64_t r, uint8_t* out) {
       }
       return;
     }
+    case DType::F16:
+    case DType::BF16:
+      std::memcpy(out + 2 * r, src, 2);
+      return;
+    case DType::F32:
+      std::memcpy(out + 4 * r, src, 4);
+      return;
     default:
       return;
   }

@@ -11,6 +11,7 @@
 //   q8_0x16:  d[16] fp16 | 8 x 64 B (q + 128)   (vector g: values 4g..4g+3 of rows 0..15)
 //   q4_Kx16:  d[16] dmin[16] fp16 | sc[8][16] m[8][16] u8 | 8 sub-blocks x 4 x 64 B nibbles
 //   q6_Kx16:  d[16] fp16 | sc[16][16] i8 | 16 sub-blocks x 4 x 64 B (q, 0..63)
+//   f16/bf16/f32 x16: value i of rows 0..15 side by side, i = 0..n-1
 // q4_0/q8_0/q4_K keep the file's size (q4_K +2.8%); q6_K stores a byte per value (+22%).
 // Rows past the end of the matrix are zero.
 #pragma once
