@@ -53,7 +53,8 @@ std::vector<float> tokens(int64_t n_tokens, int64_t n, uint32_t seed) {
   return x;
 }
 
-const DType kRepacked[] = {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32};
+const DType kRepacked[] = {DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_K, DType::Q5_K,
+                           DType::Q6_K, DType::F16,  DType::BF16, DType::F32};
 
 std::vector<Isa> available_isas() {
   std::vector<Isa> out;
@@ -92,7 +93,7 @@ TEST(Gemm, BlockSizes) {
   EXPECT_EQ(gemm_block(DType::Q4_0), 32);
   EXPECT_EQ(gemm_block(DType::F16), 0);
   for (DType t : kRepacked) EXPECT_TRUE(repackable(t)) << dtype_name(t);
-  EXPECT_FALSE(repackable(DType::Q5_K));
+  EXPECT_FALSE(repackable(DType::Q5_1));
   EXPECT_TRUE(repackable(DType::F16));
 }
 
@@ -201,7 +202,7 @@ TEST(Gemm, TilesReproduceDequantizedWeights) {
 TEST(Gemm, MatmulIsBatchInvariant) {
   ThreadPool pool(2);
   const int64_t n = 1024, n_out = 64, n_tok = 13;
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::Q5_K, DType::F16, DType::BF16}) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::Q5_K, DType::Q5_1, DType::F16, DType::BF16}) {
     const Matrix m = make_matrix(t, n_out, n, 21);
     const std::vector<float> x = tokens(n_tok, n, 22);
     std::vector<float> big(static_cast<size_t>(n_tok * n_out)), small(big.size());

@@ -264,6 +264,20 @@ void gemm_quantize_activations(const float* x, int64_t n_tokens, int64_t n, int6
   }
 }
 
+// Nibble vectors of one 32-value x16 block (4 x 64 B) and its optional 5th-bit vector -> the 8
+// tile vectors of u (64 B each, `stride` apart): vector g holds values 4g.. (low nibbles of
+// nibble vector g), vector g + 4 values 16 + 4g.. (high nibbles).
+void split_x16_nibbles(const uint8_t* nib, const uint8_t* hi, uint8_t* u, int64_t stride) {
+  for (int64_t g = 0; g < 4; ++g)
+    for (int64_t i = 0; i < 64; ++i) {
+      u[g * stride + i] = nib[64 * g + i] & 15;
+      u[(g + 4) * stride + i] = nib[64 * g + i] >> 4;
+    }
+  if (hi == nullptr) return;
+  for (int64_t g = 0; g < 8; ++g)
+    for (int64_t i = 0; i < 64; ++i) u[g * stride + i] = static_cast<uint8_t>(u[g * stride + i] | ((hi[i] >> g) & 1) << 4);
+}
+
 void x16_group_to_tile(DType type, const uint8_t* group, int64_t n, uint8_t* buffer, GemmIntTile* tile) {
   constexpr int64_t R = kGemmRows;
   const int64_t block = gemm_block(type);
@@ -281,50 +295,42 @@ void x16_group_to_tile(DType type, const uint8_t* group, int64_t n, uint8_t* buf
   auto uvec = [&](int64_t b, int64_t g) { return u + (b * (block / 4) + g) * R * 4; };
   switch (type) {
     case DType::Q4_0:
+    case DType::Q5_0:
     case DType::Q8_0: {
-      const bool q4 = type == DType::Q4_0;
-      const size_t bb = q4 ? 2 * R + 4 * 64 : 2 * R + 8 * 64;
+      const bool q8 = type == DType::Q8_0, five = type == DType::Q5_0;
+      const size_t bb = q8 ? 2 * R + 8 * 64 : 2 * R + 4 * 64 + (five ? 64 : 0);
       for (int64_t b = 0; b < n / 32; ++b) {
         const uint8_t* src = group + static_cast<size_t>(b) * bb;
         for (int64_t r = 0; r < R; ++r) {
           const float d = half(src + 2 * r);
           scale[b * R + r] = d;
-          corr[b * R + r] = (q4 ? -8.0f : -128.0f) * d;
+          corr[b * R + r] = (q8 ? -128.0f : five ? -16.0f : -8.0f) * d;
         }
-        for (int64_t g = 0; g < (q4 ? 4 : 8); ++g) {
-          const uint8_t* v = src + 2 * R + 64 * g;
-          if (q4) {
-            for (int64_t i = 0; i < 64; ++i) {
-              uvec(b, g)[i] = v[i] & 15;
-              uvec(b, g + 4)[i] = v[i] >> 4;
-            }
-          } else {
-            std::memcpy(uvec(b, g), v, 64);
-          }
+        if (q8) {
+          for (int64_t g = 0; g < 8; ++g) std::memcpy(uvec(b, g), src + 2 * R + 64 * g, 64);
+        } else {
+          split_x16_nibbles(src + 2 * R, five ? src + 2 * R + 4 * 64 : nullptr, uvec(b, 0), R * 4);
         }
       }
       break;
     }
-    case DType::Q4_K: {
-      const size_t bb = 4 * R + 16 * R + 8 * 4 * 64;
+    case DType::Q4_K:
+    case DType::Q5_K: {
+      const bool five = type == DType::Q5_K;
+      const size_t bb = 4 * R + 16 * R + 8 * 4 * 64 + (five ? 8 * 64 : 0);
       for (int64_t i = 0; i < n / quant::kQK; ++i) {
         const uint8_t* src = group + static_cast<size_t>(i) * bb;
         const uint8_t* sc = src + 4 * R;
         const uint8_t* mn = sc + 8 * R;
         const uint8_t* qs = mn + 8 * R;
+        const uint8_t* hi = qs + 8 * 4 * 64;
         for (int64_t j = 0; j < 8; ++j) {
           const int64_t b = i * 8 + j;
           for (int64_t r = 0; r < R; ++r) {
             scale[b * R + r] = half(src + 2 * r) * sc[j * R + r];
             corr[b * R + r] = -half(src + 2 * R + 2 * r) * mn[j * R + r];
           }
-          for (int64_t g = 0; g < 4; ++g) {
-            const uint8_t* v = qs + 256 * j + 64 * g;
-            for (int64_t k = 0; k < 64; ++k) {
-              uvec(b, g)[k] = v[k] & 15;
-              uvec(b, g + 4)[k] = v[k] >> 4;
-            }
-          }
+          split_x16_nibbles(qs + 256 * j, five ? hi + 64 * j : nullptr, uvec(b, 0), R * 4);
         }
       }
       break;

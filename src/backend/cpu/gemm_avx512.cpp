@@ -51,24 +51,41 @@ FATHOM_AVX512 inline void block_step(const __m512i* w, __m512 s, __m512 c, const
   }
 }
 
+// Low and high nibbles of 4 nibble vectors -> the 8 vectors of a 32-value block, plus the 5th
+// bits of the high-bit vector at hi when it is not null (bit g of each byte -> vector g).
+FATHOM_AVX512 inline void nibbles(const uint8_t* nib, const uint8_t* hi, __m512i* w) {
+  const __m512i low4 = _mm512_set1_epi8(15);
+  for (int g = 0; g < 4; ++g) {
+    const __m512i v = _mm512_loadu_si512(nib + 64 * g);
+    w[g] = _mm512_and_si512(v, low4);
+    w[g + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+  }
+  if (hi == nullptr) return;
+  const __m512i h = _mm512_loadu_si512(hi);
+  const __m512i sixteen = _mm512_set1_epi8(16);
+  for (int g = 0; g < 8; ++g) {
+    const __mmask64 m = _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(1 << g)));
+    w[g] = _mm512_mask_add_epi8(w[g], m, w[g], sixteen);  // bit 4 is clear: add = or
+  }
+}
+
 template <int NT>
 FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations& x, int64_t t0, __mmask16 rows, float* y,
                           int64_t y_stride) {
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  const __m512i low4 = _mm512_set1_epi8(15);
   switch (type) {
-    case DType::Q4_0: {
+    case DType::Q4_0:
+    case DType::Q5_0: {
+      const bool five = type == DType::Q5_0;
+      const float k = five ? -16.0f : -8.0f;
+      const int64_t bb = 2 * R + 4 * 64 + (five ? 64 : 0);
       for (int64_t b = 0; b < x.n / 32; ++b) {
-        const uint8_t* src = grp + b * (2 * R + 4 * 64);
+        const uint8_t* src = grp + b * bb;
         const __m512 s = halves(src);
-        const __m512 c = _mm512_mul_ps(_mm512_set1_ps(-8.0f), s);
+        const __m512 c = _mm512_mul_ps(_mm512_set1_ps(k), s);
         __m512i w[8];
-        for (int g = 0; g < 4; ++g) {
-          const __m512i v = _mm512_loadu_si512(src + 2 * R + 64 * g);
-          w[g] = _mm512_and_si512(v, low4);
-          w[g + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-        }
+        nibbles(src + 2 * R, five ? src + 2 * R + 4 * 64 : nullptr, w);
         block_step<8, NT>(w, s, c, x, t0, b, acc);
       }
       break;
@@ -84,25 +101,25 @@ FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations&
       }
       break;
     }
-    case DType::Q4_K: {
+    case DType::Q4_K:
+    case DType::Q5_K: {
+      const bool five = type == DType::Q5_K;
+      const int64_t bb = 4 * R + 16 * R + 8 * 4 * 64 + (five ? 8 * 64 : 0);
       for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
-        const uint8_t* src = grp + i * (4 * R + 16 * R + 8 * 4 * 64);
+        const uint8_t* src = grp + i * bb;
         const __m512 d = halves(src);
         const __m512 neg_dmin = _mm512_sub_ps(_mm512_setzero_ps(), halves(src + 2 * R));
         const uint8_t* sc = src + 4 * R;
         const uint8_t* mn = sc + 8 * R;
         const uint8_t* qs = mn + 8 * R;
+        const uint8_t* hi = qs + 8 * 4 * 64;
         for (int j = 0; j < 8; ++j) {
           const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
           const __m512 mf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mn + 16 * j))));
           const __m512 s = _mm512_mul_ps(d, scf);
           const __m512 c = _mm512_mul_ps(neg_dmin, mf);
           __m512i w[8];
-          for (int g = 0; g < 4; ++g) {
-            const __m512i v = _mm512_loadu_si512(qs + 256 * j + 64 * g);
-            w[g] = _mm512_and_si512(v, low4);
-            w[g + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-          }
+          nibbles(qs + 256 * j, five ? hi + 64 * j : nullptr, w);
           block_step<8, NT>(w, s, c, x, t0, i * 8 + j, acc);
         }
       }

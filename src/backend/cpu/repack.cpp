@@ -22,8 +22,10 @@ constexpr int64_t R = kGemmRows;
 size_t block_bytes(DType t) {
   switch (t) {
     case DType::Q4_0: return 2 * R + 4 * 64;
+    case DType::Q5_0: return 2 * R + 4 * 64 + 64;
     case DType::Q8_0: return 2 * R + 8 * 64;
     case DType::Q4_K: return 4 * R + 16 * R + 8 * 4 * 64;
+    case DType::Q5_K: return 4 * R + 16 * R + 8 * 4 * 64 + 8 * 64;
     case DType::Q6_K: return 2 * R + 16 * R + 16 * 4 * 64;
     case DType::F16: case DType::BF16: return 2 * R;
     case DType::F32: return 4 * R;
@@ -33,7 +35,7 @@ size_t block_bytes(DType t) {
 
 int64_t block_values(DType t) {
   switch (t) {
-    case DType::Q4_0: case DType::Q8_0: return 32;
+    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: return 32;
     case DType::F16: case DType::BF16: case DType::F32: return 1;
     default: return kQK;
   }
@@ -53,6 +55,21 @@ void q6_K_values(const block_q6_K& b, uint8_t* q) {
   }
 }
 
+// The nibble and 5th-bit vectors of one 32-value block of row r: nibble vector g (4 x 64 B at
+// `nib`) gets byte v[4g+k] | v[16+4g+k] << 4 at 4r + k; the high-bit vector (64 B at `hi`, null
+// for 4-bit types) gets bit g' of byte 4r + k = bit 4 of value 4g' + k.
+void put_32(const uint8_t* v, int64_t r, uint8_t* nib, uint8_t* hi) {
+  for (int g = 0; g < 4; ++g)
+    for (int k = 0; k < 4; ++k)
+      nib[64 * g + 4 * r + k] = static_cast<uint8_t>((v[4 * g + k] & 15) | (v[16 + 4 * g + k] & 15) << 4);
+  if (hi == nullptr) return;
+  for (int k = 0; k < 4; ++k) {
+    uint8_t bits = 0;
+    for (int g = 0; g < 8; ++g) bits = static_cast<uint8_t>(bits | ((v[4 * g + k] >> 4) & 1) << g);
+    hi[4 * r + k] = bits;
+  }
+}
+
 // Writes row r (0..15) of one block of the x16 layout at `out` from the source block `src`.
 void put_row(DType t, const uint8_t* src, int64_t r, uint8_t* out) {
   switch (t) {
@@ -60,6 +77,19 @@ void put_row(DType t, const uint8_t* src, int64_t r, uint8_t* out) {
       const auto& b = *reinterpret_cast<const block_q4_0*>(src);
       std::memcpy(out + 2 * r, &b.d, 2);
       for (int g = 0; g < 4; ++g) std::memcpy(out + 2 * R + 64 * g + 4 * r, b.qs + 4 * g, 4);
+      return;
+    }
+    case DType::Q5_0: {
+      const auto& b = *reinterpret_cast<const block_q5_0*>(src);
+      std::memcpy(out + 2 * r, &b.d, 2);
+      uint32_t qh;
+      std::memcpy(&qh, b.qh, 4);
+      uint8_t v[32];
+      for (int l = 0; l < 16; ++l) {
+        v[l] = static_cast<uint8_t>((b.qs[l] & 15) | ((qh >> l) & 1) << 4);
+        v[l + 16] = static_cast<uint8_t>((b.qs[l] >> 4) | ((qh >> (l + 16)) & 1) << 4);
+      }
+      put_32(v, r, out + 2 * R, out + 2 * R + 4 * 64);
       return;
     }
     case DType::Q8_0: {
@@ -70,22 +100,31 @@ void put_row(DType t, const uint8_t* src, int64_t r, uint8_t* out) {
           out[2 * R + 64 * g + 4 * r + k] = static_cast<uint8_t>(static_cast<uint8_t>(b.qs[4 * g + k]) ^ 0x80);
       return;
     }
-    case DType::Q4_K: {
-      const auto& b = *reinterpret_cast<const block_q4_K*>(src);
-      std::memcpy(out + 2 * r, &b.d, 2);
-      std::memcpy(out + 2 * R + 2 * r, &b.dmin, 2);
+    case DType::Q4_K:
+    case DType::Q5_K: {
+      const bool five = t == DType::Q5_K;
+      uint16_t d, dmin;
+      std::memcpy(&d, src, 2);
+      std::memcpy(&dmin, src + 2, 2);
+      const uint8_t* scales = src + 4;
+      const uint8_t* qh = five ? src + 16 : nullptr;
+      const uint8_t* qsrc = src + (five ? 48 : 16);
+      std::memcpy(out + 2 * r, &d, 2);
+      std::memcpy(out + 2 * R + 2 * r, &dmin, 2);
       uint8_t* sc = out + 4 * R;
       uint8_t* mn = sc + 8 * R;
       uint8_t* qs = mn + 8 * R;
+      uint8_t* hi = qs + 8 * 4 * 64;
       for (int j = 0; j < 8; ++j) {
-        unpack_scale_min_k4(j, b.scales, &sc[j * R + r], &mn[j * R + r]);
+        unpack_scale_min_k4(j, scales, &sc[j * R + r], &mn[j * R + r]);
         uint8_t v[32];
-        const uint8_t* q = b.qs + 32 * (j / 2);
+        const uint8_t* q = qsrc + 32 * (j / 2);
         const int shift = 4 * (j & 1);
-        for (int l = 0; l < 32; ++l) v[l] = (q[l] >> shift) & 15;
-        for (int g = 0; g < 4; ++g)
-          for (int k = 0; k < 4; ++k)
-            qs[256 * j + 64 * g + 4 * r + k] = static_cast<uint8_t>(v[4 * g + k] | v[16 + 4 * g + k] << 4);
+        for (int l = 0; l < 32; ++l) {
+          v[l] = (q[l] >> shift) & 15;
+          if (qh) v[l] = static_cast<uint8_t>(v[l] | ((qh[l] >> j) & 1) << 4);
+        }
+        put_32(v, r, qs + 256 * j, five ? hi + 64 * j : nullptr);
       }
       return;
     }

@@ -1,4 +1,5 @@
-// Weight repacking at load time: a GGUF matrix in q4_0, q8_0, q4_K or q6_K is rewritten into
+// Weight repacking at load time: a GGUF matrix in q4_0, q5_0, q8_0, q4_K, q5_K, q6_K, f16, bf16
+// or f32 is rewritten into
 // an interleaved "x16" layout where each group of kGemmRows (16) consecutive rows is stored
 // block by block with the 16 rows side by side, so one 512-bit register holds 4 values of each
 // of the 16 rows and the int8 dot-product instruction serves 16 rows at once (gemm.h). The
@@ -8,11 +9,14 @@
 // Per 16-row group, block after block (b = 32-value block, or K-quant super-block):
 //   q4_0x16:  d[16] fp16 | 4 x 64 B nibbles     (vector g: bytes qs[4g..4g+3] of rows 0..15;
 //                                                low nibbles = values 4g.., high = 16+4g..)
+//   q5_0x16:  as q4_0x16, then 64 B of 5th bits (bit g of byte 4r+k: value 4g+k of row r)
 //   q8_0x16:  d[16] fp16 | 8 x 64 B (q + 128)   (vector g: values 4g..4g+3 of rows 0..15)
 //   q4_Kx16:  d[16] dmin[16] fp16 | sc[8][16] m[8][16] u8 | 8 sub-blocks x 4 x 64 B nibbles
+//   q5_Kx16:  as q4_Kx16, then 8 sub-blocks x 64 B of 5th bits (as q5_0x16)
 //   q6_Kx16:  d[16] fp16 | sc[16][16] i8 | 16 sub-blocks x 4 x 64 B (q, 0..63)
 //   f16/bf16/f32 x16: value i of rows 0..15 side by side, i = 0..n-1
-// q4_0/q8_0/q4_K keep the file's size (q4_K +2.8%); q6_K stores a byte per value (+22%).
+// q4_0/q5_0/q8_0/f16/bf16/f32 keep the file's size, q4_K/q5_K grow 2-3%, q6_K stores a byte
+// per value (+22%).
 // Rows past the end of the matrix are zero.
 #pragma once
 
