@@ -1,6 +1,12 @@
 #include "core/threadpool.h"
 
 #include <algorithm>
+#include <chrono>
+#include <climits>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -12,8 +18,32 @@
 namespace fathom {
 
 namespace {
-constexpr int kSpinIterations = 20000;  // ~ tens of microseconds before sleeping
+
+// How long a waiting thread spins before it sleeps: longer than the gap between two ops of a
+// forward pass, far shorter than a scheduler time slice.
+constexpr auto kSpinMicros = std::chrono::microseconds(100);
+
+void futex_wait(std::atomic<uint32_t>* word, uint32_t expected) {
+  // Returns at once when *word != expected (EAGAIN), on a wake-up, or spuriously; callers loop.
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
 }
+
+void futex_wake_all(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+}
+
+// Spins until pred() or kSpinMicros pass; returns pred().
+template <typename Pred>
+bool spin_until(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinMicros;
+  for (int i = 1;; ++i) {
+    if (pred()) return true;
+    FATHOM_PAUSE();
+    if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) return pred();
+  }
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
   if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -22,36 +52,27 @@ ThreadPool::ThreadPool(int n_threads) {
 }
 
 ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_.store(true);
-    generation_.fetch_add(1);
-  }
-  wake_.notify_all();
+  stop_.store(true);
+  generation_.fetch_add(1);
+  futex_wake_all(&generation_);
   for (std::thread& t : workers_) t.join();
 }
 
 void ThreadPool::worker_loop(int thread_index) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    uint64_t gen = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
-      if (spin < kSpinIterations / 4) {
-        FATHOM_PAUSE();
-      } else {
-        std::this_thread::yield();
-      }
-      gen = generation_.load(std::memory_order_acquire);
+    auto changed = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+    if (!spin_until(changed)) {
+      // Sleep. The caller bumps generation_ and then reads sleeping_workers_ (both seq_cst), so
+      // either it sees us here and wakes us, or the futex sees the new generation and returns.
+      sleeping_workers_.fetch_add(1);
+      while (!changed()) futex_wait(&generation_, seen);
+      sleeping_workers_.fetch_sub(1);
     }
-    if (gen == seen) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-      gen = generation_.load(std::memory_order_acquire);
-    }
-    seen = gen;
+    seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
     (*job_)(thread_index);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load() != 0) futex_wake_all(&pending_);
   }
 }
 
@@ -61,21 +82,15 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
     return;
   }
   job_ = &fn;
-  pending_.store(n_threads_ - 1, std::memory_order_release);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-  }
-  wake_.notify_all();
+  pending_.store(static_cast<uint32_t>(n_threads_ - 1));
+  generation_.fetch_add(1);
+  if (sleeping_workers_.load() != 0) futex_wake_all(&generation_);
   fn(0);
-  // Spin briefly (the usual case: workers finish within microseconds), then yield so a worker
-  // that was descheduled on a busy machine gets the core back instead of waiting out our slice.
-  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
-    if (spin < kSpinIterations / 4) {
-      FATHOM_PAUSE();
-    } else {
-      std::this_thread::yield();
-    }
+  auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  if (!spin_until(done)) {
+    caller_sleeping_.store(1);
+    for (uint32_t left = pending_.load(); left != 0; left = pending_.load()) futex_wait(&pending_, left);
+    caller_sleeping_.store(0);
   }
   job_ = nullptr;
 }

@@ -1,14 +1,14 @@
 // The one pool of worker threads (owned by the CPU backend). Threads are created once; each
 // parallel_for wakes them, splits [0, n) into contiguous chunks and waits on a counter barrier.
-// Workers spin briefly before sleeping so back-to-back ops in a forward pass do not pay a
-// futex round trip each.
+// Waiting threads (idle workers, and the caller waiting for the workers) spin on the counter
+// with a pause for up to kSpinMicros, so back-to-back ops in a forward pass cost no system
+// call, then sleep on a futex; the other side issues a wake-up only when someone sleeps. No
+// sched_yield loops: on a busy machine they burn the time slice the other thread needs.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -37,12 +37,12 @@ class ThreadPool {
 
   int n_threads_ = 1;
   std::vector<std::thread> workers_;         // n_threads_ - 1 helpers; index 0 is the caller
-  const std::function<void(int)>* job_ = nullptr;  // current job, valid while generation_ is odd-stepped
-  std::atomic<uint64_t> generation_{0};      // bumped once per job; workers wait for a change
-  std::atomic<int> pending_{0};              // workers still running the current job
+  const std::function<void(int)>* job_ = nullptr;  // current job, set before generation_ moves
+  std::atomic<uint32_t> generation_{0};      // bumped once per job; workers wait for a change (futex word)
+  std::atomic<uint32_t> pending_{0};         // workers still running the current job (futex word)
+  std::atomic<int> sleeping_workers_{0};     // workers blocked on generation_
+  std::atomic<int> caller_sleeping_{0};      // 1 while the caller is blocked on pending_
   std::atomic<bool> stop_{false};
-  std::mutex mutex_;
-  std::condition_variable wake_;
 };
 
 }  // namespace fathom
