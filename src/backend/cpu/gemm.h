@@ -101,6 +101,7 @@ void gemm_int_generic(const GemmIntTile& tile, const GemmActivations& x, int64_t
 // The generic x16 kernel: unpacks the group into a reference tile, then gemm_int_generic.
 void gemm_x16_generic(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
                       int64_t y_stride);
+void install_gemm_avx2(Kernels& k);
 void install_gemm_avx512(Kernels& k);
 }  // namespace detail
 

@@ -36,7 +36,10 @@ Kernels build_kernels(Isa isa) {
   detail::install_generic(k);
   k.gemm_x16 = detail::gemm_x16_generic;
   k.quantize_gemm = gemm_quantize_activations;
-  if (isa == Isa::kAvx2 || isa == Isa::kAvx512) detail::install_avx2(k);
+  if (isa == Isa::kAvx2 || isa == Isa::kAvx512) {
+    detail::install_avx2(k);
+    detail::install_gemm_avx2(k);
+  }
   if (isa == Isa::kAvx512) {
     detail::install_avx512(k);
     detail::install_gemm_avx512(k);
