@@ -10,6 +10,8 @@ packages=(
   libcpp-httplib-dev   # HTTP server/client for `fathom serve` and `fathom bench load`
   libgtest-dev libgmock-dev
   python3 python3-jinja2  # reference renderer for the chat-template tests
+  opencl-headers ocl-icd-opencl-dev  # OpenCL backend (FATHOM_OPENCL=auto builds it when present)
+  pocl-opencl-icd clinfo  # OpenCL on the CPU, so the OpenCL tests run on any machine
 )
 
 missing=()

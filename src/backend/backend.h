@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 #include "kv/kv_cache.h"
@@ -36,6 +37,14 @@ struct AttentionBatch {
   int64_t n_tokens = 0;
 };
 
+// One product of a batch of matmuls: y = W · x for n_tokens rows of x.
+struct MatmulJob {
+  TensorView w;
+  const float* x = nullptr;  // [n_tokens, w.ne[0]]
+  int64_t n_tokens = 0;
+  float* y = nullptr;        // [n_tokens, w.n_rows()]
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -43,9 +52,21 @@ class Backend {
   virtual bool supports(Op op, DType weight_type) const = 0;
   virtual int n_threads() const = 0;
 
+  // Called once after loading with every matrix the model will multiply with, so the backend
+  // can prepare them before the first request (the CPU backend repacks them). file_backed: the
+  // views point into a read-only file mapping, whose pages may be dropped once copied (they are
+  // re-read from the file if touched again); never true for memory the program owns. Optional.
+  virtual void prepare_matmul_weights(const std::vector<TensorView>& weights, bool file_backed) {}
+
   // y[t, :] = W · x[t, :] for t < n_tokens. W is [n_out, n_in] (ne = {n_in, n_out}).
   // x: [n_tokens, n_in] f32; y: [n_tokens, n_out] f32.
   virtual void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) = 0;
+  // Independent products that may run together (one synchronization instead of one each):
+  // the projections that read the same input, the routed experts of a MoE layer, MLA's
+  // per-head matrices. Outputs must not overlap inputs. Default: one matmul after another.
+  virtual void matmul_batch(const std::vector<MatmulJob>& jobs) {
+    for (const MatmulJob& j : jobs) matmul(j.w, j.x, j.n_tokens, j.y);
+  }
   // out[i, :] = row ids[i] of `table` as f32. out: [n_ids, table.ne[0]].
   virtual void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) = 0;
   // out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight. x, out: [n_rows, n]; in place allowed.

@@ -21,6 +21,7 @@ class MappedFile {
 
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
+  bool is_mmap() const { return is_mmap_; }  // a file mapping (pages can be dropped and re-read)
   const std::string& path() const { return path_; }
 
  private:

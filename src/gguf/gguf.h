@@ -85,6 +85,7 @@ class GgufFile {
   const std::string& path() const { return file_->path(); }
   size_t file_size() const { return file_->size(); }
   const uint8_t* file_data() const { return file_->data(); }  // [file_size()] mapped bytes
+  bool file_is_mmap() const { return file_->is_mmap(); }      // false for files parsed from memory
   size_t alignment() const { return alignment_; }
   // Absolute offset of the data section (aligned; for a file without tensors that ends before
   // the padding, the file size).

@@ -117,6 +117,18 @@ void KvCache::cache_computed_blocks(int32_t seq_id, const std::vector<int32_t>& 
   }
 }
 
+void KvCache::index_restored_block(const std::vector<int32_t>& prefix_tokens, int32_t block) {
+  FATHOM_CHECK(prefix_ && !prefix_tokens.empty() && prefix_tokens.size() % static_cast<size_t>(shape_.block_size) == 0);
+  const int64_t index = static_cast<int64_t>(prefix_tokens.size()) / shape_.block_size - 1;
+  uint64_t parent_key = 0;
+  for (int64_t i = 0; i < index; ++i)
+    parent_key = PrefixCache::chain_key(parent_key, prefix_tokens.data() + i * shape_.block_size, shape_.block_size);
+  // insert() retains the block unless that prefix is already cached; either way the caller's
+  // reference is dropped, so the block ends up held by the cache alone or freed.
+  prefix_->insert(prefix_tokens, index, parent_key, block, pool_);
+  pool_.release(block);
+}
+
 KvCache::PrefixStats KvCache::prefix_stats() const {
   PrefixStats s;
   s.query_tokens = prefix_query_tokens_;

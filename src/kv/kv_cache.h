@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -63,6 +64,12 @@ class KvCache {
   };
   PrefixStats prefix_stats() const;
   const PrefixCache* prefix_cache() const { return prefix_.get(); }
+  // Restoring a saved prefix cache (kv_persist): take a free block to fill (never evicts; nullopt
+  // when none is free), then either index it under its whole prefix `prefix_tokens` (a multiple
+  // of block_size; the cache takes over the caller's reference) or hand it back.
+  std::optional<int32_t> take_free_block() { return pool_.allocate(); }
+  void index_restored_block(const std::vector<int32_t>& prefix_tokens, int32_t block);
+  void return_block(int32_t block) { pool_.release(block); }
 
   float* k_row(int64_t layer, int32_t block, int32_t slot) {
     return k_[static_cast<size_t>(layer)].data() + (static_cast<size_t>(block) * static_cast<size_t>(shape_.block_size) + static_cast<size_t>(slot)) * static_cast<size_t>(shape_.k_width);
@@ -70,6 +77,8 @@ class KvCache {
   float* v_row(int64_t layer, int32_t block, int32_t slot) {
     return v_[static_cast<size_t>(layer)].data() + (static_cast<size_t>(block) * static_cast<size_t>(shape_.block_size) + static_cast<size_t>(slot)) * static_cast<size_t>(shape_.v_width);
   }
+  const float* k_row(int64_t layer, int32_t block, int32_t slot) const { return const_cast<KvCache*>(this)->k_row(layer, block, slot); }
+  const float* v_row(int64_t layer, int32_t block, int32_t slot) const { return const_cast<KvCache*>(this)->v_row(layer, block, slot); }
   // Row of position `pos` of a sequence (must be reserved).
   float* k_at(int64_t layer, int32_t seq_id, int64_t pos);
   float* v_at(int64_t layer, int32_t seq_id, int64_t pos);

@@ -101,24 +101,24 @@ void mla_block(Backend& be, const ModelConfig& c, const RopeParams& rope, const 
   const int64_t n_head = c.n_head, hd_k = c.head_dim_k, hd_v = c.head_dim_v, row_w = r + n_rot;
   grow(s.q, n * n_head * hd_k);
   grow(s.kv_a, n * row_w);
-  grow(s.q_nope, n * n_nope);
+  grow(s.q_nope, n_head * n * std::max(n_nope, n_rot));
   grow(s.q_abs, n * n_head * r);
   grow(s.q_pe, n * n_head * n_rot);
-  grow(s.head_in, n * r);
-  grow(s.head_out, n * hd_v);
+  grow(s.head_in, n_head * n * std::max(r, n_rot));
+  grow(s.head_out, n_head * n * hd_v);
   grow(s.lat, n * n_head * r);
   grow(s.attn, n * n_head * hd_v);
   be.rms_norm(x, w.norm, n, c.n_embd, c.rms_norm_eps, xn);                              // xn: [n, n_embd]
+  // The projections of xn together: q (or its low-rank a part) and the cache row's [c_kv | k_pe].
   if (w.wq_a.data) {
     grow(s.q_a, n * c.q_lora_rank);
-    be.matmul(w.wq_a, xn, n, s.q_a.data());                                              // [n, q_lora_rank]
+    be.matmul_batch({{w.wq_a, xn, n, s.q_a.data()}, {w.wkv_a, xn, n, s.kv_a.data()}});  // [n, q_lora_rank], [n, r + n_rot]
     be.rms_norm(s.q_a.data(), w.q_a_norm, n, c.q_lora_rank, c.rms_norm_eps, s.q_a.data());
     be.matmul(w.wq_b, s.q_a.data(), n, s.q.data());                                      // q: [n, n_head, hd_k]
   } else {
-    be.matmul(w.wq, xn, n, s.q.data());
+    be.matmul_batch({{w.wq, xn, n, s.q.data()}, {w.wkv_a, xn, n, s.kv_a.data()}});
   }
   // Cache row = [RMSNorm(c_kv) | RoPE(k_pe)].
-  be.matmul(w.wkv_a, xn, n, s.kv_a.data());                                              // [n, r + n_rot]
   gather(s.kv_a.data(), row_w, 0, r, n, s.head_in.data());
   be.rms_norm(s.head_in.data(), w.kv_a_norm, n, r, c.rms_norm_eps, s.head_in.data());
   scatter(s.head_in.data(), r, n, s.kv_a.data(), row_w, 0);
@@ -127,22 +127,30 @@ void mla_block(Backend& be, const ModelConfig& c, const RopeParams& rope, const 
   scatter(s.q_nope.data(), n_rot, n, s.kv_a.data(), row_w, r);
   const AttentionBatch ab{batch.seq_ids.data(), batch.positions.data(), n};
   be.store_kv(kv, layer, ab, s.kv_a.data(), nullptr);
-  // Queries: rope part rotated per head; nope part absorbed into latent space per head.
+  // Queries: rope part rotated per head; nope part absorbed into latent space per head (all
+  // heads' products in one batch: head-major buffers).
+  std::vector<MatmulJob> jobs(static_cast<size_t>(n_head));
   for (int64_t h = 0; h < n_head; ++h) {
     gather(s.q.data(), n_head * hd_k, h * hd_k + n_nope, n_rot, n, s.head_in.data());
     scatter(s.head_in.data(), n_rot, n, s.q_pe.data(), n_head * n_rot, h * n_rot);
-    gather(s.q.data(), n_head * hd_k, h * hd_k, n_nope, n, s.q_nope.data());            // [n, n_nope]
-    be.matmul(rows_of(w.wk_b, h * r, r), s.q_nope.data(), n, s.head_in.data());         // [n, r]
-    scatter(s.head_in.data(), r, n, s.q_abs.data(), n_head * r, h * r);
   }
+  for (int64_t h = 0; h < n_head; ++h) {
+    float* nope_h = s.q_nope.data() + h * n * n_nope;
+    gather(s.q.data(), n_head * hd_k, h * hd_k, n_nope, n, nope_h);                      // [n, n_nope]
+    jobs[static_cast<size_t>(h)] = {rows_of(w.wk_b, h * r, r), nope_h, n, s.head_in.data() + h * n * r};  // [n, r]
+  }
+  be.matmul_batch(jobs);
+  for (int64_t h = 0; h < n_head; ++h) scatter(s.head_in.data() + h * n * r, r, n, s.q_abs.data(), n_head * r, h * r);
   be.rope(s.q_pe.data(), n, n_head, n_rot, batch.positions.data(), rope);
   be.mla_attention(s.q_abs.data(), s.q_pe.data(), kv, layer, ab, n_head, r, n_rot, mla_attention_scale(c), s.lat.data());
-  // Out of latent space per head: o_h = W_vb[h] · lat_h.
+  // Out of latent space per head: o_h = W_vb[h] · lat_h, all heads in one batch.
   for (int64_t h = 0; h < n_head; ++h) {
-    gather(s.lat.data(), n_head * r, h * r, r, n, s.head_in.data());                    // [n, r]
-    be.matmul(rows_of(w.wv_b, h * w.wv_b_head_stride, hd_v), s.head_in.data(), n, s.head_out.data());  // [n, hd_v]
-    scatter(s.head_out.data(), hd_v, n, s.attn.data(), n_head * hd_v, h * hd_v);
+    float* lat_h = s.head_in.data() + h * n * r;
+    gather(s.lat.data(), n_head * r, h * r, r, n, lat_h);                                // [n, r]
+    jobs[static_cast<size_t>(h)] = {rows_of(w.wv_b, h * w.wv_b_head_stride, hd_v), lat_h, n, s.head_out.data() + h * n * hd_v};
   }
+  be.matmul_batch(jobs);
+  for (int64_t h = 0; h < n_head; ++h) scatter(s.head_out.data() + h * n * hd_v, hd_v, n, s.attn.data(), n_head * hd_v, h * hd_v);
   be.matmul(w.wo, s.attn.data(), n, proj);                                               // [n, n_embd]
 }
 

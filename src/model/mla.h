@@ -29,11 +29,11 @@ struct MlaScratch {
   std::vector<float> q_a;     // [n_tokens, q_lora_rank]
   std::vector<float> q;       // [n_tokens, n_head, head_dim_k] (nope | rope)
   std::vector<float> kv_a;    // [n_tokens, kv_lora_rank + n_rot]: latent | k_pe, the cache row
-  std::vector<float> q_nope;  // [n_tokens, n_nope] one head's nope part
+  std::vector<float> q_nope;  // [n_head, n_tokens, n_nope] nope parts, head-major (k_pe staging first)
   std::vector<float> q_abs;   // [n_tokens, n_head, kv_lora_rank]
   std::vector<float> q_pe;    // [n_tokens, n_head, n_rot]
-  std::vector<float> head_in; // [n_tokens, kv_lora_rank] one head's attended latent
-  std::vector<float> head_out;// [n_tokens, head_dim_v]
+  std::vector<float> head_in; // [n_head, n_tokens, kv_lora_rank] head-major latents (absorbed q, attended)
+  std::vector<float> head_out;// [n_head, n_tokens, head_dim_v]
   std::vector<float> lat;     // [n_tokens, n_head, kv_lora_rank] attended latents
   std::vector<float> attn;    // [n_tokens, n_head * head_dim_v]
 };

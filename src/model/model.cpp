@@ -1,11 +1,51 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/opencl/opencl_backend.h"
+#include "model/weights.h"
+#include "plan/backend_init.h"
 
 namespace fathom {
+
+namespace {
+
+// The backend LoadOptions::device names. A GPU backend that fails to start (no runtime, kernel
+// build error) is retried with growing delays, then replaced by the CPU backend; each step is
+// logged with its reason.
+Expected<std::unique_ptr<Backend>> make_backend(const LoadOptions& options) {
+  if (options.device.empty() || options.device == "cpu") return std::unique_ptr<Backend>(new CpuBackend(options.n_threads));
+  if (options.device != "opencl" && options.device.rfind("opencl:", 0) != 0)
+    return error(ErrorCode::kInvalidArgument, "unknown device '" + options.device + "'; use cpu, opencl or opencl:N (see `fathom devices`)");
+  OpenClOptions ocl;
+  ocl.device = options.device;
+  ocl.n_threads = options.n_threads;
+  ocl.cache_dir = options.opencl_cache_dir.empty() ? default_opencl_cache_dir() : options.opencl_cache_dir;
+  ocl.inject_build_error = options.opencl_inject_build_error;
+  std::unique_ptr<Backend> backend;
+  const std::vector<plan::BackendCandidate> candidates = {
+      {"opencl",
+       [&]() -> Status {
+         FATHOM_ASSIGN_OR_RETURN(backend, create_opencl_backend(ocl));
+         return Status::ok();
+       }},
+      {"cpu",
+       [&]() -> Status {
+         backend = std::make_unique<CpuBackend>(options.n_threads);
+         return Status::ok();
+       }},
+  };
+  plan::RetryHooks hooks;
+  hooks.log = options.log;
+  FATHOM_RETURN_IF_ERROR(plan::init_with_fallback(candidates, /*attempts=*/3, std::chrono::milliseconds(200), hooks).status());
+  return backend;
+}
+
+}  // namespace
 
 Expected<std::unique_ptr<Model>> Model::load(const std::string& path, const LoadOptions& options) {
   FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::open(path));
@@ -16,7 +56,8 @@ Expected<std::unique_ptr<Model>> Model::from_file(std::unique_ptr<gguf::GgufFile
   auto m = std::unique_ptr<Model>(new Model());
   FATHOM_ASSIGN_OR_RETURN(m->config_, ModelConfig::from_gguf(*file));
   FATHOM_ASSIGN_OR_RETURN(m->arch_, make_architecture(m->config_, *file));
-  m->backend_ = std::make_unique<CpuBackend>(options.n_threads);
+  FATHOM_ASSIGN_OR_RETURN(m->backend_, make_backend(options));
+  m->backend_->prepare_matmul_weights(matmul_weight_views(*file, m->config_.n_layer), file->file_is_mmap());
   m->file_ = std::move(file);
   return m;
 }
@@ -46,6 +87,46 @@ Status Model::forward(const Batch& batch, KvCache& kv, std::vector<float>& logit
   logits.resize(static_cast<size_t>(batch.n_logits() * config_.n_vocab));
   arch_->forward(batch, kv, *backend_, logits.data());
   return Status::ok();
+}
+
+namespace {
+
+// Block index of a "blk.N." tensor name, -1 for global tensors.
+int64_t block_index(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return -1;
+  int64_t n = 0;
+  size_t i = 4;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9'; ++i) n = n * 10 + (name[i] - '0');
+  return i > 4 ? n : -1;
+}
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+uint64_t weight_bytes_per_token(const gguf::GgufFile& file, const ModelConfig& config) {
+  const bool tied_output = file.find_tensor("output.weight") == nullptr;
+  uint64_t bytes = 0;
+  for (const gguf::TensorInfo& t : file.tensors()) {
+    const std::string& name = t.view.name;
+    const int64_t layer = block_index(name);
+    if (layer >= config.n_layer) continue;  // MTP/NextN blocks are not run
+    if (name == "token_embd.weight") {
+      bytes += tied_output ? t.n_bytes : row_size(t.view.dtype, t.view.ne[0]);
+      continue;
+    }
+    if (ends_with(name, ".attn_kv_b.weight") &&
+        file.find_tensor("blk." + std::to_string(layer) + ".attn_k_b.weight") != nullptr)
+      continue;  // the split attn_k_b/attn_v_b are bound instead
+    if (config.n_expert > 0 && name.find("_exps.") != std::string::npos) {
+      bytes += t.n_bytes / static_cast<uint64_t>(config.n_expert) * static_cast<uint64_t>(config.n_expert_used);
+      continue;
+    }
+    bytes += t.n_bytes;
+  }
+  return bytes;
 }
 
 }  // namespace fathom

@@ -2,6 +2,7 @@
 // weights, and the backend the weights are placed on. Weights are used in place from the map.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,10 @@ namespace fathom {
 
 struct LoadOptions {
   int n_threads = 0;  // 0: all cores
+  std::string device = "cpu";  // "cpu", "opencl" (first GPU, else first device) or "opencl:N" (`fathom devices` order)
+  std::string opencl_cache_dir = "";  // compiled kernel cache; empty: $XDG_CACHE_HOME/fathom/opencl (or ~/.cache)
+  bool opencl_inject_build_error = false;  // tests: break the kernel build to exercise the CPU fallback
+  std::function<void(const std::string&)> log = nullptr;  // backend retries and fallbacks; null: stderr
 };
 
 class Model {
@@ -39,5 +44,13 @@ class Model {
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Architecture> arch_;
 };
+
+// Weight bytes one decode step (one token) reads from memory: every tensor the forward pass
+// uses (matrices, norms, biases), with token_embd counted as the one row get_rows reads unless
+// it doubles as the output head (no output.weight: then all of it), and routed expert stacks
+// (ffn_{gate,up,down}_exps) at n_expert_used / n_expert (shared experts in full). Tensors the
+// forward pass does not run are left out: MTP/NextN blocks, and attn_kv_b where the split
+// attn_k_b/attn_v_b exist. Divides the memory bandwidth into the decode speed bound.
+uint64_t weight_bytes_per_token(const gguf::GgufFile& file, const ModelConfig& config);
 
 }  // namespace fathom

@@ -115,44 +115,54 @@ void moe_ffn(Backend& be, const ModelConfig& c, const MoeWeights& w, const Routi
   grow(s.router_logits, n * c.n_expert);
   grow(s.acc, n * n_embd);
   be.matmul(w.router, xn, n, s.router_logits.data());                                // [n, n_expert]
-  // Shared experts see every token: acc starts as their output.
-  if (w.gate_shexp.data) {
-    const int64_t n_sh = w.gate_shexp.ne[1];
-    grow(s.gate, n * n_sh);
-    grow(s.up, n * n_sh);
-    be.matmul(w.gate_shexp, xn, n, s.gate.data());
-    be.matmul(w.up_shexp, xn, n, s.up.data());
-    be.swiglu(s.gate.data(), s.up.data(), n * n_sh, s.gate.data());
-    be.matmul(w.down_shexp, s.gate.data(), n, s.acc.data());                         // [n, n_embd]
-  } else {
-    std::fill(s.acc.begin(), s.acc.begin() + n * n_embd, 0.0f);
-  }
   // Route, then group the (token, weight) pairs by expert.
   std::vector<std::vector<std::pair<int32_t, float>>> by_expert(static_cast<size_t>(c.n_expert));
+  int64_t n_pairs = 0;
   for (int64_t t = 0; t < n; ++t) {
     const Route r = route_token(s.router_logits.data() + t * c.n_expert, rp);
     for (size_t k = 0; k < r.experts.size(); ++k)
       by_expert[static_cast<size_t>(r.experts[k])].push_back({static_cast<int32_t>(t), r.weights[k]});
+    n_pairs += static_cast<int64_t>(r.experts.size());
   }
+  const int64_t n_sh = w.gate_shexp.data ? w.gate_shexp.ne[1] : 0;
+  grow(s.xs, n_pairs * n_embd);
+  grow(s.gate, n_pairs * n_ff + n * n_sh);
+  grow(s.up, n_pairs * n_ff + n * n_sh);
+  grow(s.out, n_pairs * n_embd);
+  // Gate and up of every active expert (its tokens' rows gathered) and of the shared experts.
+  std::vector<MatmulJob> first, second;
+  int64_t row = 0;
   for (int64_t e = 0; e < c.n_expert; ++e) {
     const auto& tokens = by_expert[static_cast<size_t>(e)];
     if (tokens.empty()) continue;
     const int64_t n_sel = static_cast<int64_t>(tokens.size());
-    grow(s.xs, n_sel * n_embd);
-    grow(s.gate, n_sel * n_ff);
-    grow(s.up, n_sel * n_ff);
-    grow(s.out, n_sel * n_embd);
+    float* xs = s.xs.data() + row * n_embd;
     for (int64_t i = 0; i < n_sel; ++i)
-      std::memcpy(s.xs.data() + i * n_embd, xn + tokens[static_cast<size_t>(i)].first * n_embd, static_cast<size_t>(n_embd) * sizeof(float));
-    be.matmul(expert_slice(w.gate_exps, e), s.xs.data(), n_sel, s.gate.data());     // [n_sel, n_ff]
-    be.matmul(expert_slice(w.up_exps, e), s.xs.data(), n_sel, s.up.data());
-    be.swiglu(s.gate.data(), s.up.data(), n_sel * n_ff, s.gate.data());
-    be.matmul(expert_slice(w.down_exps, e), s.gate.data(), n_sel, s.out.data());    // [n_sel, n_embd]
-    for (int64_t i = 0; i < n_sel; ++i) {
-      const auto [t, weight] = tokens[static_cast<size_t>(i)];
+      std::memcpy(xs + i * n_embd, xn + tokens[static_cast<size_t>(i)].first * n_embd, static_cast<size_t>(n_embd) * sizeof(float));
+    first.push_back({expert_slice(w.gate_exps, e), xs, n_sel, s.gate.data() + row * n_ff});   // [n_sel, n_ff]
+    first.push_back({expert_slice(w.up_exps, e), xs, n_sel, s.up.data() + row * n_ff});
+    second.push_back({expert_slice(w.down_exps, e), s.gate.data() + row * n_ff, n_sel, s.out.data() + row * n_embd});
+    row += n_sel;
+  }
+  float* gate_sh = s.gate.data() + n_pairs * n_ff;
+  if (n_sh > 0) {
+    first.push_back({w.gate_shexp, xn, n, gate_sh});                                   // [n, n_sh]
+    first.push_back({w.up_shexp, xn, n, s.up.data() + n_pairs * n_ff});
+    second.push_back({w.down_shexp, gate_sh, n, s.acc.data()});                        // acc starts as their output
+  } else {
+    std::fill(s.acc.begin(), s.acc.begin() + n * n_embd, 0.0f);
+  }
+  be.matmul_batch(first);
+  be.swiglu(s.gate.data(), s.up.data(), n_pairs * n_ff + n * n_sh, s.gate.data());
+  be.matmul_batch(second);
+  // Weighted sum of the routed experts' outputs.
+  row = 0;
+  for (int64_t e = 0; e < c.n_expert; ++e) {
+    for (const auto& [t, weight] : by_expert[static_cast<size_t>(e)]) {
       float* dst = s.acc.data() + static_cast<int64_t>(t) * n_embd;
-      const float* src = s.out.data() + i * n_embd;
+      const float* src = s.out.data() + row * n_embd;
       for (int64_t j = 0; j < n_embd; ++j) dst[j] += weight * src[j];
+      ++row;
     }
   }
 }

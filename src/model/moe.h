@@ -54,17 +54,21 @@ RoutingParams routing_params(const ModelConfig& c, const MoeWeights& w);
 TensorView expert_slice(const TensorView& experts, int64_t e);
 
 // Scratch of the MoE block.
+// Expert buffers hold the routed (token, expert) pairs expert by expert: pair p of expert e sits at
+// row offset[e] + p. The shared experts' rows follow the routed ones.
 struct MoeScratch {
   std::vector<float> router_logits;  // [n_tokens, n_expert]
-  std::vector<float> xs;             // [n_sel, n_embd] inputs of the tokens routed to one expert
-  std::vector<float> gate;           // [n_sel, n_ff] (also the shared experts' [n_tokens, n_ff_shexp])
+  std::vector<float> xs;             // [n_pairs, n_embd] inputs of the routed pairs, grouped by expert
+  std::vector<float> gate;           // [n_pairs, n_ff] + [n_tokens, n_ff_shexp]
   std::vector<float> up;             // same shape as gate
-  std::vector<float> out;            // [n_sel, n_embd]
+  std::vector<float> out;            // [n_pairs, n_embd]
   std::vector<float> acc;            // [n_tokens, n_embd] weighted sum of expert outputs
 };
 
 // acc = shared(xn) + sum over chosen experts of weight * expert(xn), grouping tokens by expert
-// so each active expert's weights are read once per batch. xn: [n_tokens, n_embd] normalized input.
+// so each active expert's weights are read once per batch; the gate/up products of every active
+// expert and the shared experts run as one matmul_batch, the down products as another.
+// xn: [n_tokens, n_embd] normalized input.
 void moe_ffn(Backend& be, const ModelConfig& c, const MoeWeights& w, const RoutingParams& rp, const float* xn,
              int64_t n_tokens, MoeScratch& s);
 

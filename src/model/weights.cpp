@@ -1,5 +1,7 @@
 #include "model/weights.h"
 
+#include <cstdlib>
+
 #include "quant/quant.h"
 
 namespace fathom {
@@ -55,6 +57,32 @@ Expected<const float*> WeightBinder::require_f32(const std::string& name, int64_
     return error(ErrorCode::kInvalidFile, strprintf("%s: required tensor '%s' [%lld] is missing", file_.path().c_str(), name.c_str(),
                                                     static_cast<long long>(n)));
   return optional_f32(name, n, storage);
+}
+
+std::vector<TensorView> matmul_weight_views(const gguf::GgufFile& file, int64_t n_layer) {
+  const bool tied = file.find_tensor("output.weight") == nullptr;
+  std::vector<TensorView> out;
+  for (const gguf::TensorInfo& info : file.tensors()) {
+    const TensorView& t = info.view;
+    if (t.n_dims < 2 || t.name.size() < 7 || t.name.compare(t.name.size() - 7, 7, ".weight") != 0) continue;
+    if (t.name == "token_embd.weight" && !tied) continue;
+    if (t.name.rfind("blk.", 0) == 0) {
+      const int64_t layer = std::strtoll(t.name.c_str() + 4, nullptr, 10);
+      if (layer >= n_layer) continue;
+    }
+    if (t.n_dims == 2 || t.ne[2] == 1) {
+      out.push_back(t);
+      continue;
+    }
+    for (int64_t e = 0; e < t.ne[2] * t.ne[3]; ++e) {  // as moe.cpp's expert_slice
+      TensorView v = t;
+      v.ne = {t.ne[0], t.ne[1], 1, 1};
+      v.n_dims = 2;
+      v.data = t.row(e * t.ne[1]);
+      out.push_back(v);
+    }
+  }
+  return out;
 }
 
 }  // namespace fathom

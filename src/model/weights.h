@@ -26,4 +26,11 @@ class WeightBinder {
   const gguf::GgufFile& file_;
 };
 
+// Every matrix of the file a forward pass multiplies with, as the views the architectures pass
+// to Backend::matmul (3-D expert tensors as one 2-D view per expert), for
+// Backend::prepare_matmul_weights. Leaves out the token embedding (looked up by row) unless the
+// output head is tied to it, and layers at or past n_layer (MTP/NextN layers the forward pass
+// skips).
+std::vector<TensorView> matmul_weight_views(const gguf::GgufFile& file, int64_t n_layer);
+
 }  // namespace fathom

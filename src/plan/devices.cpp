@@ -2,6 +2,8 @@
 
 #include "plan/backend_init.h"
 
+#include "core/bandwidth.h"
+
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -194,39 +196,8 @@ Expected<MemoryInfo> detect_memory(const std::string& meminfo_path, const std::s
 }
 
 double measure_read_bandwidth(size_t bytes, double seconds, int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const size_t n = bytes / sizeof(uint64_t);
-  std::unique_ptr<uint64_t[]> buf(new uint64_t[n]);
-  // Touch every page first so the timed loop measures reads, not page faults.
-  for (size_t i = 0; i < n; ++i) buf[i] = i;
-  std::atomic<bool> stop{false};
-  std::vector<uint64_t> passes(static_cast<size_t>(threads), 0);  // [threads] full chunk reads
-  std::vector<uint64_t> sinks(static_cast<size_t>(threads), 0);   // keeps the sums alive
-  const size_t chunk = n / static_cast<size_t>(threads);
-  const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      const uint64_t* p = buf.get() + chunk * static_cast<size_t>(t);
-      uint64_t sum = 0;
-      while (!stop.load(std::memory_order_relaxed)) {
-        // Four independent accumulators let the compiler vectorize without a reduction chain.
-        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        for (size_t i = 0; i + 4 <= chunk; i += 4) s0 += p[i], s1 += p[i + 1], s2 += p[i + 2], s3 += p[i + 3];
-        sum += s0 + s1 + s2 + s3;
-        ++passes[static_cast<size_t>(t)];
-      }
-      sinks[static_cast<size_t>(t)] = sum;
-    });
-  }
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  stop = true;
-  for (std::thread& th : pool) th.join();
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  uint64_t total_passes = 0;
-  for (uint64_t p : passes) total_passes += p;
-  const double read = static_cast<double>(total_passes) * static_cast<double>(chunk * sizeof(uint64_t));
-  return elapsed > 0 ? read / elapsed / 1e9 : 0;
+  ThreadPool pool(threads);  // 0: all cores
+  return fathom::measure_read_bandwidth(pool, bytes, 2, seconds).gb_per_s;
 }
 
 // --- OpenCL (ABI constants from the Khronos cl.h specification) ---
@@ -242,7 +213,7 @@ ApiProbe probe_opencl() {
   constexpr ClUint kPlatformName = 0x0902;
   constexpr uint64_t kDeviceTypeAll = 0xFFFFFFFF;
   constexpr ClUint kDeviceType = 0x1000, kMaxComputeUnits = 0x1002, kGlobalMemSize = 0x101F, kDeviceName = 0x102B,
-                   kExtensions = 0x1030, kHostUnifiedMemory = 0x1035;
+                   kExtensions = 0x1030, kHostUnifiedMemory = 0x1035, kDriverVersion = 0x102D;
   constexpr uint64_t kTypeCpu = 1 << 1, kTypeGpu = 1 << 2, kTypeAccelerator = 1 << 3;
 
   Library lib("libOpenCL.so.1");
@@ -292,7 +263,14 @@ ApiProbe probe_opencl() {
       g.memory_bytes = mem;
       g.compute_units = static_cast<int>(cu);
       g.host_unified = unified != 0;
-      g.fp16 = info_string(device_info, dv, kExtensions).find("cl_khr_fp16") != std::string::npos;
+      // Space-padded so a name matches only whole (cl_khr_fp16 is not cl_khr_fp16_foo).
+      std::string extensions(1, ' ');
+      extensions.append(info_string(device_info, dv, kExtensions)).push_back(' ');
+      const auto has = [&](const std::string& ext) { return extensions.find(' ' + ext + ' ') != std::string::npos; };
+      g.fp16 = has("cl_khr_fp16");
+      g.int8_dot = has("cl_khr_integer_dot_product");
+      g.subgroups = has("cl_khr_subgroups") || has("cl_intel_subgroups");
+      g.driver = info_string(device_info, dv, kDriverVersion);
       probe.devices.push_back(std::move(g));
     }
   }
@@ -364,6 +342,7 @@ ApiProbe probe_cuda() {
     attr(&g.cc_major, kAttrCcMajor, dev);
     attr(&g.cc_minor, kAttrCcMinor, dev);
     g.fp16 = true;
+    g.int8_dot = g.cc_major > 6 || (g.cc_major == 6 && g.cc_minor >= 1);
     // Double data rate: two transfers per memory clock.
     if (attr(&clock_khz, kAttrMemClockKhz, dev) == 0 && attr(&bus_bits, kAttrBusWidth, dev) == 0)
       g.bandwidth_gbs = 2.0 * clock_khz * 1e3 * bus_bits / 8.0 / 1e9;

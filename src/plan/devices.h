@@ -50,7 +50,8 @@ Expected<MemoryInfo> parse_meminfo(std::string_view text);
 Expected<MemoryInfo> detect_memory(const std::string& meminfo_path = "/proc/meminfo",
                                    const std::string& node_dir = "/sys/devices/system/node");
 
-// Multi-threaded sequential read of a `bytes` buffer for about `seconds`; GB/s (1e9 B/s).
+// Multi-threaded sequential read of a `bytes` buffer for about `seconds` on a pool of `threads`
+// (0: all cores); the fastest pass in GB/s (1e9 B/s). See core/bandwidth.h.
 double measure_read_bandwidth(size_t bytes = size_t{256} << 20, double seconds = 0.2, int threads = 0);
 
 struct GpuDevice {
@@ -61,6 +62,9 @@ struct GpuDevice {
   int compute_units = 0;        // OpenCL compute units / CUDA multiprocessors
   bool fp16 = false;            // half-precision arithmetic (cl_khr_fp16; CUDA: always)
   bool host_unified = false;    // shares memory with the host (integrated)
+  bool int8_dot = false;        // int8 dot products (cl_khr_integer_dot_product; CUDA: dp4a from cc 6.1)
+  bool subgroups = false;       // OpenCL subgroups (cl_khr_subgroups or cl_intel_subgroups)
+  std::string driver;           // OpenCL driver version (CL_DRIVER_VERSION)
   int cc_major = 0, cc_minor = 0;   // CUDA compute capability
   double bandwidth_gbs = 0;     // CUDA: 2 x memory clock x bus width; 0 when unknown
 };

@@ -168,7 +168,8 @@ nlohmann::json probe_to_json(const ApiProbe& p) {
   nlohmann::json devs = nlohmann::json::array();
   for (const GpuDevice& g : p.devices)
     devs.push_back({{"platform", g.platform}, {"name", g.name}, {"type", g.type}, {"memory_bytes", g.memory_bytes},
-                    {"compute_units", g.compute_units}, {"fp16", g.fp16}, {"host_unified", g.host_unified},
+                    {"compute_units", g.compute_units}, {"fp16", g.fp16}, {"int8_dot", g.int8_dot}, {"subgroups", g.subgroups}, {"driver", g.driver},
+                    {"host_unified", g.host_unified},
                     {"compute_capability", strprintf("%d.%d", g.cc_major, g.cc_minor)},
                     {"bandwidth_gbs", g.bandwidth_gbs}});
   return {{"available", p.available}, {"reason", p.reason}, {"devices", devs}};
@@ -183,9 +184,15 @@ void probe_to_text(std::ostringstream& o, const char* title, const ApiProbe& p) 
   for (size_t i = 0; i < p.devices.size(); ++i) {
     const GpuDevice& g = p.devices[i];
     o << (i == 0 ? title : std::string(10, ' '))
-      << strprintf("[%zu] %s — %s, %s, %d %s%s%s", i, g.name.c_str(), g.platform.c_str(),
-                   format_bytes(g.memory_bytes).c_str(), g.compute_units, p.api == "cuda" ? "SMs" : "compute units",
-                   g.fp16 ? ", fp16" : "", g.host_unified ? ", unified host memory" : "");
+      << strprintf("[%zu] %s — %s, %s, %d %s", i, g.name.c_str(), g.platform.c_str(), format_bytes(g.memory_bytes).c_str(),
+                   g.compute_units, p.api == "cuda" ? "SMs" : "compute units");
+    if (p.api == "opencl")  // every capability either way: what is missing matters as much on an iGPU
+      o << strprintf(", fp16 %s, int8 dot %s, subgroups %s, %s", g.fp16 ? "yes" : "no", g.int8_dot ? "yes" : "no",
+                     g.subgroups ? "yes" : "no",
+                     g.host_unified ? "memory shared with the host (weights used in place)" : "own memory (weights copied)")
+        << (g.driver.empty() ? "" : ", driver " + g.driver);
+    else
+      o << (g.fp16 ? ", fp16" : "") << (g.int8_dot ? ", int8 dot" : "") << (g.host_unified ? ", unified host memory" : "");
     if (p.api == "cuda") o << strprintf(", cc %d.%d, %.0f GB/s", g.cc_major, g.cc_minor, g.bandwidth_gbs);
     o << "\n";
   }

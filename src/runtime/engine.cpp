@@ -40,6 +40,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   auto e = std::unique_ptr<Engine>(new Engine());
   LoadOptions lo;
   lo.n_threads = options.n_threads;
+  lo.device = options.device;
   FATHOM_ASSIGN_OR_RETURN(e->model_, Model::load(options.model_path, lo));
   FATHOM_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::from_gguf(e->model_->file()));
   const ModelConfig& c = e->model_->config();
@@ -62,8 +63,19 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
     KvCache* kv = e->kv_.get();
     e->scheduler_->set_admit_hook([kv](SchedSequence& s) { s.n_computed = kv->reuse_prefix(s.seq_id, s.tokens); });
   }
+  const gguf::GgufFile& file = e->model_->file();
+  e->persist_key_.fingerprint = fingerprint_model_file(file.file_data(), file.file_size(), file.data_offset());
+  e->persist_key_.architecture = c.arch_name;
   e->load_seconds_ = now_seconds() - t0;
   return e;
+}
+
+Expected<KvPersistSaveStats> Engine::save_prefix_cache(const std::string& path) const {
+  return fathom::save_prefix_cache(*kv_, persist_key_, path);
+}
+
+Expected<KvPersistRestoreStats> Engine::restore_prefix_cache(const std::string& path) {
+  return fathom::restore_prefix_cache(*kv_, persist_key_, path);
 }
 
 Engine::~Engine() = default;

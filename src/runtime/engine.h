@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kv/kv_cache.h"
+#include "kv/kv_persist.h"
 #include "model/model.h"
 #include "runtime/request.h"
 #include "runtime/scheduler.h"
@@ -22,6 +23,7 @@ namespace fathom {
 struct EngineOptions {
   std::string model_path;         // GGUF file
   int n_threads = 0;              // 0: all cores
+  std::string device = "cpu";     // backend: cpu, opencl or opencl:N (LoadOptions::device)
   int64_t n_ctx = 0;              // per-sequence context; 0: min(model's training context, 4096)
   int32_t n_seq_max = 1;          // sequences whose full context the cache can hold at once
   int32_t max_running = 0;        // sequences scheduled at once; 0: n_seq_max (more than n_seq_max
@@ -51,6 +53,12 @@ class Engine {
   Status step();                             // one scheduled forward step
   Status run_until_idle();
 
+  // Prefix-cache persistence (`serve --kv-persist`; src/kv/kv_persist.h). The file is tied to
+  // this model by persist_key(). Engine thread only, between steps; restore before serving.
+  Expected<KvPersistSaveStats> save_prefix_cache(const std::string& path) const;
+  Expected<KvPersistRestoreStats> restore_prefix_cache(const std::string& path);
+  const KvPersistModelKey& persist_key() const { return persist_key_; }
+
  private:
   struct Active;
   Engine() = default;
@@ -64,6 +72,7 @@ class Engine {
   std::unique_ptr<Scheduler> scheduler_;
   int64_t n_ctx_ = 0;
   double load_seconds_ = 0.0;
+  KvPersistModelKey persist_key_;  // model identity a saved prefix cache must match
 
   std::mutex mutex_;                                     // guards incoming_, cancelled_, next_id_
   std::vector<std::unique_ptr<Active>> incoming_;        // submitted, not yet seen by the engine thread

@@ -26,7 +26,8 @@ EngineWorker::EngineWorker(Metrics& metrics, int32_t max_running, int64_t max_in
 
 EngineWorker::~EngineWorker() { stop(); }
 
-void EngineWorker::start(EngineFactory factory) {
+void EngineWorker::start(EngineFactory factory, std::string prefix_cache_file) {
+  prefix_cache_file_ = std::move(prefix_cache_file);
   thread_ = std::thread([this, factory = std::move(factory)] { run(factory); });
 }
 
@@ -153,6 +154,7 @@ void EngineWorker::run(EngineFactory factory) {
     }
     engine_ = std::move(loaded).value();
   }
+  if (!prefix_cache_file_.empty()) restore_prefix_cache();
   publish_gauges();  // before anyone can see the engine ready
   metrics_.set_model_loaded(true);
   {
@@ -160,6 +162,49 @@ void EngineWorker::run(EngineFactory factory) {
     state_ = EngineState::kReady;
     cv_.notify_all();
   }
+  step_until_stopped();
+  if (!prefix_cache_file_.empty()) save_prefix_cache();
+}
+
+void EngineWorker::restore_prefix_cache() {
+  const double t0 = now_seconds();
+  Expected<KvPersistRestoreStats> restored = engine_->restore_prefix_cache(prefix_cache_file_);
+  if (!restored) {
+    if (restored.status().code() == ErrorCode::kNotFound) {
+      std::fprintf(stderr, "fathom serve: prefix cache: nothing saved at %s yet; it is written there at shutdown\n",
+                   prefix_cache_file_.c_str());
+    } else {
+      std::fprintf(stderr, "fathom serve: warning: ignoring the saved prefix cache: %s\n",
+                   restored.status().to_string().c_str());
+      metrics_.set_prefix_cache_restore(0, /*rejected=*/true);
+    }
+    return;
+  }
+  const KvPersistRestoreStats& s = *restored;
+  const int32_t block_size = engine_->kv_cache().shape().block_size;
+  std::fprintf(stderr,
+               "fathom serve: prefix cache: restored %lld of %lld blocks (%lld tokens) from %s in %.2f s"
+               " (left out: %lld for lack of free blocks, %lld longer than the context, %lld unreachable)\n",
+               static_cast<long long>(s.n_restored), static_cast<long long>(s.n_entries),
+               static_cast<long long>(s.n_restored * block_size), prefix_cache_file_.c_str(), now_seconds() - t0,
+               static_cast<long long>(s.n_skipped_capacity), static_cast<long long>(s.n_skipped_context),
+               static_cast<long long>(s.n_skipped_orphan));
+  metrics_.set_prefix_cache_restore(s.n_restored, /*rejected=*/false);
+}
+
+void EngineWorker::save_prefix_cache() {
+  const double t0 = now_seconds();
+  Expected<KvPersistSaveStats> saved = engine_->save_prefix_cache(prefix_cache_file_);
+  if (!saved) {
+    std::fprintf(stderr, "fathom serve: warning: the prefix cache was not saved: %s\n", saved.status().to_string().c_str());
+    return;
+  }
+  std::fprintf(stderr, "fathom serve: prefix cache: saved %lld blocks (%.1f MiB) to %s in %.2f s\n",
+               static_cast<long long>(saved->n_blocks), static_cast<double>(saved->n_bytes) / (1024.0 * 1024.0),
+               prefix_cache_file_.c_str(), now_seconds() - t0);
+}
+
+void EngineWorker::step_until_stopped() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);

@@ -53,7 +53,10 @@ class EngineWorker {
   EngineWorker(const EngineWorker&) = delete;
   EngineWorker& operator=(const EngineWorker&) = delete;
 
-  void start(EngineFactory factory);  // starts the engine thread, which loads the model first
+  // Starts the engine thread, which loads the model first. With a prefix_cache_file, the thread
+  // restores the prefix cache from it after loading (a missing, mismatched or damaged file is
+  // reported on stderr and ignored) and saves the cache there when it stops.
+  void start(EngineFactory factory, std::string prefix_cache_file = "");
   EngineState state() const;
   Status load_status() const;         // why loading failed (ok otherwise)
   // Blocks until the model is loaded or failed to load; returns load_status().
@@ -74,6 +77,9 @@ class EngineWorker {
 
  private:
   void run(EngineFactory factory);
+  void step_until_stopped();         // the engine loop; returns after stop()
+  void restore_prefix_cache();       // engine thread, before the engine is ready
+  void save_prefix_cache();          // engine thread, after the loop
   void wake();
   void publish_gauges();  // engine thread only
 
@@ -81,6 +87,7 @@ class EngineWorker {
   const int32_t max_running_;     // scheduler's concurrent sequences
   const int64_t max_in_flight_;   // admission limit
   std::thread thread_;            // the engine thread
+  std::string prefix_cache_file_; // saved prefix cache ("" = not persisted); set before the thread starts
 
   mutable std::mutex mutex_;      // guards everything below
   std::condition_variable cv_;    // wakes the engine thread and waiters for load/idle

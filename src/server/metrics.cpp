@@ -96,6 +96,12 @@ void Metrics::set_model_loaded(bool loaded) {
   model_loaded_ = loaded;
 }
 
+void Metrics::set_prefix_cache_restore(int64_t restored_blocks, bool rejected) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  prefix_restored_blocks_ = restored_blocks;
+  prefix_restore_rejected_ = rejected;
+}
+
 std::string Metrics::render() const {
   std::string out;
   {
@@ -118,6 +124,11 @@ std::string Metrics::render() const {
           static_cast<double>(gauges_.kv_blocks_cached));
     gauge(out, "fathom_prefix_cache_hit_rate", "Fraction of prompt tokens served from the prefix cache.",
           gauges_.prefix_cache_hit_rate);
+    gauge(out, "fathom_prefix_cache_restored_blocks", "Prefix cache blocks restored at start-up (--kv-persist).",
+          static_cast<double>(prefix_restored_blocks_));
+    gauge(out, "fathom_prefix_cache_restore_rejected",
+          "1 when a saved prefix cache was found but ignored (other model or layout, or damaged).",
+          prefix_restore_rejected_ ? 1 : 0);
   }
   ttft_.render(out, "fathom_ttft_seconds", "Time to first token: submit to the first sampled token.");
   tpot_.render(out, "fathom_tpot_seconds", "Time per output token after the first.");

@@ -49,6 +49,8 @@ class Metrics {
   void set_engine_gauges(const EngineGauges& gauges);
   EngineGauges engine_gauges() const;
   void set_model_loaded(bool loaded);
+  // Outcome of restoring a saved prefix cache at start-up (--kv-persist).
+  void set_prefix_cache_restore(int64_t restored_blocks, bool rejected);
   std::string render() const;
 
  private:
@@ -58,6 +60,8 @@ class Metrics {
   int64_t generated_tokens_ = 0;  // generated tokens of finished generations
   EngineGauges gauges_;           // last published engine state
   bool model_loaded_ = false;     // the engine is ready
+  int64_t prefix_restored_blocks_ = 0;  // cached blocks restored from --kv-persist at start-up
+  bool prefix_restore_rejected_ = false; // a saved prefix cache was found but ignored (mismatch, damage)
   Histogram ttft_;                // seconds from submit to the first token
   Histogram tpot_;                // seconds per generated token after the first
   Histogram e2e_;                 // seconds from submit to the end

@@ -72,6 +72,15 @@ Expected<std::unique_ptr<Server>> Server::create(ServerOptions options) {
     return error(ErrorCode::kInvalidArgument, "no model given; pass -m FILE.gguf");
   if (options.max_queue < 0) return error(ErrorCode::kInvalidArgument, "--max-queue must not be negative");
   if (options.engine.n_seq_max <= 0) return error(ErrorCode::kInvalidArgument, "--parallel must be at least 1");
+  if (!options.kv_persist_dir.empty()) {
+    if (!options.engine.prefix_cache)
+      return error(ErrorCode::kInvalidArgument, "--kv-persist saves the prefix cache; it cannot be used with --no-prefix-cache");
+    std::error_code ec;
+    std::filesystem::create_directories(options.kv_persist_dir, ec);
+    if (ec || !std::filesystem::is_directory(options.kv_persist_dir))
+      return error(ErrorCode::kIo, strprintf("--kv-persist %s: not a folder that can be created or written (%s)",
+                                             options.kv_persist_dir.c_str(), ec ? ec.message().c_str() : "exists as a file"));
+  }
   FATHOM_ASSIGN_OR_RETURN(ApiKeys keys, ApiKeys::load(options.api_keys, options.api_key_file));
   std::unique_ptr<AuditLog> audit;
   if (!options.audit_log.empty()) {
@@ -255,7 +264,12 @@ Status Server::start() {
   while (!http_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EngineFactory factory = ctx.options.engine_factory;
   if (!factory) factory = [options = ctx.options.engine] { return Engine::create(options); };
-  ctx.worker->start(std::move(factory));
+  std::string prefix_cache_file;
+  if (!ctx.options.kv_persist_dir.empty()) {
+    const std::string stem = ctx.options.engine.model_path.empty() ? "model" : model_name_from_path(ctx.options.engine.model_path);
+    prefix_cache_file = (std::filesystem::path(ctx.options.kv_persist_dir) / (stem + ".prefix-cache")).string();
+  }
+  ctx.worker->start(std::move(factory), std::move(prefix_cache_file));
   return Status::ok();
 }
 

@@ -37,6 +37,9 @@ struct ServerOptions {
   std::string chat_template;          // Jinja chat template replacing the model's ("" = the model's)
   int http_threads = 0;               // HTTP worker threads; 0: running + queue + 8
   int keep_alive_seconds = 5;         // idle keep-alive connections are closed after this
+  // Folder for the saved prefix cache ("" = none): restored at start-up from
+  // DIR/<model file stem>.prefix-cache, written there (atomically) when the engine thread stops.
+  std::string kv_persist_dir;
   // Makes the engine; default Engine::create(engine). Tests inject a slow one to observe loading.
   EngineFactory engine_factory;
 };

@@ -25,6 +25,7 @@ struct SamplingOptions {
 struct ModelOptions {
   std::string model;   // -m
   int threads = 0;     // -t
+  std::string device = "cpu";  // --device
   int64_t ctx = 0;     // -c
   void add_to(ArgParser& p);
   EngineOptions to_engine_options() const;

@@ -14,6 +14,7 @@ namespace fathom::tools {
 int cmd_logits(const Args& args) {
   std::string model_path, prompt;
   int top = 10, threads = 0;
+  std::string device = "cpu";
   bool all_positions = false, as_json = false, no_bos = false;
   ArgParser p("fathom logits -m FILE.gguf -p TEXT [--top K] [--all-positions] [--json]",
               "Runs the prompt (with BOS as the model's metadata says) and prints the top-K next-token ids\n"
@@ -25,6 +26,7 @@ int cmd_logits(const Args& args) {
   p.add_flag("--json", "print JSON", &as_json);
   p.add_flag("--no-bos", "do not add the beginning-of-sequence token", &no_bos);
   p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
+  p.add_string("--device", "DEV", "cpu (default), opencl or opencl:N (see `fathom devices`)", &device);
   if (auto rc = p.parse(args)) return *rc;
   if (model_path.empty() || prompt.empty()) {
     std::fprintf(stderr, "fathom logits: pass -m FILE.gguf and -p TEXT\n");
@@ -32,6 +34,7 @@ int cmd_logits(const Args& args) {
   }
   LoadOptions lo;
   lo.n_threads = threads;
+  lo.device = device;
   auto model = Model::load(model_path, lo);
   if (!model) {
     std::fprintf(stderr, "fathom logits: %s\n", model.status().to_string().c_str());

@@ -42,6 +42,10 @@ int cmd_serve(const Args& args) {
   p.add_int("--max-queue", "N", "requests that may wait for a free slot; more get 429 (default 64)", &options.max_queue);
   p.add_int("--step-budget", "N", "tokens per forward step, decodes plus prefill chunks (default 512)", &step_budget);
   p.add_flag("--no-prefix-cache", "do not reuse the KV blocks of prompt prefixes seen before", &no_prefix_cache);
+  p.add_string("--kv-persist", "DIR",
+               "save the prefix cache to DIR/<model>.prefix-cache at exit and restore it at start-up "
+               "(another model's or a damaged file is ignored with a warning)",
+               &options.kv_persist_dir);
   p.add_string("--model-alias", "NAME", "model id clients use (default: the file name without .gguf)", &options.model_alias);
   p.add_list("--api-key", "KEY", "require 'Authorization: Bearer KEY' on /v1 routes (repeatable)", &options.api_keys);
   p.add_string("--api-key-file", "FILE", "more API keys, one per line ('#' comments)", &options.api_key_file);

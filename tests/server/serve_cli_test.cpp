@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <future>
 #include <thread>
 
@@ -81,6 +82,65 @@ TEST(ServeCli, ListensOnAFreePortAndStopsOnSigterm) {
   std::fclose(child.out);
 }
 
+// Reads the "listening on" line and waits for /health 200; the port, or 0.
+int wait_ready(const Child& child) {
+  char line[256] = {};
+  if (!std::fgets(line, sizeof line, child.out)) return 0;
+  const std::string prefix = "fathom serve: listening on http://127.0.0.1:";
+  if (std::string(line).rfind(prefix, 0) != 0) return 0;
+  const int port = std::atoi(line + prefix.size());
+  httplib::Client c("127.0.0.1", port);
+  for (int i = 0; i < 400; ++i) {
+    auto res = c.Get("/health");
+    if (res && res->status == 200) return port;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  return 0;
+}
+
+TEST(ServeCli, KvPersistSavesOnSigtermAndRestoresOnStart) {
+  const char* bin = std::getenv("FATHOM_BIN");
+  if (!bin) GTEST_SKIP() << "FATHOM_BIN is not set (run through ctest)";
+  const std::string dir = std::string(FATHOM_TEST_TMP) + "/kv-persist-cli-" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  const std::vector<std::string> argv = {bin, "serve", "-m", tiny_model_path(), "--port", "0", "-t", "2", "-c", "256",
+                                         "--model-alias", "cli", "--temp", "0", "--kv-persist", dir};
+  const json body = {{"model", "cli"}, {"prompt", "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog again."}, {"max_tokens", 8}, {"ignore_eos", true}};
+  std::string first_text;
+  {
+    Child child = spawn(argv);
+    const int port = wait_ready(child);
+    ASSERT_GT(port, 0);
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(30, 0);
+    const Reply r = post_json(c, "/v1/completions", body);
+    ASSERT_EQ(r.status, 200) << r.text;
+    first_text = r.body["choices"][0]["text"];
+    kill(child.pid, SIGTERM);
+    EXPECT_EQ(wait_exit(child.pid), 0);
+    std::fclose(child.out);
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir + "/serve-qwen2-tiny.prefix-cache"));
+  Child child = spawn(argv);
+  const int port = wait_ready(child);
+  ASSERT_GT(port, 0);
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(30, 0);
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_GT(metric_value(metrics->body, "fathom_prefix_cache_restored_blocks"), 0);
+  const Reply r = post_json(c, "/v1/completions", body);
+  ASSERT_EQ(r.status, 200) << r.text;
+  EXPECT_EQ(r.body["choices"][0]["text"], first_text);
+  metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_GT(metric_value(metrics->body, "fathom_prefix_cache_hit_rate"), 0.5);
+  kill(child.pid, SIGTERM);
+  EXPECT_EQ(wait_exit(child.pid), 0);
+  std::fclose(child.out);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(ServeCli, HelpAndUsageErrors) {
   const char* bin = std::getenv("FATHOM_BIN");
   if (!bin) GTEST_SKIP() << "FATHOM_BIN is not set (run through ctest)";
@@ -90,7 +150,7 @@ TEST(ServeCli, HelpAndUsageErrors) {
   while (std::fgets(buf, sizeof buf, help.out)) text += buf;
   std::fclose(help.out);
   EXPECT_EQ(wait_exit(help.pid), 0);
-  for (const char* option : {"--port", "--api-key", "--max-queue", "--parallel", "--audit-log", "--shutdown-timeout"})
+  for (const char* option : {"--port", "--api-key", "--max-queue", "--parallel", "--audit-log", "--shutdown-timeout", "--kv-persist"})
     EXPECT_NE(text.find(option), std::string::npos) << option;
   Child no_model = spawn({bin, "serve", "--port", "0"});
   std::fclose(no_model.out);

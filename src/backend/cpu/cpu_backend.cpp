@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/cpu/attention.h"
 #include "backend/cpu/matmul.h"
 #include "quant/quant.h"
 
@@ -14,6 +15,15 @@ CpuBackend::CpuBackend(int n_threads) : pool_(n_threads), kernels_(&cpu::best_ke
 bool CpuBackend::supports(Op op, DType weight_type) const {
   if (op != Op::kMatmul && op != Op::kGetRows) return true;
   return quant::can_dequantize(weight_type);
+}
+
+void CpuBackend::prepare_matmul_weights(const std::vector<TensorView>& weights, bool file_backed) {
+  if (!kernels_->gemm_is_simd) return;  // the row-dot kernels read the GGUF layout
+  for (const TensorView& w : weights) repacked_.get(w, pool_, file_backed);
+}
+
+void CpuBackend::matmul_batch(const std::vector<MatmulJob>& jobs) {
+  cpu::matmul_batch(pool_, *kernels_, jobs, scratch_, &repacked_);
 }
 
 void CpuBackend::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
@@ -42,13 +52,6 @@ void CpuBackend::rms_norm(const float* x, const float* weight, int64_t n_rows, i
 }
 
 namespace {
-
-// (token, head) items per chunk so a chunk does ~16K multiply-adds at the batch's longest context.
-int64_t attention_grain(const AttentionBatch& batch, int64_t width) {
-  int64_t max_kv = 1;
-  for (int64_t t = 0; t < batch.n_tokens; ++t) max_kv = std::max<int64_t>(max_kv, batch.positions[t] + 1);
-  return std::max<int64_t>(1, 16384 / (max_kv * width));
-}
 
 // YaRN ramp: 1 below `low` rotations (keep extrapolated), 0 above `high` (interpolate).
 float yarn_ramp(float low, float high, int64_t i0) {
@@ -120,79 +123,12 @@ void CpuBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batc
 
 void CpuBackend::attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head,
                            int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) {
-  const int64_t group = n_head / n_head_kv;
-  const int32_t block_size = kv.shape().block_size;
-  // One work item per (token, head); online softmax over the sequence's blocks, so memory is
-  // read once per item and no [n_ctx] score buffer is needed.
-  pool_.parallel_for(batch.n_tokens * n_head, attention_grain(batch, head_dim_k + head_dim_v), [&](int, int64_t begin, int64_t end) {
-    std::vector<float> acc(static_cast<size_t>(head_dim_v));
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t t = item / n_head, h = item % n_head, hk = h / group;
-      const float* qh = q + (t * n_head + h) * head_dim_k;
-      const std::vector<int32_t>& table = kv.block_table(batch.seq_ids[t]);
-      const int64_t n_kv = static_cast<int64_t>(batch.positions[t]) + 1;
-      float max_score = -INFINITY, denom = 0.0f;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t pos = 0; pos < n_kv; ++pos) {
-        const int32_t block = table[static_cast<size_t>(pos / block_size)];
-        const int32_t slot = static_cast<int32_t>(pos % block_size);
-        const float* kr = kv.k_row(layer, block, slot) + hk * head_dim_k;
-        float s = 0.0f;
-        for (int64_t i = 0; i < head_dim_k; ++i) s += qh[i] * kr[i];
-        s *= scale;
-        const float* vr = kv.v_row(layer, block, slot) + hk * head_dim_v;
-        if (s > max_score) {
-          const float correction = std::exp(max_score - s);
-          denom *= correction;
-          for (int64_t i = 0; i < head_dim_v; ++i) acc[static_cast<size_t>(i)] *= correction;
-          max_score = s;
-        }
-        const float p = std::exp(s - max_score);
-        denom += p;
-        for (int64_t i = 0; i < head_dim_v; ++i) acc[static_cast<size_t>(i)] += p * vr[i];
-      }
-      float* o = out + (t * n_head + h) * head_dim_v;
-      const float inv = 1.0f / denom;
-      for (int64_t i = 0; i < head_dim_v; ++i) o[i] = acc[static_cast<size_t>(i)] * inv;
-    }
-  });
+  cpu::attention(pool_, kernels_->isa, q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out);
 }
 
 void CpuBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
                                int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) {
-  const int32_t block_size = kv.shape().block_size;
-  // One work item per (token, head), online softmax as in attention(): the latent row of each
-  // position serves as both key (with k_pe) and value.
-  pool_.parallel_for(batch.n_tokens * n_head, attention_grain(batch, 2 * kv_lora_rank + n_rot), [&](int, int64_t begin, int64_t end) {
-    std::vector<float> acc(static_cast<size_t>(kv_lora_rank));
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t t = item / n_head, h = item % n_head;
-      const float* qa = q_abs + (t * n_head + h) * kv_lora_rank;
-      const float* qp = q_pe + (t * n_head + h) * n_rot;
-      const std::vector<int32_t>& table = kv.block_table(batch.seq_ids[t]);
-      const int64_t n_kv = static_cast<int64_t>(batch.positions[t]) + 1;
-      float max_score = -INFINITY, denom = 0.0f;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t pos = 0; pos < n_kv; ++pos) {
-        const float* row = kv.k_row(layer, table[static_cast<size_t>(pos / block_size)], static_cast<int32_t>(pos % block_size));
-        float s = 0.0f;
-        for (int64_t i = 0; i < kv_lora_rank; ++i) s += qa[i] * row[i];
-        for (int64_t i = 0; i < n_rot; ++i) s += qp[i] * row[kv_lora_rank + i];
-        s *= scale;
-        if (s > max_score) {
-          const float correction = std::exp(max_score - s);
-          denom *= correction;
-          for (float& a : acc) a *= correction;
-          max_score = s;
-        }
-        const float p = std::exp(s - max_score);
-        denom += p;
-        for (int64_t i = 0; i < kv_lora_rank; ++i) acc[static_cast<size_t>(i)] += p * row[i];
-      }
-      float* o = out + (t * n_head + h) * kv_lora_rank;
-      for (int64_t i = 0; i < kv_lora_rank; ++i) o[i] = acc[static_cast<size_t>(i)] / denom;
-    }
-  });
+  cpu::mla_attention(pool_, kernels_->isa, q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out);
 }
 
 void CpuBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {

@@ -20,7 +20,9 @@ class CpuBackend final : public Backend {
   int n_threads() const override { return pool_.n_threads(); }
   ThreadPool& pool() { return pool_; }
 
+  void prepare_matmul_weights(const std::vector<TensorView>& weights, bool file_backed) override;
   void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override;
+  void matmul_batch(const std::vector<MatmulJob>& jobs) override;
   void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) override;
   void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) override;
   void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,

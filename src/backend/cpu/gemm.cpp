@@ -1,6 +1,7 @@
 #include "backend/cpu/gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -425,40 +426,80 @@ void gemm_x16_generic(DType type, const uint8_t* group, const GemmActivations& x
 
 void gemm(ThreadPool& pool, const Kernels& kernels, const RepackedMatrix& w, const float* x, int64_t n_tokens,
           float* y, GemmScratch& scratch) {
-  const int64_t n = w.n, n_out = w.n_rows;
-  const int64_t block = gemm_block(w.type);
-  const GemmX16Fn kernel = kernels.gemm_x16;
-  // At least ~64K multiply-adds per chunk, so small matrices do not pay for a wake-up.
-  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, kGemmRows * n * n_tokens));
-  if (block == 0) {
-    GemmActivations act;
-    act.n_tokens = n_tokens;
-    act.n = n;
-    act.f = x;
-    pool.parallel_for(w.n_groups, grain, [&](int, int64_t g0, int64_t g1) {
-      for (int64_t g = g0; g < g1; ++g) kernel(w.type, w.group(g), act, std::min(kGemmRows, n_out - g * kGemmRows), y + g * kGemmRows, n_out);
+  const GemmJob job{&w, x, n_tokens, y};
+  gemm_many(pool, kernels, &job, 1, &scratch);
+}
+
+void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, size_t n_jobs, GemmScratch* scratch) {
+  // 1. Activations: every int job's tokens quantized, in slices of ~16K values over the pool.
+  struct Slice {
+    size_t job;
+    int64_t t0, t1;
+  };
+  std::vector<Slice> slices;
+  std::vector<GemmActivations> acts(n_jobs);
+  int64_t quant_values = 0;
+  for (size_t j = 0; j < n_jobs; ++j) {
+    const GemmJob& job = jobs[j];
+    const int64_t n = job.w->n, block = gemm_block(job.w->type);
+    GemmActivations& a = acts[j];
+    a.n_tokens = job.n_tokens;
+    a.n = n;
+    a.f = job.x;
+    if (block == 0) continue;
+    const int64_t nb = n / block;
+    GemmScratch& sc = scratch[j];
+    sc.q.resize(static_cast<size_t>(job.n_tokens * n));
+    sc.xd.resize(static_cast<size_t>(job.n_tokens * nb));
+    sc.xs.resize(static_cast<size_t>(job.n_tokens * nb));
+    a.q = sc.q.data();
+    a.xd = sc.xd.data();
+    a.xs = sc.xs.data();
+    a.block = block;
+    const int64_t per = std::max<int64_t>(1, 16384 / n);
+    for (int64_t t = 0; t < job.n_tokens; t += per) slices.push_back({j, t, std::min(job.n_tokens, t + per)});
+    quant_values += job.n_tokens * n;
+  }
+  const GemmQuantizeFn quantize = kernels.quantize_gemm;
+  auto run_slice = [&](const Slice& sl) {
+    const GemmJob& job = jobs[sl.job];
+    const int64_t n = job.w->n, block = gemm_block(job.w->type), nb = n / block;
+    GemmScratch& sc = scratch[sl.job];
+    quantize(job.x + sl.t0 * n, sl.t1 - sl.t0, n, block, sc.q.data() + sl.t0 * n, sc.xd.data() + sl.t0 * nb,
+             sc.xs.data() + sl.t0 * nb);
+  };
+  if (quant_values <= 32768) {
+    for (const Slice& sl : slices) run_slice(sl);  // decode: cheaper than a wake-up
+  } else {
+    pool.parallel_for(static_cast<int64_t>(slices.size()), 1, [&](int, int64_t s0, int64_t s1) {
+      for (int64_t i = s0; i < s1; ++i) run_slice(slices[static_cast<size_t>(i)]);
     });
+  }
+  // 2. All 16-row groups of all jobs, handed out dynamically (jobs differ in tokens and size).
+  std::vector<int64_t> first(n_jobs + 1, 0);
+  int64_t macs = 0;
+  for (size_t j = 0; j < n_jobs; ++j) {
+    first[j + 1] = first[j] + jobs[j].w->n_groups;
+    macs += jobs[j].w->n_rows * jobs[j].w->n * jobs[j].n_tokens;
+  }
+  const int64_t total = first[n_jobs];
+  const GemmX16Fn kernel = kernels.gemm_x16;
+  auto run_group = [&](int64_t i) {
+    const size_t j = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), i) - first.begin() - 1);
+    const GemmJob& job = jobs[j];
+    const int64_t g = i - first[j];
+    const int64_t rows = std::min(kGemmRows, job.w->n_rows - g * kGemmRows);
+    kernel(job.w->type, job.w->group(g), acts[j], rows, job.y + g * kGemmRows, job.w->n_rows);
+  };
+  if (pool.n_threads() == 1 || macs < 65536) {
+    for (int64_t i = 0; i < total; ++i) run_group(i);
     return;
   }
-  const int64_t nb = n / block;
-  scratch.q.resize(static_cast<size_t>(n_tokens * n));
-  scratch.xd.resize(static_cast<size_t>(n_tokens * nb));
-  scratch.xs.resize(static_cast<size_t>(n_tokens * nb));
-  const GemmQuantizeFn quantize = kernels.quantize_gemm;
-  if (n_tokens == 1) {
-    quantize(x, 1, n, block, scratch.q.data(), scratch.xd.data(), scratch.xs.data());
-  } else {
-    pool.parallel_for(n_tokens, std::max<int64_t>(1, 16384 / n), [&](int, int64_t t0, int64_t t1) {
-      quantize(x + t0 * n, t1 - t0, n, block, scratch.q.data() + t0 * n, scratch.xd.data() + t0 * nb,
-               scratch.xs.data() + t0 * nb);
-    });
-  }
-  const GemmActivations act{scratch.q.data(), scratch.xd.data(), scratch.xs.data(), n_tokens, n, block, x};
-  pool.parallel_for(w.n_groups, grain, [&](int, int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g) {
-      const int64_t rows = std::min(kGemmRows, n_out - g * kGemmRows);
-      kernel(w.type, w.group(g), act, rows, y + g * kGemmRows, n_out);
-    }
+  const int64_t chunk = std::clamp<int64_t>(total / (8 * pool.n_threads()), 1, 16);
+  std::atomic<int64_t> next{0};
+  pool.run_on_all([&](int) {
+    for (int64_t i0 = next.fetch_add(chunk); i0 < total; i0 = next.fetch_add(chunk))
+      for (int64_t i = i0; i < std::min(total, i0 + chunk); ++i) run_group(i);
   });
 }
 

@@ -82,6 +82,17 @@ struct RepackedMatrix;
 void gemm(ThreadPool& pool, const Kernels& kernels, const RepackedMatrix& w, const float* x, int64_t n_tokens,
           float* y, GemmScratch& scratch);
 
+// Several products in one pass over the pool (one wake-up, groups handed out dynamically):
+// e.g. the gate/up projections of every routed expert, or all per-head matrices of MLA.
+// scratch: one per job.
+struct GemmJob {
+  const RepackedMatrix* w;
+  const float* x;     // [n_tokens, w->n]
+  int64_t n_tokens;
+  float* y;           // [n_tokens, w->n_rows]
+};
+void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, size_t n_jobs, GemmScratch* scratch);
+
 // The scalar reference, exposed for the tests.
 // Quantizes activations (the definition the SIMD quantizers match bit for bit).
 void gemm_quantize_activations(const float* x, int64_t n_tokens, int64_t n, int64_t block, int8_t* q, float* xd,

@@ -20,7 +20,10 @@ constexpr int64_t kRowTile = 64;
 void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* x, int64_t n_tokens, float* y,
             MatmulScratch& scratch, RepackCache* repacked) {
   if (repacked != nullptr && kernels.gemm_is_simd) {
-    if (const RepackedMatrix* r = repacked->get(w, pool)) return gemm(pool, kernels, *r, x, n_tokens, y, scratch.gemm);
+    if (const RepackedMatrix* r = repacked->get(w, pool)) {
+      if (scratch.gemm.empty()) scratch.gemm.resize(1);
+      return gemm(pool, kernels, *r, x, n_tokens, y, scratch.gemm[0]);
+    }
   }
   std::vector<uint8_t>& act_q = scratch.act_q;
   const int64_t n_in = w.ne[0], n_out = w.n_rows();
@@ -43,6 +46,23 @@ void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const
                      xq + static_cast<size_t>(t) * act_row, y + t * n_out + r0);
     }
   });
+}
+
+void matmul_batch(ThreadPool& pool, const Kernels& kernels, const std::vector<MatmulJob>& jobs, MatmulScratch& scratch,
+                  RepackCache* repacked) {
+  std::vector<GemmJob> fast;
+  fast.reserve(jobs.size());
+  for (const MatmulJob& j : jobs) {
+    const RepackedMatrix* r = repacked != nullptr && kernels.gemm_is_simd ? repacked->get(j.w, pool) : nullptr;
+    if (r != nullptr) {
+      fast.push_back({r, j.x, j.n_tokens, j.y});
+    } else {
+      matmul(pool, kernels, j.w, j.x, j.n_tokens, j.y, scratch, nullptr);
+    }
+  }
+  if (fast.empty()) return;
+  if (scratch.gemm.size() < fast.size()) scratch.gemm.resize(fast.size());
+  gemm_many(pool, kernels, fast.data(), fast.size(), scratch.gemm.data());
 }
 
 }  // namespace fathom::cpu

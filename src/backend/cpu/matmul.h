@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "backend/backend.h"
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/repack.h"
 #include "backend/cpu/vec_dot.h"
@@ -17,7 +18,7 @@ namespace fathom::cpu {
 // Scratch reused across calls (grown as needed).
 struct MatmulScratch {
   std::vector<uint8_t> act_q;  // [n_tokens, row_size(vec_dot_type, n_in)] activations for the row dots
-  GemmScratch gemm;
+  std::vector<GemmScratch> gemm;  // one per job of a batch
 };
 
 // y[t, r] = dot(W row r, x[t, :]). x: [n_tokens, n_in]; y: [n_tokens, n_out]. Weights the cache
@@ -25,5 +26,8 @@ struct MatmulScratch {
 // products on the GGUF layout. Either way a token's result does not depend on the batch.
 void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* x, int64_t n_tokens, float* y,
             MatmulScratch& scratch, RepackCache* repacked);
+// Several products: the repacked ones together in one gemm_many pass, the others one by one.
+void matmul_batch(ThreadPool& pool, const Kernels& kernels, const std::vector<MatmulJob>& jobs, MatmulScratch& scratch,
+                  RepackCache* repacked);
 
 }  // namespace fathom::cpu

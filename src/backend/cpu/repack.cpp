@@ -180,7 +180,7 @@ RepackedMatrix repack(const TensorView& w, ThreadPool* pool) {
   auto work = [&](int, int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       uint8_t* out = m.data.get() + static_cast<size_t>(g) * m.group_bytes;
-      std::memset(out, 0, m.group_bytes);
+      if ((g + 1) * R > m.n_rows) std::memset(out, 0, m.group_bytes);  // padding rows of the last group
       for (int64_t r = 0; r < R && g * R + r < m.n_rows; ++r) {
         const uint8_t* row = src + static_cast<size_t>(g * R + r) * row_bytes;
         for (int64_t b = 0; b < nb; ++b) put_row(w.dtype, row + static_cast<size_t>(b) * in_block, r, out + static_cast<size_t>(b) * out_block);
@@ -225,7 +225,7 @@ RepackCache::RepackCache() {
   budget_ = avail == 0 ? SIZE_MAX : avail / 4 * 3;
 }
 
-const RepackedMatrix* RepackCache::get(const TensorView& w, ThreadPool& pool) {
+const RepackedMatrix* RepackCache::get(const TensorView& w, ThreadPool& pool, bool release) {
   if (!enabled_ || !repackable(w.dtype)) return nullptr;
   auto it = cache_.find(w.data);
   if (it != cache_.end()) return it->second.data ? &it->second : nullptr;
@@ -234,7 +234,7 @@ const RepackedMatrix* RepackCache::get(const TensorView& w, ThreadPool& pool) {
   if (bytes_ + need <= budget_) m = repack(w, &pool);
   if (m.data) {
     bytes_ += need;
-    release_source(w.data, w.n_bytes());
+    if (release) release_source(w.data, w.n_bytes());
   } else {
     ++n_skipped_;
   }

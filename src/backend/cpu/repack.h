@@ -52,15 +52,16 @@ RepackedMatrix repack(const TensorView& w, ThreadPool* pool);
 // Repacked copies of the weights a backend has multiplied with, made on first use and kept.
 // Repacking is skipped (the caller uses the GGUF layout in place, from the mmap) for types
 // without an x16 layout, when FATHOM_NO_REPACK is set, and once the copies would take more
-// than 3/4 of the memory that was available when the cache was created. After a matrix is
-// copied its source pages are released from the process (MADV_DONTNEED on the file mapping;
-// they are re-read from the file if anything touches them again), so memory stays about the
-// size of the model.
+// than 3/4 of the memory that was available when the cache was created. When the caller says
+// the source is a read-only file mapping, its pages are released once copied (MADV_DONTNEED;
+// re-read from the file if anything touches them again), so memory stays about the size of
+// the model. Memory the program owns is never released (MADV_DONTNEED would zero it).
 class RepackCache {
  public:
   RepackCache();
-  // The repacked form of w, or nullptr to use w as it is.
-  const RepackedMatrix* get(const TensorView& w, ThreadPool& pool);
+  // The repacked form of w, or nullptr to use w as it is. release_source: w lies in a read-only
+  // file mapping whose pages may be dropped after the copy.
+  const RepackedMatrix* get(const TensorView& w, ThreadPool& pool, bool release_source = false);
   size_t bytes() const { return bytes_; }
   size_t n_skipped() const { return n_skipped_; }
 

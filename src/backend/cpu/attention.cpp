@@ -1,0 +1,361 @@
+// Flash-style attention driver (work items, query gathering, threading), the generic tile
+// kernel, and the naive reference twins. See attention.h.
+#include "backend/cpu/attention.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/cpu/attention_internal.h"
+#include "core/status.h"
+
+namespace fathom::cpu {
+
+namespace detail {
+
+// Dot product with 8 independent partial sums (the compiler can keep them in one vector
+// register; a single running sum is one long dependency chain).
+float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  float partial[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int u = 0; u < 8; ++u) partial[u] += a[i + u] * b[i + u];
+  float sum = 0.0f;
+  for (; i < n; ++i) sum += a[i] * b[i];
+  for (float p : partial) sum += p;
+  return sum;
+}
+
+void tile_generic(const KeyTile& tile, const RowTile& rows) {
+  const int64_t dk = rows.dk, dv = rows.dv;
+  float scores[kTileKeys];  // [n_visible] scores of one row
+  for (int64_t r = 0; r < rows.n_rows; ++r) {
+    const int n_visible = rows.n_visible[r];
+    if (n_visible <= 0) continue;
+    const float* q = rows.q + r * dk;
+    float block_max = -INFINITY;
+    for (int j = 0; j < n_visible; ++j) {
+      scores[j] = dot(q, tile.k + j * tile.k_stride, dk) * rows.scale;
+      block_max = std::max(block_max, scores[j]);
+    }
+    const float m_new = std::max(rows.m[r], block_max);
+    const float correction = std::exp(rows.m[r] - m_new);  // 0 for the first tile (m = -inf)
+    float* __restrict o = rows.o + r * dv;
+    for (int64_t i = 0; i < dv; ++i) o[i] *= correction;
+    float sum = 0.0f;
+    for (int j = 0; j < n_visible; ++j) {
+      const float p = std::exp(scores[j] - m_new);
+      sum += p;
+      const float* __restrict v = tile.v + j * tile.v_stride;
+      for (int64_t i = 0; i < dv; ++i) o[i] += p * v[i];
+    }
+    rows.l[r] = rows.l[r] * correction + sum;
+    rows.m[r] = m_new;
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::KeyTile;
+using detail::kTileKeys;
+using detail::RowTile;
+using detail::TileFn;
+
+// Scratch per work item is about this many floats ([rows, dk] queries + [rows, dv] outputs),
+// so an item's rows stay in L2 while the cache streams past.
+constexpr int64_t kItemFloats = 32768;
+constexpr int64_t kMaxRows = 64;
+
+// One attention problem in the shape the driver runs: MHA/GQA or MLA.
+struct Problem {
+  const float* q_main = nullptr;  // [n_tokens, n_head, d_main] first part of each query row
+  int64_t d_main = 0;
+  const float* q_tail = nullptr;  // [n_tokens, n_head, d_tail] rest of the row (MLA q_pe), or nullptr
+  int64_t d_tail = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t dk = 0;        // d_main + d_tail: query/key width
+  int64_t dv = 0;        // value/output width
+  float scale = 1.0f;
+  bool latent = false;   // MLA: values are the first dv floats of the key rows (v_width = 0)
+  float* out = nullptr;  // [n_tokens, n_head, dv]
+};
+
+// The batch tokens of one sequence, in batch order (positions ascending).
+struct SeqTokens {
+  int32_t seq_id = 0;
+  std::vector<int64_t> tokens;  // batch indices
+};
+
+// Rows [tok_begin, +n_tok) x heads [head_begin, +n_heads) of kv head `kv_head` of one sequence.
+struct WorkItem {
+  int32_t seq = 0;  // index into the SeqTokens list
+  int64_t kv_head = 0;
+  int64_t head_begin = 0;  // within the GQA group
+  int64_t n_heads = 0;
+  int64_t tok_begin = 0;   // within SeqTokens::tokens
+  int64_t n_tok = 0;
+  double cost = 0;         // rows x positions, for largest-first scheduling
+};
+
+TileFn pick_tile(Isa isa, int64_t dk, int64_t dv) {
+  FATHOM_CHECK_MSG(isa_supported(isa), std::string("attention kernels for ") + isa_name(isa) + " need instructions this CPU lacks");
+  if (isa == Isa::kAvx512 && dk % 16 == 0 && dv % 16 == 0)
+    if (TileFn f = detail::tile_avx512()) return f;
+  if ((isa == Isa::kAvx512 || isa == Isa::kAvx2) && dk % 8 == 0 && dv % 8 == 0)
+    if (TileFn f = detail::tile_avx2()) return f;
+  return detail::tile_generic;
+}
+
+std::vector<SeqTokens> group_by_sequence(const AttentionBatch& batch) {
+  std::vector<SeqTokens> seqs;
+  std::unordered_map<int32_t, size_t> index;  // seq id -> position in seqs
+  for (int64_t t = 0; t < batch.n_tokens; ++t) {
+    auto [it, fresh] = index.emplace(batch.seq_ids[t], seqs.size());
+    if (fresh) seqs.push_back({batch.seq_ids[t], {}});
+    seqs[it->second].tokens.push_back(t);
+  }
+  return seqs;
+}
+
+// Splits the rows into items of at most `rows_per_item` rows: heads of a group first (so a
+// group shares the cache reads), then tokens of a sequence. Items are sized so every thread
+// gets work and are returned largest first for the dynamic scheduler.
+std::vector<WorkItem> make_items(const std::vector<SeqTokens>& seqs, const AttentionBatch& batch, const Problem& p,
+                                 int n_threads) {
+  const int64_t group = p.n_head / p.n_head_kv;
+  const int64_t budget = std::clamp<int64_t>(kItemFloats / (p.dk + p.dv), 1, kMaxRows);
+  const int64_t total_rows = batch.n_tokens * p.n_head;
+  const int64_t rows = std::clamp<int64_t>((total_rows + n_threads - 1) / n_threads, 1, budget);
+  const int64_t n_heads = std::min(group, rows);
+  const int64_t n_tok = std::max<int64_t>(1, rows / n_heads);
+  std::vector<WorkItem> items;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const std::vector<int64_t>& toks = seqs[s].tokens;
+    for (int64_t t0 = 0; t0 < static_cast<int64_t>(toks.size()); t0 += n_tok) {
+      const int64_t nt = std::min<int64_t>(n_tok, static_cast<int64_t>(toks.size()) - t0);
+      int64_t max_kv = 0;
+      for (int64_t i = 0; i < nt; ++i) max_kv = std::max<int64_t>(max_kv, batch.positions[toks[static_cast<size_t>(t0 + i)]] + 1);
+      for (int64_t hk = 0; hk < p.n_head_kv; ++hk)
+        for (int64_t h0 = 0; h0 < group; h0 += n_heads) {
+          const int64_t nh = std::min(n_heads, group - h0);
+          items.push_back({static_cast<int32_t>(s), hk, h0, nh, t0, nt, static_cast<double>(nt * nh) * static_cast<double>(max_kv)});
+        }
+    }
+  }
+  std::stable_sort(items.begin(), items.end(), [](const WorkItem& a, const WorkItem& b) { return a.cost > b.cost; });
+  return items;
+}
+
+// Per-thread buffers of one work item's rows.
+struct ItemScratch {
+  std::vector<float> q;            // [rows, dk] queries
+  std::vector<float> o;            // [rows, dv] unnormalised outputs
+  std::vector<float> m, l;         // [rows] running max and denominator
+  std::vector<int32_t> n_kv;       // [rows] positions visible to the row: its position + 1
+  std::vector<int32_t> n_visible;  // [rows] visible keys of the current tile
+};
+
+void run_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& batch, const Problem& p, KvCache& kv,
+              int64_t layer, TileFn tile_fn, ItemScratch& s) {
+  const int64_t group = p.n_head / p.n_head_kv;
+  const int64_t n_rows = item.n_tok * item.n_heads;
+  s.q.resize(static_cast<size_t>(n_rows * p.dk));
+  s.o.assign(static_cast<size_t>(n_rows * p.dv), 0.0f);
+  s.m.assign(static_cast<size_t>(n_rows), -INFINITY);
+  s.l.assign(static_cast<size_t>(n_rows), 0.0f);
+  s.n_kv.resize(static_cast<size_t>(n_rows));
+  s.n_visible.resize(static_cast<size_t>(n_rows));
+  int64_t max_kv = 0;
+  for (int64_t i = 0; i < item.n_tok; ++i) {
+    const int64_t t = seq.tokens[static_cast<size_t>(item.tok_begin + i)];
+    const int32_t n_kv = batch.positions[t] + 1;
+    max_kv = std::max<int64_t>(max_kv, n_kv);
+    for (int64_t g = 0; g < item.n_heads; ++g) {
+      const int64_t h = item.kv_head * group + item.head_begin + g, r = i * item.n_heads + g;
+      float* dst = s.q.data() + r * p.dk;
+      const float* src = p.q_main + (t * p.n_head + h) * p.d_main;
+      std::copy(src, src + p.d_main, dst);
+      if (p.q_tail) {
+        const float* tail = p.q_tail + (t * p.n_head + h) * p.d_tail;
+        std::copy(tail, tail + p.d_tail, dst + p.d_main);
+      }
+      s.n_kv[static_cast<size_t>(r)] = n_kv;
+    }
+  }
+  const RowTile rows{s.q.data(), s.o.data(), s.m.data(), s.l.data(), s.n_visible.data(), n_rows, p.dk, p.dv, p.scale};
+  const std::vector<int32_t>& table = kv.block_table(seq.seq_id);
+  const int32_t block_size = kv.shape().block_size;
+  const int64_t k_width = kv.shape().k_width, v_width = kv.shape().v_width;
+  for (int64_t pos = 0; pos < max_kv;) {
+    const int32_t block = table[static_cast<size_t>(pos / block_size)];
+    const auto slot = static_cast<int32_t>(pos % block_size);
+    const int n_keys = static_cast<int>(std::min<int64_t>({kTileKeys, block_size - slot, max_kv - pos}));
+    KeyTile tile;
+    tile.k = kv.k_row(layer, block, slot) + item.kv_head * p.dk;
+    tile.k_stride = k_width;
+    if (p.latent) {
+      tile.v = tile.k;
+      tile.v_stride = k_width;
+    } else {
+      tile.v = kv.v_row(layer, block, slot) + item.kv_head * p.dv;
+      tile.v_stride = v_width;
+    }
+    tile.n_keys = n_keys;
+    for (int64_t r = 0; r < n_rows; ++r)
+      s.n_visible[static_cast<size_t>(r)] = static_cast<int32_t>(std::clamp<int64_t>(s.n_kv[static_cast<size_t>(r)] - pos, 0, n_keys));
+    tile_fn(tile, rows);
+    pos += n_keys;
+  }
+  for (int64_t i = 0; i < item.n_tok; ++i) {
+    const int64_t t = seq.tokens[static_cast<size_t>(item.tok_begin + i)];
+    for (int64_t g = 0; g < item.n_heads; ++g) {
+      const int64_t h = item.kv_head * group + item.head_begin + g, r = i * item.n_heads + g;
+      const float inv = 1.0f / s.l[static_cast<size_t>(r)];  // > 0: position 0 is always visible
+      const float* o = s.o.data() + r * p.dv;
+      float* dst = p.out + (t * p.n_head + h) * p.dv;
+      for (int64_t c = 0; c < p.dv; ++c) dst[c] = o[c] * inv;
+    }
+  }
+}
+
+void run(ThreadPool& pool, Isa isa, const Problem& p, KvCache& kv, int64_t layer, const AttentionBatch& batch) {
+  if (batch.n_tokens == 0) return;
+  FATHOM_CHECK(p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0);
+  const TileFn tile_fn = pick_tile(isa, p.dk, p.dv);
+  const std::vector<SeqTokens> seqs = group_by_sequence(batch);
+  const std::vector<WorkItem> items = make_items(seqs, batch, p, pool.n_threads());
+  // Dynamic scheduling: causal items differ in length, so threads take the next item when done.
+  std::atomic<size_t> next{0};
+  pool.run_on_all([&](int) {
+    ItemScratch scratch;
+    for (size_t i = next.fetch_add(1, std::memory_order_relaxed); i < items.size(); i = next.fetch_add(1, std::memory_order_relaxed))
+      run_item(items[i], seqs[static_cast<size_t>(items[i].seq)], batch, p, kv, layer, tile_fn, scratch);
+  });
+}
+
+// (token, head) items per chunk so a chunk does ~16K multiply-adds at the batch's longest context.
+int64_t reference_grain(const AttentionBatch& batch, int64_t width) {
+  int64_t max_kv = 1;
+  for (int64_t t = 0; t < batch.n_tokens; ++t) max_kv = std::max<int64_t>(max_kv, batch.positions[t] + 1);
+  return std::max<int64_t>(1, 16384 / (max_kv * width));
+}
+
+}  // namespace
+
+void attention(ThreadPool& pool, Isa isa, const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch,
+               int64_t n_head, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) {
+  Problem p;
+  p.q_main = q;
+  p.d_main = head_dim_k;
+  p.n_head = n_head;
+  p.n_head_kv = n_head_kv;
+  p.dk = head_dim_k;
+  p.dv = head_dim_v;
+  p.scale = scale;
+  p.out = out;
+  run(pool, isa, p, kv, layer, batch);
+}
+
+void mla_attention(ThreadPool& pool, Isa isa, const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer,
+                   const AttentionBatch& batch, int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale,
+                   float* out) {
+  Problem p;
+  p.q_main = q_abs;
+  p.d_main = kv_lora_rank;
+  p.q_tail = n_rot > 0 ? q_pe : nullptr;
+  p.d_tail = n_rot;
+  p.n_head = n_head;
+  p.n_head_kv = 1;  // every head reads the same latent rows
+  p.dk = kv_lora_rank + n_rot;
+  p.dv = kv_lora_rank;
+  p.scale = scale;
+  p.latent = true;
+  p.out = out;
+  run(pool, isa, p, kv, layer, batch);
+}
+
+void attention_ref(ThreadPool& pool, const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch,
+                   int64_t n_head, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) {
+  const int64_t group = n_head / n_head_kv;
+  const int32_t block_size = kv.shape().block_size;
+  // One work item per (token, head); online softmax over the sequence's blocks, so memory is
+  // read once per item and no [n_ctx] score buffer is needed.
+  pool.parallel_for(batch.n_tokens * n_head, reference_grain(batch, head_dim_k + head_dim_v), [&](int, int64_t begin, int64_t end) {
+    std::vector<float> acc(static_cast<size_t>(head_dim_v));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t t = item / n_head, h = item % n_head, hk = h / group;
+      const float* qh = q + (t * n_head + h) * head_dim_k;
+      const std::vector<int32_t>& table = kv.block_table(batch.seq_ids[t]);
+      const int64_t n_kv = static_cast<int64_t>(batch.positions[t]) + 1;
+      float max_score = -INFINITY, denom = 0.0f;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t pos = 0; pos < n_kv; ++pos) {
+        const int32_t block = table[static_cast<size_t>(pos / block_size)];
+        const int32_t slot = static_cast<int32_t>(pos % block_size);
+        const float* kr = kv.k_row(layer, block, slot) + hk * head_dim_k;
+        float s = 0.0f;
+        for (int64_t i = 0; i < head_dim_k; ++i) s += qh[i] * kr[i];
+        s *= scale;
+        const float* vr = kv.v_row(layer, block, slot) + hk * head_dim_v;
+        if (s > max_score) {
+          const float correction = std::exp(max_score - s);
+          denom *= correction;
+          for (int64_t i = 0; i < head_dim_v; ++i) acc[static_cast<size_t>(i)] *= correction;
+          max_score = s;
+        }
+        const float p = std::exp(s - max_score);
+        denom += p;
+        for (int64_t i = 0; i < head_dim_v; ++i) acc[static_cast<size_t>(i)] += p * vr[i];
+      }
+      float* o = out + (t * n_head + h) * head_dim_v;
+      const float inv = 1.0f / denom;
+      for (int64_t i = 0; i < head_dim_v; ++i) o[i] = acc[static_cast<size_t>(i)] * inv;
+    }
+  });
+}
+
+void mla_attention_ref(ThreadPool& pool, const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer,
+                       const AttentionBatch& batch, int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale,
+                       float* out) {
+  const int32_t block_size = kv.shape().block_size;
+  // One work item per (token, head), online softmax as in attention_ref(): the latent row of
+  // each position serves as both key (with k_pe) and value.
+  pool.parallel_for(batch.n_tokens * n_head, reference_grain(batch, 2 * kv_lora_rank + n_rot), [&](int, int64_t begin, int64_t end) {
+    std::vector<float> acc(static_cast<size_t>(kv_lora_rank));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t t = item / n_head, h = item % n_head;
+      const float* qa = q_abs + (t * n_head + h) * kv_lora_rank;
+      const float* qp = q_pe + (t * n_head + h) * n_rot;
+      const std::vector<int32_t>& table = kv.block_table(batch.seq_ids[t]);
+      const int64_t n_kv = static_cast<int64_t>(batch.positions[t]) + 1;
+      float max_score = -INFINITY, denom = 0.0f;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t pos = 0; pos < n_kv; ++pos) {
+        const float* row = kv.k_row(layer, table[static_cast<size_t>(pos / block_size)], static_cast<int32_t>(pos % block_size));
+        float s = 0.0f;
+        for (int64_t i = 0; i < kv_lora_rank; ++i) s += qa[i] * row[i];
+        for (int64_t i = 0; i < n_rot; ++i) s += qp[i] * row[kv_lora_rank + i];
+        s *= scale;
+        if (s > max_score) {
+          const float correction = std::exp(max_score - s);
+          denom *= correction;
+          for (float& a : acc) a *= correction;
+          max_score = s;
+        }
+        const float p = std::exp(s - max_score);
+        denom += p;
+        for (int64_t i = 0; i < kv_lora_rank; ++i) acc[static_cast<size_t>(i)] += p * row[i];
+      }
+      float* o = out + (t * n_head + h) * kv_lora_rank;
+      for (int64_t i = 0; i < kv_lora_rank; ++i) o[i] = acc[static_cast<size_t>(i)] / denom;
+    }
+  });
+}
+
+}  // namespace fathom::cpu

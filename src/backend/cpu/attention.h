@@ -1,0 +1,43 @@
+// CPU attention over the paged KV cache, flash-attention style: for each sequence and KV head,
+// a work item takes a chunk of that sequence's query tokens with all the query heads of the
+// GQA group (rows = tokens x heads) and streams the cache blocks once, 16 positions at a time,
+// keeping a running max, denominator and output per row (online softmax), so no [n_ctx] score
+// buffer exists and each K/V block is read once per item instead of once per (token, head).
+// MLA (deepseek2) is the same computation with one "KV head" whose cache row is the key
+// ([latent | k_pe]) and whose first kv_lora_rank values are the value.
+//
+// The inner tile kernel has generic, AVX2 and AVX-512 versions (per-function target attributes,
+// chosen by the caller's Isa); head widths the vector code does not cover fall back to a
+// narrower ISA. Reference twins (attention_ref, mla_attention_ref) are the naive per-(token,
+// head) loops, used by tests only.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/backend.h"
+#include "backend/cpu/vec_dot.h"
+#include "core/threadpool.h"
+
+namespace fathom::cpu {
+
+// Causal GQA attention of each token over its sequence's cached positions [0, pos].
+// q: [n_tokens, n_head, head_dim_k]; out: [n_tokens, n_head, head_dim_v]; kv head = h / (n_head / n_head_kv).
+// `isa` picks the tile kernel (must be supported by this CPU).
+void attention(ThreadPool& pool, Isa isa, const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch,
+               int64_t n_head, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out);
+
+// MLA attention in latent space: cache rows [latent (kv_lora_rank), k_pe (n_rot)] shared by all
+// heads. q_abs: [n_tokens, n_head, kv_lora_rank]; q_pe: [n_tokens, n_head, n_rot];
+// out: [n_tokens, n_head, kv_lora_rank].
+void mla_attention(ThreadPool& pool, Isa isa, const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer,
+                   const AttentionBatch& batch, int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale,
+                   float* out);
+
+// Scalar references: one (token, head) at a time, position by position.
+void attention_ref(ThreadPool& pool, const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch,
+                   int64_t n_head, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out);
+void mla_attention_ref(ThreadPool& pool, const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer,
+                       const AttentionBatch& batch, int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale,
+                       float* out);
+
+}  // namespace fathom::cpu

@@ -1,0 +1,120 @@
+// AVX-512 attention tile: one 16-lane register holds a query row's scores against the tile's
+// 16 keys. Scores come from 16 per-key accumulators over the head width, folded into one
+// register by a transpose-and-add tree; softmax weights use a vector exp (Cephes polynomial,
+// ~1 ulp); the weighted value sum keeps up to 128 output floats in registers per pass.
+// Built with per-function target attributes; used only when the caller's Isa is kAvx512.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/attention_internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 headers, as in vec_dot_avx512.cpp
+#endif
+
+#define FATHOM_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+
+namespace fathom::cpu::detail {
+
+namespace {
+
+// Lane j of the result = horizontal sum of acc[j].
+FATHOM_AVX512 inline __m512 reduce16(const __m512* acc) {
+  __m512 r8[8];
+  for (int i = 0; i < 8; ++i)  // 128-bit lanes: [a0+a2, a1+a3, b0+b2, b1+b3] with a = acc[i], b = acc[i+8]
+    r8[i] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[i], acc[i + 8], 0x44), _mm512_shuffle_f32x4(acc[i], acc[i + 8], 0xEE));
+  __m512 r4[4];
+  for (int i = 0; i < 4; ++i)  // lanes hold 4 partial sums each of acc[i], acc[i+8], acc[i+4], acc[i+12]
+    r4[i] = _mm512_add_ps(_mm512_shuffle_f32x4(r8[i], r8[i + 4], 0x88), _mm512_shuffle_f32x4(r8[i], r8[i + 4], 0xDD));
+  const __m512 r2a = _mm512_add_ps(_mm512_unpacklo_ps(r4[0], r4[1]), _mm512_unpackhi_ps(r4[0], r4[1]));
+  const __m512 r2b = _mm512_add_ps(_mm512_unpacklo_ps(r4[2], r4[3]), _mm512_unpackhi_ps(r4[2], r4[3]));
+  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(r2a, r2b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_ps(r2a, r2b, _MM_SHUFFLE(3, 2, 3, 2)));
+  // 128-bit lanes now hold sums of acc[0..3], acc[8..11], acc[4..7], acc[12..15].
+  return _mm512_shuffle_f32x4(r, r, 0xD8);
+}
+
+// e^x for x <= 0 (scores minus their max); inputs below -87 give ~1e-38, masked off by callers.
+FATHOM_AVX512 inline __m512 exp16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// o[0 .. 16*U) = o * correction + sum_j p[j] * v_j, U registers of outputs held across keys.
+template <int U>
+FATHOM_AVX512 inline void accumulate_values(float* o, const float* const* v, int64_t offset, const float* p, int n_keys,
+                                            __m512 correction) {
+  __m512 acc[U];
+  for (int u = 0; u < U; ++u) acc[u] = _mm512_mul_ps(_mm512_loadu_ps(o + 16 * u), correction);
+  for (int j = 0; j < n_keys; ++j) {
+    const __m512 pj = _mm512_set1_ps(p[j]);
+    for (int u = 0; u < U; ++u) acc[u] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v[j] + offset + 16 * u), acc[u]);
+  }
+  for (int u = 0; u < U; ++u) _mm512_storeu_ps(o + 16 * u, acc[u]);
+}
+
+FATHOM_AVX512 void tile_avx512_impl(const KeyTile& tile, const RowTile& rows) {
+  // Keys past n_keys point at the last valid key (in bounds); their scores are masked off.
+  const float* k[kTileKeys];
+  const float* v[kTileKeys];
+  for (int j = 0; j < kTileKeys; ++j) {
+    const int jj = std::min(j, tile.n_keys - 1);
+    k[j] = tile.k + jj * tile.k_stride;
+    v[j] = tile.v + jj * tile.v_stride;
+  }
+  alignas(64) float p[kTileKeys];
+  for (int64_t r = 0; r < rows.n_rows; ++r) {
+    const int n_visible = rows.n_visible[r];
+    if (n_visible <= 0) continue;
+    const float* q = rows.q + r * rows.dk;
+    __m512 acc[kTileKeys];
+    for (int j = 0; j < kTileKeys; ++j) acc[j] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < rows.dk; d += 16) {
+      const __m512 qd = _mm512_loadu_ps(q + d);
+      for (int j = 0; j < kTileKeys; ++j) acc[j] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(k[j] + d), acc[j]);
+    }
+    const __mmask16 visible = static_cast<__mmask16>((1u << n_visible) - 1u);
+    const __m512 scores = _mm512_mask_blend_ps(visible, _mm512_set1_ps(-INFINITY),
+                                               _mm512_mul_ps(reduce16(acc), _mm512_set1_ps(rows.scale)));
+    const float m_old = rows.m[r];
+    const float m_new = std::max(m_old, _mm512_reduce_max_ps(scores));
+    const float correction = std::exp(m_old - m_new);  // 0 for the first tile (m = -inf)
+    const __m512 weights = _mm512_maskz_mov_ps(visible, exp16(_mm512_sub_ps(scores, _mm512_set1_ps(m_new))));
+    rows.l[r] = rows.l[r] * correction + _mm512_reduce_add_ps(weights);
+    rows.m[r] = m_new;
+    _mm512_store_ps(p, weights);
+    float* o = rows.o + r * rows.dv;
+    const __m512 corr = _mm512_set1_ps(correction);
+    int64_t d = 0;
+    for (; d + 128 <= rows.dv; d += 128) accumulate_values<8>(o + d, v, d, p, n_visible, corr);
+    for (; d < rows.dv; d += 16) accumulate_values<1>(o + d, v, d, p, n_visible, corr);
+  }
+}
+
+}  // namespace
+
+TileFn tile_avx512() { return tile_avx512_impl; }
+
+}  // namespace fathom::cpu::detail
+
+#else  // not x86
+
+namespace fathom::cpu::detail {
+TileFn tile_avx512() { return nullptr; }
+}  // namespace fathom::cpu::detail
+
+#endif

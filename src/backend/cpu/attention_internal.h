@@ -1,0 +1,47 @@
+// Shared by the attention driver and its per-ISA tile kernels (internal to
+// src/backend/cpu/attention*.cpp).
+#pragma once
+
+#include <cstdint>
+
+namespace fathom::cpu::detail {
+
+// Keys per tile: one AVX-512 register of scores per query row. A tile never crosses a cache
+// block, so its keys are equally spaced in memory.
+inline constexpr int kTileKeys = 16;
+
+// Up to kTileKeys consecutive cached positions of one KV head.
+struct KeyTile {
+  const float* k = nullptr;  // key of the tile's first position; key j at k + j * k_stride
+  const float* v = nullptr;  // value of the first position; value j at v + j * v_stride
+  int64_t k_stride = 0;      // floats between consecutive keys (the cache row width)
+  int64_t v_stride = 0;      // floats between consecutive values
+  int n_keys = 0;            // valid positions in the tile, 1..kTileKeys
+};
+
+// The running state of a work item's query rows (flash attention): for each row r,
+// q[r] the query, m[r] the largest score (scale * q.k) seen, l[r] the sum of exp(score - m[r]),
+// o[r] the sum of exp(score - m[r]) * value. n_visible[r] keys of the tile (a prefix, 0..n_keys)
+// are at or before row r's position (causal mask).
+struct RowTile {
+  const float* q = nullptr;          // [n_rows, dk] queries
+  float* o = nullptr;                // [n_rows, dv] unnormalised outputs
+  float* m = nullptr;                // [n_rows] running max score (-inf before the first key)
+  float* l = nullptr;                // [n_rows] running softmax denominator
+  const int32_t* n_visible = nullptr;  // [n_rows] visible keys of the current tile
+  int64_t n_rows = 0;
+  int64_t dk = 0;  // query/key width
+  int64_t dv = 0;  // value/output width
+  float scale = 1.0f;  // softmax scale, applied to q.k (not folded into q, to round like the reference)
+};
+
+// Folds one key tile into the rows' state (online softmax with rescaling).
+using TileFn = void (*)(const KeyTile& tile, const RowTile& rows);
+
+void tile_generic(const KeyTile& tile, const RowTile& rows);
+// nullptr when the build has no x86 vector code. AVX2 needs dk and dv multiples of 8, AVX-512
+// multiples of 16.
+TileFn tile_avx2();
+TileFn tile_avx512();
+
+}  // namespace fathom::cpu::detail

@@ -1,0 +1,95 @@
+// OpenCL backend for integrated GPUs (Intel UHD/Iris Xe/Arc, AMD Radeon iGPUs) and any other
+// OpenCL 1.2 device; tested on PoCL, which runs the kernels on the CPU.
+//
+// Memory: the Backend interface hands over host pointers. Weights (and the KV cache) are wrapped
+// where they lie: on a device that shares memory with the host (CL_DEVICE_HOST_UNIFIED_MEMORY)
+// as CL_MEM_USE_HOST_PTR buffers over the enclosing whole pages, so the mmapped GGUF is read in
+// place; on a discrete GPU the same pages are copied once. Wrapped buffers are cached by address
+// for the life of the backend, so weight memory must stay alive and unchanged as long as the
+// backend (Model owns both). Activations are copied into per-op device buffers and back.
+//
+// Placement: matmul runs in a kernel for Q4_0, Q8_0, Q4_K, F16 and F32 weights; rms_norm, rope,
+// swiglu, add, attention and MLA attention have kernels; get_rows, store_kv, other weight types
+// and shapes past the kernels' limits go to an internal CpuBackend, so every model runs.
+// on_device() says which.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "core/status.h"
+
+namespace fathom {
+
+struct OpenClOptions {
+  std::string device = "opencl";     // "opencl": the first GPU, else the first device; "opencl:N": device N in `fathom devices` order
+  int n_threads = 0;                 // threads of the CPU backend that runs what the kernels do not cover; 0: all cores
+  std::string cache_dir;             // compiled program binaries are kept here; empty: no disk cache
+  bool inject_build_error = false;   // tests: the program build fails (exercises retry and CPU fallback)
+};
+
+// What the chosen device offers; `fathom devices` shows the same fields for every device.
+struct OpenClDeviceInfo {
+  int index = 0;                     // position in `fathom devices` order (platforms, then their devices)
+  std::string platform;              // platform name, e.g. "Portable Computing Language"
+  std::string name;                  // device name
+  std::string driver_version;        // CL_DRIVER_VERSION
+  std::string device_version;        // CL_DEVICE_VERSION, e.g. "OpenCL 3.0 PoCL ..."
+  bool is_gpu = false;               // CL_DEVICE_TYPE_GPU
+  bool host_unified = false;         // shares memory with the host: host memory is used in place
+  bool fp16 = false;                 // cl_khr_fp16
+  bool subgroups = false;            // cl_khr_subgroups or cl_intel_subgroups
+  bool int_dot = false;              // cl_khr_integer_dot_product
+  uint64_t global_memory_bytes = 0;  // CL_DEVICE_GLOBAL_MEM_SIZE
+  uint64_t max_alloc_bytes = 0;      // CL_DEVICE_MAX_MEM_ALLOC_SIZE: largest single buffer
+  int compute_units = 0;             // CL_DEVICE_MAX_COMPUTE_UNITS
+};
+
+// True when this build has the OpenCL backend (FATHOM_OPENCL found the headers and loader).
+bool opencl_compiled_in();
+// $XDG_CACHE_HOME/fathom/opencl, else $HOME/.cache/fathom/opencl; empty when neither is set.
+std::string default_opencl_cache_dir();
+// Brings up the device and builds the kernels. Errors: kInvalidArgument (bad device string),
+// kNotFound (no OpenCL runtime, platform or such device: final), kUnavailable (context, queue or
+// program build failed; the message carries the compiler log: worth a retry).
+Expected<std::unique_ptr<Backend>> create_opencl_backend(const OpenClOptions& options);
+
+#if FATHOM_HAVE_OPENCL
+class OpenClBackend final : public Backend {
+ public:
+  static Expected<std::unique_ptr<OpenClBackend>> create(const OpenClOptions& options);
+  ~OpenClBackend() override;
+
+  const char* name() const override { return "opencl"; }
+  bool supports(Op op, DType weight_type) const override;  // everything the CPU delegate supports
+  int n_threads() const override;
+
+  // True when (op, weight type) runs in an OpenCL kernel rather than on the CPU delegate (for
+  // matmul also subject to shape: rows a multiple of the block size, tensor under max_alloc_bytes).
+  bool on_device(Op op, DType weight_type) const;
+  const OpenClDeviceInfo& device() const;
+  bool program_from_cache() const;  // the kernels were loaded from the disk cache, not compiled
+
+  void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override;
+  void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) override;
+  void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) override;
+  void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+            const RopeParams& params) override;
+  void store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) override;
+  void attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head, int64_t n_head_kv,
+                 int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) override;
+  void mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
+                     int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) override;
+  void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
+  void add(float* x, const float* y, int64_t n) override;
+
+ private:
+  struct Impl;
+  explicit OpenClBackend(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+#endif
+
+}  // namespace fathom

@@ -1,0 +1,91 @@
+// The command line side of the OpenCL backend: `--device` on a generation command, and what
+// `fathom devices` says about OpenCL devices.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "opencl_test_util.h"
+
+namespace fathom {
+namespace {
+
+struct CmdResult {
+  int code;            // exit status
+  std::string output;  // stdout and stderr
+};
+
+CmdResult run_fathom(const std::string& args) {
+  const char* bin = std::getenv("FATHOM_BIN");
+  const std::string cmd = std::string(bin ? bin : FATHOM_BIN_PATH) + " " + args + " 2>&1";
+  CmdResult r{-1, ""};
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) r.output.append(buf, n);
+  const int status = pclose(f);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string tiny_model() {
+  const std::string path = std::string(FATHOM_TEST_TMP) + "/opencl-cli-qwen2-tiny-q4_0.gguf";
+  const CmdResult r = run_fathom("synth --arch qwen2 --preset tiny --type q4_0 -q -t 2 -o " + path);
+  EXPECT_EQ(r.code, 0) << r.output;
+  return path;
+}
+
+TEST(OpenClCli, LogitsOnOpenClMatchCpu) {
+  auto probe = test::make_test_backend();
+  FATHOM_OPENCL_OR_SKIP(probe);
+  probe->reset();
+  const std::string model = tiny_model();
+  const CmdResult cpu = run_fathom("logits -m " + model + " -p 'hello world' --top 3 -t 2 --json --device cpu");
+  const CmdResult ocl = run_fathom("logits -m " + model + " -p 'hello world' --top 3 -t 2 --json --device opencl");
+  ASSERT_EQ(cpu.code, 0) << cpu.output;
+  ASSERT_EQ(ocl.code, 0) << ocl.output;
+  EXPECT_EQ(ocl.output.find("falling back"), std::string::npos) << ocl.output;
+  // The same top tokens in the same order (the logits differ in the last digits: the CPU
+  // rounds activations to 8 bits).
+  const auto top_ids = [](const std::string& out) {
+    const nlohmann::json j = nlohmann::json::parse(out.substr(out.find('{')));
+    std::vector<int> ids;
+    for (const auto& t : j["positions"][0]["top"]) ids.push_back(t["id"].get<int>());
+    return ids;
+  };
+  EXPECT_EQ(top_ids(ocl.output), top_ids(cpu.output)) << "cpu:\n" << cpu.output << "opencl:\n" << ocl.output;
+}
+
+TEST(OpenClCli, MissingDeviceFallsBackToCpuAndSaysWhy) {
+  const std::string model = tiny_model();
+  const CmdResult r = run_fathom("run -m " + model + " -p hello -n 2 -t 2 --seed 1 --device opencl:999");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("falling back to cpu"), std::string::npos) << r.output;
+}
+
+TEST(OpenClCli, UnknownDeviceIsAClearError) {
+  const std::string model = tiny_model();
+  const CmdResult r = run_fathom("run -m " + model + " -p hello -n 2 --device tpu");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("unknown device 'tpu'"), std::string::npos) << r.output;
+}
+
+TEST(OpenClCli, DevicesListsOpenClCapabilities) {
+  auto probe = test::make_test_backend();
+  FATHOM_OPENCL_OR_SKIP(probe);
+  const CmdResult r = run_fathom("devices --no-bench");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find((*probe)->device().name), std::string::npos) << r.output;
+  for (const char* field : {"compute units", "fp16 ", "int8 dot ", "subgroups ", "memory shared with the host"})
+    EXPECT_NE(r.output.find(field), std::string::npos) << field << "\n" << r.output;
+}
+
+}  // namespace
+}  // namespace fathom
