@@ -8,7 +8,7 @@
 # evaluated (CHUNKS chunks of CTX tokens: 40 x 512 = 20,480 tokens), the rest calibrates the
 # imatrix (CALIB_CHUNKS chunks).
 #
-# usage: scripts/quant-quality.sh            (env: FATHOM, DIR, THREADS, TEXT_REV, CHUNKS, CTX)
+# usage: scripts/quant-quality.sh   (env: FATHOM, DIR, THREADS, TEXT_REV, CHUNKS, CTX, TYPES, VARIANTS)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,6 +21,7 @@ CTX=${CTX:-512}
 CHUNKS=${CHUNKS:-40}
 CALIB_CHUNKS=${CALIB_CHUNKS:-8}
 TYPES=${TYPES:-"Q8_0 Q6_K Q5_K_M Q4_K_M Q4_0"}
+VARIANTS=${VARIANTS:-"plain imatrix"}
 VOCAB=${VOCAB:-../shared/testdata/vocab/ggml-vocab-qwen2.gguf}
 
 mkdir -p "$DIR"
@@ -43,7 +44,7 @@ if [ ! -f "$DIR/imatrix.gguf" ]; then
 fi
 
 # One kl-divergence pass per variant (5 models loaded next to the base fit in 24 GiB).
-for variant in plain imatrix; do
+for variant in $VARIANTS; do
   models=()
   for t in $TYPES; do
     out="$DIR/$t-$variant.gguf"
