@@ -26,13 +26,12 @@ std::unique_ptr<Model> load_or_print(const char* cmd, const std::string& path, i
   return std::move(m).value();
 }
 
-// Progress on a terminal: one rewritten line per chunk.
+// Progress: one rewritten line per chunk on a terminal, one line per chunk in a log.
 std::function<void(int64_t, int64_t, double)> progress(const char* label) {
-  if (!stderr_is_tty()) return nullptr;
-  return [label](int64_t c, int64_t n, double v) {
-    std::fprintf(stderr, "\r%s: chunk %lld/%lld  %s %.4f", label, static_cast<long long>(c), static_cast<long long>(n),
-                 label[0] == 'k' ? "mean KL" : "PPL", v);
-    if (c == n) std::fprintf(stderr, "\n");
+  const bool tty = stderr_is_tty();
+  return [label, tty](int64_t c, int64_t n, double v) {
+    std::fprintf(stderr, "%s%s: chunk %lld/%lld  %s %.4f%s", tty ? "\r" : "", label, static_cast<long long>(c),
+                 static_cast<long long>(n), label[0] == 'k' ? "mean KL" : "PPL", v, tty && c != n ? "" : "\n");
   };
 }
 
