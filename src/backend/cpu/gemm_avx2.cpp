@@ -110,6 +110,7 @@ FATHOM_AVX2 void int_tokens(DType type, const uint8_t* grp, const GemmActivation
   for (int h = 0; h < 2; ++h) {
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    const int64_t pf = NT == 1 && h == 0 ? kDecodePrefetchBytes : 0;  // the second half rereads from cache
     Block blk;
     switch (type) {
       case DType::Q4_0:
@@ -119,6 +120,7 @@ FATHOM_AVX2 void int_tokens(DType type, const uint8_t* grp, const GemmActivation
         const __m256 k = _mm256_set1_ps(five ? -16.0f : -8.0f);
         for (int64_t b = 0; b < x.n / 32; ++b) {
           const uint8_t* src = grp + b * bb;
+          if (pf > 0) prefetch_weights(src + pf, bb);
           const __m256 s = halves8(src, h);
           nibbles(src + 2 * R, five ? src + 2 * R + 4 * 64 : nullptr, h, &blk);
           block_step<NT>(blk, s, _mm256_mul_ps(k, s), x, t0, b, acc);
@@ -141,6 +143,7 @@ FATHOM_AVX2 void int_tokens(DType type, const uint8_t* grp, const GemmActivation
         const int64_t bb = 4 * R + 16 * R + 8 * 4 * 64 + (five ? 8 * 64 : 0);
         for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
           const uint8_t* src = grp + i * bb;
+          if (pf > 0) prefetch_weights(src + pf, bb);
           const __m256 d = halves8(src, h);
           const __m256 neg_dmin = _mm256_sub_ps(_mm256_setzero_ps(), halves8(src + 2 * R, h));
           const uint8_t* sc = src + 4 * R;
@@ -160,6 +163,7 @@ FATHOM_AVX2 void int_tokens(DType type, const uint8_t* grp, const GemmActivation
         blk.ng = 4;
         for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
           const uint8_t* src = grp + i * (2 * R + 16 * R + 16 * 4 * 64);
+          if (pf > 0) prefetch_weights(src + pf, 2 * R + 16 * R + 16 * 4 * 64);
           const __m256 d = halves8(src, h);
           const __m256 d32 = _mm256_mul_ps(_mm256_set1_ps(-32.0f), d);
           const uint8_t* sc = src + 2 * R;

@@ -74,6 +74,7 @@ FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations&
                           int64_t y_stride) {
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  const int64_t pf = NT == 1 ? kDecodePrefetchBytes : 0;  // decode streams the weights once
   switch (type) {
     case DType::Q4_0:
     case DType::Q5_0: {
@@ -82,6 +83,7 @@ FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations&
       const int64_t bb = 2 * R + 4 * 64 + (five ? 64 : 0);
       for (int64_t b = 0; b < x.n / 32; ++b) {
         const uint8_t* src = grp + b * bb;
+        if (pf > 0) prefetch_weights(src + pf, bb);
         const __m512 s = halves(src);
         const __m512 c = _mm512_mul_ps(_mm512_set1_ps(k), s);
         __m512i w[8];
@@ -107,6 +109,7 @@ FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations&
       const int64_t bb = 4 * R + 16 * R + 8 * 4 * 64 + (five ? 8 * 64 : 0);
       for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
         const uint8_t* src = grp + i * bb;
+        if (pf > 0) prefetch_weights(src + pf, bb);
         const __m512 d = halves(src);
         const __m512 neg_dmin = _mm512_sub_ps(_mm512_setzero_ps(), halves(src + 2 * R));
         const uint8_t* sc = src + 4 * R;
@@ -128,6 +131,7 @@ FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations&
     case DType::Q6_K: {
       for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
         const uint8_t* src = grp + i * (2 * R + 16 * R + 16 * 4 * 64);
+        if (pf > 0) prefetch_weights(src + pf, 2 * R + 16 * R + 16 * 4 * 64);
         const __m512 d = halves(src);
         const __m512 d32 = _mm512_mul_ps(_mm512_set1_ps(-32.0f), d);
         const uint8_t* sc = src + 2 * R;
