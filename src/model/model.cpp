@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
 #include "backend/opencl/opencl_backend.h"
 #include "model/weights.h"
 #include "plan/backend_init.h"
@@ -19,20 +20,33 @@ namespace {
 // logged with its reason.
 Expected<std::unique_ptr<Backend>> make_backend(const LoadOptions& options) {
   if (options.device.empty() || options.device == "cpu") return std::unique_ptr<Backend>(new CpuBackend(options.n_threads));
-  if (options.device != "opencl" && options.device.rfind("opencl:", 0) != 0)
-    return error(ErrorCode::kInvalidArgument, "unknown device '" + options.device + "'; use cpu, opencl or opencl:N (see `fathom devices`)");
-  OpenClOptions ocl;
-  ocl.device = options.device;
-  ocl.n_threads = options.n_threads;
-  ocl.cache_dir = options.opencl_cache_dir.empty() ? default_opencl_cache_dir() : options.opencl_cache_dir;
-  ocl.inject_build_error = options.opencl_inject_build_error;
+  const bool cuda = options.device == "cuda" || options.device.rfind("cuda:", 0) == 0;
+  if (!cuda && options.device != "opencl" && options.device.rfind("opencl:", 0) != 0)
+    return error(ErrorCode::kInvalidArgument,
+                 "unknown device '" + options.device + "'; use cpu, cuda, cuda:N, opencl or opencl:N (see `fathom devices`)");
   std::unique_ptr<Backend> backend;
+  plan::BackendCandidate gpu;
+  if (cuda) {
+    CudaOptions o;
+    o.device = options.device;
+    o.n_threads = options.n_threads;
+    gpu = {"cuda", [&backend, o]() -> Status {
+             FATHOM_ASSIGN_OR_RETURN(backend, create_cuda_backend(o));
+             return Status::ok();
+           }};
+  } else {
+    OpenClOptions o;
+    o.device = options.device;
+    o.n_threads = options.n_threads;
+    o.cache_dir = options.opencl_cache_dir.empty() ? default_opencl_cache_dir() : options.opencl_cache_dir;
+    o.inject_build_error = options.opencl_inject_build_error;
+    gpu = {"opencl", [&backend, o]() -> Status {
+             FATHOM_ASSIGN_OR_RETURN(backend, create_opencl_backend(o));
+             return Status::ok();
+           }};
+  }
   const std::vector<plan::BackendCandidate> candidates = {
-      {"opencl",
-       [&]() -> Status {
-         FATHOM_ASSIGN_OR_RETURN(backend, create_opencl_backend(ocl));
-         return Status::ok();
-       }},
+      gpu,
       {"cpu",
        [&]() -> Status {
          backend = std::make_unique<CpuBackend>(options.n_threads);

@@ -18,7 +18,7 @@ namespace fathom {
 
 struct LoadOptions {
   int n_threads = 0;  // 0: all cores
-  std::string device = "cpu";  // "cpu", "opencl" (first GPU, else first device) or "opencl:N" (`fathom devices` order)
+  std::string device = "cpu";  // "cpu", "cuda" or "cuda:N" (CUDA ordinal), "opencl" (first GPU, else first device) or "opencl:N" (`fathom devices` order)
   std::string opencl_cache_dir = "";  // compiled kernel cache; empty: $XDG_CACHE_HOME/fathom/opencl (or ~/.cache)
   bool opencl_inject_build_error = false;  // tests: break the kernel build to exercise the CPU fallback
   std::function<void(const std::string&)> log = nullptr;  // backend retries and fallbacks; null: stderr

@@ -33,7 +33,7 @@ SamplingParams SamplingOptions::to_params() const {
 void ModelOptions::add_to(ArgParser& p) {
   p.add_string("-m,--model", "FILE", "GGUF model file (required)", &model);
   p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
-  p.add_string("--device", "DEV", "cpu (default), opencl (first GPU, else first OpenCL device) or opencl:N (`fathom devices` numbering); a device that fails to start falls back to cpu", &device);
+  p.add_string("--device", "DEV", "cpu (default), cuda (CUDA device 0), cuda:N, opencl (first GPU, else first OpenCL device) or opencl:N (`fathom devices` numbering); a device that fails to start falls back to cpu", &device);
   p.add_int("-c,--ctx-size", "N", "context length per sequence (default: min(model's, 4096))", &ctx);
 }
 

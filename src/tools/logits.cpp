@@ -26,7 +26,7 @@ int cmd_logits(const Args& args) {
   p.add_flag("--json", "print JSON", &as_json);
   p.add_flag("--no-bos", "do not add the beginning-of-sequence token", &no_bos);
   p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
-  p.add_string("--device", "DEV", "cpu (default), opencl or opencl:N (see `fathom devices`)", &device);
+  p.add_string("--device", "DEV", "cpu (default), cuda, cuda:N, opencl or opencl:N (see `fathom devices`)", &device);
   if (auto rc = p.parse(args)) return *rc;
   if (model_path.empty() || prompt.empty()) {
     std::fprintf(stderr, "fathom logits: pass -m FILE.gguf and -p TEXT\n");

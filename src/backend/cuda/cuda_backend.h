@@ -1,0 +1,89 @@
+// CUDA backend for NVIDIA GPUs (built for sm_80 and sm_90 by default; see cuda.cmake).
+//
+// Memory: the Backend interface hands over host pointers. Weights are copied to device memory
+// once, on first use or all up front in prepare_matmul_weights, and found again by host address,
+// so weight memory must stay alive and unchanged as long as the backend (Model owns both).
+// Activations are copied into scratch buffers from a caching allocator per op and back. Each KV
+// cache layer has a device mirror with the host's row layout: store_kv writes both, attention
+// reads the mirror. A mirror is seeded from the host rows when first needed and found again by
+// the cache's address; after that, rows attention reads must come through this backend's
+// store_kv, as in a forward pass (rows restored from disk or written by another backend later,
+// or into a new cache built where an old one was, are not seen).
+//
+// Placement: matmul runs on the device for Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16 and F32
+// weights (matrix-vector kernels on the GGUF blocks below 16 tokens, f16 dequantization +
+// cuBLAS from 16); rms_norm, rope, swiglu, add, attention and MLA attention have kernels;
+// get_rows, other weight types, matrices that do not fit in device memory and shapes past the
+// kernels' limits go to an internal CpuBackend, so every model runs. on_device() says which. A
+// CUDA error during an op is reported once and the op reruns on the CPU.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "core/status.h"
+
+namespace fathom {
+
+struct CudaOptions {
+  std::string device = "cuda";  // "cuda": device 0; "cuda:N": CUDA device N (`fathom devices` order)
+  int n_threads = 0;            // threads of the CPU backend that runs what the kernels do not cover; 0: all cores
+};
+
+struct CudaDeviceInfo {
+  int index = 0;                   // CUDA device ordinal
+  std::string name;                // e.g. "NVIDIA H200"
+  int cc_major = 0;                // compute capability
+  int cc_minor = 0;
+  int multiprocessors = 0;
+  uint64_t total_memory_bytes = 0;
+};
+
+// True when this build has the CUDA backend (FATHOM_CUDA found nvcc, cudart and cuBLAS).
+bool cuda_compiled_in();
+// Brings up the device. Errors: kInvalidArgument (bad device string), kNotFound (built without
+// CUDA, no driver, no device, no such device, or no kernels for its architecture: final),
+// kUnavailable (context, stream or cuBLAS start-up failed: worth a retry).
+Expected<std::unique_ptr<Backend>> create_cuda_backend(const CudaOptions& options);
+
+#if FATHOM_HAVE_CUDA
+class CudaBackend final : public Backend {
+ public:
+  static Expected<std::unique_ptr<CudaBackend>> create(const CudaOptions& options);
+  ~CudaBackend() override;
+
+  const char* name() const override { return "cuda"; }
+  bool supports(Op op, DType weight_type) const override;  // everything the CPU delegate supports
+  int n_threads() const override;
+
+  // True when (op, weight type) runs in a CUDA kernel rather than on the CPU delegate (for matmul
+  // also subject to shape and memory: rows a whole number of blocks, the matrix fits on the device).
+  bool on_device(Op op, DType weight_type) const;
+  const CudaDeviceInfo& device() const;
+
+  // Uploads every matrix with a kernel; what does not fit in free device memory stays on the
+  // host (an error line says how much was needed and what to do) and runs on the CPU delegate.
+  void prepare_matmul_weights(const std::vector<TensorView>& weights, bool file_backed) override;
+  void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override;
+  void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) override;
+  void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) override;
+  void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+            const RopeParams& params) override;
+  void store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) override;
+  void attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head, int64_t n_head_kv,
+                 int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) override;
+  void mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
+                     int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) override;
+  void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
+  void add(float* x, const float* y, int64_t n) override;
+
+ private:
+  struct Impl;
+  explicit CudaBackend(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+#endif
+
+}  // namespace fathom

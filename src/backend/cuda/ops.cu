@@ -1,0 +1,96 @@
+// Element-wise and per-row kernels: RMSNorm, RoPE, SwiGLU, add, and the KV row scatter.
+#include <cmath>
+
+#include "backend/cuda/cuda_device.cuh"
+#include "backend/cuda/cuda_kernels.h"
+
+namespace fathom::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+// One block per row: the sum of squares is reduced over the block, then the row is scaled.
+__global__ void __launch_bounds__(kThreads) rms_norm_kernel(const float* x, const float* weight, int64_t n, float eps, float* out) {
+  __shared__ float partial[kThreads / kWarpSize];
+  const float* xr = x + static_cast<int64_t>(blockIdx.x) * n;
+  float* o = out + static_cast<int64_t>(blockIdx.x) * n;
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) sum += xr[i] * xr[i];
+  sum = warp_sum(sum);
+  if (threadIdx.x % kWarpSize == 0) partial[threadIdx.x / kWarpSize] = sum;
+  __syncthreads();
+  sum = 0.0f;
+  for (int w = 0; w < kThreads / kWarpSize; ++w) sum += partial[w];
+  const float scale = 1.0f / sqrtf(sum / static_cast<float>(n) + eps);
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) o[i] = xr[i] * scale * weight[i];
+}
+
+// One thread per (token, head, pair); pairs (2i, 2i + 1) or, neox, (i, i + n_pairs).
+__global__ void rope_kernel(float* x, int64_t n_items, int64_t n_heads, int64_t head_dim, int64_t n_pairs, bool neox,
+                            const float* cos_sin) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_items) return;
+  const int64_t pair = i % n_pairs, head = i / n_pairs, token = head / n_heads;
+  float* v = x + head * head_dim;
+  const int64_t a = neox ? pair : 2 * pair, b = neox ? pair + n_pairs : 2 * pair + 1;
+  const float c = cos_sin[(token * n_pairs + pair) * 2], s = cos_sin[(token * n_pairs + pair) * 2 + 1];
+  const float x0 = v[a], x1 = v[b];
+  v[a] = x0 * c - x1 * s;
+  v[b] = x0 * s + x1 * c;
+}
+
+__global__ void swiglu_kernel(const float* gate, const float* up, int64_t n, float* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+__global__ void add_kernel(float* x, const float* y, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += y[i];
+}
+
+// One block per row.
+__global__ void scatter_rows_kernel(const float* src, int64_t width, const int64_t* rows, float* dst) {
+  const float* s = src + static_cast<int64_t>(blockIdx.x) * width;
+  float* d = dst + rows[blockIdx.x] * width;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) d[i] = s[i];
+}
+
+}  // namespace
+
+cudaError_t check_kernel_image() {
+  cudaFuncAttributes attributes;
+  return cudaFuncGetAttributes(&attributes, add_kernel);
+}
+
+cudaError_t launch_rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out,
+                            cudaStream_t stream) {
+  rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(x, weight, n, eps, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t n_pairs, bool neox,
+                        const float* cos_sin, cudaStream_t stream) {
+  const int64_t n_items = n_tokens * n_heads * n_pairs;
+  rope_kernel<<<blocks_for(n_items, kThreads), kThreads, 0, stream>>>(x, n_items, n_heads, head_dim, n_pairs, neox, cos_sin);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
+  swiglu_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(gate, up, n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add(float* x, const float* y, int64_t n, cudaStream_t stream) {
+  add_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(x, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_scatter_rows(const float* src, int64_t width, const int64_t* rows, int64_t n_rows, float* dst,
+                                cudaStream_t stream) {
+  scatter_rows_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(src, width, rows, dst);
+  return cudaGetLastError();
+}
+
+}  // namespace fathom::cuda

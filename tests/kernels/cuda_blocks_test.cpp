@@ -1,0 +1,198 @@
+// The host side of the CUDA kernels, checked without a GPU: the block decoders of
+// backend/cuda/cuda_blocks.h (the code the kernels run) bit-exact against quant::dequantize_row
+// for every type, and the index math of backend/cuda/cuda_layout.h (matmul work split, KV mirror
+// rows, batch block tables, scratch size classes, cuBLAS slabs).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_blocks.h"
+#include "backend/cuda/cuda_layout.h"
+#include "core/fp16.h"
+#include "kv/kv_cache.h"
+#include "quant/quant.h"
+
+namespace fathom::cuda {
+namespace {
+
+// n values of type t: quantized from random floats (first half of the rows) and random bytes
+// (the rest, so every bit pattern of scales and quants is exercised).
+std::vector<uint8_t> random_rows(DType t, int64_t n, int64_t n_rows, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const size_t row_bytes = row_size(t, n);
+  std::vector<uint8_t> data(row_bytes * static_cast<size_t>(n_rows));
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    uint8_t* row = data.data() + row_bytes * static_cast<size_t>(r);
+    if (r < n_rows / 2) {
+      for (float& v : x) v = dist(rng);
+      quant::quantize_row_ref(t, x.data(), row, n);
+    } else {
+      for (size_t i = 0; i < row_bytes; ++i) row[i] = static_cast<uint8_t>(rng());
+      if (t == DType::F32) {  // keep f32 values finite: NaN payloads are not what is under test
+        for (size_t i = 0; i < row_bytes; i += 4) row[i + 3] &= 0x3f;
+      }
+    }
+  }
+  return data;
+}
+
+template <DType T>
+void expect_bit_exact(int64_t n, uint32_t seed) {
+  const int64_t n_rows = 6;
+  const std::vector<uint8_t> data = random_rows(T, n, n_rows, seed);
+  const size_t row_bytes = row_size(T, n);
+  std::vector<float> want(static_cast<size_t>(n)), got(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* row = data.data() + row_bytes * static_cast<size_t>(r);
+    quant::dequantize_row(T, row, want.data(), n);
+    for (int64_t g = 0; g < n / kGroupValues; ++g) decode_group<T>(row, g, got.data() + g * kGroupValues);
+    for (size_t i = 0; i < got.size(); ++i) {
+      // Random scales can be inf or NaN; which NaN an operation yields is not under test.
+      if (std::isnan(got[i]) && std::isnan(want[i])) continue;
+      ASSERT_EQ(std::memcmp(&got[i], &want[i], sizeof(float)), 0)
+          << dtype_name(T) << " row " << r << " value " << i << ": " << got[i] << " vs " << want[i];
+    }
+  }
+}
+
+TEST(CudaBlocks, DecodersMatchReferenceDequantizationBitExact) {
+  expect_bit_exact<DType::F32>(512, 1);
+  expect_bit_exact<DType::F16>(512, 2);
+  expect_bit_exact<DType::BF16>(512, 3);
+  expect_bit_exact<DType::Q4_0>(512, 4);
+  expect_bit_exact<DType::Q8_0>(512, 5);
+  expect_bit_exact<DType::Q4_K>(1024, 6);
+  expect_bit_exact<DType::Q5_K>(1024, 7);
+  expect_bit_exact<DType::Q6_K>(1024, 8);
+}
+
+TEST(CudaBlocks, HalfAndBfloatConversionsAreExactForEveryBitPattern) {
+  for (uint32_t h = 0; h <= 0xffff; ++h) {
+    const float a = half_to_float(static_cast<uint16_t>(h)), b = fp16_to_fp32(static_cast<uint16_t>(h));
+    ASSERT_EQ(std::memcmp(&a, &b, sizeof a), 0) << "half " << h;
+    const float c = bfloat_to_float(static_cast<uint16_t>(h)), d = bf16_to_fp32(static_cast<uint16_t>(h));
+    ASSERT_EQ(std::memcmp(&c, &d, sizeof c), 0) << "bfloat " << h;
+  }
+}
+
+TEST(CudaBlocks, ScaleUnpackingMatchesQuant) {
+  std::mt19937 rng(9);
+  uint8_t q[quant::kKScaleBytes];
+  for (int trial = 0; trial < 1000; ++trial) {
+    for (uint8_t& b : q) b = static_cast<uint8_t>(rng());
+    for (int j = 0; j < 8; ++j) {
+      uint8_t want_scale, want_min;
+      quant::unpack_scale_min_k4(j, q, &want_scale, &want_min);
+      int scale, min;
+      scale_min_k4(j, q, &scale, &min);
+      ASSERT_EQ(scale, want_scale);
+      ASSERT_EQ(min, want_min);
+    }
+  }
+}
+
+TEST(CudaBlocks, BlockShapesMatchTheFormats) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    EXPECT_EQ(matmul_block_values(t), traits(t).block_size) << dtype_name(t);
+  }
+  EXPECT_EQ(Decoder<DType::Q4_0>::kBytes, static_cast<int>(traits(DType::Q4_0).type_size));
+  EXPECT_EQ(Decoder<DType::Q8_0>::kBytes, static_cast<int>(traits(DType::Q8_0).type_size));
+  EXPECT_EQ(Decoder<DType::Q4_K>::kBytes, static_cast<int>(traits(DType::Q4_K).type_size));
+  EXPECT_EQ(Decoder<DType::Q5_K>::kBytes, static_cast<int>(traits(DType::Q5_K).type_size));
+  EXPECT_EQ(Decoder<DType::Q6_K>::kBytes, static_cast<int>(traits(DType::Q6_K).type_size));
+  EXPECT_EQ(matmul_block_values(DType::Q5_0), 0);  // no kernel: the CPU delegate runs it
+  EXPECT_EQ(matmul_block_values(DType::Q2_K), 0);
+}
+
+// Every (row, token) of the output is computed by exactly one warp of the grid.
+TEST(CudaLayout, MatvecGridCoversEveryRowAndTokenOnce) {
+  for (int64_t n_out : {1, 3, 4, 5, 72, 4097}) {
+    for (int64_t n_tokens : {1, 2, 3, 8, 9, 15}) {
+      const MatvecGrid grid = matvec_grid(n_out, n_tokens);
+      std::vector<int> count(static_cast<size_t>(n_out * n_tokens), 0);
+      for (int64_t bx = 0; bx < grid.blocks_x; ++bx)
+        for (int64_t by = 0; by < grid.blocks_y; ++by)
+          for (int warp = 0; warp < kMatvecWarps; ++warp) {
+            const MatvecWork w = matvec_work(bx, by, warp, grid.tokens_per_pass, n_tokens);
+            if (w.row >= n_out) continue;
+            ASSERT_GE(w.n_tokens, 1);
+            ASSERT_LE(w.n_tokens, grid.tokens_per_pass);
+            for (int t = 0; t < w.n_tokens; ++t) ++count[static_cast<size_t>((w.token_begin + t) * n_out + w.row)];
+          }
+      for (int c : count) ASSERT_EQ(c, 1) << "n_out " << n_out << " n_tokens " << n_tokens;
+    }
+  }
+  EXPECT_EQ(matvec_grid(10, 1).tokens_per_pass, 1);
+}
+
+// Two sequences in 4-token blocks whose blocks interleave in the pool, and a third sharing the
+// first's prefix: the mirror row of every (sequence, position) is where KvCache keeps it.
+TEST(CudaLayout, KvMirrorRowsAndBatchTablesAddressTheHostRows) {
+  KvCacheShape shape;
+  shape.n_layer = 2;
+  shape.k_width = 6;
+  shape.v_width = 3;
+  shape.block_size = 4;
+  shape.n_ctx_max = 64;
+  KvCache kv(shape, 16);
+  for (int64_t n = 1; n <= 9; ++n) {
+    ASSERT_TRUE(kv.reserve(0, n).is_ok());
+    ASSERT_TRUE(kv.reserve(5, n + 2).is_ok());
+  }
+  kv.share_prefix(0, 7, 2);
+  ASSERT_TRUE(kv.reserve(7, 10).is_ok());
+  // A batch mixing the three sequences, positions out of order.
+  const std::vector<int32_t> seq_ids = {5, 0, 7, 5, 0, 7, 5};
+  const std::vector<int32_t> positions = {10, 8, 9, 3, 0, 2, 7};
+  const AttentionBatch batch{seq_ids.data(), positions.data(), static_cast<int64_t>(seq_ids.size())};
+
+  const std::vector<int64_t> rows = kv_rows_of_batch(kv, batch);
+  const BatchTables tables = pack_block_tables(kv, batch);
+  EXPECT_EQ(tables.max_blocks, 3);  // position 10 in 4-token blocks
+  EXPECT_EQ(tables.tables.size(), 3u * 3u);  // three sequences
+  EXPECT_EQ(tables.token_table, (std::vector<int32_t>{0, 1, 2, 0, 1, 2, 0}));
+  for (int64_t layer = 0; layer < shape.n_layer; ++layer) {
+    const float* k_base = kv.k_row(layer, 0, 0);
+    const float* v_base = kv.v_row(layer, 0, 0);
+    for (size_t t = 0; t < seq_ids.size(); ++t) {
+      ASSERT_EQ(k_base + rows[t] * shape.k_width, kv.k_at(layer, seq_ids[t], positions[t]));
+      ASSERT_EQ(v_base + rows[t] * shape.v_width, kv.v_at(layer, seq_ids[t], positions[t]));
+      // The attention kernel's view: every position the token attends to.
+      const int32_t* table = tables.tables.data() + tables.token_table[t] * tables.max_blocks;
+      for (int64_t pos = 0; pos <= positions[t]; ++pos)
+        ASSERT_EQ(k_base + kv_row_index(table, pos, shape.block_size) * shape.k_width, kv.k_at(layer, seq_ids[t], pos))
+            << "seq " << seq_ids[t] << " pos " << pos;
+    }
+  }
+}
+
+TEST(CudaLayout, ScratchSizeClassesFitAndWasteUnderAQuarter) {
+  for (size_t bytes : {size_t{1}, size_t{4096}, size_t{65536}, size_t{65537}, size_t{100000}, size_t{131072}, size_t{131073},
+                       size_t{3} << 20, (size_t{3} << 20) + 1, size_t{1} << 30, (size_t{5} << 30) + 12345}) {
+    const size_t c = scratch_size_class(bytes);
+    EXPECT_GE(c, bytes);
+    if (bytes > (size_t{64} << 10)) {
+      EXPECT_LT(c - bytes, bytes / 4) << bytes;
+    }
+    EXPECT_EQ(scratch_size_class(c), c) << "a class is its own class";
+  }
+  // Sizes a little apart share a class, so a freed buffer serves the next, slightly larger request.
+  EXPECT_EQ(scratch_size_class(1000000), scratch_size_class(1000100));
+}
+
+TEST(CudaLayout, GemmSlabsCoverTheMatrixWithinTheBudget) {
+  EXPECT_EQ(gemm_slab_rows(4096, 100), 100);
+  const int64_t rows = gemm_slab_rows(4096, 1 << 20);
+  EXPECT_LE(static_cast<size_t>(rows) * 4096 * 2, kGemmSlabBytes);
+  EXPECT_GT(static_cast<size_t>(rows + 1) * 4096 * 2, kGemmSlabBytes);
+  EXPECT_EQ(gemm_slab_rows(int64_t{1} << 40, 10), 1);  // a row larger than the budget still goes alone
+}
+
+}  // namespace
+}  // namespace fathom::cuda
