@@ -110,7 +110,7 @@ FATHOM_AVX2 void int_tokens(DType type, const uint8_t* grp, const GemmActivation
   for (int h = 0; h < 2; ++h) {
     __m256 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-    const int64_t pf = NT == 1 && h == 0 ? kDecodePrefetchBytes : 0;  // the second half rereads from cache
+    const int64_t pf = t0 == 0 && h == 0 ? kDecodePrefetchBytes : 0;  // later passes reread the group from cache
     Block blk;
     switch (type) {
       case DType::Q4_0:

@@ -74,7 +74,7 @@ FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations&
                           int64_t y_stride) {
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  const int64_t pf = NT == 1 ? kDecodePrefetchBytes : 0;  // decode streams the weights once
+  const int64_t pf = t0 == 0 ? kDecodePrefetchBytes : 0;  // the first pass over a group streams it in
   switch (type) {
     case DType::Q4_0:
     case DType::Q5_0: {
