@@ -21,7 +21,11 @@ namespace {
 Expected<std::unique_ptr<Backend>> make_backend(const LoadOptions& options) {
   if (options.device.empty() || options.device == "cpu") return std::unique_ptr<Backend>(new CpuBackend(options.n_threads));
   const bool cuda = options.device == "cuda" || options.device.rfind("cuda:", 0) == 0;
-  if (!cuda && options.device != "opencl" && options.device.rfind("opencl:", 0) != 0)
+  const size_t colon = options.device.find(':');
+  const std::string index = colon == std::string::npos ? "" : options.device.substr(colon + 1);
+  const bool bad_index = colon != std::string::npos &&
+                         (index.empty() || index.size() > 6 || index.find_first_not_of("0123456789") != std::string::npos);
+  if ((!cuda && options.device != "opencl" && options.device.rfind("opencl:", 0) != 0) || bad_index)
     return error(ErrorCode::kInvalidArgument,
                  "unknown device '" + options.device + "'; use cpu, cuda, cuda:N, opencl or opencl:N (see `fathom devices`)");
   std::unique_ptr<Backend> backend;

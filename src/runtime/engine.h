@@ -23,7 +23,7 @@ namespace fathom {
 struct EngineOptions {
   std::string model_path;         // GGUF file
   int n_threads = 0;              // 0: all cores
-  std::string device = "cpu";     // backend: cpu, opencl or opencl:N (LoadOptions::device)
+  std::string device = "cpu";     // backend: cpu, cuda[:N] or opencl[:N] (LoadOptions::device)
   int64_t n_ctx = 0;              // per-sequence context; 0: min(model's training context, 4096)
   int32_t n_seq_max = 1;          // sequences whose full context the cache can hold at once
   int32_t max_running = 0;        // sequences scheduled at once; 0: n_seq_max (more than n_seq_max

@@ -213,6 +213,18 @@ TEST(Forward, NextnLayersAreNotPartOfTheForwardPass) {
   EXPECT_EQ(c->n_nextn_layers, 1);
 }
 
+TEST(Forward, MalformedDeviceNamesAreRejectedBeforeAnyRetry) {
+  const std::string path = synth("llama", DType::F32);
+  for (const char* device : {"cuda:", "cuda:x", "opencl:1a", "opencl:-1", "gpu"}) {
+    LoadOptions o{1};
+    o.device = device;
+    auto model = Model::load(path, o);
+    ASSERT_FALSE(model) << device;
+    EXPECT_EQ(model.status().code(), ErrorCode::kInvalidArgument) << device;
+    EXPECT_NE(model.status().message().find("opencl:N"), std::string::npos) << model.status().message();
+  }
+}
+
 TEST(Forward, UnknownArchitectureIsAClearError) {
   gguf::GgufWriter w;
   w.set_string("general.architecture", "mamba");
