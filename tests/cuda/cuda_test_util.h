@@ -1,5 +1,5 @@
-// Helpers shared by the CUDA tests: the device under test (skipping when there is none) and the
-// normalized mean squared error every kernel is judged by.
+// Helpers shared by the CUDA tests: the device under test, skipping when there is none (the
+// comparisons themselves are in ../backend_op_checks.h).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -9,18 +9,9 @@
 
 #include "backend/cuda/cuda_backend.h"
 
-namespace fathom::test {
+#include "../backend_op_checks.h"  // nmse
 
-// sum((got - want)^2) / sum(want^2): 0 for identical, ~1 for unrelated outputs.
-inline double nmse(const float* got, const float* want, int64_t n) {
-  double err = 0.0, ref = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(got[i]) - want[i];
-    err += d * d;
-    ref += static_cast<double>(want[i]) * want[i];
-  }
-  return ref > 0.0 ? err / ref : err;
-}
+namespace fathom::test {
 
 // The backend on CUDA device 0, or the reason there is none.
 inline Expected<std::unique_ptr<CudaBackend>> make_test_backend() {

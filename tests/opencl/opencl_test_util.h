@@ -1,5 +1,5 @@
-// Helpers shared by the OpenCL tests: the device under test (skipping when there is none) and
-// the normalized mean squared error every kernel is judged by.
+// Helpers shared by the OpenCL tests: the device under test, skipping when there is none (the
+// comparisons themselves are in ../backend_op_checks.h).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -11,18 +11,9 @@
 
 #include "backend/opencl/opencl_backend.h"
 
-namespace fathom::test {
+#include "../backend_op_checks.h"  // nmse
 
-// sum((got - want)^2) / sum(want^2): 0 for identical, ~1 for unrelated outputs.
-inline double nmse(const float* got, const float* want, int64_t n) {
-  double err = 0.0, ref = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(got[i]) - want[i];
-    err += d * d;
-    ref += static_cast<double>(want[i]) * want[i];
-  }
-  return ref > 0.0 ? err / ref : err;
-}
+namespace fathom::test {
 
 inline std::string opencl_test_cache_dir() { return std::string(FATHOM_TEST_TMP) + "/opencl-cache"; }
 

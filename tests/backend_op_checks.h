@@ -1,0 +1,272 @@
+// The op checks every accelerator backend (OpenCL, CUDA) must pass against the CPU backend, by
+// normalized mean squared error; each backend's kernel test calls them with its own device and
+// thresholds. Header-only: tests/<backend>/ binaries include it as "../backend_op_checks.h".
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_backend.h"
+#include "kv/kv_cache.h"
+#include "quant/quant.h"
+
+namespace fathom::test {
+
+// sum((got - want)^2) / sum(want^2): 0 for identical, ~1 for unrelated outputs.
+inline double nmse(const float* got, const float* want, int64_t n) {
+  double err = 0.0, ref = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(got[i]) - want[i];
+    err += d * d;
+    ref += static_cast<double>(want[i]) * want[i];
+  }
+  return ref > 0.0 ? err / ref : err;
+}
+
+inline std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// A quantized [n_out, n_in] matrix starting two rows into its buffer, as an expert slice of a
+// stacked tensor does, with a separate copy for the CPU backend (which may repack a matrix and
+// release the source pages) and its dequantized rows.
+struct TestMatrix {
+  std::vector<uint8_t> bytes, cpu_bytes;
+  std::vector<float> dequantized;  // [n_out, n_in]
+  TensorView w, w_cpu;
+};
+
+inline TestMatrix make_matrix(DType type, int64_t n_in, int64_t n_out, uint32_t seed) {
+  TestMatrix m;
+  const std::vector<float> wf = random_floats(static_cast<size_t>(n_in * n_out), seed, 0.05f);
+  const size_t row_bytes = row_size(type, n_in);
+  m.bytes.resize(row_bytes * static_cast<size_t>(n_out + 2));
+  for (int64_t r = 0; r < n_out; ++r)
+    quant::quantize_row_ref(type, wf.data() + r * n_in, m.bytes.data() + row_bytes * static_cast<size_t>(r + 2), n_in);
+  m.cpu_bytes = m.bytes;
+  m.w.name = "w";
+  m.w.dtype = type;
+  m.w.ne = {n_in, n_out, 1, 1};
+  m.w.n_dims = 2;
+  m.w.data = m.bytes.data() + 2 * row_bytes;
+  m.w_cpu = m.w;
+  m.w_cpu.data = m.cpu_bytes.data() + 2 * row_bytes;
+  m.dequantized.resize(static_cast<size_t>(n_in * n_out));
+  for (int64_t r = 0; r < n_out; ++r) quant::dequantize_row(type, m.w.row(r), m.dequantized.data() + r * n_in, n_in);
+  return m;
+}
+
+// What one matmul of n_tokens gave: NMSE to the CPU backend and to the f64 dot of the
+// dequantized weights (which the kernels compute exactly up to summation order and operand
+// rounding; the CPU backend rounds activations to 8 bits, so its NMSE is larger).
+struct MatmulError {
+  double vs_cpu = 0.0;
+  double vs_exact = 0.0;
+};
+
+inline MatmulError matmul_error(Backend& device, CpuBackend& cpu, const TestMatrix& m, int64_t n_tokens) {
+  const int64_t n_in = m.w.ne[0], n_out = m.w.ne[1];
+  const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * n_in), 2 + static_cast<uint32_t>(n_tokens));
+  std::vector<float> got(static_cast<size_t>(n_tokens * n_out)), want(got.size()), exact(got.size());
+  device.matmul(m.w, x.data(), n_tokens, got.data());
+  cpu.matmul(m.w_cpu, x.data(), n_tokens, want.data());
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t r = 0; r < n_out; ++r) {
+      double s = 0.0;
+      for (int64_t i = 0; i < n_in; ++i)
+        s += static_cast<double>(m.dequantized[static_cast<size_t>(r * n_in + i)]) * x[static_cast<size_t>(t * n_in + i)];
+      exact[static_cast<size_t>(t * n_out + r)] = static_cast<float>(s);
+    }
+  MatmulError e;
+  e.vs_cpu = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
+  e.vs_exact = nmse(got.data(), exact.data(), static_cast<int64_t>(got.size()));
+  std::printf("[ nmse     ] matmul %-5s n_tokens=%-3lld vs cpu %.3e, vs dequantized f32 %.3e\n", dtype_name(m.w.dtype),
+              static_cast<long long>(n_tokens), e.vs_cpu, e.vs_exact);
+  return e;
+}
+
+// A weight type the device has no kernel for gives the CPU backend's products exactly.
+inline void check_uncovered_matmul_runs_on_cpu(Backend& device, CpuBackend& cpu, DType type) {
+  const int64_t n_in = 256, n_out = 8, n_tokens = 3;
+  const TestMatrix m = make_matrix(type, n_in, n_out, 5);
+  const std::vector<float> x = random_floats(static_cast<size_t>(n_in * n_tokens), 6);
+  std::vector<float> got(static_cast<size_t>(n_out * n_tokens)), want(got.size());
+  device.matmul(m.w, x.data(), n_tokens, got.data());
+  cpu.matmul(m.w_cpu, x.data(), n_tokens, want.data());
+  EXPECT_EQ(got, want);
+}
+
+inline void check_rms_norm(Backend& device, CpuBackend& cpu, double max_nmse) {
+  const int64_t n_rows = 7, n = 320;
+  const std::vector<float> x = random_floats(static_cast<size_t>(n_rows * n), 10, 3.0f);
+  const std::vector<float> weight = random_floats(static_cast<size_t>(n), 11);
+  std::vector<float> got(x.size()), want(x.size());
+  device.rms_norm(x.data(), weight.data(), n_rows, n, 1e-6f, got.data());
+  cpu.rms_norm(x.data(), weight.data(), n_rows, n, 1e-6f, want.data());
+  const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
+  std::printf("[ nmse     ] rms_norm %.3e\n", e);
+  EXPECT_LT(e, max_nmse);
+  // In place, as the architectures call it.
+  std::vector<float> inplace = x;
+  device.rms_norm(inplace.data(), weight.data(), n_rows, n, 1e-6f, inplace.data());
+  EXPECT_EQ(inplace, got);
+}
+
+inline void check_swiglu_and_add(Backend& device, CpuBackend& cpu, double max_nmse_swiglu) {
+  const int64_t n = 1000;
+  const std::vector<float> gate = random_floats(static_cast<size_t>(n), 20, 2.0f), up = random_floats(static_cast<size_t>(n), 21);
+  std::vector<float> got(static_cast<size_t>(n)), want(static_cast<size_t>(n));
+  device.swiglu(gate.data(), up.data(), n, got.data());
+  cpu.swiglu(gate.data(), up.data(), n, want.data());
+  const double e_swiglu = nmse(got.data(), want.data(), n);
+  std::vector<float> x = gate, x_cpu = gate;
+  device.add(x.data(), up.data(), n);
+  cpu.add(x_cpu.data(), up.data(), n);
+  const double e_add = nmse(x.data(), x_cpu.data(), n);
+  std::printf("[ nmse     ] swiglu %.3e, add %.3e\n", e_swiglu, e_add);
+  EXPECT_LT(e_swiglu, max_nmse_swiglu);
+  EXPECT_EQ(e_add, 0.0);
+}
+
+struct RopeCase {
+  const char* name;
+  RopeMode mode;
+  bool yarn;
+  bool freq_factors;
+};
+
+inline const RopeCase kRopeCases[] = {{"normal", RopeMode::kNormal, false, false},
+                                      {"neox", RopeMode::kNeox, false, false},
+                                      {"yarn", RopeMode::kNormal, true, false},
+                                      {"yarn_neox", RopeMode::kNeox, true, false},
+                                      {"freq_factors", RopeMode::kNeox, false, true}};
+
+inline void check_rope(Backend& device, CpuBackend& cpu, const RopeCase& c, double max_nmse) {
+  const int64_t n_tokens = 9, n_heads = 3, head_dim = 48;
+  RopeParams p;
+  p.n_rot = 32;  // fewer than head_dim: the tail stays as it is
+  p.mode = c.mode;
+  p.freq_base = 10000.0f;
+  std::vector<float> factors;
+  if (c.yarn) {
+    p.freq_scale = 0.25f;
+    p.ext_factor = 1.0f;
+    p.beta_fast = 32.0f;
+    p.beta_slow = 1.0f;
+    p.n_ctx_orig = 4096;
+  }
+  if (c.freq_factors) {
+    for (int i = 0; i < p.n_rot / 2; ++i) factors.push_back(1.0f + 0.5f * static_cast<float>(i));
+    p.freq_factors = factors.data();
+  }
+  const std::vector<int32_t> positions = {0, 1, 2, 17, 100, 511, 1000, 4000, 12345};
+  const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * n_heads * head_dim), 30);
+  std::vector<float> got = x, want = x;
+  device.rope(got.data(), n_tokens, n_heads, head_dim, positions.data(), p);
+  cpu.rope(want.data(), n_tokens, n_heads, head_dim, positions.data(), p);
+  const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
+  std::printf("[ nmse     ] rope %s %.3e\n", c.name, e);
+  EXPECT_LT(e, max_nmse);
+}
+
+// Three sequences in one batch with 16-token blocks: sequence 0 decodes at position 40 after a
+// 40-token prefill, sequence 1 prefills 23 tokens, sequence 2 (70 positions) spans more than one
+// attention tile; their blocks interleave in the pool.
+struct PagedBatch {
+  std::vector<int32_t> seq_ids, positions;
+};
+
+inline PagedBatch fill_cache(Backend& writer, KvCache& kv, int64_t k_width, int64_t v_width, uint32_t seed) {
+  PagedBatch all;
+  for (int32_t pos = 0; pos < 70; ++pos) {
+    for (int32_t seq : {0, 1, 2}) {
+      if ((seq == 0 && pos > 40) || (seq == 1 && pos >= 23)) continue;
+      all.seq_ids.push_back(seq);
+      all.positions.push_back(pos);
+    }
+  }
+  EXPECT_TRUE(kv.reserve(0, 41).is_ok());
+  EXPECT_TRUE(kv.reserve(1, 23).is_ok());
+  EXPECT_TRUE(kv.reserve(2, 70).is_ok());
+  const int64_t n = static_cast<int64_t>(all.seq_ids.size());
+  const std::vector<float> k = random_floats(static_cast<size_t>(n * k_width), seed);
+  const std::vector<float> v = random_floats(static_cast<size_t>(n * std::max<int64_t>(v_width, 1)), seed + 1);
+  for (int64_t layer = 0; layer < kv.shape().n_layer; ++layer)
+    writer.store_kv(kv, layer, AttentionBatch{all.seq_ids.data(), all.positions.data(), n}, k.data(), v_width > 0 ? v.data() : nullptr);
+  return all;
+}
+
+inline KvCacheShape mha_shape(int64_t n_head_kv, int64_t hd_k, int64_t hd_v) {
+  KvCacheShape shape;
+  shape.n_layer = 2;
+  shape.k_width = n_head_kv * hd_k;
+  shape.v_width = n_head_kv * hd_v;
+  shape.n_ctx_max = 256;
+  return shape;
+}
+
+// GQA attention over the paged cache the device itself filled, on both layers; then a row
+// stored afterwards must reach the device's view of the cache (store_kv keeps it in sync).
+inline void check_attention_gqa(Backend& device, CpuBackend& cpu, double max_nmse) {
+  const int64_t n_head = 4, n_head_kv = 2, hd_k = 64, hd_v = 48;
+  const KvCacheShape shape = mha_shape(n_head_kv, hd_k, hd_v);
+  KvCache kv(shape, 16);
+  const PagedBatch all = fill_cache(device, kv, shape.k_width, shape.v_width, 40);
+  const int64_t n = static_cast<int64_t>(all.seq_ids.size());
+  const AttentionBatch batch{all.seq_ids.data(), all.positions.data(), n};
+  const std::vector<float> q = random_floats(static_cast<size_t>(n * n_head * hd_k), 42);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd_k));
+  for (int64_t layer = 0; layer < 2; ++layer) {
+    std::vector<float> got(static_cast<size_t>(n * n_head * hd_v)), want(got.size());
+    device.attention(q.data(), kv, layer, batch, n_head, n_head_kv, hd_k, hd_v, scale, got.data());
+    cpu.attention(q.data(), kv, layer, batch, n_head, n_head_kv, hd_k, hd_v, scale, want.data());
+    const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
+    std::printf("[ nmse     ] attention layer %lld %.3e\n", static_cast<long long>(layer), e);
+    EXPECT_LT(e, max_nmse);
+  }
+  ASSERT_TRUE(kv.reserve(1, 24).is_ok());
+  const int32_t seq = 1, pos = 23;
+  const std::vector<float> k_new = random_floats(static_cast<size_t>(shape.k_width), 43, 4.0f);
+  const std::vector<float> v_new = random_floats(static_cast<size_t>(shape.v_width), 44, 4.0f);
+  const AttentionBatch one{&seq, &pos, 1};
+  device.store_kv(kv, 0, one, k_new.data(), v_new.data());
+  std::vector<float> got(static_cast<size_t>(n_head * hd_v)), want(got.size());
+  device.attention(q.data(), kv, 0, one, n_head, n_head_kv, hd_k, hd_v, scale, got.data());
+  cpu.attention(q.data(), kv, 0, one, n_head, n_head_kv, hd_k, hd_v, scale, want.data());
+  EXPECT_LT(nmse(got.data(), want.data(), static_cast<int64_t>(got.size())), max_nmse);
+}
+
+// MLA attention in latent space over a [latent | k_pe] cache.
+inline void check_mla_attention(Backend& device, CpuBackend& cpu, int64_t rank, int64_t n_rot, double max_nmse) {
+  const int64_t n_head = 4;
+  KvCacheShape shape;
+  shape.n_layer = 1;
+  shape.k_width = rank + n_rot;
+  shape.v_width = 0;
+  shape.n_ctx_max = 256;
+  KvCache kv(shape, 16);
+  const PagedBatch all = fill_cache(device, kv, shape.k_width, 0, 50);
+  const int64_t n = static_cast<int64_t>(all.seq_ids.size());
+  const AttentionBatch batch{all.seq_ids.data(), all.positions.data(), n};
+  const std::vector<float> q_abs = random_floats(static_cast<size_t>(n * n_head * rank), 51, 0.1f);
+  const std::vector<float> q_pe = random_floats(static_cast<size_t>(n * n_head * n_rot), 52, 0.1f);
+  std::vector<float> got(static_cast<size_t>(n * n_head * rank)), want(got.size());
+  device.mla_attention(q_abs.data(), q_pe.data(), kv, 0, batch, n_head, rank, n_rot, 0.1f, got.data());
+  cpu.mla_attention(q_abs.data(), q_pe.data(), kv, 0, batch, n_head, rank, n_rot, 0.1f, want.data());
+  const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
+  std::printf("[ nmse     ] mla_attention rank %lld %.3e\n", static_cast<long long>(rank), e);
+  EXPECT_LT(e, max_nmse);
+}
+
+}  // namespace fathom::test
