@@ -9,28 +9,15 @@
 #include <string>
 #include <vector>
 
+#include "../backend_model_checks.h"
 #include "cuda_test_util.h"
 #include "model/model.h"
-#include "model/reference.h"
-#include "model/synth.h"
 
 namespace fathom {
 namespace {
 
-using test::nmse;
-
 std::string synth(const std::string& arch, DType type, const std::string& preset = "tiny") {
-  SynthOptions o;
-  o.arch = arch;
-  o.preset = preset;
-  o.n_layer = 2;
-  o.dtype = type;
-  o.seed = 11;
-  o.n_threads = 2;
-  const std::string path = std::string(FATHOM_TEST_TMP) + "/cuda-" + arch + "-" + preset + "-" + dtype_name(type) + ".gguf";
-  const Status st = synth_model(o, path);
-  EXPECT_TRUE(st.is_ok()) << st.to_string();
-  return path;
+  return test::synth_for_backend("cuda", arch, type, preset);
 }
 
 LoadOptions options_for(const std::string& device, std::vector<std::string>* log = nullptr) {
@@ -41,29 +28,6 @@ LoadOptions options_for(const std::string& device, std::vector<std::string>* log
     if (log) log->push_back(line);
   };
   return lo;
-}
-
-std::vector<int32_t> test_tokens(int64_t n_vocab) {
-  std::vector<int32_t> tokens;
-  for (int64_t i = 0; i < 26; ++i) tokens.push_back(static_cast<int32_t>((i * 97 + 5) % n_vocab));
-  return tokens;
-}
-
-// Prompt chunks of 17 (cuBLAS path) and 3 tokens, then 6 decode steps; logits of every position.
-std::vector<float> run_tokens(Model& m, int64_t n_vocab) {
-  KvCache kv(m.kv_shape(128), 16);
-  const std::vector<int32_t> tokens = test_tokens(n_vocab);
-  std::vector<float> all, logits;
-  size_t start = 0;
-  while (start < tokens.size()) {
-    const size_t chunk = start == 0 ? 17 : start < 20 ? 3 : 1;
-    Batch b;
-    for (size_t i = start; i < std::min(tokens.size(), start + chunk); ++i) b.add(tokens[i], static_cast<int32_t>(i), 0, true);
-    EXPECT_TRUE(m.forward(b, kv, logits).is_ok());
-    all.insert(all.end(), logits.begin(), logits.end());
-    start += chunk;
-  }
-  return all;
 }
 
 struct ModelCase {
@@ -81,35 +45,14 @@ TEST_P(CudaModel, LogitsMatchCpuBackend) {
   FATHOM_CUDA_OR_SKIP(probe.status());
   probe->reset();
   const ModelCase c = GetParam();
-  const std::string path = synth(c.arch, c.type, c.preset);
-  auto cpu = Model::load(path, options_for("cpu"));
-  ASSERT_TRUE(cpu) << cpu.status().to_string();
-  std::vector<std::string> log;
-  auto gpu = Model::load(path, options_for("cuda", &log));
-  ASSERT_TRUE(gpu) << gpu.status().to_string();
-  ASSERT_STREQ((*gpu)->backend().name(), "cuda") << (log.empty() ? "" : log.back());
-  const int64_t n_vocab = (*cpu)->config().n_vocab;
-  const std::vector<float> want = run_tokens(**cpu, n_vocab);
-  const std::vector<float> got = run_tokens(**gpu, n_vocab);
-  ASSERT_EQ(got.size(), want.size());
-  const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
-  auto ref = reference_forward((*cpu)->file(), (*cpu)->config(), test_tokens(n_vocab));
-  ASSERT_TRUE(ref) << ref.status().to_string();
-  ASSERT_EQ(ref->size(), got.size());
-  const double e_ref = nmse(got.data(), ref->data(), static_cast<int64_t>(got.size()));
-  const double e_cpu_ref = nmse(want.data(), ref->data(), static_cast<int64_t>(got.size()));
-  int64_t same_argmax = 0, n_pos = static_cast<int64_t>(got.size()) / n_vocab;
-  for (int64_t t = 0; t < n_pos; ++t) {
-    const float* g = got.data() + t * n_vocab;
-    const float* w = ref->data() + t * n_vocab;
-    same_argmax += std::max_element(g, g + n_vocab) - g == std::max_element(w, w + n_vocab) - w;
-  }
-  std::printf("[ nmse     ] %s %s %s logits vs cpu %.3e; vs f32 reference: cuda %.3e (argmax agrees at %lld/%lld "
-              "positions), cpu %.3e\n", c.arch, c.preset, dtype_name(c.type), e, e_ref, static_cast<long long>(same_argmax),
-              static_cast<long long>(n_pos), e_cpu_ref);
-  EXPECT_LT(e, c.max_nmse_vs_cpu);
-  EXPECT_LT(e_ref, c.max_nmse_vs_reference);
-  EXPECT_GE(same_argmax, n_pos - 1);
+  std::printf("[ model    ] %s %s %s\n", c.arch, c.preset, dtype_name(c.type));
+  // Prompt chunks of 17 (the cuBLAS path) and 3 tokens, then 6 decode steps.
+  const test::ModelComparison r =
+      test::compare_model(synth(c.arch, c.type, c.preset), options_for("cpu"), options_for("cuda"), "cuda",
+                          [](size_t start) -> size_t { return start == 0 ? 17 : start < 20 ? 3 : 1; });
+  EXPECT_LT(r.vs_cpu, c.max_nmse_vs_cpu);
+  EXPECT_LT(r.vs_reference, c.max_nmse_vs_reference);
+  EXPECT_GE(r.same_argmax, r.n_positions - 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, CudaModel,

@@ -1,0 +1,104 @@
+// End-to-end comparison of an accelerator backend with the CPU backend and the naive f32
+// reference forward on a synth model, shared by the OpenCL and CUDA model tests: the same
+// tokens fed as prefill chunks then decode steps, the logits of every position compared.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backend_op_checks.h"
+#include "model/model.h"
+#include "model/reference.h"
+#include "model/synth.h"
+
+namespace fathom::test {
+
+// A 2-layer synth model of arch/preset in `type`, written once per prefix into the test tmp dir.
+inline std::string synth_for_backend(const std::string& prefix, const std::string& arch, DType type,
+                                     const std::string& preset = "tiny") {
+  SynthOptions o;
+  o.arch = arch;
+  o.preset = preset;
+  o.n_layer = 2;
+  o.dtype = type;
+  o.seed = 11;
+  o.n_threads = 2;
+  const std::string path = std::string(FATHOM_TEST_TMP) + "/" + prefix + "-" + arch + "-" + preset + "-" + dtype_name(type) + ".gguf";
+  const Status st = synth_model(o, path);
+  EXPECT_TRUE(st.is_ok()) << st.to_string();
+  return path;
+}
+
+inline std::vector<int32_t> test_tokens(int64_t n_vocab) {
+  std::vector<int32_t> tokens;
+  for (int64_t i = 0; i < 26; ++i) tokens.push_back(static_cast<int32_t>((i * 97 + 5) % n_vocab));
+  return tokens;
+}
+
+// Feeds test_tokens in chunks of chunk_at(start) tokens; logits of every position.
+inline std::vector<float> run_tokens(Model& m, int64_t n_vocab, const std::function<size_t(size_t start)>& chunk_at) {
+  KvCache kv(m.kv_shape(128), 16);
+  const std::vector<int32_t> tokens = test_tokens(n_vocab);
+  std::vector<float> all, logits;
+  size_t start = 0;
+  while (start < tokens.size()) {
+    const size_t chunk = chunk_at(start);
+    Batch b;
+    for (size_t i = start; i < std::min(tokens.size(), start + chunk); ++i) b.add(tokens[i], static_cast<int32_t>(i), 0, true);
+    EXPECT_TRUE(m.forward(b, kv, logits).is_ok());
+    all.insert(all.end(), logits.begin(), logits.end());
+    start += chunk;
+  }
+  return all;
+}
+
+struct ModelComparison {
+  double vs_cpu = 1.0;        // NMSE of the device's logits to the CPU backend's
+  double vs_reference = 1.0;  // ... to the naive f32 reference forward
+  double cpu_vs_reference = 1.0;
+  int64_t same_argmax = 0;    // positions where the device's greedy token is the reference's
+  int64_t n_positions = 0;
+};
+
+// Runs the model at `path` on the CPU (cpu_options) and on the device (device_options, whose
+// backend must come up as `backend_name`), and against the reference forward.
+inline ModelComparison compare_model(const std::string& path, const LoadOptions& cpu_options, const LoadOptions& device_options,
+                                     const char* backend_name, const std::function<size_t(size_t start)>& chunk_at) {
+  ModelComparison r;
+  auto cpu = Model::load(path, cpu_options);
+  EXPECT_TRUE(cpu) << cpu.status().to_string();
+  auto dev = Model::load(path, device_options);
+  EXPECT_TRUE(dev) << dev.status().to_string();
+  if (!cpu || !dev) return r;
+  EXPECT_STREQ((*dev)->backend().name(), backend_name);
+  const int64_t n_vocab = (*cpu)->config().n_vocab;
+  const std::vector<float> want = run_tokens(**cpu, n_vocab, chunk_at);
+  const std::vector<float> got = run_tokens(**dev, n_vocab, chunk_at);
+  auto ref = reference_forward((*cpu)->file(), (*cpu)->config(), test_tokens(n_vocab));
+  EXPECT_TRUE(ref) << ref.status().to_string();
+  if (!ref || got.size() != want.size() || ref->size() != got.size()) {
+    ADD_FAILURE() << "logit counts differ";
+    return r;
+  }
+  const int64_t n = static_cast<int64_t>(got.size());
+  r.vs_cpu = nmse(got.data(), want.data(), n);
+  r.vs_reference = nmse(got.data(), ref->data(), n);
+  r.cpu_vs_reference = nmse(want.data(), ref->data(), n);
+  r.n_positions = n / n_vocab;
+  for (int64_t t = 0; t < r.n_positions; ++t) {
+    const float* g = got.data() + t * n_vocab;
+    const float* w = ref->data() + t * n_vocab;
+    r.same_argmax += std::max_element(g, g + n_vocab) - g == std::max_element(w, w + n_vocab) - w;
+  }
+  std::printf("[ nmse     ] logits vs cpu %.3e; vs f32 reference: %s %.3e (argmax agrees at %lld/%lld positions), cpu %.3e\n",
+              r.vs_cpu, backend_name, r.vs_reference, static_cast<long long>(r.same_argmax),
+              static_cast<long long>(r.n_positions), r.cpu_vs_reference);
+  return r;
+}
+
+}  // namespace fathom::test
