@@ -11,29 +11,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../cli_util.h"
 #include "opencl_test_util.h"
 
 namespace fathom {
 namespace {
 
-struct CmdResult {
-  int code;            // exit status
-  std::string output;  // stdout and stderr
-};
-
-CmdResult run_fathom(const std::string& args) {
-  const char* bin = std::getenv("FATHOM_BIN");
-  const std::string cmd = std::string(bin ? bin : FATHOM_BIN_PATH) + " " + args + " 2>&1";
-  CmdResult r{-1, ""};
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) r.output.append(buf, n);
-  const int status = pclose(f);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using test::CmdResult;
+using test::run_fathom;
 
 std::string tiny_model() {
   const std::string path = std::string(FATHOM_TEST_TMP) + "/opencl-cli-qwen2-tiny-q4_0.gguf";

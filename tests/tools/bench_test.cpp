@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "../cli_util.h"
 #include "gguf/gguf.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -107,24 +108,10 @@ TEST(BenchBound, LegacyMlaCountsKvB) {
   EXPECT_EQ(model_count(*f), hand_count(*f));
 }
 
-struct CmdResult {
-  int code;            // exit status
-  std::string output;  // stdout (stderr too when merged)
-};
+using test::CmdResult;
 
-CmdResult run_fathom(const std::string& args) {
-  const char* bin = std::getenv("FATHOM_BIN");
-  const std::string cmd = std::string(bin ? bin : FATHOM_BIN_PATH) + " " + args;
-  CmdResult r{-1, ""};
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) r.output.append(buf, n);
-  const int status = pclose(f);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+// stdout only: the tests parse --json from it.
+CmdResult run_fathom(const std::string& args) { return test::run_fathom(args, /*merge_stderr=*/false); }
 
 TEST(BenchBound, JsonHasBandwidthAndBound) {
   const std::string path = synth("deepseek", DType::Q8_0, false, false, "json");

@@ -6,30 +6,15 @@
 #include <fstream>
 #include <string>
 
+#include "../cli_util.h"
 #include "model/synth.h"
 #include "tools/args.h"
 
 namespace fathom {
 namespace {
 
-struct CmdResult {
-  int code;            // exit status
-  std::string output;  // stdout and stderr
-};
-
-CmdResult run_fathom(const std::string& args) {
-  const char* bin = std::getenv("FATHOM_BIN");
-  const std::string cmd = std::string(bin ? bin : FATHOM_BIN_PATH) + " " + args + " 2>&1";
-  CmdResult r{-1, ""};
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) r.output.append(buf, n);
-  const int status = pclose(f);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using test::CmdResult;
+using test::run_fathom;
 
 const std::string kStories = std::string(FATHOM_SHARED_DIR) + "/models/tinyllamas-stories-260k-f32.gguf";
 
