@@ -99,7 +99,7 @@ TEST_F(CudaKernels, SwigluAndAdd) { test::check_swiglu_and_add(*backend_, cpu_, 
 
 class CudaRope : public CudaKernels, public ::testing::WithParamInterface<test::RopeCase> {};
 
-TEST_P(CudaRope, MatchesCpu) { test::check_rope(*backend_, cpu_, GetParam(), 1e-9); }  // as OpenCL: sin/cos of large angles
+TEST_P(CudaRope, MatchesCpu) { test::check_rope(*backend_, cpu_, GetParam(), 1e-12); }  // angles from the host
 
 INSTANTIATE_TEST_SUITE_P(Modes, CudaRope, ::testing::ValuesIn(test::kRopeCases),
                          [](const auto& info) { return std::string(info.param.name); });
