@@ -7,6 +7,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/device_spec.h"
 #include "backend/opencl/opencl_backend.h"
 #include "model/weights.h"
 #include "plan/backend_init.h"
@@ -21,11 +22,7 @@ namespace {
 Expected<std::unique_ptr<Backend>> make_backend(const LoadOptions& options) {
   if (options.device.empty() || options.device == "cpu") return std::unique_ptr<Backend>(new CpuBackend(options.n_threads));
   const bool cuda = options.device == "cuda" || options.device.rfind("cuda:", 0) == 0;
-  const size_t colon = options.device.find(':');
-  const std::string index = colon == std::string::npos ? "" : options.device.substr(colon + 1);
-  const bool bad_index = colon != std::string::npos &&
-                         (index.empty() || index.size() > 6 || index.find_first_not_of("0123456789") != std::string::npos);
-  if ((!cuda && options.device != "opencl" && options.device.rfind("opencl:", 0) != 0) || bad_index)
+  if (!parse_device_spec(options.device, cuda ? "cuda" : "opencl"))  // before any retry: a typo is not worth one
     return error(ErrorCode::kInvalidArgument,
                  "unknown device '" + options.device + "'; use cpu, cuda, cuda:N, opencl or opencl:N (see `fathom devices`)");
   std::unique_ptr<Backend> backend;

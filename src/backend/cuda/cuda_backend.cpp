@@ -12,6 +12,7 @@
 #include <cuda_runtime_api.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/device_spec.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_layout.h"
 #include "core/log.h"
@@ -52,15 +53,6 @@ std::string driver_problem(cudaError_t err) {
                                    driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10);
   }
   return what + " (" + cudaGetErrorName(err) + ")";
-}
-
-// "cuda" -> 0, "cuda:N" -> N.
-Expected<int> parse_device(const std::string& device) {
-  if (device == "cuda") return 0;
-  const std::string digits = device.rfind("cuda:", 0) == 0 ? device.substr(5) : "";
-  if (digits.empty() || digits.size() > 4 || digits.find_first_not_of("0123456789") != std::string::npos)
-    return error(ErrorCode::kInvalidArgument, "bad CUDA device '" + device + "'; use cuda or cuda:N (see `fathom devices`)");
-  return std::atoi(digits.c_str());
 }
 
 struct DeviceFree {
@@ -186,9 +178,20 @@ struct CudaBackend::Impl {
   // Frees what device memory can be given back without losing anything: idle scratch and the KV
   // mirrors of caches other than `keep` (copies; seeded again from the host if used again).
   void free_caches(const KvCache* keep);
+  // cudaMalloc into *out, retried once after free_caches(keep) when the device is out of memory.
+  cudaError_t device_malloc(size_t bytes, const KvCache* keep, DeviceMemory* out);
   void report_out_of_memory(const std::string& message);
   // Reports a failed device op once, then the op reruns on the CPU.
   void device_failed(const char* op, const Status& st);
+  // Runs an op on the device, else on the CPU: quietly where the device does not cover it
+  // (kUnsupported: placement, not failure), after device_failed where it failed.
+  template <typename DeviceOp, typename CpuOp>
+  void run(const char* op, DeviceOp&& on_device, CpuOp&& on_cpu) {
+    const Status st = on_device();
+    if (st.is_ok()) return;
+    if (st.code() != ErrorCode::kUnsupported) device_failed(op, st);
+    on_cpu();
+  }
 
   Status matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y);
   Status gemm(const TensorView& w, const uint8_t* w_device, const float* x, int64_t n_tokens, float* y);
@@ -246,13 +249,8 @@ const uint8_t* CudaBackend::Impl::find_weight(const void* p, size_t bytes) const
 }
 
 Expected<bool> CudaBackend::Impl::upload_weights(const void* host, size_t bytes, const std::string& what) {
-  void* p = nullptr;
-  cudaError_t err = cudaMalloc(&p, bytes);
-  if (err == cudaErrorMemoryAllocation) {
-    cudaGetLastError();
-    free_caches(nullptr);
-    err = cudaMalloc(&p, bytes);
-  }
+  DeviceMemory memory;
+  const cudaError_t err = device_malloc(bytes, nullptr, &memory);
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     size_t free_bytes = 0, total_bytes = 0;
@@ -264,10 +262,9 @@ Expected<bool> CudaBackend::Impl::upload_weights(const void* host, size_t bytes,
     return false;
   }
   if (err != cudaSuccess) return cuda_error(err);
-  DeviceMemory memory(p);
   // On the ops' stream: a plain cudaMemcpy from pageable memory may return before the bytes land,
   // and the ops' non-blocking stream would not wait for it.
-  FATHOM_CUDA_TRY(cudaMemcpyAsync(p, host, bytes, cudaMemcpyHostToDevice, stream));
+  FATHOM_CUDA_TRY(cudaMemcpyAsync(memory.get(), host, bytes, cudaMemcpyHostToDevice, stream));
   const uintptr_t begin = reinterpret_cast<uintptr_t>(host);
   DeviceWeight& w = weights[begin];  // a shorter region at the same address is replaced
   w.end = begin + bytes;
@@ -296,21 +293,8 @@ Expected<CudaBackend::Impl::MirrorLayer*> CudaBackend::Impl::mirror_layer(KvCach
   m = MirrorLayer{};
   const size_t k_bytes = n_rows * static_cast<size_t>(shape.k_width) * sizeof(float);
   const size_t v_bytes = n_rows * static_cast<size_t>(shape.v_width) * sizeof(float);
-  const auto allocate = [&](size_t bytes, DeviceMemory* out) -> cudaError_t {
-    void* p = nullptr;
-    const cudaError_t err = cudaMalloc(&p, bytes);
-    out->reset(err == cudaSuccess ? p : nullptr);
-    return err;
-  };
-  cudaError_t err = allocate(k_bytes, &m.k);
-  if (err == cudaSuccess && v_bytes > 0) err = allocate(v_bytes, &m.v);
-  if (err == cudaErrorMemoryAllocation) {
-    cudaGetLastError();
-    m = MirrorLayer{};
-    free_caches(&kv);
-    err = allocate(k_bytes, &m.k);
-    if (err == cudaSuccess && v_bytes > 0) err = allocate(v_bytes, &m.v);
-  }
+  cudaError_t err = device_malloc(k_bytes, &kv, &m.k);
+  if (err == cudaSuccess && v_bytes > 0) err = device_malloc(v_bytes, &kv, &m.v);
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     m = MirrorLayer{};
@@ -334,6 +318,18 @@ Expected<CudaBackend::Impl::MirrorLayer*> CudaBackend::Impl::mirror_layer(KvCach
 void CudaBackend::Impl::free_caches(const KvCache* keep) {
   for (auto it = mirrors.begin(); it != mirrors.end();) it = it->first == keep ? std::next(it) : mirrors.erase(it);
   pool.trim();
+}
+
+cudaError_t CudaBackend::Impl::device_malloc(size_t bytes, const KvCache* keep, DeviceMemory* out) {
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, bytes);
+  if (err == cudaErrorMemoryAllocation) {  // idle scratch and other caches' mirrors may be what is missing
+    cudaGetLastError();
+    free_caches(keep);
+    err = cudaMalloc(&p, bytes);
+  }
+  out->reset(err == cudaSuccess ? p : nullptr);
+  return err;
 }
 
 void CudaBackend::Impl::report_out_of_memory(const std::string& message) {
@@ -523,7 +519,8 @@ Status CudaBackend::Impl::attend(const float* q_a, int64_t width_a, const float*
 // ---------------------------------------------------------------------------------------------
 
 Expected<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& options) {
-  FATHOM_ASSIGN_OR_RETURN(const int index, parse_device(options.device));
+  FATHOM_ASSIGN_OR_RETURN(const int spec_index, parse_device_spec(options.device, "cuda"));
+  const int index = spec_index < 0 ? 0 : spec_index;  // "cuda": device 0
   int count = 0;
   if (const cudaError_t err = cudaGetDeviceCount(&count); err != cudaSuccess) {
     cudaGetLastError();
@@ -639,11 +636,7 @@ void CudaBackend::prepare_matmul_weights(const std::vector<TensorView>& weights,
 
 void CudaBackend::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
   if (n_tokens <= 0) return;
-  const Status st = impl_->matmul(w, x, n_tokens, y);
-  if (st.is_ok()) return;
-  // Unsupported type, shape or a matrix left in host memory is placement, not failure.
-  if (st.code() != ErrorCode::kUnsupported) impl_->device_failed("matmul", st);
-  impl_->cpu.matmul(w, x, n_tokens, y);
+  impl_->run("matmul", [&] { return impl_->matmul(w, x, n_tokens, y); }, [&] { impl_->cpu.matmul(w, x, n_tokens, y); });
 }
 
 void CudaBackend::get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) {
@@ -652,19 +645,15 @@ void CudaBackend::get_rows(const TensorView& table, const int32_t* ids, int64_t 
 
 void CudaBackend::rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) {
   if (n_rows <= 0) return;
-  if (const Status st = impl_->rms_norm(x, weight, n_rows, n, eps, out); !st.is_ok()) {
-    impl_->device_failed("rms_norm", st);
-    impl_->cpu.rms_norm(x, weight, n_rows, n, eps, out);
-  }
+  impl_->run("rms_norm", [&] { return impl_->rms_norm(x, weight, n_rows, n, eps, out); },
+             [&] { impl_->cpu.rms_norm(x, weight, n_rows, n, eps, out); });
 }
 
 void CudaBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
                        const RopeParams& params) {
   if (n_tokens <= 0 || params.n_rot <= 0) return;
-  if (const Status st = impl_->rope(x, n_tokens, n_heads, head_dim, positions, params); !st.is_ok()) {
-    impl_->device_failed("rope", st);
-    impl_->cpu.rope(x, n_tokens, n_heads, head_dim, positions, params);
-  }
+  impl_->run("rope", [&] { return impl_->rope(x, n_tokens, n_heads, head_dim, positions, params); },
+             [&] { impl_->cpu.rope(x, n_tokens, n_heads, head_dim, positions, params); });
 }
 
 void CudaBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
@@ -683,40 +672,38 @@ void CudaBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& bat
 void CudaBackend::attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head,
                             int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) {
   if (batch.n_tokens <= 0) return;
-  const Status st = impl_->attend(q, head_dim_k, nullptr, 0, kv, layer, batch, n_head, n_head / n_head_kv, head_dim_v,
-                                  false, scale, out);
-  if (st.is_ok()) return;
-  if (st.code() != ErrorCode::kUnsupported) impl_->device_failed("attention", st);
-  impl_->cpu.attention(q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out);
+  impl_->run(
+      "attention",
+      [&] {
+        return impl_->attend(q, head_dim_k, nullptr, 0, kv, layer, batch, n_head, n_head / n_head_kv, head_dim_v, false, scale,
+                             out);
+      },
+      [&] { impl_->cpu.attention(q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out); });
 }
 
 void CudaBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
                                 int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) {
   if (batch.n_tokens <= 0) return;
   // The latent row [c_kv | k_pe] is the key of every head and its first kv_lora_rank floats the value.
-  const Status st = kv.shape().k_width != kv_lora_rank + n_rot
-                        ? not_covered()
-                        : impl_->attend(q_abs, kv_lora_rank, q_pe, n_rot, kv, layer, batch, n_head, n_head, kv_lora_rank,
-                                        true, scale, out);
-  if (st.is_ok()) return;
-  if (st.code() != ErrorCode::kUnsupported) impl_->device_failed("mla_attention", st);
-  impl_->cpu.mla_attention(q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out);
+  impl_->run(
+      "mla_attention",
+      [&] {
+        return kv.shape().k_width != kv_lora_rank + n_rot
+                   ? not_covered()
+                   : impl_->attend(q_abs, kv_lora_rank, q_pe, n_rot, kv, layer, batch, n_head, n_head, kv_lora_rank, true,
+                                   scale, out);
+      },
+      [&] { impl_->cpu.mla_attention(q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out); });
 }
 
 void CudaBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {
   if (n <= 0) return;
-  if (const Status st = impl_->swiglu(gate, up, n, out); !st.is_ok()) {
-    impl_->device_failed("swiglu", st);
-    impl_->cpu.swiglu(gate, up, n, out);
-  }
+  impl_->run("swiglu", [&] { return impl_->swiglu(gate, up, n, out); }, [&] { impl_->cpu.swiglu(gate, up, n, out); });
 }
 
 void CudaBackend::add(float* x, const float* y, int64_t n) {
   if (n <= 0) return;
-  if (const Status st = impl_->add(x, y, n); !st.is_ok()) {
-    impl_->device_failed("add", st);
-    impl_->cpu.add(x, y, n);
-  }
+  impl_->run("add", [&] { return impl_->add(x, y, n); }, [&] { impl_->cpu.add(x, y, n); });
 }
 
 // ---------------------------------------------------------------------------------------------

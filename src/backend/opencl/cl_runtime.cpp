@@ -8,6 +8,8 @@
 
 #include <unistd.h>
 
+#include "backend/device_spec.h"
+
 namespace fathom::opencl {
 
 namespace {
@@ -164,15 +166,7 @@ std::string error_name(cl_int code) {
 }
 
 Expected<SelectedDevice> select_device(const std::string& spec) {
-  int wanted = -1;  // -1: first GPU, else first device
-  if (spec.rfind("opencl:", 0) == 0) {
-    const std::string n = spec.substr(7);
-    if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos || n.size() > 6)
-      return error(ErrorCode::kInvalidArgument, "device '" + spec + "': expected opencl:N with N a device number from `fathom devices`");
-    wanted = std::stoi(n);
-  } else if (spec != "opencl") {
-    return error(ErrorCode::kInvalidArgument, "device '" + spec + "' is not an OpenCL device; use opencl or opencl:N");
-  }
+  FATHOM_ASSIGN_OR_RETURN(const int wanted, parse_device_spec(spec, "opencl"));  // -1: first GPU, else first device
   cl_uint n_platforms = 0;
   const cl_int rc = clGetPlatformIDs(0, nullptr, &n_platforms);
   if (rc != CL_SUCCESS || n_platforms == 0)
