@@ -1,12 +1,15 @@
-// IEEE half and bfloat16 conversions (scalar, exact; used by reference code and tests).
+// IEEE half and bfloat16 conversions (scalar, exact; used by reference code, tests and, for
+// decoding, the CUDA kernels).
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
+#include "core/host_device.h"
+
 namespace fathom {
 
-inline float fp16_to_fp32(uint16_t h) {
+FATHOM_HOST_DEVICE inline float fp16_to_fp32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t mant = h & 0x3ffu;
@@ -59,7 +62,7 @@ inline uint16_t fp32_to_fp16(float f) {
   return static_cast<uint16_t>(sign | result);
 }
 
-inline float bf16_to_fp32(uint16_t h) {
+FATHOM_HOST_DEVICE inline float bf16_to_fp32(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;
   float f;
   std::memcpy(&f, &bits, 4);

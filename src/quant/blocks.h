@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "core/host_device.h"
 
 namespace fathom::quant {
 
@@ -130,7 +131,7 @@ static_assert(sizeof(block_q8_K) == 292);
 // Scale j and min j (6 bits each) of q4_K/q5_K: j < 4 sit in the low 6 bits of bytes j and
 // j + 4; j >= 4 keep their low nibbles in byte j + 4 and their top 2 bits in the spare top bits
 // of bytes j - 4 (scale) and j (min).
-inline void unpack_scale_min_k4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
+FATHOM_HOST_DEVICE inline void unpack_scale_min_k4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
   if (j < 4) {
     *scale = q[j] & 63;
     *min = q[j + 4] & 63;

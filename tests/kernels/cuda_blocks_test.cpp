@@ -12,7 +12,6 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_blocks.h"
 #include "backend/cuda/cuda_layout.h"
-#include "core/fp16.h"
 #include "kv/kv_cache.h"
 #include "quant/quant.h"
 
@@ -70,31 +69,6 @@ TEST(CudaBlocks, DecodersMatchReferenceDequantizationBitExact) {
   expect_bit_exact<DType::Q4_K>(1024, 6);
   expect_bit_exact<DType::Q5_K>(1024, 7);
   expect_bit_exact<DType::Q6_K>(1024, 8);
-}
-
-TEST(CudaBlocks, HalfAndBfloatConversionsAreExactForEveryBitPattern) {
-  for (uint32_t h = 0; h <= 0xffff; ++h) {
-    const float a = half_to_float(static_cast<uint16_t>(h)), b = fp16_to_fp32(static_cast<uint16_t>(h));
-    ASSERT_EQ(std::memcmp(&a, &b, sizeof a), 0) << "half " << h;
-    const float c = bfloat_to_float(static_cast<uint16_t>(h)), d = bf16_to_fp32(static_cast<uint16_t>(h));
-    ASSERT_EQ(std::memcmp(&c, &d, sizeof c), 0) << "bfloat " << h;
-  }
-}
-
-TEST(CudaBlocks, ScaleUnpackingMatchesQuant) {
-  std::mt19937 rng(9);
-  uint8_t q[quant::kKScaleBytes];
-  for (int trial = 0; trial < 1000; ++trial) {
-    for (uint8_t& b : q) b = static_cast<uint8_t>(rng());
-    for (int j = 0; j < 8; ++j) {
-      uint8_t want_scale, want_min;
-      quant::unpack_scale_min_k4(j, q, &want_scale, &want_min);
-      int scale, min;
-      scale_min_k4(j, q, &scale, &min);
-      ASSERT_EQ(scale, want_scale);
-      ASSERT_EQ(min, want_min);
-    }
-  }
 }
 
 TEST(CudaBlocks, BlockShapesMatchTheFormats) {

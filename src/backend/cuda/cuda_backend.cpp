@@ -14,6 +14,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/device_spec.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_blocks.h"
 #include "backend/cuda/cuda_layout.h"
 #include "core/log.h"
 

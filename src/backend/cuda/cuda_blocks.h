@@ -1,7 +1,9 @@
 // GGUF block decoding shared by the CUDA kernels and the host: plain C++ that nvcc compiles for
 // the device and g++ for tests/kernels/cuda_blocks_test.cpp, which holds every decoder bit-exact
 // to quant::dequantize_row. So the kernels run exactly the code the host test verifies (up to
-// nvcc contracting a * b - c into one fused multiply-add).
+// nvcc contracting a * b - c into one fused multiply-add). The half/bfloat conversions and the
+// K-quant scale unpacking are the project's own (core/fp16.h, quant/blocks.h), marked
+// FATHOM_HOST_DEVICE so the kernels call the same functions.
 //
 // Unit of work: a group of 8 consecutive values of a row. A weight row of n values is n / 8
 // groups; a 32-value block holds 4, a 256-value K-quant super-block 32 (one per warp lane), and
@@ -9,51 +11,16 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 
 #include "core/dtype.h"
+#include "core/fp16.h"
+#include "core/host_device.h"
 #include "quant/blocks.h"
 
-#if defined(__CUDACC__)
-#define FATHOM_HD __host__ __device__
-#else
-#define FATHOM_HD
-#endif
 
 namespace fathom::cuda {
 
 constexpr int kGroupValues = 8;  // values one decoder call produces
-
-FATHOM_HD inline float bits_to_float(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-// IEEE binary16 -> f32, exact (subnormals are mant * 2^-24, which f32 holds exactly).
-FATHOM_HD inline float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-  if (exp == 0) {
-    const float v = static_cast<float>(mant) * 0x1p-24f;
-    return sign ? -v : v;
-  }
-  if (exp == 31) return bits_to_float(sign | 0x7f800000u | (mant << 13));
-  return bits_to_float(sign | ((exp + 127 - 15) << 23) | (mant << 13));
-}
-
-FATHOM_HD inline float bfloat_to_float(uint16_t h) { return bits_to_float(static_cast<uint32_t>(h) << 16); }
-
-// Scale j and min j (6 bits each) of q4_K/q5_K, as quant::unpack_scale_min_k4.
-FATHOM_HD inline void scale_min_k4(int j, const uint8_t* q, int* scale, int* min) {
-  if (j < 4) {
-    *scale = q[j] & 63;
-    *min = q[j + 4] & 63;
-  } else {
-    *scale = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
 
 // Decoder<T>: kValues values in kBytes bytes per block; group(block, g, out) writes values
 // 8g .. 8g + 7 of the block. The float formats count 8 values as a block.
@@ -64,7 +31,7 @@ template <>
 struct Decoder<DType::F32> {
   static constexpr int kValues = 8;
   static constexpr int kBytes = 32;
-  FATHOM_HD static void group(const uint8_t* block, int, float* out) {
+  FATHOM_HOST_DEVICE static void group(const uint8_t* block, int, float* out) {
     for (int i = 0; i < 8; ++i) out[i] = reinterpret_cast<const float*>(block)[i];
   }
 };
@@ -73,8 +40,8 @@ template <>
 struct Decoder<DType::F16> {
   static constexpr int kValues = 8;
   static constexpr int kBytes = 16;
-  FATHOM_HD static void group(const uint8_t* block, int, float* out) {
-    for (int i = 0; i < 8; ++i) out[i] = half_to_float(reinterpret_cast<const uint16_t*>(block)[i]);
+  FATHOM_HOST_DEVICE static void group(const uint8_t* block, int, float* out) {
+    for (int i = 0; i < 8; ++i) out[i] = fp16_to_fp32(reinterpret_cast<const uint16_t*>(block)[i]);
   }
 };
 
@@ -82,8 +49,8 @@ template <>
 struct Decoder<DType::BF16> {
   static constexpr int kValues = 8;
   static constexpr int kBytes = 16;
-  FATHOM_HD static void group(const uint8_t* block, int, float* out) {
-    for (int i = 0; i < 8; ++i) out[i] = bfloat_to_float(reinterpret_cast<const uint16_t*>(block)[i]);
+  FATHOM_HOST_DEVICE static void group(const uint8_t* block, int, float* out) {
+    for (int i = 0; i < 8; ++i) out[i] = bf16_to_fp32(reinterpret_cast<const uint16_t*>(block)[i]);
   }
 };
 
@@ -92,9 +59,9 @@ struct Decoder<DType::Q4_0> {
   static constexpr int kValues = quant::kQK4_0;
   static constexpr int kBytes = sizeof(quant::block_q4_0);
   // Values 0..15 are the low nibbles of qs, 16..31 the high ones: groups 0, 1 low, 2, 3 high.
-  FATHOM_HD static void group(const uint8_t* block, int g, float* out) {
+  FATHOM_HOST_DEVICE static void group(const uint8_t* block, int g, float* out) {
     const auto& b = *reinterpret_cast<const quant::block_q4_0*>(block);
-    const float d = half_to_float(b.d);
+    const float d = fp16_to_fp32(b.d);
     const uint8_t* qs = b.qs + 8 * (g % 2);
     const int shift = 4 * (g / 2);
     for (int i = 0; i < 8; ++i) out[i] = static_cast<float>(((qs[i] >> shift) & 0xF) - 8) * d;
@@ -105,9 +72,9 @@ template <>
 struct Decoder<DType::Q8_0> {
   static constexpr int kValues = quant::kQK8_0;
   static constexpr int kBytes = sizeof(quant::block_q8_0);
-  FATHOM_HD static void group(const uint8_t* block, int g, float* out) {
+  FATHOM_HOST_DEVICE static void group(const uint8_t* block, int g, float* out) {
     const auto& b = *reinterpret_cast<const quant::block_q8_0*>(block);
-    const float d = half_to_float(b.d);
+    const float d = fp16_to_fp32(b.d);
     for (int i = 0; i < 8; ++i) out[i] = static_cast<float>(b.qs[8 * g + i]) * d;
   }
 };
@@ -118,12 +85,12 @@ template <>
 struct Decoder<DType::Q4_K> {
   static constexpr int kValues = quant::kQK;
   static constexpr int kBytes = sizeof(quant::block_q4_K);
-  FATHOM_HD static void group(const uint8_t* block, int g, float* out) {
+  FATHOM_HOST_DEVICE static void group(const uint8_t* block, int g, float* out) {
     const auto& b = *reinterpret_cast<const quant::block_q4_K*>(block);
     const int j = g / 4;
-    int scale, min;
-    scale_min_k4(j, b.scales, &scale, &min);
-    const float d = half_to_float(b.d) * static_cast<float>(scale), m = half_to_float(b.dmin) * static_cast<float>(min);
+    uint8_t scale, min;
+    quant::unpack_scale_min_k4(j, b.scales, &scale, &min);
+    const float d = fp16_to_fp32(b.d) * static_cast<float>(scale), m = fp16_to_fp32(b.dmin) * static_cast<float>(min);
     const uint8_t* qs = b.qs + 32 * (j / 2) + 8 * (g % 4);
     const int shift = 4 * (j % 2);
     for (int i = 0; i < 8; ++i) out[i] = d * static_cast<float>((qs[i] >> shift) & 0xF) - m;
@@ -135,12 +102,12 @@ struct Decoder<DType::Q5_K> {
   static constexpr int kValues = quant::kQK;
   static constexpr int kBytes = sizeof(quant::block_q5_K);
   // As q4_K; the 5th bit of value 32j + l is bit j of qh[l].
-  FATHOM_HD static void group(const uint8_t* block, int g, float* out) {
+  FATHOM_HOST_DEVICE static void group(const uint8_t* block, int g, float* out) {
     const auto& b = *reinterpret_cast<const quant::block_q5_K*>(block);
     const int j = g / 4, l0 = 8 * (g % 4);
-    int scale, min;
-    scale_min_k4(j, b.scales, &scale, &min);
-    const float d = half_to_float(b.d) * static_cast<float>(scale), m = half_to_float(b.dmin) * static_cast<float>(min);
+    uint8_t scale, min;
+    quant::unpack_scale_min_k4(j, b.scales, &scale, &min);
+    const float d = fp16_to_fp32(b.d) * static_cast<float>(scale), m = fp16_to_fp32(b.dmin) * static_cast<float>(min);
     const uint8_t* qs = b.qs + 32 * (j / 2) + l0;
     const int shift = 4 * (j % 2);
     for (int i = 0; i < 8; ++i) {
@@ -157,10 +124,10 @@ struct Decoder<DType::Q6_K> {
   // 128-value chunk c = g / 16 splits into quarters r = (g / 4) % 4 of 32 values: the low 4 bits
   // are the low (r < 2) or high nibbles of ql[64c + 32 (r % 2) + l], the top 2 bits are bits
   // 2r, 2r + 1 of qh[32c + l]. Scale k / 16 covers two groups.
-  FATHOM_HD static void group(const uint8_t* block, int g, float* out) {
+  FATHOM_HOST_DEVICE static void group(const uint8_t* block, int g, float* out) {
     const auto& b = *reinterpret_cast<const quant::block_q6_K*>(block);
     const int c = g / 16, r = (g / 4) % 4, l0 = 8 * (g % 4);
-    const float d = half_to_float(b.d) * static_cast<float>(b.scales[g / 2]);
+    const float d = fp16_to_fp32(b.d) * static_cast<float>(b.scales[g / 2]);
     const uint8_t* ql = b.ql + 64 * c + 32 * (r % 2) + l0;
     const uint8_t* qh = b.qh + 32 * c + l0;
     const int shift = 4 * (r / 2);
@@ -173,7 +140,7 @@ struct Decoder<DType::Q6_K> {
 
 // Group g of a row (g < n / 8).
 template <DType T>
-FATHOM_HD inline void decode_group(const uint8_t* row, int64_t g, float* out) {
+FATHOM_HOST_DEVICE inline void decode_group(const uint8_t* row, int64_t g, float* out) {
   constexpr int kPerBlock = Decoder<T>::kValues / kGroupValues;
   Decoder<T>::group(row + (g / kPerBlock) * Decoder<T>::kBytes, static_cast<int>(g % kPerBlock), out);
 }

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "backend/cuda/cuda_blocks.h"
+#include "core/host_device.h"
 
 namespace fathom {
 class KvCache;
@@ -31,7 +31,7 @@ struct MatvecGrid {
   int tokens_per_pass = 1;
 };
 
-FATHOM_HD inline MatvecGrid matvec_grid(int64_t n_out, int64_t n_tokens) {
+FATHOM_HOST_DEVICE inline MatvecGrid matvec_grid(int64_t n_out, int64_t n_tokens) {
   MatvecGrid g;
   g.tokens_per_pass = n_tokens == 1 ? 1 : kMatvecTokens;
   g.blocks_x = (n_out + kMatvecWarps - 1) / kMatvecWarps;
@@ -47,7 +47,7 @@ struct MatvecWork {
   int n_tokens = 0;
 };
 
-FATHOM_HD inline MatvecWork matvec_work(int64_t block_x, int64_t block_y, int warp, int tokens_per_pass, int64_t n_tokens) {
+FATHOM_HOST_DEVICE inline MatvecWork matvec_work(int64_t block_x, int64_t block_y, int warp, int tokens_per_pass, int64_t n_tokens) {
   MatvecWork w;
   w.row = block_x * kMatvecWarps + warp;
   w.token_begin = block_y * tokens_per_pass;
@@ -59,7 +59,7 @@ FATHOM_HD inline MatvecWork matvec_work(int64_t block_x, int64_t block_y, int wa
 // Row of position `pos` in a layer of the KV cache, [n_blocks * block_size] rows, as
 // KvCache::k_at addresses it: the device mirror keeps the host's layout. table: the sequence's
 // block ids in position order.
-FATHOM_HD inline int64_t kv_row_index(const int32_t* table, int64_t pos, int32_t block_size) {
+FATHOM_HOST_DEVICE inline int64_t kv_row_index(const int32_t* table, int64_t pos, int32_t block_size) {
   return static_cast<int64_t>(table[pos / block_size]) * block_size + pos % block_size;
 }
 
