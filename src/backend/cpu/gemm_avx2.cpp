@@ -161,9 +161,10 @@ FATHOM_AVX2 void int_tokens(DType type, const uint8_t* grp, const GemmActivation
       }
       case DType::Q6_K: {
         blk.ng = 4;
+        const int64_t bb = 2 * R + 16 * R + 16 * 4 * 64;
         for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
-          const uint8_t* src = grp + i * (2 * R + 16 * R + 16 * 4 * 64);
-          if (pf > 0) prefetch_weights(src + pf, 2 * R + 16 * R + 16 * 4 * 64);
+          const uint8_t* src = grp + i * bb;
+          if (pf > 0) prefetch_weights(src + pf, bb);
           const __m256 d = halves8(src, h);
           const __m256 d32 = _mm256_mul_ps(_mm256_set1_ps(-32.0f), d);
           const uint8_t* sc = src + 2 * R;

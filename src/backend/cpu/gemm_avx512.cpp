@@ -129,9 +129,10 @@ FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations&
       break;
     }
     case DType::Q6_K: {
+      const int64_t bb = 2 * R + 16 * R + 16 * 4 * 64;
       for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
-        const uint8_t* src = grp + i * (2 * R + 16 * R + 16 * 4 * 64);
-        if (pf > 0) prefetch_weights(src + pf, 2 * R + 16 * R + 16 * 4 * 64);
+        const uint8_t* src = grp + i * bb;
+        if (pf > 0) prefetch_weights(src + pf, bb);
         const __m512 d = halves(src);
         const __m512 d32 = _mm512_mul_ps(_mm512_set1_ps(-32.0f), d);
         const uint8_t* sc = src + 2 * R;

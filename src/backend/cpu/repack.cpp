@@ -170,8 +170,9 @@ namespace {
 void* allocate_weights(size_t bytes) {
   constexpr size_t kHuge = size_t{2} << 20;
   if (bytes < kHuge) return std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-  void* p = std::aligned_alloc(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
-  if (p != nullptr) madvise(p, (bytes + kHuge - 1) / kHuge * kHuge, MADV_HUGEPAGE);
+  const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+  void* p = std::aligned_alloc(kHuge, rounded);
+  if (p != nullptr) madvise(p, rounded, MADV_HUGEPAGE);
   return p;
 }
 
