@@ -107,6 +107,118 @@ inline void check_uncovered_matmul_runs_on_cpu(Backend& device, CpuBackend& cpu,
   EXPECT_EQ(got, want);
 }
 
+// The f64 products of m's dequantized rows with x: [n_tokens, n_in] -> [n_tokens, n_out].
+inline std::vector<float> exact_products(const TestMatrix& m, const std::vector<double>& x, int64_t n_tokens) {
+  const int64_t n_in = m.w.ne[0], n_out = m.w.ne[1];
+  std::vector<float> y(static_cast<size_t>(n_tokens * n_out));
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int64_t r = 0; r < n_out; ++r) {
+      double s = 0.0;
+      for (int64_t i = 0; i < n_in; ++i) s += m.dequantized[static_cast<size_t>(r * n_in + i)] * x[static_cast<size_t>(t * n_in + i)];
+      y[static_cast<size_t>(t * n_out + r)] = static_cast<float>(s);
+    }
+  return y;
+}
+
+// One product of a batch or fused op: got against the unfused CPU ops' result and against the
+// f64 reference.
+inline MatmulError product_error(const char* op, const TestMatrix& m, int64_t n_tokens, const std::vector<float>& got,
+                                 const std::vector<float>& want_cpu, const std::vector<float>& exact) {
+  MatmulError e;
+  e.vs_cpu = nmse(got.data(), want_cpu.data(), static_cast<int64_t>(got.size()));
+  e.vs_exact = nmse(got.data(), exact.data(), static_cast<int64_t>(got.size()));
+  std::printf("[ nmse     ] %-21s %-5s n_tokens=%-3lld vs cpu %.3e, vs dequantized f64 %.3e\n", op, dtype_name(m.w.dtype),
+              static_cast<long long>(n_tokens), e.vs_cpu, e.vs_exact);
+  return e;
+}
+
+// One [n_out, 512] matrix per type for a batch; n_out differs between neighbours (72, 40, 88,
+// 56, 24, ...), so outputs put in each other's places show.
+inline std::vector<TestMatrix> batch_matrices(const std::vector<DType>& types, uint32_t seed) {
+  std::vector<TestMatrix> ms;
+  for (size_t i = 0; i < types.size(); ++i)
+    ms.push_back(make_matrix(types[i], 512, 24 + 16 * static_cast<int64_t>((i * 3 + 3) % 5), seed + static_cast<uint32_t>(i)));
+  return ms;
+}
+
+// The checks below take their matrices from the caller, who keeps them alive as long as both
+// backends: the CPU backend caches repacked weights by address, so a new matrix at a freed one's
+// address would be served the old one's.
+
+// rms_norm_matmul_batch (a layer's q/k/v: one product per matrix, all reading the normalized x)
+// against the CPU backend's rms_norm and then its matmul of each; one error per product.
+inline std::vector<MatmulError> rms_norm_matmul_errors(Backend& device, CpuBackend& cpu, const std::vector<TestMatrix>& ms,
+                                                       int64_t n_tokens) {
+  const int64_t n = 512;
+  const float eps = 1e-5f;
+  const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * n), 60 + static_cast<uint32_t>(n_tokens), 3.0f);
+  const std::vector<float> norm = random_floats(static_cast<size_t>(n), 61);
+  std::vector<float> normed(x.size()), normed_cpu(x.size());
+  std::vector<std::vector<float>> got(ms.size());
+  std::vector<MatmulJob> jobs;
+  for (size_t i = 0; i < ms.size(); ++i) {
+    got[i].assign(static_cast<size_t>(n_tokens * ms[i].w.ne[1]), -1.0f);
+    jobs.push_back({ms[i].w, normed.data(), n_tokens, got[i].data()});
+  }
+  device.rms_norm_matmul_batch(x.data(), norm.data(), n_tokens, n, eps, normed.data(), jobs);
+  cpu.rms_norm(x.data(), norm.data(), n_tokens, n, eps, normed_cpu.data());
+  std::vector<double> normed_exact(x.size());
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[static_cast<size_t>(t * n + i)]) * x[static_cast<size_t>(t * n + i)];
+    const double inv = 1.0 / std::sqrt(ss / static_cast<double>(n) + eps);
+    for (int64_t i = 0; i < n; ++i)
+      normed_exact[static_cast<size_t>(t * n + i)] = x[static_cast<size_t>(t * n + i)] * inv * norm[static_cast<size_t>(i)];
+  }
+  std::vector<MatmulError> errors;
+  for (size_t i = 0; i < ms.size(); ++i) {
+    std::vector<float> want(got[i].size());
+    cpu.matmul(ms[i].w_cpu, normed_cpu.data(), n_tokens, want.data());
+    errors.push_back(product_error("rms_norm_matmul_batch", ms[i], n_tokens, got[i], want, exact_products(ms[i], normed_exact, n_tokens)));
+  }
+  return errors;
+}
+
+// swiglu_matmul (an FFN's down projection) against the CPU backend's swiglu, then its matmul.
+inline MatmulError swiglu_matmul_error(Backend& device, CpuBackend& cpu, const TestMatrix& m, int64_t n_tokens) {
+  const size_t n_values = static_cast<size_t>(n_tokens * m.w.ne[0]);
+  const std::vector<float> gate = random_floats(n_values, 81 + static_cast<uint32_t>(n_tokens), 2.0f);
+  const std::vector<float> up = random_floats(n_values, 82);
+  std::vector<float> gate_device = gate, gate_cpu = gate;
+  std::vector<float> got(static_cast<size_t>(n_tokens * m.w.ne[1]), -1.0f), want(got.size());
+  device.swiglu_matmul(m.w, gate_device.data(), up.data(), n_tokens, got.data());
+  cpu.swiglu(gate_cpu.data(), up.data(), static_cast<int64_t>(n_values), gate_cpu.data());
+  cpu.matmul(m.w_cpu, gate_cpu.data(), n_tokens, want.data());
+  std::vector<double> act(n_values);
+  for (size_t i = 0; i < n_values; ++i) act[i] = gate[i] / (1.0 + std::exp(-static_cast<double>(gate[i]))) * up[i];
+  return product_error("swiglu_matmul", m, n_tokens, got, want, exact_products(m, act, n_tokens));
+}
+
+// matmul_batch of one product per matrix: each even product reads input a, each odd one input b
+// with n_tokens + 2 rows (inputs shared and not), against the CPU backend's matmul of each.
+inline std::vector<MatmulError> matmul_batch_errors(Backend& device, CpuBackend& cpu, const std::vector<TestMatrix>& ms,
+                                                    int64_t n_tokens) {
+  const std::vector<float> a = random_floats(static_cast<size_t>(n_tokens * 512), 91);
+  const std::vector<float> b = random_floats(static_cast<size_t>((n_tokens + 2) * 512), 92);
+  std::vector<std::vector<float>> got(ms.size());
+  std::vector<MatmulJob> jobs;
+  for (size_t i = 0; i < ms.size(); ++i) {
+    const int64_t rows = i % 2 ? n_tokens + 2 : n_tokens;
+    got[i].assign(static_cast<size_t>(rows * ms[i].w.ne[1]), -1.0f);
+    jobs.push_back({ms[i].w, i % 2 ? b.data() : a.data(), rows, got[i].data()});
+  }
+  device.matmul_batch(jobs);
+  std::vector<MatmulError> errors;
+  for (size_t i = 0; i < ms.size(); ++i) {
+    std::vector<float> want(got[i].size());
+    cpu.matmul(ms[i].w_cpu, jobs[i].x, jobs[i].n_tokens, want.data());
+    const std::vector<float>& x = i % 2 ? b : a;
+    errors.push_back(product_error("matmul_batch", ms[i], jobs[i].n_tokens, got[i], want,
+                                   exact_products(ms[i], std::vector<double>(x.begin(), x.end()), jobs[i].n_tokens)));
+  }
+  return errors;
+}
+
 inline void check_rms_norm(Backend& device, CpuBackend& cpu, double max_nmse) {
   const int64_t n_rows = 7, n = 320;
   const std::vector<float> x = random_floats(static_cast<size_t>(n_rows * n), 10, 3.0f);

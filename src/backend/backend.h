@@ -69,6 +69,22 @@ class Backend {
   }
   // out[i, :] = row ids[i] of `table` as f32. out: [n_ids, table.ne[0]].
   virtual void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) = 0;
+  // The products that read one normalized input (a layer's q/k/v or gate/up projections): each
+  // job's x must be `normed`, the [n_tokens, n] buffer rms_norm(x, norm_weight) is written to. A
+  // backend may fuse the norm into the products and leave `normed` unwritten, so callers must not
+  // read it afterwards. Default: rms_norm, then matmul_batch.
+  virtual void rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps,
+                                     float* normed, const std::vector<MatmulJob>& jobs) {
+    rms_norm(x, norm_weight, n_tokens, n, eps, normed);
+    matmul_batch(jobs);
+  }
+  // y = W · swiglu(gate, up) (an FFN's down projection): gate, up: [n_tokens, w.ne[0]]. A backend
+  // may fuse the activation into the product and leave `gate` as it was; otherwise gate receives
+  // swiglu(gate, up). Callers must not read gate afterwards. Default: swiglu into gate, then matmul.
+  virtual void swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) {
+    swiglu(gate, up, n_tokens * w.ne[0], gate);
+    matmul(w, gate, n_tokens, y);
+  }
   // out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight. x, out: [n_rows, n]; in place allowed.
   virtual void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) = 0;
   // Rotates the first n_rot dims of every head in place. x: [n_tokens, n_heads, head_dim].

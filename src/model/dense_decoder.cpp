@@ -97,10 +97,10 @@ void attention_block(Backend& be, const ModelConfig& c, const RopeParams& rope, 
   grow(s.v, n * v_dim);
   grow(s.attn, n * c.n_head * c.head_dim_v);
   grow(s.proj, n * c.n_embd);
-  be.rms_norm(s.x.data(), w.norm, n, c.n_embd, c.rms_norm_eps, s.xn.data());       // xn: [n, n_embd]
-  be.matmul_batch({{w.wq, s.xn.data(), n, s.q.data()},                            // q: [n, n_head, hd_k]
-                   {w.wk, s.xn.data(), n, s.k.data()},                            // k: [n, n_head_kv, hd_k]
-                   {w.wv, s.xn.data(), n, s.v.data()}});                          // v: [n, n_head_kv, hd_v]
+  be.rms_norm_matmul_batch(s.x.data(), w.norm, n, c.n_embd, c.rms_norm_eps, s.xn.data(),
+                           {{w.wq, s.xn.data(), n, s.q.data()},                   // q: [n, n_head, hd_k]
+                            {w.wk, s.xn.data(), n, s.k.data()},                   // k: [n, n_head_kv, hd_k]
+                            {w.wv, s.xn.data(), n, s.v.data()}});                 // v: [n, n_head_kv, hd_v]
   add_bias(s.q.data(), w.bq, n, q_dim);
   add_bias(s.k.data(), w.bk, n, k_dim);
   add_bias(s.v.data(), w.bv, n, v_dim);
@@ -118,11 +118,10 @@ void ffn_block(Backend& be, const ModelConfig& c, const FfnWeights& w, int64_t n
   const int64_t n_ff = w.gate.ne[1];
   grow(s.gate, n * n_ff);
   grow(s.up, n * n_ff);
-  be.rms_norm(s.x.data(), w.norm, n, c.n_embd, c.rms_norm_eps, s.xn.data());
-  be.matmul_batch({{w.gate, s.xn.data(), n, s.gate.data()},                       // gate: [n, n_ff]
-                   {w.up, s.xn.data(), n, s.up.data()}});                         // up: [n, n_ff]
-  be.swiglu(s.gate.data(), s.up.data(), n * n_ff, s.gate.data());
-  be.matmul(w.down, s.gate.data(), n, s.proj.data());                              // proj: [n, n_embd]
+  be.rms_norm_matmul_batch(s.x.data(), w.norm, n, c.n_embd, c.rms_norm_eps, s.xn.data(),
+                           {{w.gate, s.xn.data(), n, s.gate.data()},              // gate: [n, n_ff]
+                            {w.up, s.xn.data(), n, s.up.data()}});                // up: [n, n_ff]
+  be.swiglu_matmul(w.down, s.gate.data(), s.up.data(), n, s.proj.data());         // proj: [n, n_embd]
   be.add(s.x.data(), s.proj.data(), n * c.n_embd);
 }
 

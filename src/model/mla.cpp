@@ -108,15 +108,17 @@ void mla_block(Backend& be, const ModelConfig& c, const RopeParams& rope, const 
   grow(s.head_out, n_head * n * hd_v);
   grow(s.lat, n * n_head * r);
   grow(s.attn, n * n_head * hd_v);
-  be.rms_norm(x, w.norm, n, c.n_embd, c.rms_norm_eps, xn);                              // xn: [n, n_embd]
-  // The projections of xn together: q (or its low-rank a part) and the cache row's [c_kv | k_pe].
+  // The projections of the normalized x together (xn: [n, n_embd] scratch): q (or its low-rank
+  // a part) and the cache row's [c_kv | k_pe].
   if (w.wq_a.data) {
     grow(s.q_a, n * c.q_lora_rank);
-    be.matmul_batch({{w.wq_a, xn, n, s.q_a.data()}, {w.wkv_a, xn, n, s.kv_a.data()}});  // [n, q_lora_rank], [n, r + n_rot]
+    be.rms_norm_matmul_batch(x, w.norm, n, c.n_embd, c.rms_norm_eps, xn,
+                             {{w.wq_a, xn, n, s.q_a.data()}, {w.wkv_a, xn, n, s.kv_a.data()}});  // [n, q_lora_rank], [n, r + n_rot]
     be.rms_norm(s.q_a.data(), w.q_a_norm, n, c.q_lora_rank, c.rms_norm_eps, s.q_a.data());
     be.matmul(w.wq_b, s.q_a.data(), n, s.q.data());                                      // q: [n, n_head, hd_k]
   } else {
-    be.matmul_batch({{w.wq, xn, n, s.q.data()}, {w.wkv_a, xn, n, s.kv_a.data()}});
+    be.rms_norm_matmul_batch(x, w.norm, n, c.n_embd, c.rms_norm_eps, xn,
+                             {{w.wq, xn, n, s.q.data()}, {w.wkv_a, xn, n, s.kv_a.data()}});
   }
   // Cache row = [RMSNorm(c_kv) | RoPE(k_pe)].
   gather(s.kv_a.data(), row_w, 0, r, n, s.head_in.data());

@@ -3,10 +3,14 @@
 // accelerator backend passes (../backend_op_checks.h) with this backend's thresholds. Matmul is
 // also held to the f32 dot of the dequantized weights, which it computes exactly up to summation
 // order: the CPU backend quantizes activations to 8 bits, so its own NMSE to the kernels is larger.
+// The fused ops (rms_norm_matmul_batch, swiglu_matmul) and matmul_batch are held to the unfused
+// CPU ops the same way, including batches that mix kernel types with types the CPU delegate runs.
+// The kernel variants are in opencl_variants_test.cpp.
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include "../backend_op_checks.h"
@@ -72,6 +76,71 @@ INSTANTIATE_TEST_SUITE_P(Types, OpenClMatmul,
 TEST_F(OpenClKernels, UncoveredWeightTypeRunsOnTheCpuDelegate) {
   EXPECT_FALSE(backend_->on_device(Op::kMatmul, DType::Q6_K));
   test::check_uncovered_matmul_runs_on_cpu(*backend_, cpu_, DType::Q6_K);
+}
+
+// The fused ops and matmul_batch against the unfused CPU ops, for every weight type with a kernel
+// and two without (those products run on the CPU delegate, so they match the CPU exactly). Each
+// case has its own backend: the delegate caches repacked weights by address.
+struct FusedCase {
+  DType type;
+  double max_nmse_vs_cpu;  // the CPU path rounds activations to 8 bits (none for f32/f16): up to ~1.3e-4 on 40 outputs
+  bool on_device;
+};
+
+class OpenClFused : public ::testing::TestWithParam<FusedCase> {};
+
+TEST_P(OpenClFused, MatchUnfusedCpuOps) {
+  auto b = test::make_test_backend();
+  FATHOM_OPENCL_OR_SKIP(b);
+  const FusedCase c = GetParam();
+  EXPECT_EQ((*b)->on_device(Op::kMatmul, c.type), c.on_device);
+  CpuBackend cpu(2);
+  const std::vector<test::TestMatrix> qkv = test::batch_matrices({c.type, c.type, c.type}, 70);
+  const test::TestMatrix down = test::make_matrix(c.type, 512, 40, 80);
+  const auto check = [&](const test::MatmulError& e, int64_t n_tokens) {
+    if (!c.on_device) {
+      EXPECT_EQ(e.vs_cpu, 0.0) << "n_tokens " << n_tokens;
+      return;
+    }
+    EXPECT_LT(e.vs_cpu, c.max_nmse_vs_cpu) << "n_tokens " << n_tokens;
+    EXPECT_LT(e.vs_exact, 1e-10) << "n_tokens " << n_tokens;
+  };
+  for (int64_t n_tokens : {1, 3, 9, 17}) {
+    for (const test::MatmulError& e : test::rms_norm_matmul_errors(**b, cpu, qkv, n_tokens)) check(e, n_tokens);
+    check(test::swiglu_matmul_error(**b, cpu, down, n_tokens), n_tokens);
+    for (const test::MatmulError& e : test::matmul_batch_errors(**b, cpu, qkv, n_tokens)) check(e, n_tokens);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, OpenClFused,
+                         ::testing::Values(FusedCase{DType::Q4_0, 3e-4, true}, FusedCase{DType::Q8_0, 3e-4, true},
+                                           FusedCase{DType::Q4_K, 3e-4, true}, FusedCase{DType::F16, 1e-10, true},
+                                           FusedCase{DType::F32, 1e-10, true}, FusedCase{DType::Q6_K, 0.0, false},
+                                           FusedCase{DType::Q5_K, 0.0, false}),
+                         [](const auto& info) { return std::string(dtype_name(info.param.type)); });
+
+// One batch mixing kernel types with types the CPU delegate runs: the device and the host share
+// the work, and each product still lands in its own output.
+TEST(OpenClFusedMixed, DeviceAndCpuProductsInOneBatch) {
+  auto b = test::make_test_backend();
+  FATHOM_OPENCL_OR_SKIP(b);
+  CpuBackend cpu(2);
+  const std::vector<DType> types = {DType::Q4_0, DType::Q6_K, DType::F32, DType::Q8_0, DType::Q5_K, DType::Q4_K, DType::F16};
+  const std::vector<test::TestMatrix> ms = test::batch_matrices(types, 100);
+  for (int64_t n_tokens : {1, 9}) {
+    const std::vector<test::MatmulError> fused = test::rms_norm_matmul_errors(**b, cpu, ms, n_tokens);
+    const std::vector<test::MatmulError> batch = test::matmul_batch_errors(**b, cpu, ms, n_tokens);
+    for (size_t i = 0; i < types.size(); ++i) {
+      for (const test::MatmulError& e : {fused[i], batch[i]}) {
+        if (!(*b)->on_device(Op::kMatmul, types[i])) {
+          EXPECT_EQ(e.vs_cpu, 0.0) << dtype_name(types[i]);
+        } else {
+          EXPECT_LT(e.vs_cpu, 3e-4) << dtype_name(types[i]);
+          EXPECT_LT(e.vs_exact, 1e-10) << dtype_name(types[i]);
+        }
+      }
+    }
+  }
 }
 
 TEST_F(OpenClKernels, RmsNorm) { test::check_rms_norm(*backend_, cpu_, 1e-12); }

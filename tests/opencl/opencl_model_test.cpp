@@ -39,23 +39,32 @@ struct ModelCase {
 
 // Both backends are also held to the naive f32 reference forward (weights dequantized, f32
 // activations): the kernels compute what it computes, so they must be at least as close to it
-// as the CPU path, and close in absolute terms.
+// as the CPU path, and close in absolute terms. Unless the device rounds on purpose: half sums
+// inside quantized blocks (cl_khr_fp16) or int8 activations (integer dot products), the
+// variants picked where the extensions exist; then the CPU's bound applies.
 constexpr double kMaxNmseVsReference = 1e-6;
+constexpr double kMaxNmseVsReferenceRounded = 1e-3;
 
 class OpenClModel : public ::testing::TestWithParam<ModelCase> {};
 
 TEST_P(OpenClModel, LogitsMatchCpuBackend) {
   auto probe = test::make_test_backend();
   FATHOM_OPENCL_OR_SKIP(probe);
+  const OpenClKernelVariants v = (*probe)->variants();
+  const bool rounds = v.f16_accumulation != OpenClVariant::kOff || v.int8_dot != OpenClVariant::kOff;
   probe->reset();
   const ModelCase c = GetParam();
-  std::printf("[ model    ] %s %s %s\n", c.arch, c.preset, dtype_name(c.type));
+  std::printf("[ model    ] %s %s %s%s\n", c.arch, c.preset, dtype_name(c.type), rounds ? " (half sums or int8 activations)" : "");
   // 20 prompt tokens in chunks of 8, then 6 decode steps.
   const test::ModelComparison r = test::compare_model(synth(c.arch, c.type, c.preset), options_for("cpu"), options_for("opencl"),
                                                       "opencl", [](size_t start) -> size_t { return start < 20 ? 8 : 1; });
   EXPECT_LT(r.vs_cpu, c.max_nmse_vs_cpu);
-  EXPECT_LT(r.vs_reference, kMaxNmseVsReference);
-  EXPECT_LE(r.vs_reference, r.cpu_vs_reference * 1.01 + 1e-12);
+  if (rounds) {
+    EXPECT_LT(r.vs_reference, kMaxNmseVsReferenceRounded);
+  } else {
+    EXPECT_LT(r.vs_reference, kMaxNmseVsReference);
+    EXPECT_LE(r.vs_reference, r.cpu_vs_reference * 1.01 + 1e-12);
+  }
   EXPECT_GE(r.same_argmax, r.n_positions - 1);
 }
 

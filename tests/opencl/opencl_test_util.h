@@ -18,10 +18,12 @@ namespace fathom::test {
 inline std::string opencl_test_cache_dir() { return std::string(FATHOM_TEST_TMP) + "/opencl-cache"; }
 
 // The backend on the default OpenCL device (PoCL in CI), or the reason there is none.
-inline Expected<std::unique_ptr<OpenClBackend>> make_test_backend(const std::string& cache_dir = opencl_test_cache_dir()) {
+inline Expected<std::unique_ptr<OpenClBackend>> make_test_backend(const std::string& cache_dir = opencl_test_cache_dir(),
+                                                                  const OpenClKernelVariants& variants = {}) {
   OpenClOptions o;
   o.n_threads = 2;
   o.cache_dir = cache_dir;
+  o.variants = variants;
   return OpenClBackend::create(o);
 }
 

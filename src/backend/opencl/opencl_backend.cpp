@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -28,6 +30,10 @@ const char* const kKernelNames[] = {
     "matvec_q4_0", "matmat_q4_0", "matvec_q8_0", "matmat_q8_0", "matvec_q4_K", "matmat_q4_K", "matvec_f32",
     "matmat_f32",  "matvec_f16",  "matmat_f16",  "rms_norm_f32", "swiglu_f32", "add_f32",     "rope_f32",
     "attention_f32"};
+// Built only with an int8 variant (FATHOM_INT_DOT or FATHOM_INT_DOT_EMULATED).
+const char* const kInt8KernelNames[] = {"quantize_q8_act", "matvec_q4_0_q8", "matmat_q4_0_q8", "matvec_q8_0_q8",
+                                        "matmat_q8_0_q8"};
+constexpr int64_t kQ8Block = 32;  // activations per int8 block (quantize_q8_act)
 
 // The matmul kernel family of a weight type: values per block and bytes per block.
 struct MatmulFormat {
@@ -49,6 +55,30 @@ MatmulFormat matmul_format(DType t) {
 
 size_t round_up(size_t n, size_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
+bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
+  const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+  return pa < pb + b_bytes && pb < pa + a_bytes;
+}
+
+// kAuto becomes kNative where the device has the extension, else kOff.
+OpenClVariant resolve_variant(OpenClVariant v, bool device_has_it) {
+  if (v != OpenClVariant::kAuto) return v;
+  return device_has_it ? OpenClVariant::kNative : OpenClVariant::kOff;
+}
+
+// The -D options of resolved variants (kernels/common.cl lists them).
+std::string variant_build_options(const OpenClKernelVariants& v) {
+  std::string options;
+  const auto add = [&options](OpenClVariant variant, const char* name) {
+    if (variant == OpenClVariant::kNative) options += strprintf(" -DFATHOM_%s", name);
+    if (variant == OpenClVariant::kEmulated) options += strprintf(" -DFATHOM_%s_EMULATED", name);
+  };
+  add(v.f16_accumulation, "ACC_F16");
+  add(v.subgroup_reduction, "SUBGROUPS");
+  add(v.int8_dot, "INT_DOT");
+  return options;
+}
+
 // YaRN helpers, as the CPU backend computes them (cpu_backend.cpp).
 float yarn_ramp(float low, float high, int64_t i0) {
   const float y = (static_cast<float>(i0) / 2.0f - low) / std::max(0.001f, high - low);
@@ -63,7 +93,7 @@ float yarn_corr_dim(int64_t n_rot, int64_t n_ctx_orig, float n_rotations, float 
 }  // namespace
 
 struct OpenClBackend::Impl {
-  explicit Impl(int n_threads) : cpu(n_threads) {}
+  explicit Impl(std::shared_ptr<CpuBackend> cpu_backend) : cpu(std::move(cpu_backend)) {}
   ~Impl();
 
   // Host memory the device reads in place (or a copy of it on a discrete GPU): whole pages, so
@@ -77,15 +107,30 @@ struct OpenClBackend::Impl {
     cl_mem buffer = nullptr;
     size_t bytes = 0;  // capacity
   };
-  enum Slot { kIn0, kIn1, kIn2, kIn3, kOut, kSlots };
+  // kQuant/kQuantScale: int8 activations and their per-block scales (the int8 variant).
+  enum Slot { kIn0, kIn1, kIn2, kIn3, kOut, kQuant, kQuantScale, kSlots };
+  // The input of a fused op's products, made on the device from other host data instead of being
+  // uploaded: rms_norm(a, b) or swiglu(a, b). Jobs name it by `result`, the host buffer the
+  // unfused op would write; that is written only when a product placed on the CPU reads it.
+  struct Stage {
+    enum Kind { kRmsNorm, kSwiglu };
+    Kind kind = kRmsNorm;
+    const float* a = nullptr;  // rms_norm: x; swiglu: gate. [n_tokens, n]
+    const float* b = nullptr;  // rms_norm: weight [n]; swiglu: up [n_tokens, n]
+    float eps = 0.0f;          // rms_norm only
+    float* result = nullptr;   // [n_tokens, n]
+    int64_t n_tokens = 0;
+    int64_t n = 0;
+  };
 
   OpenClDeviceInfo info;
+  OpenClKernelVariants variants;  // as built, none kAuto
   cl_context context = nullptr;
   cl_command_queue queue = nullptr;
   cl_program program = nullptr;
   bool from_cache = false;
   std::unordered_map<std::string, cl_kernel> kernels;  // by kernel name
-  CpuBackend cpu;                                      // runs what the kernels do not cover
+  std::shared_ptr<CpuBackend> cpu;                                   // runs what the kernels do not cover
   std::map<uintptr_t, Region> regions;                 // wrapped host memory, by page-aligned start
   std::array<Scratch, kSlots> scratch;                 // activation buffers, grown on demand
   size_t page = 4096;
@@ -104,7 +149,18 @@ struct OpenClBackend::Impl {
   // Reports a failed device op once, then the op reruns on the CPU.
   void device_failed(const char* op, cl_int err);
 
-  cl_int matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y);
+  // The region holding w when a matmul kernel takes its type and shape, else nullptr (a CPU job).
+  const Region* matmul_region(const TensorView& w);
+  // Whether products with weights of type t take int8 activations (the int8 variant's kernels).
+  bool int8_activations(DType t) const {
+    return variants.int8_dot != OpenClVariant::kOff && (t == DType::Q4_0 || t == DType::Q8_0);
+  }
+  // Runs the jobs, those the kernels take on the device and the rest on the CPU delegate
+  // meanwhile; the stage's result, if given, is made once for all the jobs that read it. A device
+  // error is reported (as `op`) and its jobs rerun on the CPU.
+  void matmul_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, const char* op);
+  cl_int stage_on_device(const Stage& stage, cl_mem out);
+  void stage_on_host(const Stage& stage);
   cl_int rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out);
   cl_int rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions, const RopeParams& p);
   cl_int swiglu(const float* gate, const float* up, int64_t n, float* out);
@@ -222,26 +278,176 @@ void OpenClBackend::Impl::device_failed(const char* op, cl_int err) {
                opencl::error_name(err).c_str());
 }
 
-cl_int OpenClBackend::Impl::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
+const OpenClBackend::Impl::Region* OpenClBackend::Impl::matmul_region(const TensorView& w) {
   const MatmulFormat f = matmul_format(w.dtype);
-  const int64_t n_in = w.ne[0], n_out = w.n_rows();
-  if (!f.suffix || n_in % f.block_values != 0) return CL_INVALID_VALUE;
-  const Region* r = region_for(w.data, w.n_bytes());
-  if (!r) return CL_INVALID_BUFFER_SIZE;
-  const bool single = n_tokens == 1;
-  cl_kernel k = kernel((std::string(single ? "matvec_" : "matmat_") + f.suffix).c_str());
-  cl_mem xb = nullptr;
-  FATHOM_CL_TRY(upload(kIn0, x, static_cast<size_t>(n_tokens * n_in) * sizeof(float), &xb));
-  cl_mem yb = scratch_buffer(kOut, static_cast<size_t>(n_tokens * n_out) * sizeof(float));
-  if (!yb) return CL_MEM_OBJECT_ALLOCATION_FAILURE;
-  const cl_ulong w_offset = reinterpret_cast<uintptr_t>(w.data) - r->begin;
-  const cl_ulong row_bytes = w.row_bytes();
-  const cl_int n_in_arg = static_cast<cl_int>(n_in), n_out_arg = static_cast<cl_int>(n_out),
-               n_tokens_arg = static_cast<cl_int>(n_tokens);
-  FATHOM_CL_TRY(set_args(k, r->buffer, w_offset, row_bytes, n_in_arg, n_out_arg, xb, yb, n_tokens_arg));
-  const int64_t per_group = single ? 1 : kMatmatTokens;
-  FATHOM_CL_TRY(run(k, static_cast<size_t>(n_out) * kLanes, static_cast<size_t>((n_tokens + per_group - 1) / per_group)));
-  return download(yb, y, static_cast<size_t>(n_tokens * n_out) * sizeof(float));
+  if (!f.suffix || w.ne[0] % f.block_values != 0) return nullptr;
+  return region_for(w.data, w.n_bytes());
+}
+
+cl_int OpenClBackend::Impl::stage_on_device(const Stage& stage, cl_mem out) {
+  const size_t bytes = static_cast<size_t>(stage.n_tokens * stage.n) * sizeof(float);
+  cl_mem ab = nullptr, bb = nullptr;
+  FATHOM_CL_TRY(upload(kIn1, stage.a, bytes, &ab));
+  if (stage.kind == Stage::kRmsNorm) {
+    cl_kernel k = kernel("rms_norm_f32");
+    FATHOM_CL_TRY(upload(kIn2, stage.b, static_cast<size_t>(stage.n) * sizeof(float), &bb));
+    FATHOM_CL_TRY(set_args(k, ab, bb, out, static_cast<cl_int>(stage.n), stage.eps));
+    return run(k, static_cast<size_t>(stage.n_tokens) * kLanes);
+  }
+  cl_kernel k = kernel("swiglu_f32");
+  FATHOM_CL_TRY(upload(kIn2, stage.b, bytes, &bb));
+  const int64_t n = stage.n_tokens * stage.n;
+  FATHOM_CL_TRY(set_args(k, ab, bb, out, static_cast<cl_int>(n)));
+  return run(k, round_up(static_cast<size_t>(n), kLanes));
+}
+
+void OpenClBackend::Impl::stage_on_host(const Stage& stage) {
+  if (stage.kind == Stage::kRmsNorm) cpu->rms_norm(stage.a, stage.b, stage.n_tokens, stage.n, stage.eps, stage.result);
+  else cpu->swiglu(stage.a, stage.b, stage.n_tokens * stage.n, stage.result);
+}
+
+void OpenClBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, const char* op) {
+  // Placement, and where everything sits in the buffers the batch shares: the distinct inputs
+  // one after another in kIn0 (the stage's result first: its kernels write from offset 0), the
+  // int8 copies of those a q8 kernel reads in kQuant/kQuantScale, the outputs in kOut.
+  constexpr size_t kNone = SIZE_MAX;
+  struct Input {
+    const float* host = nullptr;  // what the jobs name as x
+    int64_t n_tokens = 0, n = 0;  // [n_tokens, n]
+    size_t offset = 0;            // floats into kIn0
+    size_t q_offset = kNone;      // values into kQuant (scales: q_offset / 32 into kQuantScale), if quantized
+  };
+  struct DeviceJob {
+    const MatmulJob* job = nullptr;
+    const Region* region = nullptr;  // holds the weights
+    size_t input = 0;                // index into inputs
+    size_t y_offset = 0;             // floats into kOut
+    bool q8 = false;                 // the int8 kernel
+  };
+  std::vector<Input> inputs;
+  std::vector<DeviceJob> device_jobs;
+  std::vector<MatmulJob> cpu_jobs;
+  bool device_reads_stage = false, cpu_reads_stage = false;
+  for (const MatmulJob& j : jobs) {
+    if (j.n_tokens <= 0) continue;
+    const bool reads_stage = stage && j.x == stage->result;
+    if (reads_stage)  // the caller's contract (Backend::rms_norm_matmul_batch, swiglu_matmul)
+      FATHOM_CHECK(j.n_tokens <= stage->n_tokens && j.w.ne[0] == stage->n);
+    if (const Region* r = matmul_region(j.w)) {
+      device_jobs.push_back({&j, r});
+      device_reads_stage |= reads_stage;
+    } else {
+      cpu_jobs.push_back(j);
+      cpu_reads_stage |= reads_stage;
+    }
+  }
+  size_t act_floats = 0, q_values = 0, out_floats = 0;
+  if (device_reads_stage) {
+    inputs.push_back({stage->result, stage->n_tokens, stage->n, 0});
+    act_floats = static_cast<size_t>(stage->n_tokens * stage->n);
+  }
+  for (DeviceJob& d : device_jobs) {
+    const MatmulJob& j = *d.job;
+    const int64_t n_in = j.w.ne[0];
+    auto in = std::find_if(inputs.begin(), inputs.end(), [&](const Input& i) {
+      return i.host == j.x && i.n == n_in && i.n_tokens >= j.n_tokens;
+    });
+    if (in == inputs.end()) {
+      inputs.push_back({j.x, j.n_tokens, n_in, act_floats});
+      act_floats += static_cast<size_t>(j.n_tokens * n_in);
+      in = inputs.end() - 1;
+    }
+    d.input = static_cast<size_t>(in - inputs.begin());
+    d.q8 = int8_activations(j.w.dtype);
+    if (d.q8 && in->q_offset == kNone) {
+      in->q_offset = q_values;
+      q_values += static_cast<size_t>(in->n_tokens * in->n);
+    }
+    d.y_offset = out_floats;
+    out_floats += static_cast<size_t>(j.n_tokens * j.w.n_rows());
+  }
+
+  const auto enqueue = [&]() -> cl_int {
+    cl_mem act = scratch_buffer(kIn0, act_floats * sizeof(float));
+    cl_mem out = scratch_buffer(kOut, out_floats * sizeof(float));
+    cl_mem quant = q_values ? scratch_buffer(kQuant, q_values) : nullptr;
+    cl_mem scales = q_values ? scratch_buffer(kQuantScale, q_values / kQ8Block * sizeof(float)) : nullptr;
+    if (!act || !out || (q_values && (!quant || !scales))) return CL_MEM_OBJECT_ALLOCATION_FAILURE;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const Input& in = inputs[i];
+      if (i == 0 && device_reads_stage) {
+        FATHOM_CL_TRY(stage_on_device(*stage, act));
+      } else {
+        // Non-blocking: the host data outlive the batch, which ends waiting for the queue.
+        FATHOM_CL_TRY(clEnqueueWriteBuffer(queue, act, CL_FALSE, in.offset * sizeof(float),
+                                           static_cast<size_t>(in.n_tokens * in.n) * sizeof(float), in.host, 0, nullptr, nullptr));
+      }
+      if (in.q_offset != kNone) {
+        cl_kernel k = kernel("quantize_q8_act");
+        const int64_t n_blocks = in.n_tokens * in.n / kQ8Block;
+        FATHOM_CL_TRY(set_args(k, act, cl_ulong{in.offset}, quant, scales, cl_ulong{in.q_offset}, static_cast<cl_int>(n_blocks)));
+        FATHOM_CL_TRY(run(k, round_up(static_cast<size_t>(n_blocks), kLanes)));
+      }
+    }
+    for (const DeviceJob& d : device_jobs) {
+      const MatmulJob& j = *d.job;
+      const Input& in = inputs[d.input];
+      const bool single = j.n_tokens == 1;
+      const std::string name = std::string(single ? "matvec_" : "matmat_") + matmul_format(j.w.dtype).suffix + (d.q8 ? "_q8" : "");
+      cl_kernel k = kernel(name.c_str());
+      const cl_ulong w_offset = reinterpret_cast<uintptr_t>(j.w.data) - d.region->begin;
+      const cl_ulong row_bytes = j.w.row_bytes();
+      const cl_int n_in = static_cast<cl_int>(j.w.ne[0]), n_out = static_cast<cl_int>(j.w.n_rows()),
+                   n_tokens = static_cast<cl_int>(j.n_tokens);
+      if (d.q8)
+        FATHOM_CL_TRY(set_args(k, d.region->buffer, w_offset, row_bytes, n_in, n_out, quant, scales, cl_ulong{in.q_offset}, out,
+                               cl_ulong{d.y_offset}, n_tokens));
+      else
+        FATHOM_CL_TRY(set_args(k, d.region->buffer, w_offset, row_bytes, n_in, n_out, act, cl_ulong{in.offset}, out,
+                               cl_ulong{d.y_offset}, n_tokens));
+      const int64_t per_group = single ? 1 : kMatmatTokens;
+      FATHOM_CL_TRY(run(k, static_cast<size_t>(n_out) * kLanes, static_cast<size_t>((j.n_tokens + per_group - 1) / per_group)));
+    }
+    for (const DeviceJob& d : device_jobs)
+      FATHOM_CL_TRY(clEnqueueReadBuffer(queue, out, CL_FALSE, d.y_offset * sizeof(float),
+                                        static_cast<size_t>(d.job->n_tokens * d.job->w.n_rows()) * sizeof(float), d.job->y, 0,
+                                        nullptr, nullptr));
+    return clFlush(queue);  // start the device before the host turns to its own jobs
+  };
+  // The device's jobs move to the CPU after a failure: the queue is drained first, so no late
+  // read lands on an output the CPU has written.
+  const auto fail_over = [&](cl_int err) {
+    clFinish(queue);
+    device_failed(op, err);
+    for (const DeviceJob& d : device_jobs) cpu_jobs.push_back(*d.job);
+    device_jobs.clear();
+  };
+  bool host_stage_done = false;
+  const auto run_on_cpu = [&](bool reads_stage) {
+    if (reads_stage && !host_stage_done) {
+      // The device may still be uploading the stage's operands from memory the result overwrites.
+      const size_t bytes = static_cast<size_t>(stage->n_tokens * stage->n) * sizeof(float);
+      const size_t b_bytes = stage->kind == Stage::kRmsNorm ? static_cast<size_t>(stage->n) * sizeof(float) : bytes;
+      if (overlaps(stage->result, bytes, stage->a, bytes) || overlaps(stage->result, bytes, stage->b, b_bytes)) clFinish(queue);
+      stage_on_host(*stage);
+      host_stage_done = true;
+    }
+    cpu->matmul_batch(cpu_jobs);
+  };
+
+  if (!device_jobs.empty()) {
+    if (const cl_int err = enqueue(); err != CL_SUCCESS) {
+      fail_over(err);
+      cpu_reads_stage |= device_reads_stage;
+    }
+  }
+  if (!cpu_jobs.empty()) run_on_cpu(cpu_reads_stage);
+  if (device_jobs.empty()) return;
+  if (const cl_int err = clFinish(queue); err != CL_SUCCESS) {
+    cpu_jobs.clear();  // done already
+    fail_over(err);
+    run_on_cpu(device_reads_stage);
+  }
 }
 
 cl_int OpenClBackend::Impl::rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) {
@@ -357,7 +563,7 @@ cl_int OpenClBackend::Impl::attend(const float* q, KvCache& kv, int64_t layer, c
 
 Expected<std::unique_ptr<OpenClBackend>> OpenClBackend::create(const OpenClOptions& options) {
   FATHOM_ASSIGN_OR_RETURN(opencl::SelectedDevice dev, opencl::select_device(options.device));
-  auto impl = std::make_unique<Impl>(options.n_threads);
+  auto impl = std::make_unique<Impl>(options.cpu ? options.cpu : std::make_shared<CpuBackend>(options.n_threads));
   impl->info = dev.info;
   const long page = ::sysconf(_SC_PAGESIZE);
   if (page > 0) impl->page = static_cast<size_t>(page);
@@ -370,16 +576,47 @@ Expected<std::unique_ptr<OpenClBackend>> OpenClBackend::create(const OpenClOptio
   if (err != CL_SUCCESS)
     return error(ErrorCode::kUnavailable, "clCreateCommandQueue on " + dev.info.name + " failed: " + opencl::error_name(err));
 
-  std::string build_options = strprintf("-cl-std=CL1.2 -DWG=%zu", kLanes);
-  if (dev.info.fp16) build_options += " -DFATHOM_HAS_FP16";
-  if (dev.info.subgroups) build_options += " -DFATHOM_HAS_SUBGROUPS";
-  if (dev.info.int_dot) build_options += " -DFATHOM_HAS_INT_DOT";
-  if (options.inject_build_error) build_options += " -DFATHOM_INJECT_BUILD_ERROR";
-  FATHOM_ASSIGN_OR_RETURN(opencl::BuiltProgram built, opencl::build_program(impl->context, dev, opencl::kernel_source(),
-                                                                          build_options, options.cache_dir));
-  impl->program = built.program;
-  impl->from_cache = built.from_cache;
-  for (const char* name : kKernelNames) {
+  // Kernel variants. The build options are part of the program cache key, so every variant has
+  // its own cached binary.
+  const OpenClKernelVariants& asked = options.variants;
+  OpenClKernelVariants& v = impl->variants;
+  v.f16_accumulation = resolve_variant(asked.f16_accumulation, dev.info.fp16);
+  v.subgroup_reduction = resolve_variant(asked.subgroup_reduction, dev.info.subgroups);
+  v.int8_dot = resolve_variant(asked.int8_dot, dev.info.int_dot);
+  for (const auto& [variant, has, extension] :
+       {std::tuple{asked.f16_accumulation, dev.info.fp16, "cl_khr_fp16"},
+        std::tuple{asked.subgroup_reduction, dev.info.subgroups, "cl_khr_subgroups or cl_intel_subgroups"},
+        std::tuple{asked.int8_dot, dev.info.int_dot, "cl_khr_integer_dot_product"}}) {
+    if (variant == OpenClVariant::kNative && !has)
+      return error(ErrorCode::kInvalidArgument,
+                   strprintf("%s lacks %s, which a forced native kernel variant needs; force the emulated variant instead",
+                             dev.info.name.c_str(), extension));
+  }
+  std::string base_options = strprintf("-cl-std=CL1.2 -DWG=%zu", kLanes);
+  if (options.inject_build_error) base_options += " -DFATHOM_INJECT_BUILD_ERROR";
+  Expected<opencl::BuiltProgram> built = opencl::build_program(impl->context, dev, opencl::kernel_source(),
+                                                               base_options + variant_build_options(v), options.cache_dir);
+  // The native variants cannot be tested on PoCL: should a driver reject one that was chosen for
+  // it, the portable kernels still give the device a program.
+  OpenClKernelVariants portable = v;
+  for (auto [chosen, wanted] : {std::pair{&portable.f16_accumulation, asked.f16_accumulation},
+                                std::pair{&portable.subgroup_reduction, asked.subgroup_reduction},
+                                std::pair{&portable.int8_dot, asked.int8_dot}}) {
+    if (wanted == OpenClVariant::kAuto) *chosen = OpenClVariant::kOff;
+  }
+  if (!built && variant_build_options(portable) != variant_build_options(v)) {
+    std::fprintf(stderr, "fathom: opencl: the kernels for %s's extensions failed to build; using the portable ones (%s)\n",
+                 dev.info.name.c_str(), built.status().message().c_str());
+    v = portable;
+    built = opencl::build_program(impl->context, dev, opencl::kernel_source(), base_options + variant_build_options(v),
+                                  options.cache_dir);
+  }
+  if (!built) return built.status();
+  impl->program = built->program;
+  impl->from_cache = built->from_cache;
+  std::vector<const char*> names(std::begin(kKernelNames), std::end(kKernelNames));
+  if (v.int8_dot != OpenClVariant::kOff) names.insert(names.end(), std::begin(kInt8KernelNames), std::end(kInt8KernelNames));
+  for (const char* name : names) {
     cl_kernel k = clCreateKernel(impl->program, name, &err);
     if (err != CL_SUCCESS) return error(ErrorCode::kUnavailable, strprintf("kernel %s: %s", name, opencl::error_name(err).c_str()));
     impl->kernels.emplace(name, k);
@@ -395,10 +632,11 @@ Expected<std::unique_ptr<OpenClBackend>> OpenClBackend::create(const OpenClOptio
 OpenClBackend::OpenClBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 OpenClBackend::~OpenClBackend() = default;
 
-bool OpenClBackend::supports(Op op, DType weight_type) const { return impl_->cpu.supports(op, weight_type); }
-int OpenClBackend::n_threads() const { return impl_->cpu.n_threads(); }
+bool OpenClBackend::supports(Op op, DType weight_type) const { return impl_->cpu->supports(op, weight_type); }
+int OpenClBackend::n_threads() const { return impl_->cpu->n_threads(); }
 const OpenClDeviceInfo& OpenClBackend::device() const { return impl_->info; }
 bool OpenClBackend::program_from_cache() const { return impl_->from_cache; }
+const OpenClKernelVariants& OpenClBackend::variants() const { return impl_->variants; }
 
 bool OpenClBackend::on_device(Op op, DType weight_type) const {
   switch (op) {
@@ -409,23 +647,46 @@ bool OpenClBackend::on_device(Op op, DType weight_type) const {
 }
 
 void OpenClBackend::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
+  impl_->matmul_batch({{w, x, n_tokens, y}}, nullptr, "matmul");
+}
+
+void OpenClBackend::matmul_batch(const std::vector<MatmulJob>& jobs) { impl_->matmul_batch(jobs, nullptr, "matmul"); }
+
+void OpenClBackend::rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps,
+                                          float* normed, const std::vector<MatmulJob>& jobs) {
   if (n_tokens <= 0) return;
-  const cl_int err = on_device(Op::kMatmul, w.dtype) ? impl_->matmul(w, x, n_tokens, y) : CL_INVALID_VALUE;
-  if (err == CL_SUCCESS) return;
-  // Unsupported type or shape is a placement decision, not a failure; anything else is reported.
-  if (err != CL_INVALID_VALUE && err != CL_INVALID_BUFFER_SIZE) impl_->device_failed("matmul", err);
-  impl_->cpu.matmul(w, x, n_tokens, y);
+  Impl::Stage stage;
+  stage.kind = Impl::Stage::kRmsNorm;
+  stage.a = x;
+  stage.b = norm_weight;
+  stage.eps = eps;
+  stage.result = normed;
+  stage.n_tokens = n_tokens;
+  stage.n = n;
+  impl_->matmul_batch(jobs, &stage, "rms_norm_matmul_batch");
+}
+
+void OpenClBackend::swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) {
+  if (n_tokens <= 0) return;
+  Impl::Stage stage;
+  stage.kind = Impl::Stage::kSwiglu;
+  stage.a = gate;
+  stage.b = up;
+  stage.result = gate;
+  stage.n_tokens = n_tokens;
+  stage.n = w.ne[0];
+  impl_->matmul_batch({{w, gate, n_tokens, y}}, &stage, "swiglu_matmul");
 }
 
 void OpenClBackend::get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) {
-  impl_->cpu.get_rows(table, ids, n_ids, out);
+  impl_->cpu->get_rows(table, ids, n_ids, out);
 }
 
 void OpenClBackend::rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) {
   if (n_rows <= 0) return;
   if (const cl_int err = impl_->rms_norm(x, weight, n_rows, n, eps, out); err != CL_SUCCESS) {
     impl_->device_failed("rms_norm", err);
-    impl_->cpu.rms_norm(x, weight, n_rows, n, eps, out);
+    impl_->cpu->rms_norm(x, weight, n_rows, n, eps, out);
   }
 }
 
@@ -435,12 +696,12 @@ void OpenClBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t he
   if (const cl_int err = impl_->rope(x, n_tokens, n_heads, head_dim, positions, params); err != CL_SUCCESS) {
     // A failed read-back may have left x half written; the device is in trouble either way.
     impl_->device_failed("rope", err);
-    impl_->cpu.rope(x, n_tokens, n_heads, head_dim, positions, params);
+    impl_->cpu->rope(x, n_tokens, n_heads, head_dim, positions, params);
   }
 }
 
 void OpenClBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
-  impl_->cpu.store_kv(kv, layer, batch, k, v);
+  impl_->cpu->store_kv(kv, layer, batch, k, v);
   // The cache is written on the host; wrapped layers learn of the new rows through a write from
   // the wrapped memory itself, which OpenCL defines as the synchronisation for CL_MEM_USE_HOST_PTR
   // buffers (free on zero-copy devices, a copy of just these rows on discrete ones).
@@ -470,7 +731,7 @@ void OpenClBackend::attention(const float* q, KvCache& kv, int64_t layer, const 
       impl_->attend(q, kv, layer, batch, n_head, n_head / n_head_kv, head_dim_k, head_dim_v, false, scale, out);
   if (err == CL_SUCCESS) return;
   if (err != CL_INVALID_VALUE && err != CL_INVALID_BUFFER_SIZE) impl_->device_failed("attention", err);
-  impl_->cpu.attention(q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out);
+  impl_->cpu->attention(q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out);
 }
 
 void OpenClBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
@@ -487,14 +748,14 @@ void OpenClBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache
   if (err == CL_SUCCESS) err = impl_->attend(q.data(), kv, layer, batch, n_head, n_head, width, kv_lora_rank, true, scale, out);
   if (err == CL_SUCCESS) return;
   if (err != CL_INVALID_VALUE && err != CL_INVALID_BUFFER_SIZE) impl_->device_failed("mla_attention", err);
-  impl_->cpu.mla_attention(q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out);
+  impl_->cpu->mla_attention(q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out);
 }
 
 void OpenClBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {
   if (n <= 0) return;
   if (const cl_int err = impl_->swiglu(gate, up, n, out); err != CL_SUCCESS) {
     impl_->device_failed("swiglu", err);
-    impl_->cpu.swiglu(gate, up, n, out);
+    impl_->cpu->swiglu(gate, up, n, out);
   }
 }
 
@@ -502,7 +763,7 @@ void OpenClBackend::add(float* x, const float* y, int64_t n) {
   if (n <= 0) return;
   if (const cl_int err = impl_->add(x, y, n); err != CL_SUCCESS) {
     impl_->device_failed("add", err);
-    impl_->cpu.add(x, y, n);
+    impl_->cpu->add(x, y, n);
   }
 }
 

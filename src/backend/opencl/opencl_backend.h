@@ -10,24 +10,54 @@
 //
 // Placement: matmul runs in a kernel for Q4_0, Q8_0, Q4_K, F16 and F32 weights; rms_norm, rope,
 // swiglu, add, attention and MLA attention have kernels; get_rows, store_kv, other weight types
-// and shapes past the kernels' limits go to an internal CpuBackend, so every model runs.
+// and shapes past the kernels' limits go to the CPU delegate (a CpuBackend), so every model runs.
 // on_device() says which.
+//
+// Batches and fused ops: matmul_batch uploads each distinct input once, enqueues every product,
+// and reads all outputs back after one wait; products placed on the CPU run meanwhile on the
+// host. rms_norm_matmul_batch uploads x and normalizes it in a kernel into the device buffer the
+// products read (`normed` stays unwritten unless a product runs on the CPU); swiglu_matmul
+// computes silu(gate) * up into the down product's device input the same way. So a layer's q/k/v
+// (or gate/up) costs one upload and one wait instead of a norm round trip plus one per product.
+// A device error is reported once and the device's share of the op reruns on the CPU delegate.
+//
+// Kernel variants (OpenClKernelVariants) are chosen when the program is built, from the device's
+// extensions: half sums inside a Q4_0/Q8_0/Q4_K block (cl_khr_fp16), subgroup reductions
+// (cl_khr_subgroups / cl_intel_subgroups), int8 activations with integer dot products for Q4_0
+// and Q8_0 (cl_khr_integer_dot_product). Each can be forced, including an emulation that needs no
+// extension, so devices without them (PoCL) still test the variant's arithmetic.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "core/status.h"
 
 namespace fathom {
 
+class CpuBackend;
+
+// How one kernel variant is chosen. kAuto: kNative when the device has the extension, else kOff.
+// kEmulated: the variant's arithmetic without the extension (slower; for tests on devices that
+// lack it). Forcing kNative on a device without the extension is an error.
+enum class OpenClVariant { kAuto, kOff, kNative, kEmulated };
+
+struct OpenClKernelVariants {
+  OpenClVariant f16_accumulation = OpenClVariant::kAuto;    // half sums inside each Q4_0/Q8_0/Q4_K block (cl_khr_fp16)
+  OpenClVariant subgroup_reduction = OpenClVariant::kAuto;  // sub_group_reduce_add (cl_khr_subgroups, cl_intel_subgroups)
+  OpenClVariant int8_dot = OpenClVariant::kAuto;            // Q4_0/Q8_0 on int8 activations (cl_khr_integer_dot_product)
+};
+
 struct OpenClOptions {
   std::string device = "opencl";     // "opencl": the first GPU, else the first device; "opencl:N": device N in `fathom devices` order
   int n_threads = 0;                 // threads of the CPU backend that runs what the kernels do not cover; 0: all cores
   std::string cache_dir;             // compiled program binaries are kept here; empty: no disk cache
   bool inject_build_error = false;   // tests: the program build fails (exercises retry and CPU fallback)
+  std::shared_ptr<CpuBackend> cpu;   // the CPU backend to delegate to (shared with a placement); null: its own with n_threads
+  OpenClKernelVariants variants;     // kernel variants; all kAuto: chosen from the device's extensions
 };
 
 // What the chosen device offers; `fathom devices` shows the same fields for every device.
@@ -71,8 +101,14 @@ class OpenClBackend final : public Backend {
   bool on_device(Op op, DType weight_type) const;
   const OpenClDeviceInfo& device() const;
   bool program_from_cache() const;  // the kernels were loaded from the disk cache, not compiled
+  // The variants the program was built with (none kAuto).
+  const OpenClKernelVariants& variants() const;
 
   void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override;
+  void matmul_batch(const std::vector<MatmulJob>& jobs) override;
+  void rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps,
+                             float* normed, const std::vector<MatmulJob>& jobs) override;
+  void swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) override;
   void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) override;
   void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) override;
   void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,

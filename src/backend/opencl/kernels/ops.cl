@@ -2,7 +2,7 @@
 
 // out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight. One work-group of WG lanes per row.
 kernel void rms_norm_f32(global const float* x, global const float* weight, global float* out, int n, float eps) {
-  local float scratch[WG];
+  local float scratch[2 * WG];
   const int lid = get_local_id(0);
   global const float* xr = x + (ulong)get_group_id(0) * n;
   global float* o = out + (ulong)get_group_id(0) * n;
