@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/placed_backend.h"
 #include "backend_op_checks.h"
 #include "model/model.h"
 #include "model/reference.h"
@@ -99,6 +100,85 @@ inline ModelComparison compare_model(const std::string& path, const LoadOptions&
               r.vs_cpu, backend_name, r.vs_reference, static_cast<long long>(r.same_argmax),
               static_cast<long long>(r.n_positions), r.cpu_vs_reference);
   return r;
+}
+
+// A hybrid placement (device_options.placement) against the same model all on the device and
+// all on the CPU: logits NMSE to each, and the ops that ran on each side of the split.
+struct PlacementComparison {
+  double vs_device = 1.0;
+  double vs_cpu = 1.0;
+  uint64_t ops_on_device = 0;
+  uint64_t ops_on_cpu = 0;
+};
+
+inline PlacementComparison compare_placement(const std::string& path, const LoadOptions& cpu_options, const LoadOptions& device_options,
+                                             const std::function<size_t(size_t start)>& chunk_at) {
+  PlacementComparison r;
+  LoadOptions full = device_options;
+  full.placement = {};
+  auto cpu = Model::load(path, cpu_options);
+  auto dev = Model::load(path, full);
+  auto hybrid = Model::load(path, device_options);
+  EXPECT_TRUE(cpu && dev && hybrid);
+  if (!cpu || !dev || !hybrid) return r;
+  auto* placed = dynamic_cast<PlacedBackend*>(&(*hybrid)->backend());
+  EXPECT_NE(placed, nullptr) << "the device did not start";
+  if (!placed) return r;
+  const int64_t n_vocab = (*cpu)->config().n_vocab;
+  const std::vector<float> want_cpu = run_tokens(**cpu, n_vocab, chunk_at);
+  const std::vector<float> want_dev = run_tokens(**dev, n_vocab, chunk_at);
+  const std::vector<float> got = run_tokens(**hybrid, n_vocab, chunk_at);
+  EXPECT_EQ(got.size(), want_cpu.size());
+  EXPECT_EQ(got.size(), want_dev.size());
+  if (got.size() != want_cpu.size() || got.size() != want_dev.size()) return r;
+  const int64_t n = static_cast<int64_t>(got.size());
+  r.vs_device = nmse(got.data(), want_dev.data(), n);
+  r.vs_cpu = nmse(got.data(), want_cpu.data(), n);
+  r.ops_on_device = placed->ops_on(PlacedBackend::kDevice);
+  r.ops_on_cpu = placed->ops_on(PlacedBackend::kCpu);
+  for (const std::string& line : (*hybrid)->placement().describe(0)) std::printf("[ placed   ] %s\n", line.c_str());
+  std::printf("[ nmse     ] hybrid logits vs all-device %.3e, vs all-cpu %.3e; ops on device %llu, on cpu %llu\n", r.vs_device,
+              r.vs_cpu, static_cast<unsigned long long>(r.ops_on_device), static_cast<unsigned long long>(r.ops_on_cpu));
+  return r;
+}
+
+// The hybrid placements every accelerator backend is tested with.
+struct PlacementCase {
+  const char* arch;
+  const char* preset;
+  DType type;
+  int gpu_layers;               // -1: all
+  bool cpu_moe;
+  const char* override_tensor;  // nullptr: none
+  double max_nmse;              // to either side: the CPU rounds activations to 8 bits for quantized weights
+};
+
+inline std::vector<PlacementCase> placement_cases() {
+  return {{"llama", "small", DType::Q4_0, 1, false, nullptr, 1e-3},
+          {"qwen2", "tiny", DType::Q8_0, -1, false, "attn_output|ffn_down=cpu", 1e-3},
+          {"deepseek2", "tiny", DType::Q4_0, -1, true, nullptr, 1e-3},
+          {"deepseek2", "tiny-v3", DType::F32, 1, false, nullptr, 1e-9}};
+}
+
+inline std::string placement_case_name(const ::testing::TestParamInfo<PlacementCase>& info) {
+  std::string name = std::string(info.param.arch) + "_" + info.param.preset + "_" + std::to_string(info.index);
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
+}
+
+// device_options names the device; the case adds its placement. Prompt chunks of 10, then decode.
+inline void check_placement_case(const PlacementCase& c, const std::string& prefix, LoadOptions device_options) {
+  LoadOptions cpu;
+  cpu.n_threads = device_options.n_threads;
+  device_options.placement.gpu_layers = c.gpu_layers;
+  device_options.placement.cpu_moe = c.cpu_moe;
+  if (c.override_tensor) device_options.placement.overrides = {c.override_tensor};
+  const PlacementComparison r = compare_placement(synth_for_backend(prefix, c.arch, c.type, c.preset), cpu, device_options,
+                                                  [](size_t start) -> size_t { return start < 20 ? 10 : 1; });
+  EXPECT_LT(r.vs_device, c.max_nmse);
+  EXPECT_LT(r.vs_cpu, c.max_nmse);
+  EXPECT_GT(r.ops_on_device, 0u);
+  EXPECT_GT(r.ops_on_cpu, 0u);
 }
 
 }  // namespace fathom::test

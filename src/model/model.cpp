@@ -9,6 +9,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/device_spec.h"
 #include "backend/opencl/opencl_backend.h"
+#include "backend/placed_backend.h"
 #include "model/weights.h"
 #include "plan/backend_init.h"
 
@@ -18,20 +19,21 @@ namespace {
 
 // The backend LoadOptions::device names. A GPU backend that fails to start (no runtime, kernel
 // build error) is retried with growing delays, then replaced by the CPU backend; each step is
-// logged with its reason.
-Expected<std::unique_ptr<Backend>> make_backend(const LoadOptions& options) {
-  if (options.device.empty() || options.device == "cpu") return std::unique_ptr<Backend>(new CpuBackend(options.n_threads));
-  const bool cuda = options.device == "cuda" || options.device.rfind("cuda:", 0) == 0;
-  if (!parse_device_spec(options.device, cuda ? "cuda" : "opencl"))  // before any retry: a typo is not worth one
-    return error(ErrorCode::kInvalidArgument,
-                 "unknown device '" + options.device + "'; use cpu, cuda, cuda:N, opencl or opencl:N (see `fathom devices`)");
+// logged with its reason. An accelerator comes wrapped in a PlacedBackend that sends each op to
+// the CPU or the device by `placement`, both sharing one CPU backend (one thread pool).
+Expected<std::unique_ptr<Backend>> make_backend(const LoadOptions& options, const Placement& placement) {
+  if (placement.device == "cpu") return std::unique_ptr<Backend>(new CpuBackend(options.n_threads));
+  const bool cuda = placement.device == "cuda";
   std::unique_ptr<Backend> backend;
+  std::shared_ptr<CpuBackend> cpu;
   plan::BackendCandidate gpu;
   if (cuda) {
     CudaOptions o;
     o.device = options.device;
     o.n_threads = options.n_threads;
-    gpu = {"cuda", [&backend, o]() -> Status {
+    gpu = {"cuda", [&backend, &cpu, o]() mutable -> Status {
+             if (!cpu) cpu = std::make_shared<CpuBackend>(o.n_threads);
+             o.cpu = cpu;
              FATHOM_ASSIGN_OR_RETURN(backend, create_cuda_backend(o));
              return Status::ok();
            }};
@@ -41,15 +43,20 @@ Expected<std::unique_ptr<Backend>> make_backend(const LoadOptions& options) {
     o.n_threads = options.n_threads;
     o.cache_dir = options.opencl_cache_dir.empty() ? default_opencl_cache_dir() : options.opencl_cache_dir;
     o.inject_build_error = options.opencl_inject_build_error;
-    gpu = {"opencl", [&backend, o]() -> Status {
+    gpu = {"opencl", [&backend, &cpu, o]() mutable -> Status {
+             if (!cpu) cpu = std::make_shared<CpuBackend>(o.n_threads);
+             o.cpu = cpu;
              FATHOM_ASSIGN_OR_RETURN(backend, create_opencl_backend(o));
              return Status::ok();
            }};
   }
+  bool fell_back = false;
   const std::vector<plan::BackendCandidate> candidates = {
       gpu,
       {"cpu",
        [&]() -> Status {
+         fell_back = true;
+         backend.reset();
          backend = std::make_unique<CpuBackend>(options.n_threads);
          return Status::ok();
        }},
@@ -57,7 +64,24 @@ Expected<std::unique_ptr<Backend>> make_backend(const LoadOptions& options) {
   plan::RetryHooks hooks;
   hooks.log = options.log;
   FATHOM_RETURN_IF_ERROR(plan::init_with_fallback(candidates, /*attempts=*/3, std::chrono::milliseconds(200), hooks).status());
-  return backend;
+  if (fell_back) return backend;
+  std::vector<PlacedBackend::Range> ranges;
+  for (const TensorPlacement& t : placement.tensors)
+    ranges.push_back({t.data, t.bytes, t.where == Placed::kDevice ? PlacedBackend::kDevice : PlacedBackend::kCpu});
+  std::vector<PlacedBackend::Target> attention;
+  for (Placed p : placement.attention) attention.push_back(p == Placed::kDevice ? PlacedBackend::kDevice : PlacedBackend::kCpu);
+  return std::unique_ptr<Backend>(new PlacedBackend(std::move(cpu), std::move(backend), ranges, std::move(attention)));
+}
+
+// The accelerator kind LoadOptions::device names ("cpu", "cuda", "opencl"), or an error for a
+// malformed name: before any retry, since a typo is not worth one.
+Expected<std::string> device_kind(const std::string& device) {
+  if (device.empty() || device == "cpu") return std::string("cpu");
+  const bool cuda = device == "cuda" || device.rfind("cuda:", 0) == 0;
+  if (!parse_device_spec(device, cuda ? "cuda" : "opencl"))
+    return error(ErrorCode::kInvalidArgument,
+                 "unknown device '" + device + "'; use cpu, cuda, cuda:N, opencl or opencl:N (see `fathom devices`)");
+  return std::string(cuda ? "cuda" : "opencl");
 }
 
 }  // namespace
@@ -71,7 +95,12 @@ Expected<std::unique_ptr<Model>> Model::from_file(std::unique_ptr<gguf::GgufFile
   auto m = std::unique_ptr<Model>(new Model());
   FATHOM_ASSIGN_OR_RETURN(m->config_, ModelConfig::from_gguf(*file));
   FATHOM_ASSIGN_OR_RETURN(m->arch_, make_architecture(m->config_, *file));
-  FATHOM_ASSIGN_OR_RETURN(m->backend_, make_backend(options));
+  FATHOM_ASSIGN_OR_RETURN(const std::string kind, device_kind(options.device));
+  FATHOM_ASSIGN_OR_RETURN(m->placement_, plan_placement(*file, m->config_, kind, options.placement));
+  FATHOM_ASSIGN_OR_RETURN(m->backend_, make_backend(options, m->placement_));
+  if (kind != "cpu" && std::string(m->backend_->name()) == "cpu") {  // the device did not start: everything on the CPU
+    FATHOM_ASSIGN_OR_RETURN(m->placement_, plan_placement(*file, m->config_, "cpu", PlacementOptions{}));
+  }
   m->backend_->prepare_matmul_weights(matmul_weight_views(*file, m->config_.n_layer), file->file_is_mmap());
   m->file_ = std::move(file);
   return m;
@@ -121,27 +150,40 @@ bool ends_with(const std::string& s, std::string_view suffix) {
 
 }  // namespace
 
-uint64_t weight_bytes_per_token(const gguf::GgufFile& file, const ModelConfig& config) {
+TokenWeights weights_per_token(const gguf::GgufFile& file, const ModelConfig& config,
+                               const std::function<bool(const std::string& name)>& include) {
   const bool tied_output = file.find_tensor("output.weight") == nullptr;
-  uint64_t bytes = 0;
+  TokenWeights w;
+  auto count = [&](uint64_t bytes, int64_t params, bool multiplied) {
+    w.bytes += bytes;
+    if (multiplied) w.matmul_params += params;
+  };
   for (const gguf::TensorInfo& t : file.tensors()) {
     const std::string& name = t.view.name;
     const int64_t layer = block_index(name);
     if (layer >= config.n_layer) continue;  // MTP/NextN blocks are not run
+    if (include && !include(name)) continue;
+    const bool matrix = t.view.n_dims >= 2;
     if (name == "token_embd.weight") {
-      bytes += tied_output ? t.n_bytes : row_size(t.view.dtype, t.view.ne[0]);
+      if (tied_output) count(t.n_bytes, t.view.n_elements(), true);
+      else count(row_size(t.view.dtype, t.view.ne[0]), 0, false);
       continue;
     }
     if (ends_with(name, ".attn_kv_b.weight") &&
         file.find_tensor("blk." + std::to_string(layer) + ".attn_k_b.weight") != nullptr)
       continue;  // the split attn_k_b/attn_v_b are bound instead
     if (config.n_expert > 0 && name.find("_exps.") != std::string::npos) {
-      bytes += t.n_bytes / static_cast<uint64_t>(config.n_expert) * static_cast<uint64_t>(config.n_expert_used);
+      const auto used = static_cast<uint64_t>(config.n_expert_used), all = static_cast<uint64_t>(config.n_expert);
+      count(t.n_bytes / all * used, t.view.n_elements() / static_cast<int64_t>(all) * static_cast<int64_t>(used), matrix);
       continue;
     }
-    bytes += t.n_bytes;
+    count(t.n_bytes, t.view.n_elements(), matrix);
   }
-  return bytes;
+  return w;
+}
+
+uint64_t weight_bytes_per_token(const gguf::GgufFile& file, const ModelConfig& config) {
+  return weights_per_token(file, config).bytes;
 }
 
 }  // namespace fathom

@@ -13,6 +13,7 @@
 #include "model/architecture.h"
 #include "model/batch.h"
 #include "model/config.h"
+#include "model/placement.h"
 
 namespace fathom {
 
@@ -22,6 +23,7 @@ struct LoadOptions {
   std::string opencl_cache_dir = "";  // compiled kernel cache; empty: $XDG_CACHE_HOME/fathom/opencl (or ~/.cache)
   bool opencl_inject_build_error = false;  // tests: break the kernel build to exercise the CPU fallback
   std::function<void(const std::string&)> log = nullptr;  // backend retries and fallbacks; null: stderr
+  PlacementOptions placement{};  // which tensors go on the accelerator (--gpu-layers, --cpu-moe, --override-tensor)
 };
 
 class Model {
@@ -32,6 +34,8 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const gguf::GgufFile& file() const { return *file_; }
   Backend& backend() { return *backend_; }
+  // Where each tensor runs: all on the CPU unless an accelerator started (model/placement.h).
+  const Placement& placement() const { return placement_; }
 
   KvCacheShape kv_shape(int64_t n_ctx) const { return arch_->kv_shape(n_ctx); }
   // Validates the batch (token ids, positions continuing each sequence), reserves cache blocks,
@@ -41,6 +45,7 @@ class Model {
  private:
   std::unique_ptr<gguf::GgufFile> file_;
   ModelConfig config_;
+  Placement placement_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Architecture> arch_;
 };
@@ -52,5 +57,16 @@ class Model {
 // forward pass does not run are left out: MTP/NextN blocks, and attn_kv_b where the split
 // attn_k_b/attn_v_b exist. Divides the memory bandwidth into the decode speed bound.
 uint64_t weight_bytes_per_token(const gguf::GgufFile& file, const ModelConfig& config);
+
+// The same walk, also counting the weights one token multiplies with (matrix elements, MoE at
+// n_expert_used experts; the embedding only when it is the output head): 2 x matmul_params is
+// a token's FLOPs in the matrix products, the prefill's compute bound. include: only tensors
+// whose name it accepts (e.g. those placed on one device); null: all.
+struct TokenWeights {
+  uint64_t bytes = 0;
+  int64_t matmul_params = 0;
+};
+TokenWeights weights_per_token(const gguf::GgufFile& file, const ModelConfig& config,
+                               const std::function<bool(const std::string& name)>& include = nullptr);
 
 }  // namespace fathom

@@ -41,6 +41,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   LoadOptions lo;
   lo.n_threads = options.n_threads;
   lo.device = options.device;
+  lo.placement = options.placement;
   FATHOM_ASSIGN_OR_RETURN(e->model_, Model::load(options.model_path, lo));
   FATHOM_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::from_gguf(e->model_->file()));
   const ModelConfig& c = e->model_->config();
@@ -68,6 +69,13 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   e->persist_key_.architecture = c.arch_name;
   e->load_seconds_ = now_seconds() - t0;
   return e;
+}
+
+std::vector<std::string> Engine::placement_report() const {
+  const Placement& p = model_->placement();
+  if (p.device == "cpu") return {};
+  const int64_t n_layer = std::max<int64_t>(1, kv_->shape().n_layer);
+  return p.describe(static_cast<uint64_t>(kv_->total_bytes()) / static_cast<uint64_t>(n_layer));
 }
 
 Expected<KvPersistSaveStats> Engine::save_prefix_cache(const std::string& path) const {

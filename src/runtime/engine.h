@@ -24,6 +24,7 @@ struct EngineOptions {
   std::string model_path;         // GGUF file
   int n_threads = 0;              // 0: all cores
   std::string device = "cpu";     // backend: cpu, cuda[:N] or opencl[:N] (LoadOptions::device)
+  PlacementOptions placement{};   // what goes on the accelerator (LoadOptions::placement)
   int64_t n_ctx = 0;              // per-sequence context; 0: min(model's training context, 4096)
   int32_t n_seq_max = 1;          // sequences whose full context the cache can hold at once
   int32_t max_running = 0;        // sequences scheduled at once; 0: n_seq_max (more than n_seq_max
@@ -43,6 +44,9 @@ class Engine {
   const KvCache& kv_cache() const { return *kv_; }
   int64_t n_ctx() const { return n_ctx_; }
   double load_seconds() const { return load_seconds_; }
+  // Where the model runs, one line per backend with its weights and KV cache memory
+  // (Placement::describe); empty when everything is on the CPU.
+  std::vector<std::string> placement_report() const;
 
   // Validates and queues a request; its events arrive through request.on_event.
   Expected<RequestId> submit(GenerationRequest request);

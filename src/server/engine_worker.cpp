@@ -154,6 +154,7 @@ void EngineWorker::run(EngineFactory factory) {
     }
     engine_ = std::move(loaded).value();
   }
+  for (const std::string& line : engine_->placement_report()) std::fprintf(stderr, "fathom serve: placement: %s\n", line.c_str());
   if (!prefix_cache_file_.empty()) restore_prefix_cache();
   publish_gauges();  // before anyone can see the engine ready
   metrics_.set_model_loaded(true);

@@ -1,13 +1,18 @@
 // fathom bench: prompt processing (pp: one batch of P tokens) and generation (tg: N tokens one
 // at a time) in tokens/s, mean ± stddev over repetitions after a warm-up, as llama-bench defines
 // them; then the machine's read bandwidth on the engine's own threads and the generation bound
-// it implies (bandwidth / weight bytes one token reads).
+// it implies (bandwidth / weight bytes one token reads). With --device cuda the device's copy
+// bandwidth and f16 tensor throughput are measured too, and the bounds use them for the weights
+// placed there.
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <unordered_map>
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/placed_backend.h"
 #include "core/bandwidth.h"
 #include "model/model.h"
 #include "runtime/engine.h"
@@ -70,6 +75,13 @@ ReadBandwidth bench_bandwidth(Backend& backend, size_t bytes) {
   return measure_read_bandwidth(pool, bytes, 5, 0.3);
 }
 
+#if FATHOM_HAVE_CUDA
+CudaBackend* cuda_of(Backend& backend) {
+  auto* placed = dynamic_cast<PlacedBackend*>(&backend);
+  return placed ? dynamic_cast<CudaBackend*>(&placed->device()) : nullptr;
+}
+#endif
+
 }  // namespace
 
 int cmd_bench(const Args& args) {
@@ -79,14 +91,18 @@ int cmd_bench(const Args& args) {
   int64_t n_prompt = 512, n_gen = 128;
   int64_t bw_mib = -1;
   bool as_json = false;
-  ArgParser p("fathom bench -m FILE.gguf [-t N] [-p 512] [-n 128] [-r 3] [--bw-mib MiB] [--json]",
+  LoadOptions lo;
+  ArgParser p("fathom bench -m FILE.gguf [-t N] [--device DEV] [-p 512] [-n 128] [-r 3] [--bw-mib MiB] [--json]",
               "Measures prompt processing (pp: one batch of P tokens) and generation (tg: N single-token\n"
               "steps) in tokens/s, mean ± stddev over R repetitions after one warm-up — llama-bench's definitions.\n"
               "Then measures the memory read bandwidth on the same threads and prints the generation bound:\n"
-              "bandwidth / weight bytes one token reads (MoE: active experts only).\n"
+              "bandwidth / weight bytes one token reads (MoE: active experts only). With --device cuda it also\n"
+              "measures the GPU's copy bandwidth and f16 GEMM throughput and relates tg and pp to them.\n"
               "Serving load tests (latency percentiles under a request rate): see `fathom bench load --help`.");
   p.add_string("-m,--model", "FILE", "GGUF model file (required)", &model_path);
   p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
+  p.add_string("--device", "DEV", "cpu (default), cuda, cuda:N, opencl or opencl:N (see `fathom devices`)", &lo.device);
+  add_placement_options(p, &lo.placement);
   p.add_int("-p,--n-prompt", "P", "prompt tokens; 0 skips pp (default 512)", &n_prompt);
   p.add_int("-n,--n-gen", "N", "generated tokens; 0 skips tg (default 128)", &n_gen);
   p.add_int("-r,--repetitions", "R", "repetitions (default 3)", &reps);
@@ -101,7 +117,6 @@ int cmd_bench(const Args& args) {
     std::fprintf(stderr, "fathom bench: -r must be >= 1 and -p/-n >= 0\n");
     return 2;
   }
-  LoadOptions lo;
   lo.n_threads = threads;
   auto model = Model::load(model_path, lo);
   if (!model) {
@@ -130,28 +145,80 @@ int cmd_bench(const Args& args) {
     if (!as_json) std::printf("%-8s %10.2f ± %.2f tok/s\n", test.c_str(), meas.mean, meas.stddev);
     return true;
   };
-  if (!as_json) std::printf("model: %s\n%s\nthreads: %d\n", model_path.c_str(), m.config().summary().c_str(), m.backend().n_threads());
+  out["backend"] = m.backend().name();
+  if (!as_json) {
+    std::printf("model: %s\n%s\nthreads: %d\nbackend: %s\n", model_path.c_str(), m.config().summary().c_str(), m.backend().n_threads(),
+                m.backend().name());
+    const KvCacheShape kv = m.kv_shape(1);  // the caches the runs below fill: one sequence of max(P, N) + 1 positions
+    const uint64_t kv_per_layer = static_cast<uint64_t>(kv.k_width + kv.v_width) * sizeof(float) *
+                                  static_cast<uint64_t>(std::max<int64_t>(n_prompt, n_gen) + 1);
+    if (m.placement().device != "cpu")
+      for (const std::string& line : m.placement().describe(kv_per_layer)) std::printf("placed   %s\n", line.c_str());
+  }
   if (!run("pp", n_prompt, time_prompt) || !run("tg", n_gen, time_generation)) return 1;
 
-  const uint64_t weight_bytes = weight_bytes_per_token(m.file(), m.config());
-  out["weight_bytes_per_token"] = weight_bytes;
+  // Weight bytes and FLOPs of one token, split by where the weights run: the device's share is
+  // read at the device's bandwidth when it has its own memory (CUDA), the rest at the host's.
+  const Placement& placement = m.placement();
+  std::unordered_map<std::string, Placed> where;
+  for (const TensorPlacement& t : placement.tensors) where[t.name] = t.where;
+  const TokenWeights all = weights_per_token(m.file(), m.config());
+  const TokenWeights on_device = weights_per_token(m.file(), m.config(), [&](const std::string& name) {
+    auto it = where.find(name);
+    return it != where.end() && it->second == Placed::kDevice;
+  });
+  out["weight_bytes_per_token"] = all.bytes;
+  out["matmul_params_per_token"] = all.matmul_params;
+  double device_gb_s = 0.0, device_tflops = 0.0;
+#if FATHOM_HAVE_CUDA
+  if (CudaBackend* cuda = cuda_of(m.backend()); cuda && bw_mib != 0) {
+    auto peaks = cuda->measure_peaks();
+    if (!peaks) {
+      std::fprintf(stderr, "fathom bench: measuring the GPU: %s\n", peaks.status().to_string().c_str());
+      return 1;
+    }
+    device_gb_s = peaks->copy_gb_s;
+    device_tflops = peaks->fp16_tflops;
+    out["device_bandwidth_gb_s"] = device_gb_s;
+    out["device_fp16_tflops"] = device_tflops;
+    out["device_weight_bytes_per_token"] = on_device.bytes;
+    if (!as_json)
+      std::printf("gpu       %s: copy %.0f GB/s (%zu MiB device to device, read + write), f16 GEMM %.1f TFLOP/s (n = %lld)\n",
+                  cuda->device().name.c_str(), device_gb_s, peaks->copy_bytes >> 20, device_tflops, static_cast<long long>(peaks->gemm_n));
+  }
+#endif
   if (bw_mib != 0) {
     const size_t buffer = bw_mib > 0 ? static_cast<size_t>(bw_mib) << 20 : default_bandwidth_buffer_bytes();
     const ReadBandwidth bw = bench_bandwidth(m.backend(), buffer);
-    const double bound = weight_bytes > 0 ? bw.gb_per_s * 1e9 / static_cast<double>(weight_bytes) : 0.0;
+    const uint64_t host_bytes = device_gb_s > 0 ? all.bytes - on_device.bytes : all.bytes;
+    const double secs_per_token = static_cast<double>(host_bytes) / (bw.gb_per_s * 1e9) +
+                                  (device_gb_s > 0 ? static_cast<double>(on_device.bytes) / (device_gb_s * 1e9) : 0.0);
+    const double bound = secs_per_token > 0 ? 1.0 / secs_per_token : 0.0;
     out["bandwidth_gb_s"] = bw.gb_per_s;
     out["bandwidth_buffer_bytes"] = bw.bytes;
     out["tg_bound_tok_s"] = bound;
     if (!as_json) {
-      std::printf("bandwidth %.1f GB/s (best of %d reads of %zu MiB, %d threads), weights %.3f GB/token -> tg bound %.1f tok/s",
-                  bw.gb_per_s, bw.passes, bw.bytes >> 20, m.backend().n_threads(), static_cast<double>(weight_bytes) / 1e9, bound);
+      std::printf("bandwidth %.1f GB/s (best of %d reads of %zu MiB, %d threads), weights %.3f GB/token", bw.gb_per_s, bw.passes,
+                  bw.bytes >> 20, m.backend().n_threads(), static_cast<double>(all.bytes) / 1e9);
+      if (device_gb_s > 0) std::printf(" (%.3f GB on the GPU)", static_cast<double>(on_device.bytes) / 1e9);
+      std::printf(" -> tg bound %.1f tok/s", bound);
       for (const auto& r : out["results"])
         if (r["test"].get<std::string>().rfind("tg", 0) == 0 && bound > 0)
           std::printf("; %s = %.0f%% of bound", r["test"].get<std::string>().c_str(), 100.0 * r["tokens_per_second"].get<double>() / bound);
       std::printf("\n");
     }
   } else if (!as_json) {
-    std::printf("weights %.3f GB/token (bandwidth probe skipped)\n", static_cast<double>(weight_bytes) / 1e9);
+    std::printf("weights %.3f GB/token (bandwidth probe skipped)\n", static_cast<double>(all.bytes) / 1e9);
+  }
+  if (device_tflops > 0) {
+    for (const auto& r : out["results"]) {
+      if (r["test"].get<std::string>().rfind("pp", 0) != 0) continue;
+      const double tflops = r["tokens_per_second"].get<double>() * 2.0 * static_cast<double>(all.matmul_params) / 1e12;
+      out["pp_tflops"] = tflops;
+      if (!as_json)
+        std::printf("%s runs the matrix products at %.1f TFLOP/s = %.0f%% of the measured f16 GEMM peak\n",
+                    r["test"].get<std::string>().c_str(), tflops, 100.0 * tflops / device_tflops);
+    }
   }
   if (as_json) std::printf("%s\n", out.dump(2).c_str());
   return 0;

@@ -34,7 +34,15 @@ void ModelOptions::add_to(ArgParser& p) {
   p.add_string("-m,--model", "FILE", "GGUF model file (required)", &model);
   p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
   p.add_string("--device", "DEV", "cpu (default), cuda (CUDA device 0), cuda:N, opencl (first GPU, else first OpenCL device) or opencl:N (`fathom devices` numbering); a device that fails to start falls back to cpu", &device);
+  add_placement_options(p, &placement);
   p.add_int("-c,--ctx-size", "N", "context length per sequence (default: min(model's, 4096))", &ctx);
+}
+
+void add_placement_options(ArgParser& p, PlacementOptions* placement) {
+  p.add_int("-ngl,--gpu-layers", "N", "with --device: the last N layers on the accelerator, the rest on the CPU; N > layers also moves the output head (default: all)", &placement->gpu_layers);
+  p.add_flag("--cpu-moe", "with --device: routed MoE experts on the CPU, attention, shared experts and the KV cache on the accelerator", &placement->cpu_moe);
+  p.add_int("--n-cpu-moe", "N", "with --device: --cpu-moe for the first N layers only", &placement->n_cpu_moe);
+  p.add_list("-ot,--override-tensor", "REGEX=DEV", "tensors whose name matches REGEX on DEV (cpu, gpu, cuda or opencl); repeatable, the first match wins over the other placement options", &placement->overrides);
 }
 
 EngineOptions ModelOptions::to_engine_options() const {
@@ -42,11 +50,12 @@ EngineOptions ModelOptions::to_engine_options() const {
   o.model_path = model;
   o.n_threads = threads;
   o.device = device;
+  o.placement = placement;
   o.n_ctx = ctx;
   return o;
 }
 
-std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& options) {
+std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& options, bool quiet) {
   if (options.model_path.empty()) {
     std::fprintf(stderr, "fathom %s: no model given; pass -m FILE.gguf\n", command);
     return nullptr;
@@ -56,7 +65,13 @@ std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& op
     std::fprintf(stderr, "fathom %s: %s\n", command, engine.status().to_string().c_str());
     return nullptr;
   }
+  if (!quiet) print_placement(**engine);
   return std::move(engine).value();
+}
+
+void print_placement(const Engine& engine) {
+  const std::vector<std::string> lines = engine.placement_report();
+  for (size_t i = 0; i < lines.size(); ++i) std::fprintf(stderr, "%s %s\n", i == 0 ? "placement" : "         ", lines[i].c_str());
 }
 
 std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text, bool allow_bos) {

@@ -26,13 +26,18 @@ struct ModelOptions {
   std::string model;   // -m
   int threads = 0;     // -t
   std::string device = "cpu";  // --device
+  PlacementOptions placement;  // --gpu-layers, --cpu-moe, --n-cpu-moe, --override-tensor
   int64_t ctx = 0;     // -c
   void add_to(ArgParser& p);
   EngineOptions to_engine_options() const;
 };
 
+// --gpu-layers, --cpu-moe, --n-cpu-moe and --override-tensor (model/placement.h).
+void add_placement_options(ArgParser& p, PlacementOptions* placement);
 // Creates the engine or prints "fathom CMD: <error>" and returns nullptr.
-std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& options);
+// Unless quiet, prints where the model runs (Engine::placement_report) when an accelerator is in use.
+std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& options, bool quiet = false);
+void print_placement(const Engine& engine);
 // Tokenizes a prompt the way the model expects: BOS per the tokenizer's metadata unless the
 // text already starts with the BOS token's text; special tokens in the text are parsed.
 std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text, bool allow_bos = true);

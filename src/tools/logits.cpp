@@ -27,12 +27,13 @@ int cmd_logits(const Args& args) {
   p.add_flag("--no-bos", "do not add the beginning-of-sequence token", &no_bos);
   p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
   p.add_string("--device", "DEV", "cpu (default), cuda, cuda:N, opencl or opencl:N (see `fathom devices`)", &device);
+  LoadOptions lo;
+  add_placement_options(p, &lo.placement);
   if (auto rc = p.parse(args)) return *rc;
   if (model_path.empty() || prompt.empty()) {
     std::fprintf(stderr, "fathom logits: pass -m FILE.gguf and -p TEXT\n");
     return 2;
   }
-  LoadOptions lo;
   lo.n_threads = threads;
   lo.device = device;
   auto model = Model::load(model_path, lo);

@@ -45,7 +45,7 @@ int cmd_run(const Args& args) {
     std::fprintf(stderr, "fathom run: -n must not be negative\n");
     return 2;
   }
-  std::unique_ptr<Engine> engine = open_engine("run", model.to_engine_options());
+  std::unique_ptr<Engine> engine = open_engine("run", model.to_engine_options(), quiet);
   if (!engine) return 1;
 
   GenerationRequest req;

@@ -12,6 +12,7 @@
 
 #include "../backend_op_checks.h"
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_layout.h"
 #include "cuda_test_util.h"
 
 namespace fathom {
@@ -123,6 +124,35 @@ TEST(CudaMirror, IsSeededFromRowsWrittenBeforeFirstUse) {
   (*backend)->attention(q.data(), kv, 1, batch, n_head, n_head_kv, hd, hd, 0.09f, got.data());
   cpu.attention(q.data(), kv, 1, batch, n_head, n_head_kv, hd, hd, 0.09f, want.data());
   EXPECT_LT(nmse(got.data(), want.data(), static_cast<int64_t>(got.size())), 1e-10);
+}
+
+// Decode over long contexts: few queries, so the positions are split into parts over the
+// device's multiprocessors (flash-decoding) and merged; every split count the policy picks for
+// these lengths, from 1 part up, must give the CPU's result.
+TEST_F(CudaKernels, DecodeAttentionOverLongContextsSplitsAndMerges) {
+  const int64_t n_head = 8, n_head_kv = 2, hd = 128;
+  for (int64_t n_ctx : {int64_t{100}, int64_t{700}, int64_t{3000}, int64_t{9000}}) {
+    KvCacheShape shape = test::mha_shape(n_head_kv, hd, hd);
+    shape.n_layer = 1;
+    shape.n_ctx_max = n_ctx;
+    KvCache kv(shape, static_cast<int32_t>((n_ctx + 15) / 16));
+    ASSERT_TRUE(kv.reserve(0, n_ctx).is_ok());
+    std::vector<int32_t> seq(static_cast<size_t>(n_ctx), 0), pos(static_cast<size_t>(n_ctx));
+    for (int64_t i = 0; i < n_ctx; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    const std::vector<float> k = random_floats(static_cast<size_t>(n_ctx * shape.k_width), 70);
+    const std::vector<float> v = random_floats(static_cast<size_t>(n_ctx * shape.v_width), 71);
+    backend_->store_kv(kv, 0, AttentionBatch{seq.data(), pos.data(), n_ctx}, k.data(), v.data());
+    const int32_t last = static_cast<int32_t>(n_ctx - 1);
+    const AttentionBatch one{seq.data(), &last, 1};
+    const std::vector<float> q = random_floats(static_cast<size_t>(n_head * hd), 72, 2.0f);
+    std::vector<float> got(static_cast<size_t>(n_head * hd)), want(got.size());
+    backend_->attention(q.data(), kv, 0, one, n_head, n_head_kv, hd, hd, 0.09f, got.data());
+    cpu_.attention(q.data(), kv, 0, one, n_head, n_head_kv, hd, hd, 0.09f, want.data());
+    const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
+    std::printf("[ nmse     ] decode attention over %lld positions, %d parts: %.3e\n", static_cast<long long>(n_ctx),
+                cuda::attention_splits(n_head, n_ctx, backend_->device().multiprocessors), e);
+    EXPECT_LT(e, 1e-10);
+  }
 }
 
 TEST_F(CudaKernels, MlaAttentionOverLatentCache) {

@@ -1,9 +1,11 @@
 // The host side of the CUDA kernels, checked without a GPU: the block decoders of
 // backend/cuda/cuda_blocks.h (the code the kernels run) bit-exact against quant::dequantize_row
 // for every type, and the index math of backend/cuda/cuda_layout.h (matmul work split, KV mirror
-// rows, batch block tables, scratch size classes, cuBLAS slabs).
+// rows, batch block tables, flash-decoding splits and their merge, scratch size classes, cuBLAS
+// slabs).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -166,6 +168,80 @@ TEST(CudaLayout, GemmSlabsCoverTheMatrixWithinTheBudget) {
   EXPECT_LE(static_cast<size_t>(rows) * 4096 * 2, kGemmSlabBytes);
   EXPECT_GT(static_cast<size_t>(rows + 1) * 4096 * 2, kGemmSlabBytes);
   EXPECT_EQ(gemm_slab_rows(int64_t{1} << 40, 10), 1);  // a row larger than the budget still goes alone
+}
+
+TEST(CudaLayout, AttentionSplitsOnlyWhenQueriesLeaveTheDeviceIdle) {
+  // H100: 132 multiprocessors. Decode of one sequence with 32 heads at 8K context: 264 blocks
+  // wanted, 32 queries -> 9 parts of 14-15 tiles.
+  EXPECT_EQ(attention_splits(32, 8192, 132), 9);
+  EXPECT_EQ(attention_splits(32 * 512, 8192, 132), 1);  // a prefill fills the device by itself
+  EXPECT_EQ(attention_splits(264, 8192, 132), 1);
+  EXPECT_EQ(attention_splits(32, 100, 132), 1);         // under two tiles per part: not worth a merge pass
+  EXPECT_EQ(attention_splits(32, 3 * 128, 132), 3);     // limited by length: each part at least two tiles
+  EXPECT_EQ(attention_splits(1, 1 << 20, 132), kAttentionMaxSplits);
+}
+
+TEST(CudaLayout, AttentionSplitRangesTileTheContextInOrder) {
+  for (int64_t n_kv : {int64_t{1}, int64_t{63}, int64_t{64}, int64_t{65}, int64_t{500}, int64_t{8191}, int64_t{8192}}) {
+    for (int n_splits : {1, 2, 3, 9, 32}) {
+      int64_t next = 0;
+      for (int s = 0; s < n_splits; ++s) {
+        const PositionRange r = attention_split_range(n_kv, n_splits, s);
+        EXPECT_EQ(r.begin, next) << n_kv << " " << n_splits << " " << s;
+        EXPECT_LE(r.begin, r.end);
+        if (r.end < n_kv) {
+          EXPECT_EQ(r.end % kAttentionTile, 0) << "parts end on tile boundaries";
+        }
+        next = r.end;
+      }
+      EXPECT_EQ(next, n_kv) << n_kv << " " << n_splits;
+    }
+  }
+}
+
+// The parts' softmax statistics, as the kernel leaves them, merge into one softmax over all
+// positions: the output equals the unsplit weighted sum of values.
+TEST(CudaLayout, MergedAttentionPartsEqualOneSoftmax) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  const int64_t dim = 5;
+  for (int64_t n_kv : {int64_t{1}, int64_t{100}, int64_t{777}, int64_t{4096}}) {
+    std::vector<float> scores(static_cast<size_t>(n_kv)), values(static_cast<size_t>(n_kv * dim));
+    for (float& x : scores) x = dist(rng);
+    for (float& x : values) x = dist(rng);
+    // Unsplit, in double.
+    double m = -INFINITY, den = 0.0;
+    for (float x : scores) m = std::max<double>(m, x);
+    std::vector<double> want(static_cast<size_t>(dim), 0.0);
+    for (int64_t i = 0; i < n_kv; ++i) {
+      const double w = std::exp(scores[static_cast<size_t>(i)] - m);
+      den += w;
+      for (int64_t d = 0; d < dim; ++d) want[static_cast<size_t>(d)] += w * values[static_cast<size_t>(i * dim + d)];
+    }
+    for (int n_splits : {1, 2, 7, 32}) {
+      const int64_t stride = dim + 2;
+      std::vector<float> parts(static_cast<size_t>(n_splits * stride));
+      for (int s = 0; s < n_splits; ++s) {
+        const PositionRange r = attention_split_range(n_kv, n_splits, s);
+        float* p = parts.data() + s * stride;
+        float pm = -INFINITY, pd = 0.0f;
+        for (int64_t i = r.begin; i < r.end; ++i) pm = std::max(pm, scores[static_cast<size_t>(i)]);
+        std::fill(p + 2, p + stride, 0.0f);
+        for (int64_t i = r.begin; i < r.end; ++i) {
+          const float w = std::exp(scores[static_cast<size_t>(i)] - pm);
+          pd += w;
+          for (int64_t d = 0; d < dim; ++d) p[2 + d] += w * values[static_cast<size_t>(i * dim + d)];
+        }
+        p[0] = pm;  // -inf and 0 for an empty part
+        p[1] = pd;
+      }
+      for (int64_t d = 0; d < dim; ++d) {
+        const double expect = want[static_cast<size_t>(d)] / den;
+        EXPECT_NEAR(merge_attention_parts(parts.data(), n_splits, stride, d), expect, 1e-5 * (1.0 + std::fabs(expect)))
+            << "n_kv " << n_kv << ", " << n_splits << " parts, value " << d;
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -107,7 +107,7 @@ class ScratchPool {
   } while (0)
 
 struct CudaBackend::Impl {
-  explicit Impl(int n_threads) : cpu(n_threads) {}
+  explicit Impl(std::shared_ptr<CpuBackend> cpu_backend) : cpu(std::move(cpu_backend)) {}
   ~Impl();
 
   // A matrix copied to the device: host bytes [begin, end) live at `memory`.
@@ -132,7 +132,7 @@ struct CudaBackend::Impl {
   CudaDeviceInfo info;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
-  CpuBackend cpu;                                         // runs what the kernels do not cover
+  std::shared_ptr<CpuBackend> cpu;                                      // runs what the kernels do not cover
   ScratchPool pool;
   std::vector<std::pair<void*, size_t>> op_buffers;       // scratch of the running op (OpScope)
   std::map<uintptr_t, DeviceWeight> weights;              // by host start address
@@ -513,6 +513,10 @@ Status CudaBackend::Impl::attend(const float* q_a, int64_t width_a, const float*
   float* out_device = nullptr;
   FATHOM_RETURN_IF_ERROR(scratch(n_queries * head_dim_v, &out_device));
   a.out = out_device;
+  int64_t max_kv = 0;
+  for (int64_t t = 0; t < batch.n_tokens; ++t) max_kv = std::max<int64_t>(max_kv, batch.positions[t] + 1);
+  a.n_splits = cuda::attention_splits(n_queries, max_kv, info.multiprocessors);
+  if (a.n_splits > 1) FATHOM_RETURN_IF_ERROR(scratch(n_queries * a.n_splits * (head_dim_v + 2), &a.parts));
   FATHOM_CUDA_TRY(cuda::launch_attention(a, stream));
   return download(out_device, n_queries * head_dim_v, out);
 }
@@ -533,7 +537,7 @@ Expected<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& op
   if (index >= count)
     return error(ErrorCode::kNotFound, strprintf("there is no CUDA device %d: this machine has %d (see `fathom devices`)", index, count));
 
-  auto impl = std::make_unique<Impl>(options.n_threads);
+  auto impl = std::make_unique<Impl>(options.cpu ? options.cpu : std::make_shared<CpuBackend>(options.n_threads));
   cudaDeviceProp prop{};
   if (const cudaError_t err = cudaSetDevice(index); err != cudaSuccess)
     return error(ErrorCode::kUnavailable, strprintf("cudaSetDevice(%d): ", index) + cuda_error(err).message());
@@ -561,11 +565,74 @@ Expected<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& op
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
 }
 
+Expected<CudaPeaks> CudaBackend::measure_peaks(size_t copy_bytes, int64_t gemm_n) {
+  Impl& im = *impl_;
+  FATHOM_CUDA_TRY(cudaSetDevice(im.info.index));
+  FATHOM_CUDA_TRY(cudaStreamSynchronize(im.stream));
+  CudaPeaks peaks;
+  peaks.copy_bytes = copy_bytes;
+  peaks.gemm_n = gemm_n;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  FATHOM_CUDA_TRY(cudaEventCreate(&start));
+  FATHOM_CUDA_TRY(cudaEventCreate(&stop));
+  struct Events {
+    cudaEvent_t a, b;
+    ~Events() {
+      cudaEventDestroy(a);
+      cudaEventDestroy(b);
+    }
+  } events{start, stop};
+  // Best of 5 timed runs of `work`, after one warm-up: seconds.
+  auto best_of = [&](auto&& work) -> Expected<double> {
+    float best_ms = 0.0f;
+    for (int rep = 0; rep <= 5; ++rep) {
+      FATHOM_CUDA_TRY(cudaEventRecord(start, im.stream));
+      FATHOM_RETURN_IF_ERROR(work());
+      FATHOM_CUDA_TRY(cudaEventRecord(stop, im.stream));
+      FATHOM_CUDA_TRY(cudaEventSynchronize(stop));
+      float ms = 0.0f;
+      FATHOM_CUDA_TRY(cudaEventElapsedTime(&ms, start, stop));
+      if (rep == 1 || (rep > 1 && ms < best_ms)) best_ms = ms;
+    }
+    return static_cast<double>(best_ms) / 1e3;
+  };
+  {
+    DeviceMemory a, b;
+    FATHOM_CUDA_TRY(im.device_malloc(copy_bytes, nullptr, &a));
+    FATHOM_CUDA_TRY(im.device_malloc(copy_bytes, nullptr, &b));
+    FATHOM_CUDA_TRY(cudaMemsetAsync(a.get(), 1, copy_bytes, im.stream));
+    FATHOM_ASSIGN_OR_RETURN(const double secs, best_of([&]() -> Status {
+                              FATHOM_CUDA_TRY(cudaMemcpyAsync(b.get(), a.get(), copy_bytes, cudaMemcpyDeviceToDevice, im.stream));
+                              return Status::ok();
+                            }));
+    peaks.copy_gb_s = 2.0 * static_cast<double>(copy_bytes) / secs / 1e9;
+  }
+  {
+    const size_t matrix_bytes = static_cast<size_t>(gemm_n * gemm_n) * 2;
+    DeviceMemory a, b, c;
+    FATHOM_CUDA_TRY(im.device_malloc(matrix_bytes, nullptr, &a));
+    FATHOM_CUDA_TRY(im.device_malloc(matrix_bytes, nullptr, &b));
+    FATHOM_CUDA_TRY(im.device_malloc(matrix_bytes * 2, nullptr, &c));
+    FATHOM_CUDA_TRY(cudaMemsetAsync(a.get(), 0x3c, matrix_bytes, im.stream));  // f16 ~1.0: non-zero data
+    FATHOM_CUDA_TRY(cudaMemsetAsync(b.get(), 0x2c, matrix_bytes, im.stream));
+    const float one = 1.0f, zero = 0.0f;
+    const int n = static_cast<int>(gemm_n);
+    FATHOM_ASSIGN_OR_RETURN(const double secs, best_of([&]() -> Status {
+                              FATHOM_CUBLAS_TRY(cublasGemmEx(im.cublas, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a.get(), CUDA_R_16F, n,
+                                                             b.get(), CUDA_R_16F, n, &zero, c.get(), CUDA_R_32F, n,
+                                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                              return Status::ok();
+                            }));
+    peaks.fp16_tflops = 2.0 * static_cast<double>(gemm_n) * static_cast<double>(gemm_n) * static_cast<double>(gemm_n) / secs / 1e12;
+  }
+  return peaks;
+}
+
 CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CudaBackend::~CudaBackend() = default;
 
-bool CudaBackend::supports(Op op, DType weight_type) const { return impl_->cpu.supports(op, weight_type); }
-int CudaBackend::n_threads() const { return impl_->cpu.n_threads(); }
+bool CudaBackend::supports(Op op, DType weight_type) const { return impl_->cpu->supports(op, weight_type); }
+int CudaBackend::n_threads() const { return impl_->cpu->n_threads(); }
 const CudaDeviceInfo& CudaBackend::device() const { return impl_->info; }
 
 bool CudaBackend::on_device(Op op, DType weight_type) const {
@@ -632,34 +699,34 @@ void CudaBackend::prepare_matmul_weights(const std::vector<TensorView>& weights,
         "activations and the KV cache; %zu matrices stay in host memory and run on the CPU, which is much slower. Use a "
         "smaller quantization or a smaller model, or free GPU memory",
         gib(needed), impl_->info.name.c_str(), gib(free_bytes), gib(total_bytes), gib(kReservedBytes), n_on_host));
-  if (!on_cpu.empty()) impl_->cpu.prepare_matmul_weights(on_cpu, file_backed);
+  if (!on_cpu.empty()) impl_->cpu->prepare_matmul_weights(on_cpu, file_backed);
 }
 
 void CudaBackend::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
   if (n_tokens <= 0) return;
-  impl_->run("matmul", [&] { return impl_->matmul(w, x, n_tokens, y); }, [&] { impl_->cpu.matmul(w, x, n_tokens, y); });
+  impl_->run("matmul", [&] { return impl_->matmul(w, x, n_tokens, y); }, [&] { impl_->cpu->matmul(w, x, n_tokens, y); });
 }
 
 void CudaBackend::get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) {
-  impl_->cpu.get_rows(table, ids, n_ids, out);
+  impl_->cpu->get_rows(table, ids, n_ids, out);
 }
 
 void CudaBackend::rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) {
   if (n_rows <= 0) return;
   impl_->run("rms_norm", [&] { return impl_->rms_norm(x, weight, n_rows, n, eps, out); },
-             [&] { impl_->cpu.rms_norm(x, weight, n_rows, n, eps, out); });
+             [&] { impl_->cpu->rms_norm(x, weight, n_rows, n, eps, out); });
 }
 
 void CudaBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
                        const RopeParams& params) {
   if (n_tokens <= 0 || params.n_rot <= 0) return;
   impl_->run("rope", [&] { return impl_->rope(x, n_tokens, n_heads, head_dim, positions, params); },
-             [&] { impl_->cpu.rope(x, n_tokens, n_heads, head_dim, positions, params); });
+             [&] { impl_->cpu->rope(x, n_tokens, n_heads, head_dim, positions, params); });
 }
 
 void CudaBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
   // The host rows are always written: CPU fallbacks read them, and a mirror is seeded from them.
-  impl_->cpu.store_kv(kv, layer, batch, k, v);
+  impl_->cpu->store_kv(kv, layer, batch, k, v);
   if (batch.n_tokens <= 0) return;
   if (const Status st = impl_->store_kv(kv, layer, batch, k, v); !st.is_ok()) {
     // The mirror may have missed these rows: drop it, so the next use seeds it from the host again.
@@ -679,7 +746,7 @@ void CudaBackend::attention(const float* q, KvCache& kv, int64_t layer, const At
         return impl_->attend(q, head_dim_k, nullptr, 0, kv, layer, batch, n_head, n_head / n_head_kv, head_dim_v, false, scale,
                              out);
       },
-      [&] { impl_->cpu.attention(q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out); });
+      [&] { impl_->cpu->attention(q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out); });
 }
 
 void CudaBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
@@ -694,17 +761,17 @@ void CudaBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache& 
                    : impl_->attend(q_abs, kv_lora_rank, q_pe, n_rot, kv, layer, batch, n_head, n_head, kv_lora_rank, true,
                                    scale, out);
       },
-      [&] { impl_->cpu.mla_attention(q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out); });
+      [&] { impl_->cpu->mla_attention(q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out); });
 }
 
 void CudaBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {
   if (n <= 0) return;
-  impl_->run("swiglu", [&] { return impl_->swiglu(gate, up, n, out); }, [&] { impl_->cpu.swiglu(gate, up, n, out); });
+  impl_->run("swiglu", [&] { return impl_->swiglu(gate, up, n, out); }, [&] { impl_->cpu->swiglu(gate, up, n, out); });
 }
 
 void CudaBackend::add(float* x, const float* y, int64_t n) {
   if (n <= 0) return;
-  impl_->run("add", [&] { return impl_->add(x, y, n); }, [&] { impl_->cpu.add(x, y, n); });
+  impl_->run("add", [&] { return impl_->add(x, y, n); }, [&] { impl_->cpu->add(x, y, n); });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,9 +27,20 @@
 
 namespace fathom {
 
+class CpuBackend;
+
 struct CudaOptions {
   std::string device = "cuda";  // "cuda": device 0; "cuda:N": CUDA device N (`fathom devices` order)
   int n_threads = 0;            // threads of the CPU backend that runs what the kernels do not cover; 0: all cores
+  std::shared_ptr<CpuBackend> cpu;  // the CPU backend to delegate to (shared with a placement); null: its own with n_threads
+};
+
+// What the device reaches, measured (the ceilings `fathom bench` relates its results to).
+struct CudaPeaks {
+  double copy_gb_s = 0.0;     // device-to-device copy, bytes read + written per second / 1e9
+  double fp16_tflops = 0.0;   // cuBLAS f16 x f16 GEMM with f32 accumulation (as the prefill path runs)
+  size_t copy_bytes = 0;      // buffer copied
+  int64_t gemm_n = 0;         // n x n x n product timed
 };
 
 struct CudaDeviceInfo {
@@ -62,6 +73,9 @@ class CudaBackend final : public Backend {
   // also subject to shape and memory: rows a whole number of blocks, the matrix fits on the device).
   bool on_device(Op op, DType weight_type) const;
   const CudaDeviceInfo& device() const;
+  // Times a device-to-device copy of copy_bytes and an n x n x n f16 GEMM (best of a few runs
+  // after a warm-up each). Takes about a second; needs ~2 x copy_bytes of free device memory.
+  Expected<CudaPeaks> measure_peaks(size_t copy_bytes = size_t{2} << 30, int64_t gemm_n = 8192);
 
   // Uploads every matrix with a kernel; what does not fit in free device memory stays on the
   // host (an error line says how much was needed and what to do) and runs on the CPU delegate.

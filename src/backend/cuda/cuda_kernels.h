@@ -62,6 +62,8 @@ struct AttentionArgs {
   int64_t head_dim_v = 0;
   float scale = 1.0f;
   float* out = nullptr;               // [n_tokens, n_head, head_dim_v]
+  int n_splits = 1;                   // flash-decoding parts per query (cuda_layout.h attention_splits)
+  float* parts = nullptr;             // n_splits > 1: [n_tokens, n_head, n_splits, head_dim_v + 2] partial results
 };
 // Largest head_dim_v and head_dim_k (= width_a + width_b) the attention kernel takes.
 constexpr int64_t kAttentionMaxValueDim = 1024;

@@ -1,9 +1,11 @@
 // Index math of the CUDA backend that the host can check without a GPU
 // (tests/kernels/cuda_blocks_test.cpp): how the matmul kernels split rows and tokens, where a KV
 // cache position lives in the device mirror, the batch's block tables as the attention kernel
-// reads them, the scratch allocator's size classes and the slabs of the cuBLAS path.
+// reads them, the flash-decoding split of long contexts and the merge of its parts, the scratch
+// allocator's size classes and the slabs of the cuBLAS path.
 #pragma once
 
+#include <math.h>  // expf on host and device
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -75,6 +77,63 @@ BatchTables pack_block_tables(const KvCache& kv, const AttentionBatch& batch);
 
 // Mirror row of each token of the batch (kv_row_index of its sequence and position).
 std::vector<int64_t> kv_rows_of_batch(const KvCache& kv, const AttentionBatch& batch);
+
+// Flash-decoding. Decode has few queries (tokens x heads), one CUDA block each, which leaves most
+// of a large GPU idle while each block walks a long context alone. So each query's positions are
+// split into parts, a block per (query, part) computes the part's softmax statistics, and a
+// second kernel merges them. A part's partial result is laid out as [max score, sum of
+// exp(score - max), sum of exp(score - max) * value[0..head_dim_v)].
+constexpr int kAttentionTile = 64;         // positions scored per step of the attention kernel
+constexpr int kAttentionMaxSplits = 32;
+constexpr int kAttentionMinTilesPerSplit = 2;
+
+// Parts per query: enough blocks for two per multiprocessor, each part at least
+// kAttentionMinTilesPerSplit tiles of the longest context; 1 when the queries fill the device
+// already or the context is short.
+inline int attention_splits(int64_t n_queries, int64_t max_kv, int multiprocessors) {
+  const int64_t want_blocks = 2 * static_cast<int64_t>(multiprocessors);
+  if (n_queries <= 0 || n_queries >= want_blocks) return 1;
+  int64_t splits = (want_blocks + n_queries - 1) / n_queries;
+  const int64_t by_length = max_kv / (static_cast<int64_t>(kAttentionTile) * kAttentionMinTilesPerSplit);
+  if (splits > by_length) splits = by_length;
+  if (splits > kAttentionMaxSplits) splits = kAttentionMaxSplits;
+  return splits < 1 ? 1 : static_cast<int>(splits);
+}
+
+// Positions [begin, end) of part `split` of n_kv positions cut into n_splits parts of whole
+// tiles, in order; trailing parts may be empty (begin == end) for short contexts.
+struct PositionRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+
+FATHOM_HOST_DEVICE inline PositionRange attention_split_range(int64_t n_kv, int n_splits, int split) {
+  const int64_t tiles = (n_kv + kAttentionTile - 1) / kAttentionTile;
+  const int64_t per_split = (tiles + n_splits - 1) / n_splits;
+  PositionRange r;
+  r.begin = split * per_split * kAttentionTile;
+  r.end = r.begin + per_split * kAttentionTile;
+  if (r.begin > n_kv) r.begin = n_kv;
+  if (r.end > n_kv) r.end = n_kv;
+  return r;
+}
+
+// Value d of the merged output of n_splits partial results (stride floats apart: head_dim_v + 2):
+// sum_s w_s * acc_s[d] / sum_s w_s * denom_s with w_s = exp(max_s - max over s). An empty part
+// (max -inf, denom 0) weighs 0.
+FATHOM_HOST_DEVICE inline float merge_attention_parts(const float* parts, int n_splits, int64_t stride, int64_t d) {
+  float m = parts[0];
+  for (int s = 1; s < n_splits; ++s) m = parts[s * stride] > m ? parts[s * stride] : m;
+  float num = 0.0f, den = 0.0f;
+  for (int s = 0; s < n_splits; ++s) {
+    const float* p = parts + s * stride;
+    if (p[1] == 0.0f) continue;  // empty part
+    const float w = expf(p[0] - m);
+    num += w * p[2 + d];
+    den += w * p[1];
+  }
+  return num / den;
+}
 
 // Scratch allocations are rounded to size classes so freed buffers fit later requests: at
 // least 64 KiB, then four classes per power of two (waste under 25%).

@@ -1,0 +1,80 @@
+// Hybrid CPU + accelerator execution: each op runs on the backend its weight is placed on.
+//
+// The architectures see one Backend. This one owns the CPU backend and the accelerator backend
+// (which delegates what it cannot run to the same CPU backend, so there is one thread pool) and
+// routes each op:
+//   - matmul, get_rows, rms_norm, swiglu_matmul: where the weight's memory is placed; a batch
+//     whose weights lie on both is split in two (device part first);
+//   - store_kv, attention, mla_attention: where the layer's attention is placed (its KV cache);
+//   - rope, swiglu, add (no weight): where the previous op ran, since that is where their input
+//     was just made: activations cross between backends only at placement boundaries;
+//   - weights this backend was not told about (f32 copies a loader made): like rope.
+// Every op takes and returns host pointers, so a routing choice never changes a result beyond
+// the backends' own rounding; it only decides which hardware does the work.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace fathom {
+
+class CpuBackend;
+
+class PlacedBackend final : public Backend {
+ public:
+  enum Target : uint8_t { kCpu = 0, kDevice = 1 };
+  struct Range {
+    const void* data = nullptr;
+    uint64_t bytes = 0;
+    Target target = kCpu;
+  };
+
+  // ranges: the placed weights' memory; layer_attention: per layer, where its attention runs.
+  PlacedBackend(std::shared_ptr<CpuBackend> cpu, std::unique_ptr<Backend> device, const std::vector<Range>& ranges,
+                std::vector<Target> layer_attention);
+  ~PlacedBackend() override;
+
+  const char* name() const override;  // the device's name: "cuda", "opencl"
+  bool supports(Op op, DType weight_type) const override;
+  int n_threads() const override;
+  Backend& device() { return *device_; }
+  // Ops run on each backend so far (tests and --verbose).
+  uint64_t ops_on(Target t) const { return ops_[t]; }
+
+  void prepare_matmul_weights(const std::vector<TensorView>& weights, bool file_backed) override;
+  void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override;
+  void matmul_batch(const std::vector<MatmulJob>& jobs) override;
+  void rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps, float* normed,
+                             const std::vector<MatmulJob>& jobs) override;
+  void swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) override;
+  void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) override;
+  void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) override;
+  void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+            const RopeParams& params) override;
+  void store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) override;
+  void attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head, int64_t n_head_kv,
+                 int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) override;
+  void mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
+                     int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) override;
+  void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
+  void add(float* x, const float* y, int64_t n) override;
+
+ private:
+  Target target_of(const void* p);  // the placement of the weight memory holding p; else the last op's
+  Target layer_target(int64_t layer);
+  Backend& on(Target t);            // counts the op and remembers where it ran
+
+  std::shared_ptr<CpuBackend> cpu_;
+  std::unique_ptr<Backend> device_;
+  std::map<uintptr_t, Range> ranges_;  // by start address
+  std::vector<Target> layer_attention_;
+  Target last_ = kCpu;
+  std::array<uint64_t, 2> ops_{};
+};
+
+}  // namespace fathom
