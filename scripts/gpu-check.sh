@@ -10,13 +10,16 @@
 # not stop the next.
 #
 # usage (device tool): run(command="OUT=$OUT scripts/gpu-check.sh", carry=[".gpu-kit"], timeout_s=600)
-# Environment: STEPS (tests,bench,serve,hybrid), THREADS (nproc).
+# Environment: STEPS (tests,bench,serve,hybrid), THREADS (nproc); DENSE_PRESET (7b) and
+# MOE_PRESET (v2-lite) pick smaller synth shapes for a dry run without a GPU (small, tiny).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-/tmp/gpu-check}
 STEPS=${STEPS:-tests,bench,serve,hybrid}
 THREADS=${THREADS:-$(nproc)}
+DENSE_PRESET=${DENSE_PRESET:-7b}
+MOE_PRESET=${MOE_PRESET:-v2-lite}
 KIT=$PWD/.gpu-kit
 F=$KIT/bin/fathom
 mkdir -p "$OUT"
@@ -35,7 +38,7 @@ if [[ ! -d /etc/OpenCL/vendors ]] && ls /usr/local/nvidia/lib64/libnvidia-opencl
   export OCL_ICD_VENDORS=$OUT/icd
 fi
 
-say "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1); $(nproc) CPUs"
+say "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1 || true); $(nproc) CPUs"
 "$F" devices >"$OUT/devices.txt" 2>&1
 sed -n '/^cuda/p;/^opencl/p;/^backend/p' "$OUT/devices.txt" | tee -a "$summary"
 
@@ -44,20 +47,20 @@ if step tests; then
   for t in test_cuda test_opencl; do
     [[ -x $KIT/bin/$t ]] || continue
     timeout 240 "$KIT/bin/$t" >"$OUT/$t.log" 2>&1
-    say "== $t: exit $? ($(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$t.log" | tr '\n' ' '))"
+    say "== $t: exit $? ($(grep -E '^\[  (PASSED|FAILED|SKIPPED) *\] [0-9]+ test' "$OUT/$t.log" | tr '\n' ' '))"
     grep -E '^\[  FAILED  \] [A-Za-z]' "$OUT/$t.log" | head -20 | tee -a "$summary"
     grep -E '^\[ nmse' "$OUT/$t.log" | sort | uniq -c | sort -rn | head -5 >>"$summary"
   done
 fi
 
-M7=/tmp/gpu-check-qwen2-7b-q4_0.gguf
+M7=/tmp/gpu-check-qwen2-$DENSE_PRESET-q4_0.gguf
 if step bench || step serve; then
-  [[ -f $M7 ]] || timeout 180 "$F" synth --arch qwen2 --preset 7b --type q4_0 -q -t "$THREADS" -o "$M7" >>"$OUT/synth.log" 2>&1
+  [[ -f $M7 ]] || timeout 180 "$F" synth --arch qwen2 --preset "$DENSE_PRESET" --type q4_0 -q -t "$THREADS" -o "$M7" >>"$OUT/synth.log" 2>&1
 fi
 if step bench && [[ -f $M7 ]]; then
   timeout 180 "$F" bench -m "$M7" -t "$THREADS" --device cuda -p 512 -n 128 -r 3 >"$OUT/bench-7b.txt" 2>&1
-  say "== bench 7B Q4_0 on cuda: exit $?"
-  grep -E '^(pp|tg)[0-9]|^gpu|^bandwidth|runs the matrix' "$OUT/bench-7b.txt" | tee -a "$summary"
+  say "== bench qwen2 $DENSE_PRESET Q4_0 on cuda: exit $?"
+  grep -E '^backend|^(pp|tg)[0-9]|^gpu|^bandwidth|runs the matrix' "$OUT/bench-7b.txt" | tee -a "$summary"
 fi
 
 if step serve && [[ -f $M7 ]]; then
@@ -80,7 +83,7 @@ if step serve && [[ -f $M7 ]]; then
 import json, sys
 one, many = (json.load(open(p)) for p in sys.argv[1:3])
 a, b = one["throughput"]["output_tokens_per_s"], many["throughput"]["output_tokens_per_s"]
-print(f"== serve 7B Q4_0: 1 stream {a:.1f} tok/s, 64 streams {b:.1f} tok/s -> {b / a:.1f}x "
+print(f"== serve: 1 stream {a:.1f} tok/s, 64 streams {b:.1f} tok/s -> {b / a:.1f}x "
       f"(TPOT p50 {one['latency_ms']['tpot']['p50']:.1f} vs {many['latency_ms']['tpot']['p50']:.1f} ms)")
 EOF
   else
@@ -90,13 +93,13 @@ EOF
 fi
 
 if step hybrid; then
-  MV=/tmp/gpu-check-v2lite-q4_k.gguf
-  [[ -f $MV ]] || timeout 240 "$F" synth --arch deepseek2 --preset v2-lite --type q4_K -q -t "$THREADS" -o "$MV" >>"$OUT/synth.log" 2>&1
+  MV=/tmp/gpu-check-deepseek2-$MOE_PRESET-q4_k.gguf
+  [[ -f $MV ]] || timeout 240 "$F" synth --arch deepseek2 --preset "$MOE_PRESET" --type q4_K -q -t "$THREADS" -o "$MV" >>"$OUT/synth.log" 2>&1
   if [[ -f $MV ]]; then
     for placement in "--device cpu" "--device cuda" "--device cuda --cpu-moe"; do
       # shellcheck disable=SC2086
       timeout 150 "$F" bench -m "$MV" -t "$THREADS" $placement -p 0 -n 64 -r 2 --bw-mib 0 >"$OUT/bench-v2lite.txt" 2>&1
-      say "== V2-Lite Q4_K $placement: $(grep -E '^tg' "$OUT/bench-v2lite.txt" || tail -1 "$OUT/bench-v2lite.txt")"
+      say "== deepseek2 $MOE_PRESET Q4_K $placement: $(grep -E '^tg' "$OUT/bench-v2lite.txt" || tail -1 "$OUT/bench-v2lite.txt")"
     done
   fi
 fi

@@ -15,7 +15,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 headers, as in vec_dot_avx512.cpp
 #endif
 
-#define FATHOM_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+#define FATHOM_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
 
 namespace fathom::cpu::detail {
 
