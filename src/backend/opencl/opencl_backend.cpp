@@ -655,26 +655,13 @@ void OpenClBackend::matmul_batch(const std::vector<MatmulJob>& jobs) { impl_->ma
 void OpenClBackend::rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps,
                                           float* normed, const std::vector<MatmulJob>& jobs) {
   if (n_tokens <= 0) return;
-  Impl::Stage stage;
-  stage.kind = Impl::Stage::kRmsNorm;
-  stage.a = x;
-  stage.b = norm_weight;
-  stage.eps = eps;
-  stage.result = normed;
-  stage.n_tokens = n_tokens;
-  stage.n = n;
+  const Impl::Stage stage{Impl::Stage::kRmsNorm, x, norm_weight, eps, normed, n_tokens, n};
   impl_->matmul_batch(jobs, &stage, "rms_norm_matmul_batch");
 }
 
 void OpenClBackend::swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) {
   if (n_tokens <= 0) return;
-  Impl::Stage stage;
-  stage.kind = Impl::Stage::kSwiglu;
-  stage.a = gate;
-  stage.b = up;
-  stage.result = gate;
-  stage.n_tokens = n_tokens;
-  stage.n = w.ne[0];
+  const Impl::Stage stage{Impl::Stage::kSwiglu, gate, up, 0.0f, gate, n_tokens, w.ne[0]};
   impl_->matmul_batch({{w, gate, n_tokens, y}}, &stage, "swiglu_matmul");
 }
 

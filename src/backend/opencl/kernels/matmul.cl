@@ -101,12 +101,12 @@ inline float dot_f16(global const uchar* b, global const float* x) {
   return dot(vload_half4(0, (global const half*)b), vload4(0, x));
 }
 
-// y[y_offset + t * n_out + row] = W[row, :] . x[x_offset + t * n_in + ...]. Global size:
-// (n_out * WG, ceil(n_tokens / TOKENS)); local (WG, 1). w_offset: byte offset of row 0 in w;
-// row_bytes: bytes per weight row.
-#define DEFINE_MATMUL(NAME, QK, BLOCK_BYTES, DOT, TOKENS)                                                      \
-  kernel void NAME(global const uchar* w, ulong w_offset, ulong row_bytes, int n_in, int n_out,                \
-                   global const float* x, ulong x_offset, global float* y, ulong y_offset, int n_tokens) {    \
+// The body of every matmul kernel: y[y_offset + t * n_out + row] = W[row, :] . (token t0 + t's
+// activations) for the TOKENS tokens from t0 = group(1) * TOKENS; lanes take the row's blocks in
+// turn. TERM(DOT, QK, wb, t, blk) is weight block wb (block blk of the row) times token t's
+// activations, as each kernel family stores them. Global size: (n_out * WG, ceil(n_tokens /
+// TOKENS)); local (WG, 1). w_offset: byte offset of row 0 in w; row_bytes: bytes per weight row.
+#define MATMUL_BODY(QK, BLOCK_BYTES, DOT, TOKENS, TERM)                                                        \
     local float partial[TOKENS * WG]; /* [token][lane] partial sums */                                          \
     local float scratch[WG];                                                                                   \
     const int row = get_group_id(0);                                                                           \
@@ -119,10 +119,16 @@ inline float dot_f16(global const uchar* b, global const float* x) {
     for (int t = 0; t < TOKENS; ++t) acc[t] = 0.0f;                                                            \
     for (int blk = lid; blk < n_blocks; blk += WG) {                                                           \
       global const uchar* wb = w_row + (ulong)blk * BLOCK_BYTES;                                               \
-      global const float* xb = x + x_offset + (ulong)t0 * n_in + (ulong)blk * QK;                              \
-      for (int t = 0; t < n_here; ++t) acc[t] += DOT(wb, xb + (ulong)t * n_in);                                \
+      for (int t = 0; t < n_here; ++t) acc[t] += TERM(DOT, QK, wb, t, blk);                                    \
     }                                                                                                          \
-    store_lane_sums(acc, TOKENS, n_here, partial, scratch, y + y_offset + (ulong)t0 * n_out + row, n_out);    \
+    store_lane_sums(acc, TOKENS, n_here, partial, scratch, y + y_offset + (ulong)t0 * n_out + row, n_out)
+
+// f32 activations x[x_offset + t * n_in + ...].
+#define F32_TERM(DOT, QK, wb, t, blk) DOT(wb, x + x_offset + (ulong)(t0 + (t)) * n_in + (ulong)(blk) * (QK))
+#define DEFINE_MATMUL(NAME, QK, BLOCK_BYTES, DOT, TOKENS)                                                      \
+  kernel void NAME(global const uchar* w, ulong w_offset, ulong row_bytes, int n_in, int n_out,                \
+                   global const float* x, ulong x_offset, global float* y, ulong y_offset, int n_tokens) {    \
+    MATMUL_BODY(QK, BLOCK_BYTES, DOT, TOKENS, F32_TERM);                                                       \
   }
 
 DEFINE_MATMUL(matvec_q4_0, 32, 18, dot_q4_0, 1)
@@ -192,28 +198,13 @@ inline float dot_q4_0_q8(global const uchar* b, global const char* xq, float xd)
 
 // As DEFINE_MATMUL, on the int8 activations quantize_q8_act left at xq[x_offset..] (scales at
 // xd[x_offset / 32..]).
+#define Q8_AT(t, blk) (x_offset + (ulong)(t0 + (t)) * n_in + (ulong)(blk) * 32)
+#define Q8_TERM(DOT, QK, wb, t, blk) DOT(wb, xq + Q8_AT(t, blk), xd[Q8_AT(t, blk) / 32])
 #define DEFINE_MATMUL_Q8(NAME, BLOCK_BYTES, DOT, TOKENS)                                                       \
   kernel void NAME(global const uchar* w, ulong w_offset, ulong row_bytes, int n_in, int n_out,                \
                    global const char* xq, global const float* xd, ulong x_offset, global float* y,             \
                    ulong y_offset, int n_tokens) {                                                             \
-    local float partial[TOKENS * WG];                                                                          \
-    local float scratch[WG];                                                                                   \
-    const int row = get_group_id(0);                                                                           \
-    const int lid = get_local_id(0);                                                                           \
-    const int t0 = get_group_id(1) * TOKENS;                                                                   \
-    const int n_here = min(TOKENS, n_tokens - t0);                                                             \
-    global const uchar* w_row = w + w_offset + (ulong)row * row_bytes;                                         \
-    const int n_blocks = n_in / 32;                                                                            \
-    float acc[TOKENS];                                                                                         \
-    for (int t = 0; t < TOKENS; ++t) acc[t] = 0.0f;                                                            \
-    for (int blk = lid; blk < n_blocks; blk += WG) {                                                           \
-      global const uchar* wb = w_row + (ulong)blk * BLOCK_BYTES;                                               \
-      for (int t = 0; t < n_here; ++t) {                                                                       \
-        const ulong at = x_offset + (ulong)(t0 + t) * n_in + (ulong)blk * 32;                                  \
-        acc[t] += DOT(wb, xq + at, xd[at / 32]);                                                               \
-      }                                                                                                        \
-    }                                                                                                          \
-    store_lane_sums(acc, TOKENS, n_here, partial, scratch, y + y_offset + (ulong)t0 * n_out + row, n_out);    \
+    MATMUL_BODY(32, BLOCK_BYTES, DOT, TOKENS, Q8_TERM);                                                        \
   }
 
 DEFINE_MATMUL_Q8(matvec_q4_0_q8, 18, dot_q4_0_q8, 1)
