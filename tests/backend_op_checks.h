@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -217,6 +218,57 @@ inline std::vector<MatmulError> matmul_batch_errors(Backend& device, CpuBackend&
                                    exact_products(ms[i], std::vector<double>(x.begin(), x.end()), jobs[i].n_tokens)));
   }
   return errors;
+}
+
+// A case of the fused and batched product checks: products with `type` weights run on the device
+// (on_device), else on its CPU delegate, which must then match the CPU backend exactly.
+struct FusedCase {
+  DType type;
+  double max_nmse_vs_cpu;  // the CPU path rounds activations to 8 bits (none for f32/f16/bf16)
+  bool on_device;
+};
+
+// One product's errors held to its case: on the device within max_nmse_vs_cpu of the CPU and
+// 1e-10 of the exact f64 product, or 1e-6 of both where the device multiplies in f16 from
+// `half_from` tokens on (F32 weights never); off it, exactly the CPU's.
+inline void check_fused_product(const MatmulError& e, const FusedCase& c, int64_t n_tokens, int64_t half_from) {
+  if (!c.on_device) {
+    EXPECT_EQ(e.vs_cpu, 0.0) << dtype_name(c.type) << " n_tokens " << n_tokens;
+    return;
+  }
+  const bool half = n_tokens >= half_from && c.type != DType::F32;
+  EXPECT_LT(e.vs_cpu, half ? std::max(c.max_nmse_vs_cpu, 1e-6) : c.max_nmse_vs_cpu) << dtype_name(c.type) << " n_tokens " << n_tokens;
+  EXPECT_LT(e.vs_exact, half ? 1e-6 : 1e-10) << dtype_name(c.type) << " n_tokens " << n_tokens;
+}
+
+// rms_norm_matmul_batch, swiglu_matmul and matmul_batch against the unfused CPU ops for 1, 3, 9
+// and 17 tokens. The caller gives a fresh backend: backends find weights again by address.
+inline void check_fused_ops(Backend& device, const FusedCase& c, int64_t half_from) {
+  CpuBackend cpu(2);
+  const std::vector<TestMatrix> qkv = batch_matrices({c.type, c.type, c.type}, 70);
+  const TestMatrix down = make_matrix(c.type, 512, 40, 80);
+  for (int64_t n_tokens : {1, 3, 9, 17}) {
+    for (const MatmulError& e : rms_norm_matmul_errors(device, cpu, qkv, n_tokens)) check_fused_product(e, c, n_tokens, half_from);
+    check_fused_product(swiglu_matmul_error(device, cpu, down, n_tokens), c, n_tokens, half_from);
+    for (const MatmulError& e : matmul_batch_errors(device, cpu, qkv, n_tokens)) check_fused_product(e, c, n_tokens, half_from);
+  }
+}
+
+// One batch mixing types the device runs (on_device) with types its CPU delegate runs: the two
+// share the work, and each product still lands in its own output.
+inline void check_mixed_batch(Backend& device, const std::vector<DType>& types, const std::function<bool(DType)>& on_device,
+                              double max_nmse_vs_cpu, int64_t half_from) {
+  CpuBackend cpu(2);
+  const std::vector<TestMatrix> ms = batch_matrices(types, 100);
+  for (int64_t n_tokens : {1, 9}) {
+    const std::vector<MatmulError> fused = rms_norm_matmul_errors(device, cpu, ms, n_tokens);
+    const std::vector<MatmulError> batch = matmul_batch_errors(device, cpu, ms, n_tokens);
+    for (size_t i = 0; i < types.size(); ++i) {
+      const FusedCase c{types[i], max_nmse_vs_cpu, on_device(types[i])};
+      check_fused_product(fused[i], c, n_tokens, half_from);
+      check_fused_product(batch[i], c, n_tokens, half_from);
+    }
+  }
 }
 
 inline void check_rms_norm(Backend& device, CpuBackend& cpu, double max_nmse) {

@@ -76,6 +76,35 @@ INSTANTIATE_TEST_SUITE_P(Types, CudaMatmul,
                                            MatmulCase{DType::BF16, 1e-10}, MatmulCase{DType::F32, 1e-10}),
                          [](const auto& info) { return std::string(dtype_name(info.param.type)); });
 
+// The batched and fused products (matmul_batch, rms_norm_matmul_batch, swiglu_matmul) against
+// the unfused CPU ops (../backend_op_checks.h), kernel types and CPU-delegate types alike,
+// through both device paths (matrix-vector below 16 tokens, f16 cuBLAS from 16). One backend per
+// case: a backend finds uploaded weights again by host address, and these matrices die with it.
+class CudaFused : public ::testing::TestWithParam<test::FusedCase> {};
+
+TEST_P(CudaFused, MatchUnfusedCpuOps) {
+  auto b = test::make_test_backend();
+  FATHOM_CUDA_OR_SKIP(b.status());
+  const test::FusedCase c = GetParam();
+  EXPECT_EQ((*b)->on_device(Op::kMatmul, c.type), c.on_device);
+  test::check_fused_ops(**b, c, cuda::kGemmMinTokens);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, CudaFused,
+                         ::testing::Values(test::FusedCase{DType::Q4_0, 1e-4, true}, test::FusedCase{DType::Q8_0, 1e-4, true},
+                                           test::FusedCase{DType::Q4_K, 1e-4, true}, test::FusedCase{DType::Q6_K, 1e-4, true},
+                                           test::FusedCase{DType::F16, 1e-10, true}, test::FusedCase{DType::BF16, 1e-10, true},
+                                           test::FusedCase{DType::F32, 1e-10, true}, test::FusedCase{DType::Q5_0, 0.0, false}),
+                         [](const auto& info) { return std::string(dtype_name(info.param.type)); });
+
+TEST(CudaFusedMixed, DeviceAndCpuProductsInOneBatch) {
+  auto b = test::make_test_backend();
+  FATHOM_CUDA_OR_SKIP(b.status());
+  CudaBackend& device = **b;
+  test::check_mixed_batch(device, {DType::Q4_0, DType::Q5_0, DType::F32, DType::Q8_0, DType::Q4_1, DType::Q4_K, DType::F16},
+                          [&](DType t) { return device.on_device(Op::kMatmul, t); }, 1e-4, cuda::kGemmMinTokens);
+}
+
 TEST_F(CudaKernels, PreparedWeightsGiveTheSameProducts) {
   const int64_t n_in = 256, n_out = 40, n_tokens = 2;
   const TestMatrix m = make_matrix(DType::Q4_K, n_in, n_out, 3);

@@ -78,69 +78,36 @@ TEST_F(OpenClKernels, UncoveredWeightTypeRunsOnTheCpuDelegate) {
   test::check_uncovered_matmul_runs_on_cpu(*backend_, cpu_, DType::Q6_K);
 }
 
-// The fused ops and matmul_batch against the unfused CPU ops, for every weight type with a kernel
-// and two without (those products run on the CPU delegate, so they match the CPU exactly). Each
-// case has its own backend: the delegate caches repacked weights by address.
-struct FusedCase {
-  DType type;
-  double max_nmse_vs_cpu;  // the CPU path rounds activations to 8 bits (none for f32/f16): up to ~1.3e-4 on 40 outputs
-  bool on_device;
-};
+// The fused ops and matmul_batch against the unfused CPU ops (../backend_op_checks.h), for every
+// weight type with a kernel and two without (those products run on the CPU delegate, so they
+// match the CPU exactly). Each case has its own backend: the delegate caches repacked weights by
+// address. The kernels never multiply in f16 (half_from past every case).
+constexpr int64_t kNoHalfProducts = INT64_MAX;
 
-class OpenClFused : public ::testing::TestWithParam<FusedCase> {};
+class OpenClFused : public ::testing::TestWithParam<test::FusedCase> {};
 
 TEST_P(OpenClFused, MatchUnfusedCpuOps) {
   auto b = test::make_test_backend();
   FATHOM_OPENCL_OR_SKIP(b);
-  const FusedCase c = GetParam();
+  const test::FusedCase c = GetParam();
   EXPECT_EQ((*b)->on_device(Op::kMatmul, c.type), c.on_device);
-  CpuBackend cpu(2);
-  const std::vector<test::TestMatrix> qkv = test::batch_matrices({c.type, c.type, c.type}, 70);
-  const test::TestMatrix down = test::make_matrix(c.type, 512, 40, 80);
-  const auto check = [&](const test::MatmulError& e, int64_t n_tokens) {
-    if (!c.on_device) {
-      EXPECT_EQ(e.vs_cpu, 0.0) << "n_tokens " << n_tokens;
-      return;
-    }
-    EXPECT_LT(e.vs_cpu, c.max_nmse_vs_cpu) << "n_tokens " << n_tokens;
-    EXPECT_LT(e.vs_exact, 1e-10) << "n_tokens " << n_tokens;
-  };
-  for (int64_t n_tokens : {1, 3, 9, 17}) {
-    for (const test::MatmulError& e : test::rms_norm_matmul_errors(**b, cpu, qkv, n_tokens)) check(e, n_tokens);
-    check(test::swiglu_matmul_error(**b, cpu, down, n_tokens), n_tokens);
-    for (const test::MatmulError& e : test::matmul_batch_errors(**b, cpu, qkv, n_tokens)) check(e, n_tokens);
-  }
+  test::check_fused_ops(**b, c, kNoHalfProducts);
 }
 
+// The CPU path rounds activations to 8 bits (none for f32/f16): up to ~1.3e-4 on 40 outputs.
 INSTANTIATE_TEST_SUITE_P(Types, OpenClFused,
-                         ::testing::Values(FusedCase{DType::Q4_0, 3e-4, true}, FusedCase{DType::Q8_0, 3e-4, true},
-                                           FusedCase{DType::Q4_K, 3e-4, true}, FusedCase{DType::F16, 1e-10, true},
-                                           FusedCase{DType::F32, 1e-10, true}, FusedCase{DType::Q6_K, 0.0, false},
-                                           FusedCase{DType::Q5_K, 0.0, false}),
+                         ::testing::Values(test::FusedCase{DType::Q4_0, 3e-4, true}, test::FusedCase{DType::Q8_0, 3e-4, true},
+                                           test::FusedCase{DType::Q4_K, 3e-4, true}, test::FusedCase{DType::F16, 1e-10, true},
+                                           test::FusedCase{DType::F32, 1e-10, true}, test::FusedCase{DType::Q6_K, 0.0, false},
+                                           test::FusedCase{DType::Q5_K, 0.0, false}),
                          [](const auto& info) { return std::string(dtype_name(info.param.type)); });
 
-// One batch mixing kernel types with types the CPU delegate runs: the device and the host share
-// the work, and each product still lands in its own output.
 TEST(OpenClFusedMixed, DeviceAndCpuProductsInOneBatch) {
   auto b = test::make_test_backend();
   FATHOM_OPENCL_OR_SKIP(b);
-  CpuBackend cpu(2);
-  const std::vector<DType> types = {DType::Q4_0, DType::Q6_K, DType::F32, DType::Q8_0, DType::Q5_K, DType::Q4_K, DType::F16};
-  const std::vector<test::TestMatrix> ms = test::batch_matrices(types, 100);
-  for (int64_t n_tokens : {1, 9}) {
-    const std::vector<test::MatmulError> fused = test::rms_norm_matmul_errors(**b, cpu, ms, n_tokens);
-    const std::vector<test::MatmulError> batch = test::matmul_batch_errors(**b, cpu, ms, n_tokens);
-    for (size_t i = 0; i < types.size(); ++i) {
-      for (const test::MatmulError& e : {fused[i], batch[i]}) {
-        if (!(*b)->on_device(Op::kMatmul, types[i])) {
-          EXPECT_EQ(e.vs_cpu, 0.0) << dtype_name(types[i]);
-        } else {
-          EXPECT_LT(e.vs_cpu, 3e-4) << dtype_name(types[i]);
-          EXPECT_LT(e.vs_exact, 1e-10) << dtype_name(types[i]);
-        }
-      }
-    }
-  }
+  OpenClBackend& device = **b;
+  test::check_mixed_batch(device, {DType::Q4_0, DType::Q6_K, DType::F32, DType::Q8_0, DType::Q5_K, DType::Q4_K, DType::F16},
+                          [&](DType t) { return device.on_device(Op::kMatmul, t); }, 3e-4, kNoHalfProducts);
 }
 
 TEST_F(OpenClKernels, RmsNorm) { test::check_rms_norm(*backend_, cpu_, 1e-12); }

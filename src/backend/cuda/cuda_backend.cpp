@@ -195,6 +195,26 @@ struct CudaBackend::Impl {
   }
 
   Status matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y);
+  // The input of fused products made on the device from other host data instead of uploaded:
+  // rms_norm(a, weight b) or swiglu(gate a, up b). Jobs name it by `result`, the host buffer the
+  // unfused op would write, which is written only if a product runs on the CPU.
+  struct Stage {
+    enum Kind { kRmsNorm, kSwiglu };
+    Kind kind = kRmsNorm;
+    const float* a = nullptr;  // [n_tokens, n]
+    const float* b = nullptr;  // rms_norm: [n]; swiglu: [n_tokens, n]
+    float eps = 0.0f;
+    float* result = nullptr;   // [n_tokens, n]
+    int64_t n_tokens = 0;
+    int64_t n = 0;
+  };
+  // The products of a batch in one pass: each distinct input uploaded once (the stage's made on
+  // the device), every product queued, one wait, the outputs read back. Jobs the kernels do not
+  // cover are left in *on_cpu; on an error nothing was written to any job's output.
+  Status matmul_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, std::vector<MatmulJob>* on_cpu);
+  // matmul_batch, then the CPU's share (everything after a device error, reported once as `op`),
+  // with the stage made on the host first when a CPU product reads it.
+  void run_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, const char* op);
   Status gemm(const TensorView& w, const uint8_t* w_device, const float* x, int64_t n_tokens, float* y);
   Status rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out);
   Status rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions, const RopeParams& p);
@@ -361,6 +381,87 @@ Status CudaBackend::Impl::matmul(const TensorView& w, const float* x, int64_t n_
   else
     FATHOM_RETURN_IF_ERROR(gemm(w, w_device, x_device, n_tokens, y_device));
   return download(y_device, n_tokens * n_out, y);
+}
+
+Status CudaBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, std::vector<MatmulJob>* on_cpu) {
+  FATHOM_CUDA_TRY(cudaSetDevice(info.index));
+  struct DeviceJob {
+    const MatmulJob* job = nullptr;
+    const uint8_t* w = nullptr;
+    float* y = nullptr;
+  };
+  std::vector<DeviceJob> device_jobs;
+  for (const MatmulJob& j : jobs) {
+    if (j.n_tokens <= 0) continue;
+    const uint8_t* w = nullptr;
+    if (covers(j.w)) {
+      FATHOM_ASSIGN_OR_RETURN(w, device_weight(j.w));
+    }
+    if (w) device_jobs.push_back({&j, w, nullptr});
+    else on_cpu->push_back(j);
+  }
+  if (device_jobs.empty()) return Status::ok();
+  OpScope op(*this);
+  struct Input {
+    const float* host = nullptr;
+    int64_t count = 0;
+    float* device = nullptr;
+  };
+  std::vector<Input> inputs;
+  auto device_input = [&](const float* host, int64_t count) -> Expected<float*> {
+    for (const Input& in : inputs)
+      if (in.host == host && in.count >= count) return in.device;
+    Input in{host, count, nullptr};
+    if (stage && host == stage->result) {  // made here, from the stage's inputs
+      FATHOM_CHECK(count <= stage->n_tokens * stage->n);
+      in.count = stage->n_tokens * stage->n;
+      float *a = nullptr, *b = nullptr;
+      FATHOM_RETURN_IF_ERROR(upload(stage->a, in.count, &a));
+      FATHOM_RETURN_IF_ERROR(upload(stage->b, stage->kind == Stage::kRmsNorm ? stage->n : in.count, &b));
+      FATHOM_RETURN_IF_ERROR(scratch(in.count, &in.device));
+      if (stage->kind == Stage::kRmsNorm)
+        FATHOM_CUDA_TRY(cuda::launch_rms_norm(a, b, stage->n_tokens, stage->n, stage->eps, in.device, stream));
+      else
+        FATHOM_CUDA_TRY(cuda::launch_swiglu(a, b, in.count, in.device, stream));
+    } else {
+      FATHOM_RETURN_IF_ERROR(upload(host, count, &in.device));
+    }
+    inputs.push_back(in);
+    return in.device;
+  };
+  for (DeviceJob& d : device_jobs) {
+    const MatmulJob& j = *d.job;
+    const int64_t n_in = j.w.ne[0], n_out = j.w.n_rows();
+    FATHOM_ASSIGN_OR_RETURN(float* x, device_input(j.x, j.n_tokens * n_in));
+    FATHOM_RETURN_IF_ERROR(scratch(j.n_tokens * n_out, &d.y));
+    if (j.n_tokens < cuda::kGemmMinTokens)
+      FATHOM_CUDA_TRY(cuda::launch_matvec(j.w.dtype, d.w, j.w.row_bytes(), n_in, n_out, x, j.n_tokens, d.y, stream));
+    else
+      FATHOM_RETURN_IF_ERROR(gemm(j.w, d.w, x, j.n_tokens, d.y));
+  }
+  // Kernel errors surface here, before any output is touched.
+  FATHOM_CUDA_TRY(cudaStreamSynchronize(stream));
+  for (const DeviceJob& d : device_jobs)
+    FATHOM_CUDA_TRY(cudaMemcpyAsync(d.job->y, d.y, static_cast<size_t>(d.job->n_tokens * d.job->w.n_rows()) * sizeof(float),
+                                    cudaMemcpyDeviceToHost, stream));
+  FATHOM_CUDA_TRY(cudaStreamSynchronize(stream));
+  return Status::ok();
+}
+
+void CudaBackend::Impl::run_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, const char* op) {
+  std::vector<MatmulJob> on_cpu;
+  if (const Status st = matmul_batch(jobs, stage, &on_cpu); !st.is_ok()) {
+    device_failed(op, st);
+    on_cpu.clear();
+    for (const MatmulJob& j : jobs)
+      if (j.n_tokens > 0) on_cpu.push_back(j);
+  }
+  if (on_cpu.empty()) return;
+  if (stage && std::any_of(on_cpu.begin(), on_cpu.end(), [&](const MatmulJob& j) { return j.x == stage->result; })) {
+    if (stage->kind == Stage::kRmsNorm) cpu->rms_norm(stage->a, stage->b, stage->n_tokens, stage->n, stage->eps, stage->result);
+    else cpu->swiglu(stage->a, stage->b, stage->n_tokens * stage->n, stage->result);
+  }
+  cpu->matmul_batch(on_cpu);
 }
 
 // In cuBLAS's column-major terms W's rows are the columns of an [n_in, n_out] matrix A (lda n_in)
@@ -705,6 +806,21 @@ void CudaBackend::prepare_matmul_weights(const std::vector<TensorView>& weights,
 void CudaBackend::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
   if (n_tokens <= 0) return;
   impl_->run("matmul", [&] { return impl_->matmul(w, x, n_tokens, y); }, [&] { impl_->cpu->matmul(w, x, n_tokens, y); });
+}
+
+void CudaBackend::matmul_batch(const std::vector<MatmulJob>& jobs) { impl_->run_batch(jobs, nullptr, "matmul_batch"); }
+
+void CudaBackend::rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps,
+                                        float* normed, const std::vector<MatmulJob>& jobs) {
+  if (n_tokens <= 0) return;
+  const Impl::Stage stage{Impl::Stage::kRmsNorm, x, norm_weight, eps, normed, n_tokens, n};
+  impl_->run_batch(jobs, &stage, "rms_norm_matmul_batch");
+}
+
+void CudaBackend::swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) {
+  if (n_tokens <= 0) return;
+  const Impl::Stage stage{Impl::Stage::kSwiglu, gate, up, 0.0f, gate, n_tokens, w.ne[0]};
+  impl_->run_batch({{w, gate, n_tokens, y}}, &stage, "swiglu_matmul");
 }
 
 void CudaBackend::get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) {

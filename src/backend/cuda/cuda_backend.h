@@ -81,6 +81,12 @@ class CudaBackend final : public Backend {
   // host (an error line says how much was needed and what to do) and runs on the CPU delegate.
   void prepare_matmul_weights(const std::vector<TensorView>& weights, bool file_backed) override;
   void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override;
+  // One upload per distinct input, one wait per batch; the fused ops make their input (the norm,
+  // the SwiGLU) on the device without a round trip through the host.
+  void matmul_batch(const std::vector<MatmulJob>& jobs) override;
+  void rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps, float* normed,
+                             const std::vector<MatmulJob>& jobs) override;
+  void swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) override;
   void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) override;
   void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) override;
   void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
