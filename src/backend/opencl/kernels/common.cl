@@ -48,6 +48,11 @@ typedef float block_acc;
 #else
 typedef float block_acc;
 #define BLOCK_MAD(acc, w, x) ((acc) + (w) * (x))
+// Two products summed before they join the accumulator: a shorter dependency chain.
+#define BLOCK_MAD2(acc, w1, x1, w2, x2) ((acc) + ((w1) * (x1) + (w2) * (x2)))
+#endif
+#ifndef BLOCK_MAD2
+#define BLOCK_MAD2(acc, w1, x1, w2, x2) BLOCK_MAD(BLOCK_MAD(acc, w1, x1), w2, x2)
 #endif
 
 // ---- reductions over the lanes of a work-group ------------------------------------------------

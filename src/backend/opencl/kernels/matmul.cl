@@ -35,8 +35,7 @@ inline float dot_q4_0(global const uchar* b, global const float* x) {
   block_acc s = 0;
   for (int j = 0; j < 16; ++j) {
     const uchar q = b[2 + j];
-    s = BLOCK_MAD(s, (float)((int)(q & 15) - 8) * d_in, x[j]);
-    s = BLOCK_MAD(s, (float)((int)(q >> 4) - 8) * d_in, x[j + 16]);
+    s = BLOCK_MAD2(s, (float)((int)(q & 15) - 8) * d_in, x[j], (float)((int)(q >> 4) - 8) * d_in, x[j + 16]);
   }
   return (float)s * SCALE_OUTSIDE(d);
 }
