@@ -134,8 +134,8 @@ inline PlacementComparison compare_placement(const std::string& path, const Load
   const int64_t n = static_cast<int64_t>(got.size());
   r.vs_device = nmse(got.data(), want_dev.data(), n);
   r.vs_cpu = nmse(got.data(), want_cpu.data(), n);
-  r.ops_on_device = placed->ops_on(PlacedBackend::kDevice);
-  r.ops_on_cpu = placed->ops_on(PlacedBackend::kCpu);
+  r.ops_on_device = placed->ops_on(Placed::kDevice);
+  r.ops_on_cpu = placed->ops_on(Placed::kCpu);
   for (const std::string& line : (*hybrid)->placement().describe(0)) std::printf("[ placed   ] %s\n", line.c_str());
   std::printf("[ nmse     ] hybrid logits vs all-device %.3e, vs all-cpu %.3e; ops on device %llu, on cpu %llu\n", r.vs_device,
               r.vs_cpu, static_cast<unsigned long long>(r.ops_on_device), static_cast<unsigned long long>(r.ops_on_cpu));

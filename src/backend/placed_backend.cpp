@@ -5,7 +5,7 @@
 namespace fathom {
 
 PlacedBackend::PlacedBackend(std::shared_ptr<CpuBackend> cpu, std::unique_ptr<Backend> device, const std::vector<Range>& ranges,
-                             std::vector<Target> layer_attention)
+                             std::vector<Placed> layer_attention)
     : cpu_(std::move(cpu)), device_(std::move(device)), layer_attention_(std::move(layer_attention)) {
   for (const Range& r : ranges)
     if (r.data && r.bytes > 0) ranges_[reinterpret_cast<uintptr_t>(r.data)] = r;
@@ -17,29 +17,29 @@ const char* PlacedBackend::name() const { return device_->name(); }
 bool PlacedBackend::supports(Op op, DType weight_type) const { return cpu_->supports(op, weight_type); }
 int PlacedBackend::n_threads() const { return cpu_->n_threads(); }
 
-PlacedBackend::Target PlacedBackend::target_of(const void* p) {
+Placed PlacedBackend::target_of(const void* p) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   auto it = ranges_.upper_bound(a);
   if (it == ranges_.begin()) return last_;
   --it;
-  return a < it->first + it->second.bytes ? it->second.target : last_;
+  return a < it->first + it->second.bytes ? it->second.where : last_;
 }
 
-PlacedBackend::Target PlacedBackend::layer_target(int64_t layer) {
+Placed PlacedBackend::layer_target(int64_t layer) {
   return layer >= 0 && layer < static_cast<int64_t>(layer_attention_.size()) ? layer_attention_[static_cast<size_t>(layer)] : last_;
 }
 
-Backend& PlacedBackend::on(Target t) {
-  ++ops_[t];
-  last_ = t;
-  return t == kDevice ? *device_ : static_cast<Backend&>(*cpu_);
+Backend& PlacedBackend::on(Placed where) {
+  ++ops_[static_cast<size_t>(where)];
+  last_ = where;
+  return where == Placed::kDevice ? *device_ : static_cast<Backend&>(*cpu_);
 }
 
 void PlacedBackend::prepare_matmul_weights(const std::vector<TensorView>& weights, bool file_backed) {
-  std::array<std::vector<TensorView>, 2> split;
-  for (const TensorView& w : weights) split[target_of(w.data)].push_back(w);
-  if (!split[kDevice].empty()) device_->prepare_matmul_weights(split[kDevice], file_backed);
-  if (!split[kCpu].empty()) cpu_->prepare_matmul_weights(split[kCpu], file_backed);
+  std::vector<TensorView> on_device, on_cpu;
+  for (const TensorView& w : weights) (target_of(w.data) == Placed::kDevice ? on_device : on_cpu).push_back(w);
+  if (!on_device.empty()) device_->prepare_matmul_weights(on_device, file_backed);
+  if (!on_cpu.empty()) cpu_->prepare_matmul_weights(on_cpu, file_backed);
 }
 
 void PlacedBackend::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
@@ -47,15 +47,15 @@ void PlacedBackend::matmul(const TensorView& w, const float* x, int64_t n_tokens
 }
 
 void PlacedBackend::matmul_batch(const std::vector<MatmulJob>& jobs) {
-  std::array<std::vector<MatmulJob>, 2> split;
-  for (const MatmulJob& j : jobs) split[target_of(j.w.data)].push_back(j);
-  for (Target t : {kDevice, kCpu})
-    if (!split[t].empty()) on(t).matmul_batch(split[t]);
+  std::vector<MatmulJob> on_device, on_cpu;
+  for (const MatmulJob& j : jobs) (target_of(j.w.data) == Placed::kDevice ? on_device : on_cpu).push_back(j);
+  if (!on_device.empty()) on(Placed::kDevice).matmul_batch(on_device);
+  if (!on_cpu.empty()) on(Placed::kCpu).matmul_batch(on_cpu);
 }
 
 void PlacedBackend::rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps,
                                           float* normed, const std::vector<MatmulJob>& jobs) {
-  const Target t = target_of(norm_weight);
+  const Placed t = target_of(norm_weight);
   bool same = true;
   for (const MatmulJob& j : jobs) same = same && target_of(j.w.data) == t;
   if (same) {

@@ -25,18 +25,20 @@ namespace fathom {
 
 class CpuBackend;
 
+// Which side of a hybrid placement something runs on.
+enum class Placed : uint8_t { kCpu = 0, kDevice = 1 };
+
 class PlacedBackend final : public Backend {
  public:
-  enum Target : uint8_t { kCpu = 0, kDevice = 1 };
   struct Range {
     const void* data = nullptr;
     uint64_t bytes = 0;
-    Target target = kCpu;
+    Placed where = Placed::kCpu;
   };
 
   // ranges: the placed weights' memory; layer_attention: per layer, where its attention runs.
   PlacedBackend(std::shared_ptr<CpuBackend> cpu, std::unique_ptr<Backend> device, const std::vector<Range>& ranges,
-                std::vector<Target> layer_attention);
+                std::vector<Placed> layer_attention);
   ~PlacedBackend() override;
 
   const char* name() const override;  // the device's name: "cuda", "opencl"
@@ -44,7 +46,7 @@ class PlacedBackend final : public Backend {
   int n_threads() const override;
   Backend& device() { return *device_; }
   // Ops run on each backend so far (tests and --verbose).
-  uint64_t ops_on(Target t) const { return ops_[t]; }
+  uint64_t ops_on(Placed where) const { return ops_[static_cast<size_t>(where)]; }
 
   void prepare_matmul_weights(const std::vector<TensorView>& weights, bool file_backed) override;
   void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override;
@@ -65,15 +67,15 @@ class PlacedBackend final : public Backend {
   void add(float* x, const float* y, int64_t n) override;
 
  private:
-  Target target_of(const void* p);  // the placement of the weight memory holding p; else the last op's
-  Target layer_target(int64_t layer);
-  Backend& on(Target t);            // counts the op and remembers where it ran
+  Placed target_of(const void* p);  // the placement of the weight memory holding p; else the last op's
+  Placed layer_target(int64_t layer);
+  Backend& on(Placed where);        // counts the op and remembers where it ran
 
   std::shared_ptr<CpuBackend> cpu_;
   std::unique_ptr<Backend> device_;
   std::map<uintptr_t, Range> ranges_;  // by start address
-  std::vector<Target> layer_attention_;
-  Target last_ = kCpu;
+  std::vector<Placed> layer_attention_;
+  Placed last_ = Placed::kCpu;
   std::array<uint64_t, 2> ops_{};
 };
 

@@ -65,12 +65,7 @@ Expected<std::unique_ptr<Backend>> make_backend(const LoadOptions& options, cons
   hooks.log = options.log;
   FATHOM_RETURN_IF_ERROR(plan::init_with_fallback(candidates, /*attempts=*/3, std::chrono::milliseconds(200), hooks).status());
   if (fell_back) return backend;
-  std::vector<PlacedBackend::Range> ranges;
-  for (const TensorPlacement& t : placement.tensors)
-    ranges.push_back({t.data, t.bytes, t.where == Placed::kDevice ? PlacedBackend::kDevice : PlacedBackend::kCpu});
-  std::vector<PlacedBackend::Target> attention;
-  for (Placed p : placement.attention) attention.push_back(p == Placed::kDevice ? PlacedBackend::kDevice : PlacedBackend::kCpu);
-  return std::unique_ptr<Backend>(new PlacedBackend(std::move(cpu), std::move(backend), ranges, std::move(attention)));
+  return std::unique_ptr<Backend>(new PlacedBackend(std::move(cpu), std::move(backend), placement.ranges(), placement.attention));
 }
 
 // The accelerator kind LoadOptions::device names ("cpu", "cuda", "opencl"), or an error for a

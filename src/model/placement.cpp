@@ -66,7 +66,7 @@ int64_t layer_of(const std::string& name) {
 bool is_routed_expert(const std::string& name) { return name.find("_exps.") != std::string::npos; }
 
 // "0-3, 7, 9-11"
-std::string ranges(const std::vector<int64_t>& sorted) {
+std::string layer_ranges(const std::vector<int64_t>& sorted) {
   std::string out;
   for (size_t i = 0; i < sorted.size();) {
     size_t j = i;
@@ -142,6 +142,12 @@ uint64_t Placement::weight_bytes(Placed where) const {
   return n;
 }
 
+std::vector<PlacedBackend::Range> Placement::ranges() const {
+  std::vector<PlacedBackend::Range> out;
+  for (const TensorPlacement& t : tensors) out.push_back({t.data, t.bytes, t.where});
+  return out;
+}
+
 int64_t Placement::layers_with_attention(Placed where) const {
   return static_cast<int64_t>(std::count(attention.begin(), attention.end(), where));
 }
@@ -171,7 +177,7 @@ std::vector<std::string> Placement::describe(uint64_t kv_bytes_per_layer) const 
     for (const auto& [ls, ks] : by_layers) {
       std::string k;
       for (const std::string& s : ks) k += (k.empty() ? "" : ", ") + s;
-      out += (out.empty() ? "" : "; ") + k + " of " + (layers_word ? (ls.size() == 1 ? "layer " : "layers ") : "") + ranges(ls);
+      out += (out.empty() ? "" : "; ") + k + " of " + (layers_word ? (ls.size() == 1 ? "layer " : "layers ") : "") + layer_ranges(ls);
     }
     return out;
   };
@@ -197,7 +203,7 @@ std::vector<std::string> Placement::describe(uint64_t kv_bytes_per_layer) const 
     }
     std::vector<std::string> parts;
     if (!owned.empty())
-      parts.push_back((owned.size() == 1 ? "layer " : "layers ") + ranges(owned) + (away.empty() ? "" : " except " + list(away, false)));
+      parts.push_back((owned.size() == 1 ? "layer " : "layers ") + layer_ranges(owned) + (away.empty() ? "" : " except " + list(away, false)));
     if (!guests.empty()) parts.push_back(list(guests, true));
     for (const std::string& g : globals) parts.push_back(g);
     std::string what;

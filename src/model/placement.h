@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/placed_backend.h"
 #include "core/status.h"
 #include "gguf/gguf.h"
 #include "model/config.h"
@@ -34,8 +35,6 @@ struct PlacementOptions {
   std::vector<std::string> overrides;  // "REGEX=TARGET", first match wins
   bool empty() const { return gpu_layers < 0 && !cpu_moe && n_cpu_moe == 0 && overrides.empty(); }
 };
-
-enum class Placed : uint8_t { kCpu, kDevice };
 
 struct TensorPlacement {
   std::string name;
@@ -51,6 +50,8 @@ struct Placement {
   std::vector<Placed> attention;         // per layer: where its KV cache and attention live
 
   uint64_t weight_bytes(Placed where) const;
+  // The tensors' memory as PlacedBackend routes by it.
+  std::vector<PlacedBackend::Range> ranges() const;
   int64_t layers_with_attention(Placed where) const;
   // Human-readable lines, one per backend with anything on it: what is there and how much
   // memory it takes, kv_bytes_per_layer being one layer's KV cache at the engine's size, e.g.

@@ -293,19 +293,14 @@ TEST_P(PlacementRouting, OpsRunWhereTheirWeightsArePlacedAndLogitsAreTheCpus) {
   auto cpu = std::make_shared<CpuBackend>(2);
   auto recording = std::make_unique<RecordingBackend>();
   RecordingBackend* device = recording.get();
-  std::vector<PlacedBackend::Range> ranges;
-  for (const TensorPlacement& t : p.tensors)
-    ranges.push_back({t.data, t.bytes, t.where == Placed::kDevice ? PlacedBackend::kDevice : PlacedBackend::kCpu});
-  std::vector<PlacedBackend::Target> attention;
-  for (Placed a : p.attention) attention.push_back(a == Placed::kDevice ? PlacedBackend::kDevice : PlacedBackend::kCpu);
-  PlacedBackend placed(cpu, std::move(recording), ranges, attention);
+  PlacedBackend placed(cpu, std::move(recording), p.ranges(), p.attention);
   placed.prepare_matmul_weights(matmul_weight_views(*l.file, l.config.n_layer), false);
   const std::vector<float> got = forward_all(**arch, placed, shape, l.config.n_vocab);
 
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "logit " << i;  // the same CPU kernels, bit for bit
-  EXPECT_GT(placed.ops_on(PlacedBackend::kDevice), 0u);
-  EXPECT_GT(placed.ops_on(PlacedBackend::kCpu), 0u);
+  EXPECT_GT(placed.ops_on(Placed::kDevice), 0u);
+  EXPECT_GT(placed.ops_on(Placed::kCpu), 0u);
 
   // Every weight the device saw is placed there; every device-placed matrix and norm of the
   // layers was used there, routed experts aside (only the chosen ones run).
