@@ -130,15 +130,6 @@ Status Model::forward(const Batch& batch, KvCache& kv, std::vector<float>& logit
 
 namespace {
 
-// Block index of a "blk.N." tensor name, -1 for global tensors.
-int64_t block_index(const std::string& name) {
-  if (name.rfind("blk.", 0) != 0) return -1;
-  int64_t n = 0;
-  size_t i = 4;
-  for (; i < name.size() && name[i] >= '0' && name[i] <= '9'; ++i) n = n * 10 + (name[i] - '0');
-  return i > 4 ? n : -1;
-}
-
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }

@@ -5,6 +5,7 @@
 #include <map>
 #include <regex>
 
+#include "model/weights.h"
 #include "plan/report.h"
 
 namespace fathom {
@@ -55,14 +56,6 @@ Expected<std::vector<Override>> parse_overrides(const std::vector<std::string>& 
   return out;
 }
 
-int64_t layer_of(const std::string& name) {
-  if (name.rfind("blk.", 0) != 0) return -1;
-  int64_t n = 0;
-  size_t i = 4;
-  for (; i < name.size() && std::isdigit(static_cast<unsigned char>(name[i])); ++i) n = n * 10 + (name[i] - '0');
-  return i > 4 ? n : -1;
-}
-
 bool is_routed_expert(const std::string& name) { return name.find("_exps.") != std::string::npos; }
 
 // "0-3, 7, 9-11"
@@ -99,7 +92,7 @@ Expected<Placement> plan_placement(const gguf::GgufFile& file, const ModelConfig
   for (const gguf::TensorInfo& info : file.tensors()) {
     TensorPlacement t;
     t.name = info.view.name;
-    t.layer = layer_of(t.name);
+    t.layer = block_index(t.name);
     if (t.layer >= n_layer) continue;  // MTP/NextN blocks are not run
     t.bytes = info.n_bytes;
     t.data = info.view.data;

@@ -59,6 +59,14 @@ Expected<const float*> WeightBinder::require_f32(const std::string& name, int64_
   return optional_f32(name, n, storage);
 }
 
+int64_t block_index(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return -1;
+  int64_t n = 0;
+  size_t i = 4;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9'; ++i) n = n * 10 + (name[i] - '0');
+  return i > 4 ? n : -1;
+}
+
 std::vector<TensorView> matmul_weight_views(const gguf::GgufFile& file, int64_t n_layer) {
   const bool tied = file.find_tensor("output.weight") == nullptr;
   std::vector<TensorView> out;
@@ -66,10 +74,7 @@ std::vector<TensorView> matmul_weight_views(const gguf::GgufFile& file, int64_t 
     const TensorView& t = info.view;
     if (t.n_dims < 2 || t.name.size() < 7 || t.name.compare(t.name.size() - 7, 7, ".weight") != 0) continue;
     if (t.name == "token_embd.weight" && !tied) continue;
-    if (t.name.rfind("blk.", 0) == 0) {
-      const int64_t layer = std::strtoll(t.name.c_str() + 4, nullptr, 10);
-      if (layer >= n_layer) continue;
-    }
+    if (block_index(t.name) >= n_layer) continue;  // MTP/NextN blocks are not run
     if (t.n_dims == 2 || t.ne[2] == 1) {
       out.push_back(t);
       continue;

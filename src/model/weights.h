@@ -26,6 +26,9 @@ class WeightBinder {
   const gguf::GgufFile& file_;
 };
 
+// Block index of a "blk.N." tensor name, -1 for global tensors (token_embd, output, ...).
+int64_t block_index(const std::string& name);
+
 // Every matrix of the file a forward pass multiplies with, as the views the architectures pass
 // to Backend::matmul (3-D expert tensors as one 2-D view per expert), for
 // Backend::prepare_matmul_weights. Leaves out the token embedding (looked up by row) unless the
