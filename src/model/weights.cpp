@@ -1,6 +1,5 @@
 #include "model/weights.h"
 
-#include <cstdlib>
 
 #include "quant/quant.h"
 
