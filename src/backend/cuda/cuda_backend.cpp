@@ -12,6 +12,7 @@
 #include <cuda_runtime_api.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/fused_input.h"
 #include "backend/device_spec.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_blocks.h"
@@ -194,27 +195,14 @@ struct CudaBackend::Impl {
     on_cpu();
   }
 
-  Status matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y);
-  // The input of fused products made on the device from other host data instead of uploaded:
-  // rms_norm(a, weight b) or swiglu(gate a, up b). Jobs name it by `result`, the host buffer the
-  // unfused op would write, which is written only if a product runs on the CPU.
-  struct Stage {
-    enum Kind { kRmsNorm, kSwiglu };
-    Kind kind = kRmsNorm;
-    const float* a = nullptr;  // [n_tokens, n]
-    const float* b = nullptr;  // rms_norm: [n]; swiglu: [n_tokens, n]
-    float eps = 0.0f;
-    float* result = nullptr;   // [n_tokens, n]
-    int64_t n_tokens = 0;
-    int64_t n = 0;
-  };
-  // The products of a batch in one pass: each distinct input uploaded once (the stage's made on
-  // the device), every product queued, one wait, the outputs read back. Jobs the kernels do not
-  // cover are left in *on_cpu; on an error nothing was written to any job's output.
-  Status matmul_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, std::vector<MatmulJob>* on_cpu);
+  // The products of a batch in one pass: each distinct input uploaded once (a fused op's input,
+  // backend/fused_input.h, made on the device from its operands), every product queued, one
+  // wait, the outputs read back. Jobs the kernels do not cover are left in *on_cpu; on an error
+  // nothing was written to any job's output.
+  Status matmul_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, std::vector<MatmulJob>* on_cpu);
   // matmul_batch, then the CPU's share (everything after a device error, reported once as `op`),
   // with the stage made on the host first when a CPU product reads it.
-  void run_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, const char* op);
+  void run_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, const char* op);
   Status gemm(const TensorView& w, const uint8_t* w_device, const float* x, int64_t n_tokens, float* y);
   Status rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out);
   Status rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions, const RopeParams& p);
@@ -366,24 +354,7 @@ void CudaBackend::Impl::device_failed(const char* op, const Status& st) {
                                           st.message().c_str()));
 }
 
-Status CudaBackend::Impl::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
-  if (!covers(w)) return not_covered();
-  FATHOM_CUDA_TRY(cudaSetDevice(info.index));
-  FATHOM_ASSIGN_OR_RETURN(const uint8_t* w_device, device_weight(w));
-  if (!w_device) return not_covered();
-  OpScope op(*this);
-  const int64_t n_in = w.ne[0], n_out = w.n_rows();
-  float *x_device = nullptr, *y_device = nullptr;
-  FATHOM_RETURN_IF_ERROR(upload(x, n_tokens * n_in, &x_device));
-  FATHOM_RETURN_IF_ERROR(scratch(n_tokens * n_out, &y_device));
-  if (n_tokens < cuda::kGemmMinTokens)
-    FATHOM_CUDA_TRY(cuda::launch_matvec(w.dtype, w_device, w.row_bytes(), n_in, n_out, x_device, n_tokens, y_device, stream));
-  else
-    FATHOM_RETURN_IF_ERROR(gemm(w, w_device, x_device, n_tokens, y_device));
-  return download(y_device, n_tokens * n_out, y);
-}
-
-Status CudaBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, std::vector<MatmulJob>* on_cpu) {
+Status CudaBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, std::vector<MatmulJob>* on_cpu) {
   FATHOM_CUDA_TRY(cudaSetDevice(info.index));
   struct DeviceJob {
     const MatmulJob* job = nullptr;
@@ -413,13 +384,13 @@ Status CudaBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const
       if (in.host == host && in.count >= count) return in.device;
     Input in{host, count, nullptr};
     if (stage && host == stage->result) {  // made here, from the stage's inputs
-      FATHOM_CHECK(count <= stage->n_tokens * stage->n);
-      in.count = stage->n_tokens * stage->n;
+      FATHOM_CHECK(count <= stage->count());
+      in.count = stage->count();
       float *a = nullptr, *b = nullptr;
       FATHOM_RETURN_IF_ERROR(upload(stage->a, in.count, &a));
-      FATHOM_RETURN_IF_ERROR(upload(stage->b, stage->kind == Stage::kRmsNorm ? stage->n : in.count, &b));
+      FATHOM_RETURN_IF_ERROR(upload(stage->b, stage->b_count(), &b));
       FATHOM_RETURN_IF_ERROR(scratch(in.count, &in.device));
-      if (stage->kind == Stage::kRmsNorm)
+      if (stage->kind == FusedInput::kRmsNorm)
         FATHOM_CUDA_TRY(cuda::launch_rms_norm(a, b, stage->n_tokens, stage->n, stage->eps, in.device, stream));
       else
         FATHOM_CUDA_TRY(cuda::launch_swiglu(a, b, in.count, in.device, stream));
@@ -448,7 +419,7 @@ Status CudaBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const
   return Status::ok();
 }
 
-void CudaBackend::Impl::run_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, const char* op) {
+void CudaBackend::Impl::run_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, const char* op) {
   std::vector<MatmulJob> on_cpu;
   if (const Status st = matmul_batch(jobs, stage, &on_cpu); !st.is_ok()) {
     device_failed(op, st);
@@ -457,10 +428,8 @@ void CudaBackend::Impl::run_batch(const std::vector<MatmulJob>& jobs, const Stag
       if (j.n_tokens > 0) on_cpu.push_back(j);
   }
   if (on_cpu.empty()) return;
-  if (stage && std::any_of(on_cpu.begin(), on_cpu.end(), [&](const MatmulJob& j) { return j.x == stage->result; })) {
-    if (stage->kind == Stage::kRmsNorm) cpu->rms_norm(stage->a, stage->b, stage->n_tokens, stage->n, stage->eps, stage->result);
-    else cpu->swiglu(stage->a, stage->b, stage->n_tokens * stage->n, stage->result);
-  }
+  if (stage && std::any_of(on_cpu.begin(), on_cpu.end(), [&](const MatmulJob& j) { return j.x == stage->result; }))
+    stage->make_on(*cpu);
   cpu->matmul_batch(on_cpu);
 }
 
@@ -805,7 +774,7 @@ void CudaBackend::prepare_matmul_weights(const std::vector<TensorView>& weights,
 
 void CudaBackend::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
   if (n_tokens <= 0) return;
-  impl_->run("matmul", [&] { return impl_->matmul(w, x, n_tokens, y); }, [&] { impl_->cpu->matmul(w, x, n_tokens, y); });
+  impl_->run_batch({{w, x, n_tokens, y}}, nullptr, "matmul");
 }
 
 void CudaBackend::matmul_batch(const std::vector<MatmulJob>& jobs) { impl_->run_batch(jobs, nullptr, "matmul_batch"); }
@@ -813,13 +782,13 @@ void CudaBackend::matmul_batch(const std::vector<MatmulJob>& jobs) { impl_->run_
 void CudaBackend::rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps,
                                         float* normed, const std::vector<MatmulJob>& jobs) {
   if (n_tokens <= 0) return;
-  const Impl::Stage stage{Impl::Stage::kRmsNorm, x, norm_weight, eps, normed, n_tokens, n};
+  const FusedInput stage = FusedInput::rms_norm(x, norm_weight, n_tokens, n, eps, normed);
   impl_->run_batch(jobs, &stage, "rms_norm_matmul_batch");
 }
 
 void CudaBackend::swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) {
   if (n_tokens <= 0) return;
-  const Impl::Stage stage{Impl::Stage::kSwiglu, gate, up, 0.0f, gate, n_tokens, w.ne[0]};
+  const FusedInput stage = FusedInput::swiglu(gate, up, n_tokens, w.ne[0]);
   impl_->run_batch({{w, gate, n_tokens, y}}, &stage, "swiglu_matmul");
 }
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/fused_input.h"
 #include "backend/opencl/cl_runtime.h"
 #include "backend/opencl/kernel_source.h"
 
@@ -109,19 +110,6 @@ struct OpenClBackend::Impl {
   };
   // kQuant/kQuantScale: int8 activations and their per-block scales (the int8 variant).
   enum Slot { kIn0, kIn1, kIn2, kIn3, kOut, kQuant, kQuantScale, kSlots };
-  // The input of a fused op's products, made on the device from other host data instead of being
-  // uploaded: rms_norm(a, b) or swiglu(a, b). Jobs name it by `result`, the host buffer the
-  // unfused op would write; that is written only when a product placed on the CPU reads it.
-  struct Stage {
-    enum Kind { kRmsNorm, kSwiglu };
-    Kind kind = kRmsNorm;
-    const float* a = nullptr;  // rms_norm: x; swiglu: gate. [n_tokens, n]
-    const float* b = nullptr;  // rms_norm: weight [n]; swiglu: up [n_tokens, n]
-    float eps = 0.0f;          // rms_norm only
-    float* result = nullptr;   // [n_tokens, n]
-    int64_t n_tokens = 0;
-    int64_t n = 0;
-  };
 
   OpenClDeviceInfo info;
   OpenClKernelVariants variants;  // as built, none kAuto
@@ -158,9 +146,8 @@ struct OpenClBackend::Impl {
   // Runs the jobs, those the kernels take on the device and the rest on the CPU delegate
   // meanwhile; the stage's result, if given, is made once for all the jobs that read it. A device
   // error is reported (as `op`) and its jobs rerun on the CPU.
-  void matmul_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, const char* op);
-  cl_int stage_on_device(const Stage& stage, cl_mem out);
-  void stage_on_host(const Stage& stage);
+  void matmul_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, const char* op);
+  cl_int stage_on_device(const FusedInput& stage, cl_mem out);
   cl_int rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out);
   cl_int rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions, const RopeParams& p);
   cl_int swiglu(const float* gate, const float* up, int64_t n, float* out);
@@ -284,29 +271,24 @@ const OpenClBackend::Impl::Region* OpenClBackend::Impl::matmul_region(const Tens
   return region_for(w.data, w.n_bytes());
 }
 
-cl_int OpenClBackend::Impl::stage_on_device(const Stage& stage, cl_mem out) {
-  const size_t bytes = static_cast<size_t>(stage.n_tokens * stage.n) * sizeof(float);
+cl_int OpenClBackend::Impl::stage_on_device(const FusedInput& stage, cl_mem out) {
+  const size_t bytes = static_cast<size_t>(stage.count()) * sizeof(float);
   cl_mem ab = nullptr, bb = nullptr;
   FATHOM_CL_TRY(upload(kIn1, stage.a, bytes, &ab));
-  if (stage.kind == Stage::kRmsNorm) {
+  if (stage.kind == FusedInput::kRmsNorm) {
     cl_kernel k = kernel("rms_norm_f32");
-    FATHOM_CL_TRY(upload(kIn2, stage.b, static_cast<size_t>(stage.n) * sizeof(float), &bb));
+    FATHOM_CL_TRY(upload(kIn2, stage.b, static_cast<size_t>(stage.b_count()) * sizeof(float), &bb));
     FATHOM_CL_TRY(set_args(k, ab, bb, out, static_cast<cl_int>(stage.n), stage.eps));
     return run(k, static_cast<size_t>(stage.n_tokens) * kLanes);
   }
   cl_kernel k = kernel("swiglu_f32");
   FATHOM_CL_TRY(upload(kIn2, stage.b, bytes, &bb));
-  const int64_t n = stage.n_tokens * stage.n;
+  const int64_t n = stage.count();
   FATHOM_CL_TRY(set_args(k, ab, bb, out, static_cast<cl_int>(n)));
   return run(k, round_up(static_cast<size_t>(n), kLanes));
 }
 
-void OpenClBackend::Impl::stage_on_host(const Stage& stage) {
-  if (stage.kind == Stage::kRmsNorm) cpu->rms_norm(stage.a, stage.b, stage.n_tokens, stage.n, stage.eps, stage.result);
-  else cpu->swiglu(stage.a, stage.b, stage.n_tokens * stage.n, stage.result);
-}
-
-void OpenClBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const Stage* stage, const char* op) {
+void OpenClBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, const char* op) {
   // Placement, and where everything sits in the buffers the batch shares: the distinct inputs
   // one after another in kIn0 (the stage's result first: its kernels write from offset 0), the
   // int8 copies of those a q8 kernel reads in kQuant/kQuantScale, the outputs in kOut.
@@ -426,10 +408,10 @@ void OpenClBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const
   const auto run_on_cpu = [&](bool reads_stage) {
     if (reads_stage && !host_stage_done) {
       // The device may still be uploading the stage's operands from memory the result overwrites.
-      const size_t bytes = static_cast<size_t>(stage->n_tokens * stage->n) * sizeof(float);
-      const size_t b_bytes = stage->kind == Stage::kRmsNorm ? static_cast<size_t>(stage->n) * sizeof(float) : bytes;
+      const size_t bytes = static_cast<size_t>(stage->count()) * sizeof(float);
+      const size_t b_bytes = static_cast<size_t>(stage->b_count()) * sizeof(float);
       if (overlaps(stage->result, bytes, stage->a, bytes) || overlaps(stage->result, bytes, stage->b, b_bytes)) clFinish(queue);
-      stage_on_host(*stage);
+      stage->make_on(*cpu);
       host_stage_done = true;
     }
     cpu->matmul_batch(cpu_jobs);
@@ -655,13 +637,13 @@ void OpenClBackend::matmul_batch(const std::vector<MatmulJob>& jobs) { impl_->ma
 void OpenClBackend::rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps,
                                           float* normed, const std::vector<MatmulJob>& jobs) {
   if (n_tokens <= 0) return;
-  const Impl::Stage stage{Impl::Stage::kRmsNorm, x, norm_weight, eps, normed, n_tokens, n};
+  const FusedInput stage = FusedInput::rms_norm(x, norm_weight, n_tokens, n, eps, normed);
   impl_->matmul_batch(jobs, &stage, "rms_norm_matmul_batch");
 }
 
 void OpenClBackend::swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) {
   if (n_tokens <= 0) return;
-  const Impl::Stage stage{Impl::Stage::kSwiglu, gate, up, 0.0f, gate, n_tokens, w.ne[0]};
+  const FusedInput stage = FusedInput::swiglu(gate, up, n_tokens, w.ne[0]);
   impl_->matmul_batch({{w, gate, n_tokens, y}}, &stage, "swiglu_matmul");
 }
 
