@@ -21,51 +21,36 @@ namespace {
 // build error) is retried with growing delays, then replaced by the CPU backend; each step is
 // logged with its reason. An accelerator comes wrapped in a PlacedBackend that sends each op to
 // the CPU or the device by `placement`, both sharing one CPU backend (one thread pool).
-Expected<std::unique_ptr<Backend>> make_backend(const LoadOptions& options, const Placement& placement) {
-  if (placement.device == "cpu") return std::unique_ptr<Backend>(new CpuBackend(options.n_threads));
-  const bool cuda = placement.device == "cuda";
-  std::unique_ptr<Backend> backend;
-  std::shared_ptr<CpuBackend> cpu;
+Expected<std::shared_ptr<Backend>> make_backend(const LoadOptions& options, const Placement& placement) {
+  auto cpu = std::make_shared<CpuBackend>(options.n_threads);
+  if (placement.device == "cpu") return std::shared_ptr<Backend>(cpu);
+  std::unique_ptr<Backend> device;
   plan::BackendCandidate gpu;
-  if (cuda) {
+  if (placement.device == "cuda") {
     CudaOptions o;
     o.device = options.device;
-    o.n_threads = options.n_threads;
-    gpu = {"cuda", [&backend, &cpu, o]() mutable -> Status {
-             if (!cpu) cpu = std::make_shared<CpuBackend>(o.n_threads);
-             o.cpu = cpu;
-             FATHOM_ASSIGN_OR_RETURN(backend, create_cuda_backend(o));
+    o.cpu = cpu;
+    gpu = {"cuda", [&device, o]() -> Status {
+             FATHOM_ASSIGN_OR_RETURN(device, create_cuda_backend(o));
              return Status::ok();
            }};
   } else {
     OpenClOptions o;
     o.device = options.device;
-    o.n_threads = options.n_threads;
+    o.cpu = cpu;
     o.cache_dir = options.opencl_cache_dir.empty() ? default_opencl_cache_dir() : options.opencl_cache_dir;
     o.inject_build_error = options.opencl_inject_build_error;
-    gpu = {"opencl", [&backend, &cpu, o]() mutable -> Status {
-             if (!cpu) cpu = std::make_shared<CpuBackend>(o.n_threads);
-             o.cpu = cpu;
-             FATHOM_ASSIGN_OR_RETURN(backend, create_opencl_backend(o));
+    gpu = {"opencl", [&device, o]() -> Status {
+             FATHOM_ASSIGN_OR_RETURN(device, create_opencl_backend(o));
              return Status::ok();
            }};
   }
-  bool fell_back = false;
-  const std::vector<plan::BackendCandidate> candidates = {
-      gpu,
-      {"cpu",
-       [&]() -> Status {
-         fell_back = true;
-         backend.reset();
-         backend = std::make_unique<CpuBackend>(options.n_threads);
-         return Status::ok();
-       }},
-  };
+  const std::vector<plan::BackendCandidate> candidates = {gpu, {"cpu", []() -> Status { return Status::ok(); }}};
   plan::RetryHooks hooks;
   hooks.log = options.log;
   FATHOM_RETURN_IF_ERROR(plan::init_with_fallback(candidates, /*attempts=*/3, std::chrono::milliseconds(200), hooks).status());
-  if (fell_back) return backend;
-  return std::unique_ptr<Backend>(new PlacedBackend(std::move(cpu), std::move(backend), placement.ranges(), placement.attention));
+  if (!device) return std::shared_ptr<Backend>(cpu);  // fell back
+  return std::shared_ptr<Backend>(new PlacedBackend(cpu, std::move(device), placement.ranges(), placement.attention));
 }
 
 // The accelerator kind LoadOptions::device names ("cpu", "cuda", "opencl"), or an error for a

@@ -46,7 +46,7 @@ class Model {
   std::unique_ptr<gguf::GgufFile> file_;
   ModelConfig config_;
   Placement placement_;
-  std::unique_ptr<Backend> backend_;
+  std::shared_ptr<Backend> backend_;  // shared: a PlacedBackend shares its CPU backend with the device's delegate
   std::unique_ptr<Architecture> arch_;
 };
 
