@@ -88,6 +88,9 @@ Expected<Placement> plan_placement(const gguf::GgufFile& file, const ModelConfig
   const int64_t n_layer = config.n_layer;
   const int64_t on_device_layers = options.gpu_layers < 0 ? n_layer + 1 : options.gpu_layers;
   const bool head_on_device = on_device_layers > n_layer;
+  auto layer_where = [&](int64_t layer) {  // --gpu-layers: the last on_device_layers layers
+    return accelerated && layer >= n_layer - on_device_layers ? Placed::kDevice : Placed::kCpu;
+  };
   const bool tied = file.find_tensor("output.weight") == nullptr;
   for (const gguf::TensorInfo& info : file.tensors()) {
     TensorPlacement t;
@@ -99,7 +102,7 @@ Expected<Placement> plan_placement(const gguf::GgufFile& file, const ModelConfig
     Placed where = Placed::kCpu;
     if (accelerated) {
       if (t.layer >= 0) {
-        where = t.layer >= n_layer - on_device_layers ? Placed::kDevice : Placed::kCpu;
+        where = layer_where(t.layer);
         if ((options.cpu_moe || t.layer < options.n_cpu_moe) && is_routed_expert(t.name)) where = Placed::kCpu;
       } else if (t.name == "token_embd.weight") {
         where = tied && head_on_device ? Placed::kDevice : Placed::kCpu;
@@ -115,16 +118,11 @@ Expected<Placement> plan_placement(const gguf::GgufFile& file, const ModelConfig
     t.where = where;
     p.tensors.push_back(std::move(t));
   }
-  p.attention.assign(static_cast<size_t>(n_layer), accelerated ? Placed::kDevice : Placed::kCpu);
-  std::vector<bool> seen(static_cast<size_t>(n_layer), false);
-  for (const TensorPlacement& t : p.tensors) {
-    if (t.layer < 0 || t.name.find(".attn_output.") == std::string::npos) continue;
-    p.attention[static_cast<size_t>(t.layer)] = t.where;
-    seen[static_cast<size_t>(t.layer)] = true;
-  }
-  for (int64_t l = 0; l < n_layer; ++l)  // no attn_output (should not happen): follow the layer's norm
-    if (!seen[static_cast<size_t>(l)] && accelerated)
-      p.attention[static_cast<size_t>(l)] = l >= n_layer - on_device_layers ? Placed::kDevice : Placed::kCpu;
+  // A layer's attention (and KV cache) goes where its attn_output matrix is; by the layer rule in
+  // a layer without one (should not happen).
+  for (int64_t l = 0; l < n_layer; ++l) p.attention.push_back(layer_where(l));
+  for (const TensorPlacement& t : p.tensors)
+    if (t.layer >= 0 && t.name.find(".attn_output.") != std::string::npos) p.attention[static_cast<size_t>(t.layer)] = t.where;
   return p;
 }
 
