@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <functional>
 #include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -19,6 +21,34 @@
 #include "quant/quant.h"
 
 namespace fathom::test {
+
+// A fixture whose suite shares one accelerator backend, since starting a device (and building or
+// loading its kernels) is the slow part. The suite's SetUpTestSuite calls keep(make_...()); each
+// test's SetUp calls require_backend, which skips the test when there is no such device
+// (kNotFound: not a failure, the machine simply has none) and fails it on any other start-up error.
+template <typename B>
+class SharedBackendTest : public ::testing::Test {
+ protected:
+  static void keep(Expected<std::unique_ptr<B>> b) {
+    if (b) backend_ = std::move(*b).release();
+    else status_ = new Status(b.status());
+  }
+  static void TearDownTestSuite() {
+    delete backend_;
+    backend_ = nullptr;
+    delete status_;
+    status_ = nullptr;
+  }
+  // what: "OpenCL", "CUDA"; hint: what to install, or empty.
+  void require_backend(const char* what, const std::string& hint) {
+    if (backend_) return;
+    if (status_->code() == ErrorCode::kNotFound) GTEST_SKIP() << "no " << what << " device here (" << status_->message() << ")" << hint;
+    FAIL() << status_->to_string();
+  }
+  static inline B* backend_ = nullptr;
+  static inline Status* status_ = nullptr;
+  CpuBackend cpu_{2};
+};
 
 // sum((got - want)^2) / sum(want^2): 0 for identical, ~1 for unrelated outputs.
 inline double nmse(const float* got, const float* want, int64_t n) {

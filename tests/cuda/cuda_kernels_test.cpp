@@ -23,30 +23,12 @@ using test::nmse;
 using test::random_floats;
 using test::TestMatrix;
 
-class CudaKernels : public ::testing::Test {
+// One backend for the suite: starting the device and cuBLAS is the slow part.
+class CudaKernels : public test::SharedBackendTest<CudaBackend> {
  protected:
-  // One backend for the suite: starting the device and cuBLAS is the slow part.
-  static void SetUpTestSuite() {
-    auto b = test::make_test_backend();
-    if (b) backend_ = std::move(*b).release();
-    else status_ = new Status(b.status());
-  }
-  static void TearDownTestSuite() {
-    delete backend_;
-    backend_ = nullptr;
-    delete status_;
-    status_ = nullptr;
-  }
-  void SetUp() override {
-    if (!backend_) FATHOM_CUDA_OR_SKIP(*status_);
-  }
-  static CudaBackend* backend_;
-  static Status* status_;
-  CpuBackend cpu_{2};
+  static void SetUpTestSuite() { keep(test::make_test_backend()); }
+  void SetUp() override { require_backend("CUDA", ""); }
 };
-
-CudaBackend* CudaKernels::backend_ = nullptr;
-Status* CudaKernels::status_ = nullptr;
 
 struct MatmulCase {
   DType type;

@@ -20,34 +20,12 @@
 namespace fathom {
 namespace {
 
-class OpenClKernels : public ::testing::Test {
+// One backend for the suite: bringing PoCL up and building the program is the slow part.
+class OpenClKernels : public test::SharedBackendTest<OpenClBackend> {
  protected:
-  // One backend for the suite: bringing PoCL up and building the program is the slow part.
-  static void SetUpTestSuite() {
-    auto b = test::make_test_backend();
-    if (b) backend_ = std::move(*b).release();
-    else status_ = new Status(b.status());
-  }
-  static void TearDownTestSuite() {
-    delete backend_;
-    backend_ = nullptr;
-    delete status_;
-    status_ = nullptr;
-  }
-  void SetUp() override {
-    if (!backend_) {
-      if (status_->code() == ErrorCode::kNotFound)
-        GTEST_SKIP() << "no OpenCL device here (" << status_->message() << "); install pocl-opencl-icd to run these tests";
-      FAIL() << status_->to_string();
-    }
-  }
-  static OpenClBackend* backend_;
-  static Status* status_;
-  CpuBackend cpu_{2};
+  static void SetUpTestSuite() { keep(test::make_test_backend()); }
+  void SetUp() override { require_backend("OpenCL", "; install pocl-opencl-icd to run these tests"); }
 };
-
-OpenClBackend* OpenClKernels::backend_ = nullptr;
-Status* OpenClKernels::status_ = nullptr;
 
 struct MatmulCase {
   DType type;
