@@ -3,7 +3,8 @@
 # session, all tries together). Runs what scripts/gpu-kit.sh built here, in priority order:
 #   tests   the CUDA (and OpenCL, through the NVIDIA ICD if one is registered) device tests;
 #   bench   the 7B-shape (DeepSeek-R1-Distill-Qwen-7B) Q4_0 synth model: pp512 and tg128 on the
-#           GPU, with the GPU's measured copy bandwidth and f16 GEMM peak (issue 7's targets);
+#           GPU, with the GPU's measured copy bandwidth and f16 GEMM peak (issue 7's targets),
+#           and tg32 with every op read back (FATHOM_CUDA_SYNC_OPS=1) for the residency ratio;
 #   serve   aggregate tok/s of 64 concurrent streams vs 1 through `fathom serve` on that model;
 #   hybrid  V2-Lite shape Q4_K: tg on the CPU, all on the GPU, and with --cpu-moe.
 # Each step has its own time limit and writes to $OUT (summary.txt first); a failing step does
@@ -61,6 +62,9 @@ if step bench && [[ -f $M7 ]]; then
   timeout 180 "$F" bench -m "$M7" -t "$THREADS" --device cuda -p 512 -n 128 -r 3 >"$OUT/bench-7b.txt" 2>&1
   say "== bench qwen2 $DENSE_PRESET Q4_0 on cuda: exit $?"
   grep -E '^backend|^(pp|tg)[0-9]|^gpu|^bandwidth|runs the matrix' "$OUT/bench-7b.txt" | tee -a "$summary"
+  # The same decode with every op's outputs read back at once (no activation residency), for the ratio.
+  FATHOM_CUDA_SYNC_OPS=1 timeout 60 "$F" bench -m "$M7" -t "$THREADS" --device cuda -p 0 -n 32 -r 1 >"$OUT/bench-7b-sync-ops.txt" 2>&1
+  say "== the same, FATHOM_CUDA_SYNC_OPS=1: $(grep -E '^tg' "$OUT/bench-7b-sync-ops.txt" || tail -1 "$OUT/bench-7b-sync-ops.txt")"
 fi
 
 if step serve && [[ -f $M7 ]]; then

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -61,6 +62,14 @@ inline double nmse(const float* got, const float* want, int64_t n) {
   return ref > 0.0 ? err / ref : err;
 }
 
+// The residency protocol (backend.h) for a check: a device op's outputs are synced to the host
+// before they are read, then the device forgets its activations (end_forward, which also lands
+// its KV cache writes on the host), so the next check may put new values where old buffers were.
+inline void read_back(Backend& device, std::initializer_list<std::pair<const float*, size_t>> outputs) {
+  for (const auto& [p, n] : outputs) device.sync_to_host(p, static_cast<int64_t>(n));
+  device.end_forward();
+}
+
 inline std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> dist(0.0f, scale);
@@ -111,6 +120,7 @@ inline MatmulError matmul_error(Backend& device, CpuBackend& cpu, const TestMatr
   const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * n_in), 2 + static_cast<uint32_t>(n_tokens));
   std::vector<float> got(static_cast<size_t>(n_tokens * n_out)), want(got.size()), exact(got.size());
   device.matmul(m.w, x.data(), n_tokens, got.data());
+  read_back(device, {{got.data(), got.size()}});
   cpu.matmul(m.w_cpu, x.data(), n_tokens, want.data());
   for (int64_t t = 0; t < n_tokens; ++t)
     for (int64_t r = 0; r < n_out; ++r) {
@@ -134,6 +144,7 @@ inline void check_uncovered_matmul_runs_on_cpu(Backend& device, CpuBackend& cpu,
   const std::vector<float> x = random_floats(static_cast<size_t>(n_in * n_tokens), 6);
   std::vector<float> got(static_cast<size_t>(n_out * n_tokens)), want(got.size());
   device.matmul(m.w, x.data(), n_tokens, got.data());
+  read_back(device, {{got.data(), got.size()}});
   cpu.matmul(m.w_cpu, x.data(), n_tokens, want.data());
   EXPECT_EQ(got, want);
 }
@@ -192,6 +203,8 @@ inline std::vector<MatmulError> rms_norm_matmul_errors(Backend& device, CpuBacke
     jobs.push_back({ms[i].w, normed.data(), n_tokens, got[i].data()});
   }
   device.rms_norm_matmul_batch(x.data(), norm.data(), n_tokens, n, eps, normed.data(), jobs);
+  for (const std::vector<float>& g : got) device.sync_to_host(g.data(), static_cast<int64_t>(g.size()));
+  device.end_forward();
   cpu.rms_norm(x.data(), norm.data(), n_tokens, n, eps, normed_cpu.data());
   std::vector<double> normed_exact(x.size());
   for (int64_t t = 0; t < n_tokens; ++t) {
@@ -218,6 +231,7 @@ inline MatmulError swiglu_matmul_error(Backend& device, CpuBackend& cpu, const T
   std::vector<float> gate_device = gate, gate_cpu = gate;
   std::vector<float> got(static_cast<size_t>(n_tokens * m.w.ne[1]), -1.0f), want(got.size());
   device.swiglu_matmul(m.w, gate_device.data(), up.data(), n_tokens, got.data());
+  read_back(device, {{got.data(), got.size()}});
   cpu.swiglu(gate_cpu.data(), up.data(), static_cast<int64_t>(n_values), gate_cpu.data());
   cpu.matmul(m.w_cpu, gate_cpu.data(), n_tokens, want.data());
   std::vector<double> act(n_values);
@@ -239,6 +253,8 @@ inline std::vector<MatmulError> matmul_batch_errors(Backend& device, CpuBackend&
     jobs.push_back({ms[i].w, i % 2 ? b.data() : a.data(), rows, got[i].data()});
   }
   device.matmul_batch(jobs);
+  for (const std::vector<float>& g : got) device.sync_to_host(g.data(), static_cast<int64_t>(g.size()));
+  device.end_forward();
   std::vector<MatmulError> errors;
   for (size_t i = 0; i < ms.size(); ++i) {
     std::vector<float> want(got[i].size());
@@ -307,6 +323,7 @@ inline void check_rms_norm(Backend& device, CpuBackend& cpu, double max_nmse) {
   const std::vector<float> weight = random_floats(static_cast<size_t>(n), 11);
   std::vector<float> got(x.size()), want(x.size());
   device.rms_norm(x.data(), weight.data(), n_rows, n, 1e-6f, got.data());
+  read_back(device, {{got.data(), got.size()}});
   cpu.rms_norm(x.data(), weight.data(), n_rows, n, 1e-6f, want.data());
   const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
   std::printf("[ nmse     ] rms_norm %.3e\n", e);
@@ -314,6 +331,7 @@ inline void check_rms_norm(Backend& device, CpuBackend& cpu, double max_nmse) {
   // In place, as the architectures call it.
   std::vector<float> inplace = x;
   device.rms_norm(inplace.data(), weight.data(), n_rows, n, 1e-6f, inplace.data());
+  read_back(device, {{inplace.data(), inplace.size()}});
   EXPECT_EQ(inplace, got);
 }
 
@@ -322,15 +340,85 @@ inline void check_swiglu_and_add(Backend& device, CpuBackend& cpu, double max_nm
   const std::vector<float> gate = random_floats(static_cast<size_t>(n), 20, 2.0f), up = random_floats(static_cast<size_t>(n), 21);
   std::vector<float> got(static_cast<size_t>(n)), want(static_cast<size_t>(n));
   device.swiglu(gate.data(), up.data(), n, got.data());
+  read_back(device, {{got.data(), got.size()}});
   cpu.swiglu(gate.data(), up.data(), n, want.data());
   const double e_swiglu = nmse(got.data(), want.data(), n);
   std::vector<float> x = gate, x_cpu = gate;
   device.add(x.data(), up.data(), n);
+  read_back(device, {{x.data(), x.size()}});
   cpu.add(x_cpu.data(), up.data(), n);
   const double e_add = nmse(x.data(), x_cpu.data(), n);
   std::printf("[ nmse     ] swiglu %.3e, add %.3e\n", e_swiglu, e_add);
   EXPECT_LT(e_swiglu, max_nmse_swiglu);
   EXPECT_EQ(e_add, 0.0);
+}
+
+// add_bias and copy_strided (gathering a column block of every row, and regrouping
+// [token][head] rows head-major) against the CPU backend: exact.
+inline void check_bias_and_strided_copy(Backend& device, CpuBackend& cpu) {
+  const int64_t n_rows = 5, n = 96, n_head = 4, head = n / n_head;
+  const std::vector<float> bias = random_floats(static_cast<size_t>(n), 23);
+  std::vector<float> x = random_floats(static_cast<size_t>(n_rows * n), 24), x_cpu = x;
+  device.add_bias(x.data(), bias.data(), n_rows, n);
+  cpu.add_bias(x_cpu.data(), bias.data(), n_rows, n);
+  read_back(device, {{x.data(), x.size()}});
+  EXPECT_EQ(x, x_cpu);
+  StridedCopy columns;  // dst[t, :40] = x[t, 50:90]
+  columns.n_outer = n_rows;
+  columns.width = 40;
+  columns.src_outer = n;
+  columns.dst_outer = 40;
+  StridedCopy heads;  // dst[h][t][:] = x[t, h * head:], and the floats between runs kept
+  heads.n_outer = n_head;
+  heads.n_inner = n_rows;
+  heads.width = head - 2;
+  heads.src_outer = head;
+  heads.src_inner = n;
+  heads.dst_outer = n_rows * head;
+  heads.dst_inner = head;
+  for (const StridedCopy* c : {&columns, &heads}) {
+    const int64_t offset = c == &columns ? 50 : 0;
+    std::vector<float> got(static_cast<size_t>(c->dst_span()), -7.0f), want = got;
+    device.copy_strided(x.data() + offset, got.data(), *c);
+    cpu.copy_strided(x.data() + offset, want.data(), *c);
+    read_back(device, {{got.data(), got.size()}});
+    EXPECT_EQ(got, want);
+  }
+}
+
+// Ops chained as a layer chains them, with no sync between: each reads what the one before
+// left in the device's memory. Only the last output is synced, then compared with the CPU's
+// chain (F32 weights: both products are f32 up to summation order).
+inline void check_op_chain(Backend& device, CpuBackend& cpu, double max_nmse) {
+  const int64_t n_tokens = 3, n_in = 256, n_out = 96, half = n_out / 2;
+  const TestMatrix m = make_matrix(DType::F32, n_in, n_out, 25);
+  const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * n_in), 26, 2.0f);
+  const std::vector<float> norm = random_floats(static_cast<size_t>(n_in), 27);
+  const std::vector<float> bias = random_floats(static_cast<size_t>(n_out), 28);
+  StridedCopy left;  // [n_tokens, half] from the first half of each row
+  left.n_outer = n_tokens;
+  left.width = half;
+  left.src_outer = n_out;
+  left.dst_outer = half;
+  auto chain = [&](Backend& be, std::vector<float>& out) {
+    std::vector<float> xn(x.size()), y(static_cast<size_t>(n_tokens * n_out)), g(static_cast<size_t>(n_tokens * half)), u(g.size());
+    be.rms_norm(x.data(), norm.data(), n_tokens, n_in, 1e-5f, xn.data());
+    be.matmul(&be == &device ? m.w : m.w_cpu, xn.data(), n_tokens, y.data());
+    be.add_bias(y.data(), bias.data(), n_tokens, n_out);
+    be.copy_strided(y.data(), g.data(), left);
+    be.copy_strided(y.data() + half, u.data(), left);
+    be.swiglu(g.data(), u.data(), n_tokens * half, out.data());
+    be.add(out.data(), g.data(), n_tokens * half);
+    be.rms_norm(out.data(), norm.data(), n_tokens, half, 1e-5f, out.data());
+    be.sync_to_host(out.data(), static_cast<int64_t>(out.size()));
+    be.end_forward();
+  };
+  std::vector<float> got(static_cast<size_t>(n_tokens * half)), want(got.size());
+  chain(device, got);
+  chain(cpu, want);
+  const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
+  std::printf("[ nmse     ] op chain without syncs %.3e\n", e);
+  EXPECT_LT(e, max_nmse);
 }
 
 struct RopeCase {
@@ -368,6 +456,7 @@ inline void check_rope(Backend& device, CpuBackend& cpu, const RopeCase& c, doub
   const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * n_heads * head_dim), 30);
   std::vector<float> got = x, want = x;
   device.rope(got.data(), n_tokens, n_heads, head_dim, positions.data(), p);
+  read_back(device, {{got.data(), got.size()}});
   cpu.rope(want.data(), n_tokens, n_heads, head_dim, positions.data(), p);
   const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
   std::printf("[ nmse     ] rope %s %.3e\n", c.name, e);
@@ -398,6 +487,7 @@ inline PagedBatch fill_cache(Backend& writer, KvCache& kv, int64_t k_width, int6
   const std::vector<float> v = random_floats(static_cast<size_t>(n * std::max<int64_t>(v_width, 1)), seed + 1);
   for (int64_t layer = 0; layer < kv.shape().n_layer; ++layer)
     writer.store_kv(kv, layer, AttentionBatch{all.seq_ids.data(), all.positions.data(), n}, k.data(), v_width > 0 ? v.data() : nullptr);
+  writer.end_forward();  // the rows are on the host too from here
   return all;
 }
 
@@ -424,6 +514,7 @@ inline void check_attention_gqa(Backend& device, CpuBackend& cpu, double max_nms
   for (int64_t layer = 0; layer < 2; ++layer) {
     std::vector<float> got(static_cast<size_t>(n * n_head * hd_v)), want(got.size());
     device.attention(q.data(), kv, layer, batch, n_head, n_head_kv, hd_k, hd_v, scale, got.data());
+    read_back(device, {{got.data(), got.size()}});
     cpu.attention(q.data(), kv, layer, batch, n_head, n_head_kv, hd_k, hd_v, scale, want.data());
     const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
     std::printf("[ nmse     ] attention layer %lld %.3e\n", static_cast<long long>(layer), e);
@@ -437,6 +528,7 @@ inline void check_attention_gqa(Backend& device, CpuBackend& cpu, double max_nms
   device.store_kv(kv, 0, one, k_new.data(), v_new.data());
   std::vector<float> got(static_cast<size_t>(n_head * hd_v)), want(got.size());
   device.attention(q.data(), kv, 0, one, n_head, n_head_kv, hd_k, hd_v, scale, got.data());
+  read_back(device, {{got.data(), got.size()}});
   cpu.attention(q.data(), kv, 0, one, n_head, n_head_kv, hd_k, hd_v, scale, want.data());
   EXPECT_LT(nmse(got.data(), want.data(), static_cast<int64_t>(got.size())), max_nmse);
 }
@@ -457,6 +549,7 @@ inline void check_mla_attention(Backend& device, CpuBackend& cpu, int64_t rank, 
   const std::vector<float> q_pe = random_floats(static_cast<size_t>(n * n_head * n_rot), 52, 0.1f);
   std::vector<float> got(static_cast<size_t>(n * n_head * rank)), want(got.size());
   device.mla_attention(q_abs.data(), q_pe.data(), kv, 0, batch, n_head, rank, n_rot, 0.1f, got.data());
+  read_back(device, {{got.data(), got.size()}});
   cpu.mla_attention(q_abs.data(), q_pe.data(), kv, 0, batch, n_head, rank, n_rot, 0.1f, want.data());
   const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
   std::printf("[ nmse     ] mla_attention rank %lld %.3e\n", static_cast<long long>(rank), e);

@@ -37,6 +37,23 @@ struct AttentionBatch {
   int64_t n_tokens = 0;
 };
 
+// A copy of n_outer x n_inner runs of `width` floats between strided layouts (strides in floats):
+// dst[o * dst_outer + i * dst_inner + j] = src[o * src_outer + i * src_inner + j]. Gathers a
+// column block of every row (n_inner = 1), or regroups [token][head] rows head-major.
+struct StridedCopy {
+  int64_t n_outer = 1, n_inner = 1, width = 0;
+  int64_t src_outer = 0, src_inner = 0;
+  int64_t dst_outer = 0, dst_inner = 0;
+  // Floats from the first element read (written) to one past the last, for src (dst).
+  int64_t src_span() const { return span(src_outer, src_inner); }
+  int64_t dst_span() const { return span(dst_outer, dst_inner); }
+
+ private:
+  int64_t span(int64_t outer, int64_t inner) const {
+    return n_outer <= 0 || n_inner <= 0 || width <= 0 ? 0 : (n_outer - 1) * outer + (n_inner - 1) * inner + width;
+  }
+};
+
 // One product of a batch of matmuls: y = W · x for n_tokens rows of x.
 struct MatmulJob {
   TensorView w;
@@ -106,6 +123,21 @@ class Backend {
   virtual void swiglu(const float* gate, const float* up, int64_t n, float* out) = 0;
   // x[i] += y[i] for i < n.
   virtual void add(float* x, const float* y, int64_t n) = 0;
+  // x[r, :] += bias[:] for r < n_rows; bias: [n], a weight. Optional (default: on the host).
+  virtual void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n);
+  // The copy StridedCopy describes; dst floats outside it are left as they are. Optional.
+  virtual void copy_strided(const float* src, float* dst, const StridedCopy& c);
+
+  // Activation residency (optional; a CPU backend ignores it). Activations are named by host
+  // addresses, but a backend may keep an op's output in its own memory and leave the host copy
+  // stale, so the next op reads it where it already is. Code between ops that reads activation
+  // floats on the host calls sync_to_host first; code that writes them there calls host_wrote
+  // after. end_forward ends a forward pass: the backend forgets every activation it holds (the
+  // host copies of those never synced are left stale) and its own writes (the KV cache) are
+  // on the host. Model::forward calls it; architectures call the other two.
+  virtual void sync_to_host(const float* p, int64_t n) {}
+  virtual void host_wrote(const float* p, int64_t n) {}
+  virtual void end_forward() {}
 };
 
 }  // namespace fathom

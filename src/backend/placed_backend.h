@@ -10,10 +10,14 @@
 //     was just made: activations cross between backends only at placement boundaries;
 //   - weights this backend was not told about (f32 copies a loader made): like rope.
 // Every op takes and returns host pointers, so a routing choice never changes a result beyond
-// the backends' own rounding; it only decides which hardware does the work.
+// the backends' own rounding; it only decides which hardware does the work. The device may keep
+// activations in its own memory (Backend's residency protocol): an op routed to the CPU has its
+// inputs synced from the device first and its outputs announced to the device after, and the
+// architecture's own sync_to_host / host_wrote / end_forward calls go to the device.
 #pragma once
 
 #include <array>
+#include <initializer_list>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -65,8 +69,21 @@ class PlacedBackend final : public Backend {
                      int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) override;
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
   void add(float* x, const float* y, int64_t n) override;
+  void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) override;
+  void copy_strided(const float* src, float* dst, const StridedCopy& c) override;
+  void sync_to_host(const float* p, int64_t n) override { device_->sync_to_host(p, n); }
+  void host_wrote(const float* p, int64_t n) override { device_->host_wrote(p, n); }
+  void end_forward() override { device_->end_forward(); }
 
  private:
+  struct Span {
+    const float* p;
+    int64_t n;
+  };
+  // Runs op on the CPU backend: `reads` synced from the device first, `writes` announced to it after.
+  template <typename Op>
+  void cpu_side(std::initializer_list<Span> reads, std::initializer_list<Span> writes, Op&& op);
+  void cpu_batch(const std::vector<MatmulJob>& jobs);
   Placed target_of(const void* p);  // the placement of the weight memory holding p; else the last op's
   Placed layer_target(int64_t layer);
   Backend& on(Placed where);        // counts the op and remembers where it ran

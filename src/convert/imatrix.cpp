@@ -34,6 +34,7 @@ void ImatrixCollector::matmul(const TensorView& w, const float* x, int64_t n_tok
   const int64_t mat = static_cast<int64_t>(static_cast<size_t>(at - base) / matrix_bytes);
   ImatrixEntry& e = data_.entries[w.name];
   const int64_t n_in = w.ne[0];
+  inner_.sync_to_host(x, n_tokens * n_in);  // the inner backend may hold x in device memory
   if (e.in_sum2.empty()) {
     e.n_in = n_in;
     e.in_sum2.assign(static_cast<size_t>(n_in * n_mat), 0.0);
@@ -194,6 +195,7 @@ Expected<ImatrixData> collect_imatrix(const std::string& model_path, const std::
     FATHOM_RETURN_IF_ERROR(kv.reserve(0, options.n_ctx));
     logits.resize(static_cast<size_t>(batch.n_logits() * config.n_vocab));
     arch->forward(batch, kv, collector, logits.data());
+    collector.end_forward();
     chunks.score(c, logits.data(), config.n_vocab, &nll);
     if (options.on_chunk) options.on_chunk(c + 1, chunks.n_chunks, nll.perplexity());
   }

@@ -82,6 +82,11 @@ class ImatrixCollector final : public Backend {
   }
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override { inner_.swiglu(gate, up, n, out); }
   void add(float* x, const float* y, int64_t n) override { inner_.add(x, y, n); }
+  void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) override { inner_.add_bias(x, bias, n_rows, n); }
+  void copy_strided(const float* src, float* dst, const StridedCopy& c) override { inner_.copy_strided(src, dst, c); }
+  void sync_to_host(const float* p, int64_t n) override { inner_.sync_to_host(p, n); }
+  void host_wrote(const float* p, int64_t n) override { inner_.host_wrote(p, n); }
+  void end_forward() override { inner_.end_forward(); }
 
   ImatrixData& data() { return data_; }
   const ImatrixData& data() const { return data_; }

@@ -9,10 +9,8 @@ namespace {
 
 std::string layer_name(int64_t il, const char* suffix) { return "blk." + std::to_string(il) + "." + suffix; }
 
-void add_bias(float* y, const float* bias, int64_t n_tokens, int64_t n) {
-  if (!bias) return;
-  for (int64_t t = 0; t < n_tokens; ++t)
-    for (int64_t i = 0; i < n; ++i) y[t * n + i] += bias[i];
+void add_bias(Backend& be, float* y, const float* bias, int64_t n_tokens, int64_t n) {
+  if (bias) be.add_bias(y, bias, n_tokens, n);
 }
 
 void grow(std::vector<float>& v, int64_t n) {
@@ -101,9 +99,9 @@ void attention_block(Backend& be, const ModelConfig& c, const RopeParams& rope, 
                            {{w.wq, s.xn.data(), n, s.q.data()},                   // q: [n, n_head, hd_k]
                             {w.wk, s.xn.data(), n, s.k.data()},                   // k: [n, n_head_kv, hd_k]
                             {w.wv, s.xn.data(), n, s.v.data()}});                 // v: [n, n_head_kv, hd_v]
-  add_bias(s.q.data(), w.bq, n, q_dim);
-  add_bias(s.k.data(), w.bk, n, k_dim);
-  add_bias(s.v.data(), w.bv, n, v_dim);
+  add_bias(be, s.q.data(), w.bq, n, q_dim);
+  add_bias(be, s.k.data(), w.bk, n, k_dim);
+  add_bias(be, s.v.data(), w.bv, n, v_dim);
   be.rope(s.q.data(), n, c.n_head, c.head_dim_k, batch.positions.data(), rope);
   be.rope(s.k.data(), n, c.n_head_kv, c.head_dim_k, batch.positions.data(), rope);
   const AttentionBatch ab{batch.seq_ids.data(), batch.positions.data(), n};
@@ -133,11 +131,14 @@ void output_block(Backend& be, const ModelConfig& c, const float* output_norm, c
   int64_t r = 0;
   for (int64_t t = 0; t < batch.size(); ++t) {
     if (!batch.logits[static_cast<size_t>(t)]) continue;
-    std::memcpy(s.last.data() + r * c.n_embd, s.x.data() + t * c.n_embd, static_cast<size_t>(c.n_embd) * sizeof(float));
+    StridedCopy row;  // s.last[r, :] = s.x[t, :]
+    row.width = c.n_embd;
+    be.copy_strided(s.x.data() + t * c.n_embd, s.last.data() + r * c.n_embd, row);
     ++r;
   }
   be.rms_norm(s.last.data(), output_norm, n_out, c.n_embd, c.rms_norm_eps, s.last.data());
   be.matmul(output, s.last.data(), n_out, logits);                                 // logits: [n_out, n_vocab]
+  be.sync_to_host(logits, n_out * output.n_rows());
 }
 
 }  // namespace fathom

@@ -1,7 +1,6 @@
 #include "model/mla.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "model/dense_decoder.h"
 #include "quant/quant.h"
@@ -26,11 +25,46 @@ TensorView rows_of(const TensorView& t, int64_t first, int64_t n) {
 }
 
 // dst[t, :width] = src[t, offset : offset + width] for t < n (strided gather), and back.
-void gather(const float* src, int64_t src_stride, int64_t offset, int64_t width, int64_t n, float* dst) {
-  for (int64_t t = 0; t < n; ++t) std::memcpy(dst + t * width, src + t * src_stride + offset, static_cast<size_t>(width) * sizeof(float));
+void gather(Backend& be, const float* src, int64_t src_stride, int64_t offset, int64_t width, int64_t n, float* dst) {
+  StridedCopy c;
+  c.n_outer = n;
+  c.width = width;
+  c.src_outer = src_stride;
+  c.dst_outer = width;
+  be.copy_strided(src + offset, dst, c);
 }
-void scatter(const float* src, int64_t width, int64_t n, float* dst, int64_t dst_stride, int64_t offset) {
-  for (int64_t t = 0; t < n; ++t) std::memcpy(dst + t * dst_stride + offset, src + t * width, static_cast<size_t>(width) * sizeof(float));
+void scatter(Backend& be, const float* src, int64_t width, int64_t n, float* dst, int64_t dst_stride, int64_t offset) {
+  StridedCopy c;
+  c.n_outer = n;
+  c.width = width;
+  c.src_outer = width;
+  c.dst_outer = dst_stride;
+  be.copy_strided(src, dst + offset, c);
+}
+// Per head h < n_head and token t < n, `width` floats between token-major rows [t][h * head_stride
+// + offset] (the heads of a projection) and head-major rows [h][t] (one product per head).
+void to_heads(Backend& be, const float* src, int64_t head_stride, int64_t offset, int64_t n_head, int64_t n, int64_t width,
+              float* dst) {
+  StridedCopy c;
+  c.n_outer = n_head;
+  c.n_inner = n;
+  c.width = width;
+  c.src_outer = head_stride;
+  c.src_inner = n_head * head_stride;
+  c.dst_outer = n * width;
+  c.dst_inner = width;
+  be.copy_strided(src + offset, dst, c);
+}
+void from_heads(Backend& be, const float* src, int64_t n_head, int64_t n, int64_t width, float* dst) {
+  StridedCopy c;
+  c.n_outer = n_head;
+  c.n_inner = n;
+  c.width = width;
+  c.src_outer = n * width;
+  c.src_inner = width;
+  c.dst_outer = width;
+  c.dst_inner = n_head * width;
+  be.copy_strided(src, dst, c);
 }
 
 }  // namespace
@@ -121,38 +155,42 @@ void mla_block(Backend& be, const ModelConfig& c, const RopeParams& rope, const 
                              {{w.wq, xn, n, s.q.data()}, {w.wkv_a, xn, n, s.kv_a.data()}});
   }
   // Cache row = [RMSNorm(c_kv) | RoPE(k_pe)].
-  gather(s.kv_a.data(), row_w, 0, r, n, s.head_in.data());
+  gather(be, s.kv_a.data(), row_w, 0, r, n, s.head_in.data());
   be.rms_norm(s.head_in.data(), w.kv_a_norm, n, r, c.rms_norm_eps, s.head_in.data());
-  scatter(s.head_in.data(), r, n, s.kv_a.data(), row_w, 0);
-  gather(s.kv_a.data(), row_w, r, n_rot, n, s.q_nope.data());                           // k_pe: [n, 1, n_rot]
+  scatter(be, s.head_in.data(), r, n, s.kv_a.data(), row_w, 0);
+  gather(be, s.kv_a.data(), row_w, r, n_rot, n, s.q_nope.data());                       // k_pe: [n, 1, n_rot]
   be.rope(s.q_nope.data(), n, 1, n_rot, batch.positions.data(), rope);
-  scatter(s.q_nope.data(), n_rot, n, s.kv_a.data(), row_w, r);
+  scatter(be, s.q_nope.data(), n_rot, n, s.kv_a.data(), row_w, r);
   const AttentionBatch ab{batch.seq_ids.data(), batch.positions.data(), n};
   be.store_kv(kv, layer, ab, s.kv_a.data(), nullptr);
   // Queries: rope part rotated per head; nope part absorbed into latent space per head (all
   // heads' products in one batch: head-major buffers).
+  {
+    StridedCopy pe;  // q_pe[t, h, :] = q[t, h, n_nope:]
+    pe.n_outer = n;
+    pe.n_inner = n_head;
+    pe.width = n_rot;
+    pe.src_outer = n_head * hd_k;
+    pe.src_inner = hd_k;
+    pe.dst_outer = n_head * n_rot;
+    pe.dst_inner = n_rot;
+    be.copy_strided(s.q.data() + n_nope, s.q_pe.data(), pe);
+  }
+  to_heads(be, s.q.data(), hd_k, 0, n_head, n, n_nope, s.q_nope.data());               // [n_head][n, n_nope]
   std::vector<MatmulJob> jobs(static_cast<size_t>(n_head));
-  for (int64_t h = 0; h < n_head; ++h) {
-    gather(s.q.data(), n_head * hd_k, h * hd_k + n_nope, n_rot, n, s.head_in.data());
-    scatter(s.head_in.data(), n_rot, n, s.q_pe.data(), n_head * n_rot, h * n_rot);
-  }
-  for (int64_t h = 0; h < n_head; ++h) {
-    float* nope_h = s.q_nope.data() + h * n * n_nope;
-    gather(s.q.data(), n_head * hd_k, h * hd_k, n_nope, n, nope_h);                      // [n, n_nope]
-    jobs[static_cast<size_t>(h)] = {rows_of(w.wk_b, h * r, r), nope_h, n, s.head_in.data() + h * n * r};  // [n, r]
-  }
-  be.matmul_batch(jobs);
-  for (int64_t h = 0; h < n_head; ++h) scatter(s.head_in.data() + h * n * r, r, n, s.q_abs.data(), n_head * r, h * r);
+  for (int64_t h = 0; h < n_head; ++h)
+    jobs[static_cast<size_t>(h)] = {rows_of(w.wk_b, h * r, r), s.q_nope.data() + h * n * n_nope, n, s.head_in.data() + h * n * r};
+  be.matmul_batch(jobs);                                                                // [n_head][n, r]
+  from_heads(be, s.head_in.data(), n_head, n, r, s.q_abs.data());
   be.rope(s.q_pe.data(), n, n_head, n_rot, batch.positions.data(), rope);
   be.mla_attention(s.q_abs.data(), s.q_pe.data(), kv, layer, ab, n_head, r, n_rot, mla_attention_scale(c), s.lat.data());
   // Out of latent space per head: o_h = W_vb[h] · lat_h, all heads in one batch.
-  for (int64_t h = 0; h < n_head; ++h) {
-    float* lat_h = s.head_in.data() + h * n * r;
-    gather(s.lat.data(), n_head * r, h * r, r, n, lat_h);                                // [n, r]
-    jobs[static_cast<size_t>(h)] = {rows_of(w.wv_b, h * w.wv_b_head_stride, hd_v), lat_h, n, s.head_out.data() + h * n * hd_v};
-  }
+  to_heads(be, s.lat.data(), r, 0, n_head, n, r, s.head_in.data());                    // [n_head][n, r]
+  for (int64_t h = 0; h < n_head; ++h)
+    jobs[static_cast<size_t>(h)] = {rows_of(w.wv_b, h * w.wv_b_head_stride, hd_v), s.head_in.data() + h * n * r, n,
+                                    s.head_out.data() + h * n * hd_v};
   be.matmul_batch(jobs);
-  for (int64_t h = 0; h < n_head; ++h) scatter(s.head_out.data() + h * n * hd_v, hd_v, n, s.attn.data(), n_head * hd_v, h * hd_v);
+  from_heads(be, s.head_out.data(), n_head, n, hd_v, s.attn.data());
   be.matmul(w.wo, s.attn.data(), n, proj);                                               // [n, n_embd]
 }
 

@@ -110,6 +110,7 @@ Status Model::forward(const Batch& batch, KvCache& kv, std::vector<float>& logit
   for (const auto& [seq, end] : next_pos) FATHOM_RETURN_IF_ERROR(kv.reserve(seq, end));
   logits.resize(static_cast<size_t>(batch.n_logits() * config_.n_vocab));
   arch_->forward(batch, kv, *backend_, logits.data());
+  backend_->end_forward();
   return Status::ok();
 }
 

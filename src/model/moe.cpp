@@ -115,6 +115,7 @@ void moe_ffn(Backend& be, const ModelConfig& c, const MoeWeights& w, const Routi
   grow(s.router_logits, n * c.n_expert);
   grow(s.acc, n * n_embd);
   be.matmul(w.router, xn, n, s.router_logits.data());                                // [n, n_expert]
+  be.sync_to_host(s.router_logits.data(), n * c.n_expert);
   // Route, then group the (token, weight) pairs by expert.
   std::vector<std::vector<std::pair<int32_t, float>>> by_expert(static_cast<size_t>(c.n_expert));
   int64_t n_pairs = 0;
@@ -131,6 +132,7 @@ void moe_ffn(Backend& be, const ModelConfig& c, const MoeWeights& w, const Routi
   grow(s.out, n_pairs * n_embd);
   // Gate and up of every active expert (its tokens' rows gathered) and of the shared experts.
   std::vector<MatmulJob> first, second;
+  be.sync_to_host(xn, n * n_embd);  // its rows are gathered per expert on the host
   int64_t row = 0;
   for (int64_t e = 0; e < c.n_expert; ++e) {
     const auto& tokens = by_expert[static_cast<size_t>(e)];
@@ -144,6 +146,7 @@ void moe_ffn(Backend& be, const ModelConfig& c, const MoeWeights& w, const Routi
     second.push_back({expert_slice(w.down_exps, e), s.gate.data() + row * n_ff, n_sel, s.out.data() + row * n_embd});
     row += n_sel;
   }
+  be.host_wrote(s.xs.data(), n_pairs * n_embd);
   float* gate_sh = s.gate.data() + n_pairs * n_ff;
   if (n_sh > 0) {
     first.push_back({w.gate_shexp, xn, n, gate_sh});                                   // [n, n_sh]
@@ -151,11 +154,14 @@ void moe_ffn(Backend& be, const ModelConfig& c, const MoeWeights& w, const Routi
     second.push_back({w.down_shexp, gate_sh, n, s.acc.data()});                        // acc starts as their output
   } else {
     std::fill(s.acc.begin(), s.acc.begin() + n * n_embd, 0.0f);
+    be.host_wrote(s.acc.data(), n * n_embd);
   }
   be.matmul_batch(first);
   be.swiglu(s.gate.data(), s.up.data(), n_pairs * n_ff + n * n_sh, s.gate.data());
   be.matmul_batch(second);
   // Weighted sum of the routed experts' outputs.
+  be.sync_to_host(s.out.data(), n_pairs * n_embd);
+  be.sync_to_host(s.acc.data(), n * n_embd);
   row = 0;
   for (int64_t e = 0; e < c.n_expert; ++e) {
     for (const auto& [t, weight] : by_expert[static_cast<size_t>(e)]) {
@@ -165,6 +171,7 @@ void moe_ffn(Backend& be, const ModelConfig& c, const MoeWeights& w, const Routi
       ++row;
     }
   }
+  be.host_wrote(s.acc.data(), n * n_embd);
 }
 
 void moe_block(Backend& be, const ModelConfig& c, const MoeWeights& w, const RoutingParams& rp, int64_t n, DenseScratch& ds,

@@ -93,9 +93,11 @@ TEST_F(CudaKernels, PreparedWeightsGiveTheSameProducts) {
   const std::vector<float> x = random_floats(static_cast<size_t>(n_in * n_tokens), 4);
   std::vector<float> before(static_cast<size_t>(n_out * n_tokens)), after(before.size());
   backend_->matmul(m.w, x.data(), n_tokens, before.data());  // uploaded on first use
+  test::read_back(*backend_, {{before.data(), before.size()}});
   const TestMatrix fresh = make_matrix(DType::Q4_K, n_in, n_out, 3);
   backend_->prepare_matmul_weights({fresh.w}, /*file_backed=*/false);  // uploaded up front
   backend_->matmul(fresh.w, x.data(), n_tokens, after.data());
+  test::read_back(*backend_, {{after.data(), after.size()}});
   EXPECT_EQ(before, after);
 }
 
@@ -108,6 +110,8 @@ TEST_F(CudaKernels, UncoveredWeightTypeRunsOnTheCpuDelegate) {
 TEST_F(CudaKernels, RmsNorm) { test::check_rms_norm(*backend_, cpu_, 1e-12); }
 
 TEST_F(CudaKernels, SwigluAndAdd) { test::check_swiglu_and_add(*backend_, cpu_, 1e-12); }
+TEST_F(CudaKernels, BiasAndStridedCopy) { test::check_bias_and_strided_copy(*backend_, cpu_); }
+TEST_F(CudaKernels, OpsChainWithoutSyncs) { test::check_op_chain(*backend_, cpu_, 1e-10); }
 
 class CudaRope : public CudaKernels, public ::testing::WithParamInterface<test::RopeCase> {};
 
@@ -158,6 +162,7 @@ TEST_F(CudaKernels, DecodeAttentionOverLongContextsSplitsAndMerges) {
     const std::vector<float> q = random_floats(static_cast<size_t>(n_head * hd), 72, 2.0f);
     std::vector<float> got(static_cast<size_t>(n_head * hd)), want(got.size());
     backend_->attention(q.data(), kv, 0, one, n_head, n_head_kv, hd, hd, 0.09f, got.data());
+    test::read_back(*backend_, {{got.data(), got.size()}});  // the cache's host rows land too
     cpu_.attention(q.data(), kv, 0, one, n_head, n_head_kv, hd, hd, 0.09f, want.data());
     const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
     std::printf("[ nmse     ] decode attention over %lld positions, %d parts: %.3e\n", static_cast<long long>(n_ctx),

@@ -1,8 +1,8 @@
 // Hybrid placement without an accelerator: the placement rules (--gpu-layers, --cpu-moe,
-// --override-tensor) on synth models, and PlacedBackend's routing, with a "device" that is a
-// second CPU backend recording every weight and layer it is handed. Its results are the CPU's,
-// so a hybrid forward pass must give the CPU-only logits exactly, and the recording shows that
-// each op went where the placement says.
+// --override-tensor) on synth models, and PlacedBackend's routing, with a "device" that runs the
+// CPU kernels on activations in its own memory and records every weight and layer it is handed.
+// Its results are the CPU's, so a hybrid forward pass must give the CPU-only logits exactly, and
+// the recording shows that each op went where the placement says.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -19,6 +19,7 @@
 #include "model/placement.h"
 #include "model/synth.h"
 #include "model/weights.h"
+#include "../shadow_backend.h"
 
 namespace fathom {
 namespace {
@@ -211,51 +212,10 @@ TEST(Placement, ModelLoadRejectsPlacementWithoutAnAccelerator) {
   EXPECT_NE(m.status().message().find("--gpu-layers needs an accelerator"), std::string::npos);
 }
 
-// A CPU backend that records the weights and layers it is handed.
-class RecordingBackend final : public Backend {
- public:
-  RecordingBackend() : cpu_(2) {}
-  const char* name() const override { return "recording"; }
-  bool supports(Op op, DType t) const override { return cpu_.supports(op, t); }
-  int n_threads() const override { return cpu_.n_threads(); }
-  void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override {
-    weights.insert(w.data);
-    cpu_.matmul(w, x, n_tokens, y);
-  }
-  void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) override {
-    weights.insert(table.data);
-    cpu_.get_rows(table, ids, n_ids, out);
-  }
-  void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) override {
-    weights.insert(weight);
-    cpu_.rms_norm(x, weight, n_rows, n, eps, out);
-  }
-  void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions, const RopeParams& p) override {
-    cpu_.rope(x, n_tokens, n_heads, head_dim, positions, p);
-  }
-  void store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) override {
-    layers.insert(layer);
-    cpu_.store_kv(kv, layer, batch, k, v);
-  }
-  void attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head, int64_t n_head_kv,
-                 int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) override {
-    layers.insert(layer);
-    cpu_.attention(q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out);
-  }
-  void mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
-                     int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) override {
-    layers.insert(layer);
-    cpu_.mla_attention(q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out);
-  }
-  void swiglu(const float* gate, const float* up, int64_t n, float* out) override { cpu_.swiglu(gate, up, n, out); }
-  void add(float* x, const float* y, int64_t n) override { cpu_.add(x, y, n); }
-
-  std::set<const void*> weights;
-  std::set<int64_t> layers;
-
- private:
-  CpuBackend cpu_;
-};
+// The "device": CPU kernels on activations kept in its own heap, host copies NaN until synced
+// (../shadow_backend.h), so the hybrid logits equal the CPU's only if PlacedBackend syncs what
+// crosses a placement boundary. It records the weights and layers it is handed.
+using RecordingBackend = testing_support::ShadowBackend;
 
 std::vector<float> forward_all(Architecture& arch, Backend& be, const KvCacheShape& shape, int64_t n_vocab) {
   KvCache kv(shape, 16);
@@ -266,6 +226,7 @@ std::vector<float> forward_all(Architecture& arch, Backend& be, const KvCacheSha
     EXPECT_TRUE(kv.reserve(0, start + 4).is_ok());
     std::vector<float> logits(static_cast<size_t>(b.n_logits() * n_vocab));
     arch.forward(b, kv, be, logits.data());
+    be.end_forward();
     all.insert(all.end(), logits.begin(), logits.end());
   }
   return all;

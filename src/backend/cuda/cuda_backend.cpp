@@ -3,6 +3,8 @@
 #if FATHOM_HAVE_CUDA
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <initializer_list>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -12,8 +14,9 @@
 #include <cuda_runtime_api.h>
 
 #include "backend/cpu/cpu_backend.h"
-#include "backend/fused_input.h"
 #include "backend/device_spec.h"
+#include "backend/fused_input.h"
+#include "backend/residency.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_blocks.h"
 #include "backend/cuda/cuda_layout.h"
@@ -93,6 +96,59 @@ class ScratchPool {
   std::multimap<size_t, void*> free_;  // size class -> idle buffer
 };
 
+// Page-locked host memory the uploads and the KV cache write-back are staged in, so copies are
+// truly asynchronous (from pageable memory the driver may wait for the stream first). Regions are
+// handed out in order and all free again once the stream has drained (reset, after a
+// synchronization); chunks are kept for the next pass. Capped: past the cap, or where pinned
+// memory cannot be had, take() returns null and the caller copies from pageable memory.
+class PinnedArena {
+ public:
+  static constexpr size_t kChunkBytes = size_t{16} << 20;
+  static constexpr size_t kMaxBytes = size_t{512} << 20;
+
+  ~PinnedArena() {
+    for (const Chunk& c : chunks_) cudaFreeHost(c.p);
+  }
+  void* take(size_t bytes) {
+    bytes = (bytes + 255) & ~size_t{255};
+    for (; current_ < chunks_.size(); ++current_) {
+      Chunk& c = chunks_[current_];
+      if (c.size - c.used >= bytes) {
+        void* p = static_cast<uint8_t*>(c.p) + c.used;
+        c.used += bytes;
+        return p;
+      }
+    }
+    const size_t size = std::max(bytes, kChunkBytes);
+    if (failed_ || total_ + size > kMaxBytes) return nullptr;
+    void* p = nullptr;
+    if (cudaHostAlloc(&p, size, cudaHostAllocDefault) != cudaSuccess) {
+      cudaGetLastError();
+      failed_ = true;  // not retried: the pageable path works, only slower
+      return nullptr;
+    }
+    total_ += size;
+    chunks_.push_back({p, size, bytes});
+    current_ = chunks_.size() - 1;
+    return p;
+  }
+  void reset() {
+    for (Chunk& c : chunks_) c.used = 0;
+    current_ = 0;
+  }
+
+ private:
+  struct Chunk {
+    void* p = nullptr;
+    size_t size = 0;
+    size_t used = 0;
+  };
+  std::vector<Chunk> chunks_;
+  size_t current_ = 0;
+  size_t total_ = 0;
+  bool failed_ = false;
+};
+
 }  // namespace
 
 // Returns the Status of a failed CUDA runtime call, launcher or cuBLAS call from the enclosing function.
@@ -129,12 +185,60 @@ struct CudaBackend::Impl {
     std::vector<MirrorLayer> layers;  // [n_layer]; layers without memory are seeded when needed
     bool out_of_memory = false;       // a layer did not fit: attention on this cache runs on the CPU
   };
+  // Rows store_kv wrote to a mirror, staged in pinned memory on their way to the host cache
+  // (copied there at the next synchronization, finish()).
+  struct WriteBack {
+    float* host = nullptr;         // the layer's row 0 on the host
+    int64_t width = 0;             // floats per row
+    const float* staged = nullptr; // [rows.size(), width]
+    std::vector<int64_t> rows;
+  };
+  // Device memory of the activation entries (residency.h): scratch-pool buffers, offset so an
+  // entry's address has its host range's alignment mod 16 (the matvec kernels read x as float4).
+  struct ActivationMemory {
+    Impl& impl;
+    std::unordered_map<uintptr_t, std::pair<void*, size_t>> buffers;  // address -> pool buffer
+
+    Expected<uintptr_t> allocate(size_t bytes, uintptr_t host_begin) {
+      void* p = nullptr;
+      FATHOM_RETURN_IF_ERROR(impl.pool.allocate(bytes + 16, &p));
+      const uintptr_t address = reinterpret_cast<uintptr_t>(p) + (host_begin & 15);
+      buffers[address] = {p, bytes + 16};
+      return address;
+    }
+    void release(uintptr_t address) {
+      auto it = buffers.find(address);
+      if (it == buffers.end()) return;
+      impl.pool.release(it->second.first, it->second.second);
+      buffers.erase(it);
+    }
+    Status upload(uintptr_t dst, const void* src, size_t bytes) { return impl.copy_in(reinterpret_cast<void*>(dst), src, bytes); }
+    Status download(void* dst, uintptr_t src, size_t bytes) {
+      return impl.download_now(dst, reinterpret_cast<const void*>(src), bytes);
+    }
+    Status copy(uintptr_t dst, uintptr_t src, size_t bytes) {
+      const cudaError_t err = cudaMemcpyAsync(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes,
+                                              cudaMemcpyDeviceToDevice, impl.stream);
+      return err == cudaSuccess ? Status::ok() : cuda_error(err);
+    }
+  };
+  // Host ranges an op reads (synced to the host when it runs on the CPU) and writes (announced
+  // after); with activations not kept on the device, the writes are read back after every op.
+  struct Span {
+    const float* p = nullptr;
+    int64_t n = 0;
+  };
 
   CudaDeviceInfo info;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
-  std::shared_ptr<CpuBackend> cpu;                                      // runs what the kernels do not cover
+  std::shared_ptr<CpuBackend> cpu;                        // runs what the kernels do not cover
+  bool resident = true;                                   // activations stay on the device between ops
   ScratchPool pool;
+  PinnedArena pinned;
+  std::vector<WriteBack> writebacks;                      // since the last finish()
+  ActivationMemory activation_memory{*this, {}};
+  ResidencyTable<ActivationMemory> activations{activation_memory};
   std::vector<std::pair<void*, size_t>> op_buffers;       // scratch of the running op (OpScope)
   std::map<uintptr_t, DeviceWeight> weights;              // by host start address
   std::set<const void*> host_weights;                     // did not fit: their matmuls run on the CPU
@@ -142,13 +246,16 @@ struct CudaBackend::Impl {
   bool warned_failure = false;                            // a device failure was reported once
   bool warned_memory = false;                             // running out of device memory was reported once
 
-  // Scratch taken during one op goes back to the pool when the op ends.
+  // Scratch taken during one op goes back to the pool when the op ends, as do activation
+  // buffers the op's requests replaced; the op's work is queued by then, and whatever the next
+  // op does with them is queued behind it.
   class OpScope {
    public:
     explicit OpScope(Impl& impl) : impl_(impl) {}
     ~OpScope() {
       for (const auto& [p, bytes] : impl_.op_buffers) impl_.pool.release(p, bytes);
       impl_.op_buffers.clear();
+      impl_.activations.end_op();
     }
 
    private:
@@ -157,13 +264,38 @@ struct CudaBackend::Impl {
 
   template <typename T>
   Status scratch(int64_t count, T** out);
-  // Scratch holding a copy of host[0, count).
+  // Scratch holding a copy of host[0, count) (parameters: tables, positions, angles).
   template <typename T>
   Status upload(const T* host, int64_t count, T** out);
-  // host[0, count) = device[0, count) once the queued work is done. Kernel errors surface at the
-  // first synchronization, before the host memory is touched, so a failed op leaves it as it was.
+  // Queues host -> device through pinned staging (pageable when none is left); host may change after.
+  Status copy_in(void* dst, const void* src, size_t bytes);
+  // device -> host, done when it returns (a synchronization: finish() runs too).
+  Status download_now(void* dst, const void* src, size_t bytes);
+  // Waits for the queued work; then the staged KV rows are copied to the host cache and the
+  // pinned staging is free again. Kernel errors of earlier ops surface here.
+  Status finish();
+
+  // Device addresses of activations (residency.h): an op resolves all of its ranges in one
+  // resolve_op call, so none is moved by a later one.
   template <typename T>
-  Status download(const T* device, int64_t count, T* host);
+  Expected<T*> input(const T* host, int64_t count) {
+    FATHOM_ASSIGN_OR_RETURN(const uintptr_t a, activations.input(host, static_cast<size_t>(count) * sizeof(T)));
+    return reinterpret_cast<T*>(a);
+  }
+  Expected<float*> output(const float* host, int64_t count) {
+    FATHOM_ASSIGN_OR_RETURN(const uintptr_t a, activations.output(host, static_cast<size_t>(count) * sizeof(float)));
+    return reinterpret_cast<float*>(a);
+  }
+  Expected<float*> update(const float* host, int64_t count) {
+    FATHOM_ASSIGN_OR_RETURN(const uintptr_t a, activations.update(host, static_cast<size_t>(count) * sizeof(float)));
+    return reinterpret_cast<float*>(a);
+  }
+  // Makes host spans current / tells the device the host wrote them; a failure is reported once
+  // (the host copy may then be stale: the pass's results are lost).
+  void sync(const Span& s);
+  void wrote(const Span& s);
+  // After an op on the device: with activations not kept there, its outputs go back now.
+  void after_op(std::initializer_list<Span> writes);
 
   bool covers(const TensorView& w) const {
     const int64_t block_values = cuda::matmul_block_values(w.dtype);
@@ -186,28 +318,35 @@ struct CudaBackend::Impl {
   // Reports a failed device op once, then the op reruns on the CPU.
   void device_failed(const char* op, const Status& st);
   // Runs an op on the device, else on the CPU: quietly where the device does not cover it
-  // (kUnsupported: placement, not failure), after device_failed where it failed.
+  // (kUnsupported: placement, not failure), after device_failed where it failed. The CPU reads
+  // `reads` from the host (synced first, with the KV cache's staged rows) and its `writes` are
+  // announced to the device after.
   template <typename DeviceOp, typename CpuOp>
-  void run(const char* op, DeviceOp&& on_device, CpuOp&& on_cpu) {
+  void run(const char* op, std::initializer_list<Span> reads, std::initializer_list<Span> writes, DeviceOp&& on_device,
+           CpuOp&& on_cpu) {
     const Status st = on_device();
-    if (st.is_ok()) return;
+    if (st.is_ok()) return after_op(writes);
     if (st.code() != ErrorCode::kUnsupported) device_failed(op, st);
+    for (const Span& r : reads) sync(r);
+    if (const Status done = finish(); !done.is_ok()) device_failed(op, done);
     on_cpu();
+    for (const Span& w : writes) wrote(w);
   }
 
-  // The products of a batch in one pass: each distinct input uploaded once (a fused op's input,
-  // backend/fused_input.h, made on the device from its operands), every product queued, one
-  // wait, the outputs read back. Jobs the kernels do not cover are left in *on_cpu; on an error
-  // nothing was written to any job's output.
+  // The products of a batch: the fused input (backend/fused_input.h) made on the device from its
+  // operands, every covered product queued on device-resident inputs and outputs. Jobs the
+  // kernels do not cover are left in *on_cpu; on an error nothing was queued for them.
   Status matmul_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, std::vector<MatmulJob>* on_cpu);
   // matmul_batch, then the CPU's share (everything after a device error, reported once as `op`),
-  // with the stage made on the host first when a CPU product reads it.
+  // with the stage made on the host first when the device could not make it.
   void run_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, const char* op);
   Status gemm(const TensorView& w, const uint8_t* w_device, const float* x, int64_t n_tokens, float* y);
   Status rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out);
   Status rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions, const RopeParams& p);
   Status swiglu(const float* gate, const float* up, int64_t n, float* out);
   Status add(float* x, const float* y, int64_t n);
+  Status add_bias(float* x, const float* bias, int64_t n_rows, int64_t n);
+  Status copy_strided(const float* src, float* dst, const StridedCopy& c);
   Status store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v);
   // Shared by attention and mla_attention: queries are q_a's rows followed by q_b's (see AttentionArgs).
   Status attend(const float* q_a, int64_t width_a, const float* q_b, int64_t width_b, KvCache& kv, int64_t layer,
@@ -218,6 +357,8 @@ struct CudaBackend::Impl {
 CudaBackend::Impl::~Impl() {
   cudaSetDevice(info.index);
   if (stream) cudaStreamSynchronize(stream);
+  activations.clear();
+  activations.end_op();
   if (cublas) cublasDestroy(cublas);
   if (stream) cudaStreamDestroy(stream);
 }
@@ -235,17 +376,57 @@ Status CudaBackend::Impl::scratch(int64_t count, T** out) {
 template <typename T>
 Status CudaBackend::Impl::upload(const T* host, int64_t count, T** out) {
   FATHOM_RETURN_IF_ERROR(scratch(count, out));
-  // From pageable memory the call returns once the bytes are staged, so host may change after.
-  FATHOM_CUDA_TRY(cudaMemcpyAsync(*out, host, static_cast<size_t>(count) * sizeof(T), cudaMemcpyHostToDevice, stream));
+  return copy_in(*out, host, static_cast<size_t>(count) * sizeof(T));
+}
+
+Status CudaBackend::Impl::copy_in(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return Status::ok();
+  if (void* staged = pinned.take(bytes)) {
+    std::memcpy(staged, src, bytes);
+    FATHOM_CUDA_TRY(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, stream));
+  } else {
+    // From pageable memory the call returns once the bytes are staged, so src may change after.
+    FATHOM_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+  }
   return Status::ok();
 }
 
-template <typename T>
-Status CudaBackend::Impl::download(const T* device, int64_t count, T* host) {
+Status CudaBackend::Impl::download_now(void* dst, const void* src, size_t bytes) {
+  void* staged = pinned.take(bytes);
+  FATHOM_CUDA_TRY(cudaMemcpyAsync(staged ? staged : dst, src, bytes, cudaMemcpyDeviceToHost, stream));
   FATHOM_CUDA_TRY(cudaStreamSynchronize(stream));
-  FATHOM_CUDA_TRY(cudaMemcpyAsync(host, device, static_cast<size_t>(count) * sizeof(T), cudaMemcpyDeviceToHost, stream));
+  if (staged) std::memcpy(dst, staged, bytes);
+  return finish();
+}
+
+Status CudaBackend::Impl::finish() {
   FATHOM_CUDA_TRY(cudaStreamSynchronize(stream));
+  for (const WriteBack& w : writebacks)
+    for (size_t i = 0; i < w.rows.size(); ++i)
+      std::memcpy(w.host + w.rows[i] * w.width, w.staged + static_cast<int64_t>(i) * w.width,
+                  static_cast<size_t>(w.width) * sizeof(float));
+  writebacks.clear();
+  pinned.reset();
   return Status::ok();
+}
+
+void CudaBackend::Impl::sync(const Span& s) {
+  if (!s.p || s.n <= 0) return;
+  if (const Status st = activations.to_host(s.p, static_cast<size_t>(s.n) * sizeof(float)); !st.is_ok())
+    device_failed("reading activations back", st);
+}
+
+void CudaBackend::Impl::wrote(const Span& s) {
+  if (!s.p || s.n <= 0) return;
+  if (const Status st = activations.host_wrote(s.p, static_cast<size_t>(s.n) * sizeof(float)); !st.is_ok())
+    device_failed("copying activations in", st);
+}
+
+void CudaBackend::Impl::after_op(std::initializer_list<Span> writes) {
+  if (resident) return;
+  for (const Span& w : writes) sync(w);
+  activations.clear();
+  activations.end_op();
 }
 
 const uint8_t* CudaBackend::Impl::find_weight(const void* p, size_t bytes) const {
@@ -316,6 +497,7 @@ Expected<CudaBackend::Impl::MirrorLayer*> CudaBackend::Impl::mirror_layer(KvCach
     return static_cast<MirrorLayer*>(nullptr);
   }
   if (err != cudaSuccess) return cuda_error(err);
+  if (!writebacks.empty()) FATHOM_RETURN_IF_ERROR(finish());  // the host rows must be whole before they are copied
   FATHOM_CUDA_TRY(cudaMemcpyAsync(m.k.get(), host_k, k_bytes, cudaMemcpyHostToDevice, stream));
   if (v_bytes > 0) FATHOM_CUDA_TRY(cudaMemcpyAsync(m.v.get(), host_v, v_bytes, cudaMemcpyHostToDevice, stream));
   m.host_k = host_k;
@@ -359,6 +541,7 @@ Status CudaBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const
   struct DeviceJob {
     const MatmulJob* job = nullptr;
     const uint8_t* w = nullptr;
+    const float* x = nullptr;
     float* y = nullptr;
   };
   std::vector<DeviceJob> device_jobs;
@@ -368,69 +551,85 @@ Status CudaBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const
     if (covers(j.w)) {
       FATHOM_ASSIGN_OR_RETURN(w, device_weight(j.w));
     }
-    if (w) device_jobs.push_back({&j, w, nullptr});
+    if (w) device_jobs.push_back({&j, w, nullptr, nullptr});
     else on_cpu->push_back(j);
   }
-  if (device_jobs.empty()) return Status::ok();
   OpScope op(*this);
-  struct Input {
-    const float* host = nullptr;
-    int64_t count = 0;
-    float* device = nullptr;
-  };
-  std::vector<Input> inputs;
-  auto device_input = [&](const float* host, int64_t count) -> Expected<float*> {
-    for (const Input& in : inputs)
-      if (in.host == host && in.count >= count) return in.device;
-    Input in{host, count, nullptr};
-    if (stage && host == stage->result) {  // made here, from the stage's inputs
-      FATHOM_CHECK(count <= stage->count());
-      in.count = stage->count();
-      float *a = nullptr, *b = nullptr;
-      FATHOM_RETURN_IF_ERROR(upload(stage->a, in.count, &a));
-      FATHOM_RETURN_IF_ERROR(upload(stage->b, stage->b_count(), &b));
-      FATHOM_RETURN_IF_ERROR(scratch(in.count, &in.device));
-      if (stage->kind == FusedInput::kRmsNorm)
-        FATHOM_CUDA_TRY(cuda::launch_rms_norm(a, b, stage->n_tokens, stage->n, stage->eps, in.device, stream));
-      else
-        FATHOM_CUDA_TRY(cuda::launch_swiglu(a, b, in.count, in.device, stream));
-    } else {
-      FATHOM_RETURN_IF_ERROR(upload(host, count, &in.device));
+  const float* stage_b = nullptr;
+  if (stage && stage->kind == FusedInput::kRmsNorm) {  // the norm's weight: uploaded with each use, staged (tiny)
+    float* w = nullptr;
+    FATHOM_RETURN_IF_ERROR(upload(stage->b, stage->n, &w));
+    stage_b = w;
+  }
+  float *stage_a = nullptr, *stage_result = nullptr;
+  FATHOM_RETURN_IF_ERROR(activations.resolve_op([&]() -> Status {
+    if (stage && stage->kind == FusedInput::kRmsNorm) {
+      FATHOM_ASSIGN_OR_RETURN(const float* a, input(stage->a, stage->count()));
+      stage_a = const_cast<float*>(a);
+      FATHOM_ASSIGN_OR_RETURN(stage_result, output(stage->result, stage->count()));
+    } else if (stage) {  // SwiGLU in place of gate
+      FATHOM_ASSIGN_OR_RETURN(stage_result, update(stage->result, stage->count()));
+      stage_a = stage_result;
+      FATHOM_ASSIGN_OR_RETURN(stage_b, input(stage->b, stage->b_count()));
     }
-    inputs.push_back(in);
-    return in.device;
-  };
+    for (DeviceJob& d : device_jobs) {
+      FATHOM_ASSIGN_OR_RETURN(d.x, input(d.job->x, d.job->n_tokens * d.job->w.ne[0]));
+      FATHOM_ASSIGN_OR_RETURN(d.y, output(d.job->y, d.job->n_tokens * d.job->w.n_rows()));
+    }
+    return Status::ok();
+  }));
+  if (stage && stage->kind == FusedInput::kRmsNorm)
+    FATHOM_CUDA_TRY(cuda::launch_rms_norm(stage_a, stage_b, stage->n_tokens, stage->n, stage->eps, stage_result, stream));
+  else if (stage)
+    FATHOM_CUDA_TRY(cuda::launch_swiglu(stage_a, stage_b, stage->count(), stage_result, stream));
   for (DeviceJob& d : device_jobs) {
     const MatmulJob& j = *d.job;
     const int64_t n_in = j.w.ne[0], n_out = j.w.n_rows();
-    FATHOM_ASSIGN_OR_RETURN(float* x, device_input(j.x, j.n_tokens * n_in));
-    FATHOM_RETURN_IF_ERROR(scratch(j.n_tokens * n_out, &d.y));
+    const float* x = d.x;
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0) {  // the matvec kernels read x as float4
+      float* aligned = nullptr;
+      FATHOM_RETURN_IF_ERROR(scratch(j.n_tokens * n_in, &aligned));
+      FATHOM_CUDA_TRY(cudaMemcpyAsync(aligned, x, static_cast<size_t>(j.n_tokens * n_in) * sizeof(float),
+                                      cudaMemcpyDeviceToDevice, stream));
+      x = aligned;
+    }
     if (j.n_tokens < cuda::kGemmMinTokens)
       FATHOM_CUDA_TRY(cuda::launch_matvec(j.w.dtype, d.w, j.w.row_bytes(), n_in, n_out, x, j.n_tokens, d.y, stream));
     else
       FATHOM_RETURN_IF_ERROR(gemm(j.w, d.w, x, j.n_tokens, d.y));
   }
-  // Kernel errors surface here, before any output is touched.
-  FATHOM_CUDA_TRY(cudaStreamSynchronize(stream));
-  for (const DeviceJob& d : device_jobs)
-    FATHOM_CUDA_TRY(cudaMemcpyAsync(d.job->y, d.y, static_cast<size_t>(d.job->n_tokens * d.job->w.n_rows()) * sizeof(float),
-                                    cudaMemcpyDeviceToHost, stream));
-  FATHOM_CUDA_TRY(cudaStreamSynchronize(stream));
   return Status::ok();
 }
 
 void CudaBackend::Impl::run_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, const char* op) {
   std::vector<MatmulJob> on_cpu;
-  if (const Status st = matmul_batch(jobs, stage, &on_cpu); !st.is_ok()) {
-    device_failed(op, st);
+  bool stage_on_device = stage != nullptr;
+  if (const Status st = matmul_batch(jobs, stage, &on_cpu); st.is_ok()) {
+    std::vector<Span> writes;
+    for (const MatmulJob& j : jobs)
+      if (j.n_tokens > 0) writes.push_back({j.y, j.n_tokens * j.w.n_rows()});
+    if (!resident) {
+      for (const Span& w : writes) sync(w);
+      activations.clear();
+      activations.end_op();
+    }
+  } else {
+    if (st.code() != ErrorCode::kUnsupported) device_failed(op, st);
     on_cpu.clear();
     for (const MatmulJob& j : jobs)
       if (j.n_tokens > 0) on_cpu.push_back(j);
+    stage_on_device = false;
   }
   if (on_cpu.empty()) return;
-  if (stage && std::any_of(on_cpu.begin(), on_cpu.end(), [&](const MatmulJob& j) { return j.x == stage->result; }))
+  if (stage && !stage_on_device) {
+    sync({stage->a, stage->count()});
+    if (stage->kind == FusedInput::kSwiglu) sync({stage->b, stage->b_count()});
     stage->make_on(*cpu);
+    wrote({stage->result, stage->count()});
+  }
+  for (const MatmulJob& j : on_cpu) sync({j.x, j.n_tokens * j.w.ne[0]});
   cpu->matmul_batch(on_cpu);
+  for (const MatmulJob& j : on_cpu) wrote({j.y, j.n_tokens * j.w.n_rows()});
 }
 
 // In cuBLAS's column-major terms W's rows are the columns of an [n_in, n_out] matrix A (lda n_in)
@@ -471,12 +670,22 @@ Status CudaBackend::Impl::gemm(const TensorView& w, const uint8_t* w_device, con
 Status CudaBackend::Impl::rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) {
   FATHOM_CUDA_TRY(cudaSetDevice(info.index));
   OpScope op(*this);
-  float *x_device = nullptr, *w_device = nullptr, *out_device = nullptr;
-  FATHOM_RETURN_IF_ERROR(upload(x, n_rows * n, &x_device));
+  float* w_device = nullptr;
   FATHOM_RETURN_IF_ERROR(upload(weight, n, &w_device));
-  FATHOM_RETURN_IF_ERROR(scratch(n_rows * n, &out_device));
+  const float* x_device = nullptr;
+  float* out_device = nullptr;
+  FATHOM_RETURN_IF_ERROR(activations.resolve_op([&]() -> Status {
+    if (x == out) {
+      FATHOM_ASSIGN_OR_RETURN(out_device, update(out, n_rows * n));
+      x_device = out_device;
+    } else {
+      FATHOM_ASSIGN_OR_RETURN(x_device, input(x, n_rows * n));
+      FATHOM_ASSIGN_OR_RETURN(out_device, output(out, n_rows * n));
+    }
+    return Status::ok();
+  }));
   FATHOM_CUDA_TRY(cuda::launch_rms_norm(x_device, w_device, n_rows, n, eps, out_device, stream));
-  return download(out_device, n_rows * n, out);
+  return Status::ok();
 }
 
 Status CudaBackend::Impl::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
@@ -495,50 +704,118 @@ Status CudaBackend::Impl::rope(float* x, int64_t n_tokens, int64_t n_heads, int6
   FATHOM_CUDA_TRY(cudaSetDevice(info.index));
   OpScope op(*this);
   float *x_device = nullptr, *table = nullptr;
-  FATHOM_RETURN_IF_ERROR(upload(x, n_tokens * n_heads * head_dim, &x_device));
+  FATHOM_RETURN_IF_ERROR(activations.resolve_op([&]() -> Status {
+    FATHOM_ASSIGN_OR_RETURN(x_device, update(x, n_tokens * n_heads * head_dim));
+    return Status::ok();
+  }));
   FATHOM_RETURN_IF_ERROR(upload(cos_sin.data(), static_cast<int64_t>(cos_sin.size()), &table));
   FATHOM_CUDA_TRY(cuda::launch_rope(x_device, n_tokens, n_heads, head_dim, n_pairs, p.mode == RopeMode::kNeox, table, stream));
-  return download(x_device, n_tokens * n_heads * head_dim, x);
+  return Status::ok();
 }
 
 Status CudaBackend::Impl::swiglu(const float* gate, const float* up, int64_t n, float* out) {
   FATHOM_CUDA_TRY(cudaSetDevice(info.index));
   OpScope op(*this);
-  float *g = nullptr, *u = nullptr, *o = nullptr;
-  FATHOM_RETURN_IF_ERROR(upload(gate, n, &g));
-  FATHOM_RETURN_IF_ERROR(upload(up, n, &u));
-  FATHOM_RETURN_IF_ERROR(scratch(n, &o));
+  const float *g = nullptr, *u = nullptr;
+  float* o = nullptr;
+  FATHOM_RETURN_IF_ERROR(activations.resolve_op([&]() -> Status {
+    if (gate == out) {
+      FATHOM_ASSIGN_OR_RETURN(o, update(out, n));
+      g = o;
+    } else {
+      FATHOM_ASSIGN_OR_RETURN(g, input(gate, n));
+      FATHOM_ASSIGN_OR_RETURN(o, output(out, n));
+    }
+    FATHOM_ASSIGN_OR_RETURN(u, input(up, n));
+    return Status::ok();
+  }));
   FATHOM_CUDA_TRY(cuda::launch_swiglu(g, u, n, o, stream));
-  return download(o, n, out);
+  return Status::ok();
 }
 
 Status CudaBackend::Impl::add(float* x, const float* y, int64_t n) {
   FATHOM_CUDA_TRY(cudaSetDevice(info.index));
   OpScope op(*this);
-  float *x_device = nullptr, *y_device = nullptr;
-  FATHOM_RETURN_IF_ERROR(upload(x, n, &x_device));
-  FATHOM_RETURN_IF_ERROR(upload(y, n, &y_device));
+  float* x_device = nullptr;
+  const float* y_device = nullptr;
+  FATHOM_RETURN_IF_ERROR(activations.resolve_op([&]() -> Status {
+    FATHOM_ASSIGN_OR_RETURN(x_device, update(x, n));
+    FATHOM_ASSIGN_OR_RETURN(y_device, input(y, n));
+    return Status::ok();
+  }));
   FATHOM_CUDA_TRY(cuda::launch_add(x_device, y_device, n, stream));
-  return download(x_device, n, x);
+  return Status::ok();
+}
+
+Status CudaBackend::Impl::add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) {
+  FATHOM_CUDA_TRY(cudaSetDevice(info.index));
+  OpScope op(*this);
+  float* b_device = nullptr;
+  FATHOM_RETURN_IF_ERROR(upload(bias, n, &b_device));
+  float* x_device = nullptr;
+  FATHOM_RETURN_IF_ERROR(activations.resolve_op([&]() -> Status {
+    FATHOM_ASSIGN_OR_RETURN(x_device, update(x, n_rows * n));
+    return Status::ok();
+  }));
+  FATHOM_CUDA_TRY(cuda::launch_add_bias(x_device, b_device, n_rows, n, stream));
+  return Status::ok();
+}
+
+Status CudaBackend::Impl::copy_strided(const float* src, float* dst, const StridedCopy& c) {
+  FATHOM_CUDA_TRY(cudaSetDevice(info.index));
+  OpScope op(*this);
+  const float* s = nullptr;
+  float* d = nullptr;
+  FATHOM_RETURN_IF_ERROR(activations.resolve_op([&]() -> Status {
+    FATHOM_ASSIGN_OR_RETURN(s, input(src, c.src_span()));
+    FATHOM_ASSIGN_OR_RETURN(d, update(dst, c.dst_span()));  // the floats between the runs keep their values
+    return Status::ok();
+  }));
+  FATHOM_CUDA_TRY(cuda::launch_copy_strided(s, d, c.n_outer, c.n_inner, c.width, c.src_outer, c.src_inner, c.dst_outer,
+                                            c.dst_inner, stream));
+  return Status::ok();
 }
 
 Status CudaBackend::Impl::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
   FATHOM_CUDA_TRY(cudaSetDevice(info.index));
   FATHOM_ASSIGN_OR_RETURN(MirrorLayer* m, mirror_layer(kv, layer));
-  if (!m) return Status::ok();  // attention on this cache runs on the CPU, from the host rows
+  if (!m) return not_covered();  // attention on this cache runs on the CPU, from the host rows
   const std::vector<int64_t> rows = cuda::kv_rows_of_batch(kv, batch);
   const int64_t k_width = kv.shape().k_width, v_width = kv.shape().v_width;
+  const bool has_v = v_width > 0 && v != nullptr;
+  // The host rows are written too (CPU fallbacks read them, and a mirror is seeded from them):
+  // staged in pinned memory now, copied at the next synchronization.
+  const size_t k_bytes = static_cast<size_t>(batch.n_tokens * k_width) * sizeof(float);
+  const size_t v_bytes = has_v ? static_cast<size_t>(batch.n_tokens * v_width) * sizeof(float) : 0;
+  float* staged_k = static_cast<float*>(pinned.take(k_bytes));
+  float* staged_v = has_v ? static_cast<float*>(pinned.take(v_bytes)) : nullptr;
+  const bool staged = staged_k && (!has_v || staged_v);  // else the host rows are written here, after a wait
   OpScope op(*this);
   int64_t* rows_device = nullptr;
-  float *k_device = nullptr, *v_device = nullptr;
+  const float *k_device = nullptr, *v_device = nullptr;
+  FATHOM_RETURN_IF_ERROR(activations.resolve_op([&]() -> Status {
+    FATHOM_ASSIGN_OR_RETURN(k_device, input(k, batch.n_tokens * k_width));
+    if (has_v) {
+      FATHOM_ASSIGN_OR_RETURN(v_device, input(v, batch.n_tokens * v_width));
+    }
+    return Status::ok();
+  }));
   FATHOM_RETURN_IF_ERROR(upload(rows.data(), batch.n_tokens, &rows_device));
-  FATHOM_RETURN_IF_ERROR(upload(k, batch.n_tokens * k_width, &k_device));
   FATHOM_CUDA_TRY(cuda::launch_scatter_rows(k_device, k_width, rows_device, batch.n_tokens, static_cast<float*>(m->k.get()), stream));
-  if (v_width > 0) {
-    FATHOM_RETURN_IF_ERROR(upload(v, batch.n_tokens * v_width, &v_device));
+  if (has_v)
     FATHOM_CUDA_TRY(cuda::launch_scatter_rows(v_device, v_width, rows_device, batch.n_tokens, static_cast<float*>(m->v.get()), stream));
+  if (!staged) {
+    FATHOM_RETURN_IF_ERROR(activations.to_host(k, k_bytes));
+    if (has_v) FATHOM_RETURN_IF_ERROR(activations.to_host(v, v_bytes));
+    cpu->store_kv(kv, layer, batch, k, v);
+    return Status::ok();
   }
-  FATHOM_CUDA_TRY(cudaStreamSynchronize(stream));
+  FATHOM_CUDA_TRY(cudaMemcpyAsync(staged_k, k_device, k_bytes, cudaMemcpyDeviceToHost, stream));
+  writebacks.push_back({const_cast<float*>(m->host_k), k_width, staged_k, rows});
+  if (has_v) {
+    FATHOM_CUDA_TRY(cudaMemcpyAsync(staged_v, v_device, v_bytes, cudaMemcpyDeviceToHost, stream));
+    writebacks.push_back({const_cast<float*>(m->host_v), v_width, staged_v, rows});
+  }
   return Status::ok();
 }
 
@@ -554,17 +831,20 @@ Status CudaBackend::Impl::attend(const float* q_a, int64_t width_a, const float*
   OpScope op(*this);
   cuda::AttentionArgs a;
   const int64_t n_queries = batch.n_tokens * n_head;
-  float* q_a_device = nullptr;
-  float* q_b_device = nullptr;
+  float* out_device = nullptr;
+  FATHOM_RETURN_IF_ERROR(activations.resolve_op([&]() -> Status {
+    FATHOM_ASSIGN_OR_RETURN(a.q_a, input(q_a, n_queries * width_a));
+    if (q_b) {
+      FATHOM_ASSIGN_OR_RETURN(a.q_b, input(q_b, n_queries * width_b));
+    }
+    FATHOM_ASSIGN_OR_RETURN(out_device, output(out, n_queries * head_dim_v));
+    return Status::ok();
+  }));
   int32_t *tables_device = nullptr, *token_table_device = nullptr, *positions_device = nullptr;
-  FATHOM_RETURN_IF_ERROR(upload(q_a, n_queries * width_a, &q_a_device));
-  if (q_b) FATHOM_RETURN_IF_ERROR(upload(q_b, n_queries * width_b, &q_b_device));
   FATHOM_RETURN_IF_ERROR(upload(tables.tables.data(), static_cast<int64_t>(tables.tables.size()), &tables_device));
   FATHOM_RETURN_IF_ERROR(upload(tables.token_table.data(), batch.n_tokens, &token_table_device));
   FATHOM_RETURN_IF_ERROR(upload(batch.positions, batch.n_tokens, &positions_device));
-  a.q_a = q_a_device;
   a.width_a = width_a;
-  a.q_b = q_b_device;
   a.width_b = q_b ? width_b : 0;
   a.k = static_cast<const float*>(m->k.get());
   a.k_stride = shape.k_width;
@@ -580,15 +860,13 @@ Status CudaBackend::Impl::attend(const float* q_a, int64_t width_a, const float*
   a.group = group;
   a.head_dim_v = head_dim_v;
   a.scale = scale;
-  float* out_device = nullptr;
-  FATHOM_RETURN_IF_ERROR(scratch(n_queries * head_dim_v, &out_device));
   a.out = out_device;
   int64_t max_kv = 0;
   for (int64_t t = 0; t < batch.n_tokens; ++t) max_kv = std::max<int64_t>(max_kv, batch.positions[t] + 1);
   a.n_splits = cuda::attention_splits(n_queries, max_kv, info.multiprocessors);
   if (a.n_splits > 1) FATHOM_RETURN_IF_ERROR(scratch(n_queries * a.n_splits * (head_dim_v + 2), &a.parts));
   FATHOM_CUDA_TRY(cuda::launch_attention(a, stream));
-  return download(out_device, n_queries * head_dim_v, out);
+  return Status::ok();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -608,6 +886,8 @@ Expected<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& op
     return error(ErrorCode::kNotFound, strprintf("there is no CUDA device %d: this machine has %d (see `fathom devices`)", index, count));
 
   auto impl = std::make_unique<Impl>(options.cpu ? options.cpu : std::make_shared<CpuBackend>(options.n_threads));
+  const char* sync_ops = std::getenv("FATHOM_CUDA_SYNC_OPS");
+  impl->resident = options.resident_activations && !(sync_ops && std::string(sync_ops) == "1");
   cudaDeviceProp prop{};
   if (const cudaError_t err = cudaSetDevice(index); err != cudaSuccess)
     return error(ErrorCode::kUnavailable, strprintf("cudaSetDevice(%d): ", index) + cuda_error(err).message());
@@ -794,39 +1074,45 @@ void CudaBackend::swiglu_matmul(const TensorView& w, float* gate, const float* u
 
 void CudaBackend::get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) {
   impl_->cpu->get_rows(table, ids, n_ids, out);
+  impl_->wrote({out, n_ids * table.ne[0]});
 }
 
 void CudaBackend::rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) {
   if (n_rows <= 0) return;
-  impl_->run("rms_norm", [&] { return impl_->rms_norm(x, weight, n_rows, n, eps, out); },
+  impl_->run("rms_norm", {{x, n_rows * n}}, {{out, n_rows * n}}, [&] { return impl_->rms_norm(x, weight, n_rows, n, eps, out); },
              [&] { impl_->cpu->rms_norm(x, weight, n_rows, n, eps, out); });
 }
 
 void CudaBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
                        const RopeParams& params) {
   if (n_tokens <= 0 || params.n_rot <= 0) return;
-  impl_->run("rope", [&] { return impl_->rope(x, n_tokens, n_heads, head_dim, positions, params); },
+  const int64_t count = n_tokens * n_heads * head_dim;
+  impl_->run("rope", {{x, count}}, {{x, count}}, [&] { return impl_->rope(x, n_tokens, n_heads, head_dim, positions, params); },
              [&] { impl_->cpu->rope(x, n_tokens, n_heads, head_dim, positions, params); });
 }
 
 void CudaBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
-  // The host rows are always written: CPU fallbacks read them, and a mirror is seeded from them.
-  impl_->cpu->store_kv(kv, layer, batch, k, v);
   if (batch.n_tokens <= 0) return;
-  if (const Status st = impl_->store_kv(kv, layer, batch, k, v); !st.is_ok()) {
+  const Impl::Span k_span{k, batch.n_tokens * kv.shape().k_width}, v_span{v, batch.n_tokens * kv.shape().v_width};
+  const Status st = impl_->store_kv(kv, layer, batch, k, v);
+  if (st.is_ok()) return;
+  if (st.code() != ErrorCode::kUnsupported) {
     // The mirror may have missed these rows: drop it, so the next use seeds it from the host again.
     auto it = impl_->mirrors.find(&kv);
     if (it != impl_->mirrors.end() && layer < static_cast<int64_t>(it->second.layers.size()))
       it->second.layers[static_cast<size_t>(layer)] = Impl::MirrorLayer{};
     impl_->device_failed("store_kv", st);
   }
+  impl_->sync(k_span);
+  impl_->sync(v_span);
+  impl_->cpu->store_kv(kv, layer, batch, k, v);
 }
 
 void CudaBackend::attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head,
                             int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) {
   if (batch.n_tokens <= 0) return;
   impl_->run(
-      "attention",
+      "attention", {{q, batch.n_tokens * n_head * head_dim_k}}, {{out, batch.n_tokens * n_head * head_dim_v}},
       [&] {
         return impl_->attend(q, head_dim_k, nullptr, 0, kv, layer, batch, n_head, n_head / n_head_kv, head_dim_v, false, scale,
                              out);
@@ -837,9 +1123,10 @@ void CudaBackend::attention(const float* q, KvCache& kv, int64_t layer, const At
 void CudaBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
                                 int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) {
   if (batch.n_tokens <= 0) return;
+  const int64_t n_q = batch.n_tokens * n_head;
   // The latent row [c_kv | k_pe] is the key of every head and its first kv_lora_rank floats the value.
   impl_->run(
-      "mla_attention",
+      "mla_attention", {{q_abs, n_q * kv_lora_rank}, {q_pe, n_q * n_rot}}, {{out, n_q * kv_lora_rank}},
       [&] {
         return kv.shape().k_width != kv_lora_rank + n_rot
                    ? not_covered()
@@ -851,13 +1138,38 @@ void CudaBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache& 
 
 void CudaBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {
   if (n <= 0) return;
-  impl_->run("swiglu", [&] { return impl_->swiglu(gate, up, n, out); }, [&] { impl_->cpu->swiglu(gate, up, n, out); });
+  impl_->run("swiglu", {{gate, n}, {up, n}}, {{out, n}}, [&] { return impl_->swiglu(gate, up, n, out); },
+             [&] { impl_->cpu->swiglu(gate, up, n, out); });
 }
 
 void CudaBackend::add(float* x, const float* y, int64_t n) {
   if (n <= 0) return;
-  impl_->run("add", [&] { return impl_->add(x, y, n); }, [&] { impl_->cpu->add(x, y, n); });
+  impl_->run("add", {{x, n}, {y, n}}, {{x, n}}, [&] { return impl_->add(x, y, n); }, [&] { impl_->cpu->add(x, y, n); });
 }
+
+void CudaBackend::add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) {
+  if (n_rows <= 0 || n <= 0) return;
+  impl_->run("add_bias", {{x, n_rows * n}}, {{x, n_rows * n}}, [&] { return impl_->add_bias(x, bias, n_rows, n); },
+             [&] { impl_->cpu->add_bias(x, bias, n_rows, n); });
+}
+
+void CudaBackend::copy_strided(const float* src, float* dst, const StridedCopy& c) {
+  if (c.src_span() <= 0) return;
+  impl_->run("copy_strided", {{src, c.src_span()}, {dst, c.dst_span()}}, {{dst, c.dst_span()}},
+             [&] { return impl_->copy_strided(src, dst, c); }, [&] { impl_->cpu->copy_strided(src, dst, c); });
+}
+
+void CudaBackend::sync_to_host(const float* p, int64_t n) { impl_->sync({p, n}); }
+
+void CudaBackend::host_wrote(const float* p, int64_t n) { impl_->wrote({p, n}); }
+
+void CudaBackend::end_forward() {
+  if (const Status st = impl_->finish(); !st.is_ok()) impl_->device_failed("finishing a forward pass", st);
+  impl_->activations.clear();
+  impl_->activations.end_op();
+}
+
+bool CudaBackend::resident_activations() const { return impl_->resident; }
 
 // ---------------------------------------------------------------------------------------------
 

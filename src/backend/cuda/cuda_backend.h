@@ -1,14 +1,23 @@
 // CUDA backend for NVIDIA GPUs (built for sm_80 and sm_90 by default; see cuda.cmake).
 //
-// Memory: the Backend interface hands over host pointers. Weights are copied to device memory
-// once, on first use or all up front in prepare_matmul_weights, and found again by host address,
-// so weight memory must stay alive and unchanged as long as the backend (Model owns both).
-// Activations are copied into scratch buffers from a caching allocator per op and back. Each KV
-// cache layer has a device mirror with the host's row layout: store_kv writes both, attention
-// reads the mirror. A mirror is seeded from the host rows when first needed and found again by
-// the cache's address; after that, rows attention reads must come through this backend's
-// store_kv, as in a forward pass (rows restored from disk or written by another backend later,
-// or into a new cache built where an old one was, are not seen).
+// Memory: the Backend interface names buffers by host pointers. Matrices are copied to device
+// memory once, on first use or all up front in prepare_matmul_weights, and found again by host
+// address, so their memory must stay alive and unchanged as long as the backend (Model owns
+// both); norm and bias vectors are staged with each op (small). Activations stay on the device between
+// ops (backend/residency.h): an op's inputs are uploaded only when the device has no current
+// copy, its outputs stay in device memory, and the host copy is brought up to date only when
+// asked (sync_to_host: MoE routing, the logits) or when an op falls back to the CPU; nothing
+// waits for the GPU in between. Uploads go through pinned staging buffers, so they do not wait
+// either. FATHOM_CUDA_SYNC_OPS=1 in the environment reads every op's outputs back at once instead
+// (the behaviour before residency, for comparison).
+//
+// Each KV cache layer has a device mirror with the host's row layout: store_kv writes the mirror
+// and stages the rows for the host cache, which gets them at the next synchronization (at the
+// latest end_forward, so a cache must not be destroyed in the middle of a forward pass);
+// attention reads the mirror. A mirror is seeded from the host rows when first needed and found
+// again by the cache's address; after that, rows attention reads must come through this
+// backend's store_kv, as in a forward pass (rows restored from disk or written by another
+// backend later, or into a new cache built where an old one was, are not seen).
 //
 // Placement: matmul runs on the device for Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16 and F32
 // weights (matrix-vector kernels on the GGUF blocks below 16 tokens, f16 dequantization +
@@ -33,6 +42,7 @@ struct CudaOptions {
   std::string device = "cuda";  // "cuda": device 0; "cuda:N": CUDA device N (`fathom devices` order)
   int n_threads = 0;            // threads of the CPU backend that runs what the kernels do not cover; 0: all cores
   std::shared_ptr<CpuBackend> cpu;  // the CPU backend to delegate to (shared with a placement); null: its own with n_threads
+  bool resident_activations = true; // false (or FATHOM_CUDA_SYNC_OPS=1): every op's outputs are read back at once
 };
 
 // What the device reaches, measured (the ceilings `fathom bench` relates its results to).
@@ -98,6 +108,12 @@ class CudaBackend final : public Backend {
                      int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) override;
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
   void add(float* x, const float* y, int64_t n) override;
+  void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) override;
+  void copy_strided(const float* src, float* dst, const StridedCopy& c) override;
+  void sync_to_host(const float* p, int64_t n) override;
+  void host_wrote(const float* p, int64_t n) override;
+  void end_forward() override;
+  bool resident_activations() const;
 
  private:
   struct Impl;

@@ -34,6 +34,11 @@ cudaError_t launch_rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t hea
                         const float* cos_sin, cudaStream_t stream);
 cudaError_t launch_swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 cudaError_t launch_add(float* x, const float* y, int64_t n, cudaStream_t stream);
+// x[r, :] += bias[:] for r < n_rows; bias: [n].
+cudaError_t launch_add_bias(float* x, const float* bias, int64_t n_rows, int64_t n, cudaStream_t stream);
+// Backend::copy_strided (backend.h StridedCopy) on device memory.
+cudaError_t launch_copy_strided(const float* src, float* dst, int64_t n_outer, int64_t n_inner, int64_t width, int64_t src_outer,
+                                int64_t src_inner, int64_t dst_outer, int64_t dst_inner, cudaStream_t stream);
 // dst[rows[t], :] = src[t, :] for t < n_rows; rows of `width` floats.
 cudaError_t launch_scatter_rows(const float* src, int64_t width, const int64_t* rows, int64_t n_rows, float* dst,
                                 cudaStream_t stream);

@@ -1,4 +1,4 @@
-// Element-wise and per-row kernels: RMSNorm, RoPE, SwiGLU, add, and the KV row scatter.
+// Element-wise and per-row kernels: RMSNorm, RoPE, SwiGLU, add, bias, strided copies and the KV row scatter.
 #include <cmath>
 
 #include "backend/cuda/cuda_device.cuh"
@@ -50,6 +50,20 @@ __global__ void add_kernel(float* x, const float* y, int64_t n) {
   if (i < n) x[i] += y[i];
 }
 
+__global__ void add_bias_kernel(float* x, const float* bias, int64_t n_items, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n_items) x[i] += bias[i % n];
+}
+
+// One thread per float copied: item = (o * n_inner + i) * width + j.
+__global__ void copy_strided_kernel(const float* src, float* dst, int64_t n_items, int64_t n_inner, int64_t width,
+                                    int64_t src_outer, int64_t src_inner, int64_t dst_outer, int64_t dst_inner) {
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (item >= n_items) return;
+  const int64_t j = item % width, run = item / width, i = run % n_inner, o = run / n_inner;
+  dst[o * dst_outer + i * dst_inner + j] = src[o * src_outer + i * src_inner + j];
+}
+
 // One block per row.
 __global__ void scatter_rows_kernel(const float* src, int64_t width, const int64_t* rows, float* dst) {
   const float* s = src + static_cast<int64_t>(blockIdx.x) * width;
@@ -84,6 +98,20 @@ cudaError_t launch_swiglu(const float* gate, const float* up, int64_t n, float* 
 
 cudaError_t launch_add(float* x, const float* y, int64_t n, cudaStream_t stream) {
   add_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(x, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add_bias(float* x, const float* bias, int64_t n_rows, int64_t n, cudaStream_t stream) {
+  const int64_t n_items = n_rows * n;
+  add_bias_kernel<<<blocks_for(n_items, kThreads), kThreads, 0, stream>>>(x, bias, n_items, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_copy_strided(const float* src, float* dst, int64_t n_outer, int64_t n_inner, int64_t width, int64_t src_outer,
+                                int64_t src_inner, int64_t dst_outer, int64_t dst_inner, cudaStream_t stream) {
+  const int64_t n_items = n_outer * n_inner * width;
+  copy_strided_kernel<<<blocks_for(n_items, kThreads), kThreads, 0, stream>>>(src, dst, n_items, n_inner, width, src_outer,
+                                                                              src_inner, dst_outer, dst_inner);
   return cudaGetLastError();
 }
 
