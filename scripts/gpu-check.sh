@@ -4,7 +4,8 @@
 #   tests   the CUDA (and OpenCL, through the NVIDIA ICD if one is registered) device tests;
 #   bench   the 7B-shape (DeepSeek-R1-Distill-Qwen-7B) Q4_0 synth model: pp512 and tg128 on the
 #           GPU, with the GPU's measured copy bandwidth and f16 GEMM peak (issue 7's targets),
-#           and tg32 with every op read back (FATHOM_CUDA_SYNC_OPS=1) for the residency ratio;
+#           and tg32 with every op read back (FATHOM_CUDA_SYNC_OPS=1) and without CUDA graphs
+#           (FATHOM_CUDA_GRAPHS=0), for what residency and graphs each bring;
 #   serve   aggregate tok/s of 64 concurrent streams vs 1 through `fathom serve` on that model;
 #   hybrid  V2-Lite shape Q4_K: tg on the CPU, all on the GPU, and with --cpu-moe.
 # Each step has its own time limit and writes to $OUT (summary.txt first); a failing step does
@@ -65,6 +66,8 @@ if step bench && [[ -f $M7 ]]; then
   # The same decode with every op's outputs read back at once (no activation residency), for the ratio.
   FATHOM_CUDA_SYNC_OPS=1 timeout 60 "$F" bench -m "$M7" -t "$THREADS" --device cuda -p 0 -n 32 -r 1 >"$OUT/bench-7b-sync-ops.txt" 2>&1
   say "== the same, FATHOM_CUDA_SYNC_OPS=1: $(grep -E '^tg' "$OUT/bench-7b-sync-ops.txt" || tail -1 "$OUT/bench-7b-sync-ops.txt")"
+  FATHOM_CUDA_GRAPHS=0 timeout 60 "$F" bench -m "$M7" -t "$THREADS" --device cuda -p 0 -n 32 -r 1 >"$OUT/bench-7b-no-graphs.txt" 2>&1
+  say "== the same, FATHOM_CUDA_GRAPHS=0: $(grep -E '^tg' "$OUT/bench-7b-no-graphs.txt" || tail -1 "$OUT/bench-7b-no-graphs.txt")"
 fi
 
 if step serve && [[ -f $M7 ]]; then

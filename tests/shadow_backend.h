@@ -78,7 +78,7 @@ class ShadowBackend final : public Backend {
       FATHOM_ASSIGN_OR_RETURN(yd, out(y, n_tokens * w.n_rows()));
       return Status::ok();
     });
-    cpu_.matmul(w, xd, n_tokens, yd);
+    work([&] { cpu_.matmul(w, xd, n_tokens, yd); });
     done({{y, n_tokens * w.n_rows()}});
   }
   void matmul_batch(const std::vector<MatmulJob>& jobs) override {
@@ -96,7 +96,7 @@ class ShadowBackend final : public Backend {
       weights.insert(j.w.data);
       outputs.emplace_back(j.y, j.n_tokens * j.w.n_rows());
     }
-    cpu_.matmul_batch(on_device);
+    work([&] { cpu_.matmul_batch(on_device); });
     done(outputs);
   }
   void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* o) override {
@@ -106,7 +106,7 @@ class ShadowBackend final : public Backend {
       FATHOM_ASSIGN_OR_RETURN(od, out(o, n_ids * table.ne[0]));
       return Status::ok();
     });
-    cpu_.get_rows(table, ids, n_ids, od);
+    work([&] { cpu_.get_rows(table, ids, n_ids, od); });
     done({{o, n_ids * table.ne[0]}});
   }
   void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* o) override {
@@ -122,7 +122,7 @@ class ShadowBackend final : public Backend {
       }
       return Status::ok();
     });
-    cpu_.rms_norm(xd, weight, n_rows, n, eps, od);
+    work([&] { cpu_.rms_norm(xd, weight, n_rows, n, eps, od); });
     done({{o, n_rows * n}});
   }
   void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions, const RopeParams& p) override {
@@ -131,7 +131,7 @@ class ShadowBackend final : public Backend {
       FATHOM_ASSIGN_OR_RETURN(xd, upd(x, n_tokens * n_heads * head_dim));
       return Status::ok();
     });
-    cpu_.rope(xd, n_tokens, n_heads, head_dim, positions, p);
+    work([&] { cpu_.rope(xd, n_tokens, n_heads, head_dim, positions, p); });
     done({{x, n_tokens * n_heads * head_dim}});
   }
   void store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) override {
@@ -144,7 +144,7 @@ class ShadowBackend final : public Backend {
       }
       return Status::ok();
     });
-    cpu_.store_kv(kv, layer, batch, kd, vd);  // the cache itself is shared memory here
+    work([&] { cpu_.store_kv(kv, layer, batch, kd, vd); });  // the cache itself is shared memory here
     done({});
   }
   void attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head, int64_t n_head_kv,
@@ -156,7 +156,7 @@ class ShadowBackend final : public Backend {
       FATHOM_ASSIGN_OR_RETURN(od, out(o, batch.n_tokens * n_head * head_dim_v));
       return Status::ok();
     });
-    cpu_.attention(qd, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, od);
+    work([&] { cpu_.attention(qd, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, od); });
     done({{o, batch.n_tokens * n_head * head_dim_v}});
   }
   void mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
@@ -169,7 +169,7 @@ class ShadowBackend final : public Backend {
       FATHOM_ASSIGN_OR_RETURN(od, out(o, batch.n_tokens * n_head * kv_lora_rank));
       return Status::ok();
     });
-    cpu_.mla_attention(ad, pd, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, od);
+    work([&] { cpu_.mla_attention(ad, pd, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, od); });
     done({{o, batch.n_tokens * n_head * kv_lora_rank}});
   }
   void swiglu(const float* gate, const float* up, int64_t n, float* o) override {
@@ -185,7 +185,7 @@ class ShadowBackend final : public Backend {
       FATHOM_ASSIGN_OR_RETURN(ud, in(up, n));
       return Status::ok();
     });
-    cpu_.swiglu(gd, ud, n, od);
+    work([&] { cpu_.swiglu(gd, ud, n, od); });
     done({{o, n}});
   }
   void add(float* x, const float* y, int64_t n) override {
@@ -195,7 +195,7 @@ class ShadowBackend final : public Backend {
       FATHOM_ASSIGN_OR_RETURN(yd, in(y, n));
       return Status::ok();
     });
-    cpu_.add(xd, yd, n);
+    work([&] { cpu_.add(xd, yd, n); });
     done({{x, n}});
   }
   void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) override {
@@ -205,7 +205,7 @@ class ShadowBackend final : public Backend {
       FATHOM_ASSIGN_OR_RETURN(xd, upd(x, n_rows * n));
       return Status::ok();
     });
-    cpu_.add_bias(xd, bias, n_rows, n);
+    work([&] { cpu_.add_bias(xd, bias, n_rows, n); });
     done({{x, n_rows * n}});
   }
   void copy_strided(const float* src, float* dst, const StridedCopy& c) override {
@@ -215,16 +215,28 @@ class ShadowBackend final : public Backend {
       FATHOM_ASSIGN_OR_RETURN(dd, upd(dst, c.dst_span()));
       return Status::ok();
     });
-    cpu_.copy_strided(sd, dd, c);
+    work([&] { cpu_.copy_strided(sd, dd, c); });
     done({{dst, c.dst_span()}});
   }
 
+  void begin_forward(int64_t) override {
+    ++passes_;
+    losing_ = lose_every_pass || passes_ == lose_pass;
+  }
   void sync_to_host(const float* p, int64_t n) override { check(table_.to_host(p, bytes(n))); }
   void host_wrote(const float* p, int64_t n) override { check(table_.host_wrote(p, bytes(n))); }
-  void end_forward() override {
+  bool end_forward() override {
     table_.clear();
     table_.end_op();
+    const bool lost = losing_;
+    losing_ = false;
+    return !lost;
   }
+
+  // Tests of run_forward: the ops of pass number lose_pass (1 = the first begin_forward) do no
+  // work, as when a device's graph fails, and its end_forward says so.
+  int64_t lose_pass = 0;
+  bool lose_every_pass = false;
 
   const ResidencyStats& stats() const { return table_.stats(); }
   int64_t live_buffers() const { return device_.live(); }
@@ -237,6 +249,10 @@ class ShadowBackend final : public Backend {
   static size_t bytes(int64_t n) { return static_cast<size_t>(n) * sizeof(float); }
   static void check(const Status& st) {
     if (!st.is_ok()) std::abort();  // the heap device does not fail
+  }
+  template <typename F>
+  void work(F&& f) {
+    if (!losing_) f();
   }
   template <typename F>
   void resolve(F&& f) {
@@ -262,6 +278,8 @@ class ShadowBackend final : public Backend {
   }
 
   CpuBackend cpu_;
+  int64_t passes_ = 0;
+  bool losing_ = false;
   HeapDevice device_;
   ResidencyTable<HeapDevice> table_;
 };

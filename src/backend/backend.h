@@ -132,12 +132,16 @@ class Backend {
   // addresses, but a backend may keep an op's output in its own memory and leave the host copy
   // stale, so the next op reads it where it already is. Code between ops that reads activation
   // floats on the host calls sync_to_host first; code that writes them there calls host_wrote
-  // after. end_forward ends a forward pass: the backend forgets every activation it holds (the
-  // host copies of those never synced are left stale) and its own writes (the KV cache) are
-  // on the host. Model::forward calls it; architectures call the other two.
+  // after. begin_forward / end_forward bracket a forward pass of n_tokens (run_forward in
+  // model/model.h calls them; architectures call the other two). end_forward: the backend
+  // forgets every activation it holds (the host copies of those never synced are left stale)
+  // and its own writes (the KV cache) are on the host. It returns false when the pass's work was
+  // lost (a device that queued it as a CUDA graph could not run the graph): the caller runs the
+  // same pass again, which rewrites the same KV rows, and the backend does not lose it twice.
+  virtual void begin_forward(int64_t n_tokens) {}
   virtual void sync_to_host(const float* p, int64_t n) {}
   virtual void host_wrote(const float* p, int64_t n) {}
-  virtual void end_forward() {}
+  virtual bool end_forward() { return true; }
 };
 
 }  // namespace fathom

@@ -73,7 +73,8 @@ class PlacedBackend final : public Backend {
   void copy_strided(const float* src, float* dst, const StridedCopy& c) override;
   void sync_to_host(const float* p, int64_t n) override { device_->sync_to_host(p, n); }
   void host_wrote(const float* p, int64_t n) override { device_->host_wrote(p, n); }
-  void end_forward() override { device_->end_forward(); }
+  void begin_forward(int64_t n_tokens) override { device_->begin_forward(n_tokens); }
+  bool end_forward() override { return device_->end_forward(); }
 
  private:
   struct Span {

@@ -10,6 +10,7 @@
 #include "core/mapped_file.h"
 #include "gguf/gguf.h"
 #include "model/architecture.h"
+#include "model/model.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
 
@@ -194,8 +195,7 @@ Expected<ImatrixData> collect_imatrix(const std::string& model_path, const std::
     kv.free_sequence(0);
     FATHOM_RETURN_IF_ERROR(kv.reserve(0, options.n_ctx));
     logits.resize(static_cast<size_t>(batch.n_logits() * config.n_vocab));
-    arch->forward(batch, kv, collector, logits.data());
-    collector.end_forward();
+    FATHOM_RETURN_IF_ERROR(run_forward(*arch, collector, batch, kv, logits.data()));
     chunks.score(c, logits.data(), config.n_vocab, &nll);
     if (options.on_chunk) options.on_chunk(c + 1, chunks.n_chunks, nll.perplexity());
   }

@@ -86,7 +86,8 @@ class ImatrixCollector final : public Backend {
   void copy_strided(const float* src, float* dst, const StridedCopy& c) override { inner_.copy_strided(src, dst, c); }
   void sync_to_host(const float* p, int64_t n) override { inner_.sync_to_host(p, n); }
   void host_wrote(const float* p, int64_t n) override { inner_.host_wrote(p, n); }
-  void end_forward() override { inner_.end_forward(); }
+  void begin_forward(int64_t n_tokens) override { inner_.begin_forward(n_tokens); }
+  bool end_forward() override { return inner_.end_forward(); }
 
   ImatrixData& data() { return data_; }
   const ImatrixData& data() const { return data_; }

@@ -109,9 +109,16 @@ Status Model::forward(const Batch& batch, KvCache& kv, std::vector<float>& logit
   }
   for (const auto& [seq, end] : next_pos) FATHOM_RETURN_IF_ERROR(kv.reserve(seq, end));
   logits.resize(static_cast<size_t>(batch.n_logits() * config_.n_vocab));
-  arch_->forward(batch, kv, *backend_, logits.data());
-  backend_->end_forward();
-  return Status::ok();
+  return run_forward(*arch_, *backend_, batch, kv, logits.data());
+}
+
+Status run_forward(Architecture& arch, Backend& backend, const Batch& batch, KvCache& kv, float* logits) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    backend.begin_forward(batch.size());
+    arch.forward(batch, kv, backend, logits);
+    if (backend.end_forward()) return Status::ok();
+  }
+  return error(ErrorCode::kUnavailable, std::string(backend.name()) + " lost the forward pass twice");
 }
 
 namespace {

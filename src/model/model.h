@@ -50,6 +50,12 @@ class Model {
   std::unique_ptr<Architecture> arch_;
 };
 
+// One forward pass of `arch` on `backend`, bracketed by begin_forward / end_forward (backend.h),
+// run a second time when the backend lost the first (a failed CUDA graph): the pass is
+// idempotent, since it writes the same KV rows again. logits: [batch.n_logits(), n_vocab].
+// kUnavailable when the backend lost both.
+Status run_forward(Architecture& arch, Backend& backend, const Batch& batch, KvCache& kv, float* logits);
+
 // Weight bytes one decode step (one token) reads from memory: every tensor the forward pass
 // uses (matrices, norms, biases), with token_embd counted as the one row get_rows reads unless
 // it doubles as the output head (no output.weight: then all of it), and routed expert stacks

@@ -19,9 +19,13 @@ void grow(std::vector<float>& v, int64_t n) {
 std::vector<int32_t> top_k_indices(const std::vector<float>& v, int64_t k) {
   std::vector<int32_t> idx(v.size());
   std::iota(idx.begin(), idx.end(), 0);
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
-    return v[static_cast<size_t>(a)] > v[static_cast<size_t>(b)] || (v[static_cast<size_t>(a)] == v[static_cast<size_t>(b)] && a < b);
-  });
+  // NaN ranks last, so the order stays strict even on garbage (a pass a device lost and reruns).
+  auto key = [&](int32_t i) {
+    const float x = v[static_cast<size_t>(i)];
+    return std::isnan(x) ? -INFINITY : x;
+  };
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int32_t a, int32_t b) { return key(a) > key(b) || (key(a) == key(b) && a < b); });
   idx.resize(static_cast<size_t>(k));
   return idx;
 }

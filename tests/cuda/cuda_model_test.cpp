@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,34 @@ INSTANTIATE_TEST_SUITE_P(Archs, CudaModel,
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
+
+// Activation residency and CUDA graphs change how the work is queued, not what it computes:
+// the same kernels in the same order, so the logits of every prefill chunk and of the decode
+// steps (captured as graphs from the third pass on) equal those of per-op round trips
+// (FATHOM_CUDA_SYNC_OPS=1) and of kernel-by-kernel launches (FATHOM_CUDA_GRAPHS=0) bit for bit.
+TEST(CudaQueueing, GraphsAndResidencyChangeNoLogit) {
+  auto probe = test::make_test_backend();
+  FATHOM_CUDA_OR_SKIP(probe.status());
+  probe->reset();
+  for (const char* arch : {"qwen2", "deepseek2"}) {
+    const std::string path = synth(arch, DType::Q4_0);
+    auto run = [&](const char* env, const char* value) {
+      if (env) setenv(env, value, 1);
+      auto m = Model::load(path, options_for("cuda"));
+      if (env) unsetenv(env);
+      EXPECT_TRUE(m) << m.status().to_string();
+      if (!m) return std::vector<float>{};
+      EXPECT_STREQ((*m)->backend().name(), "cuda");
+      return test::run_tokens(**m, (*m)->config().n_vocab, [](size_t start) -> size_t { return start == 0 ? 17 : start < 20 ? 3 : 1; });
+    };
+    const std::vector<float> queued = run(nullptr, nullptr);
+    const std::vector<float> no_graphs = run("FATHOM_CUDA_GRAPHS", "0");
+    const std::vector<float> round_trips = run("FATHOM_CUDA_SYNC_OPS", "1");
+    ASSERT_FALSE(queued.empty());
+    EXPECT_EQ(queued, no_graphs) << arch << ": graphs changed the logits";
+    EXPECT_EQ(queued, round_trips) << arch << ": residency changed the logits";
+  }
+}
 
 // Runs with or without a device: with none, or without this device, the model runs on the CPU.
 TEST(CudaFallback, MissingDeviceFallsBackAtOnce) {

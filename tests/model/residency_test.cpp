@@ -16,6 +16,7 @@
 #include "gguf/gguf.h"
 #include "model/architecture.h"
 #include "model/config.h"
+#include "model/model.h"
 #include "model/synth.h"
 #include "../backend_op_checks.h"
 #include "../shadow_backend.h"
@@ -216,8 +217,7 @@ std::vector<float> run(Architecture& arch, Backend& be, const KvCacheShape& shap
       EXPECT_TRUE(kv.reserve(seq, b.positions[static_cast<size_t>(i)] + 1).is_ok());
     }
     std::vector<float> logits(static_cast<size_t>(b.n_logits() * n_vocab));
-    arch.forward(b, kv, be, logits.data());
-    be.end_forward();
+    EXPECT_TRUE(run_forward(arch, be, b, kv, logits.data()).is_ok());
     all.insert(all.end(), logits.begin(), logits.end());
   };
   Batch prefill;
@@ -265,6 +265,40 @@ TEST_P(ResidencyProtocol, LogitsAreTheCpusWhenActivationsStayOnTheDevice) {
   EXPECT_GT(s.resident_reads * 2, s.inputs) << s.resident_reads << " of " << s.inputs << " inputs resident";
   EXPECT_EQ(shadow.entries(), 0u);
   EXPECT_EQ(shadow.live_buffers(), 0);
+}
+
+// A pass whose work the device lost (a failed CUDA graph: end_forward says false) is run again,
+// which rewrites its KV rows: the logits of that pass and of every later one are the CPU's.
+TEST(RunForward, APassTheDeviceLostRunsAgain) {
+  for (const char* arch_name : {"llama", "deepseek2"}) {
+    const std::string path = synth(arch_name, "tiny");
+    auto file = gguf::GgufFile::open(path);
+    ASSERT_TRUE(file) << file.status().to_string();
+    auto config = ModelConfig::from_gguf(**file);
+    ASSERT_TRUE(config) << config.status().to_string();
+    auto arch = make_architecture(*config, **file);
+    ASSERT_TRUE(arch) << arch.status().to_string();
+    const KvCacheShape shape = (*arch)->kv_shape(64);
+    CpuBackend cpu(2);
+    const std::vector<float> want = run(**arch, cpu, shape, config->n_vocab);
+    for (int64_t lost : {1, 2}) {  // the prefill, then the first decode step
+      ShadowBackend shadow(2);
+      shadow.lose_pass = lost;
+      const std::vector<float> got = run(**arch, shadow, shape, config->n_vocab);
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << arch_name << ": pass " << lost << " lost, logit " << i;
+    }
+    ShadowBackend broken(2);
+    broken.lose_every_pass = true;
+    KvCache kv(shape, 16);
+    Batch b;
+    b.add(1, 0, 0, true);
+    ASSERT_TRUE(kv.reserve(0, 1).is_ok());
+    std::vector<float> logits(static_cast<size_t>(config->n_vocab));
+    const Status st = run_forward(**arch, broken, b, kv, logits.data());
+    EXPECT_EQ(st.code(), ErrorCode::kUnavailable);
+    EXPECT_NE(st.message().find("lost the forward pass twice"), std::string::npos) << st.message();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, ResidencyProtocol,

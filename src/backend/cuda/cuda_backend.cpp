@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <set>
@@ -71,6 +72,9 @@ using DeviceMemory = std::unique_ptr<void, DeviceFree>;
 class ScratchPool {
  public:
   ~ScratchPool() { trim(); }
+  // Runs before cudaMalloc and cudaFree (a CUDA graph capture must end first).
+  std::function<void()> before_driver_call;
+
   Status allocate(size_t bytes, void** out) {
     const size_t size = cuda::scratch_size_class(bytes);
     if (auto it = free_.find(size); it != free_.end()) {
@@ -78,6 +82,7 @@ class ScratchPool {
       free_.erase(it);
       return Status::ok();
     }
+    if (before_driver_call) before_driver_call();
     cudaError_t err = cudaMalloc(out, size);
     if (err == cudaErrorMemoryAllocation) {  // cached buffers of other sizes may be what is missing
       cudaGetLastError();
@@ -88,6 +93,7 @@ class ScratchPool {
   }
   void release(void* p, size_t bytes) { free_.emplace(cuda::scratch_size_class(bytes), p); }
   void trim() {
+    if (!free_.empty() && before_driver_call) before_driver_call();
     for (auto& [size, p] : free_) cudaFree(p);
     free_.clear();
   }
@@ -109,6 +115,9 @@ class PinnedArena {
   ~PinnedArena() {
     for (const Chunk& c : chunks_) cudaFreeHost(c.p);
   }
+  // Runs before cudaHostAlloc (a CUDA graph capture must end first).
+  std::function<void()> before_driver_call;
+
   void* take(size_t bytes) {
     bytes = (bytes + 255) & ~size_t{255};
     for (; current_ < chunks_.size(); ++current_) {
@@ -121,6 +130,7 @@ class PinnedArena {
     }
     const size_t size = std::max(bytes, kChunkBytes);
     if (failed_ || total_ + size > kMaxBytes) return nullptr;
+    if (before_driver_call) before_driver_call();
     void* p = nullptr;
     if (cudaHostAlloc(&p, size, cudaHostAllocDefault) != cudaSuccess) {
       cudaGetLastError();
@@ -164,7 +174,10 @@ class PinnedArena {
   } while (0)
 
 struct CudaBackend::Impl {
-  explicit Impl(std::shared_ptr<CpuBackend> cpu_backend) : cpu(std::move(cpu_backend)) {}
+  explicit Impl(std::shared_ptr<CpuBackend> cpu_backend) : cpu(std::move(cpu_backend)) {
+    pool.before_driver_call = [this] { end_capture(); };
+    pinned.before_driver_call = [this] { end_capture(); };
+  }
   ~Impl();
 
   // A matrix copied to the device: host bytes [begin, end) live at `memory`.
@@ -246,12 +259,31 @@ struct CudaBackend::Impl {
   bool warned_failure = false;                            // a device failure was reported once
   bool warned_memory = false;                             // running out of device memory was reported once
 
+  // CUDA graphs. From the third forward pass on, a pass of at most kGraphMaxTokens tokens (a
+  // decode step: the matvec kernels, no cuBLAS) is captured instead of launched, one graph per
+  // stretch between synchronizations (a MoE layer's routing ends one), and each graph updates
+  // the previous pass's executable graph at the same index (cudaGraphExecUpdate: new addresses
+  // and parameters, same shape; instantiated again when the shape changed). Uploads are staged
+  // in pinned memory, which the graph's copies read when it runs, before the next reset.
+  // Everything that waits or copies from pageable memory ends the capture first (end_capture).
+  // If a graph cannot be captured, instantiated or launched, the pass's work is lost: end_forward
+  // says so (the caller runs the pass again) and graphs stay off. FATHOM_CUDA_GRAPHS=0: never.
+  static constexpr int64_t kGraphMaxTokens = cuda::kGemmMinTokens - 1;
+  static constexpr int64_t kGraphWarmupPasses = 2;  // weights uploaded, scratch and staging grown
+  bool graphs = true;
+  int64_t passes = 0;            // forward passes ended
+  int64_t pass_tokens = 0;       // tokens of the running pass (begin_forward); 0: no pass
+  bool capturing = false;
+  size_t segment = 0;            // graphs launched in this pass
+  std::vector<cudaGraphExec_t> execs;  // by segment, kept for the next pass
+  bool pass_lost = false;        // this pass's work did not all run: end_forward returns false
+
   // Scratch taken during one op goes back to the pool when the op ends, as do activation
   // buffers the op's requests replaced; the op's work is queued by then, and whatever the next
   // op does with them is queued behind it.
   class OpScope {
    public:
-    explicit OpScope(Impl& impl) : impl_(impl) {}
+    explicit OpScope(Impl& impl) : impl_(impl) { impl_.begin_capture(); }
     ~OpScope() {
       for (const auto& [p, bytes] : impl_.op_buffers) impl_.pool.release(p, bytes);
       impl_.op_buffers.clear();
@@ -274,6 +306,12 @@ struct CudaBackend::Impl {
   // Waits for the queued work; then the staged KV rows are copied to the host cache and the
   // pinned staging is free again. Kernel errors of earlier ops surface here.
   Status finish();
+  // CUDA graphs (see `graphs`): capture starts with a device op of a qualifying pass and ends,
+  // with the graph launched, before anything that must not be captured.
+  void begin_capture();
+  void end_capture();
+  void graph_failed(const char* what, cudaError_t err);
+  void drop_graphs();
 
   // Device addresses of activations (residency.h): an op resolves all of its ranges in one
   // resolve_op call, so none is moved by a later one.
@@ -356,6 +394,13 @@ struct CudaBackend::Impl {
 
 CudaBackend::Impl::~Impl() {
   cudaSetDevice(info.index);
+  if (capturing) {
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(stream, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    capturing = false;
+  }
+  drop_graphs();
   if (stream) cudaStreamSynchronize(stream);
   activations.clear();
   activations.end_op();
@@ -386,12 +431,14 @@ Status CudaBackend::Impl::copy_in(void* dst, const void* src, size_t bytes) {
     FATHOM_CUDA_TRY(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, stream));
   } else {
     // From pageable memory the call returns once the bytes are staged, so src may change after.
+    end_capture();  // not allowed in a graph
     FATHOM_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
   }
   return Status::ok();
 }
 
 Status CudaBackend::Impl::download_now(void* dst, const void* src, size_t bytes) {
+  end_capture();
   void* staged = pinned.take(bytes);
   FATHOM_CUDA_TRY(cudaMemcpyAsync(staged ? staged : dst, src, bytes, cudaMemcpyDeviceToHost, stream));
   FATHOM_CUDA_TRY(cudaStreamSynchronize(stream));
@@ -400,6 +447,7 @@ Status CudaBackend::Impl::download_now(void* dst, const void* src, size_t bytes)
 }
 
 Status CudaBackend::Impl::finish() {
+  end_capture();
   FATHOM_CUDA_TRY(cudaStreamSynchronize(stream));
   for (const WriteBack& w : writebacks)
     for (size_t i = 0; i < w.rows.size(); ++i)
@@ -410,16 +458,83 @@ Status CudaBackend::Impl::finish() {
   return Status::ok();
 }
 
+void CudaBackend::Impl::begin_capture() {
+  if (capturing || !graphs || !resident || pass_lost || passes < kGraphWarmupPasses || pass_tokens <= 0 ||
+      pass_tokens > kGraphMaxTokens)
+    return;
+  if (const cudaError_t err = cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed); err != cudaSuccess) {
+    cudaGetLastError();
+    graphs = false;  // nothing was captured, so nothing is lost
+    Logger().log(LogLevel::kWarn, strprintf("cuda: cannot capture CUDA graphs on %s (%s); launching kernels one by one",
+                                            info.name.c_str(), cudaGetErrorString(err)));
+    return;
+  }
+  capturing = true;
+}
+
+void CudaBackend::Impl::end_capture() {
+  if (!capturing) return;
+  capturing = false;
+  cudaGraph_t graph = nullptr;
+  cudaError_t err = cudaStreamEndCapture(stream, &graph);
+  const char* what = "capture";
+  if (err == cudaSuccess && graph == nullptr) err = cudaErrorStreamCaptureInvalidated;
+  if (err == cudaSuccess) {
+    if (segment >= execs.size()) execs.resize(segment + 1, nullptr);
+    cudaGraphExec_t& exec = execs[segment];
+    if (exec) {
+      cudaGraphExecUpdateResultInfo result{};
+      if (cudaGraphExecUpdate(exec, graph, &result) != cudaSuccess) {  // another shape: instantiate anew
+        cudaGetLastError();
+        cudaGraphExecDestroy(exec);
+        exec = nullptr;
+      }
+    }
+    if (!exec) {
+      what = "instantiation";
+      err = cudaGraphInstantiate(&exec, graph, 0);
+      if (err != cudaSuccess) exec = nullptr;
+    }
+    if (err == cudaSuccess) {
+      what = "launch";
+      err = cudaGraphLaunch(exec, stream);
+    }
+  }
+  if (graph) cudaGraphDestroy(graph);
+  ++segment;
+  if (err != cudaSuccess) graph_failed(what, err);
+}
+
+void CudaBackend::Impl::graph_failed(const char* what, cudaError_t err) {
+  cudaGetLastError();
+  pass_lost = true;
+  graphs = false;
+  drop_graphs();
+  Logger().log(LogLevel::kWarn, strprintf("cuda: CUDA graph %s failed on %s (%s); the forward pass runs again, and later "
+                                          "ones launch kernels one by one",
+                                          what, info.name.c_str(), cudaGetErrorString(err)));
+}
+
+void CudaBackend::Impl::drop_graphs() {
+  for (cudaGraphExec_t exec : execs)
+    if (exec) cudaGraphExecDestroy(exec);
+  execs.clear();
+}
+
 void CudaBackend::Impl::sync(const Span& s) {
   if (!s.p || s.n <= 0) return;
-  if (const Status st = activations.to_host(s.p, static_cast<size_t>(s.n) * sizeof(float)); !st.is_ok())
+  if (const Status st = activations.to_host(s.p, static_cast<size_t>(s.n) * sizeof(float)); !st.is_ok()) {
     device_failed("reading activations back", st);
+    pass_lost = true;  // the host copy is stale: run the pass again
+  }
 }
 
 void CudaBackend::Impl::wrote(const Span& s) {
   if (!s.p || s.n <= 0) return;
-  if (const Status st = activations.host_wrote(s.p, static_cast<size_t>(s.n) * sizeof(float)); !st.is_ok())
+  if (const Status st = activations.host_wrote(s.p, static_cast<size_t>(s.n) * sizeof(float)); !st.is_ok()) {
     device_failed("copying activations in", st);
+    pass_lost = true;
+  }
 }
 
 void CudaBackend::Impl::after_op(std::initializer_list<Span> writes) {
@@ -439,6 +554,7 @@ const uint8_t* CudaBackend::Impl::find_weight(const void* p, size_t bytes) const
 }
 
 Expected<bool> CudaBackend::Impl::upload_weights(const void* host, size_t bytes, const std::string& what) {
+  end_capture();  // allocates, and copies from pageable memory
   DeviceMemory memory;
   const cudaError_t err = device_malloc(bytes, nullptr, &memory);
   if (err == cudaErrorMemoryAllocation) {
@@ -507,11 +623,13 @@ Expected<CudaBackend::Impl::MirrorLayer*> CudaBackend::Impl::mirror_layer(KvCach
 }
 
 void CudaBackend::Impl::free_caches(const KvCache* keep) {
+  end_capture();
   for (auto it = mirrors.begin(); it != mirrors.end();) it = it->first == keep ? std::next(it) : mirrors.erase(it);
   pool.trim();
 }
 
 cudaError_t CudaBackend::Impl::device_malloc(size_t bytes, const KvCache* keep, DeviceMemory* out) {
+  end_capture();
   void* p = nullptr;
   cudaError_t err = cudaMalloc(&p, bytes);
   if (err == cudaErrorMemoryAllocation) {  // idle scratch and other caches' mirrors may be what is missing
@@ -888,6 +1006,8 @@ Expected<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& op
   auto impl = std::make_unique<Impl>(options.cpu ? options.cpu : std::make_shared<CpuBackend>(options.n_threads));
   const char* sync_ops = std::getenv("FATHOM_CUDA_SYNC_OPS");
   impl->resident = options.resident_activations && !(sync_ops && std::string(sync_ops) == "1");
+  const char* graphs = std::getenv("FATHOM_CUDA_GRAPHS");
+  impl->graphs = options.graphs && !(graphs && std::string(graphs) == "0");
   cudaDeviceProp prop{};
   if (const cudaError_t err = cudaSetDevice(index); err != cudaSuccess)
     return error(ErrorCode::kUnavailable, strprintf("cudaSetDevice(%d): ", index) + cuda_error(err).message());
@@ -918,7 +1038,7 @@ Expected<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& op
 Expected<CudaPeaks> CudaBackend::measure_peaks(size_t copy_bytes, int64_t gemm_n) {
   Impl& im = *impl_;
   FATHOM_CUDA_TRY(cudaSetDevice(im.info.index));
-  FATHOM_CUDA_TRY(cudaStreamSynchronize(im.stream));
+  FATHOM_RETURN_IF_ERROR(im.finish());
   CudaPeaks peaks;
   peaks.copy_bytes = copy_bytes;
   peaks.gemm_n = gemm_n;
@@ -1163,10 +1283,24 @@ void CudaBackend::sync_to_host(const float* p, int64_t n) { impl_->sync({p, n});
 
 void CudaBackend::host_wrote(const float* p, int64_t n) { impl_->wrote({p, n}); }
 
-void CudaBackend::end_forward() {
-  if (const Status st = impl_->finish(); !st.is_ok()) impl_->device_failed("finishing a forward pass", st);
-  impl_->activations.clear();
-  impl_->activations.end_op();
+void CudaBackend::begin_forward(int64_t n_tokens) {
+  impl_->pass_tokens = n_tokens;
+  impl_->segment = 0;
+}
+
+bool CudaBackend::end_forward() {
+  Impl& im = *impl_;
+  if (const Status st = im.finish(); !st.is_ok()) {
+    im.device_failed("finishing a forward pass", st);
+    im.pass_lost = true;
+  }
+  im.activations.clear();
+  im.activations.end_op();
+  ++im.passes;
+  im.pass_tokens = 0;
+  const bool lost = im.pass_lost;
+  im.pass_lost = false;
+  return !lost;
 }
 
 bool CudaBackend::resident_activations() const { return impl_->resident; }

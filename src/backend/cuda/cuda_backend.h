@@ -11,6 +11,11 @@
 // either. FATHOM_CUDA_SYNC_OPS=1 in the environment reads every op's outputs back at once instead
 // (the behaviour before residency, for comparison).
 //
+// Decode passes (up to 15 tokens, from the third pass on) are captured as CUDA graphs, one per
+// stretch between synchronizations, and launched as a whole; the next pass updates them in
+// place. A graph that fails loses its pass's work: end_forward returns false, run_forward runs
+// the pass again, and graphs stay off from then on. FATHOM_CUDA_GRAPHS=0 turns them off.
+//
 // Each KV cache layer has a device mirror with the host's row layout: store_kv writes the mirror
 // and stages the rows for the host cache, which gets them at the next synchronization (at the
 // latest end_forward, so a cache must not be destroyed in the middle of a forward pass);
@@ -43,6 +48,7 @@ struct CudaOptions {
   int n_threads = 0;            // threads of the CPU backend that runs what the kernels do not cover; 0: all cores
   std::shared_ptr<CpuBackend> cpu;  // the CPU backend to delegate to (shared with a placement); null: its own with n_threads
   bool resident_activations = true; // false (or FATHOM_CUDA_SYNC_OPS=1): every op's outputs are read back at once
+  bool graphs = true;               // decode passes as CUDA graphs; false (or FATHOM_CUDA_GRAPHS=0): kernel by kernel
 };
 
 // What the device reaches, measured (the ceilings `fathom bench` relates its results to).
@@ -112,7 +118,8 @@ class CudaBackend final : public Backend {
   void copy_strided(const float* src, float* dst, const StridedCopy& c) override;
   void sync_to_host(const float* p, int64_t n) override;
   void host_wrote(const float* p, int64_t n) override;
-  void end_forward() override;
+  void begin_forward(int64_t n_tokens) override;
+  bool end_forward() override;  // false when a CUDA graph failed: run the pass again
   bool resident_activations() const;
 
  private:
