@@ -386,6 +386,23 @@ inline void check_bias_and_strided_copy(Backend& device, CpuBackend& cpu) {
   }
 }
 
+// top_candidates against the CPU backend's (the host reference): ids and values exact, ties (the
+// logits are rounded to quarters, so many are equal) ordered by lower id, k from 1 to a whole row.
+inline void check_top_candidates(Backend& device, CpuBackend& cpu) {
+  const int64_t n_rows = 5, n_vocab = 1000;
+  std::vector<float> logits = random_floats(static_cast<size_t>(n_rows * n_vocab), 29, 3.0f);
+  for (float& v : logits) v = std::round(v * 4.0f) / 4.0f;
+  for (int64_t k : {int64_t{1}, int64_t{40}, int64_t{64}, n_vocab}) {
+    std::vector<int32_t> got_ids(static_cast<size_t>(n_rows * k)), want_ids(got_ids.size());
+    std::vector<float> got(got_ids.size()), want(got_ids.size());
+    device.top_candidates(logits.data(), n_rows, n_vocab, k, got_ids.data(), got.data());
+    device.end_forward();
+    cpu.top_candidates(logits.data(), n_rows, n_vocab, k, want_ids.data(), want.data());
+    EXPECT_EQ(got_ids, want_ids) << "k=" << k;
+    EXPECT_EQ(got, want) << "k=" << k;
+  }
+}
+
 // Ops chained as a layer chains them, with no sync between: each reads what the one before
 // left in the device's memory. Only the last output is synced, then compared with the CPU's
 // chain (F32 weights: both products are f32 up to summation order).

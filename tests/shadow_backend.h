@@ -223,6 +223,16 @@ class ShadowBackend final : public Backend {
     ++passes_;
     losing_ = lose_every_pass || passes_ == lose_pass;
   }
+  void top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values) override {
+    float* ld = nullptr;
+    resolve([&]() -> Status {
+      FATHOM_ASSIGN_OR_RETURN(ld, in(logits, n_rows * n_vocab));
+      return Status::ok();
+    });
+    ++top_calls;
+    work([&] { cpu_.top_candidates(ld, n_rows, n_vocab, k, ids, values); });  // the CPU's host code on "device" rows
+    done({});
+  }
   void sync_to_host(const float* p, int64_t n) override { check(table_.to_host(p, bytes(n))); }
   void host_wrote(const float* p, int64_t n) override { check(table_.host_wrote(p, bytes(n))); }
   bool end_forward() override {
@@ -236,6 +246,7 @@ class ShadowBackend final : public Backend {
   // Tests of run_forward: the ops of pass number lose_pass (1 = the first begin_forward) do no
   // work, as when a device's graph fails, and its end_forward says so.
   int64_t lose_pass = 0;
+  int64_t top_calls = 0;  // top_candidates calls (the logits rows never came back whole)
   bool lose_every_pass = false;
 
   const ResidencyStats& stats() const { return table_.stats(); }

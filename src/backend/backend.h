@@ -127,6 +127,11 @@ class Backend {
   virtual void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n);
   // The copy StridedCopy describes; dst floats outside it are left as they are. Optional.
   virtual void copy_strided(const float* src, float* dst, const StridedCopy& c);
+  // Per row r < n_rows of logits [n_rows, n_vocab]: the k largest values and their ids, largest
+  // first, equal values by lower id (k <= n_vocab); ids, values: host [n_rows, k]. Lets a
+  // sampler that needs only the top k (greedy, top-k) skip reading whole rows back from a
+  // device. Optional (default: on the host).
+  virtual void top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values);
 
   // Activation residency (optional; a CPU backend ignores it). Activations are named by host
   // addresses, but a backend may keep an op's output in its own memory and leave the host copy

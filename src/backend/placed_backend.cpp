@@ -153,4 +153,9 @@ void PlacedBackend::copy_strided(const float* src, float* dst, const StridedCopy
   cpu_side({{src, c.src_span()}, {dst, c.dst_span()}}, {{dst, c.dst_span()}}, [&](Backend& b) { b.copy_strided(src, dst, c); });
 }
 
+void PlacedBackend::top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values) {
+  if (last_ == Placed::kDevice) return on(Placed::kDevice).top_candidates(logits, n_rows, n_vocab, k, ids, values);
+  cpu_side({{logits, n_rows * n_vocab}}, {}, [&](Backend& b) { b.top_candidates(logits, n_rows, n_vocab, k, ids, values); });
+}
+
 }  // namespace fathom

@@ -71,6 +71,7 @@ class PlacedBackend final : public Backend {
   void add(float* x, const float* y, int64_t n) override;
   void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) override;
   void copy_strided(const float* src, float* dst, const StridedCopy& c) override;
+  void top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values) override;
   void sync_to_host(const float* p, int64_t n) override { device_->sync_to_host(p, n); }
   void host_wrote(const float* p, int64_t n) override { device_->host_wrote(p, n); }
   void begin_forward(int64_t n_tokens) override { device_->begin_forward(n_tokens); }

@@ -195,7 +195,7 @@ Expected<ImatrixData> collect_imatrix(const std::string& model_path, const std::
     kv.free_sequence(0);
     FATHOM_RETURN_IF_ERROR(kv.reserve(0, options.n_ctx));
     logits.resize(static_cast<size_t>(batch.n_logits() * config.n_vocab));
-    FATHOM_RETURN_IF_ERROR(run_forward(*arch, collector, batch, kv, logits.data()));
+    FATHOM_RETURN_IF_ERROR(run_forward(*arch, collector, batch, kv, config.n_vocab, logits.data()));
     chunks.score(c, logits.data(), config.n_vocab, &nll);
     if (options.on_chunk) options.on_chunk(c + 1, chunks.n_chunks, nll.perplexity());
   }

@@ -84,6 +84,9 @@ class ImatrixCollector final : public Backend {
   void add(float* x, const float* y, int64_t n) override { inner_.add(x, y, n); }
   void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) override { inner_.add_bias(x, bias, n_rows, n); }
   void copy_strided(const float* src, float* dst, const StridedCopy& c) override { inner_.copy_strided(src, dst, c); }
+  void top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values) override {
+    inner_.top_candidates(logits, n_rows, n_vocab, k, ids, values);
+  }
   void sync_to_host(const float* p, int64_t n) override { inner_.sync_to_host(p, n); }
   void host_wrote(const float* p, int64_t n) override { inner_.host_wrote(p, n); }
   void begin_forward(int64_t n_tokens) override { inner_.begin_forward(n_tokens); }

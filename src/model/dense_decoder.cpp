@@ -138,7 +138,6 @@ void output_block(Backend& be, const ModelConfig& c, const float* output_norm, c
   }
   be.rms_norm(s.last.data(), output_norm, n_out, c.n_embd, c.rms_norm_eps, s.last.data());
   be.matmul(output, s.last.data(), n_out, logits);                                 // logits: [n_out, n_vocab]
-  be.sync_to_host(logits, n_out * output.n_rows());
 }
 
 }  // namespace fathom

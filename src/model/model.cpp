@@ -86,7 +86,7 @@ Expected<std::unique_ptr<Model>> Model::from_file(std::unique_ptr<gguf::GgufFile
   return m;
 }
 
-Status Model::forward(const Batch& batch, KvCache& kv, std::vector<float>& logits) {
+Status Model::check_batch(const Batch& batch, KvCache& kv) {
   const int64_t n = batch.size();
   if (n == 0) return error(ErrorCode::kInvalidArgument, "empty batch");
   if (static_cast<int64_t>(batch.positions.size()) != n || static_cast<int64_t>(batch.seq_ids.size()) != n ||
@@ -108,14 +108,35 @@ Status Model::forward(const Batch& batch, KvCache& kv, std::vector<float>& logit
     next_pos[seq] = pos + 1;
   }
   for (const auto& [seq, end] : next_pos) FATHOM_RETURN_IF_ERROR(kv.reserve(seq, end));
-  logits.resize(static_cast<size_t>(batch.n_logits() * config_.n_vocab));
-  return run_forward(*arch_, *backend_, batch, kv, logits.data());
+  return Status::ok();
 }
 
-Status run_forward(Architecture& arch, Backend& backend, const Batch& batch, KvCache& kv, float* logits) {
+Status Model::forward(const Batch& batch, KvCache& kv, std::vector<float>& logits) {
+  FATHOM_RETURN_IF_ERROR(check_batch(batch, kv));
+  logits.resize(static_cast<size_t>(batch.n_logits() * config_.n_vocab));
+  return run_forward(*arch_, *backend_, batch, kv, config_.n_vocab, logits.data());
+}
+
+Status Model::forward_top(const Batch& batch, KvCache& kv, TopLogits& top) {
+  if (top.k <= 0) return error(ErrorCode::kInvalidArgument, "forward_top: k must be positive");
+  FATHOM_RETURN_IF_ERROR(check_batch(batch, kv));
+  top_logits_.resize(static_cast<size_t>(batch.n_logits() * config_.n_vocab));
+  return run_forward(*arch_, *backend_, batch, kv, config_.n_vocab, top_logits_.data(), &top);
+}
+
+Status run_forward(Architecture& arch, Backend& backend, const Batch& batch, KvCache& kv, int64_t n_vocab, float* logits,
+                   TopLogits* top) {
+  const int64_t n_out = batch.n_logits();
+  if (top) {
+    top->k = std::min(top->k, n_vocab);
+    top->ids.resize(static_cast<size_t>(n_out * top->k));
+    top->values.resize(top->ids.size());
+  }
   for (int attempt = 0; attempt < 2; ++attempt) {
     backend.begin_forward(batch.size());
     arch.forward(batch, kv, backend, logits);
+    if (n_out > 0 && top) backend.top_candidates(logits, n_out, n_vocab, top->k, top->ids.data(), top->values.data());
+    else if (n_out > 0) backend.sync_to_host(logits, n_out * n_vocab);
     if (backend.end_forward()) return Status::ok();
   }
   return error(ErrorCode::kUnavailable, std::string(backend.name()) + " lost the forward pass twice");

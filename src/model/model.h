@@ -26,6 +26,14 @@ struct LoadOptions {
   PlacementOptions placement{};  // which tensors go on the accelerator (--gpu-layers, --cpu-moe, --override-tensor)
 };
 
+// The k largest logits of each logits row (Backend::top_candidates): what greedy and top-k
+// sampling need, without reading whole rows back from a device.
+struct TopLogits {
+  int64_t k = 0;               // asked for; on return min(k, n_vocab)
+  std::vector<int32_t> ids;    // [n_logits, k], largest first, equal values by lower id
+  std::vector<float> values;   // [n_logits, k]
+};
+
 class Model {
  public:
   static Expected<std::unique_ptr<Model>> load(const std::string& path, const LoadOptions& options);
@@ -41,6 +49,8 @@ class Model {
   // Validates the batch (token ids, positions continuing each sequence), reserves cache blocks,
   // runs the architecture and fills logits ([batch.n_logits(), n_vocab]). On error nothing ran.
   Status forward(const Batch& batch, KvCache& kv, std::vector<float>& logits);
+  // The same pass, but only each logits row's top.k largest logits come back (TopLogits).
+  Status forward_top(const Batch& batch, KvCache& kv, TopLogits& top);
 
  private:
   std::unique_ptr<gguf::GgufFile> file_;
@@ -48,13 +58,18 @@ class Model {
   Placement placement_;
   std::shared_ptr<Backend> backend_;  // shared: a PlacedBackend shares its CPU backend with the device's delegate
   std::unique_ptr<Architecture> arch_;
+  std::vector<float> top_logits_;  // forward_top's logits, named but not read
+
+  Status check_batch(const Batch& batch, KvCache& kv);  // validates and reserves cache blocks
 };
 
 // One forward pass of `arch` on `backend`, bracketed by begin_forward / end_forward (backend.h),
 // run a second time when the backend lost the first (a failed CUDA graph): the pass is
-// idempotent, since it writes the same KV rows again. logits: [batch.n_logits(), n_vocab].
-// kUnavailable when the backend lost both.
-Status run_forward(Architecture& arch, Backend& backend, const Batch& batch, KvCache& kv, float* logits);
+// idempotent, since it writes the same KV rows again. logits: [batch.n_logits(), n_vocab], on
+// the host at return unless `top` is given, which gets each row's k largest instead (logits is
+// then only the buffer the backend names them by). kUnavailable when the backend lost both.
+Status run_forward(Architecture& arch, Backend& backend, const Batch& batch, KvCache& kv, int64_t n_vocab, float* logits,
+                   TopLogits* top = nullptr);
 
 // Weight bytes one decode step (one token) reads from memory: every tensor the forward pass
 // uses (matrices, norms, biases), with token_embd counted as the one row get_rows reads unless

@@ -213,7 +213,18 @@ Status Engine::step() {
     }
     if (completes) sampled.push_back(static_cast<Active*>(c.seq));
   }
-  const Status st = model_->forward(batch_, *kv_, logits_);
+  // When every row's sampler needs only its largest logits (greedy, top-k, no penalties, no
+  // logprobs), only those come back: a device then sends k values per row, not the vocabulary.
+  int64_t k = 0;
+  bool only_top = !sampled.empty();
+  for (const Active* a : sampled) {
+    const int64_t need = a->request.logprobs > 0 ? 0 : Sampler::candidates_needed(a->sampler->params(), kMaxTopCandidates);
+    only_top = only_top && need > 0;
+    k = std::max(k, need);
+  }
+  if (!only_top) k = 0;
+  top_.k = k;
+  const Status st = k > 0 ? model_->forward_top(batch_, *kv_, top_) : model_->forward(batch_, *kv_, logits_);
   if (!st.is_ok()) {
     // The step failed as a whole (e.g. a lone sequence outgrew the cache): end its requests.
     for (const ScheduledChunk& c : chunks) finish(*static_cast<Active*>(c.seq), FinishReason::kError, st);
@@ -226,6 +237,11 @@ Status Engine::step() {
   const int64_t n_vocab = model_->config().n_vocab;
   for (size_t r = 0; r < sampled.size(); ++r) {
     Active* a = sampled[r];
+    if (k > 0) {
+      const size_t at = r * static_cast<size_t>(top_.k);
+      emit_token(*a, a->sampler->sample_top(top_.ids.data() + at, top_.values.data() + at, top_.k), nullptr);
+      continue;
+    }
     const float* row = logits_.data() + static_cast<int64_t>(r) * n_vocab;
     const int32_t token = a->sampler->sample(row, n_vocab);
     emit_token(*a, token, row);

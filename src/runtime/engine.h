@@ -85,6 +85,9 @@ class Engine {
   std::unordered_map<RequestId, std::unique_ptr<Active>> active_;  // engine thread only
   Batch batch_;                                          // scratch: this step's tokens
   std::vector<float> logits_;                            // scratch: [n_logits, n_vocab]
+  TopLogits top_;                                        // scratch: each row's largest logits, when they suffice
+  // Largest logits a step asks for instead of whole rows (greedy, top-k up to this).
+  static constexpr int64_t kMaxTopCandidates = 64;
 };
 
 double now_seconds();  // steady clock

@@ -53,6 +53,24 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab) {
   } else {
     std::sort(candidates_.begin(), candidates_.end(), by_logit);
   }
+  return draw(n);
+}
+
+int64_t Sampler::candidates_needed(const SamplingParams& p, int64_t max_k) {
+  if (p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) return 0;
+  if (p.temperature <= 0.0f) return 1;
+  return p.top_k > 0 && p.top_k <= max_k ? p.top_k : 0;
+}
+
+int32_t Sampler::sample_top(const int32_t* ids, const float* values, int64_t k) {
+  if (params_.temperature <= 0.0f) return ids[0];
+  const int64_t n = params_.top_k > 0 ? std::min<int64_t>(params_.top_k, k) : k;
+  candidates_.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) candidates_[static_cast<size_t>(i)] = {values[i], ids[i]};
+  return draw(static_cast<size_t>(n));
+}
+
+int32_t Sampler::draw(size_t n) {
   // Softmax over the survivors at temperature 1 for the p filters (as llama.cpp's chain does
   // top-p/min-p before temperature).
   std::vector<double> probs(n);

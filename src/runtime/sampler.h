@@ -3,6 +3,7 @@
 // logits give the same tokens on every run and platform (no std:: distributions).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <unordered_map>
@@ -33,6 +34,13 @@ class Sampler {
 
   // Picks the next token from logits [n_vocab]; does not record it (see accept).
   int32_t sample(const float* logits, int64_t n_vocab);
+  // How many of a row's largest logits sample() needs to pick exactly the token it would pick
+  // from the whole row: 1 when greedy, top_k when that is set (up to max_k); 0 when it needs
+  // the whole row (penalties move logits, or no top_k bounds the candidates).
+  static int64_t candidates_needed(const SamplingParams& params, int64_t max_k);
+  // sample() from a row's k largest logits only (ids and values, largest first, ties by lower
+  // id: Backend::top_candidates), with k >= candidates_needed(params()) > 0: the same token.
+  int32_t sample_top(const int32_t* ids, const float* values, int64_t k);
   // Records a token as generated (or as part of the prompt, for the repeat window).
   void accept(int32_t token, bool is_prompt = false);
   // Top-n log probabilities of the distribution the last sample() drew from, plus the chosen token's.
@@ -44,6 +52,8 @@ class Sampler {
  private:
   uint64_t next_random();  // splitmix64 / xorshift stream from the seed
   double uniform01();
+  // top-p, min-p, temperature and the draw, over candidates_[0, n) sorted largest first.
+  int32_t draw(size_t n);
 
   SamplingParams params_;
   uint64_t rng_state_;                          // generator state

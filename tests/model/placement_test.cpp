@@ -225,8 +225,7 @@ std::vector<float> forward_all(Architecture& arch, Backend& be, const KvCacheSha
     for (int64_t i = start; i < start + 4; ++i) b.add(static_cast<int32_t>((i * 37 + 11) % n_vocab), static_cast<int32_t>(i), 0, true);
     EXPECT_TRUE(kv.reserve(0, start + 4).is_ok());
     std::vector<float> logits(static_cast<size_t>(b.n_logits() * n_vocab));
-    arch.forward(b, kv, be, logits.data());
-    be.end_forward();
+    EXPECT_TRUE(run_forward(arch, be, b, kv, n_vocab, logits.data()).is_ok());
     all.insert(all.end(), logits.begin(), logits.end());
   }
   return all;

@@ -189,6 +189,7 @@ TEST(ResidencyChecks, BiasStridedCopyAndAChainWithoutSyncs) {
   CpuBackend cpu(2);
   test::check_bias_and_strided_copy(shadow, cpu);
   test::check_op_chain(shadow, cpu, 1e-30);
+  test::check_top_candidates(shadow, cpu);
   EXPECT_EQ(shadow.live_buffers(), 0);
 }
 
@@ -217,7 +218,7 @@ std::vector<float> run(Architecture& arch, Backend& be, const KvCacheShape& shap
       EXPECT_TRUE(kv.reserve(seq, b.positions[static_cast<size_t>(i)] + 1).is_ok());
     }
     std::vector<float> logits(static_cast<size_t>(b.n_logits() * n_vocab));
-    EXPECT_TRUE(run_forward(arch, be, b, kv, logits.data()).is_ok());
+    EXPECT_TRUE(run_forward(arch, be, b, kv, n_vocab, logits.data()).is_ok());
     all.insert(all.end(), logits.begin(), logits.end());
   };
   Batch prefill;
@@ -295,10 +296,42 @@ TEST(RunForward, APassTheDeviceLostRunsAgain) {
     b.add(1, 0, 0, true);
     ASSERT_TRUE(kv.reserve(0, 1).is_ok());
     std::vector<float> logits(static_cast<size_t>(config->n_vocab));
-    const Status st = run_forward(**arch, broken, b, kv, logits.data());
+    const Status st = run_forward(**arch, broken, b, kv, config->n_vocab, logits.data());
     EXPECT_EQ(st.code(), ErrorCode::kUnavailable);
     EXPECT_NE(st.message().find("lost the forward pass twice"), std::string::npos) << st.message();
   }
+}
+
+// Greedy and top-k sampling ask only for each row's largest logits: through the device they
+// are the largest of the CPU's rows (ids and values exact), and the rows never come back whole.
+TEST(RunForward, TopLogitsAreTheLargestOfTheRows) {
+  const std::string path = synth("qwen2", "tiny");
+  auto file = gguf::GgufFile::open(path);
+  ASSERT_TRUE(file) << file.status().to_string();
+  auto config = ModelConfig::from_gguf(**file);
+  ASSERT_TRUE(config) << config.status().to_string();
+  auto arch = make_architecture(*config, **file);
+  ASSERT_TRUE(arch) << arch.status().to_string();
+  const int64_t n_vocab = config->n_vocab;
+  Batch b;
+  for (int32_t i = 0; i < 6; ++i) b.add((i * 31 + 3) % static_cast<int32_t>(n_vocab), i, 0, i >= 3);
+  CpuBackend cpu(2);
+  KvCache kv_cpu((*arch)->kv_shape(64), 16), kv_dev((*arch)->kv_shape(64), 16);
+  ASSERT_TRUE(kv_cpu.reserve(0, 6).is_ok());
+  ASSERT_TRUE(kv_dev.reserve(0, 6).is_ok());
+  std::vector<float> rows(static_cast<size_t>(3 * n_vocab)), named(rows.size());
+  ASSERT_TRUE(run_forward(**arch, cpu, b, kv_cpu, n_vocab, rows.data()).is_ok());
+  ShadowBackend shadow(2);
+  TopLogits top;
+  top.k = 40;
+  ASSERT_TRUE(run_forward(**arch, shadow, b, kv_dev, n_vocab, named.data(), &top).is_ok());
+  EXPECT_EQ(shadow.top_calls, 1);
+  EXPECT_TRUE(std::isnan(named[0])) << "the rows stayed on the device";
+  std::vector<int32_t> want_ids(static_cast<size_t>(3 * 40));
+  std::vector<float> want(want_ids.size());
+  cpu.top_candidates(rows.data(), 3, n_vocab, 40, want_ids.data(), want.data());
+  EXPECT_EQ(top.ids, want_ids);
+  EXPECT_EQ(top.values, want);
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, ResidencyProtocol,

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "backend/cpu/cpu_backend.h"
 #include "runtime/sampler.h"
 #include "runtime/stop_strings.h"
 
@@ -35,6 +36,51 @@ TEST(Sampler, SameSeedSameTokensDifferentSeedDifferent) {
   };
   EXPECT_EQ(run(1), run(1));
   EXPECT_NE(run(1), run(2));
+}
+
+// Sampling from a row's k largest logits (what a device sends back instead of the row) picks
+// the very tokens sampling from the whole row picks, draw for draw, whenever candidates_needed
+// says k suffice; with penalties or without top_k it says the whole row is needed.
+TEST(Sampler, TopCandidatesGiveTheSameTokensAsTheWholeRow) {
+  const int64_t n_vocab = 3000;
+  CpuBackend cpu(1);
+  std::vector<float> rows(static_cast<size_t>(20 * n_vocab));
+  for (size_t i = 0; i < rows.size(); ++i)
+    rows[i] = std::round(std::sin(static_cast<float>(i) * 0.37f) * 40.0f) / 8.0f;  // many ties
+  struct Case {
+    float temperature;
+    int32_t top_k;
+    float top_p, min_p;
+  };
+  for (const Case& c : {Case{0.0f, 40, 0.95f, 0.05f}, Case{0.8f, 40, 0.95f, 0.05f}, Case{1.3f, 64, 1.0f, 0.0f},
+                        Case{0.7f, 5, 0.5f, 0.2f}, Case{2.0f, 1, 1.0f, 0.0f}}) {
+    SamplingParams p;
+    p.temperature = c.temperature;
+    p.top_k = c.top_k;
+    p.top_p = c.top_p;
+    p.min_p = c.min_p;
+    p.seed = 11;
+    const int64_t k = Sampler::candidates_needed(p, 64);
+    ASSERT_GT(k, 0);
+    Sampler whole(p), top(p);
+    std::vector<int32_t> ids(static_cast<size_t>(20 * 64));
+    std::vector<float> values(ids.size());
+    cpu.top_candidates(rows.data(), 20, n_vocab, 64, ids.data(), values.data());
+    for (int rep = 0; rep < 5; ++rep)
+      for (int64_t r = 0; r < 20; ++r)
+        ASSERT_EQ(whole.sample(rows.data() + r * n_vocab, n_vocab), top.sample_top(ids.data() + r * 64, values.data() + r * 64, 64))
+            << "temperature " << c.temperature << " top_k " << c.top_k << " row " << r;
+  }
+  SamplingParams p;
+  p.repeat_penalty = 1.1f;
+  EXPECT_EQ(Sampler::candidates_needed(p, 64), 0);
+  p = SamplingParams{};
+  p.top_k = 0;
+  EXPECT_EQ(Sampler::candidates_needed(p, 64), 0);
+  p.top_k = 100;
+  EXPECT_EQ(Sampler::candidates_needed(p, 64), 0);
+  p.temperature = 0.0f;
+  EXPECT_EQ(Sampler::candidates_needed(p, 64), 1);
 }
 
 TEST(Sampler, TopKOneIsGreedy) {

@@ -385,6 +385,7 @@ struct CudaBackend::Impl {
   Status add(float* x, const float* y, int64_t n);
   Status add_bias(float* x, const float* bias, int64_t n_rows, int64_t n);
   Status copy_strided(const float* src, float* dst, const StridedCopy& c);
+  Status top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values);
   Status store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v);
   // Shared by attention and mla_attention: queries are q_a's rows followed by q_b's (see AttentionArgs).
   Status attend(const float* q_a, int64_t width_a, const float* q_b, int64_t width_b, KvCache& kv, int64_t layer,
@@ -894,6 +895,28 @@ Status CudaBackend::Impl::copy_strided(const float* src, float* dst, const Strid
   return Status::ok();
 }
 
+Status CudaBackend::Impl::top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids,
+                                         float* values) {
+  FATHOM_CUDA_TRY(cudaSetDevice(info.index));
+  std::vector<uint32_t> host(static_cast<size_t>(2 * n_rows * k));  // ids, then values: one read back
+  {
+    OpScope op(*this);
+    const float* l = nullptr;
+    FATHOM_RETURN_IF_ERROR(activations.resolve_op([&]() -> Status {
+      FATHOM_ASSIGN_OR_RETURN(l, input(logits, n_rows * n_vocab));
+      return Status::ok();
+    }));
+    uint32_t* out = nullptr;
+    FATHOM_RETURN_IF_ERROR(scratch(static_cast<int64_t>(host.size()), &out));
+    FATHOM_CUDA_TRY(cuda::launch_top_candidates(l, n_rows, n_vocab, k, reinterpret_cast<int32_t*>(out),
+                                                reinterpret_cast<float*>(out + n_rows * k), stream));
+    FATHOM_RETURN_IF_ERROR(download_now(host.data(), out, host.size() * sizeof(uint32_t)));
+  }
+  std::memcpy(ids, host.data(), static_cast<size_t>(n_rows * k) * sizeof(int32_t));
+  std::memcpy(values, host.data() + n_rows * k, static_cast<size_t>(n_rows * k) * sizeof(float));
+  return Status::ok();
+}
+
 Status CudaBackend::Impl::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
   FATHOM_CUDA_TRY(cudaSetDevice(info.index));
   FATHOM_ASSIGN_OR_RETURN(MirrorLayer* m, mirror_layer(kv, layer));
@@ -1277,6 +1300,12 @@ void CudaBackend::copy_strided(const float* src, float* dst, const StridedCopy& 
   if (c.src_span() <= 0) return;
   impl_->run("copy_strided", {{src, c.src_span()}, {dst, c.dst_span()}}, {{dst, c.dst_span()}},
              [&] { return impl_->copy_strided(src, dst, c); }, [&] { impl_->cpu->copy_strided(src, dst, c); });
+}
+
+void CudaBackend::top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values) {
+  if (n_rows <= 0 || k <= 0) return;
+  impl_->run("top_candidates", {{logits, n_rows * n_vocab}}, {}, [&] { return impl_->top_candidates(logits, n_rows, n_vocab, k, ids, values); },
+             [&] { impl_->cpu->top_candidates(logits, n_rows, n_vocab, k, ids, values); });
 }
 
 void CudaBackend::sync_to_host(const float* p, int64_t n) { impl_->sync({p, n}); }

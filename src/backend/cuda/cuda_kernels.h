@@ -39,6 +39,10 @@ cudaError_t launch_add_bias(float* x, const float* bias, int64_t n_rows, int64_t
 // Backend::copy_strided (backend.h StridedCopy) on device memory.
 cudaError_t launch_copy_strided(const float* src, float* dst, int64_t n_outer, int64_t n_inner, int64_t width, int64_t src_outer,
                                 int64_t src_inner, int64_t dst_outer, int64_t dst_inner, cudaStream_t stream);
+// Backend::top_candidates on device memory: per row the k largest logits (NaN as -inf) and
+// their ids, largest first, equal values by lower id. ids, values: [n_rows, k].
+cudaError_t launch_top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values,
+                                  cudaStream_t stream);
 // dst[rows[t], :] = src[t, :] for t < n_rows; rows of `width` floats.
 cudaError_t launch_scatter_rows(const float* src, int64_t width, const int64_t* rows, int64_t n_rows, float* dst,
                                 cudaStream_t stream);

@@ -1,5 +1,6 @@
 // Element-wise and per-row kernels: RMSNorm, RoPE, SwiGLU, add, bias, strided copies and the KV row scatter.
 #include <cmath>
+#include <cstdint>
 
 #include "backend/cuda/cuda_device.cuh"
 #include "backend/cuda/cuda_kernels.h"
@@ -64,6 +65,64 @@ __global__ void copy_strided_kernel(const float* src, float* dst, int64_t n_item
   dst[o * dst_outer + i * dst_inner + j] = src[o * src_outer + i * src_inner + j];
 }
 
+// (va, ia) ranks before (vb, ib): larger value, or equal value and lower id.
+__device__ bool ranks_before(float va, int32_t ia, float vb, int32_t ib) { return va > vb || (va == vb && ia < ib); }
+
+// One block per row, k rounds: each picks the best value ranked after the previous pick (a
+// block-wide arg-max), so the picks come out in order with no sort. NaN ranks as -inf.
+__global__ void __launch_bounds__(kThreads)
+    top_candidates_kernel(const float* logits, int64_t n_vocab, int64_t k, int32_t* ids, float* values) {
+  __shared__ float warp_value[kThreads / kWarpSize];
+  __shared__ int32_t warp_id[kThreads / kWarpSize];
+  __shared__ float prev_value;
+  __shared__ int32_t prev_id;
+  const float* row = logits + static_cast<int64_t>(blockIdx.x) * n_vocab;
+  if (threadIdx.x == 0) {
+    prev_value = INFINITY;
+    prev_id = -1;
+  }
+  __syncthreads();
+  for (int64_t j = 0; j < k; ++j) {
+    const float pv = prev_value;
+    const int32_t pi = prev_id;
+    float best = -INFINITY;
+    int32_t best_id = INT32_MAX;  // ranks after everything
+    for (int64_t i = threadIdx.x; i < n_vocab; i += kThreads) {
+      const float v = isnan(row[i]) ? -INFINITY : row[i];
+      const int32_t id = static_cast<int32_t>(i);
+      if (ranks_before(pv, pi, v, id) && ranks_before(v, id, best, best_id)) {
+        best = v;
+        best_id = id;
+      }
+    }
+    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+      const float v = __shfl_down_sync(0xffffffffu, best, offset);
+      const int32_t id = __shfl_down_sync(0xffffffffu, best_id, offset);
+      if (ranks_before(v, id, best, best_id)) {
+        best = v;
+        best_id = id;
+      }
+    }
+    if (threadIdx.x % kWarpSize == 0) {
+      warp_value[threadIdx.x / kWarpSize] = best;
+      warp_id[threadIdx.x / kWarpSize] = best_id;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int w = 1; w < kThreads / kWarpSize; ++w)
+        if (ranks_before(warp_value[w], warp_id[w], best, best_id)) {
+          best = warp_value[w];
+          best_id = warp_id[w];
+        }
+      ids[static_cast<int64_t>(blockIdx.x) * k + j] = best_id;
+      values[static_cast<int64_t>(blockIdx.x) * k + j] = best;
+      prev_value = best;
+      prev_id = best_id;
+    }
+    __syncthreads();
+  }
+}
+
 // One block per row.
 __global__ void scatter_rows_kernel(const float* src, int64_t width, const int64_t* rows, float* dst) {
   const float* s = src + static_cast<int64_t>(blockIdx.x) * width;
@@ -112,6 +171,12 @@ cudaError_t launch_copy_strided(const float* src, float* dst, int64_t n_outer, i
   const int64_t n_items = n_outer * n_inner * width;
   copy_strided_kernel<<<blocks_for(n_items, kThreads), kThreads, 0, stream>>>(src, dst, n_items, n_inner, width, src_outer,
                                                                               src_inner, dst_outer, dst_inner);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values,
+                                  cudaStream_t stream) {
+  top_candidates_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(logits, n_vocab, k, ids, values);
   return cudaGetLastError();
 }
 
