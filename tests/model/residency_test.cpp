@@ -207,6 +207,29 @@ std::string synth(const std::string& arch, const std::string& preset) {
   return path;
 }
 
+// A synth model opened and bound; arch is null (after a failed expectation) when it could not be.
+struct SynthModel {
+  std::unique_ptr<gguf::GgufFile> file;
+  ModelConfig config;
+  std::unique_ptr<Architecture> arch;
+};
+
+SynthModel load_synth(const std::string& arch, const std::string& preset) {
+  SynthModel m;
+  auto file = gguf::GgufFile::open(synth(arch, preset));
+  EXPECT_TRUE(file) << file.status().to_string();
+  if (!file) return m;
+  m.file = std::move(file).value();
+  auto config = ModelConfig::from_gguf(*m.file);
+  EXPECT_TRUE(config) << config.status().to_string();
+  if (!config) return m;
+  m.config = *config;
+  auto a = make_architecture(m.config, *m.file);
+  EXPECT_TRUE(a) << a.status().to_string();
+  if (a) m.arch = std::move(a).value();
+  return m;
+}
+
 // Two sequences: prefills of different lengths with logits on some rows only, then decode
 // steps of both in one batch; every logit row of every step.
 std::vector<float> run(Architecture& arch, Backend& be, const KvCacheShape& shape, int64_t n_vocab) {
@@ -245,19 +268,14 @@ class ResidencyProtocol : public ::testing::TestWithParam<ArchCase> {};
 
 TEST_P(ResidencyProtocol, LogitsAreTheCpusWhenActivationsStayOnTheDevice) {
   const ArchCase& c = GetParam();
-  const std::string path = synth(c.arch, c.preset);
-  auto file = gguf::GgufFile::open(path);
-  ASSERT_TRUE(file) << file.status().to_string();
-  auto config = ModelConfig::from_gguf(**file);
-  ASSERT_TRUE(config) << config.status().to_string();
-  auto arch = make_architecture(*config, **file);
-  ASSERT_TRUE(arch) << arch.status().to_string();
-  const KvCacheShape shape = (*arch)->kv_shape(64);
+  const SynthModel m = load_synth(c.arch, c.preset);
+  ASSERT_TRUE(m.arch);
+  const KvCacheShape shape = m.arch->kv_shape(64);
 
   CpuBackend cpu(2);
-  const std::vector<float> want = run(**arch, cpu, shape, config->n_vocab);
+  const std::vector<float> want = run(*m.arch, cpu, shape, m.config.n_vocab);
   ShadowBackend shadow(2);
-  const std::vector<float> got = run(**arch, shadow, shape, config->n_vocab);
+  const std::vector<float> got = run(*m.arch, shadow, shape, m.config.n_vocab);
 
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "logit " << i;  // NaN if a stale host copy was read
@@ -272,20 +290,15 @@ TEST_P(ResidencyProtocol, LogitsAreTheCpusWhenActivationsStayOnTheDevice) {
 // which rewrites its KV rows: the logits of that pass and of every later one are the CPU's.
 TEST(RunForward, APassTheDeviceLostRunsAgain) {
   for (const char* arch_name : {"llama", "deepseek2"}) {
-    const std::string path = synth(arch_name, "tiny");
-    auto file = gguf::GgufFile::open(path);
-    ASSERT_TRUE(file) << file.status().to_string();
-    auto config = ModelConfig::from_gguf(**file);
-    ASSERT_TRUE(config) << config.status().to_string();
-    auto arch = make_architecture(*config, **file);
-    ASSERT_TRUE(arch) << arch.status().to_string();
-    const KvCacheShape shape = (*arch)->kv_shape(64);
+    const SynthModel m = load_synth(arch_name, "tiny");
+    ASSERT_TRUE(m.arch);
+    const KvCacheShape shape = m.arch->kv_shape(64);
     CpuBackend cpu(2);
-    const std::vector<float> want = run(**arch, cpu, shape, config->n_vocab);
+    const std::vector<float> want = run(*m.arch, cpu, shape, m.config.n_vocab);
     for (int64_t lost : {1, 2}) {  // the prefill, then the first decode step
       ShadowBackend shadow(2);
       shadow.lose_pass = lost;
-      const std::vector<float> got = run(**arch, shadow, shape, config->n_vocab);
+      const std::vector<float> got = run(*m.arch, shadow, shape, m.config.n_vocab);
       ASSERT_EQ(got.size(), want.size());
       for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << arch_name << ": pass " << lost << " lost, logit " << i;
     }
@@ -295,8 +308,8 @@ TEST(RunForward, APassTheDeviceLostRunsAgain) {
     Batch b;
     b.add(1, 0, 0, true);
     ASSERT_TRUE(kv.reserve(0, 1).is_ok());
-    std::vector<float> logits(static_cast<size_t>(config->n_vocab));
-    const Status st = run_forward(**arch, broken, b, kv, config->n_vocab, logits.data());
+    std::vector<float> logits(static_cast<size_t>(m.config.n_vocab));
+    const Status st = run_forward(*m.arch, broken, b, kv, m.config.n_vocab, logits.data());
     EXPECT_EQ(st.code(), ErrorCode::kUnavailable);
     EXPECT_NE(st.message().find("lost the forward pass twice"), std::string::npos) << st.message();
   }
@@ -305,26 +318,21 @@ TEST(RunForward, APassTheDeviceLostRunsAgain) {
 // Greedy and top-k sampling ask only for each row's largest logits: through the device they
 // are the largest of the CPU's rows (ids and values exact), and the rows never come back whole.
 TEST(RunForward, TopLogitsAreTheLargestOfTheRows) {
-  const std::string path = synth("qwen2", "tiny");
-  auto file = gguf::GgufFile::open(path);
-  ASSERT_TRUE(file) << file.status().to_string();
-  auto config = ModelConfig::from_gguf(**file);
-  ASSERT_TRUE(config) << config.status().to_string();
-  auto arch = make_architecture(*config, **file);
-  ASSERT_TRUE(arch) << arch.status().to_string();
-  const int64_t n_vocab = config->n_vocab;
+  const SynthModel m = load_synth("qwen2", "tiny");
+  ASSERT_TRUE(m.arch);
+  const int64_t n_vocab = m.config.n_vocab;
   Batch b;
   for (int32_t i = 0; i < 6; ++i) b.add((i * 31 + 3) % static_cast<int32_t>(n_vocab), i, 0, i >= 3);
   CpuBackend cpu(2);
-  KvCache kv_cpu((*arch)->kv_shape(64), 16), kv_dev((*arch)->kv_shape(64), 16);
+  KvCache kv_cpu(m.arch->kv_shape(64), 16), kv_dev(m.arch->kv_shape(64), 16);
   ASSERT_TRUE(kv_cpu.reserve(0, 6).is_ok());
   ASSERT_TRUE(kv_dev.reserve(0, 6).is_ok());
   std::vector<float> rows(static_cast<size_t>(3 * n_vocab)), named(rows.size());
-  ASSERT_TRUE(run_forward(**arch, cpu, b, kv_cpu, n_vocab, rows.data()).is_ok());
+  ASSERT_TRUE(run_forward(*m.arch, cpu, b, kv_cpu, n_vocab, rows.data()).is_ok());
   ShadowBackend shadow(2);
   TopLogits top;
   top.k = 40;
-  ASSERT_TRUE(run_forward(**arch, shadow, b, kv_dev, n_vocab, named.data(), &top).is_ok());
+  ASSERT_TRUE(run_forward(*m.arch, shadow, b, kv_dev, n_vocab, named.data(), &top).is_ok());
   EXPECT_EQ(shadow.top_calls, 1);
   EXPECT_TRUE(std::isnan(named[0])) << "the rows stayed on the device";
   std::vector<int32_t> want_ids(static_cast<size_t>(3 * 40));
