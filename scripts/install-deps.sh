@@ -7,7 +7,8 @@ packages=(
   build-essential cmake pkg-config
   nlohmann-json3-dev   # JSON (GGUF-independent config, HTTP API, tokenizer.json)
   libpcre2-dev         # Unicode-aware regexes for the BPE pre-tokenizers
-  libcpp-httplib-dev   # HTTP server/client for `fathom serve` and `fathom bench load`
+  libcpp-httplib-dev   # HTTP client for `fathom bench load` and test clients
+  libboost-dev         # Boost.Beast/Asio: the event-driven HTTP server of `fathom serve`
   libgtest-dev libgmock-dev
   python3 python3-jinja2  # reference renderer for the chat-template tests
   opencl-headers ocl-icd-opencl-dev  # OpenCL backend (FATHOM_OPENCL=auto builds it when present)

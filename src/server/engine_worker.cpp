@@ -5,17 +5,14 @@
 namespace fathom::server {
 
 void EventChannel::push(ChoiceEvent event) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    events_.push_back(std::move(event));
-  }
-  cv_.notify_one();
+  std::lock_guard<std::mutex> lock(mutex_);
+  events_.push_back(std::move(event));
 }
 
-bool EventChannel::wait(std::vector<ChoiceEvent>& out, std::chrono::milliseconds timeout) {
+bool EventChannel::take(std::vector<ChoiceEvent>& out) {
   out.clear();
-  std::unique_lock<std::mutex> lock(mutex_);
-  if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (events_.empty()) return false;
   for (ChoiceEvent& e : events_) out.push_back(std::move(e));
   events_.clear();
   return true;
@@ -52,14 +49,27 @@ const Engine* EngineWorker::engine() const {
   return state_ == EngineState::kReady ? engine_.get() : nullptr;
 }
 
-Expected<std::vector<RequestId>> EngineWorker::submit(std::vector<GenerationRequest> requests) {
+bool EngineWorker::reserve() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (static_cast<int64_t>(in_flight_.size()) + reserved_ + 1 > max_in_flight_) return false;
+  ++reserved_;
+  return true;
+}
+
+void EngineWorker::release_reservation() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (reserved_ > 0) --reserved_;
+}
+
+Expected<std::vector<RequestId>> EngineWorker::submit(std::vector<GenerationRequest> requests, bool reserved) {
   std::vector<RequestId> ids;
   {
     // Held across the engine's submit so that a final event (on the engine thread) cannot
     // look for its id before it is recorded.
     std::lock_guard<std::mutex> lock(mutex_);
+    if (reserved && reserved_ > 0) --reserved_;
     if (state_ != EngineState::kReady) return error(ErrorCode::kUnavailable, "the model is not loaded");
-    if (static_cast<int64_t>(in_flight_.size() + requests.size()) > max_in_flight_)
+    if (static_cast<int64_t>(in_flight_.size()) + reserved_ + static_cast<int64_t>(requests.size()) > max_in_flight_)
       return error(ErrorCode::kUnavailable, "queue full");
     for (GenerationRequest& r : requests) {
       // The wrapper retires the id from the in-flight set when its final event is delivered.

@@ -26,17 +26,15 @@ struct ChoiceEvent {
   TokenEvent event;   // what the engine reported
 };
 
-// Hands a request's events from the engine thread to the HTTP handler thread that waits for them.
+// Hands a request's events from the engine thread to the connection that relays them.
 class EventChannel {
  public:
   void push(ChoiceEvent event);
-  // Moves every queued event into `out` (cleared first); waits up to `timeout` for the first.
-  // Returns false when none arrived in time.
-  bool wait(std::vector<ChoiceEvent>& out, std::chrono::milliseconds timeout);
+  // Moves every queued event into `out` (cleared first); false when there were none.
+  bool take(std::vector<ChoiceEvent>& out);
 
  private:
   std::mutex mutex_;
-  std::condition_variable cv_;
   std::deque<ChoiceEvent> events_;  // pushed, not yet taken
 };
 
@@ -65,9 +63,15 @@ class EngineWorker {
   // (tokenizer, n_ctx, submit, cancel) through this worker.
   const Engine* engine() const;
 
+  // Admission before work: holds a place for one request while its prompt is prepared, so
+  // that a full server says 429 before parsing and tokenizing. False when running + queued +
+  // places held already reach max_in_flight.
+  bool reserve();
+  void release_reservation();  // the prepared request was refused, or failed before submit
   // Submits every request or none. kUnavailable (-> 429) when they would exceed max_in_flight.
+  // `reserved`: one place was held by reserve(); it is given back whatever the outcome.
   // Each request's on_event runs on the engine thread, as the engine documents.
-  Expected<std::vector<RequestId>> submit(std::vector<GenerationRequest> requests);
+  Expected<std::vector<RequestId>> submit(std::vector<GenerationRequest> requests, bool reserved = false);
   void cancel(RequestId id);
   void cancel_all();
   int64_t in_flight() const;
@@ -95,6 +99,7 @@ class EngineWorker {
   Status load_status_;            // loading error, when kFailed
   std::unique_ptr<Engine> engine_;  // set once loaded; destroyed with the worker
   std::set<RequestId> in_flight_;   // submitted, final event not yet delivered
+  int64_t reserved_ = 0;            // places held by reserve() for requests being prepared
   bool wake_ = false;             // work was submitted or cancelled since the engine thread looked
   bool stop_ = false;             // stop() was called
 };

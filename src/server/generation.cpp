@@ -1,7 +1,10 @@
 // The two generation routes: turn a validated OpenAI request into engine requests (one per
 // choice), then relay the engine's events as one JSON body or as Server-Sent Events.
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <ctime>
+#include <mutex>
 
 #include "server/openai_response.h"
 #include "server/server_context.h"
@@ -19,10 +22,14 @@ constexpr const char* kPlainChatTemplate =
     "{% else %}{{ 'Assistant: ' + message['content'] + '\n\n' }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
 
-// Waiting requests write an SSE comment this often, so a client that left is noticed (the
-// write fails) even before the request produces tokens.
-constexpr auto kKeepAliveInterval = std::chrono::seconds(5);
-constexpr auto kEventPoll = std::chrono::milliseconds(100);
+// A streamed request writes this SSE comment after 5 s without events (the HTTP layer's
+// heartbeat), so proxies and clients do not time out a request that waits for a slot.
+constexpr const char* kSseHeartbeat = ": waiting\n\n";
+
+// A token covers at most the bytes of its longest vocabulary text, so a prompt of more bytes
+// than n_ctx such tokens cannot fit; normalization may shrink text a little, hence the margin.
+// Checked before tokenizing: an oversize prompt costs no tokenizer memory.
+constexpr int64_t kPromptBytesMargin = 2;
 
 // BOS per the tokenizer's metadata unless the text already starts with the BOS text (chat
 // templates often write it); special tokens in the text are parsed. The same rule as the CLI's
@@ -64,8 +71,17 @@ Expected<std::string> render_chat(const std::string& tmpl, const OpenAiRequest& 
   return render_template(tmpl, context, /*hf_chat_mode=*/true);
 }
 
+std::optional<ApiError> check_prompt_bytes(const Engine& engine, size_t max_token_bytes, size_t n_bytes) {
+  const int64_t limit = kPromptBytesMargin * engine.n_ctx() * static_cast<int64_t>(std::max<size_t>(1, max_token_bytes));
+  if (static_cast<int64_t>(n_bytes) <= limit) return std::nullopt;
+  return context_length_exceeded(strprintf("this model's maximum context length is %lld tokens, but the prompt has %zu "
+                                           "bytes, more than that many tokens can hold; shorten the prompt (or start the "
+                                           "server with a larger -c)", static_cast<long long>(engine.n_ctx()), n_bytes));
+}
+
 std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine& engine, const OpenAiRequest& request,
-                                                                    const std::string& template_override) {
+                                                                    const std::string& template_override,
+                                                                    size_t max_token_bytes) {
   const Tokenizer& tok = engine.tokenizer();
   std::vector<PreparedPrompt> out;
   if (request.endpoint == Endpoint::kChat) {
@@ -75,6 +91,7 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
     Expected<std::string> rendered = render_chat(tmpl, request, bos, eos);
     // A template that rejects the conversation (raise_exception: roles must alternate, ...) is the client's problem.
     if (!rendered) return invalid_request("the model's chat template rejected the messages: " + rendered.status().message(), "messages");
+    if (auto e = check_prompt_bytes(engine, max_token_bytes, rendered->size())) return *e;
     PreparedPrompt p;
     p.tokens = tokenize_prompt(tok, *rendered);
     p.starts_in_reasoning = prompt_ends_in_reasoning(*rendered);
@@ -89,6 +106,7 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
         p.tokens = in.tokens;
         p.text = tok.decode(in.tokens, /*render_special=*/true);
       } else {
+        if (auto e = check_prompt_bytes(engine, max_token_bytes, in.text.size())) return *e;
         p.tokens = tokenize_prompt(tok, in.text);
         p.text = in.text;
       }
@@ -105,21 +123,78 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
   return out;
 }
 
-// Everything one request's response needs, shared by the handler and its stream provider.
-struct Generation {
+// Everything one request's response needs. After submit, its state is touched only on the
+// connection's strand (start, drain, the disconnect callback), so it needs no lock; the
+// engine thread only pushes events to the channel and asks for a drain.
+struct Generation : std::enable_shared_from_this<Generation> {
   ServerContext& ctx;
   ResponseMeta meta;
   std::vector<ChoiceBuilder> choices;      // one per prompt
   std::vector<RequestId> ids;              // engine request ids, per choice
   std::shared_ptr<EventChannel> channel;   // engine thread -> this request
   std::shared_ptr<Exchange> exchange;      // audit bookkeeping
+  std::shared_ptr<http::ResponseWriter> writer;
+  bool stream = false;                     // Server-Sent Events, else one JSON body
+  std::atomic<bool> drain_posted{false};   // a drain is queued on the strand
   size_t n_finished = 0;                   // choices whose final event arrived
   Usage usage;                             // summed over finished choices
-  bool stream_done = false;                // [DONE] written
-  std::optional<ApiError> failure;         // a choice ended in error or was cancelled
+  bool started = false;                    // start() ran: events may be relayed
+  bool done = false;                       // the response ended
+  bool client_gone = false;                // the client left before the end
+  std::optional<ApiError> failure;         // a choice ended in error or was cancelled by shutdown
 
-  Generation(ServerContext& c) : ctx(c) {}
+  explicit Generation(ServerContext& c) : ctx(c) {}
   bool all_finished() const { return n_finished == choices.size(); }
+
+  // Engine thread: one drain at a time is queued, however many events arrive meanwhile.
+  void notify() {
+    if (!drain_posted.exchange(true)) writer->post([self = shared_from_this()] { self->drain(); });
+  }
+
+  void start() {
+    started = true;
+    writer->on_disconnect([self = shared_from_this()] { self->on_client_gone(); });
+    if (stream) {
+      http::Response head;
+      head.content_type = "text/event-stream";
+      head.headers = {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}};  // proxies must not buffer
+      if (meta.endpoint == Endpoint::kChat)
+        for (size_t i = 0; i < choices.size(); ++i) head.body += sse_event(role_chunk(meta, i));
+      writer->begin_stream(std::move(head), kSseHeartbeat);
+    }
+    drain();
+  }
+
+  // The client left: its choices are cancelled, and their final events (with the tokens
+  // generated so far) still arrive, so the audit log and counters bill what was made.
+  void on_client_gone() {
+    client_gone = true;
+    for (size_t i = 0; i < choices.size(); ++i)
+      if (!choices[i].finished()) ctx.worker->cancel(ids[i]);
+  }
+
+  void drain() {
+    drain_posted = false;
+    if (!started || done) return;
+    std::vector<ChoiceEvent> events;
+    if (!channel->take(events)) return;
+    std::string out;
+    for (const ChoiceEvent& e : events) {
+      const ChoiceBuilder::Delta d = apply(e);
+      if (!stream) continue;
+      if (!d.empty()) out += sse_event(delta_chunk(meta, e.choice, d));
+      if (e.event.finished && (e.event.reason == FinishReason::kStop || e.event.reason == FinishReason::kLength))
+        out += sse_event(finish_chunk(meta, e.choice, e.event.reason));
+    }
+    if (stream && all_finished()) {
+      // The OpenAI SDKs raise a data line holding "error" as an APIError mid-stream.
+      if (failure) out += sse_event(json::parse(failure->to_json()));
+      else if (meta.include_usage) out += sse_event(usage_chunk(meta, usage));
+      out += kSseDone;
+    }
+    if (!out.empty()) writer->write(std::move(out));
+    if (all_finished()) finish();
+  }
 
   // Applies one event; returns the choice's new text.
   ChoiceBuilder::Delta apply(const ChoiceEvent& e) {
@@ -131,8 +206,10 @@ struct Generation {
       usage.completion_tokens += e.event.stats.n_generated;
       if (e.event.reason == FinishReason::kError) {
         failure = internal_error("generation failed: " + e.event.status.to_string());
+        ctx.metrics.record_unfinished(e.event.stats, /*cancelled=*/false);
       } else if (e.event.reason == FinishReason::kCancelled) {
-        failure = unavailable("the request was cancelled: the server is shutting down", "shutting_down");
+        if (!client_gone) failure = unavailable("the request was cancelled: the server is shutting down", "shutting_down");
+        ctx.metrics.record_unfinished(e.event.stats, /*cancelled=*/true);
       } else {
         ctx.metrics.record_generation(e.event.stats);
       }
@@ -140,12 +217,22 @@ struct Generation {
     return d;
   }
 
-  void cancel_unfinished() {
-    for (size_t i = 0; i < choices.size(); ++i)
-      if (!choices[i].finished()) ctx.worker->cancel(ids[i]);
-  }
-
-  void finish_audit(int status) {
+  void finish() {
+    done = true;
+    int status = 200;
+    if (stream) {
+      writer->end_stream();
+    } else if (client_gone) {
+      // Nobody reads it; sent so that /metrics counts the request as the client left it.
+      status = 499;
+      writer->send(error_response(ApiError{499, "invalid_request_error", "client_closed_request", "",
+                                           "the client closed the connection before the response"}));
+    } else if (failure) {
+      status = failure->http_status;
+      writer->send(error_response(*failure));
+    } else {
+      writer->send(json_response(200, json_text(completion_body(meta, choices, usage))));
+    }
     AuditRecord& r = exchange->record;
     r.status = status;
     r.request_id = meta.id;
@@ -158,84 +245,25 @@ struct Generation {
   }
 };
 
-void respond_whole(const std::shared_ptr<Generation>& g, httplib::Response& res) {
-  std::vector<ChoiceEvent> events;
-  while (!g->all_finished()) {
-    if (!g->channel->wait(events, kEventPoll)) continue;
-    for (const ChoiceEvent& e : events) g->apply(e);
-  }
-  if (g->failure) {
-    respond_error(res, *g->failure);
-  } else {
-    respond_json(res, 200, json_text(completion_body(g->meta, g->choices, g->usage)));
-  }
-  g->finish_audit(res.status);
-}
-
-// One call of httplib's chunked content provider: writes what has happened since the last call.
-// Returning false (a failed write: the client left) ends the response; the releaser cancels.
-bool stream_step(Generation& g, httplib::DataSink& sink, std::chrono::steady_clock::time_point& last_write) {
-  std::string out;
-  std::vector<ChoiceEvent> events;
-  if (g.channel->wait(events, kEventPoll)) {
-    for (const ChoiceEvent& e : events) {
-      const ChoiceBuilder::Delta d = g.apply(e);
-      if (!d.empty()) out += sse_event(delta_chunk(g.meta, e.choice, d));
-      if (!e.event.finished) continue;
-      if (e.event.reason == FinishReason::kStop || e.event.reason == FinishReason::kLength)
-        out += sse_event(finish_chunk(g.meta, e.choice, e.event.reason));
-    }
-    if (g.all_finished()) {
-      // The OpenAI SDKs raise a data line holding "error" as an APIError mid-stream.
-      if (g.failure) out += sse_event(json::parse(g.failure->to_json()));
-      else if (g.meta.include_usage) out += sse_event(usage_chunk(g.meta, g.usage));
-      out += kSseDone;
-    }
-  } else if (std::chrono::steady_clock::now() - last_write >= kKeepAliveInterval) {
-    out = ": waiting\n\n";  // an SSE comment; clients ignore it
-  }
-  if (!out.empty()) {
-    if (!sink.write(out.data(), out.size())) return false;
-    last_write = std::chrono::steady_clock::now();
-  }
-  if (g.all_finished()) {
-    g.stream_done = true;
-    sink.done();
-  }
-  return true;
-}
-
-void respond_stream(const std::shared_ptr<Generation>& g, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");  // proxies must not buffer the event stream
-  auto last_write = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
-  auto started = std::make_shared<bool>(false);
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [g, last_write, started](size_t, httplib::DataSink& sink) {
-        if (!*started) {
-          *started = true;
-          std::string out;
-          if (g->meta.endpoint == Endpoint::kChat)
-            for (size_t i = 0; i < g->choices.size(); ++i) out += sse_event(role_chunk(g->meta, i));
-          if (!out.empty() && !sink.write(out.data(), out.size())) return false;
-        }
-        return stream_step(*g, sink, *last_write);
-      },
-      [g](bool) {
-        // Runs when the response ends for any reason: a client that left mid-stream leaves
-        // choices running; cancelling them frees their KV blocks at the engine's next step.
-        if (!g->stream_done) g->cancel_unfinished();
-        g->finish_audit(200);
-      });
+// The longest token text of the vocabulary, computed once (check_prompt_bytes).
+size_t max_token_bytes(ServerContext& ctx, const Tokenizer& tok) {
+  std::call_once(ctx.token_bytes_once, [&] {
+    size_t longest = 1;
+    for (int32_t id = 0; id < tok.n_vocab(); ++id) longest = std::max(longest, tok.token_text(id).size());
+    ctx.max_prompt_token_bytes = longest;
+  });
+  return ctx.max_prompt_token_bytes;
 }
 
 }  // namespace
 
-void handle_generation(ServerContext& ctx, Endpoint endpoint, const httplib::Request& req, httplib::Response& res,
-                       std::shared_ptr<Exchange> exchange) {
+void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Request& req,
+                       std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange) {
+  bool reserved = true;  // the place EngineWorker::reserve held for this request
   auto fail = [&](const ApiError& e) {
-    respond_error(res, e);
+    if (reserved) ctx.worker->release_reservation();
+    reserved = false;
+    writer->send(error_response(e));
     exchange->record.status = e.http_status;
     exchange->record.latency_seconds = now_seconds() - exchange->t_arrival;
     ctx.write_audit(*exchange);
@@ -252,7 +280,7 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const httplib::Req
   if (!request.model.empty() && request.model != ctx.model_name)
     return fail(not_found(strprintf("the model '%s' does not exist; this server serves '%s' (see GET /v1/models)",
                                     request.model.c_str(), ctx.model_name.c_str()), "model_not_found"));
-  auto prompts = prepare_prompts(*engine, request, ctx.options.chat_template);
+  auto prompts = prepare_prompts(*engine, request, ctx.options.chat_template, max_token_bytes(ctx, engine->tokenizer()));
   if (auto* e = std::get_if<ApiError>(&prompts)) return fail(*e);
   std::vector<PreparedPrompt>& prepared = std::get<std::vector<PreparedPrompt>>(prompts);
 
@@ -264,6 +292,8 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const httplib::Req
   g->meta.include_usage = request.include_usage;
   g->channel = std::make_shared<EventChannel>();
   g->exchange = exchange;
+  g->writer = writer;
+  g->stream = request.stream;
   if (ctx.audit && ctx.audit->include_content())
     for (const PreparedPrompt& p : prepared) exchange->record.prompt += p.text;
 
@@ -290,17 +320,20 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const httplib::Req
     r.stop = request.stop;
     r.ignore_eos = request.ignore_eos;
     r.logprobs = co.engine_logprobs;
-    r.on_event = [channel = g->channel, i](const TokenEvent& ev) { channel->push({i, ev}); };
+    r.on_event = [g, i](const TokenEvent& ev) {
+      g->channel->push({i, ev});
+      g->notify();
+    };
     requests.push_back(std::move(r));
   }
-  Expected<std::vector<RequestId>> ids = ctx.worker->submit(std::move(requests));
+  reserved = false;  // submit gives the place back, whatever the outcome
+  Expected<std::vector<RequestId>> ids = ctx.worker->submit(std::move(requests), /*reserved=*/true);
   if (!ids) {
     if (ids.status().code() == ErrorCode::kUnavailable && ctx.worker->engine()) return fail(queue_full(ctx.options.max_queue));
     return fail(from_status(ids.status()));
   }
   g->ids = std::move(ids).value();
-  if (request.stream) respond_stream(g, res);
-  else respond_whole(g, res);
+  writer->post([g] { g->start(); });
 }
 
 }  // namespace fathom::server

@@ -46,6 +46,9 @@ class Metrics {
   void count_request(const std::string& route, int status);
   // A finished generation: token totals and ttft / time per output token / end-to-end latency.
   void record_generation(const RequestStats& stats);
+  // A generation cancelled (client gone, shutdown) or failed: its tokens still count, and it
+  // counts in fathom_requests_cancelled_total when `cancelled`.
+  void record_unfinished(const RequestStats& stats, bool cancelled);
   void set_engine_gauges(const EngineGauges& gauges);
   EngineGauges engine_gauges() const;
   void set_model_loaded(bool loaded);
@@ -56,8 +59,10 @@ class Metrics {
  private:
   mutable std::mutex mutex_;  // guards the fields below, not the histograms (they lock themselves)
   std::map<std::pair<std::string, int>, int64_t> requests_;  // (route, HTTP status) -> responses
-  int64_t prompt_tokens_ = 0;     // prompt tokens of finished generations
-  int64_t generated_tokens_ = 0;  // generated tokens of finished generations
+  int64_t prompt_tokens_ = 0;     // prompt tokens of generations that ran
+  int64_t generated_tokens_ = 0;  // tokens generated, whatever became of the request
+  int64_t cancelled_ = 0;         // generations cancelled before their end
+  double start_time_ = 0;         // unix seconds the process started (process_start_time_seconds)
   EngineGauges gauges_;           // last published engine state
   bool model_loaded_ = false;     // the engine is ready
   int64_t prefix_restored_blocks_ = 0;  // cached blocks restored from --kv-persist at start-up

@@ -1,13 +1,13 @@
-// HTTP glue: routes, authentication, error bodies for what httplib rejects itself, request
-// counting, and the listener/engine lifecycle.
+// Routes, authentication, error bodies for what the HTTP layer rejects itself, request
+// counting, admission, and the listener/engine lifecycle.
 #include "server/server.h"
 
-#include <sys/socket.h>
-
+#include <algorithm>
 #include <csignal>
 #include <ctime>
 #include <filesystem>
 #include <random>
+#include <thread>
 
 #include "server/openai_response.h"
 #include "server/server_context.h"
@@ -29,23 +29,24 @@ std::string route_label(const std::string& path) {
 
 constexpr int kListenBacklog = 1024;  // connections the kernel queues before accept()
 
+std::chrono::milliseconds millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, seconds) * 1000.0));
+}
+
+// The JSON routes take JSON (or a body with no type). Refusing other types keeps a web page
+// from driving the API with a "simple" cross-origin POST (text/plain, form data), which a
+// browser sends without asking the server first.
+bool json_content_type(const std::string& content_type) {
+  if (content_type.empty()) return true;
+  std::string type = content_type.substr(0, content_type.find(';'));
+  type.erase(std::remove_if(type.begin(), type.end(), [](unsigned char c) { return std::isspace(c); }), type.end());
+  std::transform(type.begin(), type.end(), type.begin(), [](unsigned char c) { return std::tolower(c); });
+  return type == "application/json" || (type.rfind("application/", 0) == 0 && type.size() > 5 && type.compare(type.size() - 5, 5, "+json") == 0);
+}
+
 std::string model_name_from_path(const std::string& path) { return std::filesystem::path(path).stem().string(); }
 
 }  // namespace
-
-// httplib's stop() marks the listening socket invalid, and its chunked writer ends every
-// response in progress as soon as it sees that, which would cut the streams a graceful
-// shutdown must let finish. Shutting the socket down instead makes accept() fail, so the
-// listen loop closes it and waits for its workers while streams carry on.
-//
-// httplib 0.11 also listens with a backlog of 5: a burst of clients connecting at once then
-// overflows the accept queue and some connections are reset (seen with 64 concurrent
-// streams). Calling listen() again on the bound socket raises the backlog.
-class Listener : public httplib::Server {
- public:
-  void close_listener() { ::shutdown(svr_sock_, SHUT_RDWR); }
-  bool raise_backlog(int backlog) { return ::listen(svr_sock_, backlog) == 0; }
-};
 
 std::string ServerContext::new_response_id(const char* prefix) {
   return strprintf("%s%016llx", prefix, static_cast<unsigned long long>(id_salt ^ (next_id.fetch_add(1) * 0x9E3779B97F4A7C15ull)));
@@ -57,14 +58,17 @@ void ServerContext::write_audit(const Exchange& exchange) {
   if (audit) audit->write(exchange.record);
 }
 
-void respond_json(httplib::Response& res, int status, const std::string& body) {
-  res.status = status;
-  res.set_content(body, "application/json");
+http::Response json_response(int status, std::string body) {
+  http::Response r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
 }
 
-void respond_error(httplib::Response& res, const ApiError& error) {
-  if (error.http_status == 429) res.set_header("Retry-After", "1");
-  respond_json(res, error.http_status, error.to_json());
+http::Response error_response(const ApiError& error) {
+  http::Response r = json_response(error.http_status, error.to_json());
+  if (error.http_status == 429 || error.http_status == 503) r.headers.emplace_back("Retry-After", "1");
+  return r;
 }
 
 Expected<std::unique_ptr<Server>> Server::create(ServerOptions options) {
@@ -106,162 +110,125 @@ std::string Server::address() const { return strprintf("http://%s:%d", ctx_->opt
 
 Status Server::wait_loaded() { return ctx_->worker->wait_loaded(); }
 
-void Server::install_routes() {
+void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writer) {
   ServerContext& ctx = *ctx_;
-  // Every route counts its response in /metrics before httplib writes it, so a client that has
-  // its answer also sees it counted.
-  struct CountingRoutes {
-    httplib::Server& http;
-    ServerContext& ctx;
-    httplib::Server::Handler counted(std::string route, httplib::Server::Handler handler) const {
-      return [route, handler, &m = ctx.metrics](const httplib::Request& req, httplib::Response& res) {
-        handler(req, res);
-        m.count_request(route == "*" ? route_label(req.path) : route, res.status);
-      };
-    }
-    void Get(const std::string& pattern, const std::string& route, httplib::Server::Handler h) const { http.Get(pattern, counted(route, std::move(h))); }
-    void Post(const std::string& pattern, const std::string& route, httplib::Server::Handler h) const { http.Post(pattern, counted(route, std::move(h))); }
-  };
-  httplib::Server& raw = *http_;
-  const CountingRoutes http{raw, ctx};
+  const std::string label = route_label(req.path);
+  writer->on_status([&m = ctx.metrics, label](int status) { m.count_request(label, status); });
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  const bool post = req.method == "POST";
 
-  // Starts the audit record of a /v1 request and checks its API key; false after a 401.
-  auto begin = [&ctx](const httplib::Request& req, httplib::Response& res, const std::string& route) {
-    auto ex = std::make_shared<Exchange>();
-    ex->t_arrival = now_seconds();
-    ex->record.route = route;
-    if (!ctx.keys.enabled()) return ex;
-    std::optional<size_t> key = ctx.keys.match(req.get_header_value("Authorization"));
-    if (!key) {
-      respond_error(res, unauthorized("missing or invalid API key: send the header 'Authorization: Bearer KEY' "
-                                      "with a key the server was started with (--api-key / --api-key-file)"));
-      ex->record.status = 401;
-      ex->record.latency_seconds = now_seconds() - ex->t_arrival;
-      ctx.write_audit(*ex);
-      return std::shared_ptr<Exchange>();
-    }
-    ex->record.key_id = ApiKeys::key_id(*key);
-    return ex;
-  };
-  // /v1 routes other than generation: audit them too, they are authenticated calls.
-  auto finish = [&ctx](Exchange& ex, const httplib::Response& res) {
-    ex.record.status = res.status;
-    ex.record.latency_seconds = now_seconds() - ex.t_arrival;
-    ctx.write_audit(ex);
-  };
-  auto model_json = [&ctx] {
-    json m = {{"id", ctx.model_name}, {"object", "model"}, {"created", ctx.created}, {"owned_by", "fathom"}};
-    if (const Engine* e = ctx.worker->engine()) m["context_length"] = e->n_ctx();
-    return m;
-  };
-  auto loading_error = [&ctx]() -> std::optional<ApiError> {
-    if (ctx.worker->engine()) return std::nullopt;
-    if (ctx.worker->state() == EngineState::kFailed)
-      return unavailable("the model failed to load: " + ctx.worker->load_status().to_string(), "model_load_failed");
-    return unavailable("the model is still loading; retry when GET /health answers 200", "model_loading");
-  };
-
-  http.Get("/health", "/health", [&ctx](const httplib::Request&, httplib::Response& res) {
-    if (ctx.draining) return respond_json(res, 503, R"({"status":"shutting_down"})");
+  if (get && req.path == "/health") {
+    if (ctx.draining) return writer->send(json_response(503, R"({"status":"shutting_down"})"));
     switch (ctx.worker->state()) {
-      case EngineState::kReady: return respond_json(res, 200, R"({"status":"ok"})");
-      case EngineState::kLoading: return respond_json(res, 503, R"({"status":"loading"})");
+      case EngineState::kReady: return writer->send(json_response(200, R"({"status":"ok"})"));
+      case EngineState::kLoading: return writer->send(json_response(503, R"({"status":"loading"})"));
       case EngineState::kFailed:
-        return respond_json(res, 503, json_text(json{{"status", "error"}, {"message", ctx.worker->load_status().to_string()}}));
+        return writer->send(json_response(503, json_text(json{{"status", "error"}, {"message", ctx.worker->load_status().to_string()}})));
     }
-  });
-  http.Get("/metrics", "/metrics", [&ctx](const httplib::Request&, httplib::Response& res) {
-    res.set_content(ctx.metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
-  });
-  http.Get("/v1/models", "/v1/models", [=](const httplib::Request& req, httplib::Response& res) {
-    auto ex = begin(req, res, "/v1/models");
-    if (!ex) return;
-    if (auto e = loading_error()) respond_error(res, *e);
-    else respond_json(res, 200, json_text(json{{"object", "list"}, {"data", json::array({model_json()})}}));
-    finish(*ex, res);
-  });
-  http.Get("/v1/models/(.+)", "/v1/models/{id}", [=, &ctx](const httplib::Request& req, httplib::Response& res) {
-    auto ex = begin(req, res, "/v1/models/{id}");
-    if (!ex) return;
-    if (auto e = loading_error()) respond_error(res, *e);
-    else if (req.matches[1] != ctx.model_name)
-      respond_error(res, not_found(strprintf("the model '%s' does not exist; this server serves '%s'",
-                                             req.matches[1].str().c_str(), ctx.model_name.c_str()), "model_not_found"));
-    else respond_json(res, 200, json_text(model_json()));
-    finish(*ex, res);
-  });
-  http.Post("/v1/chat/completions", "/v1/chat/completions", [=, &ctx](const httplib::Request& req, httplib::Response& res) {
-    if (auto ex = begin(req, res, "/v1/chat/completions")) handle_generation(ctx, Endpoint::kChat, req, res, ex);
-  });
-  http.Post("/v1/completions", "/v1/completions", [=, &ctx](const httplib::Request& req, httplib::Response& res) {
-    if (auto ex = begin(req, res, "/v1/completions")) handle_generation(ctx, Endpoint::kCompletions, req, res, ex);
-  });
+  }
+  if (get && req.path == "/metrics") {
+    http::Response r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = ctx.metrics.render();
+    return writer->send(std::move(r));
+  }
+  const bool models = get && (req.path == "/v1/models" || req.path.rfind("/v1/models/", 0) == 0);
+  const bool chat = post && req.path == "/v1/chat/completions";
+  const bool completions = post && req.path == "/v1/completions";
+  if (!models && !chat && !completions) {
+    return writer->send(error_response(not_found(
+        strprintf("unknown route: %s %s (the server answers POST /v1/chat/completions, POST /v1/completions, GET "
+                  "/v1/models, GET /health, GET /metrics)", req.method.c_str(), req.path.c_str()), "unknown_route")));
+  }
 
-  // Anything else is a 404 in the API's error shape (registered last: httplib tries routes in order).
-  auto unknown = [](const httplib::Request& req, httplib::Response& res) {
-    respond_error(res, not_found(strprintf("unknown route: %s %s (the server answers POST /v1/chat/completions, POST "
-                                           "/v1/completions, GET /v1/models, GET /health, GET /metrics)",
-                                           req.method.c_str(), req.path.c_str()), "unknown_route"));
+  // The /v1 routes are authenticated calls: each one gets an audit record, 401s included.
+  auto ex = std::make_shared<Exchange>();
+  ex->t_arrival = req.t_arrival;
+  ex->record.route = label;
+  auto answer = [&ctx, ex, writer](const ApiError& e) {
+    writer->send(error_response(e));
+    ex->record.status = e.http_status;
+    ex->record.latency_seconds = now_seconds() - ex->t_arrival;
+    ctx.write_audit(*ex);
   };
-  raw.Get(".*", http.counted("*", unknown));
-  raw.Post(".*", http.counted("*", unknown));
-  raw.Put(".*", http.counted("*", unknown));
-  raw.Patch(".*", http.counted("*", unknown));
-  raw.Delete(".*", http.counted("*", unknown));
-
-  // Errors httplib produces before any handler runs (body over the limit, malformed HTTP) get
-  // an OpenAI-shaped body too; responses from the handlers already have one.
-  const size_t max_body = ctx.options.max_body_bytes;
-  raw.set_error_handler(httplib::Server::HandlerWithResponse([max_body, &ctx](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    ctx.metrics.count_request(route_label(req.path), res.status);
-    if (res.status == 413) respond_error(res, payload_too_large(max_body));
-    else if (res.status == 400) respond_error(res, invalid_request("malformed HTTP request", "", "invalid_http"));
-    else respond_error(res, ApiError{res.status, "invalid_request_error", "http_error", "", strprintf("HTTP error %d", res.status)});
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-  raw.set_exception_handler([&ctx](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "unknown exception";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
+  if (ctx.keys.enabled()) {
+    std::optional<size_t> key = ctx.keys.match(req.header("Authorization"));
+    if (!key)
+      return answer(unauthorized("missing or invalid API key: send the header 'Authorization: Bearer KEY' with a key "
+                                 "the server was started with (--api-key / --api-key-file)"));
+    ex->record.key_id = ApiKeys::key_id(*key);
+  }
+  const Engine* engine = ctx.worker->engine();
+  if (models) {
+    if (!engine) {
+      if (ctx.worker->state() == EngineState::kFailed)
+        return answer(unavailable("the model failed to load: " + ctx.worker->load_status().to_string(), "model_load_failed"));
+      return answer(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
     }
-    respond_error(res, internal_error("internal error: " + what));
-    ctx.metrics.count_request(route_label(req.path), res.status);
-  });
+    json m = {{"id", ctx.model_name}, {"object", "model"}, {"created", ctx.created}, {"owned_by", "fathom"},
+              {"context_length", engine->n_ctx()}};
+    if (req.path != "/v1/models") {
+      const std::string id = req.path.substr(std::string("/v1/models/").size());
+      if (id != ctx.model_name)
+        return answer(not_found(strprintf("the model '%s' does not exist; this server serves '%s'", id.c_str(),
+                                          ctx.model_name.c_str()), "model_not_found"));
+    } else {
+      m = json{{"object", "list"}, {"data", json::array({m})}};
+    }
+    writer->send(json_response(200, json_text(m)));
+    ex->record.status = 200;
+    ex->record.latency_seconds = now_seconds() - ex->t_arrival;
+    ctx.write_audit(*ex);
+    return;
+  }
+
+  // Generation: everything that can refuse the request cheaply is decided here, on the event
+  // loop, before the body is parsed or the prompt tokenized.
+  if (!json_content_type(req.header("Content-Type")))
+    return answer(ApiError{415, "invalid_request_error", "unsupported_media_type", "",
+                           "the body must be JSON: send the header 'Content-Type: application/json' (got '" +
+                               req.header("Content-Type") + "')"});
+  if (ctx.draining) return answer(unavailable("the server is shutting down", "shutting_down"));
+  if (!engine) return answer(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
+  if (!ctx.worker->reserve()) return answer(queue_full(ctx.options.max_queue));
+  const Endpoint endpoint = chat ? Endpoint::kChat : Endpoint::kCompletions;
+  ctx.tasks->post([&ctx, endpoint, req = std::move(req), writer, ex] { handle_generation(ctx, endpoint, req, writer, ex); });
 }
 
 Status Server::start() {
-  // A client that disconnects mid-stream makes the next write raise SIGPIPE, which would end
-  // the process; ignored, the write fails with EPIPE and that request is cancelled instead.
+  // A write to a connection the client closed fails with EPIPE instead of ending the process.
   std::signal(SIGPIPE, SIG_IGN);
   ServerContext& ctx = *ctx_;
-  http_ = std::make_unique<Listener>();
-  // Each streaming request holds a worker thread for its whole life, so the pool must hold
-  // every request the queue admits plus a few for /health and /metrics.
-  const int64_t threads = ctx.options.http_threads > 0
-                              ? ctx.options.http_threads
-                              : std::max<int64_t>(8, ctx.options.engine.n_seq_max + ctx.options.max_queue + 8);
-  http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  http_->set_payload_max_length(ctx.options.max_body_bytes);
-  http_->set_keep_alive_timeout(ctx.options.keep_alive_seconds);
-  install_routes();
-  if (ctx.options.port == 0) {
-    port_ = http_->bind_to_any_port(ctx.options.host);
-    if (port_ < 0) return error(ErrorCode::kIo, strprintf("cannot listen on %s (bad address?)", ctx.options.host.c_str()));
-  } else {
-    if (!http_->bind_to_port(ctx.options.host, ctx.options.port))
-      return error(ErrorCode::kIo, strprintf("cannot listen on %s:%d (address in use or not local?)",
-                                             ctx.options.host.c_str(), ctx.options.port));
-    port_ = ctx.options.port;
-  }
-  if (!http_->raise_backlog(kListenBacklog))
-    return error(ErrorCode::kIo, strprintf("cannot set the listen backlog on %s:%d", ctx.options.host.c_str(), port_));
-  listen_thread_ = std::thread([this] { http_->listen_after_bind(); });
-  // stop() is a no-op until the listen loop runs, so wait for it: shutdown must never hang.
-  while (!http_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  http::Options o;
+  o.host = ctx.options.host;
+  o.port = ctx.options.port;
+  o.io_threads = std::max(1, ctx.options.io_threads);
+  o.max_connections = ctx.options.max_connections;
+  o.max_header_bytes = ctx.options.max_header_bytes;
+  o.max_body_bytes = ctx.options.max_body_bytes;
+  o.keep_alive_timeout = millis(ctx.options.keep_alive_seconds);
+  o.head_timeout = millis(ctx.options.header_timeout_seconds);
+  o.read_timeout = millis(ctx.options.read_timeout_seconds);
+  o.listen_backlog = kListenBacklog;
+  o.error_response = [&ctx](int status, const std::string& path) {
+    ctx.metrics.count_request(path.empty() ? "other" : route_label(path), status);
+    switch (status) {
+      case 413: return error_response(payload_too_large(ctx.options.max_body_bytes));
+      case 431:
+        return error_response(ApiError{431, "invalid_request_error", "request_header_fields_too_large", "",
+                                       strprintf("the request line and headers exceed %zu bytes", ctx.options.max_header_bytes)});
+      case 503:
+        if (ctx.draining) return error_response(unavailable("the server is shutting down", "shutting_down"));
+        return error_response(unavailable(strprintf("too many open connections (%zu, --max-connections); retry shortly",
+                                                    ctx.options.max_connections), "too_many_connections"));
+      default: return error_response(invalid_request("malformed HTTP request", "", "invalid_http"));
+    }
+  };
+  o.handler = [this](http::Request req, std::shared_ptr<http::ResponseWriter> writer) { route(std::move(req), std::move(writer)); };
+  http_ = std::make_unique<http::Server>(std::move(o));
+  FATHOM_RETURN_IF_ERROR(http_->start());
+  port_ = http_->port();
+  ctx.tasks = std::make_unique<TaskQueue>(ctx.options.http_threads > 0 ? ctx.options.http_threads : 2);
   EngineFactory factory = ctx.options.engine_factory;
   if (!factory) factory = [options = ctx.options.engine] { return Engine::create(options); };
   std::string prefix_cache_file;
@@ -273,18 +240,34 @@ Status Server::start() {
   return Status::ok();
 }
 
+template <typename F>
+bool Server::wait_for(F done, std::chrono::steady_clock::time_point until) {
+  for (;;) {
+    if (done()) return true;
+    if (hurry_ || std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 void Server::shutdown(std::chrono::milliseconds grace) {
   if (stopped_ || !http_) return;
   stopped_ = true;
   ServerContext& ctx = *ctx_;
+  using Clock = std::chrono::steady_clock;
   ctx.draining = true;
-  http_->close_listener();  // connections in progress carry on
-  if (!ctx.worker->wait_idle(grace)) {
+  http_->stop_accepting();
+  http_->drain();  // idle and half-sent connections close now; the others after their answer
+  if (!wait_for([&] { return ctx.worker->in_flight() == 0; }, Clock::now() + grace)) {
     ctx.worker->cancel_all();
-    ctx.worker->wait_idle(std::chrono::seconds(5));
+    // Cancelled requests end at the engine's next step; their clients get the shutting_down
+    // error. A step is bounded by --step-budget tokens, so this wait is short.
+    hurry_ = false;
+    wait_for([&] { return ctx.worker->in_flight() == 0; }, Clock::now() + std::chrono::milliseconds(700));
   }
-  if (listen_thread_.joinable()) listen_thread_.join();  // returns once the HTTP workers are done
-  ctx.worker->stop();
+  // The last bytes of the answers reach their sockets.
+  wait_for([&] { return http_->busy_connections() == 0; }, Clock::now() + std::chrono::milliseconds(300));
+  http_->stop();
+  if (ctx.tasks) ctx.tasks->stop();
+  ctx.worker->stop();  // saves the prefix cache with --kv-persist
 }
-
 }  // namespace fathom::server

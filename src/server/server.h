@@ -6,6 +6,7 @@
 // submit them and relay their events. See src/server/README.md for the API and the choices.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -16,11 +17,11 @@
 #include "core/status.h"
 #include "runtime/engine.h"
 #include "server/engine_worker.h"
+#include "server/http_server.h"
 #include "server/openai_request.h"
 
 namespace fathom::server {
 
-class Listener;  // httplib::Server with a graceful close (server.cpp)
 
 struct ServerOptions {
   std::string host = "127.0.0.1";     // address to listen on
@@ -35,8 +36,13 @@ struct ServerOptions {
   bool audit_log_content = false;     // also log prompt and completion text
   RequestDefaults defaults;           // sampling and max_tokens for what requests omit
   std::string chat_template;          // Jinja chat template replacing the model's ("" = the model's)
-  int http_threads = 0;               // HTTP worker threads; 0: running + queue + 8
-  int keep_alive_seconds = 5;         // idle keep-alive connections are closed after this
+  int http_threads = 0;               // threads preparing prompts (parse, template, tokenize); 0: 2
+  int io_threads = 1;                 // threads running the HTTP event loop
+  size_t max_connections = 4096;      // open connections; more get 503 at once
+  size_t max_header_bytes = 16 << 10; // request line and headers; more get 431
+  double keep_alive_seconds = 5;      // idle keep-alive connections are closed after this
+  double header_timeout_seconds = 10; // a request's head must arrive within this of its first byte
+  double read_timeout_seconds = 60;   // ... and its body within this
   // Folder for the saved prefix cache ("" = none): restored at start-up from
   // DIR/<model file stem>.prefix-cache, written there (atomically) when the engine thread stops.
   std::string kv_persist_dir;
@@ -59,19 +65,26 @@ class Server {
   int port() const { return port_; }                // the bound port (after start)
   std::string address() const;                      // "http://HOST:PORT"
   Status wait_loaded();                             // blocks until loaded; the load error if any
-  // Graceful stop: close the listener, let requests in flight finish for up to `grace`, cancel
-  // the rest, then end the HTTP and engine threads. Safe to call more than once.
+  // Graceful stop: close the listener and every connection not being answered, let requests
+  // in flight finish for up to `grace`, cancel the rest, then end the HTTP and engine threads
+  // (the engine thread saves --kv-persist). Bounded by grace + about 1 s. Safe to call twice.
   void shutdown(std::chrono::milliseconds grace);
+  // Makes a shutdown in progress (on another thread) cancel what is in flight now.
+  void hurry() { hurry_ = true; }
 
  private:
   explicit Server(std::unique_ptr<ServerContext> ctx);
-  void install_routes();
+
+  void route(http::Request req, std::shared_ptr<http::ResponseWriter> writer);
+  // Waits until `done` holds, `until` passes or hurry() was called.
+  template <typename F>
+  bool wait_for(F done, std::chrono::steady_clock::time_point until);
 
   std::unique_ptr<ServerContext> ctx_;       // what the handlers share
-  std::unique_ptr<Listener> http_;           // the HTTP listener and worker pool
-  std::thread listen_thread_;                // runs http_->listen_after_bind()
+  std::unique_ptr<http::Server> http_;       // the listener and connections
   int port_ = 0;                             // bound port
   bool stopped_ = false;                     // shutdown() already ran
+  std::atomic<bool> hurry_{false};           // see hurry()
 };
 
 }  // namespace fathom::server

@@ -5,15 +5,16 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
-
-#include <httplib.h>
 
 #include "server/api_error.h"
 #include "server/auth.h"
 #include "server/engine_worker.h"
+#include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/server.h"
+#include "server/task_queue.h"
 
 namespace fathom::server {
 
@@ -31,6 +32,9 @@ struct ServerContext {
   std::unique_ptr<AuditLog> audit;    // null when no audit log
   Metrics metrics;                    // what /metrics renders
   std::unique_ptr<EngineWorker> worker;  // the engine thread
+  std::unique_ptr<TaskQueue> tasks;   // prompt preparation, off the event loop
+  std::once_flag token_bytes_once;    // guards max_prompt_token_bytes
+  size_t max_prompt_token_bytes = 0;  // longest token text in the vocabulary (set on first use)
   std::atomic<bool> draining{false};  // shutdown began: refuse new generations
   std::atomic<uint64_t> next_id{1};   // response id counter
   uint64_t id_salt = 0;               // random per server, so ids differ across restarts
@@ -43,13 +47,14 @@ struct ServerContext {
   void write_audit(const Exchange& exchange);       // no-op without an audit log
 };
 
-// Sends an OpenAI error body with its status (and Retry-After for 429).
-void respond_error(httplib::Response& res, const ApiError& error);
-// Sends JSON with the status.
-void respond_json(httplib::Response& res, int status, const std::string& body);
+// An OpenAI error body with its status (and Retry-After for 429 and 503).
+http::Response error_response(const ApiError& error);
+// JSON with the status.
+http::Response json_response(int status, std::string body);
 
-// /v1/chat/completions and /v1/completions.
-void handle_generation(ServerContext& ctx, Endpoint endpoint, const httplib::Request& req, httplib::Response& res,
-                       std::shared_ptr<Exchange> exchange);
+// /v1/chat/completions and /v1/completions, on a TaskQueue thread. One place was already
+// held for the request (EngineWorker::reserve); this gives it back or hands it to submit.
+void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Request& req,
+                       std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange);
 
 }  // namespace fathom::server

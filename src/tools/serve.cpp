@@ -2,7 +2,9 @@
 // SIGINT/SIGTERM stop it gracefully.
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
+#include <atomic>
 #include <cstdio>
 #include <mutex>
 #include <thread>
@@ -20,6 +22,8 @@ int cmd_serve(const Args& args) {
   server::ServerOptions options;
   int parallel = 4;
   int64_t max_body_bytes = static_cast<int64_t>(options.max_body_bytes);
+  int64_t max_connections = static_cast<int64_t>(options.max_connections);
+  int64_t max_header_bytes = static_cast<int64_t>(options.max_header_bytes);
   int max_tokens = 0;
   double shutdown_timeout = 30.0;
   int64_t step_budget = options.engine.step_token_budget;
@@ -54,7 +58,12 @@ int cmd_serve(const Args& args) {
   p.add_flag("--audit-log-content", "also write prompts and completions to the audit log", &options.audit_log_content);
   p.add_int("--max-body-bytes", "N", "largest request body; larger ones get 413 (default 8388608)", &max_body_bytes);
   p.add_float("--shutdown-timeout", "SEC", "on SIGTERM, wait this long for requests in flight (default 30)", &shutdown_timeout);
-  p.add_int("--http-threads", "N", "HTTP worker threads (default: parallel + max-queue + 8)", &options.http_threads);
+  p.add_int("--http-threads", "N", "threads that parse, template and tokenize requests (default 2)", &options.http_threads);
+  p.add_int("--max-connections", "N", "open connections; more get 503 (default 4096, capped by the fd limit)", &max_connections);
+  p.add_int("--max-header-bytes", "N", "largest request line + headers; larger get 431 (default 16384)", &max_header_bytes);
+  p.add_float("--keep-alive-timeout", "SEC", "close kept-alive connections idle this long (default 5)", &options.keep_alive_seconds);
+  p.add_float("--header-timeout", "SEC", "a request's headers must arrive within this (default 10)", &options.header_timeout_seconds);
+  p.add_float("--read-timeout", "SEC", "a request's body must arrive within this (default 60)", &options.read_timeout_seconds);
   p.add_string("--chat-template-file", "FILE", "Jinja chat template to use instead of the model's", &template_file);
   p.add_int("-n,--n-predict", "N", "max_tokens for requests that do not set it (default: to the end of the context)", &max_tokens);
   sampling.add_to(p);
@@ -69,6 +78,41 @@ int cmd_serve(const Args& args) {
                          "and -n not negative; --port from 0 to 65535\n");
     return 2;
   }
+  if (max_connections < 1 || max_header_bytes < 256 || max_header_bytes > (1 << 24) || options.http_threads < 0 ||
+      options.http_threads > 256) {
+    std::fprintf(stderr, "fathom serve: --max-connections must be positive, --max-header-bytes from 256 to 16777216, "
+                         "--http-threads from 0 to 256\n");
+    return 2;
+  }
+  for (const auto& [flag, value] : {std::pair<const char*, double>{"--keep-alive-timeout", options.keep_alive_seconds},
+                                    {"--header-timeout", options.header_timeout_seconds},
+                                    {"--read-timeout", options.read_timeout_seconds},
+                                    {"--shutdown-timeout", shutdown_timeout}}) {
+    if (!(value >= 0.0 && value <= 86400.0) || (value == 0.0 && std::string(flag) != "--shutdown-timeout")) {
+      std::fprintf(stderr, "fathom serve: %s must be a number of seconds above 0 and at most 86400 (got %g)\n", flag, value);
+      return 2;
+    }
+  }
+  // Each connection is a file descriptor: take the hard limit, and keep the connection cap
+  // below it (with room for the model file, logs and the listener) so that accept() never
+  // fails for lack of descriptors.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
+    if (files.rlim_cur < files.rlim_max) {
+      files.rlim_cur = files.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &files);
+      getrlimit(RLIMIT_NOFILE, &files);
+    }
+    const int64_t usable = static_cast<int64_t>(files.rlim_cur) - 64;
+    if (files.rlim_cur != RLIM_INFINITY && usable < max_connections) {
+      std::fprintf(stderr, "fathom serve: note: --max-connections lowered from %lld to %lld by the open-file limit (ulimit -n %llu)\n",
+                   static_cast<long long>(max_connections), static_cast<long long>(std::max<int64_t>(1, usable)),
+                   static_cast<unsigned long long>(files.rlim_cur));
+      max_connections = std::max<int64_t>(1, usable);
+    }
+  }
+  options.max_connections = static_cast<size_t>(max_connections);
+  options.max_header_bytes = static_cast<size_t>(max_header_bytes);
   if (!template_file.empty()) {
     auto text = read_text_file(template_file);
     if (!text) {
@@ -123,7 +167,7 @@ int cmd_serve(const Args& args) {
     timespec poll = {0, 200 * 1000 * 1000};
     const int sig = sigtimedwait(&stop_signals, nullptr, &poll);
     if (sig == SIGINT || sig == SIGTERM) {
-      std::fprintf(stderr, "fathom serve: %s received; finishing requests in flight (up to %.0f s)\n",
+      std::fprintf(stderr, "fathom serve: %s received; finishing requests in flight (up to %.0f s; again to stop now)\n",
                    sig == SIGINT ? "SIGINT" : "SIGTERM", shutdown_timeout);
       break;
     }
@@ -139,7 +183,22 @@ int cmd_serve(const Args& args) {
       std::fflush(stdout);
     }
   }
-  srv.shutdown(grace);
+  // The drain runs on its own thread so that a second signal can cut it short: requests in
+  // flight are cancelled at once, and the prefix cache is still saved (--kv-persist).
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    srv.shutdown(grace);
+    stopped = true;
+  });
+  while (!stopped) {
+    timespec poll = {0, 50 * 1000 * 1000};
+    const int sig = sigtimedwait(&stop_signals, nullptr, &poll);
+    if (sig == SIGINT || sig == SIGTERM) {
+      std::fprintf(stderr, "fathom serve: second %s; cancelling the requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      srv.hurry();
+    }
+  }
+  stopper.join();
   loader_watch.join();
   return exit_code;
 }
