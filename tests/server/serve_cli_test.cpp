@@ -141,6 +141,57 @@ TEST(ServeCli, KvPersistSavesOnSigtermAndRestoresOnStart) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(ServeCli, SecondSignalCancelsAtOnceAndStillSavesTheCache) {
+  const char* bin = std::getenv("FATHOM_BIN");
+  if (!bin) GTEST_SKIP() << "FATHOM_BIN is not set (run through ctest)";
+  const std::string dir = std::string(FATHOM_TEST_TMP) + "/kv-persist-2sig-" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  Child child = spawn({bin, "serve", "-m", tiny_model_path(), "--port", "0", "-t", "2", "-c", "8192", "--model-alias", "cli",
+                       "--shutdown-timeout", "60", "--kv-persist", dir});
+  const int port = wait_ready(child);
+  ASSERT_GT(port, 0);
+  auto in_flight = std::async(std::launch::async, [port] {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60, 0);
+    return post_json(c, "/v1/completions", {{"prompt", "Hi"}, {"max_tokens", 8000}, {"ignore_eos", true}});
+  });
+  httplib::Client c("127.0.0.1", port);
+  for (int i = 0; i < 400; ++i) {
+    auto res = c.Get("/metrics");
+    if (res && metric_value(res->body, "fathom_requests_running") == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(child.pid, SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto t0 = std::chrono::steady_clock::now();
+  kill(child.pid, SIGTERM);  // the 60 s grace is cut short
+  const Reply r = in_flight.get();
+  EXPECT_EQ(wait_exit(child.pid), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  EXPECT_EQ(r.status, 503) << r.text;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/serve-qwen2-tiny.prefix-cache"));
+  std::fclose(child.out);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ServeCli, UsedPortExitsBeforeListening) {
+  const char* bin = std::getenv("FATHOM_BIN");
+  if (!bin) GTEST_SKIP() << "FATHOM_BIN is not set (run through ctest)";
+  Child first = spawn({bin, "serve", "-m", tiny_model_path(), "--port", "0", "-t", "1", "-c", "256"});
+  const int port = wait_ready(first);
+  ASSERT_GT(port, 0);
+  Child second = spawn({bin, "serve", "-m", tiny_model_path(), "--port", std::to_string(port), "-t", "1", "-c", "256"});
+  std::string out;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, second.out)) out += buf;
+  std::fclose(second.out);
+  EXPECT_EQ(wait_exit(second.pid), 1);
+  EXPECT_EQ(out.find("listening"), std::string::npos) << out;
+  kill(first.pid, SIGTERM);
+  EXPECT_EQ(wait_exit(first.pid), 0);
+  std::fclose(first.out);
+}
+
 TEST(ServeCli, HelpAndUsageErrors) {
   const char* bin = std::getenv("FATHOM_BIN");
   if (!bin) GTEST_SKIP() << "FATHOM_BIN is not set (run through ctest)";
