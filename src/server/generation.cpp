@@ -259,10 +259,18 @@ size_t max_token_bytes(ServerContext& ctx, const Tokenizer& tok) {
 
 void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Request& req,
                        std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange) {
-  bool reserved = true;  // the place EngineWorker::reserve held for this request
+  // The place EngineWorker::reserve held for this request goes back on every path that does
+  // not reach submit, exceptions included.
+  struct Reservation {
+    EngineWorker& worker;
+    bool held = true;
+    ~Reservation() {
+      if (held) worker.release_reservation();
+    }
+  } reservation{*ctx.worker};
   auto fail = [&](const ApiError& e) {
-    if (reserved) ctx.worker->release_reservation();
-    reserved = false;
+    if (reservation.held) ctx.worker->release_reservation();
+    reservation.held = false;
     writer->send(error_response(e));
     exchange->record.status = e.http_status;
     exchange->record.latency_seconds = now_seconds() - exchange->t_arrival;
@@ -326,7 +334,7 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Reques
     };
     requests.push_back(std::move(r));
   }
-  reserved = false;  // submit gives the place back, whatever the outcome
+  reservation.held = false;  // submit gives the place back, whatever the outcome
   Expected<std::vector<RequestId>> ids = ctx.worker->submit(std::move(requests), /*reserved=*/true);
   if (!ids) {
     if (ids.status().code() == ErrorCode::kUnavailable && ctx.worker->engine()) return fail(queue_full(ctx.options.max_queue));

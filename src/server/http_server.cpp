@@ -219,6 +219,16 @@ class Session : public std::enable_shared_from_this<Session> {
     else maybe_finish_response();
   }
 
+  // A writer dropped without an answer (a handler bug or exception): the client gets a 500
+  // rather than a connection that hangs.
+  void abandon(uint64_t exchange) {
+    if (!current(exchange) || started_) return;
+    const int status = 500;
+    Response r = shared_->options.error_response ? shared_->options.error_response(status, path_)
+                                                 : Response{status, "text/plain", {}, reason_phrase(status)};
+    send_whole(exchange, r, false);
+  }
+
   void on_disconnect(uint64_t exchange, std::function<void()> f) {
     if (exchange != exchange_) return;  // that exchange ended long ago
     if (gone_) f();
@@ -343,7 +353,11 @@ class Session : public std::enable_shared_from_this<Session> {
     disconnect_callbacks_.clear();
     monitor();
     auto writer = std::make_shared<ResponseWriter>(shared_from_this(), exchange_, req.version, req.method == "HEAD");
-    if (shared_->options.handler) shared_->options.handler(std::move(req), std::move(writer));
+    try {
+      if (shared_->options.handler) shared_->options.handler(std::move(req), std::move(writer));
+    } catch (const std::exception&) {
+      // The writer, gone unanswered, has already sent a 500 (see ~ResponseWriter).
+    }
   }
 
   // While a request is answered, one read stays posted: it sees the client leave (EOF or
@@ -491,14 +505,18 @@ class Session : public std::enable_shared_from_this<Session> {
 ResponseWriter::ResponseWriter(std::shared_ptr<Session> session, uint64_t exchange, int http_version, bool head_only)
     : session_(std::move(session)), exchange_(exchange), http_version_(http_version), head_only_(head_only) {}
 
-ResponseWriter::~ResponseWriter() = default;
+ResponseWriter::~ResponseWriter() {
+  if (!answered_) session_->run([s = session_, ex = exchange_] { s->abandon(ex); });
+}
 
 void ResponseWriter::send(Response response) {
+  answered_ = true;
   if (status_hook_) status_hook_(response.status);
   session_->run([s = session_, ex = exchange_, r = std::move(response), head = head_only_] { s->send_whole(ex, r, head); });
 }
 
 void ResponseWriter::begin_stream(Response head, std::string heartbeat) {
+  answered_ = true;
   if (status_hook_) status_hook_(head.status);
   session_->run([s = session_, ex = exchange_, r = std::move(head), hb = std::move(heartbeat), h = head_only_]() mutable {
     s->begin_stream(ex, r, std::move(hb), h);

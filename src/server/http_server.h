@@ -58,7 +58,8 @@ class Session;
 
 // How a handler answers one request. Every method may be called from any thread; the calls
 // are carried out in order on the connection's strand. Writes to a client that has gone are
-// dropped. Exactly one of send() or begin_stream() ... end_stream() should be used.
+// dropped. Exactly one of send() or begin_stream() ... end_stream() should be used; a writer
+// destroyed without either answers 500.
 class ResponseWriter {
  public:
   ResponseWriter(std::shared_ptr<Session> session, uint64_t exchange, int http_version, bool head_only);
@@ -89,6 +90,7 @@ class ResponseWriter {
   int http_version_;                      // 10 or 11
   bool head_only_;                        // HEAD request: no body bytes
   std::function<void(int)> status_hook_;  // see on_status
+  bool answered_ = false;                 // send() or begin_stream() was called; else the destructor sends a 500
 };
 
 using Handler = std::function<void(Request, std::shared_ptr<ResponseWriter>)>;

@@ -192,7 +192,16 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
   if (!engine) return answer(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
   if (!ctx.worker->reserve()) return answer(queue_full(ctx.options.max_queue));
   const Endpoint endpoint = chat ? Endpoint::kChat : Endpoint::kCompletions;
-  ctx.tasks->post([&ctx, endpoint, req = std::move(req), writer, ex] { handle_generation(ctx, endpoint, req, writer, ex); });
+  ctx.tasks->post([&ctx, endpoint, req = std::move(req), writer, ex] {
+    try {
+      handle_generation(ctx, endpoint, req, writer, ex);
+    } catch (const std::exception& e) {
+      writer->send(error_response(internal_error(std::string("internal error: ") + e.what())));
+      ex->record.status = 500;
+      ex->record.latency_seconds = now_seconds() - ex->t_arrival;
+      ctx.write_audit(*ex);
+    }
+  });
 }
 
 Status Server::start() {
