@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "backend/cpu/repack.h"
+#include "backend/cuda/cuda_backend.h"
 #include "core/process.h"
 #include "kv/kv_cache.h"
 #include "model/architecture.h"
@@ -99,18 +100,47 @@ std::optional<std::string> context_warning(const ModelConfig& config, int64_t n_
                    config.arch_name.c_str(), static_cast<long long>(config.n_ctx_train));
 }
 
+int64_t device_bytes(const Placement& placement, int64_t kv_bytes, int64_t n_layer) {
+  const int64_t kv_per_layer = n_layer > 0 ? kv_bytes / n_layer : 0;
+  return static_cast<int64_t>(placement.weight_bytes(Placed::kDevice)) + kv_per_layer * placement.layers_with_attention(Placed::kDevice);
+}
+
+namespace {
+
+// The CUDA side of the check: nullopt when the placement fits, the device cannot tell, or the
+// device is not CUDA (OpenCL reports no free memory).
+std::optional<std::string> cuda_warning(const gguf::GgufFile& file, const ModelConfig& config, const MemoryDemand& demand,
+                                        const MemoryNeed& need) {
+  if (demand.device != "cuda" && demand.device.rfind("cuda:", 0) != 0) return std::nullopt;
+  const Expected<Placement> placement = plan_placement(file, config, "cuda", demand.placement);
+  if (!placement) return std::nullopt;  // loading reports the bad option
+  const Expected<CudaMemoryInfo> device = cuda_memory_info(demand.device);
+  if (!device) return std::nullopt;  // loading falls back to the CPU and says why
+  const int64_t bytes = device_bytes(*placement, need.kv_bytes, config.n_layer);
+  if (static_cast<uint64_t>(bytes) <= device->free_bytes) return std::nullopt;
+  return strprintf("--device %s: the weights and KV cache placed there need %s but %s of %s's %s is free; what does not "
+                   "fit runs on the CPU, much slower (lower -c or put fewer layers there with --gpu-layers)",
+                   demand.device.c_str(), format_memory(bytes).c_str(),
+                   format_memory(static_cast<int64_t>(std::min<uint64_t>(device->free_bytes, INT64_MAX))).c_str(),
+                   device->name.c_str(), format_memory(static_cast<int64_t>(std::min<uint64_t>(device->total_bytes, INT64_MAX))).c_str());
+}
+
+}  // namespace
+
 Status check_memory_for(const std::string& model_path, MemoryDemand demand, const MemoryWording& wording,
-                        std::optional<std::string>* warning) {
+                        std::vector<std::string>* warnings) {
   auto file = gguf::GgufFile::open(model_path);
   if (!file) return Status::ok();
   auto config = ModelConfig::from_gguf(**file);
   if (!config) return Status::ok();
-  if (warning) *warning = context_warning(*config, effective_context(*config, demand.n_ctx), wording);
   const Expected<HostMemory> host = read_host_memory();
   const uint64_t available = host ? host->available_bytes : 0;
   FATHOM_ASSIGN_OR_RETURN(const MemoryNeed need, memory_need(**file, *config, demand, available));
-  if (!host) return Status::ok();
-  return check_memory(need, available, *config, demand, wording);
+  if (host) FATHOM_RETURN_IF_ERROR(check_memory(need, available, *config, demand, wording));
+  if (!warnings) return Status::ok();
+  if (auto w = context_warning(*config, effective_context(*config, demand.n_ctx), wording)) warnings->push_back(*w);
+  if (auto w = cuda_warning(**file, *config, demand, need)) warnings->push_back(*w);
+  return Status::ok();
 }
 
 std::string format_memory(int64_t bytes) {

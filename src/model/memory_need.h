@@ -9,10 +9,12 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "gguf/gguf.h"
 #include "model/config.h"
+#include "model/placement.h"
 
 namespace fathom {
 
@@ -28,6 +30,7 @@ struct MemoryDemand {
   int64_t step_tokens = 512;  // tokens of the largest forward pass
   int64_t logit_rows = 1;     // logits rows kept for that pass, over all logits buffers
   std::string device = "cpu"; // LoadOptions::device: repacked weight copies are made on the CPU only
+  PlacementOptions placement{};  // with an accelerator: what goes there (device_bytes)
   bool count_weight_copies = true;  // false once the model is loaded (the copies are already made)
 };
 
@@ -66,12 +69,19 @@ Status check_memory(const MemoryNeed& need, uint64_t available_bytes, const Mode
 // model's {arch}.context_length; nullopt otherwise.
 std::optional<std::string> context_warning(const ModelConfig& config, int64_t n_ctx, const MemoryWording& wording);
 
+// Accelerator memory a placement takes: the weights placed there and, for each layer whose
+// attention runs there, that layer's share of the KV pool (the device mirrors it; the host copy
+// stays, so kv_bytes counts in host memory too).
+int64_t device_bytes(const Placement& placement, int64_t kv_bytes, int64_t n_layer);
+
 // The whole check from a file path, as the tools make it before loading: open the header, compute,
-// compare with MemAvailable. Prints nothing. warning: set when the context exceeds the trained
-// one. A file that does not open passes (loading it reports why); an unreadable /proc/meminfo
-// checks only that the figures do not overflow.
+// compare with MemAvailable. Prints nothing. warnings: a context past the trained one, and on a
+// CUDA device (the backend that can tell its free memory) a placement that does not fit there:
+// a warning, since what does not fit stays on the CPU and runs, slower. A file that does not
+// open passes (loading it reports why); an unreadable /proc/meminfo checks only that the figures
+// do not overflow.
 Status check_memory_for(const std::string& model_path, MemoryDemand demand, const MemoryWording& wording,
-                        std::optional<std::string>* warning);
+                        std::vector<std::string>* warnings);
 
 // Binary units up to TiB: "512 B", "3.0 MiB", "11.2 TiB".
 std::string format_memory(int64_t bytes);

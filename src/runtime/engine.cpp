@@ -48,6 +48,7 @@ MemoryDemand engine_memory_demand(const EngineOptions& options) {
   const int64_t running = options.max_running > 0 ? options.max_running : options.n_seq_max;
   d.logit_rows = 2 * std::min<int64_t>(running, options.step_token_budget);
   d.device = options.device;
+  d.placement = options.placement;
   d.count_weight_copies = false;
   return d;
 }

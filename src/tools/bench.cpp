@@ -123,6 +123,7 @@ int cmd_bench(const Args& args) {
   demand.n_ctx = std::min<int64_t>(std::max(n_prompt, n_gen), INT64_MAX - 1) + 1;
   demand.step_tokens = std::max<int64_t>(n_prompt, 1);
   demand.device = lo.device;
+  demand.placement = lo.placement;
   MemoryWording wording;
   wording.request = n_prompt >= n_gen ? strprintf("-p %lld", static_cast<long long>(n_prompt)) : strprintf("-n %lld", static_cast<long long>(n_gen));
   wording.remedy = n_prompt >= n_gen ? "lower -p/--n-prompt" : "lower -n/--n-gen";

@@ -73,13 +73,13 @@ std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& op
 }
 
 bool memory_fits(const char* command, const std::string& model_path, MemoryDemand demand, const MemoryWording& wording) {
-  std::optional<std::string> warning;
-  const Status st = check_memory_for(model_path, demand, wording, &warning);
+  std::vector<std::string> warnings;
+  const Status st = check_memory_for(model_path, demand, wording, &warnings);
   if (!st.is_ok()) {  // one line: it names the trained context too
     std::fprintf(stderr, "fathom %s: %s\n", command, st.message().c_str());
     return false;
   }
-  if (warning) std::fprintf(stderr, "fathom %s: warning: %s\n", command, warning->c_str());
+  for (const std::string& w : warnings) std::fprintf(stderr, "fathom %s: warning: %s\n", command, w.c_str());
   return true;
 }
 

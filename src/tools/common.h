@@ -40,7 +40,8 @@ std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& op
 void print_placement(const Engine& engine);
 // The memory check before loading (model/memory_need.h), counting the weights' repacked copies:
 // prints "fathom CMD: <why>" when the configuration does not fit in MemAvailable and returns
-// false (exit 1), else "fathom CMD: warning: ..." when the context exceeds the model's trained one.
+// false (exit 1), else a "fathom CMD: warning: ..." line for a context past the model's trained
+// one and for a placement that does not fit in the CUDA device's free memory.
 bool memory_fits(const char* command, const std::string& model_path, MemoryDemand demand, const MemoryWording& wording);
 // Tokenizes a prompt the way the model expects: BOS per the tokenizer's metadata unless the
 // text already starts with the BOS token's text; special tokens in the text are parsed.

@@ -108,6 +108,32 @@ TEST(MemoryNeed, HugeContextIsAFigureNotAnAllocation) {
   EXPECT_EQ(memory_need(**file, *config, d, 0).status().code(), ErrorCode::kOutOfRange);
 }
 
+TEST(MemoryNeed, DeviceHoldsItsWeightsAndItsLayersShareOfTheKvCache) {
+  const std::string path = synth_path("llama");
+  auto file = gguf::GgufFile::open(path);
+  ASSERT_TRUE(file);
+  auto config = ModelConfig::from_gguf(**file);
+  ASSERT_TRUE(config);
+  ASSERT_EQ(config->n_layer, 2);
+  const int64_t kv_bytes = 2 * 1000;  // two layers' worth
+  PlacementOptions one_layer;
+  one_layer.gpu_layers = 1;
+  auto last = plan_placement(**file, *config, "cuda", one_layer);
+  ASSERT_TRUE(last) << last.status().to_string();
+  const auto weights_last = static_cast<int64_t>(last->weight_bytes(Placed::kDevice));
+  EXPECT_GT(weights_last, 0);
+  EXPECT_EQ(device_bytes(*last, kv_bytes, config->n_layer), weights_last + 1000);
+  auto all = plan_placement(**file, *config, "cuda", PlacementOptions{});
+  ASSERT_TRUE(all);
+  EXPECT_GT(static_cast<int64_t>(all->weight_bytes(Placed::kDevice)), weights_last);
+  EXPECT_EQ(device_bytes(*all, kv_bytes, config->n_layer), static_cast<int64_t>(all->weight_bytes(Placed::kDevice)) + kv_bytes);
+  PlacementOptions none;
+  none.gpu_layers = 0;
+  auto cpu_only = plan_placement(**file, *config, "cuda", none);
+  ASSERT_TRUE(cpu_only);
+  EXPECT_EQ(device_bytes(*cpu_only, kv_bytes, config->n_layer), 0);
+}
+
 TEST(MemoryNeed, ContextBeyondTrainingWarns) {
   ModelConfig c;
   c.arch_name = "llama";
