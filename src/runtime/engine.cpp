@@ -79,7 +79,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
       MemoryWording wording;
       wording.ctx_flag = "n_ctx";
       wording.seq_flag = "n_seq_max";
-      wording.remedy = "lower the context (--ctx-size) or the sequence count (--parallel)";
+      wording.remedy = "lower n_ctx or n_seq_max (in fathom run/serve: -c/--ctx-size, -np/--parallel)";
       FATHOM_RETURN_IF_ERROR(check_memory(need, host->available_bytes, c, demand, wording));
     }
   }
