@@ -187,7 +187,9 @@ Expected<ImatrixData> collect_imatrix(const std::string& model_path, const std::
   if (!options.process_output) skip.push_back("output.weight");
   ImatrixCollector collector(cpu, *file, skip);
   const KvCacheShape shape = arch->kv_shape(options.n_ctx);
-  KvCache kv(shape, static_cast<int32_t>((options.n_ctx + shape.block_size - 1) / shape.block_size));
+  FATHOM_ASSIGN_OR_RETURN(const int64_t n_blocks, kv_pool_blocks(options.n_ctx, shape.block_size, 1));
+  FATHOM_RETURN_IF_ERROR(check_pool_addressable(n_blocks, shape.block_size));
+  KvCache kv(shape, static_cast<int32_t>(n_blocks));
   std::vector<float> logits;
   NllStats nll;
   for (int64_t c = 0; c < chunks.n_chunks; ++c) {

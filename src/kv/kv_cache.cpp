@@ -1,8 +1,45 @@
 #include "kv/kv_cache.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace fathom {
+
+Expected<int64_t> kv_pool_blocks(int64_t n_ctx, int32_t block_size, int64_t n_seq) {
+  if (n_ctx <= 0 || block_size <= 0 || n_seq <= 0)
+    return error(ErrorCode::kInvalidArgument, strprintf("context %lld, block size %d and sequence count %lld must be positive",
+                                                        static_cast<long long>(n_ctx), block_size, static_cast<long long>(n_seq)));
+  const int64_t per_seq = n_ctx / block_size + (n_ctx % block_size != 0 ? 1 : 0);  // no n_ctx + block_size - 1 overflow
+  int64_t n_blocks = 0;
+  if (__builtin_mul_overflow(per_seq, n_seq, &n_blocks))
+    return error(ErrorCode::kOutOfRange, strprintf("%lld sequences of %lld tokens overflow a KV block count; use a shorter "
+                                                   "context or fewer sequences",
+                                                   static_cast<long long>(n_seq), static_cast<long long>(n_ctx)));
+  return n_blocks;
+}
+
+Status check_pool_addressable(int64_t n_blocks, int32_t block_size) {
+  if (n_blocks <= kMaxKvBlocks) return Status::ok();
+  return error(ErrorCode::kOutOfRange, strprintf("the KV cache needs %lld blocks of %d tokens, more than the %lld one pool "
+                                                 "can address; use a shorter context or fewer sequences",
+                                                 static_cast<long long>(n_blocks), block_size, static_cast<long long>(kMaxKvBlocks)));
+}
+
+Expected<int64_t> kv_pool_bytes(const KvCacheShape& shape, int64_t n_blocks) {
+  // Each product in the order the constructor forms its buffer sizes, each checked: a context
+  // from the command line times the layer widths must not wrap.
+  int64_t slots = 0, widths = 0, values = 0, per_layer = 0, bytes = 0;
+  const bool overflow = __builtin_mul_overflow(n_blocks, static_cast<int64_t>(shape.block_size), &slots) ||
+                        __builtin_add_overflow(shape.k_width, shape.v_width, &widths) ||
+                        __builtin_mul_overflow(slots, widths, &per_layer) ||
+                        __builtin_mul_overflow(per_layer, shape.n_layer, &values) ||
+                        __builtin_mul_overflow(values, static_cast<int64_t>(sizeof(float)), &bytes);
+  if (overflow)
+    return error(ErrorCode::kOutOfRange, strprintf("a KV cache of %lld blocks of %d tokens over %lld layers needs more than "
+                                                   "2^63 bytes; use a shorter context or fewer sequences",
+                                                   static_cast<long long>(n_blocks), shape.block_size, static_cast<long long>(shape.n_layer)));
+  return bytes;
+}
 
 KvCache::KvCache(const KvCacheShape& shape, int32_t n_blocks) : shape_(shape), pool_(n_blocks) {
   const size_t slots = static_cast<size_t>(n_blocks) * static_cast<size_t>(shape.block_size);
@@ -12,6 +49,13 @@ KvCache::KvCache(const KvCacheShape& shape, int32_t n_blocks) : shape_(shape), p
     k_[static_cast<size_t>(l)].assign(slots * static_cast<size_t>(shape.k_width), 0.0f);
     v_[static_cast<size_t>(l)].assign(slots * static_cast<size_t>(shape.v_width), 0.0f);
   }
+}
+
+size_t KvCache::allocated_bytes() const {
+  size_t floats = 0;
+  for (const std::vector<float>& k : k_) floats += k.capacity();
+  for (const std::vector<float>& v : v_) floats += v.capacity();
+  return floats * sizeof(float);
 }
 
 int32_t KvCache::blocks_needed(int32_t seq_id, int64_t n_tokens) const {

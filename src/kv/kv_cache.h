@@ -28,8 +28,21 @@ struct KvCacheShape {
   int64_t n_ctx_max = 0;    // per-sequence context limit (positions [0, n_ctx_max))
 };
 
+// Block ids are int32 (BlockPool): the most blocks one pool can hold.
+inline constexpr int64_t kMaxKvBlocks = INT32_MAX;
+// Blocks a pool needs to hold n_seq full sequences of n_ctx tokens. kInvalidArgument for a
+// non-positive input, kOutOfRange when the count overflows int64; callers compare it with
+// kMaxKvBlocks (after the memory check, whose message says more).
+Expected<int64_t> kv_pool_blocks(int64_t n_ctx, int32_t block_size, int64_t n_seq);
+// kOutOfRange naming the request when n_blocks passes kMaxKvBlocks.
+Status check_pool_addressable(int64_t n_blocks, int32_t block_size);
+// Bytes a KvCache of `shape` with n_blocks blocks allocates (the figure allocated_bytes() reports
+// once built); kOutOfRange when it does not fit in int64.
+Expected<int64_t> kv_pool_bytes(const KvCacheShape& shape, int64_t n_blocks);
+
 class KvCache {
  public:
+  // Allocates the whole pool up front; callers size it with kv_pool_blocks/kv_pool_bytes first.
   KvCache(const KvCacheShape& shape, int32_t n_blocks);
 
   const KvCacheShape& shape() const { return shape_; }
@@ -86,6 +99,8 @@ class KvCache {
   const BlockPool& pool() const { return pool_; }
   size_t bytes_per_token() const { return static_cast<size_t>(shape_.n_layer * (shape_.k_width + shape_.v_width)) * sizeof(float); }
   size_t total_bytes() const { return bytes_per_token() * static_cast<size_t>(pool_.n_total()) * static_cast<size_t>(shape_.block_size); }
+  // Bytes the K and V buffers hold (their capacity): what the pool took from the allocator.
+  size_t allocated_bytes() const;
 
  private:
   KvCacheShape shape_;

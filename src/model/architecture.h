@@ -24,6 +24,10 @@ class Architecture {
   virtual void forward(const Batch& batch, KvCache& kv, Backend& backend, float* logits) = 0;
 };
 
+// The cache layout the architecture named in the config uses (Architecture::kv_shape), from the
+// config alone: what memory checks need before any weight is bound.
+KvCacheShape kv_cache_shape(const ModelConfig& config, int64_t n_ctx);
+
 // Looks up the architecture named in the config and binds its weights from the file; a missing
 // or mis-shaped tensor is an error naming it and the shape expected.
 Expected<std::unique_ptr<Architecture>> make_architecture(const ModelConfig& config, const gguf::GgufFile& file);

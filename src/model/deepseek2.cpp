@@ -14,14 +14,7 @@ namespace {
 
 class Deepseek2Model final : public Architecture {
  public:
-  KvCacheShape kv_shape(int64_t n_ctx) const override {
-    KvCacheShape s;
-    s.n_layer = c_.n_layer;
-    s.k_width = c_.kv_lora_rank + c_.n_rot;  // the latent row, shared by all heads
-    s.v_width = 0;
-    s.n_ctx_max = n_ctx;
-    return s;
-  }
+  KvCacheShape kv_shape(int64_t n_ctx) const override { return mla_kv_shape(c_, n_ctx); }
 
   void forward(const Batch& batch, KvCache& kv, Backend& be, float* logits) override {
     const int64_t n = batch.size();

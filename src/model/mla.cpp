@@ -121,6 +121,15 @@ float mla_attention_scale(const ModelConfig& c) {
   return mscale * mscale / std::sqrt(static_cast<float>(c.head_dim_k));
 }
 
+KvCacheShape mla_kv_shape(const ModelConfig& c, int64_t n_ctx) {
+  KvCacheShape s;
+  s.n_layer = c.n_layer;
+  s.k_width = c.kv_lora_rank + c.n_rot;
+  s.v_width = 0;
+  s.n_ctx_max = n_ctx;
+  return s;
+}
+
 RopeParams mla_rope_params(const ModelConfig& c) {
   RopeParams p = rope_params(c);
   // YaRN's magnitude factor (1 + 0.1 ln s) would scale q and k; DeepSeek folds its own mscale

@@ -42,6 +42,10 @@ struct MlaScratch {
 Expected<MlaWeights> bind_mla(const WeightBinder& binder, const ModelConfig& c, int64_t il,
                               std::vector<std::vector<float>>& f32_storage);
 
+// The latent cache layout: one row of [kv_lora_rank + n_rot] per token per layer, shared by all
+// heads (k_width), no V.
+KvCacheShape mla_kv_shape(const ModelConfig& c, int64_t n_ctx);
+
 // DeepSeek's attention scale with YaRN: mscale^2 / sqrt(head_dim_k), mscale = 1 + log_mul * ln(factor).
 float mla_attention_scale(const ModelConfig& c);
 // Rope parameters for deepseek2 (YaRN magnitude correction moved into the attention scale).

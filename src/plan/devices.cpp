@@ -3,6 +3,7 @@
 #include "plan/backend_init.h"
 
 #include "core/bandwidth.h"
+#include "core/process.h"
 
 #include <dlfcn.h>
 
@@ -163,29 +164,25 @@ CpuInfo detect_cpu() {
   return c;
 }
 
-Expected<MemoryInfo> parse_meminfo(std::string_view text) {
+namespace {
+
+MemoryInfo memory_info(const HostMemory& host) {
   MemoryInfo m;
-  std::istringstream in{std::string(text)};
-  bool have_total = false;
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream ls(line);
-    std::string key, unit;
-    uint64_t value = 0;
-    if (!(ls >> key >> value)) continue;
-    ls >> unit;
-    const uint64_t scale = unit == "kB" ? 1024 : 1;
-    if (key == "MemTotal:") m.total_bytes = value * scale, have_total = true;
-    if (key == "MemAvailable:") m.available_bytes = value * scale;
-  }
-  if (!have_total) return error(ErrorCode::kInvalidFile, "meminfo: no MemTotal line");
-  if (m.available_bytes == 0) m.available_bytes = m.total_bytes;
+  m.total_bytes = host.total_bytes;
+  m.available_bytes = host.available_bytes;
   return m;
 }
 
+}  // namespace
+
+Expected<MemoryInfo> parse_meminfo(std::string_view text) {
+  FATHOM_ASSIGN_OR_RETURN(const HostMemory host, fathom::parse_meminfo(text));
+  return memory_info(host);
+}
+
 Expected<MemoryInfo> detect_memory(const std::string& meminfo_path, const std::string& node_dir) {
-  std::ifstream f(meminfo_path);
-  if (!f) return error(ErrorCode::kNotFound, "cannot read " + meminfo_path);
-  FATHOM_ASSIGN_OR_RETURN(MemoryInfo m, parse_meminfo(read_file(meminfo_path)));
+  FATHOM_ASSIGN_OR_RETURN(const HostMemory host, read_host_memory(meminfo_path));
+  MemoryInfo m = memory_info(host);
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(node_dir, ec)) {
     const std::string name = entry.path().filename().string();

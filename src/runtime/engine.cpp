@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/process.h"
+#include "model/memory_need.h"
 #include "runtime/stop_strings.h"
 
 namespace fathom {
@@ -35,6 +37,22 @@ struct Engine::Active : SchedSequence {
   int64_t n_prompt = 0;
 };
 
+MemoryDemand engine_memory_demand(const EngineOptions& options) {
+  MemoryDemand d;
+  d.n_ctx = options.n_ctx;
+  d.n_seq = options.n_seq_max;
+  d.block_size = options.block_size;
+  d.step_tokens = options.step_token_budget;
+  // A step samples at most one row per scheduled sequence, into the engine's logits or the
+  // model's forward_top buffer: both grow to it.
+  const int64_t running = options.max_running > 0 ? options.max_running : options.n_seq_max;
+  d.logit_rows = 2 * std::min<int64_t>(running, options.step_token_budget);
+  d.device = options.device;
+  d.placement = options.placement;
+  d.count_weight_copies = false;
+  return d;
+}
+
 Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   const double t0 = now_seconds();
   auto e = std::unique_ptr<Engine>(new Engine());
@@ -48,13 +66,27 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   if (e->tokenizer_->n_vocab() > c.n_vocab)
     return error(ErrorCode::kInvalidFile, strprintf("%s: tokenizer has %d tokens but the embedding only %lld rows",
                                                     options.model_path.c_str(), e->tokenizer_->n_vocab(), static_cast<long long>(c.n_vocab)));
-  e->n_ctx_ = options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(c.n_ctx_train, 4096);
+  e->n_ctx_ = effective_context(c, options.n_ctx);
   if (options.block_size <= 0 || options.n_seq_max <= 0 || options.step_token_budget <= 0)
     return error(ErrorCode::kInvalidArgument, "block size, sequence count and step budget must be positive");
+  // The weights are loaded (their copies already taken, so MemAvailable has them): what is left
+  // to allocate is the KV pool, all at once below, and the scratch the steps grow.
+  const MemoryDemand demand = engine_memory_demand(options);
+  FATHOM_ASSIGN_OR_RETURN(const MemoryNeed need, memory_need(e->model_->file(), c, demand, 0));
+  if (options.check_memory) {
+    const Expected<HostMemory> host = read_host_memory();
+    if (host) {
+      MemoryWording wording;
+      wording.ctx_flag = "n_ctx";
+      wording.seq_flag = "n_seq_max";
+      wording.remedy = "lower n_ctx or n_seq_max (in fathom run/serve: -c/--ctx-size, -np/--parallel)";
+      FATHOM_RETURN_IF_ERROR(check_memory(need, host->available_bytes, c, demand, wording));
+    }
+  }
+  FATHOM_RETURN_IF_ERROR(check_pool_addressable(need.kv_blocks, options.block_size));
   KvCacheShape shape = e->model_->kv_shape(e->n_ctx_);
   shape.block_size = options.block_size;
-  const int64_t blocks_per_seq = (e->n_ctx_ + options.block_size - 1) / options.block_size;
-  e->kv_ = std::make_unique<KvCache>(shape, static_cast<int32_t>(blocks_per_seq * options.n_seq_max));
+  e->kv_ = std::make_unique<KvCache>(shape, static_cast<int32_t>(need.kv_blocks));
   SchedulerOptions so;
   so.step_token_budget = options.step_token_budget;
   so.max_running = options.max_running > 0 ? options.max_running : options.n_seq_max;

@@ -13,6 +13,7 @@
 
 #include "kv/kv_cache.h"
 #include "kv/kv_persist.h"
+#include "model/memory_need.h"
 #include "model/model.h"
 #include "runtime/request.h"
 #include "runtime/scheduler.h"
@@ -32,7 +33,12 @@ struct EngineOptions {
   int32_t block_size = 16;        // tokens per KV block
   int64_t step_token_budget = 512;// tokens per forward step
   bool prefix_cache = true;       // reuse KV blocks of prompt prefixes seen before
+  bool check_memory = true;       // refuse (kOutOfMemory) a KV cache and scratch larger than MemAvailable
 };
+
+// What the engine these options describe will allocate (model/memory_need.h), the weights'
+// copies left out: set count_weight_copies to check before loading them.
+MemoryDemand engine_memory_demand(const EngineOptions& options);
 
 class Engine {
  public:

@@ -4,6 +4,7 @@
 // it implies (bandwidth / weight bytes one token reads). With --device cuda the device's copy
 // bandwidth and f16 tensor throughput are measured too, and the bounds use them for the weights
 // placed there.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -117,6 +118,16 @@ int cmd_bench(const Args& args) {
     std::fprintf(stderr, "fathom bench: -r must be >= 1 and -p/-n >= 0\n");
     return 2;
   }
+  // pp runs one batch of -p tokens, tg -n single steps; each cache holds its run plus one.
+  MemoryDemand demand;
+  demand.n_ctx = std::min<int64_t>(std::max(n_prompt, n_gen), INT64_MAX - 1) + 1;
+  demand.step_tokens = std::max<int64_t>(n_prompt, 1);
+  demand.device = lo.device;
+  demand.placement = lo.placement;
+  MemoryWording wording;
+  wording.request = n_prompt >= n_gen ? strprintf("-p %lld", static_cast<long long>(n_prompt)) : strprintf("-n %lld", static_cast<long long>(n_gen));
+  wording.remedy = n_prompt >= n_gen ? "lower -p/--n-prompt" : "lower -n/--n-gen";
+  if (!memory_fits("bench", model_path, demand, wording)) return 1;
   lo.n_threads = threads;
   auto model = Model::load(model_path, lo);
   if (!model) {

@@ -35,7 +35,7 @@ void ModelOptions::add_to(ArgParser& p) {
   p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
   p.add_string("--device", "DEV", "cpu (default), cuda (CUDA device 0), cuda:N, opencl (first GPU, else first OpenCL device) or opencl:N (`fathom devices` numbering); a device that fails to start falls back to cpu", &device);
   add_placement_options(p, &placement);
-  p.add_int("-c,--ctx-size", "N", "context length per sequence (default: min(model's, 4096))", &ctx);
+  p.add_int("-c,--ctx-size", "N", "context length per sequence (default: min(model's, 4096)); its KV cache must fit in available memory, checked before loading", &ctx);
 }
 
 void add_placement_options(ArgParser& p, PlacementOptions* placement) {
@@ -60,6 +60,9 @@ std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& op
     std::fprintf(stderr, "fathom %s: no model given; pass -m FILE.gguf\n", command);
     return nullptr;
   }
+  MemoryDemand demand = engine_memory_demand(options);
+  demand.count_weight_copies = true;
+  if (!memory_fits(command, options.model_path, demand, MemoryWording{})) return nullptr;
   auto engine = Engine::create(options);
   if (!engine) {
     std::fprintf(stderr, "fathom %s: %s\n", command, engine.status().to_string().c_str());
@@ -67,6 +70,17 @@ std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& op
   }
   if (!quiet) print_placement(**engine);
   return std::move(engine).value();
+}
+
+bool memory_fits(const char* command, const std::string& model_path, MemoryDemand demand, const MemoryWording& wording) {
+  std::vector<std::string> warnings;
+  const Status st = check_memory_for(model_path, demand, wording, &warnings);
+  if (!st.is_ok()) {  // one line: it names the trained context too
+    std::fprintf(stderr, "fathom %s: %s\n", command, st.message().c_str());
+    return false;
+  }
+  for (const std::string& w : warnings) std::fprintf(stderr, "fathom %s: warning: %s\n", command, w.c_str());
+  return true;
 }
 
 void print_placement(const Engine& engine) {

@@ -38,6 +38,11 @@ void add_placement_options(ArgParser& p, PlacementOptions* placement);
 // Unless quiet, prints where the model runs (Engine::placement_report) when an accelerator is in use.
 std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& options, bool quiet = false);
 void print_placement(const Engine& engine);
+// The memory check before loading (model/memory_need.h), counting the weights' repacked copies:
+// prints "fathom CMD: <why>" when the configuration does not fit in MemAvailable and returns
+// false (exit 1), else a "fathom CMD: warning: ..." line for a context past the model's trained
+// one and for a placement that does not fit in the CUDA device's free memory.
+bool memory_fits(const char* command, const std::string& model_path, MemoryDemand demand, const MemoryWording& wording);
 // Tokenizes a prompt the way the model expects: BOS per the tokenizer's metadata unless the
 // text already starts with the BOS token's text; special tokens in the text are parsed.
 std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text, bool allow_bos = true);

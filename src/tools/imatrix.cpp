@@ -1,5 +1,6 @@
 // fathom imatrix: collect an importance matrix (per-column mean x^2 of every matmul input) over
 // a calibration text, for `fathom quantize --imatrix`.
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -37,6 +38,11 @@ int cmd_imatrix(const Args& args) {
     std::fprintf(stderr, "fathom imatrix: %s\n", text.status().to_string().c_str());
     return 1;
   }
+  MemoryDemand demand;  // one chunk of ctx tokens per forward pass
+  demand.n_ctx = std::max<int64_t>(ctx, 1);
+  demand.step_tokens = demand.n_ctx;
+  demand.logit_rows = demand.n_ctx / 2;
+  if (!memory_fits("imatrix", model_path, demand, {"-c", "", "", "lower -c/--chunk"})) return 1;
   convert::ImatrixOptions o;
   o.n_ctx = ctx;
   o.n_chunks = chunks;

@@ -1,5 +1,6 @@
 // fathom perplexity / fathom kl-divergence: quality of a model, and of a quantization against
 // its base, on a text, with llama.cpp's chunking (see convert/perplexity.h).
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -24,6 +25,15 @@ std::unique_ptr<Model> load_or_print(const char* cmd, const std::string& path, i
     return nullptr;
   }
   return std::move(m).value();
+}
+
+// A chunk is one forward pass of ctx tokens on one sequence, logits kept for its scored half.
+MemoryDemand eval_memory_demand(int64_t ctx) {
+  MemoryDemand d;
+  d.n_ctx = std::max<int64_t>(ctx, 1);
+  d.step_tokens = d.n_ctx;
+  d.logit_rows = d.n_ctx / 2;
+  return d;
 }
 
 // Progress: one rewritten line per chunk on a terminal, one line per chunk in a log.
@@ -59,6 +69,7 @@ int cmd_perplexity(const Args& args) {
     std::fprintf(stderr, "fathom perplexity: %s\n", text.status().to_string().c_str());
     return 1;
   }
+  if (!memory_fits("perplexity", model_path, eval_memory_demand(ctx), {"-c", "", "", "lower -c/--ctx"})) return 1;
   auto model = load_or_print("perplexity", model_path, threads);
   if (!model) return 1;
   auto tok = Tokenizer::from_gguf(model->file());

@@ -128,6 +128,10 @@ int cmd_serve(const Args& args) {
   options.max_body_bytes = static_cast<size_t>(max_body_bytes);
   options.defaults.sampling = sampling.to_params();
   options.defaults.max_tokens = max_tokens;
+  // The engine is built later, on the server's engine thread: check its memory before the port opens.
+  MemoryDemand demand = engine_memory_demand(options.engine);
+  demand.count_weight_copies = true;
+  if (!memory_fits("serve", options.engine.model_path, demand, {"-c", "-np", "", "lower -c/--ctx-size or -np/--parallel"})) return 1;
 
   // Signals are taken synchronously by this thread (sigtimedwait below); every thread started
   // from here on inherits the mask, so none of them is interrupted by SIGINT/SIGTERM.

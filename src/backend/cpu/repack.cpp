@@ -2,13 +2,14 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <string>
 
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "backend/cpu/gemm.h"
+#include "backend/cpu/vec_dot.h"
+#include "core/process.h"
 #include "quant/blocks.h"
 
 namespace fathom::cpu {
@@ -214,17 +215,6 @@ RepackedMatrix repack(const TensorView& w, ThreadPool* pool) {
 
 namespace {
 
-// MemAvailable from /proc/meminfo in bytes (0 when unknown).
-size_t available_memory() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  size_t kb = 0;
-  std::string unit;
-  while (in >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024;
-  return 0;
-}
-
 // Drops the pages of [p, p + n) from this process (whole pages inside the range only).
 void release_source(const void* p, size_t n) {
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
@@ -233,13 +223,24 @@ void release_source(const void* p, size_t n) {
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+bool repack_not_switched_off() {
+  const char* off = std::getenv("FATHOM_NO_REPACK");
+  return off == nullptr || off[0] == '\0' || off[0] == '0';
+}
+
 }  // namespace
 
+size_t repacked_bytes(const TensorView& w) {
+  if (!repackable(w.dtype)) return 0;
+  return repacked_group_bytes(w.dtype, w.ne[0]) * static_cast<size_t>((w.n_rows() + kGemmRows - 1) / kGemmRows);
+}
+
+bool repacking_enabled() { return repack_not_switched_off() && best_kernels().gemm_is_simd; }
+
 RepackCache::RepackCache() {
-  const char* off = std::getenv("FATHOM_NO_REPACK");
-  enabled_ = off == nullptr || off[0] == '\0' || off[0] == '0';
-  const size_t avail = available_memory();
-  budget_ = avail == 0 ? SIZE_MAX : avail / 4 * 3;
+  enabled_ = repack_not_switched_off();
+  const Expected<HostMemory> host = read_host_memory();
+  budget_ = host ? repack_budget(host->available_bytes) : SIZE_MAX;
 }
 
 const RepackedMatrix* RepackCache::get(const TensorView& w, ThreadPool& pool, bool release) {
@@ -247,7 +248,7 @@ const RepackedMatrix* RepackCache::get(const TensorView& w, ThreadPool& pool, bo
   auto it = cache_.find(w.data);
   if (it != cache_.end()) return it->second.data ? &it->second : nullptr;
   RepackedMatrix m;
-  const size_t need = repacked_group_bytes(w.dtype, w.ne[0]) * static_cast<size_t>((w.n_rows() + kGemmRows - 1) / kGemmRows);
+  const size_t need = repacked_bytes(w);
   if (bytes_ + need <= budget_) m = repack(w, &pool);
   if (m.data) {
     bytes_ += need;

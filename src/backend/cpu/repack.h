@@ -45,6 +45,14 @@ struct RepackedMatrix {
 bool repackable(DType t);
 // Bytes one 16-row group of rows with n values takes.
 size_t repacked_group_bytes(DType t, int64_t n);
+// Bytes the repacked copy of w takes (0 for a type without an x16 layout).
+size_t repacked_bytes(const TensorView& w);
+// Repacked copies stop at 3/4 of the memory available when the cache is created, leaving room
+// for the KV cache and activations; the rest stays in the GGUF layout.
+inline size_t repack_budget(uint64_t available_bytes) { return static_cast<size_t>(available_bytes / 4 * 3); }
+// Whether a CpuBackend on this machine makes repacked copies (a SIMD gemm, FATHOM_NO_REPACK unset).
+bool repacking_enabled();
+
 // Rewrites w (a repackable type, n a multiple of the super-block) into the x16 layout, split
 // over the pool. Returns an empty matrix (data null) when memory cannot be allocated.
 RepackedMatrix repack(const TensorView& w, ThreadPool* pool);

@@ -356,6 +356,28 @@ bool CudaBackend::resident_activations() const { return impl_->resident; }
 
 bool cuda_compiled_in() { return true; }
 
+Expected<CudaMemoryInfo> cuda_memory_info(const std::string& device) {
+  FATHOM_ASSIGN_OR_RETURN(const int spec_index, parse_device_spec(device, "cuda"));
+  const int index = spec_index < 0 ? 0 : spec_index;
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || index >= count) {
+    cudaGetLastError();
+    return error(ErrorCode::kNotFound, strprintf("no CUDA device %d", index));
+  }
+  CudaMemoryInfo m;
+  cudaDeviceProp prop{};
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaSetDevice(index) != cudaSuccess || cudaGetDeviceProperties(&prop, index) != cudaSuccess ||
+      cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+    cudaGetLastError();
+    return error(ErrorCode::kUnavailable, strprintf("CUDA device %d does not answer", index));
+  }
+  m.name = prop.name;
+  m.free_bytes = free_bytes;
+  m.total_bytes = total_bytes;
+  return m;
+}
+
 Expected<std::unique_ptr<Backend>> create_cuda_backend(const CudaOptions& options) {
   FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> b, CudaBackend::create(options));
   return std::unique_ptr<Backend>(std::move(b));

@@ -68,6 +68,15 @@ struct CudaDeviceInfo {
   uint64_t total_memory_bytes = 0;
 };
 
+// Memory of the CUDA device `device` names ("cuda", "cuda:N"), as cudaMemGetInfo reports it now:
+// for checks made before the backend starts. kNotFound without CUDA, a driver or that device.
+struct CudaMemoryInfo {
+  std::string name;          // device name
+  uint64_t free_bytes = 0;
+  uint64_t total_bytes = 0;
+};
+Expected<CudaMemoryInfo> cuda_memory_info(const std::string& device);
+
 // True when this build has the CUDA backend (FATHOM_CUDA found nvcc, cudart and cuBLAS).
 bool cuda_compiled_in();
 // Brings up the device. Errors: kInvalidArgument (bad device string), kNotFound (built without

@@ -10,6 +10,10 @@ Expected<std::unique_ptr<Backend>> create_cuda_backend(const CudaOptions&) {
   return error(ErrorCode::kNotFound, "this fathom was built without CUDA (configure with -DFATHOM_CUDA=on after installing "
                                      "the CUDA toolkit, with nvcc on PATH)");
 }
+
+Expected<CudaMemoryInfo> cuda_memory_info(const std::string&) {
+  return error(ErrorCode::kNotFound, "this fathom was built without CUDA");
+}
 #endif
 
 }  // namespace fathom
