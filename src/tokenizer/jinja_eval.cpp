@@ -28,7 +28,7 @@ constexpr int kMaxEvalDepth = 4 * kMaxTemplateDepth;
 // Statements executed and loop iterations in one render, about a second of work: a 1,000-message
 // conversation takes a few 10^4 with the shipped templates.
 constexpr int64_t kMaxRenderSteps = 1'000'000;
-constexpr size_t kMaxRenderedBytes = size_t{64} << 20;  // text one render (or set block) may produce
+constexpr size_t kMaxRenderedBytes = size_t{16} << 20;  // text one render (or set block) may produce
 
 class Evaluator {
  public:

@@ -27,7 +27,7 @@ inline constexpr int kMaxValueDepth = 256;
 // Elements plus string bytes in one value, counting shared parts each time they appear (as
 // printing does): `{% set ns.x = [ns.x, ns.x] %}` doubles it per loop iteration while the
 // memory used grows by one list.
-inline constexpr int64_t kMaxValueWeight = int64_t{1} << 26;
+inline constexpr int64_t kMaxValueWeight = int64_t{1} << 24;
 
 // Arguments of a call: `f(1, x, key=2)`.
 struct CallArgs {
