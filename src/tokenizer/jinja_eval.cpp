@@ -21,10 +21,13 @@ Expected<T> at(SourcePos pos, Expected<T> result) {
   return at(pos, result.status());
 }
 
-// Statements and expressions being evaluated at once. Anything that parses nests at most
-// 2 * kMaxTemplateDepth (blocks, then an expression inside); the rest of the budget is for macros
-// calling macros, so a macro that recurses without end stops here, not at the stack's end.
-constexpr int kMaxEvalDepth = 4 * kMaxTemplateDepth;
+// Statements and expressions being evaluated at once, so a macro that recurses without end stops
+// here, not at the stack's end. What parses nests at most 2 * kMaxTemplateDepth (blocks, then an
+// expression inside). A macro call's frames take about 16 KB of stack under AddressSanitizer
+// (the fuzz build), where 4 * kMaxTemplateDepth with a macro counted as two levels overflowed
+// 8 MB; it now counts four (plus the call's statement and expression), so recursion stops
+// after about 100 calls.
+constexpr int kMaxEvalDepth = 2 * kMaxTemplateDepth;
 // Statements executed and loop iterations in one render, about a second of work: a 1,000-message
 // conversation takes a few 10^4 with the shipped templates.
 constexpr int64_t kMaxRenderSteps = 1'000'000;
@@ -252,6 +255,9 @@ class Evaluator {
   Value make_macro(const Node& node) {
     const Node* macro = &node;
     return Value::callable(node.text, [this, macro](const CallArgs& args) -> Expected<Value> {
+      // The call machinery (std::function, this lambda, a scope) weighs about two levels of stack.
+      const Nesting call(this), scope(this);
+      FATHOM_RETURN_IF_ERROR(scope.check(macro->pos));
       if (args.positional.size() > macro->params.size()) {
         return error(ErrorCode::kInvalidArgument, "TypeError: macro '" + macro->text + "' takes not more than " +
                                                       std::to_string(macro->params.size()) + " argument(s)");
