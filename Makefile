@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test asan-test bench clean
+.PHONY: all deps build demo test asan-test fuzz bench clean
 
 all: build
 
@@ -26,6 +26,16 @@ asan-test: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFATHOM_SANITIZE=address,undefined > /dev/null
 	@cmake --build build-asan -j $(JOBS)
 	@cd build-asan && ctest --output-on-failure -j $(JOBS) -LE slow
+
+# Every libFuzzer target (tests/fuzz) for FUZZ_SECONDS each, from a copy of its seed corpus
+# with a fresh random seed; findings land in $(BUILD_DIR)/fuzz-artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+fuzz: build
+	@set -e; for f in $(BUILD_DIR)/fuzz/bin/*_fuzz; do \
+	  name=$$(basename $$f _fuzz); echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
+	  tests/fuzz/run_fuzzer.sh $$f tests/fuzz/corpus/$$name $(BUILD_DIR)/fuzz-artifacts/$$name \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=16384; \
+	done
 
 bench: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -L slow

@@ -13,6 +13,7 @@ packages=(
   python3 python3-jinja2  # reference renderer for the chat-template tests
   opencl-headers ocl-icd-opencl-dev  # OpenCL backend (FATHOM_OPENCL=auto builds it when present)
   pocl-opencl-icd clinfo  # OpenCL on the CPU, so the OpenCL tests run on any machine
+  clang-14 libclang-rt-14-dev  # libFuzzer targets in tests/fuzz (clang's -fsanitize=fuzzer runtime)
 )
 
 missing=()

@@ -3,12 +3,17 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "core/json_depth.h"
 #include "core/mapped_file.h"
 
 namespace fathom::convert {
 
 Expected<nlohmann::json> read_json_object(const std::string& path) {
   FATHOM_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  if (auto at = json_depth_exceeded_at(text, kMaxFileJsonDepth)) {
+    return error(ErrorCode::kInvalidFile, strprintf("%s: arrays and objects nested deeper than %d levels (at byte %zu)",
+                                                    path.c_str(), kMaxFileJsonDepth, *at));
+  }
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return error(ErrorCode::kInvalidFile, path + ": not a JSON object");
   return j;

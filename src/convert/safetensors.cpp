@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "core/fp16.h"
+#include "core/json_depth.h"
 
 namespace fathom::convert {
 
@@ -77,6 +78,8 @@ Expected<std::unique_ptr<SafetensorsFile>> SafetensorsFile::parse(std::unique_pt
   if (header_len < 2 || header_len > kMaxHeaderBytes || header_len > size - 8)
     return bad(strprintf("header length %llu does not fit the file (%zu bytes)", static_cast<unsigned long long>(header_len), size));
   const char* header = reinterpret_cast<const char*>(file->data() + 8);
+  if (auto at = json_depth_exceeded_at(std::string_view(header, header_len), kMaxFileJsonDepth))
+    return bad(strprintf("header nests arrays and objects deeper than %d levels (at byte %zu)", kMaxFileJsonDepth, 8 + *at));
   const nlohmann::json j = nlohmann::json::parse(header, header + header_len, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return bad("header is not a JSON object");
   const size_t data_start = 8 + static_cast<size_t>(header_len);

@@ -100,7 +100,14 @@ class Reader {
     uint64_t stored = 0;
     if (sizeof stored > left_ || std::fread(&stored, sizeof stored, 1, f_) != 1) return false;
     left_ -= sizeof stored;
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+    // The fuzz build (tests/fuzz) cannot forge checksums; without this every mutation past the
+    // header would stop here and the entry parsing would go untested.
+    (void)expected;
+    return true;
+#else
     return stored == expected;
+#endif
   }
   uint64_t left() const { return left_; }
 
@@ -144,8 +151,9 @@ Expected<KvPersistSaveStats> save_prefix_cache(const KvCache& kv, const KvPersis
   const std::string tmp = path + ".tmp." + std::to_string(getpid());
   FilePtr f(std::fopen(tmp.c_str(), "wb"));
   if (!f) return error(ErrorCode::kIo, strprintf("%s: cannot create: %s", tmp.c_str(), std::strerror(errno)));
-  std::vector<char> buffer(kIoBufferBytes);
-  std::setvbuf(f.get(), buffer.data(), _IOFBF, buffer.size());
+  // Not zero-filled: stdio touches only what it reads, so a small file costs a few pages, not 256.
+  const auto buffer = std::make_unique_for_overwrite<char[]>(kIoBufferBytes);
+  std::setvbuf(f.get(), buffer.get(), _IOFBF, kIoBufferBytes);
   const std::vector<PrefixCache::EntryView> entries = prefix->entries_lru();
   Writer w(f.get());
   w.bytes(kMagic, sizeof kMagic);
@@ -204,8 +212,9 @@ Expected<KvPersistRestoreStats> restore_prefix_cache(KvCache& kv, const KvPersis
   if (ec) return error(ErrorCode::kNotFound, strprintf("%s: %s", path.c_str(), ec.message().c_str()));
   FilePtr f(std::fopen(path.c_str(), "rb"));
   if (!f) return error(ErrorCode::kIo, strprintf("%s: cannot open: %s", path.c_str(), std::strerror(errno)));
-  std::vector<char> buffer(kIoBufferBytes);
-  std::setvbuf(f.get(), buffer.data(), _IOFBF, buffer.size());
+  // Not zero-filled: stdio touches only what it reads, so a small file costs a few pages, not 256.
+  const auto buffer = std::make_unique_for_overwrite<char[]>(kIoBufferBytes);
+  std::setvbuf(f.get(), buffer.get(), _IOFBF, kIoBufferBytes);
   Reader r(f.get(), file_size);
   auto corrupt = [&path](const std::string& what) {
     return error(ErrorCode::kInvalidFile, strprintf("%s: %s; the file is damaged (it is ignored and rewritten at shutdown)",

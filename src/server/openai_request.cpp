@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "core/json_depth.h"
+
 namespace fathom::server {
 
 namespace {
@@ -236,9 +238,16 @@ void read_logprobs(Endpoint endpoint, OpenAiRequest& out, FieldReader& r) {
 }  // namespace
 
 std::variant<nlohmann::json, ApiError> parse_json_body(const std::string& body) {
+  if (auto at = json_depth_exceeded_at(body, kMaxRequestJsonDepth)) {
+    return invalid_request(strprintf("the request body nests arrays and objects deeper than %d levels (at byte %zu); "
+                                     "flatten the request",
+                                     kMaxRequestJsonDepth, *at),
+                           "", "invalid_json");
+  }
   try {
     return nlohmann::json::parse(body);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error for syntax, out_of_range for a number too large for a double ("1e999").
     return invalid_request(strprintf("the request body is not valid JSON: %s", e.what()), "", "invalid_json");
   }
 }

@@ -57,8 +57,13 @@ struct OpenAiRequest {
 inline constexpr int kMaxStopStrings = 16;   // stop strings per request
 inline constexpr int kMaxTopLogprobs = 20;   // alternatives per token
 inline constexpr int kMaxPrompts = 16;       // prompts in one /v1/completions request
+// Arrays and objects nested in a request body. Real requests nest about 6 deep (messages ->
+// content parts -> image_url, tools -> parameters schema); the limit leaves room for deep tool
+// schemas while keeping every later dump(), copy and template walk far from the stack's end.
+inline constexpr int kMaxRequestJsonDepth = 64;
 
-// Parses the body text as JSON; a syntax error names the byte offset.
+// Parses the body text as JSON; a syntax error names the byte offset, and a body nested deeper
+// than kMaxRequestJsonDepth is rejected before parsing.
 std::variant<nlohmann::json, ApiError> parse_json_body(const std::string& body);
 
 // Validates an endpoint's request object. The ApiError is always a 400 naming the parameter.

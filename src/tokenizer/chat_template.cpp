@@ -21,8 +21,32 @@ Expected<std::string> render_value(const std::string& source, const jinja::Value
   return rendered;
 }
 
-Status context_error() {
-  return error(ErrorCode::kInvalidArgument, "chat template: the context must be a JSON object of variables");
+// Whether `json` nests at most `levels` arrays and objects. Stops descending past the limit, so
+// its own recursion stays bounded.
+template <typename Json>
+bool within_depth(const Json& json, int levels) {
+  if (!json.is_structured()) return true;
+  if (levels == 0) return false;
+  for (const auto& item : json) {
+    if (!within_depth(item, levels - 1)) return false;
+  }
+  return true;
+}
+
+// Converts the caller's context; a context deeper than the template values may be is refused
+// before the recursive conversion.
+template <typename Json>
+Expected<jinja::Value> context_value(const Json& context) {
+  if (!context.is_object() && !context.is_null()) {
+    return error(ErrorCode::kInvalidArgument, "chat template: the context must be a JSON object of variables");
+  }
+  if (context.is_null()) return jinja::Value::object({});
+  if (!within_depth(context, jinja::kMaxValueDepth)) {
+    return error(ErrorCode::kInvalidArgument, strprintf("chat template: the context nests arrays and objects deeper "
+                                                        "than %d levels",
+                                                        jinja::kMaxValueDepth));
+  }
+  return jinja::Value::from_json(context);
 }
 
 // Length of the longest suffix of `text` that is a proper prefix of `tag`: bytes that may be
@@ -37,14 +61,14 @@ size_t partial_tag_suffix(std::string_view text, std::string_view tag) {
 }  // namespace
 
 Expected<std::string> render_template(const std::string& source, const nlohmann::json& context, bool hf_chat_mode) {
-  if (!context.is_object() && !context.is_null()) return context_error();
-  return render_value(source, context.is_null() ? jinja::Value::object({}) : jinja::Value::from_json(context), hf_chat_mode);
+  FATHOM_ASSIGN_OR_RETURN(jinja::Value value, context_value(context));
+  return render_value(source, value, hf_chat_mode);
 }
 
 Expected<std::string> render_template(const std::string& source, const nlohmann::ordered_json& context,
                                       bool hf_chat_mode) {
-  if (!context.is_object() && !context.is_null()) return context_error();
-  return render_value(source, context.is_null() ? jinja::Value::object({}) : jinja::Value::from_json(context), hf_chat_mode);
+  FATHOM_ASSIGN_OR_RETURN(jinja::Value value, context_value(context));
+  return render_value(source, value, hf_chat_mode);
 }
 
 Expected<std::string> apply_chat_template(const std::string& source, const std::vector<ChatMessage>& messages,

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/json_depth.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer.h"
@@ -16,13 +17,21 @@ namespace {
 
 using nlohmann::json;
 
-Expected<json> read_json(const std::string& path) {
+Expected<std::string> read_file_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return error(ErrorCode::kNotFound, strprintf("cannot open %s", path.c_str()));
   std::stringstream buffer;
   buffer << in.rdbuf();
-  json doc = json::parse(buffer.str(), nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return error(ErrorCode::kInvalidFile, strprintf("%s is not valid JSON", path.c_str()));
+  return buffer.str();
+}
+
+Expected<json> parse_json_text(const std::string& text, const std::string& origin) {
+  if (auto at = json_depth_exceeded_at(text, kMaxFileJsonDepth)) {
+    return error(ErrorCode::kInvalidFile, strprintf("%s nests arrays and objects deeper than %d levels (at byte %zu)",
+                                                    origin.c_str(), kMaxFileJsonDepth, *at));
+  }
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return error(ErrorCode::kInvalidFile, strprintf("%s is not valid JSON", origin.c_str()));
   return doc;
 }
 
@@ -121,8 +130,10 @@ Status apply_config(const json& config, const std::string& path, Vocab* vocab) {
   return Status::ok();
 }
 
-Expected<std::unique_ptr<Tokenizer>> load_hf(const std::string& tokenizer_path, const std::string& config_path) {
-  FATHOM_ASSIGN_OR_RETURN(json doc, read_json(tokenizer_path));
+// tokenizer_path and config_path name the documents in messages; config_text may be empty.
+Expected<std::unique_ptr<Tokenizer>> load_hf(const std::string& tokenizer_text, const std::string& tokenizer_path,
+                                             const std::string& config_text, const std::string& config_path) {
+  FATHOM_ASSIGN_OR_RETURN(json doc, parse_json_text(tokenizer_text, tokenizer_path));
   const json& model = doc.value("model", json::object());
   const std::string model_type = model.value("type", "");
   if (model_type != "BPE") {
@@ -135,11 +146,25 @@ Expected<std::unique_ptr<Tokenizer>> load_hf(const std::string& tokenizer_path, 
 
   const json& added = doc.value("added_tokens", json::array());
   int64_t max_id = -1;
-  for (const auto& [text, id] : model.at("vocab").items()) max_id = std::max<int64_t>(max_id, id.get<int64_t>());
-  for (const json& token : added) max_id = std::max<int64_t>(max_id, token.at("id").get<int64_t>());
-  if (max_id < 0 || max_id >= INT32_MAX) {
-    return error(ErrorCode::kInvalidFile, strprintf("%s: vocabulary is empty or its ids are out of range",
-                                                    tokenizer_path.c_str()));
+  int64_t min_id = 0;
+  size_t n_listed = 0;
+  const auto see_id = [&](const json& id) {
+    // A float id would pass get<int64_t>() truncated; only integers index the vocabulary.
+    const int64_t value = id.is_number_integer() ? id.get<int64_t>() : -1;
+    max_id = std::max(max_id, value);
+    min_id = std::min(min_id, value);
+    ++n_listed;
+  };
+  for (const auto& [text, id] : model.at("vocab").items()) see_id(id);
+  for (const json& token : added) see_id(token.at("id"));
+  // Ids missing from both lists become unused tokens, so the table is as long as the largest id;
+  // bounding the holes keeps a one-line file from allocating gigabytes.
+  if (max_id < 0 || min_id < 0 || max_id >= INT32_MAX || static_cast<uint64_t>(max_id) >= 2 * n_listed + 1024) {
+    return error(ErrorCode::kInvalidFile,
+                 strprintf("%s: vocabulary ids must be integers from 0 to about twice the %zu tokens listed "
+                           "(found %lld to %lld)",
+                           tokenizer_path.c_str(), n_listed, static_cast<long long>(min_id),
+                           static_cast<long long>(max_id)));
   }
   // Ids missing from both lists stay as empty, unused tokens so that ids index directly.
   vocab.tokens.assign(static_cast<size_t>(max_id + 1), std::string());
@@ -184,8 +209,8 @@ Expected<std::unique_ptr<Tokenizer>> load_hf(const std::string& tokenizer_path, 
     if (it != vocab.token_to_id.end()) vocab.unk_id = it->second;
   }
 
-  if (!config_path.empty()) {
-    FATHOM_ASSIGN_OR_RETURN(json config, read_json(config_path));
+  if (!config_text.empty()) {
+    FATHOM_ASSIGN_OR_RETURN(json config, parse_json_text(config_text, config_path));
     FATHOM_RETURN_IF_ERROR(apply_config(config, config_path, &vocab));
   }
   vocab.collect_end_of_generation();
@@ -197,12 +222,24 @@ Expected<std::unique_ptr<Tokenizer>> load_hf(const std::string& tokenizer_path, 
 
 Expected<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& tokenizer_json_path,
                                                              const std::string& tokenizer_config_path) {
+  FATHOM_ASSIGN_OR_RETURN(std::string tokenizer_text, read_file_text(tokenizer_json_path));
+  std::string config_text;
+  if (!tokenizer_config_path.empty()) {
+    FATHOM_ASSIGN_OR_RETURN(config_text, read_file_text(tokenizer_config_path));
+  }
+  return from_hf_json_text(tokenizer_text, tokenizer_json_path, config_text, tokenizer_config_path);
+}
+
+Expected<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json_text(const std::string& tokenizer_json,
+                                                                  const std::string& tokenizer_json_origin,
+                                                                  const std::string& tokenizer_config_json,
+                                                                  const std::string& tokenizer_config_origin) {
   // nlohmann::json throws on type mismatches inside a well-formed document (e.g. an id that is a
   // string); turn those into an error value at this boundary.
   try {
-    return load_hf(tokenizer_json_path, tokenizer_config_path);
+    return load_hf(tokenizer_json, tokenizer_json_origin, tokenizer_config_json, tokenizer_config_origin);
   } catch (const nlohmann::json::exception& e) {
-    return error(ErrorCode::kInvalidFile, strprintf("%s: unexpected structure: %s", tokenizer_json_path.c_str(), e.what()));
+    return error(ErrorCode::kInvalidFile, strprintf("%s: unexpected structure: %s", tokenizer_json_origin.c_str(), e.what()));
   }
 }
 

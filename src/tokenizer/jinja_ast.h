@@ -12,6 +12,12 @@
 
 namespace fathom::jinja {
 
+// Nesting allowed in a template: parenthesized or bracketed expressions, operator and filter
+// chains, unary operators and nested blocks. The parser, the evaluator and the tree's destructor
+// each recurse once per level, so a deeper template is a syntax error rather than a stack
+// overflow. Real chat templates nest under 20 levels.
+inline constexpr int kMaxTemplateDepth = 256;
+
 struct Expr;
 using ExprPtr = std::unique_ptr<Expr>;
 
@@ -44,6 +50,7 @@ struct Expr {
   std::vector<std::pair<std::string, ExprPtr>> keywords;  // kCall/kFilter/kTest keyword arguments
   std::vector<std::string> compare_ops;                 // kCompare operators: == != < <= > >= in "not in"
   bool negated = false;                                 // kTest written `is not`
+  int height = 1;                                       // levels in this subtree (<= kMaxTemplateDepth)
 };
 
 struct Node;

@@ -560,6 +560,9 @@ Expected<Value> namespace_function(const CallArgs& args) {
     for (const auto& [key, value] : v.as_object().entries) attributes.set(key, value);
   }
   for (const auto& [key, value] : args.keyword) attributes.set(key, value);
+  for (const auto& [key, value] : attributes.entries) {
+    if (value.holds_namespace()) return type_error("namespace() attribute '" + key + "' cannot hold a namespace");
+  }
   return Value::make_namespace(std::move(attributes));
 }
 

@@ -21,6 +21,18 @@ Expected<T> at(SourcePos pos, Expected<T> result) {
   return at(pos, result.status());
 }
 
+// Statements and expressions being evaluated at once, so a macro that recurses without end stops
+// here, not at the stack's end. What parses nests at most 2 * kMaxTemplateDepth (blocks, then an
+// expression inside). A macro call's frames take about 16 KB of stack under AddressSanitizer
+// (the fuzz build), where 4 * kMaxTemplateDepth with a macro counted as two levels overflowed
+// 8 MB; it now counts four (plus the call's statement and expression), so recursion stops
+// after about 100 calls.
+constexpr int kMaxEvalDepth = 2 * kMaxTemplateDepth;
+// Statements executed and loop iterations in one render, about a second of work: a 1,000-message
+// conversation takes a few 10^4 with the shipped templates.
+constexpr int64_t kMaxRenderSteps = 1'000'000;
+constexpr size_t kMaxRenderedBytes = size_t{16} << 20;  // text one render (or set block) may produce
+
 class Evaluator {
  public:
   explicit Evaluator(const Value& context) : context_(context), globals_(make_globals()) { frames_.emplace_back(); }
@@ -69,7 +81,43 @@ class Evaluator {
     return Flow::kNormal;
   }
 
+  // One level of evaluation recursion, released when the evaluating function returns.
+  class Nesting {
+   public:
+    explicit Nesting(Evaluator* evaluator) : evaluator_(evaluator) { ++evaluator_->depth_; }
+    ~Nesting() { --evaluator_->depth_; }
+    Nesting(const Nesting&) = delete;
+    Nesting& operator=(const Nesting&) = delete;
+    Status check(SourcePos pos) const {
+      if (evaluator_->depth_ <= kMaxEvalDepth) return Status::ok();
+      return at(pos, error(ErrorCode::kInvalidArgument,
+                           strprintf("chat template evaluation nested deeper than %d levels "
+                                     "(a macro that calls itself without end?)",
+                                     kMaxEvalDepth)));
+    }
+
+   private:
+    Evaluator* evaluator_;
+  };
+
+  // Loops nest, so a short template can ask for 10^10 iterations; a render that runs past the
+  // step or output budget is an error instead of a stuck worker.
+  Status take_step(SourcePos pos, const std::string& out) {
+    if (++steps_ > kMaxRenderSteps) {
+      return at(pos, error(ErrorCode::kInvalidArgument,
+                           strprintf("chat template rendering took more than %lld steps", static_cast<long long>(kMaxRenderSteps))));
+    }
+    if (out.size() > kMaxRenderedBytes) {
+      return at(pos, error(ErrorCode::kInvalidArgument,
+                           strprintf("chat template output is larger than %zu bytes", kMaxRenderedBytes)));
+    }
+    return Status::ok();
+  }
+
   Expected<Flow> exec(const Node& node, std::string& out) {
+    const Nesting nesting(this);
+    FATHOM_RETURN_IF_ERROR(nesting.check(node.pos));
+    FATHOM_RETURN_IF_ERROR(take_step(node.pos, out));
     switch (node.kind) {
       case NodeKind::kText:
         out += node.text;
@@ -121,6 +169,14 @@ class Evaluator {
         return at(pos, error(ErrorCode::kInvalidArgument, "cannot assign attribute on non-namespace object '" +
                                                               target.names[0] + "'"));
       }
+      if (value.holds_namespace()) {
+        return at(pos, error(ErrorCode::kUnsupported, "a namespace attribute cannot hold a namespace ('" +
+                                                          target.names[0] + "." + target.attribute + "')"));
+      }
+      if (value.depth() + 1 > kMaxValueDepth) {
+        return at(pos, error(ErrorCode::kInvalidArgument,
+                             strprintf("value nested deeper than %d levels", kMaxValueDepth)));
+      }
       ns.namespace_attributes().set(target.attribute, std::move(value));
       return Status::ok();
     }
@@ -167,6 +223,7 @@ class Evaluator {
       // The filter sees the loop variable but not `loop`, as in jinja2.
       std::vector<Value> kept;
       for (Value& item : items) {
+        FATHOM_RETURN_IF_ERROR(take_step(node.pos, out));
         frames_.emplace_back();
         Status bound = assign(node.target, item, node.pos);
         Expected<Value> keep = bound.is_ok() ? eval(*node.loop_filter) : Expected<Value>(bound);
@@ -183,6 +240,7 @@ class Evaluator {
       return flow.status();
     }
     for (size_t i = 0; i < items.size(); ++i) {
+      FATHOM_RETURN_IF_ERROR(take_step(node.pos, out));
       frames_.emplace_back();
       frames_.back().vars["loop"] = loop_object(items, i);
       Status bound = assign(node.target, items[i], node.pos);
@@ -197,6 +255,9 @@ class Evaluator {
   Value make_macro(const Node& node) {
     const Node* macro = &node;
     return Value::callable(node.text, [this, macro](const CallArgs& args) -> Expected<Value> {
+      // The call machinery (std::function, this lambda, a scope) weighs about two levels of stack.
+      const Nesting call(this), scope(this);
+      FATHOM_RETURN_IF_ERROR(scope.check(macro->pos));
       if (args.positional.size() > macro->params.size()) {
         return error(ErrorCode::kInvalidArgument, "TypeError: macro '" + macro->text + "' takes not more than " +
                                                       std::to_string(macro->params.size()) + " argument(s)");
@@ -276,7 +337,24 @@ class Evaluator {
     return Value(true);
   }
 
+  // Every value an expression produces is checked against kMaxValueDepth, so the recursive
+  // printers, comparisons and destructors never meet a deeper one.
   Expected<Value> eval(const Expr& e) {
+    const Nesting nesting(this);
+    FATHOM_RETURN_IF_ERROR(nesting.check(e.pos));
+    FATHOM_ASSIGN_OR_RETURN(Value v, eval_unchecked(e));
+    if (v.depth() > kMaxValueDepth) {
+      return at(e.pos, error(ErrorCode::kInvalidArgument, strprintf("value nested deeper than %d levels", kMaxValueDepth)));
+    }
+    if (v.weight() > kMaxValueWeight) {
+      return at(e.pos, error(ErrorCode::kInvalidArgument,
+                             strprintf("MemoryError: value of more than %lld elements and string bytes",
+                                       static_cast<long long>(kMaxValueWeight))));
+    }
+    return v;
+  }
+
+  Expected<Value> eval_unchecked(const Expr& e) {
     switch (e.kind) {
       case ExprKind::kLiteral:
         return e.literal;
@@ -384,6 +462,8 @@ class Evaluator {
   Value context_;              // the caller's variables (a dict)
   Object globals_;             // builtin functions, looked up after the context
   std::vector<Frame> frames_;  // scopes, innermost last; frames_[0] is the template's top level
+  int depth_ = 0;              // exec/eval calls now open (see Nesting)
+  int64_t steps_ = 0;          // statements executed so far (see take_step)
 };
 
 }  // namespace

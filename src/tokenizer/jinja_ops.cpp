@@ -9,6 +9,10 @@
 namespace fathom::jinja {
 
 namespace {
+constexpr size_t kMaxRepeatedLength = size_t{1} << 24;  // bytes or items a `*` repetition may produce
+}  // namespace
+
+namespace {
 
 Status type_error(const std::string& message) { return error(ErrorCode::kInvalidArgument, "TypeError: " + message); }
 
@@ -479,6 +483,14 @@ Expected<Value> binary_operation(std::string_view op, const Value& a, const Valu
     const Value* count = seq == &a ? &b : &a;
     if (seq && (count->is_int() || count->is_bool())) {
       const int64_t n = std::max<int64_t>(0, count->as_int());
+      // A template may render from a client's messages, so `'x' * 10**12` must be an error,
+      // not an allocation that takes the server down.
+      const size_t length = seq->is_string() ? seq->as_string().size() : seq->as_array().items.size();
+      if (length > 0 && static_cast<uint64_t>(n) > kMaxRepeatedLength / length) {
+        return error(ErrorCode::kInvalidArgument,
+                     strprintf("MemoryError: repeating a sequence of length %zu %lld times exceeds %zu items", length,
+                               static_cast<long long>(n), kMaxRepeatedLength));
+      }
       if (seq->is_string()) {
         std::string out;
         for (int64_t i = 0; i < n; ++i) out += seq->as_string();

@@ -75,6 +75,40 @@ class Parser {
     return name;
   }
 
+  // One level of parser recursion, released when the parsing function returns.
+  class Nesting {
+   public:
+    explicit Nesting(Parser* parser) : parser_(parser) { ++parser_->depth_; }
+    ~Nesting() { --parser_->depth_; }
+    Nesting(const Nesting&) = delete;
+    Nesting& operator=(const Nesting&) = delete;
+    Status check() const {
+      if (parser_->depth_ <= kMaxTemplateDepth) return Status::ok();
+      return parser_->too_deep(parser_->cur().pos);
+    }
+
+   private:
+    Parser* parser_;
+  };
+
+  Status too_deep(SourcePos pos) const {
+    return error(ErrorCode::kInvalidArgument, strprintf("chat template nested deeper than %d levels at %s",
+                                                        kMaxTemplateDepth, format_pos(pos).c_str()));
+  }
+
+  // Chains (`a + b + c`, `x | f | g`, `a.b.c`) grow the tree without recursing in the parser, so
+  // each composite node's height is checked as it is completed.
+  Expected<ExprPtr> sealed(ExprPtr node) {
+    int tallest = 0;
+    for (const ExprPtr& operand : node->operands) {
+      if (operand) tallest = std::max(tallest, operand->height);
+    }
+    for (const auto& [key, value] : node->keywords) tallest = std::max(tallest, value->height);
+    node->height = tallest + 1;
+    if (node->height > kMaxTemplateDepth) return too_deep(node->pos);
+    return node;
+  }
+
   ExprPtr make(ExprKind kind, SourcePos pos) {
     auto e = std::make_unique<Expr>();
     e->kind = kind;
@@ -131,6 +165,8 @@ class Parser {
   }
 
   Expected<NodePtr> parse_statement() {
+    const Nesting nesting(this);
+    FATHOM_RETURN_IF_ERROR(nesting.check());
     const SourcePos pos = cur().pos;
     advance();  // {%
     if (cur().kind != TokenKind::kName) return syntax_error("tag name expected, found " + describe(cur()));
@@ -290,10 +326,12 @@ class Parser {
       FATHOM_ASSIGN_OR_RETURN(ExprPtr item, parse_expression(with_condition));
       tuple->operands.push_back(std::move(item));
     }
-    return tuple;
+    return sealed(std::move(tuple));
   }
 
   Expected<ExprPtr> parse_expression(bool with_condition) {
+    const Nesting nesting(this);
+    FATHOM_RETURN_IF_ERROR(nesting.check());
     if (!with_condition) return parse_or();
     FATHOM_ASSIGN_OR_RETURN(ExprPtr value, parse_or());
     while (is_name("if")) {
@@ -310,7 +348,7 @@ class Parser {
       } else {
         cond->operands.push_back(nullptr);
       }
-      value = std::move(cond);
+      FATHOM_ASSIGN_OR_RETURN(value, sealed(std::move(cond)));
     }
     return value;
   }
@@ -323,7 +361,7 @@ class Parser {
       FATHOM_ASSIGN_OR_RETURN(ExprPtr right, parse_and());
       node->operands.push_back(std::move(left));
       node->operands.push_back(std::move(right));
-      left = std::move(node);
+      FATHOM_ASSIGN_OR_RETURN(left, sealed(std::move(node)));
     }
     return left;
   }
@@ -336,21 +374,27 @@ class Parser {
       FATHOM_ASSIGN_OR_RETURN(ExprPtr right, parse_not());
       node->operands.push_back(std::move(left));
       node->operands.push_back(std::move(right));
-      left = std::move(node);
+      FATHOM_ASSIGN_OR_RETURN(left, sealed(std::move(node)));
     }
     return left;
   }
 
+  // `not not x` loops rather than recursing: only parse_expression and parse_statement recurse
+  // per level of nesting, so the depth limit counts what the author sees as nesting.
   Expected<ExprPtr> parse_not() {
-    if (is_name("not")) {
-      auto node = make(ExprKind::kUnary, cur().pos);
-      node->name = "not";
+    std::vector<SourcePos> nots;
+    while (is_name("not")) {
+      nots.push_back(cur().pos);
       advance();
-      FATHOM_ASSIGN_OR_RETURN(ExprPtr operand, parse_not());
-      node->operands.push_back(std::move(operand));
-      return node;
     }
-    return parse_compare();
+    FATHOM_ASSIGN_OR_RETURN(ExprPtr node, parse_compare());
+    for (size_t i = nots.size(); i-- > 0;) {
+      auto negation = make(ExprKind::kUnary, nots[i]);
+      negation->name = "not";
+      negation->operands.push_back(std::move(node));
+      FATHOM_ASSIGN_OR_RETURN(node, sealed(std::move(negation)));
+    }
+    return node;
   }
 
   Expected<ExprPtr> parse_compare() {
@@ -382,7 +426,7 @@ class Parser {
       node->operands.push_back(std::move(right));
       node->compare_ops.push_back(op);
     }
-    return node ? std::move(node) : std::move(first);
+    return node ? sealed(std::move(node)) : std::move(first);
   }
 
   Expected<ExprPtr> binary(ExprPtr left, ExprPtr right, std::string op, SourcePos pos) {
@@ -390,7 +434,7 @@ class Parser {
     node->name = std::move(op);
     node->operands.push_back(std::move(left));
     node->operands.push_back(std::move(right));
-    return node;
+    return sealed(std::move(node));
   }
 
   Expected<ExprPtr> parse_math1() {
@@ -430,30 +474,33 @@ class Parser {
 
   // jinja2's ** is left-associative (2 ** 3 ** 2 == 64), unlike python's.
   Expected<ExprPtr> parse_pow() {
-    FATHOM_ASSIGN_OR_RETURN(ExprPtr left, parse_unary(true));
+    FATHOM_ASSIGN_OR_RETURN(ExprPtr left, parse_unary());
     while (is_op("**")) {
       const SourcePos pos = cur().pos;
       advance();
-      FATHOM_ASSIGN_OR_RETURN(ExprPtr right, parse_unary(true));
+      FATHOM_ASSIGN_OR_RETURN(ExprPtr right, parse_unary());
       FATHOM_ASSIGN_OR_RETURN(left, binary(std::move(left), std::move(right), "**", pos));
     }
     return left;
   }
 
-  Expected<ExprPtr> parse_unary(bool with_filter) {
-    ExprPtr node;
-    if (is_op("-") || is_op("+")) {
-      node = make(ExprKind::kUnary, cur().pos);
-      node->name = cur().text;
+  // Prefix signs bind to the operand with its postfix chain (`-a.b` is `-(a.b)`); filters then
+  // apply to the signed value (`-a|abs` is `(-a)|abs`), as in jinja2.
+  Expected<ExprPtr> parse_unary() {
+    std::vector<std::pair<std::string, SourcePos>> signs;
+    while (is_op("-") || is_op("+")) {
+      signs.emplace_back(cur().text, cur().pos);
       advance();
-      FATHOM_ASSIGN_OR_RETURN(ExprPtr operand, parse_unary(false));
-      node->operands.push_back(std::move(operand));
-    } else {
-      FATHOM_ASSIGN_OR_RETURN(node, parse_primary());
     }
+    FATHOM_ASSIGN_OR_RETURN(ExprPtr node, parse_primary());
     FATHOM_ASSIGN_OR_RETURN(node, parse_postfix(std::move(node)));
-    if (with_filter) return parse_filters_and_tests(std::move(node));
-    return node;
+    for (size_t i = signs.size(); i-- > 0;) {
+      auto sign = make(ExprKind::kUnary, signs[i].second);
+      sign->name = signs[i].first;
+      sign->operands.push_back(std::move(node));
+      FATHOM_ASSIGN_OR_RETURN(node, sealed(std::move(sign)));
+    }
+    return parse_filters_and_tests(std::move(node));
   }
 
   Expected<ExprPtr> parse_primary() {
@@ -529,7 +576,7 @@ class Parser {
       tuple->operands.push_back(std::move(item));
     }
     FATHOM_RETURN_IF_ERROR(expect_op(")"));
-    return tuple;
+    return sealed(std::move(tuple));
   }
 
   Expected<ExprPtr> parse_list() {
@@ -542,7 +589,7 @@ class Parser {
       list->operands.push_back(std::move(item));
     }
     advance();
-    return list;
+    return sealed(std::move(list));
   }
 
   Expected<ExprPtr> parse_dict() {
@@ -558,7 +605,7 @@ class Parser {
       dict->operands.push_back(std::move(value));
     }
     advance();
-    return dict;
+    return sealed(std::move(dict));
   }
 
   Expected<ExprPtr> parse_postfix(ExprPtr node) {
@@ -570,7 +617,7 @@ class Parser {
           auto attr = make(ExprKind::kGetAttr, pos);
           attr->name = cur().text;
           attr->operands.push_back(std::move(node));
-          node = std::move(attr);
+          FATHOM_ASSIGN_OR_RETURN(node, sealed(std::move(attr)));
           advance();
         } else if (cur().kind == TokenKind::kInteger) {
           auto item = make(ExprKind::kGetItem, pos);
@@ -578,7 +625,7 @@ class Parser {
           auto index = make(ExprKind::kLiteral, cur().pos);
           index->literal = Value(cur().int_value);
           item->operands.push_back(std::move(index));
-          node = std::move(item);
+          FATHOM_ASSIGN_OR_RETURN(node, sealed(std::move(item)));
           advance();
         } else {
           return syntax_error("expected attribute name after '.', found " + describe(cur()));
@@ -589,7 +636,7 @@ class Parser {
         auto call = make(ExprKind::kCall, cur().pos);
         call->operands.push_back(std::move(node));
         FATHOM_RETURN_IF_ERROR(parse_call_args(*call));
-        node = std::move(call);
+        FATHOM_ASSIGN_OR_RETURN(node, sealed(std::move(call)));
       } else {
         return node;
       }
@@ -621,7 +668,7 @@ class Parser {
       node->operands.push_back(std::move(parts[1]));
       node->operands.push_back(std::move(parts[2]));
     }
-    return node;
+    return sealed(std::move(node));
   }
 
   // `(a, b, key=c)`; appends positional arguments to call.operands and keywords to call.keywords.
@@ -662,7 +709,7 @@ class Parser {
         }
         filter->operands.push_back(std::move(node));
         if (is_op("(")) FATHOM_RETURN_IF_ERROR(parse_call_args(*filter));
-        node = std::move(filter);
+        FATHOM_ASSIGN_OR_RETURN(node, sealed(std::move(filter)));
       } else if (is_name("is")) {
         advance();
         auto test = make(ExprKind::kTest, cur().pos);
@@ -684,7 +731,7 @@ class Parser {
           FATHOM_ASSIGN_OR_RETURN(arg, parse_postfix(std::move(arg)));
           test->operands.push_back(std::move(arg));
         }
-        node = std::move(test);
+        FATHOM_ASSIGN_OR_RETURN(node, sealed(std::move(test)));
       } else {
         return node;
       }
@@ -693,6 +740,7 @@ class Parser {
 
   std::vector<Token> tokens_;  // the whole template, ending with kEnd
   size_t index_ = 0;           // current token
+  int depth_ = 0;              // recursion levels now open (see Nesting)
 };
 
 }  // namespace

@@ -43,16 +43,75 @@ Value Value::none() {
   return v;
 }
 
+namespace {
+
+// Weights add up past what any render could hold; saturating keeps the sum meaningful.
+int64_t add_weight(int64_t a, int64_t b) { return std::min(a + b, kMaxValueWeight * 2); }
+
+}  // namespace
+
 Value Value::array(std::vector<Value> items, bool is_tuple) {
+  Array array{std::move(items), is_tuple};
+  for (const Value& item : array.items) {
+    array.depth = std::max(array.depth, item.depth() + 1);
+    array.weight = add_weight(array.weight, item.weight());
+    array.holds_namespace = array.holds_namespace || item.holds_namespace();
+  }
   Value v;
-  v.v_ = std::make_shared<Array>(Array{std::move(items), is_tuple});
+  v.v_ = std::make_shared<Array>(std::move(array));
   return v;
 }
 
 Value Value::object(Object object) {
+  object.depth = 1;
+  object.weight = 1;
+  object.holds_namespace = false;
+  for (const auto& [key, item] : object.entries) {
+    object.depth = std::max(object.depth, item.depth() + 1);
+    object.weight = add_weight(object.weight, add_weight(static_cast<int64_t>(key.size()), item.weight()));
+    object.holds_namespace = object.holds_namespace || item.holds_namespace();
+  }
   Value v;
   v.v_ = std::make_shared<Object>(std::move(object));
   return v;
+}
+
+int Value::depth() const {
+  switch (kind()) {
+    case Kind::kArray: return as_array().depth;
+    case Kind::kObject: return as_object().depth;
+    case Kind::kNamespace: {
+      // Attributes never hold namespaces, so this loop does not recurse through namespaces.
+      int depth = 1;
+      for (const auto& [key, item] : namespace_attributes().entries) depth = std::max(depth, item.depth() + 1);
+      return depth;
+    }
+    default: return 0;
+  }
+}
+
+int64_t Value::weight() const {
+  switch (kind()) {
+    case Kind::kString: return std::min(static_cast<int64_t>(as_string().size()), kMaxValueWeight * 2);
+    case Kind::kArray: return as_array().weight;
+    case Kind::kObject: return as_object().weight;
+    case Kind::kNamespace: {
+      int64_t weight = 1;
+      for (const auto& [key, item] : namespace_attributes().entries)
+        weight = add_weight(weight, add_weight(static_cast<int64_t>(key.size()), item.weight()));
+      return weight;
+    }
+    default: return 1;
+  }
+}
+
+bool Value::holds_namespace() const {
+  switch (kind()) {
+    case Kind::kArray: return as_array().holds_namespace;
+    case Kind::kObject: return as_object().holds_namespace;
+    case Kind::kNamespace: return true;
+    default: return false;
+  }
 }
 
 Value Value::make_namespace(Object attributes) {

@@ -20,6 +20,15 @@ namespace fathom::jinja {
 
 class Value;
 
+// Lists, dicts and namespaces nested in one value. Printing, comparing, tojson and destroying a
+// value recurse once per level; namespaces carry values from one loop iteration to the next, so
+// without a limit `{% set ns.x = [ns.x] %}` in a loop would nest without bound.
+inline constexpr int kMaxValueDepth = 256;
+// Elements plus string bytes in one value, counting shared parts each time they appear (as
+// printing does): `{% set ns.x = [ns.x, ns.x] %}` doubles it per loop iteration while the
+// memory used grows by one list.
+inline constexpr int64_t kMaxValueWeight = int64_t{1} << 24;
+
 // Arguments of a call: `f(1, x, key=2)`.
 struct CallArgs {
   std::vector<Value> positional;                        // in call order
@@ -38,12 +47,20 @@ struct Callable {
 struct Array {
   std::vector<Value> items;  // elements in order
   bool is_tuple = false;     // renders as (a, b) instead of [a, b]
+  // Set by Value::array:
+  int depth = 1;                 // levels of nesting, this one included
+  int64_t weight = 1;            // see kMaxValueWeight (saturates)
+  bool holds_namespace = false;  // some element is or holds a namespace
 };
 
 // A python dict with string keys; keeps insertion order because python dicts do and templates
 // iterate them (`for k, v in args.items()`, `tool | tojson`).
 struct Object {
   std::vector<std::pair<std::string, Value>> entries;  // key/value pairs in insertion order
+  // Set by Value::object, which freezes a dict; a namespace's Object changes and ignores them.
+  int depth = 1;                 // levels of nesting, this one included
+  int64_t weight = 1;            // see kMaxValueWeight (saturates)
+  bool holds_namespace = false;  // some value is or holds a namespace
 
   const Value* find(std::string_view key) const;
   Value* find(std::string_view key);
@@ -100,6 +117,13 @@ class Value {
   bool truthy() const;
   // Python's type name, for error messages ("str", "dict", "NoneType", ...).
   const char* type_name() const;
+  // Levels of lists, dicts and namespaces: 0 for a scalar, 1 for [1, 2], 2 for [[1]].
+  int depth() const;
+  // Elements and string bytes, shared parts counted each time (see kMaxValueWeight).
+  int64_t weight() const;
+  // Whether this is a namespace or contains one. A namespace may not hold another, which keeps
+  // namespace values free of cycles (and of chains that grow a level per loop iteration).
+  bool holds_namespace() const;
   // True for the same object (namespaces, callables), used by equality of identity-only kinds.
   bool same_object(const Value& other) const;
 

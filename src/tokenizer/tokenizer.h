@@ -31,6 +31,12 @@ class Tokenizer {
   // tokenizer_config_path may be empty; when given, BOS/EOS, add_bos and chat_template come from it.
   static Expected<std::unique_ptr<Tokenizer>> from_hf_json(const std::string& tokenizer_json_path,
                                                            const std::string& tokenizer_config_path);
+  // The same from the documents' text (tokenizer_config_json may be empty); the origins name
+  // them in error messages. Documents nested deeper than kMaxFileJsonDepth are rejected.
+  static Expected<std::unique_ptr<Tokenizer>> from_hf_json_text(const std::string& tokenizer_json,
+                                                                const std::string& tokenizer_json_origin,
+                                                                const std::string& tokenizer_config_json,
+                                                                const std::string& tokenizer_config_origin);
   // A path ending in ".json" loads as from_hf_json (with tokenizer_config_path, or else a
   // tokenizer_config.json beside it when present); anything else opens as GGUF (metadata only).
   static Expected<std::unique_ptr<Tokenizer>> from_file(const std::string& path,

@@ -8,6 +8,7 @@
 
 #include "convert/safetensors.h"
 #include "core/fp16.h"
+#include "core/json_depth.h"
 
 namespace fathom::convert {
 namespace {
@@ -132,6 +133,23 @@ TEST(SafetensorsTest, LyingHeadersAreRejected) {
   const uint64_t huge = 1ull << 40;
   std::memcpy(f.data(), &huge, 8);
   EXPECT_FALSE(parse(f).has_value());
+}
+
+TEST(SafetensorsTest, HeaderNestingPastTheLimitIsRejected) {
+  // Free-form __metadata__ values that are not strings are ignored, so nesting there is harmless
+  // up to the limit; the header object and __metadata__ are two of the levels.
+  const auto header = [](int levels) {
+    return "{\"__metadata__\": {\"x\": " + std::string(levels - 2, '[') + std::string(levels - 2, ']') + "}}";
+  };
+  auto ok = parse(with_header(header(kMaxFileJsonDepth), 0));
+  EXPECT_TRUE(ok.has_value()) << ok.status().to_string();
+  for (int levels : {kMaxFileJsonDepth + 1, 100000}) {
+    auto deep = parse(with_header(header(levels), 0));
+    ASSERT_FALSE(deep.has_value()) << levels;
+    EXPECT_EQ(deep.status().code(), ErrorCode::kInvalidFile);
+    EXPECT_NE(deep.status().message().find("nests arrays and objects deeper than 128 levels"), std::string::npos)
+        << deep.status().message();
+  }
 }
 
 TEST(SafetensorsTest, TruncationsAndBitFlipsNeverCrash) {

@@ -124,6 +124,45 @@ TEST(OpenAiRequest, MalformedJson) {
   EXPECT_TRUE(body["error"]["param"].is_null());
 }
 
+// chat_template_kwargs of `depth` nested arrays around a string, as a body text.
+std::string nested_kwargs_body(int depth) {
+  std::string body = R"({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"x": )";
+  // The kwargs object itself and the outer body are two of the levels.
+  body += std::string(depth - 2, '[');
+  body += "\"[{\\\"[\"";  // brackets inside strings, after an escaped quote, do not count
+  body += std::string(depth - 2, ']');
+  body += "}}";
+  return body;
+}
+
+TEST(OpenAiRequest, NestingPastTheLimitIsA400) {
+  // The case that killed the server: 200,000 nested arrays in chat_template_kwargs (~400 KB).
+  auto deep = parse_json_body(nested_kwargs_body(200000));
+  ASSERT_TRUE(std::holds_alternative<ApiError>(deep));
+  const ApiError& err = std::get<ApiError>(deep);
+  EXPECT_EQ(err.http_status, 400);
+  EXPECT_EQ(err.type, "invalid_request_error");
+  EXPECT_NE(err.message.find("deeper than 64 levels"), std::string::npos) << err.message;
+
+  auto just_over = parse_json_body(nested_kwargs_body(kMaxRequestJsonDepth + 1));
+  EXPECT_TRUE(std::holds_alternative<ApiError>(just_over));
+
+  // At the limit the body parses, validates, and the kwargs survive the dump/parse round trip
+  // the server applies before rendering.
+  auto at_limit = parse_json_body(nested_kwargs_body(kMaxRequestJsonDepth));
+  ASSERT_TRUE(std::holds_alternative<json>(at_limit));
+  const OpenAiRequest req = parse_ok(Endpoint::kChat, std::get<json>(at_limit));
+  const auto copy = nlohmann::ordered_json::parse(req.chat_template_kwargs.dump());
+  EXPECT_EQ(copy["x"].dump().size(), req.chat_template_kwargs["x"].dump().size());
+}
+
+TEST(OpenAiRequest, NumberOutOfRangeIsA400) {
+  // nlohmann reports a too-large number as out_of_range, not parse_error.
+  auto r = parse_json_body(R"({"temperature": 1e999})");
+  ASSERT_TRUE(std::holds_alternative<ApiError>(r));
+  EXPECT_EQ(std::get<ApiError>(r).code, "invalid_json");
+}
+
 std::unique_ptr<Tokenizer> qwen2_tokenizer() {
   auto t = Tokenizer::from_file(std::string(FATHOM_SHARED_DIR) + "/testdata/vocab/ggml-vocab-qwen2.gguf");
   EXPECT_TRUE(t) << t.status().to_string();

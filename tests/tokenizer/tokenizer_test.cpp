@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "gguf/gguf.h"
+#include "core/json_depth.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fathom {
@@ -320,6 +321,55 @@ TEST(HfJson, AddedTokenStripAndConfig) {
   EXPECT_EQ(t.encode("ab<R>  ab", false, false), (std::vector<int32_t>{3, 6, 3}));
   EXPECT_EQ(t.decode({3, 5, 4}, true), "ab<L> ab");
   EXPECT_EQ(t.decode({3, 5, 4}, false), "ab ab");
+}
+
+// tokenizer.json with a vocabulary of "a" and "b" and the given pre_tokenizer JSON text.
+std::string mini_tokenizer_json(const std::string& pre_tokenizer) {
+  return R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}, "pre_tokenizer": )" + pre_tokenizer +
+         "}";
+}
+
+// Pre-tokenizer Sequences nested `levels` deep around a ByteLevel: the loader walks them
+// recursively.
+std::string nested_sequences(int levels) {
+  std::string text;
+  for (int i = 0; i < levels; ++i) text += R"({"type": "Sequence", "pretokenizers": [)";
+  text += R"({"type": "ByteLevel", "add_prefix_space": false})";
+  for (int i = 0; i < levels; ++i) text += "]}";
+  return text;
+}
+
+TEST(HfJson, NestingPastTheLimitIsAnError) {
+  // Each Sequence is two levels (the object and its list); the document and "pre_tokenizer"
+  // add one more.
+  const int allowed = (kMaxFileJsonDepth - 2) / 2;
+  auto ok = Tokenizer::from_hf_json_text(mini_tokenizer_json(nested_sequences(allowed)), "deep.json", "", "");
+  ASSERT_TRUE(ok) << ok.status().to_string();
+  EXPECT_EQ((*ok)->encode("ab", false, false), (std::vector<int32_t>{0, 1}));
+
+  for (int levels : {allowed + 1, 100000}) {
+    auto deep = Tokenizer::from_hf_json_text(mini_tokenizer_json(nested_sequences(levels)), "deep.json", "", "");
+    ASSERT_FALSE(deep) << levels;
+    EXPECT_EQ(deep.status().code(), ErrorCode::kInvalidFile);
+    EXPECT_NE(deep.status().message().find("deep.json nests arrays and objects deeper than 128 levels"),
+              std::string::npos)
+        << deep.status().message();
+  }
+  auto deep_config = Tokenizer::from_hf_json_text(mini_tokenizer_json("null"), "t.json",
+                                                  std::string(200000, '[') + std::string(200000, ']'), "config.json");
+  ASSERT_FALSE(deep_config);
+  EXPECT_NE(deep_config.status().message().find("config.json nests"), std::string::npos) << deep_config.status().message();
+}
+
+TEST(HfJson, IdsOutsideTheVocabularyAreAnError) {
+  // A negative id once indexed the token table at SIZE_MAX; a huge one allocated gigabytes.
+  for (const char* vocab : {R"({"a": -1, "b": 1})", R"({"a": 0, "b": 2000000000})", R"({"a": 0.5, "b": 1})"}) {
+    const std::string text = std::string(R"({"model": {"type": "BPE", "vocab": )") + vocab + R"(, "merges": []}})";
+    auto t = Tokenizer::from_hf_json_text(text, "ids.json", "", "");
+    ASSERT_FALSE(t) << vocab;
+    EXPECT_EQ(t.status().code(), ErrorCode::kInvalidFile);
+    EXPECT_NE(t.status().message().find("vocabulary ids must be integers"), std::string::npos) << t.status().message();
+  }
 }
 
 TEST(Tokenizer, LongWhitespaceRunsRoundTrip) {

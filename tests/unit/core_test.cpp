@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "core/dtype.h"
+#include "core/json_depth.h"
 #include "core/status.h"
 #include "core/threadpool.h"
 
@@ -28,6 +29,19 @@ TEST(Status, ExpectedCarriesValueOrError) {
   const Status st = quarter(6, &q);
   EXPECT_EQ(st.code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(st.to_string(), "invalid argument: 3 is odd");
+}
+
+TEST(JsonDepth, CountsBracketsOutsideStrings) {
+  EXPECT_FALSE(json_depth_exceeded_at("{\"a\": [1, {\"b\": []}]}", 4));
+  EXPECT_EQ(json_depth_exceeded_at("{\"a\": [1, {\"b\": []}]}", 2), std::optional<size_t>(10));
+  EXPECT_EQ(json_depth_exceeded_at("{\"a\": [1, {\"b\": []}]}", 3), std::optional<size_t>(16));
+  // Brackets inside strings, also after escaped quotes and backslashes, do not count.
+  EXPECT_FALSE(json_depth_exceeded_at(R"(["[[[", "\"[[[", "\\", "{{"])", 1));
+  EXPECT_EQ(json_depth_exceeded_at(R"(["\\", [])", 1), std::optional<size_t>(7));
+  // Closing brackets give levels back; stray closers do not go below zero.
+  EXPECT_FALSE(json_depth_exceeded_at("[][][]]]][", 1));
+  EXPECT_EQ(json_depth_exceeded_at(std::string(200000, '['), 64), std::optional<size_t>(64));
+  EXPECT_FALSE(json_depth_exceeded_at("", 0));
 }
 
 TEST(DType, TraitsMatchGgml) {
