@@ -273,9 +273,14 @@ class Session : public std::enable_shared_from_this<Session> {
     if (buffer_.size() > 0) return read_head();
     arm(shared_->options.keep_alive_timeout);
     reading_ = true;
-    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+    // A read, not async_wait(wait_read): Asio's epoll reactor is edge-triggered and a wait is
+    // never tried at once, so bytes and EOF that arrived before the wait was posted went
+    // unseen (the HTTP fuzz target found a connection hanging that way).
+    const size_t room = std::min<size_t>(4096, buffer_.max_size() - buffer_.size());
+    socket_.async_read_some(buffer_.prepare(room), [self = shared_from_this()](beast::error_code ec, size_t n) {
       self->reading_ = false;
       if (ec || self->phase_ != Phase::kIdle) return self->close();
+      self->buffer_.commit(n);
       self->read_head();
     });
   }
