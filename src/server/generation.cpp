@@ -95,10 +95,10 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
     PreparedPrompt p;
     if (tools_offered(request)) {
       p.tool_format = detect_tool_call_format(tmpl);
-      if (p.tool_format == ToolCallFormat::kNone || p.tool_format == ToolCallFormat::kDsml)
-        return invalid_request(strprintf("this model's chat template has no tool-call format the server can read back "
-                                         "(%s; supported: the DeepSeek R1/V3, V3.1 and Qwen2.5 formats); remove 'tools' "
-                                         "or set tool_choice to \"none\"", tool_call_format_name(p.tool_format)), "tools");
+      if (p.tool_format == ToolCallFormat::kNone)
+        return invalid_request("this model's chat template renders no tool calls, so the server cannot read them back "
+                               "(supported: the DeepSeek R1/V3, V3.1, V3.2 and V4 formats and Qwen2.5's); remove 'tools' "
+                               "or set tool_choice to \"none\"", "tools");
     }
     Expected<std::string> rendered = render_chat(tmpl, request, bos, eos);
     // A template that rejects the conversation (raise_exception: roles must alternate, ...) is the client's problem.

@@ -1,6 +1,7 @@
 #include "tokenizer/tool_calls.h"
 
 #include <algorithm>
+#include <cstring>
 #include <regex>
 
 namespace fathom {
@@ -16,6 +17,14 @@ constexpr std::string_view kDeepSeekCallEnd = "<｜tool▁call▁end｜>";
 constexpr std::string_view kDeepSeekSep = "<｜tool▁sep｜>";
 constexpr std::string_view kQwenCallBegin = "<tool_call>";
 constexpr std::string_view kQwenCallEnd = "</tool_call>";
+constexpr std::string_view kDsmlFunctionCalls = "<｜DSML｜function_calls>";
+constexpr std::string_view kDsmlFunctionCallsEnd = "</｜DSML｜function_calls>";
+constexpr std::string_view kDsmlToolCalls = "<｜DSML｜tool_calls>";
+constexpr std::string_view kDsmlToolCallsEnd = "</｜DSML｜tool_calls>";
+constexpr std::string_view kDsmlInvoke = "<｜DSML｜invoke";
+constexpr std::string_view kDsmlInvokeEnd = "</｜DSML｜invoke>";
+constexpr std::string_view kDsmlParameter = "<｜DSML｜parameter name=\"";
+constexpr std::string_view kDsmlParameterEnd = "</｜DSML｜parameter>";
 constexpr const char* kWhitespace = " \t\r\n";
 
 std::string trim(std::string_view s) {
@@ -62,6 +71,54 @@ std::string strip_code_fence(std::string_view text) {
   return trim(s);
 }
 
+// A DSML invoke body: returns the name, and sets `arguments` to the parameters as a JSON object
+// (nullopt when the body is malformed; when lenient, the parameters read before the problem).
+std::string parse_dsml_invoke(const std::string& body, bool lenient, std::optional<std::string>& arguments) {
+  arguments.reset();
+  std::string_view rest = body;
+  const size_t name_at = rest.find("name=\"");
+  const size_t name_end = name_at == std::string_view::npos ? name_at : rest.find('"', name_at + 6);
+  if (name_at == std::string_view::npos || name_end == std::string_view::npos ||
+      trim(rest.substr(0, name_at)) != "" || rest.substr(name_end + 1, 1) != ">") {
+    if (lenient) arguments = "{}";
+    return "";
+  }
+  const std::string name(rest.substr(name_at + 6, name_end - name_at - 6));
+  rest.remove_prefix(name_end + 2);
+  ojson object = ojson::object();
+  for (;;) {
+    const size_t next = rest.find_first_not_of(kWhitespace);
+    if (next == std::string_view::npos) break;
+    rest.remove_prefix(next);
+    const size_t key_end = starts_with(rest, kDsmlParameter) ? rest.find('"', kDsmlParameter.size()) : std::string_view::npos;
+    const size_t open_end = key_end == std::string_view::npos ? key_end : rest.find('>', key_end);
+    const size_t value_end = open_end == std::string_view::npos ? open_end : rest.find(kDsmlParameterEnd, open_end);
+    if (value_end == std::string_view::npos) {
+      if (lenient) arguments = object.dump();
+      return name;
+    }
+    const std::string key(rest.substr(kDsmlParameter.size(), key_end - kDsmlParameter.size()));
+    const std::string attributes = trim(rest.substr(key_end + 1, open_end - key_end - 1));
+    const std::string value(rest.substr(open_end + 1, value_end - open_end - 1));
+    if (attributes == "string=\"true\"") {
+      object[key] = value;
+    } else if (attributes == "string=\"false\"") {
+      ojson parsed = ojson::parse(value, nullptr, /*allow_exceptions=*/false);
+      if (parsed.is_discarded()) {
+        if (lenient) arguments = object.dump();
+        return name;
+      }
+      object[key] = std::move(parsed);
+    } else {
+      if (lenient) arguments = object.dump();
+      return name;
+    }
+    rest.remove_prefix(value_end + kDsmlParameterEnd.size());
+  }
+  arguments = object.dump();
+  return name;
+}
+
 bool prompt_ends_in_think(const std::string& prompt) {
   const size_t open = prompt.rfind("<think>");
   if (open == std::string::npos) return false;
@@ -76,7 +133,8 @@ const char* tool_call_format_name(ToolCallFormat format) {
     case ToolCallFormat::kDeepSeekR1: return "deepseek-r1";
     case ToolCallFormat::kDeepSeekV31: return "deepseek-v3.1";
     case ToolCallFormat::kQwen: return "qwen2.5";
-    case ToolCallFormat::kDsml: return "deepseek-dsml";
+    case ToolCallFormat::kDsmlV32: return "deepseek-v3.2-dsml";
+    case ToolCallFormat::kDsmlV4: return "deepseek-v4-dsml";
   }
   return "?";
 }
@@ -85,7 +143,8 @@ ToolCallFormat detect_tool_call_format(const std::string& source) {
   if (source.find(kDeepSeekSep) != std::string::npos)
     return source.find("```json") != std::string::npos ? ToolCallFormat::kDeepSeekR1 : ToolCallFormat::kDeepSeekV31;
   if (source.find(kQwenCallBegin) != std::string::npos) return ToolCallFormat::kQwen;
-  if (source.find("DSML") != std::string::npos) return ToolCallFormat::kDsml;
+  if (source.find("DSML") != std::string::npos)
+    return source.find("function_calls>") != std::string::npos ? ToolCallFormat::kDsmlV32 : ToolCallFormat::kDsmlV4;
   return ToolCallFormat::kNone;
 }
 
@@ -134,8 +193,14 @@ std::string forced_call_prefix(ToolCallFormat format, const std::string& rendere
       p = std::string(kQwenCallBegin) + "\n{\"name\": \"";
       if (!name.empty()) p += name + "\", \"arguments\": ";
       return p;
+    case ToolCallFormat::kDsmlV32:
+    case ToolCallFormat::kDsmlV4:
+      if (prompt_ends_in_think(rendered_prompt)) p = "</think>";
+      p += "\n\n" + std::string(format == ToolCallFormat::kDsmlV32 ? kDsmlFunctionCalls : kDsmlToolCalls) + "\n" +
+           std::string(kDsmlInvoke) + " name=\"";
+      if (!name.empty()) p += name + "\">\n";
+      return p;
     case ToolCallFormat::kNone:
-    case ToolCallFormat::kDsml:
       return "";
   }
   return "";
@@ -155,8 +220,14 @@ ToolCallParser::ToolCallParser(ToolCallFormat format, size_t max_call_bytes)
       call_begin_ = kQwenCallBegin;
       call_end_ = kQwenCallEnd;
       break;
+    case ToolCallFormat::kDsmlV32:
+    case ToolCallFormat::kDsmlV4:
+      block_begin_ = format == ToolCallFormat::kDsmlV32 ? kDsmlFunctionCalls : kDsmlToolCalls;
+      block_end_ = format == ToolCallFormat::kDsmlV32 ? kDsmlFunctionCallsEnd : kDsmlToolCallsEnd;
+      call_begin_ = kDsmlInvoke;
+      call_end_ = kDsmlInvokeEnd;
+      break;
     case ToolCallFormat::kNone:
-    case ToolCallFormat::kDsml:
       break;  // no markers: everything is content
   }
 }
@@ -190,15 +261,20 @@ void ToolCallParser::step(Output& out) {
       case State::kText: {
         const std::string& opener = block_begin_.empty() ? call_begin_ : block_begin_;
         const size_t hit = pending_.find(opener);
+        // Whitespace is held too: the newlines a model writes before its calls are layout
+        // (V3.2 and V4 put "\n\n" there), dropped when a call follows.
         if (hit == std::string::npos) {
-          const size_t keep = partial_marker_suffix(pending_, opener);
+          size_t keep = partial_marker_suffix(pending_, opener);
+          while (keep < pending_.size() && std::strchr(kWhitespace, pending_[pending_.size() - keep - 1])) ++keep;
           out.content.append(pending_, 0, pending_.size() - keep);
           pending_.erase(0, pending_.size() - keep);
           return;
         }
-        out.content.append(pending_, 0, hit);
+        size_t text_end = hit;  // the whitespace before the opener goes with it (text again if the call fails)
+        while (text_end > 0 && std::strchr(kWhitespace, pending_[text_end - 1])) --text_end;
+        out.content.append(pending_, 0, text_end);
+        unresolved_ = pending_.substr(text_end, hit - text_end) + opener;
         pending_.erase(0, hit + opener.size());
-        unresolved_ = opener;
         calls_in_block_ = 0;
         state_ = block_begin_.empty() ? State::kCall : State::kBlock;
         continue;
@@ -362,8 +438,16 @@ std::optional<ToolCallParser::Call> ToolCallParser::parse_body(const std::string
       }
       break;
     }
+    case ToolCallFormat::kDsmlV32:
+    case ToolCallFormat::kDsmlV4: {
+      // ␣name="NAME">\n then <｜DSML｜parameter name="KEY" string="true|false">VALUE</｜DSML｜parameter>, ...
+      std::optional<std::string> arguments;
+      call.name = parse_dsml_invoke(body, lenient, arguments);
+      if (!arguments) return std::nullopt;
+      call.arguments = std::move(*arguments);
+      break;
+    }
     case ToolCallFormat::kNone:
-    case ToolCallFormat::kDsml:
       return std::nullopt;
   }
   if (lenient) {

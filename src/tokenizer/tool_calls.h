@@ -7,7 +7,10 @@
 //                                       ```json\nARGS\n```<｜tool▁call▁end｜>[\n<｜tool▁call▁begin｜>...]<｜tool▁calls▁end｜>
 //   kDeepSeekV31 (V3.1):                <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜>...<｜tool▁calls▁end｜>
 //   kQwen        (Qwen2.5):             <tool_call>\n{"name": NAME, "arguments": ARGS}\n</tool_call>[\n<tool_call>...]
-//   kDsml        (V3.2, V4):            <｜DSML｜function_calls> / <｜DSML｜tool_calls> blocks: recognized, not parsed yet.
+//   kDsmlV32     (V3.2):                \n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="NAME">\n<｜DSML｜parameter name="KEY"
+//                                       string="true|false">VALUE</｜DSML｜parameter>\n...</｜DSML｜invoke>\n...</｜DSML｜function_calls>
+//   kDsmlV4      (V4):                  the same with <｜DSML｜tool_calls> blocks
+// (DSML arguments are read back as a JSON object: string="true" values as strings, the others as JSON.)
 #pragma once
 
 #include <cstddef>
@@ -37,7 +40,7 @@ struct ChatTurn {
   std::string tool_call_id;         // tool: the call this result answers
 };
 
-enum class ToolCallFormat { kNone, kDeepSeekR1, kDeepSeekV31, kQwen, kDsml };
+enum class ToolCallFormat { kNone, kDeepSeekR1, kDeepSeekV31, kQwen, kDsmlV32, kDsmlV4 };
 const char* tool_call_format_name(ToolCallFormat format);  // "deepseek-r1", ...
 
 // The format a chat template renders an assistant's tool calls in (kNone: it renders none).
@@ -56,7 +59,7 @@ nlohmann::ordered_json chat_messages_json(const std::vector<ChatTurn>& turns, bo
 // The text that opens an assistant's call in `format`, to append to a rendered prompt (that
 // ends with the generation prompt) so that the model's continuation is a call: with a name,
 // up to where the arguments begin; without, up to where the name begins. A prompt left inside
-// <think> is closed first. Empty for formats without one (kNone, kDsml).
+// <think> is closed first. Empty for kNone.
 std::string forced_call_prefix(ToolCallFormat format, const std::string& rendered_prompt, const std::string& name);
 
 // Splits model output into content and tool calls, incrementally and independently of how the

@@ -60,11 +60,12 @@ std::string audited_prompt(const std::string& audit_path, size_t n) {
 
 class ToolsServerTest : public ::testing::Test {
  protected:
-  void start(const std::string& chat_template) {
+  void start(const std::string& chat_template, int64_t n_ctx = 512) {
     audit_ = std::string(FATHOM_TEST_TMP) + "/tools-audit-" + std::to_string(getpid()) + ".jsonl";
     std::filesystem::remove(audit_);
     ServerOptions o = test_options();
     o.chat_template = chat_template;
+    o.engine.n_ctx = n_ctx;
     o.audit_log = audit_;
     o.audit_log_content = true;
     server_ = start_server(o);
@@ -160,16 +161,32 @@ TEST_F(ToolsServerTest, ToolChoiceNoneHidesTheTools) {
   EXPECT_EQ(r.body["choices"][0]["message"]["tool_calls"].size(), 1u) << r.text;
 }
 
-TEST_F(ToolsServerTest, TemplateWithoutReadableFormatRefusesTools) {
-  start(shared_template("deepseek-ai-DeepSeek-V3.2.jinja"));
+TEST_F(ToolsServerTest, TemplateWithoutCallsRefusesTools) {
+  start(read_text(std::string(FATHOM_SOURCE_DIR) + "/tests/tokenizer/data/deepseek-llm-7b-chat.jinja"));
   auto c = client();
-  const Reply r = post_json(c, "/v1/chat/completions", {{"messages", kToolHistory}, {"tools", kTools}});
+  const json messages = {{{"role", "user"}, {"content", "Weather?"}}};
+  const Reply r = post_json(c, "/v1/chat/completions", {{"messages", messages}, {"tools", kTools}});
   EXPECT_EQ(r.status, 400) << r.text;
   EXPECT_EQ(r.body["error"]["param"], "tools");
-  // A history with calls still renders (the template reads it), and tool_choice none is fine.
-  EXPECT_EQ(post_json(c, "/v1/chat/completions", {{"messages", kToolHistory}, {"max_tokens", 1}}).status, 200);
+  // With tool_choice "none" the tools are not offered, so nothing needs reading back.
   EXPECT_EQ(post_json(c, "/v1/chat/completions",
-                      {{"messages", kToolHistory}, {"tools", kTools}, {"tool_choice", "none"}, {"max_tokens", 1}}).status, 200);
+                      {{"messages", messages}, {"tools", kTools}, {"tool_choice", "none"}, {"max_tokens", 1}}).status, 200);
+}
+
+// V3.2's DSML: the history's call rendered as DSML, the forced call opened in DSML.
+TEST_F(ToolsServerTest, ForcedCallOnV32Template) {
+  start(shared_template("deepseek-ai-DeepSeek-V3.2.jinja"), 1024);  // its tools preamble is long
+  auto c = client();
+  const Reply r = post_json(c, "/v1/chat/completions", {{"messages", kToolHistory}, {"tools", kTools}, {"max_tokens", 4},
+                                                       {"tool_choice", {{"type", "function"}, {"function", {{"name", "add"}}}}}});
+  ASSERT_EQ(r.status, 200) << r.text;
+  const std::string prompt = audited_prompt(audit_, 1);
+  EXPECT_NE(prompt.find("<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" string=\"true\">Lutetia"
+                        "</｜DSML｜parameter>"), std::string::npos) << prompt;
+  const std::string opened = "<think></think>\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"add\">\n";
+  ASSERT_GE(prompt.size(), opened.size());
+  EXPECT_EQ(prompt.substr(prompt.size() - opened.size()), opened);
+  EXPECT_EQ(r.body["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "add") << r.text;
 }
 
 class SurfaceTest : public ::testing::Test {

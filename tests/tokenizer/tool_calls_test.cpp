@@ -71,8 +71,8 @@ TEST(ToolCallFormat, DetectedFromTheTemplates) {
   EXPECT_EQ(detect_tool_call_format(shared_template("deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja")), ToolCallFormat::kDeepSeekR1);
   EXPECT_EQ(detect_tool_call_format(shared_template("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja")), ToolCallFormat::kDeepSeekR1);
   EXPECT_EQ(detect_tool_call_format(shared_template("deepseek-ai-DeepSeek-V3.1.jinja")), ToolCallFormat::kDeepSeekV31);
-  EXPECT_EQ(detect_tool_call_format(shared_template("deepseek-ai-DeepSeek-V3.2.jinja")), ToolCallFormat::kDsml);
-  EXPECT_EQ(detect_tool_call_format(shared_template("deepseek-ai-DeepSeek-V4.jinja")), ToolCallFormat::kDsml);
+  EXPECT_EQ(detect_tool_call_format(shared_template("deepseek-ai-DeepSeek-V3.2.jinja")), ToolCallFormat::kDsmlV32);
+  EXPECT_EQ(detect_tool_call_format(shared_template("deepseek-ai-DeepSeek-V4.jinja")), ToolCallFormat::kDsmlV4);
   EXPECT_EQ(detect_tool_call_format(shared_template("Qwen-Qwen2.5-7B-Instruct.jinja")), ToolCallFormat::kQwen);
   const std::string v3 = read_file(std::string(FATHOM_SHARED_DIR) + "/testdata/deepseek-v3/tokenizer_config.json");
   const std::string v3_template = nlohmann::json::parse(v3).at("chat_template").get<std::string>();
@@ -94,6 +94,8 @@ TEST(ToolCallParser, ReadsWhatTheTemplatesRender) {
   for (const Case& c : {Case{"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", ToolCallFormat::kDeepSeekR1},
                         Case{"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", ToolCallFormat::kDeepSeekR1},
                         Case{"deepseek-ai-DeepSeek-V3.1.jinja", ToolCallFormat::kDeepSeekV31},
+                        Case{"deepseek-ai-DeepSeek-V3.2.jinja", ToolCallFormat::kDsmlV32},
+                        Case{"deepseek-ai-DeepSeek-V4.jinja", ToolCallFormat::kDsmlV4},
                         Case{"Qwen-Qwen2.5-7B-Instruct.jinja", ToolCallFormat::kQwen}}) {
     SCOPED_TRACE(c.file);
     const std::string source = shared_template(c.file);
@@ -107,7 +109,11 @@ TEST(ToolCallParser, ReadsWhatTheTemplatesRender) {
     const Expected<std::string> rendered = render_template(source, context);
     ASSERT_TRUE(rendered.has_value()) << rendered.status().to_string();
     // The assistant's part: from the first call marker on.
-    const size_t at = rendered->find(c.format == ToolCallFormat::kQwen ? "<tool_call>" : "<｜tool▁calls▁begin｜>");
+    const char* opener = c.format == ToolCallFormat::kQwen     ? "<tool_call>"
+                         : c.format == ToolCallFormat::kDsmlV32 ? "<｜DSML｜function_calls>"
+                         : c.format == ToolCallFormat::kDsmlV4  ? "<｜DSML｜tool_calls>"
+                                                                 : "<｜tool▁calls▁begin｜>";
+    const size_t at = rendered->find(opener);
     ASSERT_NE(at, std::string::npos) << *rendered;
     const Parsed p = run_every_split(c.format, rendered->substr(at));
     ASSERT_EQ(p.calls.size(), 2u) << *rendered;
@@ -147,7 +153,7 @@ TEST(ToolCallParser, QwenCallsAndTextAround) {
       "Checking.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"celsius\"}}\n</tool_call>\n"
       "<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 2}}\n</tool_call>";
   const Parsed p = run_every_split(ToolCallFormat::kQwen, text);
-  EXPECT_EQ(p.content, "Checking.\n");
+  EXPECT_EQ(p.content, "Checking.");  // the newline before the call is layout
   ASSERT_EQ(p.calls.size(), 2u);
   EXPECT_EQ(p.calls[0].name, "get_weather");
   EXPECT_EQ(p.calls[0].arguments, "{\"city\":\"Paris\",\"unit\":\"celsius\"}");  // key order kept
@@ -166,7 +172,7 @@ TEST(ToolCallParser, PartialMarkersBecomeContent) {
 
 TEST(ToolCallParser, MalformedCallsAreContent) {
   // Arguments that are not JSON, a missing separator, a bad name, an unterminated call.
-  for (const std::string text : {
+  for (const std::string& text : {
            std::string("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n{oops\n```<｜tool▁call▁end｜>"),
            std::string("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function f {}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"),
            std::string("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>bad name!\n```json\n{}\n```<｜tool▁call▁end｜>"),
@@ -178,9 +184,9 @@ TEST(ToolCallParser, MalformedCallsAreContent) {
     EXPECT_TRUE(p.calls.empty());
     EXPECT_EQ(p.content, text);
   }
-  const Parsed q = run_every_split(ToolCallFormat::kQwen, "<tool_call>\n{\"name\": \"f\"}\n</tool_call>tail");
+  const Parsed q = run_every_split(ToolCallFormat::kQwen, "Hm. \n<tool_call>\n{\"name\": \"f\"}\n</tool_call>tail ");
   EXPECT_TRUE(q.calls.empty());
-  EXPECT_EQ(q.content, "<tool_call>\n{\"name\": \"f\"}\n</tool_call>tail");
+  EXPECT_EQ(q.content, "Hm. \n<tool_call>\n{\"name\": \"f\"}\n</tool_call>tail ");
 }
 
 // A good call followed by a broken one: the first is kept, the second is text.
@@ -200,6 +206,34 @@ TEST(ToolCallParser, OversizedCallIsContent) {
   content += p.push("</tool_call>").content;
   content += p.finish().content;
   EXPECT_EQ(content, "<tool_call>{\"name\": \"f\", \"arguments\": {\"long\": 1}}</tool_call>");
+}
+
+TEST(ToolCallParser, DsmlParametersBecomeAJsonObject) {
+  const std::string text =
+      "I will look.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+      "<｜DSML｜parameter name=\"city\" string=\"true\">Paris, \"FR\"</｜DSML｜parameter>\n"
+      "<｜DSML｜parameter name=\"days\" string=\"false\">[1, 2]</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+      "<｜DSML｜invoke name=\"now\">\n</｜DSML｜invoke>\n</｜DSML｜function_calls>";
+  const Parsed p = run_every_split(ToolCallFormat::kDsmlV32, text);
+  EXPECT_EQ(p.content, "I will look.");
+  ASSERT_EQ(p.calls.size(), 2u);
+  EXPECT_EQ(p.calls[0].name, "get_weather");
+  EXPECT_EQ(p.calls[0].arguments, "{\"city\":\"Paris, \\\"FR\\\"\",\"days\":[1,2]}");
+  EXPECT_EQ(p.calls[1].name, "now");
+  EXPECT_EQ(p.calls[1].arguments, "{}");
+  // A non-JSON value where string="false" says JSON: not a call.
+  const std::string bad = "<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"n\" string=\"false\">"
+                          "many</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+  const Parsed q = run_every_split(ToolCallFormat::kDsmlV4, bad);
+  EXPECT_TRUE(q.calls.empty());
+  EXPECT_EQ(q.content, bad);
+  // Forced: the prompt opened the invoke with the name.
+  const std::string prefix = forced_call_prefix(ToolCallFormat::kDsmlV4, "<｜Assistant｜></think>", "f");
+  EXPECT_EQ(prefix, "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n");
+  const Parsed f = run_every_split(ToolCallFormat::kDsmlV4,
+                                   "<｜DSML｜parameter name=\"n\" string=\"false\">3</｜DSML｜parameter>\n</｜DSML｜invoke>", prefix, "f");
+  ASSERT_EQ(f.calls.size(), 1u);
+  EXPECT_EQ(f.calls[0].arguments, "{\"n\":3}");
 }
 
 TEST(ToolCallParser, FormatsWithoutMarkersPassEverythingThrough) {
