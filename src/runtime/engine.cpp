@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 
 #include "core/process.h"
 #include "model/memory_need.h"
@@ -129,6 +131,9 @@ Expected<RequestId> Engine::submit(GenerationRequest request) {
     if (t < 0 || t >= model_->config().n_vocab)
       return error(ErrorCode::kInvalidArgument, strprintf("prompt token id %d is out of range", t));
   if (request.max_tokens < 0) return error(ErrorCode::kInvalidArgument, "max_tokens must not be negative");
+  for (const auto& [token, bias] : request.logit_bias)
+    if (token < 0 || token >= model_->config().n_vocab || !std::isfinite(bias))
+      return error(ErrorCode::kInvalidArgument, strprintf("logit_bias: token id %d is out of range or its bias is not finite", token));
   auto a = std::make_unique<Active>();
   a->request = std::move(request);
   a->n_prompt = static_cast<int64_t>(a->request.prompt.size());
@@ -230,6 +235,16 @@ void Engine::emit_token(Active& a, int32_t token, const float* logits) {
   if (at_length || at_context) finish(a, FinishReason::kLength, Status::ok());
 }
 
+// The row is the engine's scratch, rewritten by the next forward pass, so it is biased in place.
+// The sampler's penalties and the reported log probabilities then see the biased logits.
+static void apply_logit_bias(const std::vector<std::pair<int32_t, float>>& bias, float* row) {
+  for (const auto& [token, value] : bias) {
+    // OpenAI documents -100 as a ban; a finite -100 would not ban a token 100 logits ahead.
+    if (value <= -100.0f) row[token] = -std::numeric_limits<float>::infinity();
+    else row[token] += value;
+  }
+}
+
 Status Engine::step() {
   admit_incoming();
   std::vector<SchedSequence*> preempted;
@@ -250,7 +265,9 @@ Status Engine::step() {
   int64_t k = 0;
   bool only_top = !sampled.empty();
   for (const Active* a : sampled) {
-    const int64_t need = a->request.logprobs > 0 ? 0 : Sampler::candidates_needed(a->sampler->params(), kMaxTopCandidates);
+    // A bias can lift a token from outside the top k, so biased rows need the whole row.
+    const int64_t need = a->request.logprobs > 0 || !a->request.logit_bias.empty()
+                             ? 0 : Sampler::candidates_needed(a->sampler->params(), kMaxTopCandidates);
     only_top = only_top && need > 0;
     k = std::max(k, need);
   }
@@ -274,7 +291,8 @@ Status Engine::step() {
       emit_token(*a, a->sampler->sample_top(top_.ids.data() + at, top_.values.data() + at, top_.k), nullptr);
       continue;
     }
-    const float* row = logits_.data() + static_cast<int64_t>(r) * n_vocab;
+    float* row = logits_.data() + static_cast<int64_t>(r) * n_vocab;
+    apply_logit_bias(a->request.logit_bias, row);
     const int32_t token = a->sampler->sample(row, n_vocab);
     emit_token(*a, token, row);
   }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -46,6 +47,9 @@ struct GenerationRequest {
   std::vector<std::string> stop;   // stop strings: generation ends before the first match
   bool ignore_eos = false;         // keep going past end-of-generation tokens
   int32_t logprobs = 0;            // top log probabilities to report per token (0: none)
+  // Added to the logits of these token ids before sampling (OpenAI's logit_bias; -100 or
+  // less bans the token). A request with a bias samples from the whole row.
+  std::vector<std::pair<int32_t, float>> logit_bias;
   EventCallback on_event;          // called on the engine thread for each token and at the end
 };
 

@@ -43,28 +43,32 @@ std::vector<int32_t> tokenize_prompt(const Tokenizer& tok, const std::string& te
   return tok.encode(text, add_bos, /*parse_special=*/true);
 }
 
-// One choice's prompt, ready for the engine.
+// One prompt, ready for the engine (each of its n choices generates from it).
 struct PreparedPrompt {
   std::vector<int32_t> tokens;       // prompt token ids
   std::string text;                  // the prompt as text (audit log)
   bool starts_in_reasoning = false;  // chat prompt ends inside <think>
+  ToolCallFormat tool_format = ToolCallFormat::kNone;  // calls to parse (tools offered)
+  std::string forced_call_prefix;    // tool_choice required/named: the call opening appended to the prompt
+  std::string forced_call_name;      // the function it names ("" when the model picks)
 };
 
-// The template context of transformers' apply_chat_template (messages, add_generation_prompt,
-// bos_token, eos_token) plus the request's chat_template_kwargs, which cannot replace those.
+// Tools are offered unless tool_choice is "none", which hides them from the model.
+bool tools_offered(const OpenAiRequest& request) {
+  return !request.tools.empty() && request.tool_choice != ToolChoiceMode::kNone;
+}
+
+// The template context of transformers' apply_chat_template (messages, tools,
+// add_generation_prompt, bos_token, eos_token) plus the request's chat_template_kwargs, which
+// cannot replace those.
 Expected<std::string> render_chat(const std::string& tmpl, const OpenAiRequest& request, const std::string& bos,
                                   const std::string& eos) {
   nlohmann::ordered_json context = nlohmann::ordered_json::object();
   for (const auto& [key, value] : request.chat_template_kwargs.items())
     context[key] = nlohmann::ordered_json::parse(value.dump());
-  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-  for (const ChatMessage& m : request.messages) {
-    nlohmann::ordered_json one = {{"role", m.role}, {"content", m.content}};
-    // Templates test `'reasoning_content' in message`; only present reasoning is passed.
-    if (!m.reasoning_content.empty()) one["reasoning_content"] = m.reasoning_content;
-    messages.push_back(std::move(one));
-  }
-  context["messages"] = std::move(messages);
+  context["messages"] = chat_messages_json(request.messages, template_takes_object_arguments(tmpl));
+  if (tools_offered(request)) context["tools"] = request.tools;
+  else context.erase("tools");
   context["add_generation_prompt"] = true;
   context["bos_token"] = bos;
   context["eos_token"] = eos;
@@ -88,11 +92,28 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
     const std::string tmpl = !template_override.empty() ? template_override : tok.chat_template().value_or(kPlainChatTemplate);
     const std::string bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
     const std::string eos = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
+    PreparedPrompt p;
+    if (tools_offered(request)) {
+      p.tool_format = detect_tool_call_format(tmpl);
+      if (p.tool_format == ToolCallFormat::kNone)
+        return invalid_request("this model's chat template renders no tool calls, so the server cannot read them back "
+                               "(supported: the DeepSeek R1/V3, V3.1, V3.2 and V4 formats and Qwen2.5's); remove 'tools' "
+                               "or set tool_choice to \"none\"", "tools");
+    }
     Expected<std::string> rendered = render_chat(tmpl, request, bos, eos);
     // A template that rejects the conversation (raise_exception: roles must alternate, ...) is the client's problem.
     if (!rendered) return invalid_request("the model's chat template rejected the messages: " + rendered.status().message(), "messages");
+    if (request.tool_choice == ToolChoiceMode::kRequired || request.tool_choice == ToolChoiceMode::kNamed) {
+      // Without constrained decoding a call cannot be forced token by token; instead the
+      // assistant turn is opened with the call markers (and the name), so the model's
+      // continuation is the call. forced_arguments_schema() is the grammar engine's hook.
+      p.forced_call_name = request.tool_choice == ToolChoiceMode::kNamed ? request.tool_choice_name
+                           : request.tools.size() == 1              ? request.tools[0]["function"]["name"].get<std::string>()
+                                                                    : "";
+      p.forced_call_prefix = forced_call_prefix(p.tool_format, *rendered, p.forced_call_name);
+      *rendered += p.forced_call_prefix;
+    }
     if (auto e = check_prompt_bytes(engine, max_token_bytes, rendered->size())) return *e;
-    PreparedPrompt p;
     p.tokens = tokenize_prompt(tok, *rendered);
     p.starts_in_reasoning = prompt_ends_in_reasoning(*rendered);
     p.text = std::move(*rendered);
@@ -113,6 +134,9 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
       out.push_back(std::move(p));
     }
   }
+  for (const auto& [token, bias] : request.logit_bias)
+    if (token >= tok.n_vocab())
+      return invalid_request(strprintf("logit_bias names token id %d, past the vocabulary (%d tokens)", token, tok.n_vocab()), "logit_bias");
   for (const PreparedPrompt& p : out) {
     if (p.tokens.empty()) return invalid_request("the prompt is empty", request.endpoint == Endpoint::kChat ? "messages" : "prompt");
     if (static_cast<int64_t>(p.tokens.size()) >= engine.n_ctx())
@@ -129,7 +153,8 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
 struct Generation : std::enable_shared_from_this<Generation> {
   ServerContext& ctx;
   ResponseMeta meta;
-  std::vector<ChoiceBuilder> choices;      // one per prompt
+  std::vector<ChoiceBuilder> choices;      // n per prompt
+  size_t n_per_prompt = 1;                 // n: choices of each prompt
   std::vector<RequestId> ids;              // engine request ids, per choice
   std::shared_ptr<EventChannel> channel;   // engine thread -> this request
   std::shared_ptr<Exchange> exchange;      // audit bookkeeping
@@ -182,9 +207,10 @@ struct Generation : std::enable_shared_from_this<Generation> {
     for (const ChoiceEvent& e : events) {
       const ChoiceBuilder::Delta d = apply(e);
       if (!stream) continue;
-      if (!d.empty()) out += sse_event(delta_chunk(meta, e.choice, d));
+      if (!d.empty())
+        for (const json& chunk : delta_chunks(meta, e.choice, d)) out += sse_event(chunk);
       if (e.event.finished && (e.event.reason == FinishReason::kStop || e.event.reason == FinishReason::kLength))
-        out += sse_event(finish_chunk(meta, e.choice, e.event.reason));
+        out += sse_event(finish_chunk(meta, e.choice, choices[e.choice].finish_reason_text()));
     }
     if (stream && all_finished()) {
       // The OpenAI SDKs raise a data line holding "error" as an APIError mid-stream.
@@ -202,8 +228,10 @@ struct Generation : std::enable_shared_from_this<Generation> {
     ChoiceBuilder::Delta d = c.push(e.event);
     if (e.event.finished) {
       ++n_finished;
-      usage.prompt_tokens += e.event.stats.n_prompt;
+      // As OpenAI counts it: a prompt once, however many choices it has.
+      if (e.choice % n_per_prompt == 0) usage.prompt_tokens += e.event.stats.n_prompt;
       usage.completion_tokens += e.event.stats.n_generated;
+      usage.reasoning_tokens += c.reasoning_tokens();
       if (e.event.reason == FinishReason::kError) {
         failure = internal_error("generation failed: " + e.event.status.to_string());
         ctx.metrics.record_unfinished(e.event.stats, /*cancelled=*/false);
@@ -285,6 +313,9 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Reques
   auto parsed = parse_openai_request(endpoint, std::get<json>(body), ctx.options.defaults);
   if (auto* e = std::get_if<ApiError>(&parsed)) return fail(*e);
   OpenAiRequest& request = std::get<OpenAiRequest>(parsed);
+  // Templates print the tools (`tool | tojson`); the model should see them in the client's key
+  // order, which the parsed body (sorted keys) lost. The body passed parse_json_body's limits.
+  if (!request.tools.empty()) request.tools = nlohmann::ordered_json::parse(req.body)["tools"];
   if (!request.model.empty() && request.model != ctx.model_name)
     return fail(not_found(strprintf("the model '%s' does not exist; this server serves '%s' (see GET /v1/models)",
                                     request.model.c_str(), ctx.model_name.c_str()), "model_not_found"));
@@ -302,25 +333,33 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Reques
   g->exchange = exchange;
   g->writer = writer;
   g->stream = request.stream;
+  g->n_per_prompt = static_cast<size_t>(request.n);
   if (ctx.audit && ctx.audit->include_content())
     for (const PreparedPrompt& p : prepared) exchange->record.prompt += p.text;
 
   std::vector<GenerationRequest> requests;
   const uint64_t seed = request.seed_given ? request.sampling.seed : ctx.new_seed();
-  for (size_t i = 0; i < prepared.size(); ++i) {
+  // Choice i is prompt i / n; each gets its own seed, so n choices of one prompt differ.
+  const size_t n_choices = prepared.size() * static_cast<size_t>(request.n);
+  for (size_t i = 0; i < n_choices; ++i) {
+    const PreparedPrompt& p = prepared[i / static_cast<size_t>(request.n)];
     ChoiceBuilder::Options co;
     co.endpoint = endpoint;
     co.split_reasoning = endpoint == Endpoint::kChat && !request.reasoning_inline;
-    co.starts_in_reasoning = prepared[i].starts_in_reasoning;
+    co.starts_in_reasoning = p.starts_in_reasoning;
     co.logprobs = request.logprobs;
     co.top_logprobs = request.top_logprobs;
     // One more than shown, so that the sampled token is usually among them even when the
     // engine reports only the top n (see ChoiceBuilder::split_logprobs).
     co.engine_logprobs = request.logprobs ? request.top_logprobs + 1 : 0;
+    co.tool_format = p.tool_format;
+    co.forced_call_prefix = p.forced_call_prefix;
+    co.forced_call_name = p.forced_call_name;
+    co.call_id_seed = ctx.new_seed() * 0x2545F4914F6CDD1Dull ^ ctx.id_salt;
     g->choices.emplace_back(engine->tokenizer(), co);
 
     GenerationRequest r;
-    r.prompt = std::move(prepared[i].tokens);
+    r.prompt = p.tokens;
     // Unset max_tokens runs to the end of the context, where the engine stops with "length".
     r.max_tokens = request.max_tokens > 0 ? request.max_tokens : static_cast<int32_t>(engine->n_ctx());
     r.sampling = request.sampling;
@@ -328,6 +367,7 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Reques
     r.stop = request.stop;
     r.ignore_eos = request.ignore_eos;
     r.logprobs = co.engine_logprobs;
+    r.logit_bias = request.logit_bias;
     r.on_event = [g, i](const TokenEvent& ev) {
       g->channel->push({i, ev});
       g->notify();

@@ -1,6 +1,8 @@
 #include "server/openai_request.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 
 #include "core/json_depth.h"
@@ -104,12 +106,57 @@ std::optional<std::string> message_content(const json& content, size_t index, Fi
   return text;
 }
 
+// OpenAI's rule for function names (what models are trained to write back), plus '.' and ':'.
+bool valid_function_name(const json& name) {
+  if (!name.is_string()) return false;
+  const std::string& s = name.get_ref<const std::string&>();
+  if (s.empty() || s.size() > 64) return false;
+  for (unsigned char c : s)
+    if (!std::isalnum(c) && c != '_' && c != '-' && c != '.' && c != ':') return false;
+  return true;
+}
+
+// An assistant message's tool_calls: [{id, type: "function", function: {name, arguments}}],
+// arguments being the JSON text of an object (as the API returned it).
+std::optional<std::vector<ToolCall>> message_tool_calls(const json& calls, size_t index, FieldReader& r) {
+  const std::string where = strprintf("messages[%zu].tool_calls", index);
+  if (!calls.is_array() || static_cast<int>(calls.size()) > kMaxToolCalls) {
+    r.fail(where, strprintf("%s must be an array of at most %d calls", where.c_str(), kMaxToolCalls));
+    return std::nullopt;
+  }
+  std::vector<ToolCall> out;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const json& c = calls[i];
+    const std::string at = strprintf("%s[%zu]", where.c_str(), i);
+    const json* function = c.is_object() && c.contains("function") ? &c["function"] : nullptr;
+    if (!c.is_object() || !c.contains("id") || !c["id"].is_string() || c["id"].get_ref<const std::string&>().empty() ||
+        c.value("type", std::string("function")) != "function" || !function || !function->is_object()) {
+      r.fail(at, at + " must be {\"id\": \"call_...\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}} (got " +
+                     shown(c) + ")");
+      return std::nullopt;
+    }
+    if (!valid_function_name(function->value("name", json()))) {
+      r.fail(at + ".function.name", at + ".function.name must be 1 to 64 letters, digits, '_', '-', '.' or ':'");
+      return std::nullopt;
+    }
+    const json arguments = function->value("arguments", json());
+    if (!arguments.is_string() || !json::parse(arguments.get<std::string>(), nullptr, false).is_object()) {
+      r.fail(at + ".function.arguments", at + ".function.arguments must be a string holding a JSON object, as the API "
+                                              "returned it (got " + shown(arguments) + ")");
+      return std::nullopt;
+    }
+    out.push_back({c["id"].get<std::string>(), (*function)["name"].get<std::string>(), arguments.get<std::string>()});
+  }
+  return out;
+}
+
 void read_messages(OpenAiRequest& out, FieldReader& r) {
   const json* messages = r.get("messages");
   if (!messages || !messages->is_array() || messages->empty()) {
     r.fail("messages", "'messages' must be a non-empty array of {\"role\", \"content\"} objects");
     return;
   }
+  std::vector<std::string> call_ids;  // ids of the calls made so far, which tool messages answer
   for (size_t i = 0; i < messages->size(); ++i) {
     const json& m = (*messages)[i];
     const auto role = m.is_object() ? m.find("role") : m.end();
@@ -117,7 +164,8 @@ void read_messages(OpenAiRequest& out, FieldReader& r) {
       r.fail(strprintf("messages[%zu].role", i), strprintf("messages[%zu] must be an object with a string 'role'", i));
       return;
     }
-    ChatMessage msg;
+    ChatTurn turn;
+    ChatMessage& msg = turn.message;
     msg.role = role->get<std::string>();
     if (msg.role == "developer") msg.role = "system";  // OpenAI's newer name for the system role
     if (msg.role != "system" && msg.role != "user" && msg.role != "assistant" && msg.role != "tool") {
@@ -132,7 +180,108 @@ void read_messages(OpenAiRequest& out, FieldReader& r) {
     msg.content = std::move(*text);
     const auto reasoning = m.find("reasoning_content");
     if (reasoning != m.end() && reasoning->is_string()) msg.reasoning_content = reasoning->get<std::string>();
-    out.messages.push_back(std::move(msg));
+    const auto calls = m.find("tool_calls");
+    if (calls != m.end() && !calls->is_null()) {
+      if (msg.role != "assistant") {
+        r.fail(strprintf("messages[%zu].tool_calls", i), strprintf("messages[%zu]: only assistant messages have tool_calls", i));
+        return;
+      }
+      std::optional<std::vector<ToolCall>> parsed = message_tool_calls(*calls, i, r);
+      if (!parsed) return;
+      turn.tool_calls = std::move(*parsed);
+      for (const ToolCall& c : turn.tool_calls) call_ids.push_back(c.id);
+      // Templates render a calls-only turn when content is None (R1 tests `content is none`).
+      turn.content_null = !turn.tool_calls.empty() && (content == m.end() || content->is_null());
+    }
+    if (msg.role == "tool") {
+      const auto id = m.find("tool_call_id");
+      const std::string where = strprintf("messages[%zu].tool_call_id", i);
+      if (id == m.end() || !id->is_string() || id->get_ref<const std::string&>().empty()) {
+        r.fail(where, where + " must be the id of the call this message answers");
+        return;
+      }
+      if (std::find(call_ids.begin(), call_ids.end(), id->get<std::string>()) == call_ids.end()) {
+        r.fail(where, strprintf("%s is %s, which no earlier assistant tool_calls entry has", where.c_str(), shown(*id).c_str()));
+        return;
+      }
+      turn.tool_call_id = id->get<std::string>();
+    }
+    out.messages.push_back(std::move(turn));
+  }
+}
+
+// tools: [{"type": "function", "function": {"name", "description"?, "parameters"?}}].
+void read_tools(OpenAiRequest& out, FieldReader& r) {
+  const json* tools = r.get("tools");
+  if (!tools) return;
+  if (!tools->is_array() || static_cast<int>(tools->size()) > kMaxTools)
+    return r.fail("tools", strprintf("'tools' must be an array of at most %d function tools", kMaxTools));
+  std::vector<std::string> names;
+  for (size_t i = 0; i < tools->size(); ++i) {
+    const json& t = (*tools)[i];
+    const std::string at = strprintf("tools[%zu]", i);
+    if (!t.is_object() || t.value("type", json()) != "function" || !t.contains("function") || !t["function"].is_object())
+      return r.fail(at, at + " must be {\"type\": \"function\", \"function\": {\"name\", \"description\", \"parameters\"}}; "
+                             "only function tools are supported");
+    const json& f = t["function"];
+    if (!valid_function_name(f.value("name", json())))
+      return r.fail(at + ".function.name", at + ".function.name must be 1 to 64 letters, digits, '_', '-', '.' or ':'");
+    if (f.contains("parameters") && !f["parameters"].is_null() && !f["parameters"].is_object())
+      return r.fail(at + ".function.parameters", at + ".function.parameters must be a JSON schema object");
+    if (f.contains("description") && !f["description"].is_null() && !f["description"].is_string())
+      return r.fail(at + ".function.description", at + ".function.description must be a string");
+    if (f.value("strict", false) == true)
+      return r.fail(at + ".function.strict", "strict function calling needs constrained decoding, which this server does not "
+                                             "support yet; leave 'strict' false");
+    const std::string name = f["name"].get<std::string>();
+    if (std::find(names.begin(), names.end(), name) != names.end())
+      return r.fail(at + ".function.name", strprintf("two tools are named '%s'", name.c_str()));
+    names.push_back(name);
+  }
+  out.tools = nlohmann::ordered_json::parse(tools->dump());
+}
+
+// tool_choice: "auto", "none", "required" or {"type": "function", "function": {"name"}}.
+void read_tool_choice(OpenAiRequest& out, FieldReader& r) {
+  const json* choice = r.get("tool_choice");
+  if (!choice) return;
+  const char* kAccepted = "'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", "
+                          "\"function\": {\"name\": NAME}} naming one of the tools";
+  if (choice->is_string()) {
+    const std::string& s = choice->get_ref<const std::string&>();
+    if (s == "auto") out.tool_choice = ToolChoiceMode::kAuto;
+    else if (s == "none") out.tool_choice = ToolChoiceMode::kNone;
+    else if (s == "required") out.tool_choice = ToolChoiceMode::kRequired;
+    else return r.fail("tool_choice", kAccepted);
+  } else if (choice->is_object() && choice->value("type", json()) == "function" && choice->contains("function") &&
+             (*choice)["function"].is_object() && (*choice)["function"].value("name", json()).is_string()) {
+    out.tool_choice = ToolChoiceMode::kNamed;
+    out.tool_choice_name = (*choice)["function"]["name"].get<std::string>();
+    bool known = false;
+    for (const auto& t : out.tools) known = known || t["function"]["name"] == out.tool_choice_name;
+    if (!known) return r.fail("tool_choice", strprintf("tool_choice names '%s', which is not one of the tools",
+                                                       out.tool_choice_name.c_str()));
+  } else {
+    return r.fail("tool_choice", kAccepted);
+  }
+  if ((out.tool_choice == ToolChoiceMode::kRequired || out.tool_choice == ToolChoiceMode::kNamed) && out.tools.empty())
+    r.fail("tool_choice", "tool_choice \"required\" or a named function needs 'tools'");
+}
+
+// logit_bias: {"token id": bias}, bias in [-100, 100]; ids are checked against the vocabulary
+// when the prompt is prepared (the tokenizer is not known here).
+void read_logit_bias(OpenAiRequest& out, FieldReader& r) {
+  const json* bias = r.get("logit_bias");
+  if (!bias) return;
+  const char* kAccepted = "'logit_bias' must map token ids (as strings) to numbers from -100 to 100, at most 1024 entries";
+  if (!bias->is_object() || static_cast<int>(bias->size()) > kMaxLogitBias) return r.fail("logit_bias", kAccepted);
+  for (const auto& [key, value] : bias->items()) {
+    char* end = nullptr;
+    const long long id = std::strtoll(key.c_str(), &end, 10);
+    if (key.empty() || *end != '\0' || id < 0 || id > std::numeric_limits<int32_t>::max() || !value.is_number() ||
+        !std::isfinite(value.get<double>()) || value.get<double>() < -100.0 || value.get<double>() > 100.0)
+      return r.fail("logit_bias", std::string(kAccepted) + " (got \"" + key + "\": " + shown(value) + ")");
+    out.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(value.get<double>()));
   }
 }
 
@@ -269,9 +418,28 @@ std::variant<OpenAiRequest, ApiError> parse_openai_request(Endpoint endpoint, co
     if (auto b = r.integer("best_of", 1, std::numeric_limits<int32_t>::max()); b && *b != 1)
       r.fail("best_of", "only best_of = 1 is supported");
   }
-  if (auto n = r.integer("n", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()); n && *n != 1)
-    r.fail("n", strprintf("only n = 1 is supported (got %lld); send separate requests for more choices",
-                          static_cast<long long>(*n)));
+  if (auto n = r.integer("n", 1, kMaxChoices)) out.n = static_cast<int32_t>(*n);
+  const size_t n_prompts = endpoint == Endpoint::kChat ? 1 : out.prompts.size();
+  if (n_prompts * static_cast<size_t>(out.n) > static_cast<size_t>(kMaxChoices))
+    r.fail("n", strprintf("prompts x n must be at most %d (got %zu x %d)", kMaxChoices, n_prompts, out.n));
+  if (endpoint == Endpoint::kChat) {
+    read_tools(out, r);
+    read_tool_choice(out, r);
+    if (auto parallel = r.boolean("parallel_tool_calls"); parallel && !*parallel)
+      r.fail("parallel_tool_calls", "parallel_tool_calls false is not supported yet (the model may make several calls); "
+                                    "leave it true or unset");
+  } else {
+    for (const char* name : {"tools", "tool_choice", "parallel_tool_calls"})
+      if (r.get(name)) r.fail(name, strprintf("'%s' is a chat parameter; use /v1/chat/completions", name));
+  }
+  read_logit_bias(out, r);
+  // Known parameters this server cannot honour yet: an error, never silently ignored.
+  for (const char* name : {"response_format", "grammar", "json_schema", "guided_json", "guided_grammar", "guided_regex"})
+    if (r.get(name))
+      r.fail(name, strprintf("'%s' is not supported yet: constrained decoding (grammars, JSON schemas) is not available "
+                             "in this server; remove it", name));
+  for (const char* name : {"functions", "function_call"})
+    if (r.get(name)) r.fail(name, strprintf("'%s' is the deprecated form of tools; send 'tools' and 'tool_choice'", name));
   // max_completion_tokens is the newer name and wins when both are sent.
   for (const char* name : {"max_tokens", "max_completion_tokens"})
     if (auto v = r.integer(name, 1, std::numeric_limits<int32_t>::max())) out.max_tokens = static_cast<int32_t>(*v);

@@ -16,6 +16,7 @@
 #include "runtime/sampler.h"
 #include "server/api_error.h"
 #include "tokenizer/chat_template.h"
+#include "tokenizer/tool_calls.h"
 
 namespace fathom::server {
 
@@ -34,10 +35,18 @@ struct RequestDefaults {
   int32_t max_tokens = 0;   // 0: up to the end of the context
 };
 
+// tool_choice: whether the model may, must, or must not call a tool (and which).
+enum class ToolChoiceMode { kAuto, kNone, kRequired, kNamed };
+
 struct OpenAiRequest {
   Endpoint endpoint = Endpoint::kChat;
   std::string model;                   // "model" as sent ("" when absent)
-  std::vector<ChatMessage> messages;   // chat: the conversation, content parts joined
+  std::vector<ChatTurn> messages;      // chat: the conversation, content parts joined, tool calls and results
+  nlohmann::ordered_json tools = nlohmann::ordered_json::array();  // chat: the tools offered, as sent
+  ToolChoiceMode tool_choice = ToolChoiceMode::kAuto;  // "auto" unless sent ("none" drops the tools)
+  std::string tool_choice_name;        // the function named by tool_choice (kNamed)
+  int32_t n = 1;                       // choices per prompt
+  std::vector<std::pair<int32_t, float>> logit_bias;  // token id -> bias added to its logit, in [-100, 100]
   std::vector<PromptInput> prompts;    // completions: one choice per prompt
   int32_t max_tokens = 0;              // max_completion_tokens / max_tokens; 0: to the end of the context
   SamplingParams sampling;             // sampling settings, defaults filled in
@@ -61,6 +70,10 @@ inline constexpr int kMaxPrompts = 16;       // prompts in one /v1/completions r
 // content parts -> image_url, tools -> parameters schema); the limit leaves room for deep tool
 // schemas while keeping every later dump(), copy and template walk far from the stack's end.
 inline constexpr int kMaxRequestJsonDepth = 64;
+inline constexpr int kMaxChoices = 16;       // n, and prompts x n in one request
+inline constexpr int kMaxTools = 128;        // tools offered in one request
+inline constexpr int kMaxToolCalls = 128;    // calls in one assistant message of the history
+inline constexpr int kMaxLogitBias = 1024;   // logit_bias entries
 
 // Parses the body text as JSON; a syntax error names the byte offset, and a body nested deeper
 // than kMaxRequestJsonDepth is rejected before parsing.

@@ -33,9 +33,39 @@ bool prompt_ends_in_reasoning(const std::string& rendered_prompt) {
   return rendered_prompt.find_first_not_of(" \t\r\n", open + 7) == std::string::npos;
 }
 
+namespace {
+
+// Bits of a 64-bit hash as 24 characters of [0-9a-zA-Z], like OpenAI's call ids.
+std::string call_id(uint64_t seed, size_t index) {
+  static constexpr char kAlphabet[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  uint64_t x = seed ^ (0x9E3779B97F4A7C15ull * (index + 1));
+  std::string id = "call_";
+  for (int i = 0; i < 24; ++i) {
+    if (i % 8 == 0) {  // splitmix64 step: a fresh 64 bits per 8 characters
+      x += 0x9E3779B97F4A7C15ull;
+      uint64_t z = x;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      x = z ^ (z >> 31);
+    }
+    id += kAlphabet[(x >> ((i % 8) * 8)) % 62];
+  }
+  return id;
+}
+
+// A call is at most this long (larger text that opens like one is returned as content).
+constexpr size_t kMaxToolCallBytes = 256 << 10;
+
+}  // namespace
+
 ChoiceBuilder::ChoiceBuilder(const Tokenizer& tokenizer, const Options& options)
     : tokenizer_(tokenizer), options_(options) {
-  if (options.split_reasoning) splitter_.emplace(options.starts_in_reasoning);
+  // The splitter also runs when reasoning stays inline: it counts reasoning tokens.
+  if (options.endpoint == Endpoint::kChat) splitter_.emplace(options.starts_in_reasoning);
+  if (options.tool_format != ToolCallFormat::kNone) {
+    tool_parser_.emplace(options.tool_format, kMaxToolCallBytes);
+    if (!options.forced_call_prefix.empty()) tool_parser_->begin_forced(options.forced_call_prefix, options.forced_call_name);
+  }
   if (options.endpoint == Endpoint::kCompletions && options.logprobs)
     legacy_logprobs_ = {{"tokens", json::array()}, {"token_logprobs", json::array()},
                         {"top_logprobs", json::array()}, {"text_offset", json::array()}};
@@ -89,21 +119,43 @@ json ChoiceBuilder::legacy_entry(const TokenChoice& t) {
 ChoiceBuilder::Delta ChoiceBuilder::push(const TokenEvent& event) {
   Delta d;
   if (splitter_) {
+    const bool was_reasoning = splitter_->in_reasoning();
     ReasoningSplitter::Delta s = splitter_->push(event.text);
     if (event.finished) {
       ReasoningSplitter::Delta rest = splitter_->flush();
       s.reasoning += rest.reasoning;
       s.content += rest.content;
     }
-    d.content = std::move(s.content);
-    d.reasoning = std::move(s.reasoning);
-    // DeepSeek writes "<think>\n...\n</think>\n\nanswer"; the newlines around the tags are
-    // layout, not text (DeepSeek's own API returns both fields without them).
-    if (reasoning_.empty()) d.reasoning.erase(0, d.reasoning.find_first_not_of('\n'));
-    if (content_.empty() && (options_.starts_in_reasoning || !reasoning_.empty() || !d.reasoning.empty()))
-      d.content.erase(0, d.content.find_first_not_of('\n'));
+    // The opening tag's token ends inside the block, the closing tag's starts there.
+    if (event.token >= 0 && (was_reasoning || splitter_->in_reasoning())) ++reasoning_tokens_;
+    if (options_.split_reasoning) {
+      d.content = std::move(s.content);
+      d.reasoning = std::move(s.reasoning);
+      // DeepSeek writes "<think>\n...\n</think>\n\nanswer"; the newlines around the tags are
+      // layout, not text (DeepSeek's own API returns both fields without them).
+      if (reasoning_.empty()) d.reasoning.erase(0, d.reasoning.find_first_not_of('\n'));
+      if (!answer_started_ && (options_.starts_in_reasoning || !reasoning_.empty() || !d.reasoning.empty()))
+        d.content.erase(0, d.content.find_first_not_of('\n'));
+      answer_started_ = answer_started_ || !d.content.empty();
+    } else {
+      d.content = event.text;
+    }
   } else {
     d.content = event.text;
+  }
+  if (tool_parser_) {
+    ToolCallParser::Output out = tool_parser_->push(d.content);
+    if (event.finished) {
+      ToolCallParser::Output rest = tool_parser_->finish();
+      out.content += rest.content;
+      for (auto& c : rest.calls) out.calls.push_back(std::move(c));
+    }
+    d.content = std::move(out.content);
+    for (ToolCallParser::Call& c : out.calls) {
+      const size_t index = tool_calls_.size();
+      tool_calls_.push_back({index, call_id(options_.call_id_seed, index), std::move(c.name), std::move(c.arguments)});
+      d.tool_calls.push_back(tool_calls_.back());
+    }
   }
   content_ += d.content;
   reasoning_ += d.reasoning;
@@ -134,6 +186,11 @@ json ChoiceBuilder::logprobs_json() const {
   return legacy_logprobs_;
 }
 
+const char* ChoiceBuilder::finish_reason_text() const {
+  if (reason_ == FinishReason::kStop && !tool_calls_.empty()) return "tool_calls";
+  return finish_reason_string(reason_);
+}
+
 const char* finish_reason_string(FinishReason reason) {
   return reason == FinishReason::kLength ? "length" : "stop";
 }
@@ -141,18 +198,34 @@ const char* finish_reason_string(FinishReason reason) {
 json usage_json(const Usage& usage) {
   return {{"prompt_tokens", usage.prompt_tokens},
           {"completion_tokens", usage.completion_tokens},
-          {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
+          {"total_tokens", usage.prompt_tokens + usage.completion_tokens},
+          {"completion_tokens_details", {{"reasoning_tokens", usage.reasoning_tokens}}}};
 }
+
+namespace {
+
+json tool_calls_json(const std::vector<ApiToolCall>& calls) {
+  json list = json::array();
+  for (const ApiToolCall& c : calls)
+    list.push_back({{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+  return list;
+}
+
+}  // namespace
 
 json completion_body(const ResponseMeta& meta, const std::vector<ChoiceBuilder>& choices, const Usage& usage) {
   json body = {{"id", meta.id}, {"object", object_name(meta.endpoint, false)}, {"created", meta.created},
                {"model", meta.model}, {"system_fingerprint", "fathom"}, {"choices", json::array()}};
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceBuilder& c = choices[i];
-    json choice = {{"index", i}, {"logprobs", c.logprobs_json()}, {"finish_reason", finish_reason_string(c.finish_reason())}};
+    json choice = {{"index", i}, {"logprobs", c.logprobs_json()}, {"finish_reason", c.finish_reason_text()}};
     if (meta.endpoint == Endpoint::kChat) {
       json message = {{"role", "assistant"}, {"content", c.content()}};
       if (c.has_reasoning()) message["reasoning_content"] = c.reasoning();
+      if (!c.tool_calls().empty()) {
+        message["tool_calls"] = tool_calls_json(c.tool_calls());
+        if (c.content().empty()) message["content"] = nullptr;  // OpenAI's shape for a turn of calls only
+      }
       choice["message"] = std::move(message);
     } else {
       choice["text"] = c.content();
@@ -185,9 +258,34 @@ json delta_chunk(const ResponseMeta& meta, size_t index, const ChoiceBuilder::De
   return c;
 }
 
+std::vector<json> delta_chunks(const ResponseMeta& meta, size_t index, const ChoiceBuilder::Delta& delta) {
+  std::vector<json> chunks;
+  if (!delta.content.empty() || !delta.reasoning.empty() || !delta.logprobs.is_null() || delta.tool_calls.empty()) {
+    ChoiceBuilder::Delta text = delta;
+    text.tool_calls.clear();
+    chunks.push_back(delta_chunk(meta, index, text));
+  }
+  for (const ApiToolCall& call : delta.tool_calls) {
+    for (bool header : {true, false}) {
+      json entry = header ? json{{"index", call.index}, {"id", call.id}, {"type", "function"},
+                                 {"function", {{"name", call.name}, {"arguments", ""}}}}
+                          : json{{"index", call.index}, {"function", {{"arguments", call.arguments}}}};
+      json c = chunk_base(meta);
+      c["choices"].push_back({{"index", index}, {"delta", {{"tool_calls", json::array({std::move(entry)})}}},
+                              {"logprobs", nullptr}, {"finish_reason", nullptr}});
+      chunks.push_back(std::move(c));
+    }
+  }
+  return chunks;
+}
+
 json finish_chunk(const ResponseMeta& meta, size_t index, FinishReason reason) {
+  return finish_chunk(meta, index, std::string(finish_reason_string(reason)));
+}
+
+json finish_chunk(const ResponseMeta& meta, size_t index, const std::string& finish_reason) {
   json c = chunk_base(meta);
-  json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", finish_reason_string(reason)}};
+  json choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", finish_reason}};
   if (meta.endpoint == Endpoint::kChat) choice["delta"] = json::object();
   else choice["text"] = "";
   c["choices"].push_back(std::move(choice));

@@ -13,6 +13,7 @@
 #include "runtime/request.h"
 #include "server/openai_request.h"
 #include "tokenizer/chat_template.h"
+#include "tokenizer/tool_calls.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fathom::server {
@@ -29,6 +30,15 @@ struct ResponseMeta {
 struct Usage {
   int64_t prompt_tokens = 0;      // prompt tokens of all choices
   int64_t completion_tokens = 0;  // generated tokens of all choices (end-of-generation included)
+  int64_t reasoning_tokens = 0;   // of those, the tokens inside <think> blocks (the tags included)
+};
+
+// One tool call of a choice, as the API returns it.
+struct ApiToolCall {
+  size_t index = 0;       // position among the choice's calls
+  std::string id;         // "call_<random>"
+  std::string name;       // function name
+  std::string arguments;  // JSON text
 };
 
 // True when a rendered chat prompt leaves the model inside a <think> block (DeepSeek-R1
@@ -46,6 +56,10 @@ class ChoiceBuilder {
     bool logprobs = false;             // report log probabilities
     int32_t top_logprobs = 0;          // alternatives per token
     int32_t engine_logprobs = 0;       // GenerationRequest::logprobs the engine was asked for
+    ToolCallFormat tool_format = ToolCallFormat::kNone;  // parse calls in this format (kNone: no tools offered)
+    std::string forced_call_prefix;    // tool_choice required/named: the call opening the prompt ended with
+    std::string forced_call_name;      // ... and the function it names ("" when the model picks)
+    uint64_t call_id_seed = 0;         // call ids are "call_" + a hash of this and the call's index
   };
   ChoiceBuilder(const Tokenizer& tokenizer, const Options& options);
 
@@ -53,7 +67,8 @@ class ChoiceBuilder {
     std::string content;    // new answer text
     std::string reasoning;  // new reasoning text
     nlohmann::json logprobs;  // chat: {"content": [...]}; completions: legacy object; null when none
-    bool empty() const { return content.empty() && reasoning.empty() && logprobs.is_null(); }
+    std::vector<ApiToolCall> tool_calls;  // calls completed by this event
+    bool empty() const { return content.empty() && reasoning.empty() && logprobs.is_null() && tool_calls.empty(); }
   };
   // Consumes one event (the final one flushes text held back as a possible partial tag).
   Delta push(const TokenEvent& event);
@@ -64,6 +79,10 @@ class ChoiceBuilder {
   const RequestStats& stats() const { return stats_; }     // filled once finished
   const std::string& content() const { return content_; }
   const std::string& reasoning() const { return reasoning_; }
+  const std::vector<ApiToolCall>& tool_calls() const { return tool_calls_; }
+  int64_t reasoning_tokens() const { return reasoning_tokens_; }  // tokens generated inside <think>
+  // "stop", "length", or "tool_calls" when the choice stopped after calling tools.
+  const char* finish_reason_text() const;
   // Whether "reasoning_content" belongs in the message: the choice was ever in reasoning.
   bool has_reasoning() const { return options_.split_reasoning && (options_.starts_in_reasoning || !reasoning_.empty()); }
   nlohmann::json logprobs_json() const;  // all tokens so far, or null when not requested
@@ -80,8 +99,12 @@ class ChoiceBuilder {
 
   const Tokenizer& tokenizer_;
   Options options_;
-  std::optional<ReasoningSplitter> splitter_;  // present when splitting reasoning
-  std::string content_;                        // answer text so far
+  std::optional<ReasoningSplitter> splitter_;  // chat: tracks <think> (splits only with split_reasoning)
+  std::optional<ToolCallParser> tool_parser_;  // present when tools were offered
+  std::vector<ApiToolCall> tool_calls_;        // calls so far
+  int64_t reasoning_tokens_ = 0;               // sampled tokens inside <think>
+  std::string content_;                        // answer text so far (tool calls excluded)
+  bool answer_started_ = false;                // answer text was seen (calls included): newlines are text
   std::string reasoning_;                      // reasoning text so far
   nlohmann::json chat_logprobs_ = nlohmann::json::array();  // chat: entries so far
   nlohmann::json legacy_logprobs_;             // completions: {tokens, token_logprobs, top_logprobs, text_offset}
@@ -102,7 +125,11 @@ nlohmann::json completion_body(const ResponseMeta& meta, const std::vector<Choic
 // Streaming chunks.
 nlohmann::json role_chunk(const ResponseMeta& meta, size_t index);  // chat: the first delta
 nlohmann::json delta_chunk(const ResponseMeta& meta, size_t index, const ChoiceBuilder::Delta& delta);
+// The chunks of one delta: text (and logprobs) first, then per completed call one chunk with
+// {index, id, type, function: {name, arguments: ""}} and one with {index, function: {arguments}}.
+std::vector<nlohmann::json> delta_chunks(const ResponseMeta& meta, size_t index, const ChoiceBuilder::Delta& delta);
 nlohmann::json finish_chunk(const ResponseMeta& meta, size_t index, FinishReason reason);
+nlohmann::json finish_chunk(const ResponseMeta& meta, size_t index, const std::string& finish_reason);
 nlohmann::json usage_chunk(const ResponseMeta& meta, const Usage& usage);  // stream_options.include_usage
 
 // "data: {json}\n\n"; invalid UTF-8 in generated text (possible mid-character with a random

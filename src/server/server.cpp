@@ -21,7 +21,7 @@ using nlohmann::json;
 // The route label of /metrics: fixed routes by name, anything else as "other" so that
 // scanners probing random paths cannot grow the label set.
 std::string route_label(const std::string& path) {
-  for (const char* route : {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"})
+  for (const char* route : {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"})
     if (path == route) return route;
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   return "other";
@@ -135,10 +135,12 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
   const bool models = get && (req.path == "/v1/models" || req.path.rfind("/v1/models/", 0) == 0);
   const bool chat = post && req.path == "/v1/chat/completions";
   const bool completions = post && req.path == "/v1/completions";
-  if (!models && !chat && !completions) {
+  const bool tokenize = post && (req.path == "/tokenize" || req.path == "/detokenize");
+  if (!models && !chat && !completions && !tokenize) {
     return writer->send(error_response(not_found(
         strprintf("unknown route: %s %s (the server answers POST /v1/chat/completions, POST /v1/completions, GET "
-                  "/v1/models, GET /health, GET /metrics)", req.method.c_str(), req.path.c_str()), "unknown_route")));
+                  "/v1/models, POST /tokenize, POST /detokenize, GET /health, GET /metrics)", req.method.c_str(),
+                  req.path.c_str()), "unknown_route")));
   }
 
   // The /v1 routes are authenticated calls: each one gets an audit record, 401s included.
@@ -190,6 +192,16 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
                                req.header("Content-Type") + "')"});
   if (ctx.draining) return answer(unavailable("the server is shutting down", "shutting_down"));
   if (!engine) return answer(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
+  if (tokenize) {
+    if (ctx.tokenize_in_flight.fetch_add(1) >= kMaxTokenizeInFlight) {
+      --ctx.tokenize_in_flight;
+      return answer(ApiError{429, "rate_limit_error", "queue_full", "",
+                             strprintf("%d tokenize requests are already in progress; retry shortly", kMaxTokenizeInFlight)});
+    }
+    const bool detokenize = req.path == "/detokenize";
+    ctx.tasks->post([&ctx, detokenize, req = std::move(req), writer, ex] { handle_tokenize(ctx, detokenize, req, writer, ex); });
+    return;
+  }
   if (!ctx.worker->reserve()) return answer(queue_full(ctx.options.max_queue));
   const Endpoint endpoint = chat ? Endpoint::kChat : Endpoint::kCompletions;
   ctx.tasks->post([&ctx, endpoint, req = std::move(req), writer, ex] {

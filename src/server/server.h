@@ -1,6 +1,6 @@
 // `fathom serve`: an OpenAI-compatible HTTP server in front of one Engine.
 //   POST /v1/chat/completions, POST /v1/completions   (streaming with Server-Sent Events)
-//   GET  /v1/models, /v1/models/{id}, /health, /metrics
+//   GET  /v1/models, /v1/models/{id}, /health, /metrics; POST /tokenize, /detokenize
 // The listener comes up before the model is loaded (/health answers 503 "loading" meanwhile);
 // one engine thread runs the continuous-batching loop; HTTP worker threads parse requests,
 // submit them and relay their events. See src/server/README.md for the API and the choices.

@@ -36,6 +36,7 @@ struct ServerContext {
   std::once_flag token_bytes_once;    // guards max_prompt_token_bytes
   size_t max_prompt_token_bytes = 0;  // longest token text in the vocabulary (set on first use)
   std::atomic<bool> draining{false};  // shutdown began: refuse new generations
+  std::atomic<int> tokenize_in_flight{0};  // /tokenize and /detokenize requests queued or running
   std::atomic<uint64_t> next_id{1};   // response id counter
   uint64_t id_salt = 0;               // random per server, so ids differ across restarts
 
@@ -56,5 +57,14 @@ http::Response json_response(int status, std::string body);
 // held for the request (EngineWorker::reserve); this gives it back or hands it to submit.
 void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Request& req,
                        std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange);
+
+// /tokenize and /detokenize share the TaskQueue with generation, whose admission bounds the
+// queue; these bound their own share (more are answered 429).
+inline constexpr int kMaxTokenizeInFlight = 16;
+
+// POST /tokenize (detokenize = false) and POST /detokenize, on a TaskQueue thread; decrements
+// tokenize_in_flight when answered.
+void handle_tokenize(ServerContext& ctx, bool detokenize, const http::Request& req,
+                     std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange);
 
 }  // namespace fathom::server

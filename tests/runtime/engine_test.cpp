@@ -119,6 +119,42 @@ TEST(Engine, CancelEndsTheRequestAndFreesItsBlocks) {
   EXPECT_EQ(e->kv_cache().n_active_blocks(), 0);  // only prefix-cache entries may remain
 }
 
+// logit_bias: +100 makes greedy pick the token every time, -100 bans the greedy choice; both
+// also when the request is greedy, whose rows would otherwise come from the device's top-k.
+TEST(Engine, LogitBiasLiftsAndBans) {
+  const std::string path = synth_path("qwen2");
+  auto e = make_engine(path, 2, 64, 512);
+  ASSERT_TRUE(e);
+  const int64_t n_vocab = e->model().config().n_vocab;
+  const std::vector<int32_t> p = prompt(3, 8, n_vocab);
+  const std::vector<int32_t> plain = generate_all(*e, {p}, 3)[0];
+  ASSERT_EQ(plain.size(), 3u);
+  auto biased = [&](std::vector<std::pair<int32_t, float>> bias) {
+    std::vector<int32_t> out;
+    GenerationRequest r;
+    r.prompt = p;
+    r.max_tokens = 3;
+    r.ignore_eos = true;
+    r.sampling.temperature = 0.0f;
+    r.logit_bias = std::move(bias);
+    r.on_event = [&out](const TokenEvent& ev) {
+      if (ev.token >= 0) out.push_back(ev.token);
+    };
+    EXPECT_TRUE(e->submit(std::move(r)));
+    EXPECT_TRUE(e->run_until_idle().is_ok());
+    return out;
+  };
+  const int32_t lifted = (plain[0] + 7) % static_cast<int32_t>(n_vocab);
+  EXPECT_EQ(biased({{lifted, 100.0f}}), std::vector<int32_t>(3, lifted));
+  const std::vector<int32_t> banned = biased({{plain[0], -100.0f}});
+  ASSERT_EQ(banned.size(), 3u);
+  EXPECT_NE(banned[0], plain[0]);
+  GenerationRequest bad;
+  bad.prompt = p;
+  bad.logit_bias = {{static_cast<int32_t>(n_vocab), 1.0f}};
+  EXPECT_FALSE(e->submit(std::move(bad)));
+}
+
 TEST(Engine, LengthAndContextLimits) {
   const std::string path = synth_path("qwen2");
   auto e = make_engine(path, 1, 32, 512);

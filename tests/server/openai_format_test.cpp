@@ -53,8 +53,8 @@ TEST(OpenAiRequest, ChatDefaultsAndFields) {
        {"logprobs", true}, {"top_logprobs", 3}, {"n", 1}, {"user", "ignored"}, {"reasoning_format", "none"}});
   EXPECT_EQ(full.model, "m");
   ASSERT_EQ(full.messages.size(), 2u);
-  EXPECT_EQ(full.messages[0].role, "system");
-  EXPECT_EQ(full.messages[1].content, "ab");
+  EXPECT_EQ(full.messages[0].message.role, "system");
+  EXPECT_EQ(full.messages[1].message.content, "ab");
   EXPECT_EQ(full.max_tokens, 9);  // max_completion_tokens wins
   EXPECT_FLOAT_EQ(full.sampling.temperature, 1.5f);
   EXPECT_EQ(full.sampling.top_k, 3);
@@ -77,7 +77,17 @@ TEST(OpenAiRequest, RejectionsNameTheParameter) {
       {{{"messages", kHello}, {"top_p", -0.1}}, "top_p"},
       {{{"messages", kHello}, {"max_tokens", 0}}, "max_tokens"},
       {{{"messages", kHello}, {"max_tokens", 1.5}}, "max_tokens"},
-      {{{"messages", kHello}, {"n", 2}}, "n"},
+      {{{"messages", kHello}, {"n", 17}}, "n"},
+      {{{"messages", kHello}, {"n", 0}}, "n"},
+      {{{"messages", kHello}, {"response_format", {{"type", "json_object"}}}}, "response_format"},
+      {{{"messages", kHello}, {"grammar", "root ::= x"}}, "grammar"},
+      {{{"messages", kHello}, {"logit_bias", {{"abc", 1}}}}, "logit_bias"},
+      {{{"messages", kHello}, {"logit_bias", {{"5", 101}}}}, "logit_bias"},
+      {{{"messages", kHello}, {"tool_choice", "required"}}, "tool_choice"},
+      {{{"messages", kHello}, {"tools", json::array({{{"type", "function"}, {"function", {{"name", "bad name"}}}}})}}, "tools[0].function.name"},
+      {{{"messages", kHello}, {"tools", json::array({{{"type", "function"}, {"function", {{"name", "f"}}}}})}, {"tool_choice", {{"type", "function"}, {"function", {{"name", "g"}}}}}}, "tool_choice"},
+      {{{"messages", json::array({{{"role", "tool"}, {"content", "x"}, {"tool_call_id", "nope"}}})}}, "messages[0].tool_call_id"},
+      {{{"messages", json::array({{{"role", "assistant"}, {"content", nullptr}, {"tool_calls", json::array({{{"id", "c1"}, {"type", "function"}, {"function", {{"name", "f"}, {"arguments", "not json"}}}}})}}})}}, "messages[0].tool_calls[0].function.arguments"},
       {{{"messages", kHello}, {"stop", json::array({1})}}, "stop"},
       {{{"messages", kHello}, {"stream", "yes"}}, "stream"},
       {{{"messages", kHello}, {"stream_options", {{"include_usage", true}}}}, "stream_options"},
@@ -314,6 +324,153 @@ TEST(ChoiceBuilder, LogprobShapes) {
   EXPECT_EQ(found["top_logprobs"].size(), 2u);
   t.token = world + 2;
   EXPECT_FLOAT_EQ(top_only.push(t).logprobs["content"][0]["logprob"].get<float>(), -9999.0f);
+}
+
+// Replays `text` through a ChoiceBuilder in pieces of `piece` bytes as a stream would, and
+// returns the final body's choice and the tool-call deltas the stream carried.
+struct Replayed {
+  json choice;                        // completion_body's choices[0]
+  std::vector<json> stream_calls;     // delta.tool_calls entries of the stream chunks, in order
+  std::string stream_content;         // delta.content of the stream, joined
+  std::string stream_reasoning;       // delta.reasoning_content, joined
+  std::string finish;                 // the finish chunk's reason
+  int64_t reasoning_tokens = 0;
+};
+
+Replayed replay(const Tokenizer& tok, ChoiceBuilder::Options o, const std::string& text, size_t piece) {
+  ChoiceBuilder b(tok, o);
+  ResponseMeta meta;
+  Replayed r;
+  auto collect = [&](const ChoiceBuilder::Delta& d) {
+    for (const json& chunk : delta_chunks(meta, 0, d)) {
+      const json& delta = chunk["choices"][0]["delta"];
+      if (delta.contains("tool_calls")) r.stream_calls.push_back(delta["tool_calls"][0]);
+      if (delta.contains("content")) r.stream_content += delta["content"].get<std::string>();
+      if (delta.contains("reasoning_content")) r.stream_reasoning += delta["reasoning_content"].get<std::string>();
+    }
+  };
+  for (size_t at = 0; at < text.size(); at += piece) collect(b.push(text_event(text.substr(at, piece))));
+  collect(b.push(final_event(FinishReason::kStop)));
+  r.finish = finish_chunk(meta, 0, b.finish_reason_text())["choices"][0]["finish_reason"];
+  std::vector<ChoiceBuilder> choices{b};
+  r.choice = completion_body(meta, choices, Usage{})["choices"][0];
+  r.reasoning_tokens = b.reasoning_tokens();
+  return r;
+}
+
+TEST(ChoiceBuilder, ToolCallsAfterReasoningWhateverTheChunking) {
+  auto tok = qwen2_tokenizer();
+  ChoiceBuilder::Options o;
+  o.split_reasoning = true;
+  o.starts_in_reasoning = true;
+  o.tool_format = ToolCallFormat::kDeepSeekR1;
+  o.call_id_seed = 42;
+  const std::string text =
+      "The user wants the weather.\n</think>\n\n<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
+      "```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n```json\n"
+      "{\"a\": 1, \"b\": 2}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+  const Replayed whole = replay(*tok, o, text, text.size());
+  const json& message = whole.choice["message"];
+  EXPECT_TRUE(message["content"].is_null()) << message.dump();
+  EXPECT_EQ(message["reasoning_content"], "The user wants the weather.\n");
+  ASSERT_EQ(message["tool_calls"].size(), 2u) << message.dump();
+  EXPECT_EQ(message["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(message["tool_calls"][0]["function"]["arguments"], "{\"city\": \"Paris\"}");
+  EXPECT_EQ(message["tool_calls"][1]["function"]["name"], "add");
+  const std::string id = message["tool_calls"][0]["id"];
+  EXPECT_EQ(id.rfind("call_", 0), 0u);
+  EXPECT_EQ(id.size(), 29u);
+  EXPECT_NE(id, message["tool_calls"][1]["id"]);
+  EXPECT_EQ(whole.choice["finish_reason"], "tool_calls");
+  EXPECT_EQ(whole.finish, "tool_calls");
+  // The stream: per call a header {index, id, type, function: {name}} then the arguments.
+  ASSERT_EQ(whole.stream_calls.size(), 4u);
+  EXPECT_EQ(whole.stream_calls[0]["index"], 0);
+  EXPECT_EQ(whole.stream_calls[0]["id"], id);
+  EXPECT_EQ(whole.stream_calls[0]["function"]["name"], "get_weather");
+  EXPECT_EQ(whole.stream_calls[1]["function"]["arguments"], "{\"city\": \"Paris\"}");
+  EXPECT_FALSE(whole.stream_calls[1].contains("id"));
+  EXPECT_EQ(whole.stream_calls[2]["index"], 1);
+  EXPECT_EQ(whole.stream_content, "");
+  EXPECT_EQ(whole.stream_reasoning, "The user wants the weather.\n");
+  for (size_t piece = 1; piece <= 7; ++piece) {
+    SCOPED_TRACE(piece);
+    const Replayed split = replay(*tok, o, text, piece);
+    EXPECT_EQ(split.choice, whole.choice);
+    EXPECT_EQ(split.stream_calls, whole.stream_calls);
+    EXPECT_EQ(split.stream_content, whole.stream_content);
+    EXPECT_EQ(split.stream_reasoning, whole.stream_reasoning);
+  }
+}
+
+TEST(ChoiceBuilder, MalformedCallIsContentAndNoToolsNoParsing) {
+  auto tok = qwen2_tokenizer();
+  ChoiceBuilder::Options o;
+  o.tool_format = ToolCallFormat::kQwen;
+  const std::string broken = "Sure.<tool_call>\n{\"name\": \"f\", \"arguments\": {oops}}\n</tool_call>";
+  const Replayed r = replay(*tok, o, broken, 3);
+  EXPECT_EQ(r.choice["message"]["content"], broken);
+  EXPECT_FALSE(r.choice["message"].contains("tool_calls"));
+  EXPECT_EQ(r.choice["finish_reason"], "stop");
+  EXPECT_EQ(r.stream_content, broken);
+  // tool_choice "none" (or no tools): the markers are text.
+  const std::string call = "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>";
+  const Replayed plain = replay(*tok, ChoiceBuilder::Options{}, call, 4);
+  EXPECT_EQ(plain.choice["message"]["content"], call);
+  o.tool_format = ToolCallFormat::kQwen;
+  const Replayed parsed = replay(*tok, o, "Checking. " + call, 4);
+  EXPECT_EQ(parsed.choice["message"]["content"], "Checking.");  // the space before the call is layout
+  EXPECT_EQ(parsed.choice["message"]["tool_calls"][0]["function"]["arguments"], "{}");
+}
+
+TEST(ChoiceBuilder, ForcedCallAndReasoningTokens) {
+  auto tok = qwen2_tokenizer();
+  ChoiceBuilder::Options o;
+  o.tool_format = ToolCallFormat::kQwen;
+  o.forced_call_name = "add";
+  o.forced_call_prefix = forced_call_prefix(ToolCallFormat::kQwen, "", "add");
+  const Replayed r = replay(*tok, o, "{\"a\": 1}}\n</tool_call>", 2);
+  ASSERT_EQ(r.choice["message"]["tool_calls"].size(), 1u);
+  EXPECT_EQ(r.choice["message"]["tool_calls"][0]["function"]["name"], "add");
+  EXPECT_EQ(r.choice["message"]["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
+  // Reasoning tokens: each event inside <think> (the tags' tokens included) counts once.
+  ChoiceBuilder::Options think;
+  think.split_reasoning = true;
+  ChoiceBuilder b(*tok, think);
+  for (const char* piece : {"<think>", "a", "b", "</think>", "answer", "!"}) b.push(text_event(piece));
+  b.push(final_event(FinishReason::kStop));
+  EXPECT_EQ(b.reasoning_tokens(), 4);
+  const json usage = usage_json(Usage{1, 6, b.reasoning_tokens()});
+  EXPECT_EQ(usage["completion_tokens_details"]["reasoning_tokens"], 4);
+}
+
+TEST(OpenAiRequest, ToolsAndToolHistory) {
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}])");
+  const json messages = json::parse(R"([
+    {"role": "user", "content": "Weather?"},
+    {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+      "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}])");
+  const OpenAiRequest r = parse_ok(Endpoint::kChat, {{"messages", messages}, {"tools", tools},
+                                                     {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}},
+                                                     {"logit_bias", {{"11", -100}, {"12", 5.5}}}, {"n", 3}});
+  ASSERT_EQ(r.messages.size(), 3u);
+  EXPECT_TRUE(r.messages[1].content_null);
+  ASSERT_EQ(r.messages[1].tool_calls.size(), 1u);
+  EXPECT_EQ(r.messages[1].tool_calls[0].id, "call_1");
+  EXPECT_EQ(r.messages[1].tool_calls[0].arguments, "{\"city\": \"Paris\"}");
+  EXPECT_EQ(r.messages[2].tool_call_id, "call_1");
+  EXPECT_EQ(r.tool_choice, ToolChoiceMode::kNamed);
+  EXPECT_EQ(r.tool_choice_name, "get_weather");
+  EXPECT_EQ(r.tools.size(), 1u);
+  EXPECT_EQ(r.n, 3);
+  ASSERT_EQ(r.logit_bias.size(), 2u);
+  EXPECT_EQ(r.logit_bias[0], (std::pair<int32_t, float>{11, -100.0f}));
+  EXPECT_EQ(parse_ok(Endpoint::kChat, {{"messages", kHello}, {"tools", tools}, {"tool_choice", "none"}}).tool_choice,
+            ToolChoiceMode::kNone);
+  EXPECT_EQ(parse_error(Endpoint::kCompletions, {{"prompt", "x"}, {"tools", tools}}).param, "tools");
+  EXPECT_EQ(parse_error(Endpoint::kCompletions, {{"prompt", {"a", "b"}}, {"n", 9}}).param, "n");
 }
 
 TEST(Reasoning, PromptEndsInReasoning) {

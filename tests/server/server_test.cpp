@@ -184,7 +184,7 @@ TEST_F(ServerTest, ClientErrors) {
   const Reply temp = post_json(c, "/v1/chat/completions", {{"messages", kUser}, {"temperature", "hot"}});
   expect_error(temp, 400, "invalid_request_error");
   EXPECT_EQ(temp.body["error"]["param"], "temperature");
-  const Reply n2 = post_json(c, "/v1/chat/completions", {{"messages", kUser}, {"n", 2}});
+  const Reply n2 = post_json(c, "/v1/chat/completions", {{"messages", kUser}, {"n", 17}});
   expect_error(n2, 400, "invalid_request_error");
   EXPECT_EQ(n2.body["error"]["param"], "n");
   expect_error(post_json(c, "/v1/chat/completions", {{"messages", kUser}, {"model", "gpt-4o"}}), 404, "invalid_request_error",
@@ -220,7 +220,7 @@ TEST_F(ServerTest, Models) {
 TEST_F(ServerTest, Metrics) {
   auto c = client();
   post_json(c, "/v1/chat/completions", {{"messages", kUser}, {"max_tokens", 4}, {"ignore_eos", true}});
-  post_json(c, "/v1/chat/completions", {{"messages", kUser}, {"n", 3}});
+  post_json(c, "/v1/chat/completions", {{"messages", kUser}, {"n", 99}});
   auto res = c.Get("/metrics");
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200);

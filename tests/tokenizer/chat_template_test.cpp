@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "tokenizer/chat_template.h"
+#include "tokenizer/tool_calls.h"
 
 namespace fathom {
 namespace {
@@ -263,6 +264,65 @@ TEST_P(ChatTemplateConformance, MatchesPythonJinja2) {
 
 INSTANTIATE_TEST_SUITE_P(Templates, ChatTemplateConformance, ::testing::ValuesIn(templates()),
                          [](const auto& info) { return info.param.name; });
+
+// The conversation as the server builds it from an OpenAI request (chat_messages_json: calls-only
+// assistant turns with null content, arguments as the template wants them, tool_call_id),
+// through every template, against python.
+TEST_P(ChatTemplateConformance, ToolHistoryAsTheServerBuildsIt) {
+  const auto python = find_python();
+  if (!python) GTEST_SKIP() << "python3 with jinja2 not available";
+  const std::string source = load_template(GetParam());
+  const bool object_arguments = template_takes_object_arguments(source);
+  const ChatTurn system{{"system", "You can use tools.", ""}, false, {}, ""};
+  const ChatTurn user{{"user", "Weather in Paris, and 2+3.5?", ""}, false, {}, ""};
+  const std::vector<ToolCall> two_calls = {{"call_1", "get_weather", "{\"city\": \"Lutetia\", \"unit\": \"celsius\"}"},
+                                           {"call_2", "add", "{\"a\": 2, \"b\": 3.5}"}};
+  const ChatTurn calls{{"assistant", "", ""}, true, two_calls, ""};
+  const ChatTurn calls_with_text{{"assistant", "Let me check.", "The user wants two things."}, false, two_calls, ""};
+  const ChatTurn one_call{{"assistant", "", ""}, true, {two_calls[0]}, ""};
+  const ChatTurn result1{{"tool", "{\"temperature\": 18, \"sky\": \"cloudy\"}", ""}, false, {}, "call_1"};
+  const ChatTurn result2{{"tool", "5.5", ""}, false, {}, "call_2"};
+  const ChatTurn answer{{"assistant", "It is 18°C and cloudy; 2+3.5 = 5.5.", ""}, false, {}, ""};
+  const ChatTurn follow_up{{"user", "And in Rome?", ""}, false, {}, ""};
+  const std::vector<std::pair<std::string, std::vector<ChatTurn>>> histories = {
+      {"calls_pending_results", {system, user, calls}},
+      {"results_pending_answer", {system, user, calls, result1, result2}},
+      {"full_round_trip", {system, user, calls, result1, result2, answer, follow_up}},
+      {"calls_with_content_and_reasoning", {user, calls_with_text, result1, result2, answer, follow_up}},
+      {"one_call_one_result", {user, one_call, result1}},
+      {"two_rounds", {user, one_call, result1, answer, follow_up, one_call, result1}},
+  };
+  ojson requests = ojson::array();
+  std::vector<ojson> contexts;
+  for (const auto& [name, turns] : histories) {
+    for (bool with_tools : {true, false}) {
+      ojson context = {{"messages", chat_messages_json(turns, object_arguments)}, {"add_generation_prompt", true},
+                       {"bos_token", kBos}, {"eos_token", kEos}};
+      if (with_tools) context["tools"] = weather_tools();
+      requests.push_back({{"template", source}, {"context", context}});
+      contexts.push_back(std::move(context));
+    }
+  }
+  const std::vector<Reference> expected = render_with_python(*python, requests);
+  ASSERT_EQ(expected.size(), contexts.size()) << "render_jinja.py failed";
+  int rendered = 0;
+  for (size_t i = 0; i < contexts.size(); ++i) {
+    SCOPED_TRACE(GetParam().name + " / " + histories[i / 2].first + (i % 2 == 0 ? " (tools)" : " (no tools)"));
+    const Expected<std::string> got = render_template(source, contexts[i]);
+    if (!expected[i].ok) {
+      EXPECT_FALSE(got.has_value()) << "python failed with " << expected[i].error;
+      continue;
+    }
+    ASSERT_TRUE(got.has_value()) << got.status().to_string();
+    EXPECT_EQ(got.value(), expected[i].output);
+    // The calls reach the prompt (R1-Distill-Llama renders calls only when content is null).
+    if (GetParam().path.find("testdata") != std::string::npos && histories[i / 2].first != "calls_with_content_and_reasoning") {
+      EXPECT_NE(got.value().find("Lutetia"), std::string::npos) << got.value();
+    }
+    rendered += got.value() == expected[i].output;
+  }
+  std::printf("[ conformance ] %s: %d tool histories identical of %zu\n", GetParam().name.c_str(), rendered, contexts.size());
+}
 
 // Non-chat-mode rendering (jinja2 defaults, no trim/lstrip) of a whitespace-heavy template.
 TEST(ChatTemplateConformanceDefaults, WhitespaceWithoutChatMode) {
