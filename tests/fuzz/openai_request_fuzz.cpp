@@ -9,6 +9,7 @@
 #include <string>
 
 #include "server/openai_request.h"
+#include "tokenizer/tool_calls.h"
 #include "tokenizer/chat_template.h"
 
 namespace {
@@ -55,9 +56,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     nlohmann::ordered_json context = nlohmann::ordered_json::object();
     for (const auto& [key, value] : r.chat_template_kwargs.items())
       context[key] = nlohmann::ordered_json::parse(value.dump());
-    nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-    for (const ChatMessage& m : r.messages) messages.push_back({{"role", m.role}, {"content", m.content}});
-    context["messages"] = std::move(messages);
+    context["messages"] = chat_messages_json(r.messages, /*object_arguments=*/(json.dump().size() & 1) != 0);
+    if (!r.tools.empty()) context["tools"] = r.tools;
     context["add_generation_prompt"] = true;
     context["bos_token"] = "<s>";
     context["eos_token"] = "</s>";
