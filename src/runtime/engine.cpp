@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "runtime/stop_strings.h"
 
@@ -31,6 +32,7 @@ struct Engine::Active : SchedSequence {
   std::unique_ptr<Sampler> sampler;
   Utf8StreamDecoder utf8;     // token bytes -> complete UTF-8 text
   StopStringMatcher stop;     // withholds text that may begin a stop string
+  std::optional<GrammarMatcher> grammar;  // when the request has a grammar: its parse so far
   RequestStats stats;
   int64_t n_prompt = 0;
 };
@@ -139,6 +141,16 @@ void Engine::admit_incoming() {
       finish(*raw, FinishReason::kLength, Status::ok());
       continue;
     }
+    if (raw->request.sampling.grammar) {
+      // Here, not in submit(): the trie and the grammar cache belong to the engine thread.
+      if (!token_trie_) token_trie_ = TokenTrie::build(*tokenizer_);
+      auto matcher = GrammarMatcher::create(grammar_cache_.get(raw->request.sampling.grammar, token_trie_));
+      if (!matcher) {
+        finish(*raw, FinishReason::kError, matcher.status());
+        continue;
+      }
+      raw->grammar.emplace(std::move(matcher).value());
+    }
     scheduler_->enqueue(raw);
   }
   for (RequestId id : cancelled) {
@@ -192,6 +204,12 @@ void Engine::emit_token(Active& a, int32_t token, const float* logits) {
     finish(a, FinishReason::kStop, Status::ok(), /*release_held_text=*/false);
     return;
   }
+  if (a.grammar && a.grammar->is_terminated()) {
+    // The grammar admits nothing more: the output is complete.
+    if (a.request.on_event) a.request.on_event(ev);
+    finish(a, FinishReason::kStop, Status::ok());
+    return;
+  }
   const bool at_length = a.stats.n_generated >= a.request.max_tokens;
   const bool at_context = static_cast<int64_t>(a.tokens.size()) >= n_ctx_;
   if (a.request.on_event) a.request.on_event(ev);
@@ -242,8 +260,20 @@ Status Engine::step() {
       emit_token(*a, a->sampler->sample_top(top_.ids.data() + at, top_.values.data() + at, top_.k), nullptr);
       continue;
     }
-    const float* row = logits_.data() + static_cast<int64_t>(r) * n_vocab;
+    float* row = logits_.data() + static_cast<int64_t>(r) * n_vocab;
+    if (a->grammar) {
+      if (Status ms = a->grammar->apply_mask(row, n_vocab); !ms.is_ok()) {
+        finish(*a, FinishReason::kError, ms);
+        continue;
+      }
+    }
     const int32_t token = a->sampler->sample(row, n_vocab);
+    if (a->grammar) {
+      if (Status as = a->grammar->accept(token); !as.is_ok()) {
+        finish(*a, FinishReason::kError, as);
+        continue;
+      }
+    }
     emit_token(*a, token, row);
   }
   return Status::ok();
