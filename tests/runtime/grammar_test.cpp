@@ -3,6 +3,7 @@
 // and generation through the engine and the CLI with a schema.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -298,7 +299,11 @@ TEST(JsonSchema, UnsupportedKeywordsAreNamed) {
     const char* expected;
   };
   for (const Case& c : std::initializer_list<Case>{
-           {R"({"type":"string","pattern":"^a+$"})", "'pattern'"},
+           {R"({"type":"string","pattern":"(?=a)b"})", "lookaround"},
+           {R"({"type":"string","pattern":"(a)\\1"})", "backreferences"},
+           {R"({"type":"string","pattern":"\\bfoo"})", "word boundaries"},
+           {R"({"type":"string","pattern":"a^b"})", "anchors are supported only at the start and end"},
+           {R"({"type":"string","pattern":"^a","maxLength":3})", "'pattern' together with"},
            {R"({"type":"integer","minimum":0})", "'minimum'"},
            {R"({"allOf":[{"type":"string"}]})", "'allOf'"},
            {R"({"type":"string","format":"email"})", "format 'email'"},
@@ -321,6 +326,28 @@ TEST(JsonSchema, UnsupportedKeywordsAreNamed) {
   auto g = grammar_from_json_schema(std::string_view(deep));
   ASSERT_FALSE(g);
   EXPECT_NE(g.status().message().find("nested deeper"), std::string::npos) << g.status().message();
+}
+
+TEST(JsonSchema, PatternsMatchTheJsonSpellingOfTheirStrings) {
+  struct Case {
+    const char* pattern;
+    std::vector<std::string> good, bad;  // decoded strings
+  };
+  for (const Case& c : std::initializer_list<Case>{
+           {"^[A-Z]{2}-\\d{3}$", {"AB-123", "ZZ-000"}, {"AB-12", "ab-123", "xAB-123", "AB-1234"}},
+           {"ab|c\"d", {"ab", "xxabyy", "c\"d", "\"c\"d\\"}, {"a b", "", "cd"}},
+           {"^\\s*\\w+\\.$", {"  foo_1.", "\tx.", "\u00a0y."}, {"foo", " .", "a.b"}},
+           {"^[^a-c]$", {"d", "\n", "\"", "\\", "é"}, {"a", "dd", ""}},
+           {"^(?:ab)+(?<x>c)?$", {"ab", "ababc"}, {"abcc", "c", "aba"}},
+           {"^.{2,3}$", {"ab", "a✓c"}, {"a", "a\nb", "abcd"}},
+           {"^\\x41\\u00e9[\\d\\-]?$", {"Aé", "Aé-", "Aé7"}, {"A", "Aéx"}},
+       }) {
+    const json schema = {{"type", "string"}, {"pattern", c.pattern}};
+    auto g = grammar_from_json_schema(schema);
+    ASSERT_TRUE(g) << c.pattern << ": " << g.status().to_string();
+    for (const std::string& s : c.good) EXPECT_TRUE(accepts(*g, json(s).dump())) << c.pattern << " should match " << json(s).dump() << "\n" << (*g)->source;
+    for (const std::string& s : c.bad) EXPECT_FALSE(accepts(*g, json(s).dump())) << c.pattern << " should not match " << json(s).dump();
+  }
 }
 
 TEST(JsonSchema, PropertiesInSchemaOrderOptionalOnesMayBeAbsent) {
@@ -515,7 +542,7 @@ TEST(GrammarCli, RunTakesGrammarAndSchemaFiles) {
     std::ofstream(dir + "/grammar-cli.json") << kBoundedSchema;
     std::ofstream(dir + "/grammar-cli.gbnf") << "root ::= \"yes\" | \"no\" | \"maybe, \" [0-9]\n";
     std::ofstream(dir + "/grammar-bad.gbnf") << "root ::= \"yes\n";
-    std::ofstream(dir + "/grammar-bad.json") << R"({"type":"string","pattern":"a+"})";
+    std::ofstream(dir + "/grammar-bad.json") << R"J({"type":"string","pattern":"(?!a)"})J";
   }
   for (int seed = 1; seed <= 3; ++seed) {
     auto r = test::run_fathom("run -m " + model + " -p 'Answer:' -n 400 -q -s " + std::to_string(seed) + " --json-schema " + dir + "/grammar-cli.json", false);
@@ -540,6 +567,74 @@ TEST(GrammarCli, RunTakesGrammarAndSchemaFiles) {
   auto both = test::run_fathom("run -m " + model + " -p x --json-schema a --grammar-file b");
   EXPECT_EQ(both.code, 2);
   EXPECT_NE(both.output.find("exclude each other"), std::string::npos) << both.output;
+}
+
+}  // namespace
+}  // namespace fathom
+
+namespace fathom {
+namespace {
+
+// Measurement, not a check (run with --gtest_also_run_disabled_tests): the mask cost per
+// decode step on the real qwen2 vocabulary (151,646 tokens), for one sequence and for eight
+// sequences sharing a schema, cold (a new grammar: every state is a miss) and warm (states
+// seen before). Each step: mask lookup or trie walk, -inf over a 151,936-logit row, accept.
+TEST(GrammarMask, DISABLED_CostOnQwen2Vocabulary) {
+  auto tok = load_vocab("qwen2");
+  ASSERT_TRUE(tok);
+  auto seconds = [] { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+  double t0 = seconds();
+  auto trie = TokenTrie::build(*tok);
+  std::printf("trie: %zu nodes, built in %.1f ms\n", trie->byte.size(), (seconds() - t0) * 1e3);
+  for (const char* schema_text : {schema_cases()[0].schema, kBoundedSchema}) {
+    const json schema = json::parse(schema_text);
+    std::vector<std::vector<int32_t>> docs;
+    DocGenerator gen(schema, 3);
+    for (int i = 0; i < 16; ++i) docs.push_back(tok->encode(gen.generate(schema).dump(i % 2 ? 2 : -1), false, false));
+    auto g = grammar_from_json_schema(std::string_view(schema_text));
+    ASSERT_TRUE(g);
+    std::vector<float> row(151936);
+    for (int batch : {1, 8}) {
+      for (const char* phase : {"cold", "warm"}) {
+        // Warm: the same compiled grammar already ran the other 8 documents.
+        auto compiled = std::make_shared<CompiledGrammar>(*g, trie, 2048);
+        const size_t first_doc = std::string(phase) == "warm" ? 8 : 0;
+        if (first_doc) {
+          for (size_t d = 0; d < 8; ++d) {
+            auto m = GrammarMatcher::create(compiled);
+            for (int32_t t : docs[d]) {
+              ASSERT_TRUE(m->apply_mask(row.data(), 151936).is_ok());
+              ASSERT_TRUE(m->accept(t).is_ok());
+            }
+          }
+        }
+        std::vector<GrammarMatcher> matchers;
+        for (int b = 0; b < batch; ++b) matchers.push_back(*GrammarMatcher::create(compiled));
+        double total = 0.0, worst = 0.0;
+        size_t steps = 0;
+        for (size_t step = 0;; ++step) {
+          bool any = false;
+          const double s0 = seconds();
+          for (int b = 0; b < batch; ++b) {
+            const auto& doc = docs[first_doc + static_cast<size_t>(b)];
+            if (step >= doc.size()) continue;
+            any = true;
+            std::fill(row.begin(), row.end(), 0.0f);
+            ASSERT_TRUE(matchers[static_cast<size_t>(b)].apply_mask(row.data(), 151936).is_ok());
+            ASSERT_TRUE(matchers[static_cast<size_t>(b)].accept(doc[step]).is_ok());
+          }
+          const double dt = seconds() - s0;
+          if (!any) break;
+          total += dt;
+          worst = std::max(worst, dt);
+          ++steps;
+        }
+        std::printf("%s batch %d %s: %zu steps, mean %.0f us/step, worst %.0f us, %zu masks cached, %zu configurations\n",
+                    schema_text == kBoundedSchema ? "bounded" : "person", batch, phase, steps, total / static_cast<double>(steps) * 1e6,
+                    worst * 1e6, compiled->n_cached_masks(), compiled->automaton().n_configs());
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "runtime/grammar/grammar.h"
+#include "runtime/grammar/json_pattern.h"
 
 namespace fathom {
 
@@ -149,7 +150,7 @@ class SchemaConverter {
     }
     if (!s.is_object()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": a schema must be an object or a boolean");
     static const std::set<std::string> known{"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
-                                             "enum", "const", "anyOf", "oneOf", "$ref", "format", "minLength", "maxLength"};
+                                             "enum", "const", "anyOf", "oneOf", "$ref", "format", "minLength", "maxLength", "pattern"};
     for (const auto& [key, value] : s.items()) {
       if (!known.count(key) && !annotation_keywords().count(key))
         return unsupported(path, "keyword '" + key + "' is not supported (fathom cannot guarantee it, so it refuses the schema)");
@@ -204,7 +205,7 @@ class SchemaConverter {
         if (s.contains(k)) return unsupported(path, std::string("keyword '") + k + "' does not apply to type '" + type + "'");
       return Status::ok();
     };
-    if (type != "string") FATHOM_RETURN_IF_ERROR(refuse_others({"format", "minLength", "maxLength"}));
+    if (type != "string") FATHOM_RETURN_IF_ERROR(refuse_others({"format", "minLength", "maxLength", "pattern"}));
     if (type != "object") FATHOM_RETURN_IF_ERROR(refuse_others({"properties", "required", "additionalProperties"}));
     if (type != "array") FATHOM_RETURN_IF_ERROR(refuse_others({"items", "minItems", "maxItems"}));
     if (type == "string") return visit_string(s, path);
@@ -232,6 +233,15 @@ class SchemaConverter {
   }
 
   Expected<std::string> visit_string(const nlohmann::ordered_json& s, const std::string& path) {
+    if (s.contains("pattern")) {
+      if (s.contains("format") || s.contains("minLength") || s.contains("maxLength"))
+        return unsupported(path, "'pattern' together with 'format', 'minLength' or 'maxLength' (their intersection is not built)");
+      if (!s["pattern"].is_string()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'pattern' must be a string");
+      auto body = json_pattern_to_gbnf(s["pattern"].get<std::string>());
+      if (!body) return unsupported(path, "'pattern' " + s["pattern"].dump() + ": " + body.status().message());
+      use("char");
+      return add_rule(path_hint(path) + "-pattern", "\"\\\"\" " + *body + " \"\\\"\"");
+    }
     if (s.contains("format")) {
       if (s.contains("minLength") || s.contains("maxLength")) return unsupported(path, "'format' together with 'minLength'/'maxLength'");
       const std::string f = s["format"].is_string() ? s["format"].get<std::string>() : "";
