@@ -262,14 +262,20 @@ Status Engine::step() {
     }
     float* row = logits_.data() + static_cast<int64_t>(r) * n_vocab;
     if (a->grammar) {
-      if (Status ms = a->grammar->apply_mask(row, n_vocab); !ms.is_ok()) {
+      const double t0 = now_seconds();
+      const Status ms = a->grammar->apply_mask(row, n_vocab);
+      a->stats.grammar_seconds += now_seconds() - t0;
+      if (!ms.is_ok()) {
         finish(*a, FinishReason::kError, ms);
         continue;
       }
     }
     const int32_t token = a->sampler->sample(row, n_vocab);
     if (a->grammar) {
-      if (Status as = a->grammar->accept(token); !as.is_ok()) {
+      const double t0 = now_seconds();
+      const Status as = a->grammar->accept(token);
+      a->stats.grammar_seconds += now_seconds() - t0;
+      if (!as.is_ok()) {
         finish(*a, FinishReason::kError, as);
         continue;
       }

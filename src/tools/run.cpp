@@ -60,6 +60,7 @@ int cmd_run(const Args& args) {
   req.max_tokens = n_predict;
   req.sampling = sampling.to_params();
   req.sampling.grammar = *constraint;
+  const bool req_has_grammar = req.sampling.grammar != nullptr;
   req.ignore_eos = ignore_eos;
   RequestStats stats;
   Status failure;
@@ -95,6 +96,9 @@ int cmd_run(const Args& args) {
     std::fprintf(stderr, "\nload: %.2f s | prompt: %lld tokens in %.3f s (%.1f tok/s) | generation: %lld tokens in %.3f s (%.1f tok/s)\n",
                  engine->load_seconds(), static_cast<long long>(stats.n_prompt), pt, pt > 0 ? stats.n_prompt / pt : 0.0,
                  static_cast<long long>(stats.n_generated), gt, gt > 0 ? n_gen_timed / gt : 0.0);
+    if (req_has_grammar)
+      std::fprintf(stderr, "grammar: %.1f ms masking and advancing (%.2f ms per token)\n", stats.grammar_seconds * 1e3,
+                   stats.n_generated > 0 ? stats.grammar_seconds * 1e3 / static_cast<double>(stats.n_generated) : 0.0);
     const double mib = 1024.0 * 1024.0;
     std::fprintf(stderr, "memory: peak resident %.1f MiB (model file %.1f MiB, KV cache %.1f MiB)\n",
                  static_cast<double>(peak_resident_bytes()) / mib, static_cast<double>(engine->model().file().file_size()) / mib,

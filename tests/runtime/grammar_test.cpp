@@ -639,3 +639,71 @@ TEST(GrammarMask, DISABLED_CostOnQwen2Vocabulary) {
 
 }  // namespace
 }  // namespace fathom
+
+namespace fathom {
+namespace {
+
+// Measurement on a real-size model (run with --gtest_also_run_disabled_tests; the model from
+// `fathom synth --arch qwen2 --preset 1.5b --type q4_0 --vocab .../ggml-vocab-qwen2.gguf`,
+// path in FATHOM_GRAMMAR_BENCH_MODEL): decode step time with and without a schema, batch 1 and
+// 8, and the share of the grammar work, cold (a grammar never seen) and warm.
+TEST(GrammarGeneration, DISABLED_OverheadOnModel) {
+  const char* path = std::getenv("FATHOM_GRAMMAR_BENCH_MODEL");
+  if (!path) GTEST_SKIP() << "set FATHOM_GRAMMAR_BENCH_MODEL";
+  EngineOptions eo;
+  eo.model_path = path;
+  eo.n_threads = 2;
+  eo.n_ctx = 256;
+  eo.n_seq_max = 8;
+  auto engine = Engine::create(eo);
+  ASSERT_TRUE(engine) << engine.status().to_string();
+  const std::vector<int32_t> prompt = (*engine)->tokenizer().encode("Reply in JSON:", false, true);
+  int variant = 0;
+  auto run = [&](int batch, bool constrained, bool fresh_grammar) {
+    std::shared_ptr<const Grammar> g;
+    if (constrained) {
+      // A new property name makes a new grammar text: nothing cached (cold).
+      json schema = json::parse(schema_cases()[0].schema);
+      if (fresh_grammar) schema["properties"]["v" + std::to_string(++variant)] = {{"type", "string"}};
+      g = *grammar_from_json_schema(schema);
+    }
+    std::vector<RequestStats> stats(static_cast<size_t>(batch));
+    for (int b = 0; b < batch; ++b) {
+      GenerationRequest r;
+      r.prompt = prompt;
+      r.prompt.push_back(100 + b);
+      r.max_tokens = 48;
+      r.ignore_eos = !constrained;
+      r.sampling.seed = static_cast<uint64_t>(b + 1);
+      r.sampling.grammar = g;
+      r.on_event = [&stats, b](const TokenEvent& ev) {
+        if (ev.finished) stats[static_cast<size_t>(b)] = ev.stats;
+      };
+      ASSERT_TRUE((*engine)->submit(std::move(r)));
+    }
+    const double t0 = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    ASSERT_TRUE((*engine)->run_until_idle().is_ok());
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count() - t0;
+    double gen = 0.0, grammar = 0.0;
+    int64_t tokens = 0;
+    for (const RequestStats& s : stats) {
+      gen = std::max(gen, s.generation_seconds());
+      grammar += s.grammar_seconds;
+      tokens += s.n_generated;
+    }
+    const double steps = static_cast<double>(tokens) / batch;
+    std::printf("batch %d %-24s %3lld tokens, wall %.2f s, %.1f ms per decode step, grammar %.2f ms per step (%.1f%% of the step)\n", batch,
+                constrained ? (fresh_grammar ? "schema, cold" : "schema, warm") : "unconstrained", static_cast<long long>(tokens), wall,
+                gen / std::max(1.0, steps - 1) * 1e3, grammar / steps * 1e3, grammar / std::max(1e-9, gen) * 100.0);
+  };
+  run(1, false, false);  // warm-up: weights paged in, trie not built yet
+  run(1, false, false);
+  run(1, true, true);
+  run(1, true, false);
+  run(8, false, false);
+  run(8, true, true);
+  run(8, true, false);
+}
+
+}  // namespace
+}  // namespace fathom
