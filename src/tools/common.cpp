@@ -45,7 +45,7 @@ Expected<std::shared_ptr<const Grammar>> GrammarOptions::load() const {
   if (path.empty()) return std::shared_ptr<const Grammar>();
   auto text = read_text_file(path);
   if (!text) return text.status();
-  auto grammar = grammar_file.empty() ? grammar_from_json_schema(std::string_view(*text)) : grammar_from_gbnf(*text);
+  auto grammar = grammar_file.empty() ? grammar_from_json_schema_text(*text) : grammar_from_gbnf(*text);
   if (!grammar) return error(grammar.status().code(), path + ": " + grammar.status().message());
   return grammar;
 }

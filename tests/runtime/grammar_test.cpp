@@ -281,7 +281,7 @@ std::vector<SchemaCase> schema_cases() {
 TEST(JsonSchema, RandomValidDocumentsAcceptedInvalidRejected) {
   for (const SchemaCase& c : schema_cases()) {
     const json schema = json::parse(c.schema);
-    auto g = grammar_from_json_schema(std::string_view(c.schema));
+    auto g = grammar_from_json_schema_text(c.schema);
     ASSERT_TRUE(g) << c.name << ": " << g.status().to_string();
     DocGenerator gen(schema, 7);
     for (int i = 0; i < 40; ++i) {
@@ -316,14 +316,14 @@ TEST(JsonSchema, UnsupportedKeywordsAreNamed) {
            {R"(false)", "accepts no document"},
            {R"({"type": )", "not valid JSON"},
        }) {
-    auto g = grammar_from_json_schema(std::string_view(c.schema));
+    auto g = grammar_from_json_schema_text(c.schema);
     ASSERT_FALSE(g) << c.schema;
     EXPECT_NE(g.status().message().find(c.expected), std::string::npos) << c.schema << " -> " << g.status().message();
   }
   // Depth is bounded: a chain of 40 nested arrays is refused.
   std::string deep = R"({"type":"string"})";
   for (int i = 0; i < 40; ++i) deep = R"({"type":"array","items":)" + deep + "}";
-  auto g = grammar_from_json_schema(std::string_view(deep));
+  auto g = grammar_from_json_schema_text(deep);
   ASSERT_FALSE(g);
   EXPECT_NE(g.status().message().find("nested deeper"), std::string::npos) << g.status().message();
 }
@@ -350,8 +350,20 @@ TEST(JsonSchema, PatternsMatchTheJsonSpellingOfTheirStrings) {
   }
 }
 
+TEST(JsonSchema, OverloadsForTextOrderedAndPlainJson) {
+  const std::string text = R"({"type":"object","properties":{"b":{"type":"integer"},"a":{"type":"integer"}},"required":["a","b"]})";
+  auto from_text = grammar_from_json_schema_text(text);
+  auto from_ordered = grammar_from_json_schema(json::parse(text));
+  auto from_plain = grammar_from_json_schema(nlohmann::json::parse(text));  // keys sorted by nlohmann::json
+  ASSERT_TRUE(from_text && from_ordered && from_plain);
+  EXPECT_TRUE(accepts(*from_text, R"({"b":1,"a":2})"));
+  EXPECT_TRUE(accepts(*from_ordered, R"({"b":1,"a":2})"));
+  EXPECT_TRUE(accepts(*from_plain, R"({"a":2,"b":1})"));
+  EXPECT_FALSE(accepts(*from_plain, R"({"b":1,"a":2})"));
+}
+
 TEST(JsonSchema, PropertiesInSchemaOrderOptionalOnesMayBeAbsent) {
-  auto g = grammar_from_json_schema(std::string_view(
+  auto g = grammar_from_json_schema_text((
       R"({"type":"object","properties":{"z":{"type":"integer"},"a":{"type":"integer"},"m":{"type":"integer"}},"required":["a"]})"));
   ASSERT_TRUE(g);
   EXPECT_TRUE(accepts(*g, R"({"z":1,"a":2,"m":3})"));
@@ -417,7 +429,7 @@ void check_masks(const Tokenizer& tok, const std::shared_ptr<const Grammar>& g, 
 
 TEST(GrammarMask, FastEqualsReferenceOnRealVocabularies) {
   const SchemaCase person = schema_cases()[0];
-  auto schema_grammar = grammar_from_json_schema(std::string_view(person.schema));
+  auto schema_grammar = grammar_from_json_schema_text(person.schema);
   ASSERT_TRUE(schema_grammar);
   const std::string doc = "{\"name\": \"Zoë \\\"Z\\\" ✓\", \"age\": -42, \"tags\": [\"x\", \"yz\"], \"active\": true}";
   for (const char* vocab : {"qwen2", "deepseek-llm"}) {
@@ -501,7 +513,7 @@ TEST(GrammarGeneration, SchemaOutputAlwaysParsesAndValidates) {
   eo.n_seq_max = 4;
   auto engine = Engine::create(eo);
   ASSERT_TRUE(engine) << engine.status().to_string();
-  auto g = grammar_from_json_schema(std::string_view(kBoundedSchema));
+  auto g = grammar_from_json_schema_text(kBoundedSchema);
   ASSERT_TRUE(g) << g.status().to_string();
   const std::vector<int32_t> prompt = (*engine)->tokenizer().encode("Give me JSON:", false, true);
   std::vector<std::string> out(20);
@@ -555,6 +567,13 @@ TEST(GrammarCli, RunTakesGrammarAndSchemaFiles) {
     const std::string answer = y.output.substr(0, y.output.find_last_not_of('\n') + 1);
     EXPECT_TRUE(answer == "yes" || answer == "no" || (answer.size() == 8 && answer.rfind("maybe, ", 0) == 0)) << y.output;
   }
+  // chat: the answer is constrained too.
+  auto chat = test::run_command("printf 'hi\\n' | " + std::string(std::getenv("FATHOM_BIN") ? std::getenv("FATHOM_BIN") : FATHOM_BIN_PATH) +
+                                " chat -m " + model + " -n 400 -s 4 --json-schema " + dir + "/grammar-cli.json 2>/dev/null");
+  ASSERT_EQ(chat.code, 0) << chat.output;
+  const nlohmann::json chat_doc = nlohmann::json::parse(chat.output, nullptr, false);
+  ASSERT_FALSE(chat_doc.is_discarded()) << chat.output;
+  EXPECT_TRUE(validates(chat_doc)) << chat.output;
   auto bad = test::run_fathom("run -m " + model + " -p x --grammar-file " + dir + "/grammar-bad.gbnf");
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.output.find("grammar-bad.gbnf: grammar line 1 column 10: unclosed string literal"), std::string::npos) << bad.output;
@@ -591,7 +610,7 @@ TEST(GrammarMask, DISABLED_CostOnQwen2Vocabulary) {
     std::vector<std::vector<int32_t>> docs;
     DocGenerator gen(schema, 3);
     for (int i = 0; i < 16; ++i) docs.push_back(tok->encode(gen.generate(schema).dump(i % 2 ? 2 : -1), false, false));
-    auto g = grammar_from_json_schema(std::string_view(schema_text));
+    auto g = grammar_from_json_schema_text(schema_text);
     ASSERT_TRUE(g);
     std::vector<float> row(151936);
     for (int batch : {1, 8}) {

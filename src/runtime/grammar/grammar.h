@@ -3,10 +3,13 @@
 //
 // Public API (what the server and the CLI call):
 //   Expected<std::shared_ptr<const Grammar>> grammar_from_gbnf(std::string_view text, const GrammarLimits& = {});
-//   Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema(std::string_view schema_json, const JsonSchemaOptions& = {});
+//   Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema_text(std::string_view schema_json, const JsonSchemaOptions& = {});
 //   Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema(const nlohmann::ordered_json& schema, const JsonSchemaOptions& = {});
 //   Expected<std::string> json_schema_to_gbnf(const nlohmann::ordered_json& schema, const JsonSchemaOptions& = {});
 //   std::shared_ptr<const Grammar> json_object_grammar();   // response_format {"type": "json_object"}
+// Every error is a Status naming what was wrong (GBNF: line and column; schema: the JSON pointer
+// path and the keyword), kInvalidArgument for malformed input, kUnsupported for valid schema
+// keywords fathom cannot guarantee, kOutOfRange for a limit.
 // Attach the grammar to SamplingParams::grammar; the engine masks every token that cannot
 // continue a valid parse and ends the request with "stop" once the grammar is complete.
 // A Grammar is immutable and may be shared by any number of requests and threads.
@@ -76,8 +79,9 @@ struct JsonSchemaOptions {
 Expected<std::string> json_schema_to_gbnf(const nlohmann::ordered_json& schema, const JsonSchemaOptions& options = {});
 Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema(const nlohmann::ordered_json& schema,
                                                                   const JsonSchemaOptions& options = {});
-// Parses the text itself so that properties keep the schema's order (nlohmann::json sorts keys).
-Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema(std::string_view schema_json,
+// Parses the text itself so that properties keep the schema's order (nlohmann::json sorts keys,
+// so a schema passed as nlohmann::json converts to ordered_json with its keys sorted).
+Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema_text(std::string_view schema_json,
                                                                   const JsonSchemaOptions& options = {});
 // Any JSON object at the top level (values of any type inside), bounded whitespace.
 std::shared_ptr<const Grammar> json_object_grammar();

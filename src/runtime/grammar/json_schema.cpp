@@ -383,7 +383,7 @@ Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema(const nlohmann
   return g;
 }
 
-Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema(std::string_view schema_json, const JsonSchemaOptions& options) {
+Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema_text(std::string_view schema_json, const JsonSchemaOptions& options) {
   nlohmann::ordered_json schema = nlohmann::ordered_json::parse(schema_json, nullptr, /*allow_exceptions=*/false);
   if (schema.is_discarded()) return error(ErrorCode::kInvalidArgument, "the JSON schema is not valid JSON");
   return grammar_from_json_schema(schema, options);
