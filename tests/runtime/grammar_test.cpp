@@ -363,8 +363,8 @@ TEST(JsonSchema, OverloadsForTextOrderedAndPlainJson) {
 }
 
 TEST(JsonSchema, PropertiesInSchemaOrderOptionalOnesMayBeAbsent) {
-  auto g = grammar_from_json_schema_text((
-      R"({"type":"object","properties":{"z":{"type":"integer"},"a":{"type":"integer"},"m":{"type":"integer"}},"required":["a"]})"));
+  auto g = grammar_from_json_schema_text(
+      R"({"type":"object","properties":{"z":{"type":"integer"},"a":{"type":"integer"},"m":{"type":"integer"}},"required":["a"]})");
   ASSERT_TRUE(g);
   EXPECT_TRUE(accepts(*g, R"({"z":1,"a":2,"m":3})"));
   EXPECT_TRUE(accepts(*g, R"({"a":2})"));
