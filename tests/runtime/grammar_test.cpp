@@ -304,7 +304,9 @@ TEST(JsonSchema, UnsupportedKeywordsAreNamed) {
            {R"({"type":"string","pattern":"\\bfoo"})", "word boundaries"},
            {R"({"type":"string","pattern":"a^b"})", "anchors are supported only at the start and end"},
            {R"({"type":"string","pattern":"^a","maxLength":3})", "'pattern' together with"},
-           {R"({"type":"integer","minimum":0})", "'minimum'"},
+           {R"({"type":"number","minimum":0})", "'minimum' does not apply to type 'number'"},
+           {R"({"type":"integer","minimum":5,"maximum":4})", "no integer lies between"},
+           {R"({"type":"integer","multipleOf":2})", "'multipleOf'"},
            {R"({"allOf":[{"type":"string"}]})", "'allOf'"},
            {R"({"type":"string","format":"email"})", "format 'email'"},
            {R"({"type":"object","properties":{"a":{"type":"string"}},"required":["b"]})", "\"b\" is not in 'properties'"},
@@ -360,6 +362,34 @@ TEST(JsonSchema, OverloadsForTextOrderedAndPlainJson) {
   EXPECT_TRUE(accepts(*from_ordered, R"({"b":1,"a":2})"));
   EXPECT_TRUE(accepts(*from_plain, R"({"a":2,"b":1})"));
   EXPECT_FALSE(accepts(*from_plain, R"({"b":1,"a":2})"));
+}
+
+TEST(JsonSchema, IntegerRanges) {
+  struct Case {
+    const char* schema;
+    int64_t lo, hi;  // the accepted range, checked over [lo - 30, hi + 30] and at far values
+  };
+  for (const Case& c : std::initializer_list<Case>{
+           {R"({"type":"integer","minimum":-15,"maximum":27})", -15, 27},
+           {R"({"type":"integer","minimum":0,"maximum":1000})", 0, 1000},
+           {R"({"type":"integer","exclusiveMinimum":-1,"exclusiveMaximum":100})", 0, 99},
+           {R"({"type":"integer","minimum":2.5,"maximum":3.5})", 3, 3},
+           {R"({"type":"integer","minimum":-1234,"maximum":-987})", -1234, -987},
+           {R"({"type":"integer","minimum":95,"maximum":1105})", 95, 1105},
+       }) {
+    auto g = grammar_from_json_schema_text(c.schema);
+    ASSERT_TRUE(g) << c.schema << ": " << g.status().to_string();
+    for (int64_t v = c.lo - 30; v <= c.hi + 30; ++v) EXPECT_EQ(accepts(*g, std::to_string(v)), v >= c.lo && v <= c.hi) << c.schema << " " << v;
+    EXPECT_FALSE(accepts(*g, "-0")) << c.schema;
+    EXPECT_FALSE(accepts(*g, "0" + std::to_string(c.hi))) << c.schema;  // no leading zeros
+  }
+  auto open_above = grammar_from_json_schema_text(R"({"type":"integer","minimum":10})");
+  ASSERT_TRUE(open_above);
+  EXPECT_TRUE(accepts(*open_above, "10"));
+  EXPECT_TRUE(accepts(*open_above, "9999999999999999"));
+  EXPECT_FALSE(accepts(*open_above, "9"));
+  EXPECT_FALSE(accepts(*open_above, "-10"));
+  EXPECT_FALSE(accepts(*open_above, "10000000000000000"));  // 17 digits: beyond the integer rule
 }
 
 TEST(JsonSchema, PropertiesInSchemaOrderOptionalOnesMayBeAbsent) {

@@ -3,6 +3,8 @@
 // is given (the strict reading of additionalProperties), numbers have bounded digits and
 // whitespace is bounded, so the model can neither stall on spaces nor run away on digits.
 // Anything that would constrain the document beyond what is generated is refused by name.
+#include <algorithm>
+#include <cmath>
 #include <set>
 #include <unordered_map>
 
@@ -150,7 +152,8 @@ class SchemaConverter {
     }
     if (!s.is_object()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": a schema must be an object or a boolean");
     static const std::set<std::string> known{"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
-                                             "enum", "const", "anyOf", "oneOf", "$ref", "format", "minLength", "maxLength", "pattern"};
+                                             "enum", "const", "anyOf", "oneOf", "$ref", "format", "minLength", "maxLength", "pattern",
+                                             "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
     for (const auto& [key, value] : s.items()) {
       if (!known.count(key) && !annotation_keywords().count(key))
         return unsupported(path, "keyword '" + key + "' is not supported (fathom cannot guarantee it, so it refuses the schema)");
@@ -208,9 +211,10 @@ class SchemaConverter {
     if (type != "string") FATHOM_RETURN_IF_ERROR(refuse_others({"format", "minLength", "maxLength", "pattern"}));
     if (type != "object") FATHOM_RETURN_IF_ERROR(refuse_others({"properties", "required", "additionalProperties"}));
     if (type != "array") FATHOM_RETURN_IF_ERROR(refuse_others({"items", "minItems", "maxItems"}));
+    if (type != "integer") FATHOM_RETURN_IF_ERROR(refuse_others({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}));
     if (type == "string") return visit_string(s, path);
     if (type == "number") return use("number");
-    if (type == "integer") return use("integer");
+    if (type == "integer") return visit_integer(s, path);
     if (type == "boolean") return use("boolean");
     if (type == "null") return use("null");
     if (type == "object") return visit_object(s, path, depth);
@@ -230,6 +234,76 @@ class SchemaConverter {
   static std::string bounds(int64_t min, int64_t max) {
     if (max < 0) return strprintf("{%lld,}", static_cast<long long>(min));
     return strprintf("{%lld,%lld}", static_cast<long long>(min), static_cast<long long>(max));
+  }
+
+  // Integers in [minimum, maximum] as digit patterns; an open side stops at the 16 digits the
+  // integer rule allows anyway.
+  Expected<std::string> visit_integer(const nlohmann::ordered_json& s, const std::string& path) {
+    constexpr int64_t kLimit = 9999999999999999;  // 16 digits
+    int64_t lo = -kLimit, hi = kLimit;
+    bool bounded = false;
+    for (const char* key : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
+      if (!s.contains(key)) continue;
+      if (!s[key].is_number()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": '" + key + "' must be a number");
+      const double v = s[key].get<double>();
+      const std::string k = key;
+      const bool is_min = k == "minimum" || k == "exclusiveMinimum";
+      const bool exclusive = k.rfind("exclusive", 0) == 0;
+      double bound = is_min ? std::ceil(v) : std::floor(v);
+      if (exclusive && bound == v) bound += is_min ? 1 : -1;
+      bound = std::clamp(bound, static_cast<double>(-kLimit), static_cast<double>(kLimit));
+      if (is_min) lo = std::max(lo, static_cast<int64_t>(bound));
+      else hi = std::min(hi, static_cast<int64_t>(bound));
+      bounded = true;
+    }
+    if (!bounded) return use("integer");
+    if (lo > hi) return unsupported(path, "no integer lies between the minimum and the maximum");
+    std::vector<std::string> alts;
+    if (lo < 0) alts.push_back("\"-\" " + positive_range(std::max<int64_t>(1, -std::min<int64_t>(hi, -1)), -lo));
+    if (hi >= 0) alts.push_back(positive_range(std::max<int64_t>(lo, 0), hi));
+    std::string body;
+    for (const std::string& a : alts) body += (body.empty() ? "" : " | ") + a;
+    return add_rule(path_hint(path) + "-int", body);
+  }
+
+  // Decimal numbers in [a, b], 0 <= a <= b, without leading zeros.
+  static std::string positive_range(int64_t a, int64_t b) {
+    std::vector<std::string> alts;
+    const std::string sa = std::to_string(a), sb = std::to_string(b);
+    for (size_t len = sa.size(); len <= sb.size(); ++len) {
+      std::string lo = sa;
+      if (len != sa.size()) {
+        lo.assign(len, '0');
+        lo[0] = '1';
+      }
+      const std::string hi = len == sb.size() ? sb : std::string(len, '9');
+      alts.push_back(same_length_range(lo, hi));
+    }
+    std::string out;
+    for (const std::string& alt : alts) out += (out.empty() ? "( " : " | ") + alt;
+    return out + " )";
+  }
+
+  // Digit strings of one length between lo and hi (inclusive), by their first differing digit.
+  static std::string same_length_range(const std::string& lo, const std::string& hi) {
+    if (lo.empty()) return "\"\"";
+    const std::string lo_rest = lo.substr(1), hi_rest = hi.substr(1);
+    if (lo[0] == hi[0]) return gbnf_literal(lo.substr(0, 1)) + (lo_rest.empty() ? "" : " " + same_length_range(lo_rest, hi_rest));
+    std::vector<std::string> alts;
+    char first = lo[0], last = hi[0];
+    const size_t n = lo_rest.size();
+    if (lo_rest.find_first_not_of('0') != std::string::npos) {
+      alts.push_back(gbnf_literal(lo.substr(0, 1)) + " " + same_length_range(lo_rest, std::string(n, '9')));
+      ++first;
+    }
+    if (hi_rest.find_first_not_of('9') != std::string::npos) {
+      alts.push_back(gbnf_literal(hi.substr(0, 1)) + " " + same_length_range(std::string(n, '0'), hi_rest));
+      --last;
+    }
+    if (first <= last) alts.push_back(std::string("[") + first + "-" + last + "]" + (n ? strprintf(" [0-9]{%zu}", n) : ""));
+    std::string out;
+    for (const std::string& alt : alts) out += (out.empty() ? "( " : " | ") + alt;
+    return out + " )";
   }
 
   Expected<std::string> visit_string(const nlohmann::ordered_json& s, const std::string& path) {
