@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -381,7 +382,9 @@ TEST(JsonSchema, IntegerRanges) {
     ASSERT_TRUE(g) << c.schema << ": " << g.status().to_string();
     for (int64_t v = c.lo - 30; v <= c.hi + 30; ++v) EXPECT_EQ(accepts(*g, std::to_string(v)), v >= c.lo && v <= c.hi) << c.schema << " " << v;
     EXPECT_FALSE(accepts(*g, "-0")) << c.schema;
-    EXPECT_FALSE(accepts(*g, "0" + std::to_string(c.hi))) << c.schema;  // no leading zeros
+    std::string leading_zero = std::to_string(c.hi);
+    leading_zero.insert(leading_zero[0] == '-' ? 1 : 0, 1, '0');
+    EXPECT_FALSE(accepts(*g, leading_zero)) << c.schema;  // no leading zeros
   }
   auto open_above = grammar_from_json_schema_text(R"({"type":"integer","minimum":10})");
   ASSERT_TRUE(open_above);
@@ -496,6 +499,33 @@ TEST(GrammarMask, EndOfGenerationOnlyWhenComplete) {
   ASSERT_TRUE(dead);
   logits.assign(6, 1.0f);
   EXPECT_FALSE(dead->apply_mask(logits.data(), 6).is_ok());
+}
+
+// A masked row: the sampler never draws a -inf token, whatever the filters, and a constrained
+// request always asks for the whole row.
+TEST(GrammarMask, SamplerNeverDrawsAMaskedToken) {
+  std::vector<float> row(5000, -INFINITY);
+  for (int i = 0; i < 5000; i += 997) row[static_cast<size_t>(i)] = static_cast<float>(i % 7) * 0.1f;
+  for (float temperature : {0.0f, 0.7f, 5.0f}) {
+    SamplingParams p;
+    p.temperature = temperature;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.min_p = 0.0f;
+    p.repeat_penalty = 1.3f;
+    p.seed = 9;
+    Sampler s(p);
+    for (int i = 0; i < 500; ++i) {
+      const int32_t t = s.sample(row.data(), 5000);
+      ASSERT_TRUE(std::isfinite(row[static_cast<size_t>(t)])) << "temperature " << temperature << " drew " << t;
+      s.accept(t);
+    }
+  }
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  EXPECT_EQ(Sampler::candidates_needed(greedy, 64), 1);
+  greedy.grammar = json_object_grammar();
+  EXPECT_EQ(Sampler::candidates_needed(greedy, 64), 0);
 }
 
 // ---- Generation ----
