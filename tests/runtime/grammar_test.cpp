@@ -416,6 +416,9 @@ TEST(JsonSchema, WhitespaceIsBounded) {
   EXPECT_FALSE(accepts(g, "{  \"a\": 1}"));
   EXPECT_FALSE(accepts(g, "[1]"));  // json_object: an object at the top
   EXPECT_FALSE(accepts(g, " {}"));
+  auto v = json_value_grammar();
+  for (const char* doc : {"[1, {\"a\": null}]", "\"x\"", "-1.5e3", "true", "{}"}) EXPECT_TRUE(accepts(v, doc)) << doc;
+  for (const char* doc : {"[1,]", "'x'", "nul", ""}) EXPECT_FALSE(accepts(v, doc)) << doc;
 }
 
 // ---- Token masks ----

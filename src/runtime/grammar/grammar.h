@@ -7,6 +7,7 @@
 //   Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema(const nlohmann::ordered_json& schema, const JsonSchemaOptions& = {});
 //   Expected<std::string> json_schema_to_gbnf(const nlohmann::ordered_json& schema, const JsonSchemaOptions& = {});
 //   std::shared_ptr<const Grammar> json_object_grammar();   // response_format {"type": "json_object"}
+//   std::shared_ptr<const Grammar> json_value_grammar();    // any JSON value
 // Every error is a Status naming what was wrong (GBNF: line and column; schema: the JSON pointer
 // path and the keyword), kInvalidArgument for malformed input, kUnsupported for valid schema
 // keywords fathom cannot guarantee, kOutOfRange for a limit.
@@ -87,5 +88,7 @@ Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema_text(std::stri
 std::shared_ptr<const Grammar> json_object_grammar();
 // GBNF text of the grammar above.
 std::string json_object_gbnf();
+// Any JSON value at the top level (the schema {}).
+std::shared_ptr<const Grammar> json_value_grammar();
 
 }  // namespace fathom

@@ -475,4 +475,10 @@ std::shared_ptr<const Grammar> json_object_grammar() {
   return *g;
 }
 
+std::shared_ptr<const Grammar> json_value_grammar() {
+  auto g = grammar_from_json_schema(nlohmann::ordered_json::object());
+  FATHOM_CHECK_MSG(g.has_value(), g.status().to_string());
+  return *g;
+}
+
 }  // namespace fathom
