@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "core/process.h"
 #include "model/memory_need.h"
@@ -35,6 +36,7 @@ struct Engine::Active : SchedSequence {
   std::unique_ptr<Sampler> sampler;
   Utf8StreamDecoder utf8;     // token bytes -> complete UTF-8 text
   StopStringMatcher stop;     // withholds text that may begin a stop string
+  std::optional<GrammarMatcher> grammar;  // when the request has a grammar: its parse so far
   RequestStats stats;
   int64_t n_prompt = 0;
 };
@@ -176,6 +178,16 @@ void Engine::admit_incoming() {
       finish(*raw, FinishReason::kLength, Status::ok());
       continue;
     }
+    if (raw->request.sampling.grammar) {
+      // Here, not in submit(): the trie and the grammar cache belong to the engine thread.
+      if (!token_trie_) token_trie_ = TokenTrie::build(*tokenizer_);
+      auto matcher = GrammarMatcher::create(grammar_cache_.get(raw->request.sampling.grammar, token_trie_));
+      if (!matcher) {
+        finish(*raw, FinishReason::kError, matcher.status());
+        continue;
+      }
+      raw->grammar.emplace(std::move(matcher).value());
+    }
     scheduler_->enqueue(raw);
   }
   for (RequestId id : cancelled) {
@@ -227,6 +239,12 @@ void Engine::emit_token(Active& a, int32_t token, const float* logits) {
     ev.finished = false;
     if (a.request.on_event) a.request.on_event(ev);
     finish(a, FinishReason::kStop, Status::ok(), /*release_held_text=*/false);
+    return;
+  }
+  if (a.grammar && a.grammar->is_terminated()) {
+    // The grammar admits nothing more: the output is complete.
+    if (a.request.on_event) a.request.on_event(ev);
+    finish(a, FinishReason::kStop, Status::ok());
     return;
   }
   const bool at_length = a.stats.n_generated >= a.request.max_tokens;
@@ -292,8 +310,26 @@ Status Engine::step() {
       continue;
     }
     float* row = logits_.data() + static_cast<int64_t>(r) * n_vocab;
-    apply_logit_bias(a->request.logit_bias, row);
+    apply_logit_bias(a->request.logit_bias, row);  // before the mask: a bias cannot revive a masked token
+    if (a->grammar) {
+      const double t0 = now_seconds();
+      const Status ms = a->grammar->apply_mask(row, n_vocab);
+      a->stats.grammar_seconds += now_seconds() - t0;
+      if (!ms.is_ok()) {
+        finish(*a, FinishReason::kError, ms);
+        continue;
+      }
+    }
     const int32_t token = a->sampler->sample(row, n_vocab);
+    if (a->grammar) {
+      const double t0 = now_seconds();
+      const Status as = a->grammar->accept(token);
+      a->stats.grammar_seconds += now_seconds() - t0;
+      if (!as.is_ok()) {
+        finish(*a, FinishReason::kError, as);
+        continue;
+      }
+    }
     emit_token(*a, token, row);
   }
   return Status::ok();

@@ -15,6 +15,7 @@
 #include "kv/kv_persist.h"
 #include "model/memory_need.h"
 #include "model/model.h"
+#include "runtime/grammar/matcher.h"
 #include "runtime/request.h"
 #include "runtime/scheduler.h"
 #include "tokenizer/tokenizer.h"
@@ -80,6 +81,8 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::shared_ptr<const TokenTrie> token_trie_;  // the tokenizer's token bytes, built at the first grammar request
+  GrammarCache grammar_cache_;                   // compiled grammars (automaton + masks) shared across requests
   int64_t n_ctx_ = 0;
   double load_seconds_ = 0.0;
   KvPersistModelKey persist_key_;  // model identity a saved prefix cache must match

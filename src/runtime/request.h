@@ -23,6 +23,7 @@ struct RequestStats {
   double t_submit = 0.0;       // seconds (steady clock) at submit
   double t_first_token = 0.0;  // seconds at the first sampled token (end of prefill)
   double t_end = 0.0;          // seconds at finish
+  double grammar_seconds = 0.0;// time spent masking logits and advancing the grammar (constrained requests)
   double prompt_seconds() const { return t_first_token - t_submit; }
   double generation_seconds() const { return t_end - t_first_token; }
 };

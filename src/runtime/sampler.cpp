@@ -57,6 +57,7 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab) {
 }
 
 int64_t Sampler::candidates_needed(const SamplingParams& p, int64_t max_k) {
+  if (p.grammar) return 0;
   if (p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) return 0;
   if (p.temperature <= 0.0f) return 1;
   return p.top_k > 0 && p.top_k <= max_k ? p.top_k : 0;
@@ -102,11 +103,14 @@ int32_t Sampler::draw(size_t n) {
   for (size_t i = 0; i < n; ++i)
     total += weights[i] = std::exp((static_cast<double>(candidates_[i].first) - max_logit) / params_.temperature);
   double r = uniform01() * total;
+  size_t last_possible = 0;  // rounding may leave r > 0: never fall onto a zero-weight (masked) token
   for (size_t i = 0; i < n; ++i) {
+    if (weights[i] <= 0.0) continue;
+    last_possible = i;
     r -= weights[i];
     if (r <= 0.0) return candidates_[i].second;
   }
-  return candidates_[n - 1].second;
+  return candidates_[last_possible].second;
 }
 
 float Sampler::logprob_of(const float* logits, int64_t n_vocab, int32_t token) {

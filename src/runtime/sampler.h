@@ -6,10 +6,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
 namespace fathom {
+
+class Grammar;  // runtime/grammar/grammar.h
 
 struct SamplingParams {
   float temperature = 0.8f;       // <= 0: greedy
@@ -21,6 +24,9 @@ struct SamplingParams {
   float presence_penalty = 0.0f;  // subtracted once from any token already generated
   float frequency_penalty = 0.0f; // subtracted per occurrence of a generated token
   uint64_t seed = 0;              // generator seed
+  // When set, only tokens that keep the output a prefix of the grammar's language are sampled
+  // (the engine masks the row first), and the request ends with "stop" once it is complete.
+  std::shared_ptr<const Grammar> grammar;
 };
 
 struct TokenLogprob {
@@ -36,7 +42,8 @@ class Sampler {
   int32_t sample(const float* logits, int64_t n_vocab);
   // How many of a row's largest logits sample() needs to pick exactly the token it would pick
   // from the whole row: 1 when greedy, top_k when that is set (up to max_k); 0 when it needs
-  // the whole row (penalties move logits, or no top_k bounds the candidates).
+  // the whole row (penalties move logits, no top_k bounds the candidates, or a grammar masks
+  // the row: the largest logits may all be disallowed).
   static int64_t candidates_needed(const SamplingParams& params, int64_t max_k);
   // sample() from a row's k largest logits only (ids and values, largest first, ties by lower
   // id: Backend::top_candidates), with k >= candidates_needed(params()) > 0: the same token.

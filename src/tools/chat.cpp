@@ -28,6 +28,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 int cmd_chat(const Args& args) {
   ModelOptions model;
   SamplingOptions sampling;
+  GrammarOptions grammar;
   std::string system_prompt;
   int n_predict = 2048;
   bool hide_thinking = false;
@@ -40,7 +41,13 @@ int cmd_chat(const Args& args) {
   p.add_flag("--hide-thinking", "do not print the model's <think> reasoning", &hide_thinking);
   sampling.temperature = 0.6;  // DeepSeek-R1's recommended setting
   sampling.add_to(p);
+  grammar.add_to(p);
   if (auto rc = p.parse(args)) return *rc;
+  auto constraint = grammar.load();
+  if (!constraint) {
+    std::fprintf(stderr, "fathom chat: %s\n", constraint.status().to_string().c_str());
+    return 2;
+  }
   std::unique_ptr<Engine> engine = open_engine("chat", model.to_engine_options());
   if (!engine) return 1;
   const Tokenizer& tok = engine->tokenizer();
@@ -58,6 +65,7 @@ int cmd_chat(const Args& args) {
   std::vector<ChatMessage> history;
   if (!system_prompt.empty()) history.push_back({"system", system_prompt, ""});
   SamplingParams sp = sampling.to_params();
+  sp.grammar = *constraint;  // each answer on its own is constrained
   for (;;) {
     if (tty) std::fputs("\n> ", stdout);
     std::fflush(stdout);

@@ -5,6 +5,9 @@
 #include <chrono>
 #include <cstdio>
 
+#include "core/mapped_file.h"
+#include "runtime/grammar/grammar.h"
+
 namespace fathom::tools {
 
 void SamplingOptions::add_to(ArgParser& p) {
@@ -28,6 +31,23 @@ SamplingParams SamplingOptions::to_params() const {
   s.seed = seed >= 0 ? static_cast<uint64_t>(seed)
                      : static_cast<uint64_t>(std::chrono::high_resolution_clock::now().time_since_epoch().count());
   return s;
+}
+
+void GrammarOptions::add_to(ArgParser& p) {
+  p.add_string("--grammar-file", "FILE", "constrain the output to a GBNF grammar (llama.cpp format, start rule 'root')", &grammar_file);
+  p.add_string("--json-schema", "FILE", "constrain the output to JSON valid under this JSON Schema file", &json_schema_file);
+}
+
+Expected<std::shared_ptr<const Grammar>> GrammarOptions::load() const {
+  if (!grammar_file.empty() && !json_schema_file.empty())
+    return error(ErrorCode::kInvalidArgument, "--grammar-file and --json-schema exclude each other; pass one");
+  const std::string& path = grammar_file.empty() ? json_schema_file : grammar_file;
+  if (path.empty()) return std::shared_ptr<const Grammar>();
+  auto text = read_text_file(path);
+  if (!text) return text.status();
+  auto grammar = grammar_file.empty() ? grammar_from_json_schema_text(*text) : grammar_from_gbnf(*text);
+  if (!grammar) return error(grammar.status().code(), path + ": " + grammar.status().message());
+  return grammar;
 }
 
 void ModelOptions::add_to(ArgParser& p) {

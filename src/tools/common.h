@@ -22,6 +22,15 @@ struct SamplingOptions {
   SamplingParams to_params() const;
 };
 
+// --grammar-file and --json-schema (fathom run, fathom chat): constrained decoding.
+struct GrammarOptions {
+  std::string grammar_file;      // GBNF text
+  std::string json_schema_file;  // JSON Schema
+  void add_to(ArgParser& p);
+  // nullptr when neither flag is given; an error naming the file for a bad or unreadable one.
+  Expected<std::shared_ptr<const Grammar>> load() const;
+};
+
 struct ModelOptions {
   std::string model;   // -m
   int threads = 0;     // -t

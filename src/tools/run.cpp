@@ -11,6 +11,7 @@ namespace fathom::tools {
 int cmd_run(const Args& args) {
   ModelOptions model;
   SamplingOptions sampling;
+  GrammarOptions grammar;
   std::string prompt;
   std::string prompt_file;
   int n_predict = 128;
@@ -25,10 +26,16 @@ int cmd_run(const Args& args) {
   p.add_string("-f,--file", "FILE", "read the prompt from a file", &prompt_file);
   p.add_int("-n,--n-predict", "N", "tokens to generate at most (default 128)", &n_predict);
   sampling.add_to(p);
+  grammar.add_to(p);
   p.add_flag("--ignore-eos", "keep generating past the end-of-text token", &ignore_eos);
   p.add_flag("--no-bos", "do not add the beginning-of-sequence token", &no_bos);
   p.add_flag("-q,--quiet", "print only the generated text (no prompt echo, no speed report)", &quiet);
   if (auto rc = p.parse(args)) return *rc;
+  auto constraint = grammar.load();
+  if (!constraint) {
+    std::fprintf(stderr, "fathom run: %s\n", constraint.status().to_string().c_str());
+    return 2;
+  }
   if (!prompt_file.empty()) {
     auto text = read_text_file(prompt_file);
     if (!text) {
@@ -52,6 +59,8 @@ int cmd_run(const Args& args) {
   req.prompt = tokenize_prompt(engine->tokenizer(), prompt, !no_bos);
   req.max_tokens = n_predict;
   req.sampling = sampling.to_params();
+  req.sampling.grammar = *constraint;
+  const bool req_has_grammar = req.sampling.grammar != nullptr;
   req.ignore_eos = ignore_eos;
   RequestStats stats;
   Status failure;
@@ -87,6 +96,9 @@ int cmd_run(const Args& args) {
     std::fprintf(stderr, "\nload: %.2f s | prompt: %lld tokens in %.3f s (%.1f tok/s) | generation: %lld tokens in %.3f s (%.1f tok/s)\n",
                  engine->load_seconds(), static_cast<long long>(stats.n_prompt), pt, pt > 0 ? stats.n_prompt / pt : 0.0,
                  static_cast<long long>(stats.n_generated), gt, gt > 0 ? n_gen_timed / gt : 0.0);
+    if (req_has_grammar)
+      std::fprintf(stderr, "grammar: %.1f ms masking and advancing (%.2f ms per token)\n", stats.grammar_seconds * 1e3,
+                   stats.n_generated > 0 ? stats.grammar_seconds * 1e3 / static_cast<double>(stats.n_generated) : 0.0);
     const double mib = 1024.0 * 1024.0;
     std::fprintf(stderr, "memory: peak resident %.1f MiB (model file %.1f MiB, KV cache %.1f MiB)\n",
                  static_cast<double>(peak_resident_bytes()) / mib, static_cast<double>(engine->model().file().file_size()) / mib,
