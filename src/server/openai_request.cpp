@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/json_depth.h"
+#include "runtime/grammar/grammar.h"
 
 namespace fathom::server {
 
@@ -270,6 +271,43 @@ void read_tool_choice(OpenAiRequest& out, FieldReader& r) {
 
 // logit_bias: {"token id": bias}, bias in [-100, 100]; ids are checked against the vocabulary
 // when the prompt is prepared (the tokenizer is not known here).
+// response_format (json_object, json_schema) or a GBNF grammar: the grammar the sampler then
+// enforces token by token (src/runtime/grammar). A schema or grammar fathom cannot honour in
+// full is a 400 naming what it cannot do, never a looser constraint.
+void read_constraint(OpenAiRequest& out, FieldReader& r) {
+  const json* format = r.get("response_format");
+  const json* gbnf = r.get("grammar");
+  if (format && gbnf) return r.fail("grammar", "send either 'response_format' or 'grammar', not both");
+  if (gbnf) {
+    if (!gbnf->is_string()) return r.fail("grammar", "'grammar' must be a string of GBNF (llama.cpp's grammar format)");
+    auto g = grammar_from_gbnf(gbnf->get<std::string>());
+    if (!g) return r.fail("grammar", "the grammar is not valid GBNF: " + g.status().message());
+    out.sampling.grammar = *g;
+    return;
+  }
+  if (!format) return;
+  const json* type = format->is_object() ? &(*format)["type"] : nullptr;
+  if (!type || !type->is_string())
+    return r.fail("response_format", "'response_format' must be an object with a \"type\": \"text\", \"json_object\" or \"json_schema\"");
+  const std::string t = type->get<std::string>();
+  if (t == "text") return;
+  if (t == "json_object") {
+    out.sampling.grammar = json_object_grammar();
+    return;
+  }
+  if (t != "json_schema")
+    return r.fail("response_format.type", "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\" (got '" + t + "')");
+  const json& spec = (*format)["json_schema"];
+  if (!spec.is_object() || !spec.contains("schema") || !spec["schema"].is_object())
+    return r.fail("response_format.json_schema", "'response_format.json_schema' must be an object holding the JSON Schema as \"schema\"");
+  // Keys arrive sorted (the body is parsed into nlohmann::json), so the output's properties
+  // come in alphabetical order: valid for the schema, as every property order is.
+  auto g = grammar_from_json_schema(nlohmann::ordered_json(spec["schema"]));
+  if (!g) return r.fail("response_format.json_schema.schema",
+                  "response_format.json_schema.schema cannot be enforced: " + g.status().message());
+  out.sampling.grammar = *g;
+}
+
 void read_logit_bias(OpenAiRequest& out, FieldReader& r) {
   const json* bias = r.get("logit_bias");
   if (!bias) return;
@@ -433,17 +471,18 @@ std::variant<OpenAiRequest, ApiError> parse_openai_request(Endpoint endpoint, co
       if (r.get(name)) r.fail(name, strprintf("'%s' is a chat parameter; use /v1/chat/completions", name));
   }
   read_logit_bias(out, r);
-  // Known parameters this server cannot honour yet: an error, never silently ignored.
-  for (const char* name : {"response_format", "grammar", "json_schema", "guided_json", "guided_grammar", "guided_regex"})
+  // vLLM's guided_* spellings are known, and refused with the names this server takes.
+  for (const char* name : {"json_schema", "guided_json", "guided_grammar", "guided_regex"})
     if (r.get(name))
-      r.fail(name, strprintf("'%s' is not supported yet: constrained decoding (grammars, JSON schemas) is not available "
-                             "in this server; remove it", name));
+      r.fail(name, strprintf("'%s' is not supported; send \"response_format\": {\"type\": \"json_schema\", ...} or a "
+                             "GBNF \"grammar\"", name));
   for (const char* name : {"functions", "function_call"})
     if (r.get(name)) r.fail(name, strprintf("'%s' is the deprecated form of tools; send 'tools' and 'tool_choice'", name));
   // max_completion_tokens is the newer name and wins when both are sent.
   for (const char* name : {"max_tokens", "max_completion_tokens"})
     if (auto v = r.integer(name, 1, std::numeric_limits<int32_t>::max())) out.max_tokens = static_cast<int32_t>(*v);
   read_sampling(out, r);
+  read_constraint(out, r);
   read_stop(out, r);
   out.stream = r.boolean("stream").value_or(false);
   if (const json* so = r.get("stream_options")) {

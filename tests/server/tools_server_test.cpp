@@ -345,11 +345,46 @@ TEST_F(SurfaceTest, ReasoningTokensAndUnsupportedParameters) {
   EXPECT_LE(reasoning, 6);
   const Reply plain = post_json(c, "/v1/chat/completions", {{"messages", messages}, {"max_tokens", 6}, {"ignore_eos", true}});
   EXPECT_EQ(plain.body["usage"]["completion_tokens_details"]["reasoning_tokens"], 0) << plain.text;
-  for (const char* name : {"response_format", "grammar"}) {
-    const Reply r = post_json(c, "/v1/chat/completions", {{"messages", messages}, {name, {{"type", "json_object"}}}});
-    EXPECT_EQ(r.status, 400);
-    EXPECT_EQ(r.body["error"]["param"], name);
+  const Reply bad = post_json(c, "/v1/chat/completions", {{"messages", messages}, {"grammar", {{"type", "json_object"}}}});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.body["error"]["param"], "grammar");
+}
+
+// The model's words are noise (random weights); the constraint must still make them valid.
+TEST(ToolsServer, ResponseFormatAndGrammarConstrainTheOutput) {
+  ServerOptions o = test_options();
+  o.defaults.sampling.temperature = 1.0f;
+  auto s = start_server(o);
+  ASSERT_TRUE(s);
+  auto c = client_for(*s);
+  const json messages = {{{"role", "user"}, {"content", "Pick."}}};
+  const json schema = {{"type", "object"},
+                       {"properties", {{"ok", {{"type", "boolean"}}},
+                                       {"n", {{"type", "integer"}, {"minimum", 0}, {"maximum", 99}}},
+                                       {"color", {{"enum", {"red", "green"}}}},
+                                       {"tags", {{"type", "array"}, {"items", {{"enum", {"a", "b"}}}}, {"maxItems", 3}}}}},
+                       {"required", {"ok", "n", "color"}},
+                       {"additionalProperties", false}};
+  for (int seed = 0; seed < 8; ++seed) {
+    const Reply r = post_json(c, "/v1/chat/completions",
+                              {{"messages", messages}, {"seed", seed}, {"max_tokens", 200},
+                               {"response_format", {{"type", "json_schema"}, {"json_schema", {{"name", "pick"}, {"schema", schema}}}}}});
+    ASSERT_EQ(r.status, 200) << r.text;
+    EXPECT_EQ(r.body["choices"][0]["finish_reason"], "stop") << r.text;
+    const json v = json::parse(r.body["choices"][0]["message"]["content"].get<std::string>(), nullptr, false);
+    ASSERT_TRUE(v.is_object()) << r.text;
+    EXPECT_TRUE(v["ok"].is_boolean());
+    EXPECT_TRUE(v["n"].is_number_integer() && v["n"] >= 0 && v["n"] <= 99) << v.dump();
+    EXPECT_TRUE(v["color"] == "red" || v["color"] == "green") << v.dump();
+    for (const auto& [key, value] : v.items()) EXPECT_TRUE(schema["properties"].contains(key)) << key;
+    if (v.contains("tags")) {
+      EXPECT_LE(v["tags"].size(), 3u);
+    }
   }
+  const Reply g = post_json(c, "/v1/completions", {{"prompt", "Answer:"}, {"max_tokens", 20}, {"grammar", "root ::= (\"yes\" | \"no\") \".\""}});
+  ASSERT_EQ(g.status, 200) << g.text;
+  const std::string text = g.body["choices"][0]["text"];
+  EXPECT_TRUE(text == "yes." || text == "no.") << text;
 }
 
 }  // namespace
