@@ -208,13 +208,18 @@ TEST(HttpHardening, SecondServerOnAUsedPortFails) {
   EXPECT_NE(st.message().find("address already in use"), std::string::npos) << st.to_string();
 }
 
-TEST(HttpHardening, DroppedNonStreamedRequestIsCancelledAndBilled) {
-  const std::string log = std::string(FATHOM_TEST_TMP) + "/serve-cancel-audit-" + std::to_string(getpid()) + ".jsonl";
+// A server with a long context and an audit log at `log` (emptied first).
+std::unique_ptr<Server> start_audited(const std::string& log) {
   std::remove(log.c_str());
   ServerOptions o = test_options();
   o.engine.n_ctx = 4096;
   o.audit_log = log;
-  auto s = start_server(o);
+  return start_server(o);
+}
+
+TEST(HttpHardening, DroppedNonStreamedRequestIsCancelledAndBilled) {
+  const std::string log = std::string(FATHOM_TEST_TMP) + "/serve-cancel-audit-" + std::to_string(getpid()) + ".jsonl";
+  auto s = start_audited(log);
   ASSERT_TRUE(s);
   {
     RawConnection c(s->port());
@@ -242,11 +247,7 @@ TEST(HttpHardening, DroppedNonStreamedRequestIsCancelledAndBilled) {
 
 TEST(HttpHardening, AbortedStreamIsBilled) {
   const std::string log = std::string(FATHOM_TEST_TMP) + "/serve-abort-audit-" + std::to_string(getpid()) + ".jsonl";
-  std::remove(log.c_str());
-  ServerOptions o = test_options();
-  o.engine.n_ctx = 4096;
-  o.audit_log = log;
-  auto s = start_server(o);
+  auto s = start_audited(log);
   ASSERT_TRUE(s);
   {
     RawConnection c(s->port());
