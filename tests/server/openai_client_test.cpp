@@ -27,13 +27,14 @@ TEST(OpenAiNpmClient, DrivesTheServer) {
   if (run_command("node --version", &out) != 0) GTEST_SKIP() << "node is not installed (apt-get install nodejs npm)";
   const std::filesystem::path dir = std::filesystem::path(FATHOM_TEST_TMP) / "npm";
   std::filesystem::create_directories(dir);
-  if (!std::filesystem::exists(dir / "node_modules/openai/package.json")) {
+  if (!std::filesystem::exists(dir / "node_modules/openai/package.json") || !std::filesystem::exists(dir / "node_modules/ajv/package.json") ||
+      !std::filesystem::exists(dir / "node_modules/ajv-formats/package.json")) {
     out.clear();
     if (run_command("npm --version", &out) != 0) GTEST_SKIP() << "npm is not installed (apt-get install npm)";
     out.clear();
-    const int rc = run_command("cd '" + dir.string() + "' && timeout 180 npm install --no-audit --no-fund --loglevel=error openai", &out);
+    const int rc = run_command("cd '" + dir.string() + "' && timeout 180 npm install --no-audit --no-fund --loglevel=error openai ajv ajv-formats", &out);
     if (rc != 0 || !std::filesystem::exists(dir / "node_modules/openai/package.json"))
-      GTEST_SKIP() << "could not install the openai npm package (registry unreachable?): " << out;
+      GTEST_SKIP() << "could not install the openai, ajv and ajv-formats npm packages (registry unreachable?): " << out;
   }
   // The script imports 'openai', which node resolves from the node_modules beside the script.
   const std::filesystem::path script = dir / "openai_client_test.mjs";

@@ -164,6 +164,43 @@ await check('logit_bias +100 makes greedy pick a token, -100 bans it', async () 
   assert.notEqual(banned.choices[0].text, first);
 });
 
+// Structured output: the model's words are noise (random weights), so only the grammar makes
+// them valid. 100 responses, each checked by an independent validator (ajv).
+const schemas = [
+  { type: 'object', properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 999 },
+                                  color: { enum: ['red', 'green', 'blue'] } },
+    required: ['ok', 'n', 'color'], additionalProperties: false },
+  { type: 'object', properties: { city: { type: 'string', maxLength: 12 },
+                                  where: { type: 'object', properties: { lat: { type: 'integer', minimum: -90, maximum: 90 },
+                                                                          lon: { type: 'integer', minimum: -180, maximum: 180 } },
+                                           required: ['lat', 'lon'], additionalProperties: false },
+                                  tags: { type: 'array', items: { enum: ['a', 'b', 'c'] }, minItems: 1, maxItems: 4 } },
+    required: ['city', 'where', 'tags'], additionalProperties: false },
+  { type: 'object', properties: { answer: { anyOf: [{ type: 'integer', minimum: 0, maximum: 9 }, { type: 'boolean' }, { const: 'none' }] },
+                                  day: { type: 'string', format: 'date' } },
+    required: ['answer', 'day'], additionalProperties: false },
+];
+await check('response_format json_schema: 100 of 100 responses validate (ajv)', async () => {
+  const Ajv = (await import('ajv')).default;
+  const addFormats = (await import('ajv-formats')).default;
+  const ajv = new Ajv({ strict: false });
+  addFormats(ajv);
+  const validators = schemas.map((schema) => ajv.compile(schema));
+  let valid = 0;
+  const failures = [];
+  for (let i = 0; i < 100; i++) {
+    const k = i % schemas.length;
+    const r = await client.chat.completions.create({
+      model, messages: [{ role: 'user', content: `Item ${i}` }], max_tokens: 300, temperature: 1, seed: i,
+      response_format: { type: 'json_schema', json_schema: { name: `s${k}`, strict: true, schema: schemas[k] } } });
+    let doc;
+    try { doc = JSON.parse(r.choices[0].message.content); } catch { doc = undefined; }
+    if (doc !== undefined && validators[k](doc)) valid++;
+    else failures.push(`#${i} (${r.choices[0].finish_reason}): ${r.choices[0].message.content}`);
+  }
+  assert.equal(valid, 100, failures.slice(0, 3).join('\n'));
+});
+
 await check('wrong API key surfaces as AuthenticationError (401)', async () => {
   const intruder = new OpenAI({ baseURL: `${baseURL}/v1`, apiKey: 'sk-wrong', maxRetries: 0 });
   await assert.rejects(intruder.chat.completions.create({ model, messages, max_tokens: 1 }), (err) => {
