@@ -61,28 +61,32 @@ double open_fds() {
   return static_cast<double>(n - 1);  // less the descriptor reading the folder
 }
 
-// When the process started, in unix seconds: its start tick in /proc/self/stat after boot.
+// When the process started, in unix seconds: the boot time (btime in /proc/stat) plus the
+// process's start tick (field 22 of /proc/self/stat), as Prometheus's own clients compute it.
 double process_start_time() {
+  const double now = static_cast<double>(std::time(nullptr));
+  double boot = 0;
+  if (FILE* f = std::fopen("/proc/stat", "r")) {
+    char line[256];
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "btime %lf", &boot) == 1) break;
+    std::fclose(f);
+  }
   FILE* f = std::fopen("/proc/self/stat", "r");
-  double start = static_cast<double>(std::time(nullptr));
-  if (!f) return start;
+  if (!f || boot <= 0) {
+    if (f) std::fclose(f);
+    return now;
+  }
   char buf[1024];
   const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
   std::fclose(f);
   buf[n] = 0;
-  // Field 22 (starttime), counted after the ')' that ends the command name.
+  // Counted after the ')' that ends the command name, which may itself hold spaces.
   const char* p = std::strrchr(buf, ')');
   unsigned long long ticks = 0;
-  if (p && std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &ticks) == 1) {
-    FILE* up = std::fopen("/proc/uptime", "r");
-    double uptime = 0;
-    if (up) {
-      if (std::fscanf(up, "%lf", &uptime) != 1) uptime = 0;
-      std::fclose(up);
-    }
-    if (uptime > 0) start = static_cast<double>(std::time(nullptr)) - uptime + static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
-  }
-  return start;
+  if (!p || std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &ticks) != 1)
+    return now;
+  return boot + static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 }  // namespace
