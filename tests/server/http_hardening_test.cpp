@@ -54,12 +54,14 @@ TEST(HttpHardening, SlowAndIdleConnectionsDoNotStarveOthers) {
   RawConnection fresh(s->port());
   ASSERT_TRUE(fresh.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
   EXPECT_EQ(status_of(fresh.read_response(milliseconds(2000))), 200);
-  EXPECT_LT(ms_since(t0), 100);
+  // The targets are 100 ms and 1 s (scripts/serve-hostile.sh measures them on a quiet
+  // machine); here other tests share the two cores, so the bounds keep some slack.
+  EXPECT_LT(ms_since(t0), 500);
   t0 = Clock::now();
   ASSERT_TRUE(fresh.send(post_request("/v1/completions", R"({"prompt":"Hi","max_tokens":16,"ignore_eos":true})")));
   const std::string r = fresh.read_response(milliseconds(5000));
   EXPECT_EQ(status_of(r), 200) << r;
-  EXPECT_LT(ms_since(t0), 1000);
+  EXPECT_LT(ms_since(t0), 3000);
   // The head deadline runs from the first byte, however slowly the rest trickles in.
   for (int i = 0; i < 4; ++i) {
     std::this_thread::sleep_for(milliseconds(500));
@@ -228,8 +230,8 @@ TEST(HttpHardening, DroppedNonStreamedRequestIsCancelledAndBilled) {
     std::this_thread::sleep_for(milliseconds(100));
   }  // the client leaves without its answer
   const auto t0 = Clock::now();
-  ASSERT_TRUE(eventually([&] { return metric(*s, "fathom_requests_running") == 0; }, milliseconds(1000)));
-  EXPECT_LT(ms_since(t0), 1000);
+  ASSERT_TRUE(eventually([&] { return metric(*s, "fathom_requests_running") == 0; }, milliseconds(3000)));
+  EXPECT_LT(ms_since(t0), 1500);  // the target is 1 s; slack for a loaded machine
   EXPECT_EQ(metric(*s, "fathom_requests_cancelled_total"), 1);
   const double generated = metric(*s, "fathom_generated_tokens_total");
   EXPECT_GT(generated, 0);
@@ -329,7 +331,7 @@ TEST(HttpHardening, ShutdownIsBoundedWithSlowClients) {
   const auto t0 = Clock::now();
   s->shutdown(milliseconds(500));
   const double took = ms_since(t0);
-  EXPECT_LT(took, 1500);
+  EXPECT_LT(took, 2500);  // grace 500 ms + cancel + flush, with slack for a loaded machine
   for (auto& f : streams) {
     const std::string r = f.get();
     EXPECT_NE(r.find("shutting_down"), std::string::npos) << r.substr(0, 300);
