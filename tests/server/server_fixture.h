@@ -76,6 +76,17 @@ inline httplib::Client client_for(const Server& s) {
   return c;
 }
 
+// A fixture with a server on the default test options, started for each test.
+class DefaultServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = start_server(test_options());
+    ASSERT_TRUE(server_);
+  }
+  httplib::Client client() { return client_for(*server_); }
+  std::unique_ptr<Server> server_;
+};
+
 // POSTs JSON; the parsed body (null when not JSON) and status.
 struct Reply {
   int status = 0;          // HTTP status, 0 when the request failed

@@ -14,15 +14,7 @@ namespace {
 
 const json kUser = json::array({{{"role", "user"}, {"content", "Tell me a story."}}});
 
-class ServerTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    server_ = start_server(test_options());
-    ASSERT_TRUE(server_);
-  }
-  httplib::Client client() { return client_for(*server_); }
-  std::unique_ptr<Server> server_;
-};
+class ServerTest : public DefaultServerTest {};
 
 TEST_F(ServerTest, ChatCompletion) {
   auto c = client();

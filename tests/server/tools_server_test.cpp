@@ -189,15 +189,7 @@ TEST_F(ToolsServerTest, ForcedCallOnV32Template) {
   EXPECT_EQ(r.body["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "add") << r.text;
 }
 
-class SurfaceTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    server_ = start_server(test_options());
-    ASSERT_TRUE(server_);
-  }
-  httplib::Client client() { return client_for(*server_); }
-  std::unique_ptr<Server> server_;
-};
+class SurfaceTest : public DefaultServerTest {};
 
 TEST_F(SurfaceTest, TokenizeAndDetokenize) {
   auto c = client();
