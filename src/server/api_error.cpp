@@ -16,8 +16,8 @@ ApiError invalid_request(std::string message, std::string param, std::string cod
   return {400, "invalid_request_error", std::move(code), std::move(param), std::move(message)};
 }
 
-ApiError context_length_exceeded(std::string message) {
-  return {400, "invalid_request_error", "context_length_exceeded", "messages", std::move(message)};
+ApiError context_length_exceeded(std::string message, std::string param) {
+  return {400, "invalid_request_error", "context_length_exceeded", std::move(param), std::move(message)};
 }
 
 ApiError unauthorized(std::string message) {

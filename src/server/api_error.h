@@ -20,7 +20,8 @@ struct ApiError {
 };
 
 ApiError invalid_request(std::string message, std::string param = "", std::string code = "invalid_value");
-ApiError context_length_exceeded(std::string message);
+// param: the request field holding the prompt ("messages" for chat, "prompt" for completions).
+ApiError context_length_exceeded(std::string message, std::string param = "messages");
 ApiError unauthorized(std::string message);
 ApiError not_found(std::string message, std::string code);
 ApiError payload_too_large(size_t max_bytes);

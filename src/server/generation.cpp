@@ -75,12 +75,12 @@ Expected<std::string> render_chat(const std::string& tmpl, const OpenAiRequest& 
   return render_template(tmpl, context, /*hf_chat_mode=*/true);
 }
 
-std::optional<ApiError> check_prompt_bytes(const Engine& engine, size_t max_token_bytes, size_t n_bytes) {
+std::optional<ApiError> check_prompt_bytes(const Engine& engine, size_t max_token_bytes, size_t n_bytes, const char* param) {
   const int64_t limit = kPromptBytesMargin * engine.n_ctx() * static_cast<int64_t>(std::max<size_t>(1, max_token_bytes));
   if (static_cast<int64_t>(n_bytes) <= limit) return std::nullopt;
   return context_length_exceeded(strprintf("this model's maximum context length is %lld tokens, but the prompt has %zu "
                                            "bytes, more than that many tokens can hold; shorten the prompt (or start the "
-                                           "server with a larger -c)", static_cast<long long>(engine.n_ctx()), n_bytes));
+                                           "server with a larger -c)", static_cast<long long>(engine.n_ctx()), n_bytes), param);
 }
 
 std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine& engine, const OpenAiRequest& request,
@@ -113,7 +113,7 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
       p.forced_call_prefix = forced_call_prefix(p.tool_format, *rendered, p.forced_call_name);
       *rendered += p.forced_call_prefix;
     }
-    if (auto e = check_prompt_bytes(engine, max_token_bytes, rendered->size())) return *e;
+    if (auto e = check_prompt_bytes(engine, max_token_bytes, rendered->size(), "messages")) return *e;
     p.tokens = tokenize_prompt(tok, *rendered);
     p.starts_in_reasoning = prompt_ends_in_reasoning(*rendered);
     p.text = std::move(*rendered);
@@ -127,7 +127,7 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
         p.tokens = in.tokens;
         p.text = tok.decode(in.tokens, /*render_special=*/true);
       } else {
-        if (auto e = check_prompt_bytes(engine, max_token_bytes, in.text.size())) return *e;
+        if (auto e = check_prompt_bytes(engine, max_token_bytes, in.text.size(), "prompt")) return *e;
         p.tokens = tokenize_prompt(tok, in.text);
         p.text = in.text;
       }
@@ -142,7 +142,8 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
     if (static_cast<int64_t>(p.tokens.size()) >= engine.n_ctx())
       return context_length_exceeded(strprintf("this model's maximum context length is %lld tokens, but the prompt has "
                                                "%zu tokens; shorten the prompt (or start the server with a larger -c)",
-                                               static_cast<long long>(engine.n_ctx()), p.tokens.size()));
+                                               static_cast<long long>(engine.n_ctx()), p.tokens.size()),
+                                     request.endpoint == Endpoint::kChat ? "messages" : "prompt");
   }
   return out;
 }

@@ -189,7 +189,12 @@ TEST_F(ServerTest, ClientErrors) {
   }
   std::string long_prompt;
   for (int i = 0; i < 600; ++i) long_prompt += " hello";
-  expect_error(post_json(c, "/v1/completions", {{"prompt", long_prompt}}), 400, "invalid_request_error", "context_length_exceeded");
+  const Reply too_long = post_json(c, "/v1/completions", {{"prompt", long_prompt}});
+  expect_error(too_long, 400, "invalid_request_error", "context_length_exceeded");
+  EXPECT_EQ(too_long.body["error"]["param"], "prompt");  // the completions field, not chat's "messages"
+  const Reply too_long_chat = post_json(c, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", long_prompt}}}}});
+  expect_error(too_long_chat, 400, "invalid_request_error", "context_length_exceeded");
+  EXPECT_EQ(too_long_chat.body["error"]["param"], "messages");
   expect_error(post_json(c, "/v1/completions", {{"prompt", {999999999}}}), 400, "invalid_request_error");
   expect_error(post_json(c, "/v1/completions", {{"prompt", ""}}), 400, "invalid_request_error");
   // The server is unharmed.
