@@ -263,14 +263,12 @@ struct Generation : std::enable_shared_from_this<Generation> {
       writer->send(json_response(200, json_text(completion_body(meta, choices, usage))));
     }
     AuditRecord& r = exchange->record;
-    r.status = status;
     r.request_id = meta.id;
     r.prompt_tokens = usage.prompt_tokens;
     r.completion_tokens = usage.completion_tokens;
-    r.latency_seconds = now_seconds() - exchange->t_arrival;
     if (ctx.audit && ctx.audit->include_content())
       for (const ChoiceBuilder& c : choices) r.completion += c.reasoning() + c.content();
-    ctx.write_audit(*exchange);
+    ctx.write_audit(*exchange, status);
   }
 };
 
@@ -298,12 +296,8 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Reques
     }
   } reservation{*ctx.worker};
   auto fail = [&](const ApiError& e) {
-    if (reservation.held) ctx.worker->release_reservation();
-    reservation.held = false;
     writer->send(error_response(e));
-    exchange->record.status = e.http_status;
-    exchange->record.latency_seconds = now_seconds() - exchange->t_arrival;
-    ctx.write_audit(*exchange);
+    ctx.write_audit(*exchange, e.http_status);
   };
   if (ctx.draining) return fail(unavailable("the server is shutting down", "shutting_down"));
   const Engine* engine = ctx.worker->engine();

@@ -115,6 +115,12 @@ struct Shared {
   std::atomic<size_t> busy{0};                 // sessions with response bytes pending
   std::atomic<size_t> open{0};                 // sessions alive (for the connection cap)
   explicit Shared(Options o) : options(std::move(o)) {}
+
+  // The answer to an error the HTTP layer finds itself (path "" before the request line).
+  Response error_for(int status, const std::string& path) const {
+    if (options.error_response) return options.error_response(status, path);
+    return Response{status, "text/plain", {}, reason_phrase(status)};
+  }
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -190,7 +196,6 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!current(exchange) || started_) return;
     started_ = true;
     chunked_ = version_ >= 11;
-    head_only_ = head_only;
     if (!chunked_) keep_alive_ = false;  // an HTTP/1.0 stream ends when the connection does
     std::string bytes = serialize_head(head, -1, chunked_, keep_alive_, version_);
     if (head_only) {
@@ -224,8 +229,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void abandon(uint64_t exchange) {
     if (!current(exchange) || started_) return;
     const int status = 500;
-    Response r = shared_->options.error_response ? shared_->options.error_response(status, path_)
-                                                 : Response{status, "text/plain", {}, reason_phrase(status)};
+    Response r = shared_->error_for(status, path_);
     send_whole(exchange, r, false);
   }
 
@@ -332,7 +336,7 @@ class Session : public std::enable_shared_from_this<Session> {
     response_done_ = false;
     keep_alive_ = false;
     version_ = 11;
-    Response r = shared_->options.error_response ? shared_->options.error_response(status, path_) : Response{status, "text/plain", {}, reason_phrase(status)};
+    Response r = shared_->error_for(status, path_);
     send_whole(exchange_, r, false);
   }
 
@@ -496,7 +500,6 @@ class Session : public std::enable_shared_from_this<Session> {
   bool response_done_ = false;       // nothing more will be queued for this response
   bool streaming_ = false;           // between begin_stream and end_stream
   bool chunked_ = false;             // the stream uses chunked framing
-  bool head_only_ = false;           // HEAD: no body bytes
   bool gone_ = false;                // the client left during this exchange
   bool busy_ = false;                // counted in Shared::busy
   std::string heartbeat_;            // written after heartbeat_interval of silence
@@ -575,8 +578,7 @@ struct Server::Impl {
       auto session = std::make_shared<Session>(shared, std::move(socket));
       if (n > shared->options.max_connections || shared->draining) {
         const int status = 503;
-        Response r = shared->options.error_response ? shared->options.error_response(status, "")
-                                                    : Response{status, "text/plain", {}, reason_phrase(status)};
+        Response r = shared->error_for(status, "");
         r.headers.emplace_back("Retry-After", "1");
         session->reject(std::move(r));
       } else {

@@ -54,7 +54,9 @@ std::string ServerContext::new_response_id(const char* prefix) {
 
 uint64_t ServerContext::new_seed() { return id_salt + next_id.fetch_add(1); }
 
-void ServerContext::write_audit(const Exchange& exchange) {
+void ServerContext::write_audit(Exchange& exchange, int status) {
+  exchange.record.status = status;
+  exchange.record.latency_seconds = now_seconds() - exchange.t_arrival;
   if (audit) audit->write(exchange.record);
 }
 
@@ -149,9 +151,7 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
   ex->record.route = label;
   auto answer = [&ctx, ex, writer](const ApiError& e) {
     writer->send(error_response(e));
-    ex->record.status = e.http_status;
-    ex->record.latency_seconds = now_seconds() - ex->t_arrival;
-    ctx.write_audit(*ex);
+    ctx.write_audit(*ex, e.http_status);
   };
   if (ctx.keys.enabled()) {
     std::optional<size_t> key = ctx.keys.match(req.header("Authorization"));
@@ -178,9 +178,7 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
       m = json{{"object", "list"}, {"data", json::array({m})}};
     }
     writer->send(json_response(200, json_text(m)));
-    ex->record.status = 200;
-    ex->record.latency_seconds = now_seconds() - ex->t_arrival;
-    ctx.write_audit(*ex);
+    ctx.write_audit(*ex, 200);
     return;
   }
 
@@ -209,9 +207,7 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
       handle_generation(ctx, endpoint, req, writer, ex);
     } catch (const std::exception& e) {
       writer->send(error_response(internal_error(std::string("internal error: ") + e.what())));
-      ex->record.status = 500;
-      ex->record.latency_seconds = now_seconds() - ex->t_arrival;
-      ctx.write_audit(*ex);
+      ctx.write_audit(*ex, 500);
     }
   });
 }

@@ -45,7 +45,8 @@ struct ServerContext {
 
   std::string new_response_id(const char* prefix);  // "chatcmpl-<hex>"
   uint64_t new_seed();                              // for requests without "seed"
-  void write_audit(const Exchange& exchange);       // no-op without an audit log
+  // Ends the exchange's record with its status and latency and writes it (a no-op without an audit log).
+  void write_audit(Exchange& exchange, int status);
 };
 
 // An OpenAI error body with its status (and Retry-After for 429 and 503).

@@ -83,10 +83,8 @@ std::variant<json, ApiError> detokenize(const Tokenizer& tok, const json& body) 
 void handle_tokenize(ServerContext& ctx, bool detokenize_route, const http::Request& req,
                      std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange) {
   auto answer = [&](const http::Response& response) {
-    exchange->record.status = response.status;
-    exchange->record.latency_seconds = now_seconds() - exchange->t_arrival;
     writer->send(response);
-    ctx.write_audit(*exchange);
+    ctx.write_audit(*exchange, response.status);
     --ctx.tokenize_in_flight;
   };
   const Engine* engine = ctx.worker->engine();
