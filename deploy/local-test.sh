@@ -44,7 +44,7 @@ python3 "$CLIENT" load --url "$URL" --api-key test-key --concurrency 64 --max-to
   --stop-file "$WORK/stop" >"$WORK/load.json" &
 LOAD_PID=$!
 EXTRA_PIDS+=" $LOAD_PID"
-sleep 2
+sleep 1
 t_term=$(date +%s.%N)
 kill -TERM "${REPLICA_PID[b]}"
 # /health of the draining replica, polled until it exits.
@@ -67,10 +67,10 @@ t_exit=$(date +%s.%N)
 start_replica b "$B" $(serve_args b)
 wait_healthy b
 t_ready=$(date +%s.%N)
-# The load goes on until the restarted replica has served 32 streams of it.
+# The load goes on until the restarted replica has served 16 streams of it.
 for ((i = 0; i < 200; i++)); do
   n=$(metric "$B" "$COMPLETIONS_200")
-  [[ $n != absent && $n -ge 32 ]] && break
+  [[ $n != absent && $n -ge 16 ]] && break
   sleep 0.1
 done
 touch "$WORK/stop"

@@ -14,6 +14,8 @@ packages=(
   opencl-headers ocl-icd-opencl-dev  # OpenCL backend (FATHOM_OPENCL=auto builds it when present)
   pocl-opencl-icd clinfo  # OpenCL on the CPU, so the OpenCL tests run on any machine
   clang-14 libclang-rt-14-dev  # libFuzzer targets in tests/fuzz (clang's -fsanitize=fuzzer runtime)
+  nginx-light prometheus  # tests/deploy: the shipped nginx and Prometheus configurations run for real (promtool too)
+  openssl python3-yaml  # tests/deploy: a self-signed certificate for the TLS example; reading the YAML artefacts
 )
 
 missing=()

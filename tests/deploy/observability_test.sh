@@ -71,7 +71,7 @@ while True:
     up = [t for t in targets if t["health"] == "up"]
     # Three scrapes at least, so that rate() over the samples has something to work with.
     if len(up) == 2 and len(targets) == 2 and rules and all(r["health"] == "ok" for g in rules for r in g["rules"]):
-        time.sleep(3)
+        time.sleep(2)
         print(f"targets up: {', '.join(t['scrapeUrl'] for t in up)}; "
               f"{sum(len(g['rules']) for g in rules)} rules loaded and evaluated without error")
         break
