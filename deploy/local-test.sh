@@ -44,26 +44,34 @@ python3 "$CLIENT" load --url "$URL" --api-key test-key --concurrency 64 --max-to
   --stop-file "$WORK/stop" >"$WORK/load.json" &
 LOAD_PID=$!
 EXTRA_PIDS+=" $LOAD_PID"
-sleep 1
-t_term=$(date +%s.%N)
-kill -TERM "${REPLICA_PID[b]}"
-# /health of the draining replica, polled until it exits.
-drain_codes=$(python3 - "${REPLICA_PID[b]}" "$B" <<'PY'
-import collections, http.client, os, sys, time
-codes = collections.Counter()
-while os.path.exists(f"/proc/{sys.argv[1]}") and open(f"/proc/{sys.argv[1]}/stat").read().split()[2] != "Z":
+# /health of replica b, polled from before its SIGTERM until it exits: "start-time status" lines.
+python3 - "${REPLICA_PID[b]}" "$B" >"$WORK/health-b.txt" <<'PY' &
+import http.client, os, sys, time
+pid, port = sys.argv[1], int(sys.argv[2])
+while os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z":
+    t = time.time()
     try:
-        c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[2]), timeout=1)
-        c.request("GET", "/health"); codes[str(c.getresponse().status)] += 1
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        c.request("GET", "/health"); status = c.getresponse().status
     except OSError:
-        codes["refused"] += 1
+        status = "refused"
+    print(f"{t:.3f} {status}", flush=True)
     time.sleep(0.02)
-print(" ".join(f"{k} x{v}" for k, v in sorted(codes.items())))
 PY
-)
+POLL_PID=$!
+EXTRA_PIDS+=" $POLL_PID"
+sleep 1
+[[ -s $WORK/health-b.txt ]] || sleep 1
+kill -TERM "${REPLICA_PID[b]}"
+t_term=$(date +%s.%N)
 wait "${REPLICA_PID[b]}" || die "replica b exited with status $? after SIGTERM (expected 0)"
 t_exit=$(date +%s.%N)
-[[ $drain_codes != *"200 x"* ]] || die "replica b answered /health 200 while draining:$drain_codes"
+wait "$POLL_PID"
+# Probes that began 0.1 s or more after the signal must not see 200.
+drain_codes=$(awk -v t="$t_term" '$1 >= t + 0.1 { n[$2]++ } END { for (s in n) printf "%s x%d ", s, n[s] }' "$WORK/health-b.txt")
+[[ -n $drain_codes ]] || drain_codes="(none: it exited within 0.1 s)"
+[[ $(awk -v t="$t_term" '$1 < t && $2 == 200' "$WORK/health-b.txt") ]] || die "the /health poller saw no 200 before SIGTERM"
+[[ $drain_codes != *"200 x"* ]] || die "replica b answered /health 200 while draining: $drain_codes"
 start_replica b "$B" $(serve_args b)
 wait_healthy b
 t_ready=$(date +%s.%N)

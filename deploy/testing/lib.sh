@@ -27,16 +27,18 @@ free_port() {  # a port nothing listens on now (the kernel's pick; free again wh
 
 # start_replica NAME PORT [serve options...]: starts `fathom serve` in the background on PORT
 # (0 = any) and waits for its "listening" line; sets REPLICA_PORT[NAME] and REPLICA_PID[NAME].
+# Its output goes to $WORK/NAME.<time>.log.
 start_replica() {
   local name=$1 port=$2; shift 2
-  local log=$WORK/$name.log
+  local log
+  log=$WORK/$name.$(date +%s%N).log  # a log per start: a restart must not read the last one's lines
   "$FATHOM" serve --port "$port" "$@" >>"$log" 2>&1 &
   REPLICA_PID[$name]=$!
   local i
   for ((i = 0; i < 200; i++)); do
     local line
     line=$(grep -o 'listening on http://[0-9.]*:[0-9]*' "$log" | tail -1 || true)
-    if [[ -n $line && ($port == 0 || $line == *":$port") ]]; then
+    if [[ -n $line ]]; then
       REPLICA_PORT[$name]=${line##*:}
       return 0
     fi

@@ -9,6 +9,7 @@ conversation:  for each conversation named, TURNS requests (X-Conversation-Id), 
                previous one plus a new turn; prints the replica (X-Upstream) that answered each turn.
 """
 import argparse
+import concurrent.futures
 import http.client
 import json
 import os
@@ -90,20 +91,24 @@ def run_load(args):
 
 
 def run_conversation(args):
-    out = []
-    for conversation in args.conversation:
-        headers = {"X-Conversation-Id": conversation}
-        if args.api_key:
-            headers["Authorization"] = f"Bearer {args.api_key}"
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+
+    def one(conversation):  # its turns one after the other; conversations run side by side
         prompt, upstreams = "", []
         for turn in range(args.turns):
             prompt += f" user turn {turn}: " + " ".join(WORDS[turn:turn + 10]) + "\nassistant:"
-            status, upstream, complete, _, error = stream_completion(args.url, prompt, args.max_tokens, headers,
-                                                                     args.cafile)
+            status, upstream, complete, _, error = stream_completion(
+                args.url, prompt, args.max_tokens, {**headers, "X-Conversation-Id": conversation}, args.cafile)
             if not complete:
-                sys.exit(f"conversation {conversation} turn {turn}: status {status}: {error}")
+                return {"conversation": conversation, "error": f"turn {turn}: status {status}: {error}"}
             upstreams.append(upstream)
-        out.append({"conversation": conversation, "upstreams": upstreams})
+        return {"conversation": conversation, "upstreams": upstreams}
+
+    with concurrent.futures.ThreadPoolExecutor(len(args.conversation)) as pool:
+        out = list(pool.map(one, args.conversation))
+    failed = [c for c in out if "error" in c]
+    if failed:
+        sys.exit(f"conversation {failed[0]['conversation']} {failed[0]['error']}")
     print(json.dumps(out))
 
 

@@ -25,6 +25,9 @@ import tempfile
 
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_cli import report, serve_options, unknown_options  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 DEPLOY = os.path.join(ROOT, "deploy")
 problems = []
@@ -35,15 +38,10 @@ def need(cond, what):
         problems.append(what)
 
 
-def serve_options(fathom):
-    text = subprocess.run([fathom, "serve", "--help"], capture_output=True, text=True).stdout
-    return set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", text))
-
 
 def check_options(where, args, options):
-    for a in args:
-        if a.startswith("-") and not re.fullmatch(r"-?\d+", a):
-            need(a in options, f"{where}: {a} is not an option of fathom serve")
+    for a in unknown_options(args, options):
+        problems.append(f"{where}: {a} is not an option of fathom serve")
 
 
 def arg_value(args, flag):
@@ -182,10 +180,7 @@ def main():
     dockerfile(fathom)
     compose(options)
     systemd(fathom, options)
-    for p in problems:
-        print("  " + p)
-    print(f"artefacts: {len(problems)} problems")
-    sys.exit(1 if problems else 0)
+    report("artefacts", problems)
 
 
 if __name__ == "__main__":

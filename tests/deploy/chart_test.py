@@ -28,6 +28,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import helm_render  # noqa: E402
+from serve_cli import report, serve_options, unknown_options  # noqa: E402
 
 CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "helm", "fathom")
 KINDS = {("v1", "Service"), ("v1", "Secret"), ("v1", "PersistentVolumeClaim"), ("apps/v1", "Deployment"),
@@ -43,10 +44,6 @@ ALL_ON = ["kind=StatefulSet", "kvPersist.enabled=true", "apiKeys.keys=[key-one, 
 EXISTING = ["apiKeys.existingSecret=my-keys", "model.volume.existingClaim=my-models", "model.pull=''",
             "model.alias=''", "podDisruptionBudget.enabled=false"]
 
-
-def serve_options(fathom):
-    text = subprocess.run([fathom, "serve", "--help"], capture_output=True, text=True).stdout
-    return set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", text))
 
 
 def live_metric_names(fathom, work):
@@ -93,9 +90,8 @@ def check(docs, sets, options, metrics):
     c = next(c for c in spec["containers"] if c["name"] == "fathom")
     args = c["args"]
     need(args[0] == "serve", "the container does not run `fathom serve`")
-    for a in args[1:]:
-        if a.startswith("-") and not re.fullmatch(r"-?\d+", a):
-            need(a in options, f"{a} is not an option of fathom serve")
+    for a in unknown_options(args[1:], options):
+        need(False, f"{a} is not an option of fathom serve")
     arg = {args[i]: args[i + 1] for i in range(1, len(args) - 1) if args[i].startswith("--")}
     port = int(arg["--port"])
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -218,10 +214,7 @@ def main():
             if message not in str(e):
                 problems.append(f"{bad} failed with {e}")
     print(kubectl_validate(helm_render.render(CHART)))
-    for p in problems:
-        print("  " + p)
-    print(f"chart: {len(problems)} problems")
-    sys.exit(1 if problems else 0)
+    report("chart", problems)
 
 
 if __name__ == "__main__":
