@@ -25,6 +25,7 @@ import tempfile
 
 import yaml
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve_cli import report, serve_options, unknown_options  # noqa: E402
 

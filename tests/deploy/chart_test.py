@@ -26,6 +26,7 @@ import urllib.request
 
 import yaml
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import helm_render  # noqa: E402
 from serve_cli import report, serve_options, unknown_options  # noqa: E402
