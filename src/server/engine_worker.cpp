@@ -149,6 +149,8 @@ void EngineWorker::publish_gauges() {
   g.kv_blocks_cached = prefix.cached_blocks;
   g.prefix_cache_hit_rate =
       prefix.query_tokens > 0 ? static_cast<double>(prefix.hit_tokens) / static_cast<double>(prefix.query_tokens) : 0.0;
+  g.prefix_query_tokens = prefix.query_tokens;
+  g.prefix_hit_tokens = prefix.hit_tokens;
   metrics_.set_engine_gauges(g);
 }
 

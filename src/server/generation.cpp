@@ -235,12 +235,12 @@ struct Generation : std::enable_shared_from_this<Generation> {
       usage.reasoning_tokens += c.reasoning_tokens();
       if (e.event.reason == FinishReason::kError) {
         failure = internal_error("generation failed: " + e.event.status.to_string());
-        ctx.metrics.record_unfinished(e.event.stats, /*cancelled=*/false);
+        ctx.metrics.record_unfinished(e.event.stats, /*cancelled=*/false, exchange->record.key_id);
       } else if (e.event.reason == FinishReason::kCancelled) {
         if (!client_gone) failure = unavailable("the request was cancelled: the server is shutting down", "shutting_down");
-        ctx.metrics.record_unfinished(e.event.stats, /*cancelled=*/true);
+        ctx.metrics.record_unfinished(e.event.stats, /*cancelled=*/true, exchange->record.key_id);
       } else {
-        ctx.metrics.record_generation(e.event.stats);
+        ctx.metrics.record_generation(e.event.stats, exchange->record.key_id);
       }
     }
     return d;

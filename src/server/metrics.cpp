@@ -127,21 +127,28 @@ void Metrics::count_request(const std::string& route, int status) {
   ++requests_[{route, status}];
 }
 
-void Metrics::record_generation(const RequestStats& stats) {
+void Metrics::add_tokens(const RequestStats& stats, const std::string& key_id) {
+  prompt_tokens_ += stats.n_prompt;
+  generated_tokens_ += stats.n_generated;
+  if (key_id.empty()) return;
+  auto& [prompt, generated] = key_tokens_[key_id];
+  prompt += stats.n_prompt;
+  generated += stats.n_generated;
+}
+
+void Metrics::record_generation(const RequestStats& stats, const std::string& key_id) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    prompt_tokens_ += stats.n_prompt;
-    generated_tokens_ += stats.n_generated;
+    add_tokens(stats, key_id);
   }
   if (stats.n_generated > 0) ttft_.observe(stats.prompt_seconds());
   if (stats.n_generated > 1) tpot_.observe(stats.generation_seconds() / static_cast<double>(stats.n_generated - 1));
   e2e_.observe(stats.t_end - stats.t_submit);
 }
 
-void Metrics::record_unfinished(const RequestStats& stats, bool cancelled) {
+void Metrics::record_unfinished(const RequestStats& stats, bool cancelled, const std::string& key_id) {
   std::lock_guard<std::mutex> lock(mutex_);
-  prompt_tokens_ += stats.n_prompt;
-  generated_tokens_ += stats.n_generated;
+  add_tokens(stats, key_id);
   if (cancelled) ++cancelled_;
 }
 
@@ -178,6 +185,14 @@ std::string Metrics::render() const {
             static_cast<double>(prompt_tokens_));
     counter(out, "fathom_generated_tokens_total", "Tokens generated, also by cancelled and failed generations.",
             static_cast<double>(generated_tokens_));
+    if (!key_tokens_.empty()) {
+      metric_header(out, "fathom_key_prompt_tokens_total", "counter", "Prompt tokens by API key (key-1 is the first configured key).");
+      for (const auto& [key, n] : key_tokens_)
+        out += strprintf("fathom_key_prompt_tokens_total{key=\"%s\"} %lld\n", escape_label(key).c_str(), static_cast<long long>(n.first));
+      metric_header(out, "fathom_key_generated_tokens_total", "counter", "Generated tokens by API key.");
+      for (const auto& [key, n] : key_tokens_)
+        out += strprintf("fathom_key_generated_tokens_total{key=\"%s\"} %lld\n", escape_label(key).c_str(), static_cast<long long>(n.second));
+    }
     counter(out, "fathom_requests_cancelled_total",
             "Generations cancelled before their end (client gone, or shutdown).", static_cast<double>(cancelled_));
     gauge(out, "fathom_model_loaded", "1 when the model is loaded and requests are served.", model_loaded_ ? 1 : 0);
@@ -191,6 +206,10 @@ std::string Metrics::render() const {
           static_cast<double>(gauges_.kv_blocks_cached));
     gauge(out, "fathom_prefix_cache_hit_rate", "Fraction of prompt tokens served from the prefix cache.",
           gauges_.prefix_cache_hit_rate);
+    counter(out, "fathom_prefix_cache_query_tokens_total", "Prompt tokens looked up in the prefix cache.",
+            static_cast<double>(gauges_.prefix_query_tokens));
+    counter(out, "fathom_prefix_cache_hit_tokens_total", "Prompt tokens served from the prefix cache.",
+            static_cast<double>(gauges_.prefix_hit_tokens));
     gauge(out, "fathom_prefix_cache_restored_blocks", "Prefix cache blocks restored at start-up (--kv-persist).",
           static_cast<double>(prefix_restored_blocks_));
     gauge(out, "fathom_prefix_cache_restore_rejected",

@@ -37,6 +37,8 @@ struct EngineGauges {
   int64_t kv_blocks_free = 0;         // KV cache blocks available (free or cached-and-evictable)
   int64_t kv_blocks_cached = 0;       // blocks the prefix cache indexes (some may be in use too)
   double prefix_cache_hit_rate = 0.0; // prompt tokens served from cached blocks / prompt tokens looked up
+  int64_t prefix_query_tokens = 0;    // prompt tokens looked up in the prefix cache, since start
+  int64_t prefix_hit_tokens = 0;      // of those, served from cached blocks
 };
 
 class Metrics {
@@ -45,10 +47,11 @@ class Metrics {
 
   void count_request(const std::string& route, int status);
   // A finished generation: token totals and ttft / time per output token / end-to-end latency.
-  void record_generation(const RequestStats& stats);
+  // `key_id` (ApiKeys::key_id, "" when authentication is off) also counts the tokens per key.
+  void record_generation(const RequestStats& stats, const std::string& key_id);
   // A generation cancelled (client gone, shutdown) or failed: its tokens still count, and it
   // counts in fathom_requests_cancelled_total when `cancelled`.
-  void record_unfinished(const RequestStats& stats, bool cancelled);
+  void record_unfinished(const RequestStats& stats, bool cancelled, const std::string& key_id);
   void set_engine_gauges(const EngineGauges& gauges);
   EngineGauges engine_gauges() const;
   void set_model_loaded(bool loaded);
@@ -57,11 +60,16 @@ class Metrics {
   std::string render() const;
 
  private:
+  void add_tokens(const RequestStats& stats, const std::string& key_id);  // mutex_ held
+
   mutable std::mutex mutex_;  // guards the fields below, not the histograms (they lock themselves)
   std::map<std::pair<std::string, int>, int64_t> requests_;  // (route, HTTP status) -> responses
   int64_t prompt_tokens_ = 0;     // prompt tokens of generations that ran
   int64_t generated_tokens_ = 0;  // tokens generated, whatever became of the request
   int64_t cancelled_ = 0;         // generations cancelled before their end
+  // Per API key ("key-1", ...; only keys that made requests): prompt and generated tokens. The
+  // keys are the configured ones, so the label set is bounded by the configuration.
+  std::map<std::string, std::pair<int64_t, int64_t>> key_tokens_;
   double start_time_ = 0;         // unix seconds the process started (process_start_time_seconds)
   EngineGauges gauges_;           // last published engine state
   bool model_loaded_ = false;     // the engine is ready

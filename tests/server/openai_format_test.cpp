@@ -495,25 +495,37 @@ TEST(Metrics, PrometheusText) {
   s.t_submit = 1.0;
   s.t_first_token = 1.02;
   s.t_end = 1.1;
-  m.record_generation(s);
+  m.record_generation(s, "");
+  s.n_prompt = 7;
+  s.n_generated = 2;
+  m.record_generation(s, "key-2");
+  m.record_unfinished(s, /*cancelled=*/true, "key-2");
   EngineGauges g;
   g.kv_blocks_used = 3;
   g.kv_blocks_free = 61;
+  g.prefix_query_tokens = 40;
+  g.prefix_hit_tokens = 16;
   m.set_engine_gauges(g);
   const std::string text = m.render();
   EXPECT_NE(text.find("fathom_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 2\n"), std::string::npos) << text;
   EXPECT_NE(text.find("fathom_requests_total{route=\"/v1/completions\",status=\"400\"} 1\n"), std::string::npos);
-  EXPECT_NE(text.find("fathom_prompt_tokens_total 10\n"), std::string::npos);
-  EXPECT_NE(text.find("fathom_generated_tokens_total 5\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_prompt_tokens_total 24\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_generated_tokens_total 9\n"), std::string::npos);
+  // Per key: only keys that made requests, never the anonymous ones.
+  EXPECT_NE(text.find("fathom_key_prompt_tokens_total{key=\"key-2\"} 14\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("fathom_key_generated_tokens_total{key=\"key-2\"} 4\n"), std::string::npos);
+  EXPECT_EQ(text.find("key=\"\""), std::string::npos);
+  EXPECT_NE(text.find("fathom_prefix_cache_query_tokens_total 40\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_prefix_cache_hit_tokens_total 16\n"), std::string::npos);
   EXPECT_NE(text.find("fathom_kv_blocks_used 3\n"), std::string::npos);
   EXPECT_NE(text.find("fathom_kv_blocks_free 61\n"), std::string::npos);
   EXPECT_NE(text.find("fathom_prefix_cache_hit_rate 0\n"), std::string::npos);
   EXPECT_NE(text.find("# TYPE fathom_ttft_seconds histogram\n"), std::string::npos);
   EXPECT_NE(text.find("fathom_ttft_seconds_bucket{le=\"0.01\"} 0\n"), std::string::npos);
-  EXPECT_NE(text.find("fathom_ttft_seconds_bucket{le=\"0.025\"} 1\n"), std::string::npos);
-  EXPECT_NE(text.find("fathom_ttft_seconds_bucket{le=\"+Inf\"} 1\n"), std::string::npos);
-  EXPECT_NE(text.find("fathom_tpot_seconds_count 1\n"), std::string::npos);
-  EXPECT_NE(text.find("fathom_e2e_seconds_count 1\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_ttft_seconds_bucket{le=\"0.025\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_ttft_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_tpot_seconds_count 2\n"), std::string::npos);
+  EXPECT_NE(text.find("fathom_e2e_seconds_count 2\n"), std::string::npos);
 }
 
 TEST(ApiKeys, BearerMatchingAndKeyFile) {
