@@ -135,7 +135,7 @@ int cmd_show(const Args& args) {
   line("context", strprintf("%lld tokens (trained)", static_cast<long long>(s.n_ctx_train)));
   line("vocabulary", strprintf("%lld tokens", static_cast<long long>(s.n_vocab)));
   const std::optional<std::string> tmpl = (*file)->get_string("tokenizer.chat_template");
-  line("chat template", tmpl ? strprintf("yes (%zu characters)", tmpl->size()) : "none (fathom chat falls back to plain text)");
+  line("chat template", tmpl ? strprintf("yes (%zu characters)", tmpl->size()) : "none");
   std::string quant_mix;
   for (const auto& [dtype, stats] : mix)
     quant_mix += strprintf("%s%s: %d tensors, %s", quant_mix.empty() ? "" : "; ", dtype.c_str(), stats.first,

@@ -54,7 +54,7 @@ class PullProgressPrinter {
     const double eta = speed > 0 ? static_cast<double>(p.total - p.done) / speed : 0;
     const int percent = static_cast<int>(100 * p.done / std::max<uint64_t>(p.total, 1));
     const std::string numbers = strprintf("%3d%%  %s/%s MiB  %s MiB/s  ETA %s", percent, mib(p.done).c_str(), mib(p.total).c_str(),
-                                          mib(static_cast<uint64_t>(speed)).c_str(), clock_time(eta).c_str());
+                                          mib(static_cast<uint64_t>(speed)).c_str(), speed > 0 ? clock_time(eta).c_str() : "--:--");
     const std::string label = p.n_files > 1 ? strprintf("[%zu/%zu] %s", p.file_index + 1, p.n_files, p.file.c_str()) : p.file;
     const bool finished = p.done == p.total;
     if (is_terminal_) {

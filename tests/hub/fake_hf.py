@@ -11,6 +11,7 @@ Errors carry X-Error-Code / X-Error-Message like the Hub. Fault injection for th
   --gated ORG/REPO --token T   the repo answers 401 without "Authorization: Bearer T"
   --drop-after PATH:N          the first GET of PATH closes the connection after N body bytes
   --corrupt PATH:OFFSET        the byte at OFFSET of PATH is served flipped (sha256 stays right)
+  --listed-size PATH:N         the listing gives N as PATH's size (a model too large for the disk)
   --log FILE                   one JSON line per /cdn GET: path, range start, bytes sent
 Prints "PORT <n>" on stdout once listening.
 """
@@ -33,6 +34,7 @@ def parse_args():
     p.add_argument("--token", default="")
     p.add_argument("--drop-after", action="append", default=[])
     p.add_argument("--corrupt", action="append", default=[])
+    p.add_argument("--listed-size", action="append", default=[])
     p.add_argument("--log", default="")
     return p.parse_args()
 
@@ -40,6 +42,7 @@ def parse_args():
 ARGS = parse_args()
 DROP = {k: int(v) for k, v in (s.rsplit(":", 1) for s in ARGS.drop_after)}
 CORRUPT = {k: int(v) for k, v in (s.rsplit(":", 1) for s in ARGS.corrupt)}
+LISTED_SIZE = {k: int(v) for k, v in (s.rsplit(":", 1) for s in ARGS.listed_size)}
 LOCK = threading.Lock()
 SHA_CACHE = {}
 
@@ -126,7 +129,7 @@ class Handler(BaseHTTPRequestHandler):
         for rel in repo_files(d):
             s = {"rfilename": rel}
             if blobs:
-                size = os.path.getsize(os.path.join(d, rel))
+                size = LISTED_SIZE.get(f"{org}/{repo}/{rel}", os.path.getsize(os.path.join(d, rel)))
                 s.update({"size": size, "blobId": hashlib.sha1(rel.encode()).hexdigest(),
                           "lfs": {"sha256": sha256_of(os.path.join(d, rel)), "size": size, "pointerSize": 135}})
             siblings.append(s)

@@ -29,6 +29,7 @@ SPLIT_PART2 = "Q8_0/tiny-Q8_0-00002-of-00003.gguf"
 DROP_AT = 20000  # bytes of part 2 sent before the connection drops
 CORRUPT_REPO = "fathom-test/corrupt-GGUF"
 GATED_REPO = "fathom-test/gated-GGUF"
+HUGE_REPO = "fathom-test/huge-GGUF"  # listed as 1.9 TiB: more than the disk has
 TOKEN = "hf_test_secret"
 
 
@@ -76,6 +77,8 @@ synth(os.path.join(ROOT, "fathom-test/tiny-GGUF/tiny-Q8_0.gguf"), "--type", "q8_
 synth(os.path.join(ROOT, "fathom-test/tiny-GGUF/tiny-F32.gguf"))
 synth(os.path.join(ROOT, CORRUPT_REPO, "tiny-Q8_0.gguf"), "--type", "q8_0")
 synth(os.path.join(ROOT, GATED_REPO, "tiny-Q8_0.gguf"), "--type", "q8_0")
+os.makedirs(os.path.join(ROOT, HUGE_REPO))
+shutil.copy(os.path.join(TMP, "tiny-Q8_0.gguf"), os.path.join(ROOT, HUGE_REPO, "huge-Q8_0.gguf"))
 with open(os.path.join(ROOT, SPLIT_REPO, "README.md"), "w") as f:
     f.write("not a model\n")
 part2_size = os.path.getsize(os.path.join(ROOT, SPLIT_REPO, SPLIT_PART2))
@@ -83,7 +86,8 @@ check(part2_size > DROP_AT, f"part 2 is only {part2_size} bytes")
 
 server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "fake_hf.py"), "--root", ROOT,
                            "--log", LOG, "--drop-after", f"{SPLIT_REPO}/{SPLIT_PART2}:{DROP_AT}",
-                           "--corrupt", f"{CORRUPT_REPO}/tiny-Q8_0.gguf:5000", "--gated", GATED_REPO, "--token", TOKEN],
+                           "--corrupt", f"{CORRUPT_REPO}/tiny-Q8_0.gguf:5000",
+                           "--listed-size", f"{HUGE_REPO}/huge-Q8_0.gguf:{19 * 2**40 // 10}", "--gated", GATED_REPO, "--token", TOKEN],
                           stdout=subprocess.PIPE, text=True)
 try:
     port_line = server.stdout.readline()
@@ -95,6 +99,7 @@ try:
     #    interruption, and installs nothing.
     out = fathom("pull", name, expect=1)
     check("interrupted after" in out and "again to resume" in out, "interrupted pull message:\n" + out)
+    print("interrupted pull: " + [l for l in out.splitlines() if "interrupted after" in l][0])
     check(name not in fathom("list"), "a failed pull is listed")
     # 2. The second pull fetches only the rest of part 2, and part 3.
     before = len(cdn_log())
@@ -116,8 +121,8 @@ try:
     run_args = ["run", "-p", "Once upon a time", "-n", "12", "--temp", "0", "-t", "1"]
     text = fathom(*run_args, "-m", name)
     single = fathom(*run_args, "-m", os.path.join(TMP, "tiny-Q8_0.gguf"))
-    first_line = lambda s: s.strip().splitlines()[0]
-    check(first_line(text) == first_line(single), f"split model output differs:\n{text}\nvs\n{single}")
+    generated = lambda s: s.split("\nload: ")[0]  # the text, without the timing lines after it
+    check(generated(text) == generated(single), f"split model output differs:\n{text}\nvs\n{single}")
     print(f"fathom run -m {name}:\n  " + "\n  ".join(text.strip().splitlines()))
 
     # 4. Pulling again finds it up to date and fetches nothing.
@@ -146,6 +151,9 @@ try:
     out = fathom("pull", GATED_REPO, env={"HF_TOKEN": "wrong"}, expect=1)
     check("401 Unauthorized" in out and "token in HF_TOKEN is not allowed" in out, out)
     fathom("pull", GATED_REPO, env={"HF_TOKEN": TOKEN})
+    out = fathom("pull", HUGE_REPO, expect=1)
+    check("not enough disk space" in out and "FATHOM_MODELS" in out, out)
+    check(not [g for g in cdn_log() if g["path"].startswith(HUGE_REPO)], "a download began without the space for it")
     out = fathom("pull", "nonsense-model", expect=2)
     check("not in the catalogue" in out and "deepseek-r1:1.5b" in out, out)
 
