@@ -11,6 +11,7 @@ Errors carry X-Error-Code / X-Error-Message like the Hub. Fault injection for th
   --gated ORG/REPO --token T   the repo answers 401 without "Authorization: Bearer T"
   --drop-after PATH:N          the first GET of PATH closes the connection after N body bytes
   --corrupt PATH:OFFSET        the byte at OFFSET of PATH is served flipped (sha256 stays right)
+  --ignore-range PATH           Range requests for PATH get the whole file (200), as some servers do
   --listed-size PATH:N         the listing gives N as PATH's size (a model too large for the disk)
   --log FILE                   one JSON line per /cdn GET: path, range start, bytes sent
 Prints "PORT <n>" on stdout once listening.
@@ -35,6 +36,7 @@ def parse_args():
     p.add_argument("--drop-after", action="append", default=[])
     p.add_argument("--corrupt", action="append", default=[])
     p.add_argument("--listed-size", action="append", default=[])
+    p.add_argument("--ignore-range", action="append", default=[])
     p.add_argument("--log", default="")
     return p.parse_args()
 
@@ -169,8 +171,9 @@ class Handler(BaseHTTPRequestHandler):
         size = os.path.getsize(full)
         start, end = 0, size - 1
         status = 200
+        key = f"{org}/{repo}/{rel}"
         rng = self.headers.get("Range")
-        if rng:
+        if rng and key not in ARGS.ignore_range:
             m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
             if not m or int(m.group(1)) >= size:
                 self.send_response(416)
@@ -191,7 +194,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        key = f"{org}/{repo}/{rel}"
         with LOCK:
             drop = DROP.pop(key, None)  # only the first GET is dropped
         with open(full, "rb") as f:
