@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   Args args(argv + 2, argv + argc);
-  if (std::optional<int> rc = resolve_model_names(args)) return *rc;
+  if (std::optional<int> rc = resolve_model_names(argv[1], args)) return *rc;
   for (const Command& c : kCommands)
     if (std::strcmp(argv[1], c.name) == 0) return c.fn(args);
   std::fprintf(stderr, "fathom: unknown command '%s' (see fathom --help)\n", argv[1]);

@@ -1,5 +1,6 @@
 #include "tools/model_store.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -33,9 +34,10 @@ Expected<std::string> resolve_one(const std::string& value, const hub::ModelStor
 
 }  // namespace
 
-std::optional<int> resolve_model_names(Args& args) {
+std::optional<int> resolve_model_names(const std::string& command, Args& args) {
   static constexpr const char* kModelOptions[] = {"-m", "--model", "--model-file", "--base"};
   std::optional<hub::ModelStore> store;
+  std::string pulled_name;  // the last name that resolved to a pulled model
   for (size_t i = 0; i < args.size(); ++i) {
     std::string* value = nullptr;
     std::string prefix;
@@ -60,7 +62,13 @@ std::optional<int> resolve_model_names(Args& args) {
       std::fprintf(stderr, "fathom: %s\n", path.status().message().c_str());
       return 1;
     }
+    if (*path != value->substr(prefix.size())) pulled_name = value->substr(prefix.size());
     *value = prefix + *path;
+  }
+  const bool has_alias = std::any_of(args.begin(), args.end(), [](const std::string& a) { return a.rfind("--model-alias", 0) == 0; });
+  if (command == "serve" && !pulled_name.empty() && !has_alias) {
+    args.push_back("--model-alias");
+    args.push_back(pulled_name);
   }
   return std::nullopt;
 }

@@ -202,7 +202,8 @@ try:
             if "server" in out and ": ok" in out:
                 break
             time.sleep(0.1)
-        check(": ok" in out and "tiny-Q8_0-00001-of-00003" in out, "ps:\n" + out)
+        check(": ok" in out and name in out, "ps (the pulled name is the served model id):\n" + out)
+        print("fathom ps:\n  " + "\n  ".join(out.strip().splitlines()))
     finally:
         serve.terminate()
         serve.wait(timeout=30)
