@@ -9,6 +9,8 @@ packages=(
   libpcre2-dev         # Unicode-aware regexes for the BPE pre-tokenizers
   libcpp-httplib-dev   # HTTP client for `fathom bench load` and test clients
   libboost-dev         # Boost.Beast/Asio: the event-driven HTTP server of `fathom serve`
+  libcurl4-openssl-dev # `fathom pull`: HTTPS downloads with redirects, Range resume and proxies
+  libssl-dev           # `fathom pull`: sha256 of downloads (OpenSSL's libcrypto EVP)
   libgtest-dev libgmock-dev
   python3 python3-jinja2  # reference renderer for the chat-template tests
   opencl-headers ocl-icd-opencl-dev  # OpenCL backend (FATHOM_OPENCL=auto builds it when present)

@@ -69,6 +69,25 @@ inline constexpr size_t kDefaultAlignment = 32;
 // Deepest array-of-array nesting the reader accepts (1 = a plain array); guards the stack.
 inline constexpr int kMaxArrayDepth = 8;
 
+// llama.cpp's split GGUF convention (gguf-split): a model too large for one file is stored as
+// PREFIX-00001-of-0000N.gguf .. PREFIX-0000N-of-0000N.gguf. Every part carries split.no (u16,
+// 0-based), split.count (u16) and split.tensors.count (i32, tensors in all parts); only the first
+// part carries the model's metadata, and each part has its own tensor data section.
+inline constexpr char kSplitNoKey[] = "split.no";
+inline constexpr char kSplitCountKey[] = "split.count";
+inline constexpr char kSplitTensorsCountKey[] = "split.tensors.count";
+inline constexpr int kMaxSplitCount = 1024;  // parts opened at most (the largest GGUFs have ~30)
+
+struct SplitName {
+  std::string prefix;  // path without "-00001-of-00003.gguf"
+  int split_no = 0;    // 0-based part index (the name counts from 1)
+  int split_count = 0;
+};
+// The path of part split_no (0-based) of split_count: llama.cpp's "%s-%05d-of-%05d.gguf".
+std::string split_path(const std::string& prefix, int split_no, int split_count);
+// Parses a path that follows the convention; nullopt for any other name.
+std::optional<SplitName> parse_split_path(const std::string& path);
+
 struct TensorInfo {
   TensorView view;        // name, dtype, shape, data pointer into the mapped file
   uint64_t offset = 0;    // byte offset relative to the start of the data section
@@ -77,13 +96,16 @@ struct TensorInfo {
 
 class GgufFile {
  public:
-  // Opens and validates; on failure the status names the problem and the byte offset.
+  // Opens and validates; on failure the status names the problem and the byte offset. The first
+  // part of a split model opens all its parts: tensors() then lists the tensors of every part.
   static Expected<std::unique_ptr<GgufFile>> open(const std::string& path);
   static Expected<std::unique_ptr<GgufFile>> parse(std::unique_ptr<MappedFile> file);
 
   uint32_t version() const { return version_; }
   const std::string& path() const { return file_->path(); }
-  size_t file_size() const { return file_->size(); }
+  size_t file_size() const { return file_->size(); }  // of this file (the first part of a split model)
+  uint64_t total_file_size() const;                   // of all parts of a split model
+  int split_count() const { return static_cast<int>(parts_.size()) + 1; }
   const uint8_t* file_data() const { return file_->data(); }  // [file_size()] mapped bytes
   bool file_is_mmap() const { return file_->is_mmap(); }      // false for files parsed from memory
   size_t alignment() const { return alignment_; }
@@ -106,6 +128,8 @@ class GgufFile {
  private:
   GgufFile() = default;
   friend class GgufParser;  // gguf_reader.cpp fills the fields below while validating
+  // gguf_split.cpp: opens parts 2..N of a split model whose first part this is.
+  Status attach_split_parts();
   std::unique_ptr<MappedFile> file_;  // the whole file, mapped read-only; tensor data points here
   uint32_t version_ = 0;              // GGUF container version (1..3)
   size_t alignment_ = kDefaultAlignment;  // general.alignment, power of two
@@ -113,6 +137,9 @@ class GgufFile {
   std::vector<std::pair<std::string, Value>> metadata_;  // key/value pairs, file order
   std::vector<TensorInfo> tensors_;  // tensor infos, file order
   std::map<std::string, size_t, std::less<>> tensor_index_;  // tensor name -> index in tensors_
+  // Parts 2..N of a split model, kept open: their tensors (views into their maps) are appended
+  // to tensors_. Empty for a single file.
+  std::vector<std::unique_ptr<GgufFile>> parts_;
 };
 
 class GgufSink;  // byte destination (file or memory) of GgufWriter, internal to gguf_writer.cpp
@@ -140,6 +167,10 @@ class GgufWriter {
   // Writes PATH.tmp.<pid>, syncs it and renames it over path; on error nothing is left behind.
   Status write(const std::string& path) const;
   Expected<std::vector<uint8_t>> write_to_memory() const;  // for tests and fuzzing
+  // Writes n_parts files split_path(prefix, i, n_parts) following llama.cpp's split convention:
+  // the tensors in order, divided into n_parts runs of nearly equal count (2 <= n_parts <=
+  // tensor count); the metadata goes into the first part.
+  Status write_split(const std::string& prefix, int n_parts) const;
 
  private:
   struct PendingTensor {

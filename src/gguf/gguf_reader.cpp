@@ -444,7 +444,9 @@ Status GgufParser::place_tensor_data() {
 
 Expected<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
   FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::open(path));
-  return parse(std::move(file));
+  FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> gguf, parse(std::move(file)));
+  FATHOM_RETURN_IF_ERROR(gguf->attach_split_parts());
+  return gguf;
 }
 
 Expected<std::unique_ptr<GgufFile>> GgufFile::parse(std::unique_ptr<MappedFile> file) {

@@ -225,7 +225,9 @@ void SynthBuilder::report_progress(uint64_t n_bytes) {
 Status SynthBuilder::write(const std::string& path) {
   tensors_done_ = 0;
   bytes_done_ = 0;
-  return writer_.write(path);
+  if (options_.n_split <= 1) return writer_.write(path);
+  const bool has_suffix = path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
+  return writer_.write_split(has_suffix ? path.substr(0, path.size() - 5) : path, options_.n_split);
 }
 
 namespace {
@@ -309,6 +311,8 @@ Status build(const SynthOptions& options, synth::SynthBuilder& builder) {
   }
   if (options.mla_legacy && options.arch != "deepseek2")
     return error(ErrorCode::kInvalidArgument, "--mla-legacy applies to --arch deepseek2 only");
+  if (options.n_split < 1)
+    return error(ErrorCode::kInvalidArgument, strprintf("--split must be at least 1, got %d", options.n_split));
   if (options.n_layer && *options.n_layer < 1)
     return error(ErrorCode::kInvalidArgument, strprintf("--layers must be at least 1, got %lld",
                                                         static_cast<long long>(*options.n_layer)));
@@ -326,7 +330,9 @@ Status synth_model(const SynthOptions& options, const std::string& out_path) {
 
 Expected<std::vector<SynthTensorInfo>> synth_plan(const SynthOptions& options, const std::string& metadata_path) {
   ThreadPool pool(1);
-  synth::SynthBuilder builder(options, pool, /*plan_only=*/true);
+  SynthOptions one_file = options;  // the metadata file is never split
+  one_file.n_split = 1;
+  synth::SynthBuilder builder(one_file, pool, /*plan_only=*/true);
   FATHOM_RETURN_IF_ERROR(build(options, builder));
   FATHOM_RETURN_IF_ERROR(builder.write(metadata_path));
   return builder.plan();

@@ -29,6 +29,9 @@ struct SynthOptions {
   // converters) instead of the split attn_k_b/attn_v_b + *_mla keys that llama.cpp writes now.
   bool mla_legacy = false;
   int n_threads = 0;                  // quantization threads, 0 = all cores
+  // Parts to write (llama.cpp's split convention, gguf.h): >1 writes PREFIX-00001-of-0000N.gguf..
+  // where PREFIX is the output path without ".gguf". synth_plan ignores it.
+  int n_split = 1;
   // Called after each tensor is written (tensor index from 1, tensor count, bytes written so
   // far, total tensor bytes). Optional; the CLI uses it to print progress for large models.
   std::function<void(size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total)> on_progress;

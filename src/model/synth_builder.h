@@ -90,6 +90,7 @@ class SynthBuilder {
   // An F32 tensor (norm weights, biases) of shape ne drawn from `init`.
   void add_f32(const std::string& name, std::vector<int64_t> ne, Init init);
 
+  // One file at path, or options.n_split parts named after path without ".gguf" (gguf.h).
   Status write(const std::string& path);
   const std::vector<SynthTensorInfo>& plan() const { return plan_; }
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "tools/commands.h"
+#include "tools/model_store.h"
 
 namespace fathom::tools {
 
@@ -33,6 +34,11 @@ constexpr Command kCommands[] = {
     {"imatrix", cmd_imatrix, "collect an importance matrix over a text for quantization"},
     {"perplexity", cmd_perplexity, "perplexity of a model on a text (llama.cpp's definition)"},
     {"kl-divergence", cmd_kl_divergence, "compare a model with its base: KL, top-1 agreement, PPL ratio"},
+    {"pull", cmd_pull, "download a model from Hugging Face (deepseek-r1:7b, ORG/REPO:Q4_K_M) into the store"},
+    {"list", cmd_list, "list the pulled models"},
+    {"rm", cmd_rm, "delete a pulled model"},
+    {"show", cmd_show, "a pulled model's source, architecture, parameters, context, template and quant mix"},
+    {"ps", cmd_ps, "what a running fathom server has loaded"},
 };
 
 void print_help() {
@@ -42,6 +48,7 @@ void print_help() {
   for (const Command& c : kCommands) std::printf("  %-12s %s\n", c.name, c.summary);
   std::printf(
       "\nexamples:\n"
+      "  fathom pull deepseek-r1:1.5b && fathom run -m deepseek-r1:1.5b -p \"Why is the sky blue?\"\n"
       "  fathom run -m model.gguf -p \"Once upon a time\" -n 64\n"
       "  fathom chat -m DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf\n"
       "  fathom inspect model.gguf\n");
@@ -60,6 +67,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   Args args(argv + 2, argv + argc);
+  if (std::optional<int> rc = resolve_model_names(argv[1], args)) return *rc;
   for (const Command& c : kCommands)
     if (std::strcmp(argv[1], c.name) == 0) return c.fn(args);
   std::fprintf(stderr, "fathom: unknown command '%s' (see fathom --help)\n", argv[1]);

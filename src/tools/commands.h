@@ -26,5 +26,10 @@ int cmd_convert(const Args& args);
 int cmd_imatrix(const Args& args);
 int cmd_perplexity(const Args& args);
 int cmd_kl_divergence(const Args& args);
+int cmd_pull(const Args& args);  // pull.cpp
+int cmd_list(const Args& args);  // models.cpp: the model store and running servers
+int cmd_rm(const Args& args);
+int cmd_show(const Args& args);
+int cmd_ps(const Args& args);
 
 }  // namespace fathom::tools

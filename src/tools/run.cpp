@@ -101,7 +101,7 @@ int cmd_run(const Args& args) {
                    stats.n_generated > 0 ? stats.grammar_seconds * 1e3 / static_cast<double>(stats.n_generated) : 0.0);
     const double mib = 1024.0 * 1024.0;
     std::fprintf(stderr, "memory: peak resident %.1f MiB (model file %.1f MiB, KV cache %.1f MiB)\n",
-                 static_cast<double>(peak_resident_bytes()) / mib, static_cast<double>(engine->model().file().file_size()) / mib,
+                 static_cast<double>(peak_resident_bytes()) / mib, static_cast<double>(engine->model().file().total_file_size()) / mib,
                  static_cast<double>(engine->kv_cache().total_bytes()) / mib);
   }
   return 0;

@@ -40,7 +40,7 @@ Expected<DType> parse_weight_type(const std::string& name, const char* option) {
 int cmd_synth(const Args& args) {
   std::string arch = "llama", preset = "tiny", out_path, type = "f32", output_type, vocab;
   int64_t seed = 42, layers = 0;
-  int threads = 0;
+  int threads = 0, n_split = 1;
   bool tied = false, quiet = false, mla_legacy = false;
   ArgParser parser("fathom synth --arch {llama,qwen2,deepseek,deepseek2} --preset NAME -o FILE.gguf [options]",
                    summary_with_presets());
@@ -53,6 +53,7 @@ int cmd_synth(const Args& args) {
   parser.add_int("--seed", "S", "random seed (default 42)", &seed);
   parser.add_int("--layers", "N", "override the preset's layer count", &layers);
   parser.add_int("-t,--threads", "N", "quantization threads (default: all cores)", &threads);
+  parser.add_int("--split", "N", "write N files FILE-00001-of-0000N.gguf.. (llama.cpp's split GGUF; default 1)", &n_split);
   parser.add_flag("--tied", "omit output.weight (tied embeddings)", &tied);
   parser.add_flag("--mla-legacy", "deepseek2: one attn_kv_b instead of attn_k_b/attn_v_b (older converters)", &mla_legacy);
   parser.add_flag("-q,--quiet", "no progress output", &quiet);
@@ -70,6 +71,7 @@ int cmd_synth(const Args& args) {
   options.n_threads = threads;
   options.tied_output = tied;
   options.mla_legacy = mla_legacy;
+  options.n_split = n_split;
   if (layers != 0) options.n_layer = layers;
   Expected<DType> main_type = parse_weight_type(type, "--type");
   if (!main_type) {
