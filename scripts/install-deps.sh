@@ -14,6 +14,7 @@ packages=(
   opencl-headers ocl-icd-opencl-dev  # OpenCL backend (FATHOM_OPENCL=auto builds it when present)
   pocl-opencl-icd clinfo  # OpenCL on the CPU, so the OpenCL tests run on any machine
   clang-14 libclang-rt-14-dev  # libFuzzer targets in tests/fuzz (clang's -fsanitize=fuzzer runtime)
+  chromium             # headless browser for the web chat test (tests/server/webchat_browser_test, via puppeteer-core)
 )
 
 missing=()
