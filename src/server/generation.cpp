@@ -313,6 +313,24 @@ size_t max_token_bytes(ServerContext& ctx, const Tokenizer& tok) {
 
 }  // namespace
 
+std::optional<nlohmann::json> generation_body(ServerContext& ctx, const http::Request& req,
+                                              const std::function<void(const ApiError&)>& fail) {
+  if (ctx.draining) {
+    fail(unavailable("the server is shutting down", "shutting_down"));
+    return std::nullopt;
+  }
+  if (!ctx.worker->engine()) {
+    fail(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
+    return std::nullopt;
+  }
+  auto body = parse_json_body(req.body);
+  if (auto* e = std::get_if<ApiError>(&body)) {
+    fail(*e);
+    return std::nullopt;
+  }
+  return std::move(std::get<json>(body));
+}
+
 void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Request& req,
                        std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange) {
   Reservation reservation(*ctx.worker);
@@ -320,13 +338,9 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Reques
     writer->send(error_response(e));
     ctx.write_audit(*exchange, e.http_status);
   };
-  if (ctx.draining) return fail(unavailable("the server is shutting down", "shutting_down"));
-  const Engine* engine = ctx.worker->engine();
-  if (!engine) return fail(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
-
-  auto body = parse_json_body(req.body);
-  if (auto* e = std::get_if<ApiError>(&body)) return fail(*e);
-  auto parsed = parse_openai_request(endpoint, std::get<json>(body), ctx.options.defaults);
+  std::optional<json> body = generation_body(ctx, req, fail);
+  if (!body) return;
+  auto parsed = parse_openai_request(endpoint, *body, ctx.options.defaults);
   if (auto* e = std::get_if<ApiError>(&parsed)) return fail(*e);
   OpenAiRequest& request = std::get<OpenAiRequest>(parsed);
   // Templates print the tools (`tool | tojson`); the model should see them in the client's key

@@ -474,12 +474,10 @@ void handle_ollama_generation(ServerContext& ctx, OllamaEndpoint endpoint, const
     writer->send(ollama_error_response(e));
     ctx.write_audit(*exchange, e.http_status);
   };
-  if (ctx.draining) return fail(unavailable("the server is shutting down", "shutting_down"));
+  std::optional<json> body = generation_body(ctx, req, fail);
+  if (!body) return;
   const Engine* engine = ctx.worker->engine();
-  if (!engine) return fail(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
-  auto body = parse_json_body(req.body);
-  if (auto* e = std::get_if<ApiError>(&body)) return fail(*e);
-  auto parsed = parse_ollama_request(endpoint, std::get<json>(body), ctx.options.defaults, engine->n_ctx());
+  auto parsed = parse_ollama_request(endpoint, *body, ctx.options.defaults, engine->n_ctx());
   if (auto* e = std::get_if<ApiError>(&parsed)) return fail(*e);
   OllamaRequest& r = std::get<OllamaRequest>(parsed);
   if (!ollama_model_matches(r.model, ctx.model_name))

@@ -285,24 +285,14 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
     return;
   }
   if (!ctx.worker->reserve()) return answer(queue_full(ctx.options.max_queue));
-  if (ollama_generation) {
-    const OllamaEndpoint endpoint = req.path == "/api/chat" ? OllamaEndpoint::kChat : OllamaEndpoint::kGenerate;
-    ctx.tasks->post([&ctx, endpoint, req = std::move(req), writer, ex] {
-      try {
-        handle_ollama_generation(ctx, endpoint, req, writer, ex);
-      } catch (const std::exception& e) {
-        writer->send(ollama_error_response(internal_error(std::string("internal error: ") + e.what())));
-        ctx.write_audit(*ex, 500);
-      }
-    });
-    return;
-  }
-  const Endpoint endpoint = chat ? Endpoint::kChat : Endpoint::kCompletions;
-  ctx.tasks->post([&ctx, endpoint, req = std::move(req), writer, ex] {
+  ctx.tasks->post([&ctx, chat, ollama_generation, shaped, req = std::move(req), writer, ex] {
     try {
-      handle_generation(ctx, endpoint, req, writer, ex);
+      if (ollama_generation)
+        handle_ollama_generation(ctx, req.path == "/api/chat" ? OllamaEndpoint::kChat : OllamaEndpoint::kGenerate, req, writer, ex);
+      else
+        handle_generation(ctx, chat ? Endpoint::kChat : Endpoint::kCompletions, req, writer, ex);
     } catch (const std::exception& e) {
-      writer->send(error_response(internal_error(std::string("internal error: ") + e.what())));
+      writer->send(shaped(internal_error(std::string("internal error: ") + e.what())));
       ctx.write_audit(*ex, 500);
     }
   });

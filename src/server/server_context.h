@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -61,6 +62,11 @@ http::Response json_response(int status, std::string body);
 // held for the request (EngineWorker::reserve); this gives it back or hands it to submit.
 void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Request& req,
                        std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange);
+
+// The JSON body of a generation request, on its TaskQueue thread; nullopt, answered through
+// `fail`, when the server began draining or is not loaded, or the body is not JSON.
+std::optional<nlohmann::json> generation_body(ServerContext& ctx, const http::Request& req,
+                                              const std::function<void(const ApiError&)>& fail);
 
 // How a generation's events become bytes on the wire: the OpenAI shapes (SSE) or Ollama's
 // (NDJSON). The relay (events, disconnects, metrics, audit) is the same for both.

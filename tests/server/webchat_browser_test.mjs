@@ -54,7 +54,7 @@ await step('open / and give the API key the server asked for (401)', async () =>
 });
 
 await step('send a message and see the reply stream in', async () => {
-  await setValue('#max_tokens', '200');
+  await setValue('#max_tokens', '100');
   await watchReply();
   await page.type('#input', 'Hello there');
   await page.keyboard.press('Enter');
@@ -101,13 +101,15 @@ await step('stop a reply mid-stream', async () => {
 });
 
 await step('reload and find the conversation', async () => {
-  await page.screenshot({ path: screenshot });
   await page.reload({ waitUntil: 'load' });
   await page.waitForSelector('#conversations li', { timeout: 5000 });
   const titles = await page.$$eval('#conversations li span', (els) => els.map((e) => e.textContent));
   assert.deepEqual(titles, ['Hello there']);
   const roles = await page.$$eval('#messages .msg', (els) => els.map((e) => e.className));
   assert.deepEqual(roles, ['msg user', 'msg assistant', 'msg user', 'msg assistant', 'msg user', 'msg assistant']);
+  assert.ok(await page.$eval('#messages details.thinking', (el) => el.open), 'the opened reasoning block was not remembered');
+  await page.$eval('#messages', (el) => { el.scrollTop = 0; });
+  await page.screenshot({ path: screenshot });
   return `${roles.length} messages restored from localStorage`;
 });
 
