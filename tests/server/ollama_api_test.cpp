@@ -3,6 +3,7 @@
 // answers for the same request, the info routes, CORS and the web chat's static files.
 #include "server/ollama_api.h"
 
+#include <fstream>
 #include <sstream>
 
 #include "server_fixture.h"
@@ -264,6 +265,29 @@ TEST_F(OllamaServerTest, InfoRoutes) {
   auto version = c.Get("/api/version");
   ASSERT_TRUE(version);
   EXPECT_EQ(json::parse(version->body)["version"], "0.1.0");
+}
+
+// The R1-Distill-Llama template always opens <think>: think true (or absent) puts the reasoning in
+// message.thinking; think false closes the block in the prompt, so the model answers at once.
+TEST(OllamaThink, FalseClosesTheBlockTheTemplateOpens) {
+  ServerOptions o = test_options();
+  std::ifstream tmpl(std::string(FATHOM_SHARED_DIR) + "/testdata/templates/deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja");
+  o.chat_template.assign(std::istreambuf_iterator<char>(tmpl), {});
+  auto s = start_server(o);
+  ASSERT_TRUE(s);
+  auto c = client_for(*s);
+  const json body = with(kChat, {{"stream", false}, {"options", {{"num_predict", 6}}}});
+  const Reply thinking = post_json(c, "/api/chat", with(body, {{"think", true}}));
+  const Reply plain = post_json(c, "/api/chat", body);
+  const Reply direct = post_json(c, "/api/chat", with(body, {{"think", false}}));
+  ASSERT_EQ(thinking.status, 200) << thinking.text;
+  ASSERT_EQ(direct.status, 200) << direct.text;
+  EXPECT_TRUE(thinking.body["message"]["thinking"].is_string()) << thinking.text;
+  EXPECT_EQ(plain.body["message"]["thinking"], thinking.body["message"]["thinking"]);
+  EXPECT_FALSE(direct.body["message"].contains("thinking")) << direct.text;
+  EXPECT_FALSE(direct.body["message"]["content"].get<std::string>().empty());
+  // The prompt grew by the closing tag's tokens.
+  EXPECT_GT(direct.body["prompt_eval_count"].get<int64_t>(), thinking.body["prompt_eval_count"].get<int64_t>());
 }
 
 TEST(Cors, NothingByDefault) {
