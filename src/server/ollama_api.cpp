@@ -447,7 +447,9 @@ http::Response ollama_info_response(ServerContext& ctx, const http::Request& req
     // expiry centuries away, and so does this.
     json loaded = entry;
     loaded["expires_at"] = "2318-01-01T00:00:00Z";
-    loaded["size_vram"] = 0;
+    // Nothing in VRAM when every weight is on the CPU; a split placement is not measured here,
+    // so the field is left out rather than guessed.
+    if (engine.placement_report().empty()) loaded["size_vram"] = 0;
     loaded["context_length"] = engine.n_ctx();
     return json_response(200, json_text(json{{"models", json::array({loaded})}}));
   }
