@@ -19,7 +19,7 @@ TEST(WebChatBrowser, ChatsStopsAndRemembers) {
 
   ServerOptions o = test_options();
   o.api_keys = {"webchat-test-key"};
-  o.engine.n_ctx = 2048;  // room for a reply long enough to stop mid-stream
+  o.engine.n_ctx = 8192;  // room for a reply long enough to stop mid-stream (the tiny model is fast)
   std::ifstream tmpl(std::string(FATHOM_SHARED_DIR) + "/testdata/templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja");
   o.chat_template.assign(std::istreambuf_iterator<char>(tmpl), {});
   auto s = start_server(o);

@@ -29,6 +29,14 @@ async function step(name, fn) {
 const page = await browser.newPage();
 await page.setViewport({ width: 1100, height: 720 });
 page.on('pageerror', (err) => console.error(`page error: ${err}`));
+// Sends a message and waits until its reply (the n-th) has ended; the reply's error text, if any.
+async function sendAndWait(text, n) {
+  await page.type('#input', text);
+  await page.keyboard.press('Enter');
+  await page.waitForFunction((n) => document.querySelectorAll('#messages .msg.assistant').length === n &&
+                                    !document.getElementById('send').disabled, { timeout: 20000 }, n);
+  return page.$eval('#messages .msg.assistant:last-child', (el) => el.querySelector('.error')?.textContent ?? '');
+}
 const lastReply = () => page.$eval('#messages .msg.assistant:last-child .content', (el) => el.textContent);
 const setValue = (id, value) => page.$eval(id, (el, v) => { el.value = v; el.dispatchEvent(new Event('change')); }, value);
 
@@ -53,41 +61,14 @@ await step('open / and give the API key the server asked for (401)', async () =>
   return `model ${await page.$eval('#model', (el) => el.value)}`;
 });
 
-await step('send a message and see the reply stream in', async () => {
-  await setValue('#max_tokens', '100');
-  await watchReply();
-  await page.type('#input', 'Hello there');
-  await page.keyboard.press('Enter');
-  await page.waitForFunction(() => document.getElementById('send').disabled, { timeout: 5000 });
-  await page.waitForFunction(() => !document.getElementById('send').disabled, { timeout: 15000 });
-  const text = await lastReply();
-  const lengths = await page.evaluate(() => window.replyLengths);
-  const partial = new Set(lengths.filter((n) => n > 0 && n < text.length));
-  assert.ok(text.length > 0, 'empty reply');
-  assert.ok(partial.size >= 2, `the reply did not grow in steps: ${lengths}`);
-  return `${text.length} characters, seen at ${partial.size} partial lengths`;
-});
-
-await step('reasoning arrives in a collapsible block', async () => {
-  await page.click('#settings summary');
-  await page.click('#think');
-  await page.type('#input', 'Think about it');
-  await page.keyboard.press('Enter');
-  await page.waitForFunction(() => document.getElementById('send').disabled, { timeout: 5000 });
-  await page.waitForFunction(() => !document.getElementById('send').disabled, { timeout: 15000 });
-  const reasoning = await page.$eval('#messages .msg.assistant:last-child details.thinking .reasoning', (el) => el.textContent);
-  assert.ok(reasoning.length > 0);
-  await page.click('#messages .msg.assistant:last-child details.thinking summary');  // open it for the screenshot
-  await page.click('#think');
-  return `${reasoning.length} characters of reasoning`;
-});
-
-await step('stop a reply mid-stream', async () => {
+await step('send a message, see the reply stream in, stop it mid-stream', async () => {
   await setValue('#max_tokens', '100000');
   await watchReply();
   await page.type('#input', 'Tell me a long story');
   await page.keyboard.press('Enter');
-  await page.waitForFunction(() => (window.replyLengths.at(-1) ?? 0) > 20, { timeout: 10000 });
+  // The text grows in steps while the server streams (three different partial lengths).
+  await page.waitForFunction(() => new Set(window.replyLengths.filter((n) => n > 0)).size >= 3, { timeout: 10000 });
+  assert.ok(await page.$eval('#send', (el) => el.disabled), 'the reply ended before it could be stopped');
   await page.click('#stop');
   await page.waitForFunction(() => !document.getElementById('send').disabled, { timeout: 5000 });
   assert.equal(await page.$eval('#status', (el) => el.textContent), 'Stopped.');
@@ -97,19 +78,40 @@ await step('stop a reply mid-stream', async () => {
   const metrics = await (await fetch(`${base}/metrics`)).text();
   const cancelled = Number(/^fathom_requests_cancelled_total (\S+)/m.exec(metrics)[1]);
   assert.ok(cancelled >= 1, 'the server did not see the request cancelled');
-  return `stopped at ${stopped} characters; fathom_requests_cancelled_total ${cancelled}`;
+  const steps = new Set(await page.evaluate(() => window.replyLengths.filter((n) => n > 0))).size;
+  return `${steps} partial lengths seen; stopped at ${stopped} characters; fathom_requests_cancelled_total ${cancelled}`;
+});
+
+await step('a reply runs to its end', async () => {
+  await setValue('#max_tokens', '40');
+  assert.equal(await sendAndWait('Hello again', 2), '');
+  const text = await lastReply();
+  assert.ok(text.length > 0, 'empty reply');
+  return `${text.length} characters`;
+});
+
+await step('reasoning arrives in a collapsible block', async () => {
+  await page.click('#settings summary');
+  await page.click('#think');
+  assert.equal(await sendAndWait('Think about it', 3), '');
+  const reasoning = await page.$eval('#messages .msg.assistant:last-child details.thinking .reasoning', (el) => el.textContent);
+  assert.ok(reasoning.length > 0);
+  await page.click('#messages .msg.assistant:last-child details.thinking summary');  // open it for the screenshot
+  await page.click('#think');
+  await page.click('#settings summary');
+  return `${reasoning.length} characters of reasoning`;
 });
 
 await step('reload and find the conversation', async () => {
+  await new Promise((r) => setTimeout(r, 2500));  // two metrics polls: the panel shows tokens/s
+  await page.screenshot({ path: screenshot });
   await page.reload({ waitUntil: 'load' });
   await page.waitForSelector('#conversations li', { timeout: 5000 });
   const titles = await page.$$eval('#conversations li span', (els) => els.map((e) => e.textContent));
-  assert.deepEqual(titles, ['Hello there']);
+  assert.deepEqual(titles, ['Tell me a long story']);
   const roles = await page.$$eval('#messages .msg', (els) => els.map((e) => e.className));
   assert.deepEqual(roles, ['msg user', 'msg assistant', 'msg user', 'msg assistant', 'msg user', 'msg assistant']);
   assert.ok(await page.$eval('#messages details.thinking', (el) => el.open), 'the opened reasoning block was not remembered');
-  await page.$eval('#messages', (el) => { el.scrollTop = 0; });
-  await page.screenshot({ path: screenshot });
   return `${roles.length} messages restored from localStorage`;
 });
 

@@ -162,7 +162,10 @@ function messageElement(m) {
     const details = document.createElement('details');
     details.className = 'thinking';
     details.open = Boolean(m.reasoningOpen);  // kept across re-renders while the reply streams
-    details.addEventListener('toggle', () => { m.reasoningOpen = details.open; });
+    details.addEventListener('toggle', () => {
+      m.reasoningOpen = details.open;
+      save();
+    });
     const summary = document.createElement('summary');
     summary.textContent = 'Reasoning';
     const body = document.createElement('div');
