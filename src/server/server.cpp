@@ -6,6 +6,7 @@
 #include <csignal>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -74,6 +75,52 @@ std::string allowed_request_headers(const std::string& requested) {
 
 // Browsers cache a preflight's answer this long (Chromium caps it at 2 hours).
 constexpr int kCorsMaxAgeSeconds = 600;
+
+// CORS: an allowed Origin gets its Access-Control-Allow-Origin on every response to the
+// request (streams and errors included); other origins get none, so the browser keeps the
+// answer from the page. True when the request was a preflight (OPTIONS) and is answered.
+bool apply_cors(const std::vector<std::string>& allowed, const http::Request& req, http::ResponseWriter& writer,
+                const std::function<http::Response(const ApiError&)>& shaped) {
+  const std::string origin = req.header("Origin");
+  const bool any = std::find(allowed.begin(), allowed.end(), "*") != allowed.end();
+  const bool ok = !origin.empty() && (any || std::find(allowed.begin(), allowed.end(), origin) != allowed.end());
+  http::Headers cors;
+  if (ok) cors.emplace_back("Access-Control-Allow-Origin", any ? "*" : origin);
+  if (!any) cors.emplace_back("Vary", "Origin");
+  if (req.method != "OPTIONS") {
+    writer.add_headers(std::move(cors));
+    return false;
+  }
+  if (!ok || req.header("Access-Control-Request-Method").empty()) {
+    writer.send(shaped(ApiError{403, "invalid_request_error", "cors_origin_not_allowed", "",
+                                "this is not a CORS preflight from an allowed origin (--cors-origin)"}));
+    return true;
+  }
+  cors.emplace_back("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+  cors.emplace_back("Access-Control-Allow-Headers", allowed_request_headers(req.header("Access-Control-Request-Headers")));
+  cors.emplace_back("Access-Control-Max-Age", std::to_string(kCorsMaxAgeSeconds));
+  http::Response r;
+  r.status = 204;
+  r.content_type.clear();
+  r.headers = std::move(cors);
+  writer.send(std::move(r));
+  return true;
+}
+
+// The web chat's files: static, no secrets, so no key is needed to load them (the page's API
+// calls need one). True when `path` is one of them and is answered.
+bool answer_webchat(const std::string& path, http::ResponseWriter& writer) {
+  const WebchatAsset* asset = webchat_asset(path);
+  if (!asset) return false;
+  http::Response r;
+  r.content_type = asset->content_type;
+  r.body = asset->body;
+  // The page talks only to this server and runs only its own script.
+  r.headers = {{"Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"},
+               {"X-Content-Type-Options", "nosniff"}, {"Cache-Control", "no-cache"}};
+  writer.send(std::move(r));
+  return true;
+}
 
 }  // namespace
 
@@ -155,44 +202,8 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
   const bool ollama = req.path.rfind("/api/", 0) == 0;  // Ollama's routes answer errors in its shape
   auto shaped = [ollama](const ApiError& e) { return ollama ? ollama_error_response(e) : error_response(e); };
 
-  // CORS: an allowed Origin gets its Access-Control-Allow-Origin on every response (streams
-  // and errors included); other origins get none, so the browser keeps the answer from the page.
-  if (!ctx.options.cors_origins.empty()) {
-    const std::string origin = req.header("Origin");
-    const auto& allowed = ctx.options.cors_origins;
-    const bool any = std::find(allowed.begin(), allowed.end(), "*") != allowed.end();
-    const bool ok = !origin.empty() && (any || std::find(allowed.begin(), allowed.end(), origin) != allowed.end());
-    http::Headers cors;
-    if (ok) cors.emplace_back("Access-Control-Allow-Origin", any ? "*" : origin);
-    if (!any) cors.emplace_back("Vary", "Origin");
-    if (req.method == "OPTIONS") {
-      if (!ok || req.header("Access-Control-Request-Method").empty())
-        return writer->send(shaped(ApiError{403, "invalid_request_error", "cors_origin_not_allowed", "",
-                                            "this is not a CORS preflight from an allowed origin (--cors-origin)"}));
-      cors.emplace_back("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-      cors.emplace_back("Access-Control-Allow-Headers", allowed_request_headers(req.header("Access-Control-Request-Headers")));
-      cors.emplace_back("Access-Control-Max-Age", std::to_string(kCorsMaxAgeSeconds));
-      http::Response r;
-      r.status = 204;
-      r.content_type.clear();
-      r.headers = std::move(cors);
-      return writer->send(std::move(r));
-    }
-    writer->add_headers(std::move(cors));
-  }
-
-  // The web chat: static files, no secrets, so no key is needed to load it (its API calls need one).
-  if (get) {
-    if (const WebchatAsset* asset = webchat_asset(req.path)) {
-      http::Response r;
-      r.content_type = asset->content_type;
-      r.body = asset->body;
-      // The page talks only to this server and runs only its own script.
-      r.headers = {{"Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"},
-                   {"X-Content-Type-Options", "nosniff"}, {"Cache-Control", "no-cache"}};
-      return writer->send(std::move(r));
-    }
-  }
+  if (!ctx.options.cors_origins.empty() && apply_cors(ctx.options.cors_origins, req, *writer, shaped)) return;
+  if (get && answer_webchat(req.path, *writer)) return;
 
   if (get && req.path == "/health") {
     if (ctx.draining) return writer->send(json_response(503, R"({"status":"shutting_down"})"));
