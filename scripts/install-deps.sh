@@ -18,6 +18,7 @@ packages=(
   clang-14 libclang-rt-14-dev  # libFuzzer targets in tests/fuzz (clang's -fsanitize=fuzzer runtime)
   nginx-light prometheus  # tests/deploy: the shipped nginx and Prometheus configurations run for real (promtool too)
   openssl python3-yaml  # tests/deploy: a self-signed certificate for the TLS example; reading the YAML artefacts
+  chromium             # headless browser for the web chat test (tests/server/webchat_browser_test, via puppeteer-core)
 )
 
 missing=()

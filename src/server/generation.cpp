@@ -75,18 +75,24 @@ Expected<std::string> render_chat(const std::string& tmpl, const OpenAiRequest& 
   return render_template(tmpl, context, /*hf_chat_mode=*/true);
 }
 
-std::optional<ApiError> check_prompt_bytes(const Engine& engine, size_t max_token_bytes, size_t n_bytes, const char* param) {
-  const int64_t limit = kPromptBytesMargin * engine.n_ctx() * static_cast<int64_t>(std::max<size_t>(1, max_token_bytes));
+std::optional<ApiError> check_prompt_bytes(int64_t n_ctx, size_t max_token_bytes, size_t n_bytes, const char* param) {
+  const int64_t limit = kPromptBytesMargin * n_ctx * static_cast<int64_t>(std::max<size_t>(1, max_token_bytes));
   if (static_cast<int64_t>(n_bytes) <= limit) return std::nullopt;
   return context_length_exceeded(strprintf("this model's maximum context length is %lld tokens, but the prompt has %zu "
                                            "bytes, more than that many tokens can hold; shorten the prompt (or start the "
-                                           "server with a larger -c)", static_cast<long long>(engine.n_ctx()), n_bytes), param);
+                                           "server with a larger -c)", static_cast<long long>(n_ctx), n_bytes), param);
+}
+
+// The request's context window: the server's, or less when the request asks (Ollama's num_ctx).
+int64_t request_context(const Engine& engine, const OpenAiRequest& request) {
+  return request.context_tokens > 0 ? std::min(request.context_tokens, engine.n_ctx()) : engine.n_ctx();
 }
 
 std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine& engine, const OpenAiRequest& request,
                                                                     const std::string& template_override,
                                                                     size_t max_token_bytes) {
   const Tokenizer& tok = engine.tokenizer();
+  const int64_t n_ctx = request_context(engine, request);
   std::vector<PreparedPrompt> out;
   if (request.endpoint == Endpoint::kChat) {
     const std::string tmpl = !template_override.empty() ? template_override : tok.chat_template().value_or(kPlainChatTemplate);
@@ -113,7 +119,10 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
       p.forced_call_prefix = forced_call_prefix(p.tool_format, *rendered, p.forced_call_name);
       *rendered += p.forced_call_prefix;
     }
-    if (auto e = check_prompt_bytes(engine, max_token_bytes, rendered->size(), "messages")) return *e;
+    // Ollama's think: false on a template that always opens a reasoning block: the block is
+    // closed empty, so the model answers at once (what Ollama's own DeepSeek-R1 template does).
+    if (request.close_reasoning && prompt_ends_in_reasoning(*rendered)) *rendered += "</think>\n\n";
+    if (auto e = check_prompt_bytes(n_ctx, max_token_bytes, rendered->size(), "messages")) return *e;
     p.tokens = tokenize_prompt(tok, *rendered);
     p.starts_in_reasoning = prompt_ends_in_reasoning(*rendered);
     p.text = std::move(*rendered);
@@ -127,7 +136,7 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
         p.tokens = in.tokens;
         p.text = tok.decode(in.tokens, /*render_special=*/true);
       } else {
-        if (auto e = check_prompt_bytes(engine, max_token_bytes, in.text.size(), "prompt")) return *e;
+        if (auto e = check_prompt_bytes(n_ctx, max_token_bytes, in.text.size(), "prompt")) return *e;
         p.tokens = tokenize_prompt(tok, in.text);
         p.text = in.text;
       }
@@ -139,14 +148,49 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
       return invalid_request(strprintf("logit_bias names token id %d, past the vocabulary (%d tokens)", token, tok.n_vocab()), "logit_bias");
   for (const PreparedPrompt& p : out) {
     if (p.tokens.empty()) return invalid_request("the prompt is empty", request.endpoint == Endpoint::kChat ? "messages" : "prompt");
-    if (static_cast<int64_t>(p.tokens.size()) >= engine.n_ctx())
+    if (static_cast<int64_t>(p.tokens.size()) >= n_ctx)
       return context_length_exceeded(strprintf("this model's maximum context length is %lld tokens, but the prompt has "
                                                "%zu tokens; shorten the prompt (or start the server with a larger -c)",
-                                               static_cast<long long>(engine.n_ctx()), p.tokens.size()),
+                                               static_cast<long long>(n_ctx), p.tokens.size()),
                                      request.endpoint == Endpoint::kChat ? "messages" : "prompt");
   }
   return out;
 }
+
+// The OpenAI shapes: chat.completion(.chunk) / text_completion bodies, SSE streams.
+class OpenAiWire : public ResponseWire {
+ public:
+  http::Response stream_head(const ResponseMeta& meta, size_t n_choices) const override {
+    http::Response head;
+    head.content_type = "text/event-stream";
+    head.headers = {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}};  // proxies must not buffer
+    if (meta.endpoint == Endpoint::kChat)
+      for (size_t i = 0; i < n_choices; ++i) head.body += sse_event(role_chunk(meta, i));
+    return head;
+  }
+  std::string heartbeat() const override { return kSseHeartbeat; }
+  std::string stream_event(const ResponseMeta& meta, size_t index, const ChoiceBuilder& choice,
+                           const ChoiceBuilder::Delta& delta) const override {
+    std::string out;
+    if (!delta.empty())
+      for (const json& chunk : delta_chunks(meta, index, delta)) out += sse_event(chunk);
+    if (choice.finished() && (choice.finish_reason() == FinishReason::kStop || choice.finish_reason() == FinishReason::kLength))
+      out += sse_event(finish_chunk(meta, index, choice.finish_reason_text()));
+    return out;
+  }
+  std::string stream_end(const ResponseMeta& meta, const std::vector<ChoiceBuilder>&, const Usage& usage,
+                         const std::optional<ApiError>& failure) const override {
+    std::string out;
+    // The OpenAI SDKs raise a data line holding "error" as an APIError mid-stream.
+    if (failure) out += sse_event(json::parse(failure->to_json()));
+    else if (meta.include_usage) out += sse_event(usage_chunk(meta, usage));
+    return out + kSseDone;
+  }
+  http::Response body(const ResponseMeta& meta, const std::vector<ChoiceBuilder>& choices, const Usage& usage) const override {
+    return json_response(200, json_text(completion_body(meta, choices, usage)));
+  }
+  http::Response error(const ApiError& e) const override { return error_response(e); }
+};
 
 // Everything one request's response needs. After submit, its state is touched only on the
 // connection's strand (start, drain, the disconnect callback), so it needs no lock; the
@@ -154,6 +198,7 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
 struct Generation : std::enable_shared_from_this<Generation> {
   ServerContext& ctx;
   ResponseMeta meta;
+  std::unique_ptr<ResponseWire> wire;      // the API's shapes
   std::vector<ChoiceBuilder> choices;      // n per prompt
   size_t n_per_prompt = 1;                 // n: choices of each prompt
   std::vector<RequestId> ids;              // engine request ids, per choice
@@ -180,14 +225,7 @@ struct Generation : std::enable_shared_from_this<Generation> {
   void start() {
     started = true;
     writer->on_disconnect([self = shared_from_this()] { self->on_client_gone(); });
-    if (stream) {
-      http::Response head;
-      head.content_type = "text/event-stream";
-      head.headers = {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}};  // proxies must not buffer
-      if (meta.endpoint == Endpoint::kChat)
-        for (size_t i = 0; i < choices.size(); ++i) head.body += sse_event(role_chunk(meta, i));
-      writer->begin_stream(std::move(head), kSseHeartbeat);
-    }
+    if (stream) writer->begin_stream(wire->stream_head(meta, choices.size()), wire->heartbeat());
     drain();
   }
 
@@ -207,18 +245,9 @@ struct Generation : std::enable_shared_from_this<Generation> {
     std::string out;
     for (const ChoiceEvent& e : events) {
       const ChoiceBuilder::Delta d = apply(e);
-      if (!stream) continue;
-      if (!d.empty())
-        for (const json& chunk : delta_chunks(meta, e.choice, d)) out += sse_event(chunk);
-      if (e.event.finished && (e.event.reason == FinishReason::kStop || e.event.reason == FinishReason::kLength))
-        out += sse_event(finish_chunk(meta, e.choice, choices[e.choice].finish_reason_text()));
+      if (stream) out += wire->stream_event(meta, e.choice, choices[e.choice], d);
     }
-    if (stream && all_finished()) {
-      // The OpenAI SDKs raise a data line holding "error" as an APIError mid-stream.
-      if (failure) out += sse_event(json::parse(failure->to_json()));
-      else if (meta.include_usage) out += sse_event(usage_chunk(meta, usage));
-      out += kSseDone;
-    }
+    if (stream && all_finished()) out += wire->stream_end(meta, choices, usage, failure);
     if (!out.empty()) writer->write(std::move(out));
     if (all_finished()) finish();
   }
@@ -254,13 +283,13 @@ struct Generation : std::enable_shared_from_this<Generation> {
     } else if (client_gone) {
       // Nobody reads it; sent so that /metrics counts the request as the client left it.
       status = 499;
-      writer->send(error_response(ApiError{499, "invalid_request_error", "client_closed_request", "",
-                                           "the client closed the connection before the response"}));
+      writer->send(wire->error(ApiError{499, "invalid_request_error", "client_closed_request", "",
+                                        "the client closed the connection before the response"}));
     } else if (failure) {
       status = failure->http_status;
-      writer->send(error_response(*failure));
+      writer->send(wire->error(*failure));
     } else {
-      writer->send(json_response(200, json_text(completion_body(meta, choices, usage))));
+      writer->send(wire->body(meta, choices, usage));
     }
     AuditRecord& r = exchange->record;
     r.request_id = meta.id;
@@ -284,28 +313,34 @@ size_t max_token_bytes(ServerContext& ctx, const Tokenizer& tok) {
 
 }  // namespace
 
+std::optional<nlohmann::json> generation_body(ServerContext& ctx, const http::Request& req,
+                                              const std::function<void(const ApiError&)>& fail) {
+  if (ctx.draining) {
+    fail(unavailable("the server is shutting down", "shutting_down"));
+    return std::nullopt;
+  }
+  if (!ctx.worker->engine()) {
+    fail(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
+    return std::nullopt;
+  }
+  auto body = parse_json_body(req.body);
+  if (auto* e = std::get_if<ApiError>(&body)) {
+    fail(*e);
+    return std::nullopt;
+  }
+  return std::move(std::get<json>(body));
+}
+
 void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Request& req,
                        std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange) {
-  // The place EngineWorker::reserve held for this request goes back on every path that does
-  // not reach submit, exceptions included.
-  struct Reservation {
-    EngineWorker& worker;
-    bool held = true;
-    ~Reservation() {
-      if (held) worker.release_reservation();
-    }
-  } reservation{*ctx.worker};
+  Reservation reservation(*ctx.worker);
   auto fail = [&](const ApiError& e) {
     writer->send(error_response(e));
     ctx.write_audit(*exchange, e.http_status);
   };
-  if (ctx.draining) return fail(unavailable("the server is shutting down", "shutting_down"));
-  const Engine* engine = ctx.worker->engine();
-  if (!engine) return fail(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
-
-  auto body = parse_json_body(req.body);
-  if (auto* e = std::get_if<ApiError>(&body)) return fail(*e);
-  auto parsed = parse_openai_request(endpoint, std::get<json>(body), ctx.options.defaults);
+  std::optional<json> body = generation_body(ctx, req, fail);
+  if (!body) return;
+  auto parsed = parse_openai_request(endpoint, *body, ctx.options.defaults);
   if (auto* e = std::get_if<ApiError>(&parsed)) return fail(*e);
   OpenAiRequest& request = std::get<OpenAiRequest>(parsed);
   // Templates print the tools (`tool | tojson`); the model should see them in the client's key
@@ -314,16 +349,31 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Reques
   if (!request.model.empty() && request.model != ctx.model_name)
     return fail(not_found(strprintf("the model '%s' does not exist; this server serves '%s' (see GET /v1/models)",
                                     request.model.c_str(), ctx.model_name.c_str()), "model_not_found"));
+  ResponseMeta meta;
+  meta.endpoint = endpoint;
+  meta.id = ctx.new_response_id(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
+  meta.created = static_cast<int64_t>(std::time(nullptr));
+  meta.model = ctx.model_name;
+  meta.include_usage = request.include_usage;
+  run_generation(ctx, request, std::make_unique<OpenAiWire>(), std::move(meta), std::move(writer), std::move(exchange), reservation);
+}
+
+void run_generation(ServerContext& ctx, OpenAiRequest& request, std::unique_ptr<ResponseWire> wire, ResponseMeta meta,
+                    std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange,
+                    Reservation& reservation) {
+  auto fail = [&](const ApiError& e) {
+    writer->send(wire->error(e));
+    ctx.write_audit(*exchange, e.http_status);
+  };
+  const Engine* engine = ctx.worker->engine();
+  const Endpoint endpoint = request.endpoint;
   auto prompts = prepare_prompts(*engine, request, ctx.options.chat_template, max_token_bytes(ctx, engine->tokenizer()));
   if (auto* e = std::get_if<ApiError>(&prompts)) return fail(*e);
   std::vector<PreparedPrompt>& prepared = std::get<std::vector<PreparedPrompt>>(prompts);
 
   auto g = std::make_shared<Generation>(ctx);
-  g->meta.endpoint = endpoint;
-  g->meta.id = ctx.new_response_id(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
-  g->meta.created = static_cast<int64_t>(std::time(nullptr));
-  g->meta.model = ctx.model_name;
-  g->meta.include_usage = request.include_usage;
+  g->meta = std::move(meta);
+  g->wire = std::move(wire);
   g->channel = std::make_shared<EventChannel>();
   g->exchange = exchange;
   g->writer = writer;
@@ -355,8 +405,10 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Reques
 
     GenerationRequest r;
     r.prompt = p.tokens;
-    // Unset max_tokens runs to the end of the context, where the engine stops with "length".
-    r.max_tokens = request.max_tokens > 0 ? request.max_tokens : static_cast<int32_t>(engine->n_ctx());
+    // Unset max_tokens runs to the end of the context, where the engine stops with "length";
+    // a smaller request window (num_ctx) bounds prompt + generation the same way.
+    const int64_t room = request_context(*engine, request) - static_cast<int64_t>(p.tokens.size());
+    r.max_tokens = static_cast<int32_t>(request.max_tokens > 0 ? std::min<int64_t>(request.max_tokens, room) : room);
     r.sampling = request.sampling;
     r.sampling.seed = seed + i;
     r.stop = request.stop;

@@ -519,12 +519,14 @@ ResponseWriter::~ResponseWriter() {
 
 void ResponseWriter::send(Response response) {
   answered_ = true;
+  response.headers.insert(response.headers.end(), extra_headers_.begin(), extra_headers_.end());
   if (status_hook_) status_hook_(response.status);
   session_->run([s = session_, ex = exchange_, r = std::move(response), head = head_only_] { s->send_whole(ex, r, head); });
 }
 
 void ResponseWriter::begin_stream(Response head, std::string heartbeat) {
   answered_ = true;
+  head.headers.insert(head.headers.end(), extra_headers_.begin(), extra_headers_.end());
   if (status_hook_) status_hook_(head.status);
   session_->run([s = session_, ex = exchange_, r = std::move(head), hb = std::move(heartbeat), h = head_only_]() mutable {
     s->begin_stream(ex, r, std::move(hb), h);

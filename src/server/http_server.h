@@ -82,6 +82,8 @@ class ResponseWriter {
   // Called with the response's status when send() or begin_stream() is called (whether or
   // not the client is still there): where the server counts responses.
   void on_status(std::function<void(int)> f) { status_hook_ = std::move(f); }
+  // Headers added to whatever response this writer sends (CORS headers chosen per request).
+  void add_headers(Headers headers) { extra_headers_ = std::move(headers); }
   int http_version() const { return http_version_; }
 
  private:
@@ -90,6 +92,7 @@ class ResponseWriter {
   int http_version_;                      // 10 or 11
   bool head_only_;                        // HEAD request: no body bytes
   std::function<void(int)> status_hook_;  // see on_status
+  Headers extra_headers_;                 // see add_headers
   bool answered_ = false;                 // send() or begin_stream() was called; else the destructor sends a 500
 };
 

@@ -59,7 +59,9 @@ struct OpenAiRequest {
   bool ignore_eos = false;             // extension: generate past end-of-generation tokens
   bool reasoning_inline = false;       // extension: "reasoning_format": "none" keeps <think> text in content
   nlohmann::json chat_template_kwargs = nlohmann::json::object();  // extension: extra template variables
-                                       // (e.g. {"enable_thinking": true}), as vLLM and llama.cpp accept
+                                       // (e.g. {"enable_thinking": true}), as vLLM and llama.cpp accept  // Set by the Ollama API (src/server/ollama_api.cpp), never read from an OpenAI body:
+  int64_t context_tokens = 0;          // options.num_ctx: the request's context window, at most the server's; 0: the server's
+  bool close_reasoning = false;        // think false: a chat prompt left inside <think> gets the block closed
 };
 
 // Limits on what one request may ask for.

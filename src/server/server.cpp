@@ -6,11 +6,14 @@
 #include <csignal>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <thread>
 
+#include "server/ollama_api.h"
 #include "server/openai_response.h"
 #include "server/server_context.h"
+#include "server/webchat_assets.h"
 
 namespace fathom::server {
 
@@ -21,8 +24,10 @@ using nlohmann::json;
 // The route label of /metrics: fixed routes by name, anything else as "other" so that
 // scanners probing random paths cannot grow the label set.
 std::string route_label(const std::string& path) {
-  for (const char* route : {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"})
+  for (const char* route : {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/tokenize",
+                            "/detokenize", "/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/ps", "/api/version"})
     if (path == route) return route;
+  if (webchat_asset(path)) return "/webchat";
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   return "other";
 }
@@ -45,6 +50,77 @@ bool json_content_type(const std::string& content_type) {
 }
 
 std::string model_name_from_path(const std::string& path) { return std::filesystem::path(path).stem().string(); }
+
+// A browser sends Origin as "scheme://host[:port]": no path, no trailing slash.
+bool valid_origin(const std::string& origin) {
+  const size_t scheme_end = origin.find("://");
+  if (origin == "*") return true;
+  if (scheme_end == std::string::npos || scheme_end == 0 || scheme_end + 3 == origin.size()) return false;
+  for (size_t i = 0; i < origin.size(); ++i) {
+    const unsigned char c = origin[i];
+    if (i >= scheme_end && i < scheme_end + 3) continue;
+    if (!std::isalnum(c) && c != '.' && c != '-' && c != ':' && c != '[' && c != ']' && c != '+') return false;
+  }
+  return true;
+}
+
+// Request headers a preflight may ask for: echoed when they are a plain list of header names
+// (the OpenAI SDKs send several x-stainless-* ones), else the two the APIs need.
+std::string allowed_request_headers(const std::string& requested) {
+  constexpr size_t kMaxRequestedHeaders = 2048;
+  bool plain = !requested.empty() && requested.size() <= kMaxRequestedHeaders;
+  for (unsigned char c : requested) plain = plain && (std::isalnum(c) || c == '-' || c == '_' || c == ',' || c == ' ');
+  return plain ? requested : "Authorization, Content-Type";
+}
+
+// Browsers cache a preflight's answer this long (Chromium caps it at 2 hours).
+constexpr int kCorsMaxAgeSeconds = 600;
+
+// CORS: an allowed Origin gets its Access-Control-Allow-Origin on every response to the
+// request (streams and errors included); other origins get none, so the browser keeps the
+// answer from the page. True when the request was a preflight (OPTIONS) and is answered.
+bool apply_cors(const std::vector<std::string>& allowed, const http::Request& req, http::ResponseWriter& writer,
+                const std::function<http::Response(const ApiError&)>& shaped) {
+  const std::string origin = req.header("Origin");
+  const bool any = std::find(allowed.begin(), allowed.end(), "*") != allowed.end();
+  const bool ok = !origin.empty() && (any || std::find(allowed.begin(), allowed.end(), origin) != allowed.end());
+  http::Headers cors;
+  if (ok) cors.emplace_back("Access-Control-Allow-Origin", any ? "*" : origin);
+  if (!any) cors.emplace_back("Vary", "Origin");
+  if (req.method != "OPTIONS") {
+    writer.add_headers(std::move(cors));
+    return false;
+  }
+  if (!ok || req.header("Access-Control-Request-Method").empty()) {
+    writer.send(shaped(ApiError{403, "invalid_request_error", "cors_origin_not_allowed", "",
+                                "this is not a CORS preflight from an allowed origin (--cors-origin)"}));
+    return true;
+  }
+  cors.emplace_back("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+  cors.emplace_back("Access-Control-Allow-Headers", allowed_request_headers(req.header("Access-Control-Request-Headers")));
+  cors.emplace_back("Access-Control-Max-Age", std::to_string(kCorsMaxAgeSeconds));
+  http::Response r;
+  r.status = 204;
+  r.content_type.clear();
+  r.headers = std::move(cors);
+  writer.send(std::move(r));
+  return true;
+}
+
+// The web chat's files: static, no secrets, so no key is needed to load them (the page's API
+// calls need one). True when `path` is one of them and is answered.
+bool answer_webchat(const std::string& path, http::ResponseWriter& writer) {
+  const WebchatAsset* asset = webchat_asset(path);
+  if (!asset) return false;
+  http::Response r;
+  r.content_type = asset->content_type;
+  r.body = asset->body;
+  // The page talks only to this server and runs only its own script.
+  r.headers = {{"Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"},
+               {"X-Content-Type-Options", "nosniff"}, {"Cache-Control", "no-cache"}};
+  writer.send(std::move(r));
+  return true;
+}
 
 }  // namespace
 
@@ -77,6 +153,11 @@ Expected<std::unique_ptr<Server>> Server::create(ServerOptions options) {
   if (options.engine.model_path.empty() && !options.engine_factory)
     return error(ErrorCode::kInvalidArgument, "no model given; pass -m FILE.gguf");
   if (options.max_queue < 0) return error(ErrorCode::kInvalidArgument, "--max-queue must not be negative");
+  for (const std::string& origin : options.cors_origins)
+    if (!valid_origin(origin))
+      return error(ErrorCode::kInvalidArgument,
+                   strprintf("--cors-origin '%s': an origin is scheme://host[:port] with no path (e.g. "
+                             "http://localhost:3000), or '*' for any", origin.c_str()));
   if (options.engine.n_seq_max <= 0) return error(ErrorCode::kInvalidArgument, "--parallel must be at least 1");
   if (!options.kv_persist_dir.empty()) {
     if (!options.engine.prefix_cache)
@@ -118,6 +199,11 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
   writer->on_status([&m = ctx.metrics, label](int status) { m.count_request(label, status); });
   const bool get = req.method == "GET" || req.method == "HEAD";
   const bool post = req.method == "POST";
+  const bool ollama = req.path.rfind("/api/", 0) == 0;  // Ollama's routes answer errors in its shape
+  auto shaped = [ollama](const ApiError& e) { return ollama ? ollama_error_response(e) : error_response(e); };
+
+  if (!ctx.options.cors_origins.empty() && apply_cors(ctx.options.cors_origins, req, *writer, shaped)) return;
+  if (get && answer_webchat(req.path, *writer)) return;
 
   if (get && req.path == "/health") {
     if (ctx.draining) return writer->send(json_response(503, R"({"status":"shutting_down"})"));
@@ -138,19 +224,23 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
   const bool chat = post && req.path == "/v1/chat/completions";
   const bool completions = post && req.path == "/v1/completions";
   const bool tokenize = post && (req.path == "/tokenize" || req.path == "/detokenize");
-  if (!models && !chat && !completions && !tokenize) {
-    return writer->send(error_response(not_found(
+  const bool ollama_info = (get && (req.path == "/api/tags" || req.path == "/api/ps" || req.path == "/api/version")) ||
+                           (post && req.path == "/api/show");
+  const bool ollama_generation = post && (req.path == "/api/chat" || req.path == "/api/generate");
+  if (!models && !chat && !completions && !tokenize && !ollama_info && !ollama_generation) {
+    return writer->send(shaped(not_found(
         strprintf("unknown route: %s %s (the server answers POST /v1/chat/completions, POST /v1/completions, GET "
-                  "/v1/models, POST /tokenize, POST /detokenize, GET /health, GET /metrics)", req.method.c_str(),
-                  req.path.c_str()), "unknown_route")));
+                  "/v1/models, POST /tokenize, POST /detokenize, POST /api/chat, POST /api/generate, GET /api/tags, "
+                  "POST /api/show, GET /api/ps, GET /api/version, GET /health, GET /metrics, GET / (web chat))",
+                  req.method.c_str(), req.path.c_str()), "unknown_route")));
   }
 
   // The /v1 routes are authenticated calls: each one gets an audit record, 401s included.
   auto ex = std::make_shared<Exchange>();
   ex->t_arrival = req.t_arrival;
   ex->record.route = label;
-  auto answer = [&ctx, ex, writer](const ApiError& e) {
-    writer->send(error_response(e));
+  auto answer = [&ctx, ex, writer, shaped](const ApiError& e) {
+    writer->send(shaped(e));
     ctx.write_audit(*ex, e.http_status);
   };
   if (ctx.keys.enabled()) {
@@ -161,11 +251,16 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
     ex->record.key_id = ApiKeys::key_id(*key);
   }
   const Engine* engine = ctx.worker->engine();
-  if (models) {
-    if (!engine) {
+  if (models || ollama_info) {
+    if (!engine && req.path != "/api/version") {
       if (ctx.worker->state() == EngineState::kFailed)
         return answer(unavailable("the model failed to load: " + ctx.worker->load_status().to_string(), "model_load_failed"));
       return answer(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
+    }
+    if (ollama_info) {
+      http::Response r = ollama_info_response(ctx, req);
+      ctx.write_audit(*ex, r.status);
+      return writer->send(std::move(r));
     }
     json m = {{"id", ctx.model_name}, {"object", "model"}, {"created", ctx.created}, {"owned_by", "fathom"},
               {"context_length", engine->n_ctx()}};
@@ -201,12 +296,14 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
     return;
   }
   if (!ctx.worker->reserve()) return answer(queue_full(ctx.options.max_queue));
-  const Endpoint endpoint = chat ? Endpoint::kChat : Endpoint::kCompletions;
-  ctx.tasks->post([&ctx, endpoint, req = std::move(req), writer, ex] {
+  ctx.tasks->post([&ctx, chat, ollama_generation, shaped, req = std::move(req), writer, ex] {
     try {
-      handle_generation(ctx, endpoint, req, writer, ex);
+      if (ollama_generation)
+        handle_ollama_generation(ctx, req.path == "/api/chat" ? OllamaEndpoint::kChat : OllamaEndpoint::kGenerate, req, writer, ex);
+      else
+        handle_generation(ctx, chat ? Endpoint::kChat : Endpoint::kCompletions, req, writer, ex);
     } catch (const std::exception& e) {
-      writer->send(error_response(internal_error(std::string("internal error: ") + e.what())));
+      writer->send(shaped(internal_error(std::string("internal error: ") + e.what())));
       ctx.write_audit(*ex, 500);
     }
   });

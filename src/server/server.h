@@ -1,6 +1,8 @@
-// `fathom serve`: an OpenAI-compatible HTTP server in front of one Engine.
+// `fathom serve`: an OpenAI- and Ollama-compatible HTTP server in front of one Engine.
 //   POST /v1/chat/completions, POST /v1/completions   (streaming with Server-Sent Events)
 //   GET  /v1/models, /v1/models/{id}, /health, /metrics; POST /tokenize, /detokenize
+//   POST /api/chat, /api/generate (NDJSON); GET /api/tags, /api/ps, /api/version; POST /api/show
+//   GET  / : the built-in web chat (src/server/webchat)
 // The listener comes up before the model is loaded (/health answers 503 "loading" meanwhile);
 // one engine thread runs the continuous-batching loop; HTTP worker threads parse requests,
 // submit them and relay their events. See src/server/README.md for the API and the choices.
@@ -46,6 +48,9 @@ struct ServerOptions {
   // Folder for the saved prefix cache ("" = none): restored at start-up from
   // DIR/<model file stem>.prefix-cache, written there (atomically) when the engine thread stops.
   std::string kv_persist_dir;
+  // Origins whose pages may call the API from a browser (CORS): exact "scheme://host[:port]"
+  // values, or "*" for any. Empty: no CORS headers, and OPTIONS is not answered.
+  std::vector<std::string> cors_origins;
   // Makes the engine; default Engine::create(engine). Tests inject a slow one to observe loading.
   EngineFactory engine_factory;
 };

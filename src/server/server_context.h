@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -13,6 +14,7 @@
 #include "server/engine_worker.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
+#include "server/openai_response.h"
 #include "server/server.h"
 #include "server/task_queue.h"
 
@@ -37,6 +39,8 @@ struct ServerContext {
   size_t max_prompt_token_bytes = 0;  // longest token text in the vocabulary (set on first use)
   std::atomic<bool> draining{false};  // shutdown began: refuse new generations
   std::atomic<int> tokenize_in_flight{0};  // /tokenize and /detokenize requests queued or running
+  std::once_flag ollama_model_once;   // guards ollama_model
+  nlohmann::json ollama_model;        // the model's Ollama description (/api/tags, /api/show), read on first use
   std::atomic<uint64_t> next_id{1};   // response id counter
   uint64_t id_salt = 0;               // random per server, so ids differ across restarts
 
@@ -58,6 +62,51 @@ http::Response json_response(int status, std::string body);
 // held for the request (EngineWorker::reserve); this gives it back or hands it to submit.
 void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Request& req,
                        std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange);
+
+// The JSON body of a generation request, on its TaskQueue thread; nullopt, answered through
+// `fail`, when the server began draining or is not loaded, or the body is not JSON.
+std::optional<nlohmann::json> generation_body(ServerContext& ctx, const http::Request& req,
+                                              const std::function<void(const ApiError&)>& fail);
+
+// How a generation's events become bytes on the wire: the OpenAI shapes (SSE) or Ollama's
+// (NDJSON). The relay (events, disconnects, metrics, audit) is the same for both.
+class ResponseWire {
+ public:
+  virtual ~ResponseWire() = default;
+  // The head of a streamed response (its body is written first) and the text written after
+  // a silence ("": none).
+  virtual http::Response stream_head(const ResponseMeta& meta, size_t n_choices) const = 0;
+  virtual std::string heartbeat() const = 0;
+  // Stream text for one event of choice `index`, already applied to `choice` (which is
+  // finished() when this was its final event); `delta` is the text it added.
+  virtual std::string stream_event(const ResponseMeta& meta, size_t index, const ChoiceBuilder& choice,
+                                   const ChoiceBuilder::Delta& delta) const = 0;
+  // The stream's last text once every choice finished; `failure` when one failed.
+  virtual std::string stream_end(const ResponseMeta& meta, const std::vector<ChoiceBuilder>& choices, const Usage& usage,
+                                 const std::optional<ApiError>& failure) const = 0;
+  virtual http::Response body(const ResponseMeta& meta, const std::vector<ChoiceBuilder>& choices, const Usage& usage) const = 0;
+  virtual http::Response error(const ApiError& error) const = 0;
+};
+
+// Holds one admission place (EngineWorker::reserve) until run_generation hands it to submit;
+// gives it back on every other path, exceptions included.
+struct Reservation {
+  EngineWorker& worker;
+  bool held = true;
+  explicit Reservation(EngineWorker& w) : worker(w) {}
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation() {
+    if (held) worker.release_reservation();
+  }
+};
+
+// Prepares the prompts of a validated request (template, tokenize, limits), submits one
+// engine request per choice and relays their events through `wire`. The request's model
+// name must already have been checked. Errors are answered with wire.error().
+void run_generation(ServerContext& ctx, OpenAiRequest& request, std::unique_ptr<ResponseWire> wire, ResponseMeta meta,
+                    std::shared_ptr<http::ResponseWriter> writer, std::shared_ptr<Exchange> exchange,
+                    Reservation& reservation);
 
 // /tokenize and /detokenize share the TaskQueue with generation, whose admission bounds the
 // queue; these bound their own share (more are answered 429).

@@ -53,6 +53,9 @@ int cmd_serve(const Args& args) {
   p.add_string("--model-alias", "NAME", "model id clients use (default: the file name without .gguf)", &options.model_alias);
   p.add_list("--api-key", "KEY", "require 'Authorization: Bearer KEY' on /v1 routes (repeatable)", &options.api_keys);
   p.add_string("--api-key-file", "FILE", "more API keys, one per line ('#' comments)", &options.api_key_file);
+  p.add_list("--cors-origin", "ORIGIN",
+             "let web pages from ORIGIN (scheme://host[:port]) call the API from a browser; repeatable; '*' for any "
+             "(default: none)", &options.cors_origins);
   p.add_string("--audit-log", "FILE", "append one JSON line per /v1 request (key id, route, tokens, status, latency)",
                &options.audit_log);
   p.add_flag("--audit-log-content", "also write prompts and completions to the audit log", &options.audit_log_content);
