@@ -401,15 +401,7 @@ class SchemaConverter {
     }
     const auto& props = s["properties"];
     if (!props.is_object()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'properties' must be an object");
-    std::set<std::string> required;
-    if (s.contains("required")) {
-      if (!s["required"].is_array()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'required' must be an array");
-      for (const auto& r : s["required"]) {
-        if (!r.is_string() || !props.contains(r.get<std::string>()))
-          return unsupported(path, "required property " + r.dump() + " is not in 'properties'");
-        required.insert(r.get<std::string>());
-      }
-    }
+    FATHOM_ASSIGN_OR_RETURN(std::set<std::string> required, required_properties(s, path));
     // One rule per property "key": value, then their sequence.
     std::vector<std::string> members;
     std::vector<bool> is_required;
@@ -419,6 +411,19 @@ class SchemaConverter {
       is_required.push_back(required.count(key) > 0);
     }
     return add_rule(path_hint(path), "\"{\" ws " + member_sequence(path, members, is_required, "\",\" ws ") + " \"}\"");
+  }
+
+  // The names in 'required', each checked to be one of 'properties'.
+  Expected<std::set<std::string>> required_properties(const nlohmann::ordered_json& s, const std::string& path) {
+    std::set<std::string> required;
+    if (!s.contains("required")) return required;
+    if (!s["required"].is_array()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'required' must be an array");
+    for (const auto& r : s["required"]) {
+      if (!r.is_string() || !s["properties"].contains(r.get<std::string>()))
+        return unsupported(path, "required property " + r.dump() + " is not in 'properties'");
+      required.insert(r.get<std::string>());
+    }
+    return required;
   }
 
   // The members in order, optional ones skippable, `separator` between two written ones: from
@@ -491,15 +496,7 @@ class SchemaConverter {
     }
     const auto& props = s["properties"];
     if (!props.is_object()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'properties' must be an object");
-    std::set<std::string> required;
-    if (s.contains("required")) {
-      if (!s["required"].is_array()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'required' must be an array");
-      for (const auto& r : s["required"]) {
-        if (!r.is_string() || !props.contains(r.get<std::string>()))
-          return unsupported(path, "required property " + r.dump() + " is not in 'properties'");
-        required.insert(r.get<std::string>());
-      }
-    }
+    FATHOM_ASSIGN_OR_RETURN(std::set<std::string> required, required_properties(s, path));
     std::vector<std::string> members;
     std::vector<bool> is_required;
     for (const auto& [key, sub] : props.items()) {
