@@ -22,8 +22,9 @@ std::string synth_path(const std::string& arch) {
 }
 
 std::unique_ptr<Engine> make_engine(const std::string& path, int32_t n_seq_max, int64_t n_ctx, int64_t budget,
-                                    int32_t max_running = 0) {
+                                    int32_t max_running = 0, bool prefix_cache = true) {
   EngineOptions o;
+  o.prefix_cache = prefix_cache;
   o.max_running = max_running;
   o.model_path = path;
   o.n_threads = 2;
@@ -98,15 +99,9 @@ TEST(Engine, IdenticalPromptsArePrefilledOnce) {
   std::printf("[ n=4 ] prompt of %zu tokens: %lld prefill tokens computed (%lld without sharing)\n", p.size(),
               static_cast<long long>(stats.query_tokens - stats.hit_tokens), static_cast<long long>(stats.query_tokens));
   // Without the prefix cache there is nothing to share: every copy is prefilled.
-  EngineOptions o;
-  o.model_path = path;
-  o.n_threads = 2;
-  o.n_ctx = 128;
-  o.n_seq_max = 4;
-  o.prefix_cache = false;
-  auto uncached = Engine::create(o);
+  auto uncached = make_engine(path, 4, 128, 512, 0, /*prefix_cache=*/false);
   ASSERT_TRUE(uncached);
-  const auto plain = generate_all(**uncached, {p, p, p, p}, 8);
+  const auto plain = generate_all(*uncached, {p, p, p, p}, 8);
   for (size_t i = 0; i < plain.size(); ++i) EXPECT_EQ(plain[i], expected) << "copy " << i;
 }
 

@@ -334,6 +334,22 @@ class SchemaConverter {
     return out + " )";
   }
 
+  struct LengthBounds {
+    int64_t min = 0;   // minLength
+    int64_t max = -1;  // maxLength (-1: none)
+  };
+  Expected<LengthBounds> length_bounds(const nlohmann::ordered_json& s, const std::string& path) {
+    LengthBounds b;
+    if (s.contains("minLength")) {
+      FATHOM_ASSIGN_OR_RETURN(b.min, count(s, "minLength", path));
+    }
+    if (s.contains("maxLength")) {
+      FATHOM_ASSIGN_OR_RETURN(b.max, count(s, "maxLength", path));
+    }
+    if (b.max >= 0 && b.max < b.min) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": maxLength is below minLength");
+    return b;
+  }
+
   Expected<std::string> visit_string(const nlohmann::ordered_json& s, const std::string& path) {
     if (s.contains("pattern")) {
       if (s.contains("format") || s.contains("minLength") || s.contains("maxLength"))
@@ -351,14 +367,8 @@ class SchemaConverter {
         return unsupported(path, "string format '" + f + "' is not supported (supported: date, time, date-time, uuid)");
       return "\"\\\"\" " + use(f) + " \"\\\"\"";
     }
-    int64_t min = 0, max = -1;
-    if (s.contains("minLength")) {
-      FATHOM_ASSIGN_OR_RETURN(min, count(s, "minLength", path));
-    }
-    if (s.contains("maxLength")) {
-      FATHOM_ASSIGN_OR_RETURN(max, count(s, "maxLength", path));
-    }
-    if (max >= 0 && max < min) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": maxLength is below minLength");
+    FATHOM_ASSIGN_OR_RETURN(const LengthBounds length, length_bounds(s, path));
+    const int64_t min = length.min, max = length.max;
     if (min == 0 && max < 0) return use("string");
     use("char");
     return "\"\\\"\" char" + bounds(min, max) + " \"\\\"\"";
@@ -399,9 +409,8 @@ class SchemaConverter {
       const std::string member = add_rule(path_hint(path) + "-member", use("string") + " ws \":\" ws " + value + " ws");
       return add_rule(path_hint(path), "\"{\" ws ( " + member + " ( \",\" ws " + member + " )* )? \"}\"");
     }
-    const auto& props = s["properties"];
-    if (!props.is_object()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'properties' must be an object");
     FATHOM_ASSIGN_OR_RETURN(std::set<std::string> required, required_properties(s, path));
+    const auto& props = s["properties"];
     // One rule per property "key": value, then their sequence.
     std::vector<std::string> members;
     std::vector<bool> is_required;
@@ -413,8 +422,9 @@ class SchemaConverter {
     return add_rule(path_hint(path), "\"{\" ws " + member_sequence(path, members, is_required, "\",\" ws ") + " \"}\"");
   }
 
-  // The names in 'required', each checked to be one of 'properties'.
+  // The names in 'required', each checked to be one of 'properties' (which must be an object).
   Expected<std::set<std::string>> required_properties(const nlohmann::ordered_json& s, const std::string& path) {
+    if (!s["properties"].is_object()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'properties' must be an object");
     std::set<std::string> required;
     if (!s.contains("required")) return required;
     if (!s["required"].is_array()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'required' must be an array");
@@ -466,14 +476,8 @@ class SchemaConverter {
       return "( " + alts + " )";
     }
     if (s.value("type", nlohmann::ordered_json()) != "string") return std::string();
-    int64_t min = 0, max = -1;
-    if (s.contains("minLength")) {
-      FATHOM_ASSIGN_OR_RETURN(min, count(s, "minLength", path));
-    }
-    if (s.contains("maxLength")) {
-      FATHOM_ASSIGN_OR_RETURN(max, count(s, "maxLength", path));
-    }
-    if (max >= 0 && max < min) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": maxLength is below minLength");
+    FATHOM_ASSIGN_OR_RETURN(const LengthBounds length, length_bounds(s, path));
+    const int64_t min = length.min, max = length.max;
     return "[^<]" + bounds(min, max);
   }
 
@@ -494,9 +498,8 @@ class SchemaConverter {
       const std::string any = parameter("[^\"<]{1,64}", "\"true\\\">\" [^<]* | \"false\\\">\" " + use("value"));
       return add_rule(path_hint(path) + "-any", "( " + any + " )*");
     }
-    const auto& props = s["properties"];
-    if (!props.is_object()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'properties' must be an object");
     FATHOM_ASSIGN_OR_RETURN(std::set<std::string> required, required_properties(s, path));
+    const auto& props = s["properties"];
     std::vector<std::string> members;
     std::vector<bool> is_required;
     for (const auto& [key, sub] : props.items()) {
