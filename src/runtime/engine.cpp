@@ -39,6 +39,7 @@ struct Engine::Active : SchedSequence {
   std::optional<GrammarMatcher> grammar;  // when the request has a grammar: its parse so far
   RequestStats stats;
   int64_t n_prompt = 0;
+  RequestId prefill_leader = 0;  // a request with the same prompt whose prefill this one waits for (0: none)
 };
 
 MemoryDemand engine_memory_demand(const EngineOptions& options) {
@@ -188,12 +189,40 @@ void Engine::admit_incoming() {
       }
       raw->grammar.emplace(std::move(matcher).value());
     }
-    scheduler_->enqueue(raw);
+    raw->prefill_leader = prefill_leader_for(*raw);
+    if (raw->prefill_leader) deferred_.push_back(raw->id);
+    else scheduler_->enqueue(raw);
   }
   for (RequestId id : cancelled) {
     auto it = active_.find(id);
     if (it != active_.end()) finish(*it->second, FinishReason::kCancelled, Status::ok());
   }
+  release_deferred();
+}
+
+// n > 1 (or any requests with one prompt, arriving together): the first is prefilled, the
+// others wait until its prompt blocks are in the prefix cache and are then admitted with them
+// (the scheduler's admit hook), so the prompt is computed once rather than n times.
+RequestId Engine::prefill_leader_for(const Active& a) const {
+  if (!kv_->prefix_cache_enabled() || a.n_prompt <= kv_->shape().block_size) return 0;  // no whole block to share
+  for (const auto& [id, other] : active_)
+    if (id != a.id && other->prefill_leader == 0 && other->n_computed < other->n_prompt && other->request.prompt == a.request.prompt)
+      return id;
+  return 0;
+}
+
+void Engine::release_deferred() {
+  auto released = [&](RequestId id) {
+    auto it = active_.find(id);
+    if (it == active_.end()) return true;  // finished or cancelled while waiting
+    Active& a = *it->second;
+    auto leader = active_.find(a.prefill_leader);
+    if (leader != active_.end() && leader->second->n_computed < leader->second->n_prompt) return false;
+    a.prefill_leader = 0;
+    scheduler_->enqueue(&a);
+    return true;
+  };
+  deferred_.erase(std::remove_if(deferred_.begin(), deferred_.end(), released), deferred_.end());
 }
 
 void Engine::finish(Active& a, FinishReason reason, Status status, bool release_held_text) {

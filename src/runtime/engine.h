@@ -59,7 +59,7 @@ class Engine {
   Expected<RequestId> submit(GenerationRequest request);
   void cancel(RequestId id);                 // the request ends with FinishReason::kCancelled
   bool has_work();                           // queued or running requests
-  size_t n_waiting() const { return scheduler_->n_waiting(); }  // engine thread only
+  size_t n_waiting() const { return scheduler_->n_waiting() + deferred_.size(); }  // engine thread only
   size_t n_running() const { return scheduler_->n_running(); }  // engine thread only
   Status step();                             // one scheduled forward step
   Status run_until_idle();
@@ -74,6 +74,8 @@ class Engine {
   struct Active;
   Engine() = default;
   void admit_incoming();
+  RequestId prefill_leader_for(const Active& a) const;  // see release_deferred
+  void release_deferred();
   void finish(Active& a, FinishReason reason, Status status, bool release_held_text = true);
   void emit_token(Active& a, int32_t token, const float* logits);
 
@@ -92,6 +94,7 @@ class Engine {
   std::vector<RequestId> cancelled_;                     // cancel requests not yet applied
   RequestId next_id_ = 1;
   std::unordered_map<RequestId, std::unique_ptr<Active>> active_;  // engine thread only
+  std::vector<RequestId> deferred_;  // engine thread only: requests waiting for an identical prompt's prefill
   Batch batch_;                                          // scratch: this step's tokens
   std::vector<float> logits_;                            // scratch: [n_logits, n_vocab]
   TopLogits top_;                                        // scratch: each row's largest logits, when they suffice

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <mutex>
 
+#include "runtime/grammar/grammar.h"
 #include "server/openai_response.h"
 #include "server/server_context.h"
 
@@ -51,6 +52,7 @@ struct PreparedPrompt {
   ToolCallFormat tool_format = ToolCallFormat::kNone;  // calls to parse (tools offered)
   std::string forced_call_prefix;    // tool_choice required/named: the call opening appended to the prompt
   std::string forced_call_name;      // the function it names ("" when the model picks)
+  std::shared_ptr<const Grammar> forced_call_grammar;  // ... and what may follow it: the call, schema-valid
 };
 
 // Tools are offered unless tool_choice is "none", which hides them from the model.
@@ -73,6 +75,29 @@ Expected<std::string> render_chat(const std::string& tmpl, const OpenAiRequest& 
   context["bos_token"] = bos;
   context["eos_token"] = eos;
   return render_template(tmpl, context, /*hf_chat_mode=*/true);
+}
+
+// The grammar of a forced call: after the prompt's call opening, the arguments of the named
+// function (or, the model choosing, any offered function's name and then its arguments) under
+// its `parameters` schema, then the markers that close the call. A schema the grammar engine
+// cannot enforce is a 400 naming it.
+std::variant<std::shared_ptr<const Grammar>, ApiError> forced_call_grammar(const OpenAiRequest& request,
+                                                                           ToolCallFormat format, const std::string& name) {
+  std::vector<FramedArguments> alternatives;
+  bool dsml = false;
+  for (size_t i = 0; i < request.tools.size(); ++i) {
+    const nlohmann::ordered_json& function = request.tools[i]["function"];
+    const std::string tool_name = function["name"].get<std::string>();
+    if (!name.empty() && tool_name != name) continue;
+    const ForcedCallFrame frame = forced_call_frame(format, tool_name, /*name_in_prefix=*/!name.empty());
+    dsml = frame.dsml_arguments;
+    alternatives.push_back({strprintf("tools[%zu].function.parameters", i), frame.before_arguments,
+                            function.value("parameters", nlohmann::ordered_json()), frame.after_arguments});
+  }
+  auto g = tool_call_grammar(alternatives, dsml ? ArgumentSyntax::kDsml : ArgumentSyntax::kJson);
+  if (!g) return invalid_request("the arguments of a forced tool call are generated under the function's schema, and "
+                                 "this one cannot be enforced: " + g.status().message(), "tools");
+  return *g;
 }
 
 std::optional<ApiError> check_prompt_bytes(int64_t n_ctx, size_t max_token_bytes, size_t n_bytes, const char* param) {
@@ -110,14 +135,17 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
     // A template that rejects the conversation (raise_exception: roles must alternate, ...) is the client's problem.
     if (!rendered) return invalid_request("the model's chat template rejected the messages: " + rendered.status().message(), "messages");
     if (request.tool_choice == ToolChoiceMode::kRequired || request.tool_choice == ToolChoiceMode::kNamed) {
-      // Without constrained decoding a call cannot be forced token by token; instead the
-      // assistant turn is opened with the call markers (and the name), so the model's
-      // continuation is the call. forced_arguments_schema() is the grammar engine's hook.
+      // The assistant turn is opened with the call markers (and the name), so the model's
+      // continuation is the call; the grammar then makes it one call of an offered function
+      // whose arguments follow its schema.
       p.forced_call_name = request.tool_choice == ToolChoiceMode::kNamed ? request.tool_choice_name
                            : request.tools.size() == 1              ? request.tools[0]["function"]["name"].get<std::string>()
                                                                     : "";
       p.forced_call_prefix = forced_call_prefix(p.tool_format, *rendered, p.forced_call_name);
       *rendered += p.forced_call_prefix;
+      auto grammar = forced_call_grammar(request, p.tool_format, p.forced_call_name);
+      if (auto* e = std::get_if<ApiError>(&grammar)) return *e;
+      p.forced_call_grammar = std::get<std::shared_ptr<const Grammar>>(grammar);
     }
     // Ollama's think: false on a template that always opens a reasoning block: the block is
     // closed empty, so the model answers at once (what Ollama's own DeepSeek-R1 template does).
@@ -340,12 +368,11 @@ void handle_generation(ServerContext& ctx, Endpoint endpoint, const http::Reques
   };
   std::optional<json> body = generation_body(ctx, req, fail);
   if (!body) return;
-  auto parsed = parse_openai_request(endpoint, *body, ctx.options.defaults);
+  // Read again in the client's key order (templates print the tools as sent; a json_schema's
+  // properties are generated in its order); the body passed parse_json_body's limits.
+  auto parsed = parse_openai_request(endpoint, nlohmann::ordered_json::parse(req.body), ctx.options.defaults);
   if (auto* e = std::get_if<ApiError>(&parsed)) return fail(*e);
   OpenAiRequest& request = std::get<OpenAiRequest>(parsed);
-  // Templates print the tools (`tool | tojson`); the model should see them in the client's key
-  // order, which the parsed body (sorted keys) lost. The body passed parse_json_body's limits.
-  if (!request.tools.empty()) request.tools = nlohmann::ordered_json::parse(req.body)["tools"];
   if (!request.model.empty() && request.model != ctx.model_name)
     return fail(not_found(strprintf("the model '%s' does not exist; this server serves '%s' (see GET /v1/models)",
                                     request.model.c_str(), ctx.model_name.c_str()), "model_not_found"));
@@ -400,6 +427,8 @@ void run_generation(ServerContext& ctx, OpenAiRequest& request, std::unique_ptr<
     co.tool_format = p.tool_format;
     co.forced_call_prefix = p.forced_call_prefix;
     co.forced_call_name = p.forced_call_name;
+    for (const auto& tool : request.tools) co.tool_names.push_back(tool["function"]["name"].get<std::string>());
+    if (!request.parallel_tool_calls) co.max_tool_calls = 1;
     co.call_id_seed = ctx.new_seed() * 0x2545F4914F6CDD1Dull ^ ctx.id_salt;
     g->choices.emplace_back(engine->tokenizer(), co);
 
@@ -410,6 +439,7 @@ void run_generation(ServerContext& ctx, OpenAiRequest& request, std::unique_ptr<
     const int64_t room = request_context(*engine, request) - static_cast<int64_t>(p.tokens.size());
     r.max_tokens = static_cast<int32_t>(request.max_tokens > 0 ? std::min<int64_t>(request.max_tokens, room) : room);
     r.sampling = request.sampling;
+    if (p.forced_call_grammar) r.sampling.grammar = p.forced_call_grammar;
     r.sampling.seed = seed + i;
     r.stop = request.stop;
     r.ignore_eos = request.ignore_eos;

@@ -12,7 +12,9 @@ namespace fathom::server {
 
 namespace {
 
-using nlohmann::json;
+// The body keeps the client's key order: templates print the tools as sent, and a
+// json_schema's properties come out in the schema's order.
+using json = nlohmann::ordered_json;
 
 // A short rendering of a value for error messages.
 std::string shown(const json& v) {
@@ -231,15 +233,12 @@ void read_tools(OpenAiRequest& out, FieldReader& r) {
       return r.fail(at + ".function.parameters", at + ".function.parameters must be a JSON schema object");
     if (f.contains("description") && !f["description"].is_null() && !f["description"].is_string())
       return r.fail(at + ".function.description", at + ".function.description must be a string");
-    if (f.value("strict", false) == true)
-      return r.fail(at + ".function.strict", "strict function calling needs constrained decoding, which this server does not "
-                                             "support yet; leave 'strict' false");
     const std::string name = f["name"].get<std::string>();
     if (std::find(names.begin(), names.end(), name) != names.end())
       return r.fail(at + ".function.name", strprintf("two tools are named '%s'", name.c_str()));
     names.push_back(name);
   }
-  out.tools = nlohmann::ordered_json::parse(tools->dump());
+  out.tools = *tools;
 }
 
 // tool_choice: "auto", "none", "required" or {"type": "function", "function": {"name"}}.
@@ -267,6 +266,18 @@ void read_tool_choice(OpenAiRequest& out, FieldReader& r) {
   }
   if ((out.tool_choice == ToolChoiceMode::kRequired || out.tool_choice == ToolChoiceMode::kNamed) && out.tools.empty())
     r.fail("tool_choice", "tool_choice \"required\" or a named function needs 'tools'");
+}
+
+// strict: the arguments follow the schema. Guaranteed when the call is forced (its arguments are
+// generated under the schema's grammar); with "auto" the model may open a call the grammar does
+// not follow, so strict is refused there.
+void check_strict_tools(const OpenAiRequest& out, FieldReader& r) {
+  if (out.tool_choice == ToolChoiceMode::kRequired || out.tool_choice == ToolChoiceMode::kNamed) return;
+  for (size_t i = 0; i < out.tools.size(); ++i)
+    if (const json& f = out.tools[i]["function"]; f.contains("strict") && f["strict"] == true)
+      return r.fail(strprintf("tools[%zu].function.strict", i),
+                    "strict function calling is guaranteed only when tool_choice is \"required\" or names the function "
+                    "(the arguments are then generated under the schema); leave 'strict' false with tool_choice \"auto\"");
 }
 
 // logit_bias: {"token id": bias}, bias in [-100, 100]; ids are checked against the vocabulary
@@ -300,9 +311,8 @@ void read_constraint(OpenAiRequest& out, FieldReader& r) {
   const json& spec = (*format)["json_schema"];
   if (!spec.is_object() || !spec.contains("schema") || !spec["schema"].is_object())
     return r.fail("response_format.json_schema", "'response_format.json_schema' must be an object holding the JSON Schema as \"schema\"");
-  // Keys arrive sorted (the body is parsed into nlohmann::json), so the output's properties
-  // come in alphabetical order: valid for the schema, as every property order is.
-  auto g = grammar_from_json_schema(nlohmann::ordered_json(spec["schema"]));
+  // The body keeps its key order, so properties are generated in the schema's order.
+  auto g = grammar_from_json_schema(spec["schema"]);
   if (!g) return r.fail("response_format.json_schema.schema",
                   "response_format.json_schema.schema cannot be enforced: " + g.status().message());
   out.sampling.grammar = *g;
@@ -439,7 +449,7 @@ std::variant<nlohmann::json, ApiError> parse_json_body(const std::string& body) 
   }
 }
 
-std::variant<OpenAiRequest, ApiError> parse_openai_request(Endpoint endpoint, const nlohmann::json& body,
+std::variant<OpenAiRequest, ApiError> parse_openai_request(Endpoint endpoint, const nlohmann::ordered_json& body,
                                                            const RequestDefaults& defaults) {
   if (!body.is_object()) return invalid_request("the request body must be a JSON object", "", "invalid_json");
   OpenAiRequest out;
@@ -463,9 +473,8 @@ std::variant<OpenAiRequest, ApiError> parse_openai_request(Endpoint endpoint, co
   if (endpoint == Endpoint::kChat) {
     read_tools(out, r);
     read_tool_choice(out, r);
-    if (auto parallel = r.boolean("parallel_tool_calls"); parallel && !*parallel)
-      r.fail("parallel_tool_calls", "parallel_tool_calls false is not supported yet (the model may make several calls); "
-                                    "leave it true or unset");
+    check_strict_tools(out, r);
+    out.parallel_tool_calls = r.boolean("parallel_tool_calls").value_or(true);
   } else {
     for (const char* name : {"tools", "tool_choice", "parallel_tool_calls"})
       if (r.get(name)) r.fail(name, strprintf("'%s' is a chat parameter; use /v1/chat/completions", name));
@@ -483,6 +492,10 @@ std::variant<OpenAiRequest, ApiError> parse_openai_request(Endpoint endpoint, co
     if (auto v = r.integer(name, 1, std::numeric_limits<int32_t>::max())) out.max_tokens = static_cast<int32_t>(*v);
   read_sampling(out, r);
   read_constraint(out, r);
+  if (out.sampling.grammar && (out.tool_choice == ToolChoiceMode::kRequired || out.tool_choice == ToolChoiceMode::kNamed))
+    r.fail(r.get("grammar") ? "grammar" : "response_format",
+           "a forced tool call (tool_choice \"required\" or a named function) is generated under its function's schema; "
+           "it cannot also follow 'response_format' or 'grammar'");
   read_stop(out, r);
   out.stream = r.boolean("stream").value_or(false);
   if (const json* so = r.get("stream_options")) {

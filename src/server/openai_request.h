@@ -45,6 +45,7 @@ struct OpenAiRequest {
   nlohmann::ordered_json tools = nlohmann::ordered_json::array();  // chat: the tools offered, as sent
   ToolChoiceMode tool_choice = ToolChoiceMode::kAuto;  // "auto" unless sent ("none" drops the tools)
   std::string tool_choice_name;        // the function named by tool_choice (kNamed)
+  bool parallel_tool_calls = true;     // false: only the first call of a turn is returned
   int32_t n = 1;                       // choices per prompt
   std::vector<std::pair<int32_t, float>> logit_bias;  // token id -> bias added to its logit, in [-100, 100]
   std::vector<PromptInput> prompts;    // completions: one choice per prompt
@@ -82,7 +83,9 @@ inline constexpr int kMaxLogitBias = 1024;   // logit_bias entries
 std::variant<nlohmann::json, ApiError> parse_json_body(const std::string& body);
 
 // Validates an endpoint's request object. The ApiError is always a 400 naming the parameter.
-std::variant<OpenAiRequest, ApiError> parse_openai_request(Endpoint endpoint, const nlohmann::json& body,
+// The body in its key order (ordered_json) keeps the tools and a json_schema as the client
+// wrote them; a nlohmann::json body converts, with its keys sorted.
+std::variant<OpenAiRequest, ApiError> parse_openai_request(Endpoint endpoint, const nlohmann::ordered_json& body,
                                                            const RequestDefaults& defaults);
 
 }  // namespace fathom::server

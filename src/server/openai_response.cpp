@@ -63,7 +63,7 @@ ChoiceBuilder::ChoiceBuilder(const Tokenizer& tokenizer, const Options& options)
   // The splitter also runs when reasoning stays inline: it counts reasoning tokens.
   if (options.endpoint == Endpoint::kChat) splitter_.emplace(options.starts_in_reasoning);
   if (options.tool_format != ToolCallFormat::kNone) {
-    tool_parser_.emplace(options.tool_format, kMaxToolCallBytes);
+    tool_parser_.emplace(options.tool_format, kMaxToolCallBytes, options.tool_names, options.max_tool_calls);
     if (!options.forced_call_prefix.empty()) tool_parser_->begin_forced(options.forced_call_prefix, options.forced_call_name);
   }
   if (options.endpoint == Endpoint::kCompletions && options.logprobs)

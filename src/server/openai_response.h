@@ -59,6 +59,8 @@ class ChoiceBuilder {
     ToolCallFormat tool_format = ToolCallFormat::kNone;  // parse calls in this format (kNone: no tools offered)
     std::string forced_call_prefix;    // tool_choice required/named: the call opening the prompt ended with
     std::string forced_call_name;      // ... and the function it names ("" when the model picks)
+    std::vector<std::string> tool_names;  // the functions offered: a call of another one is content
+    size_t max_tool_calls = SIZE_MAX;  // parallel_tool_calls false: 1 (later calls are dropped)
     uint64_t call_id_seed = 0;         // call ids are "call_" + a hash of this and the call's index
   };
   ChoiceBuilder(const Tokenizer& tokenizer, const Options& options);

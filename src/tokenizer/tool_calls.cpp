@@ -206,8 +206,9 @@ std::string forced_call_prefix(ToolCallFormat format, const std::string& rendere
   return "";
 }
 
-ToolCallParser::ToolCallParser(ToolCallFormat format, size_t max_call_bytes)
-    : format_(format), max_call_bytes_(max_call_bytes) {
+ToolCallParser::ToolCallParser(ToolCallFormat format, size_t max_call_bytes, std::vector<std::string> tool_names,
+                               size_t max_calls)
+    : format_(format), max_call_bytes_(max_call_bytes), tool_names_(std::move(tool_names)), max_calls_(max_calls) {
   switch (format) {
     case ToolCallFormat::kDeepSeekR1:
     case ToolCallFormat::kDeepSeekV31:
@@ -331,7 +332,7 @@ void ToolCallParser::step(Output& out) {
           state_ = State::kText;
           continue;
         }
-        out.calls.push_back(std::move(*call));
+        emit(out, std::move(*call));
         ++calls_in_block_;
         unresolved_.clear();
         state_ = block_begin_.empty() ? State::kAfterCalls : State::kBlock;
@@ -368,7 +369,7 @@ ToolCallParser::Output ToolCallParser::finish() {
       if (forced_) {
         std::string body = pending_;
         body.erase(body.size() - partial_marker_suffix(body, call_end_));
-        if (std::optional<Call> call = parse_body(body, /*lenient=*/true)) out.calls.push_back(std::move(*call));
+        if (std::optional<Call> call = parse_body(body, /*lenient=*/true)) emit(out, std::move(*call));
       } else {
         out.content = unresolved_ + pending_;
       }
@@ -381,6 +382,10 @@ ToolCallParser::Output ToolCallParser::finish() {
   forced_ = false;
   state_ = State::kText;
   return out;
+}
+
+void ToolCallParser::emit(Output& out, Call call) {
+  if (n_calls_++ < max_calls_) out.calls.push_back(std::move(call));
 }
 
 std::optional<ToolCallParser::Call> ToolCallParser::parse_body(const std::string& body, bool lenient) const {
@@ -455,24 +460,37 @@ std::optional<ToolCallParser::Call> ToolCallParser::parse_body(const std::string
     return call;
   }
   if (!valid_name(call.name) || !is_json_object(call.arguments)) return std::nullopt;
+  if (!tool_names_.empty() && std::find(tool_names_.begin(), tool_names_.end(), call.name) == tool_names_.end())
+    return std::nullopt;  // a function nobody offered: text that looks like a call
   return call;
 }
 
-nlohmann::json forced_arguments_schema(const ojson& tools, const std::string& forced_name) {
-  nlohmann::json any_of = nlohmann::json::array();
-  for (const auto& tool : tools) {
-    const auto function = tool.find("function");
-    if (function == tool.end() || !function->is_object()) continue;
-    const auto name = function->find("name");
-    if (name == function->end() || !name->is_string()) continue;
-    const auto parameters = function->find("parameters");
-    nlohmann::json schema = parameters == function->end() ? nlohmann::json(nullptr) : nlohmann::json::parse(parameters->dump());
-    if (!forced_name.empty() && name->get<std::string>() == forced_name) return schema;
-    any_of.push_back(std::move(schema));
+ForcedCallFrame forced_call_frame(ToolCallFormat format, const std::string& name, bool name_in_prefix) {
+  ForcedCallFrame f;
+  switch (format) {
+    case ToolCallFormat::kDeepSeekR1:
+      if (!name_in_prefix) f.before_arguments = name + "\n```json\n";
+      f.after_arguments = "\n```" + std::string(kDeepSeekCallEnd) + std::string(kDeepSeekCallsEnd);
+      break;
+    case ToolCallFormat::kDeepSeekV31:
+      if (!name_in_prefix) f.before_arguments = name + std::string(kDeepSeekSep);
+      f.after_arguments = std::string(kDeepSeekCallEnd) + std::string(kDeepSeekCallsEnd);
+      break;
+    case ToolCallFormat::kQwen:
+      if (!name_in_prefix) f.before_arguments = name + "\", \"arguments\": ";
+      f.after_arguments = "}\n" + std::string(kQwenCallEnd);  // the wrapper object's brace
+      break;
+    case ToolCallFormat::kDsmlV32:
+    case ToolCallFormat::kDsmlV4:
+      if (!name_in_prefix) f.before_arguments = name + "\">\n";
+      f.after_arguments = std::string(kDsmlInvokeEnd) + "\n" +
+                          std::string(format == ToolCallFormat::kDsmlV32 ? kDsmlFunctionCallsEnd : kDsmlToolCallsEnd);
+      f.dsml_arguments = true;
+      break;
+    case ToolCallFormat::kNone:
+      break;
   }
-  if (!forced_name.empty() || any_of.empty()) return nullptr;
-  if (any_of.size() == 1) return any_of[0];
-  return {{"anyOf", std::move(any_of)}};
+  return f;
 }
 
 }  // namespace fathom

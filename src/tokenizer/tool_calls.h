@@ -77,7 +77,11 @@ class ToolCallParser {
     std::vector<Call> calls;  // calls completed by this push, in order
   };
 
-  ToolCallParser(ToolCallFormat format, size_t max_call_bytes);
+  // Calls of functions not in `tool_names` are not calls: they come back as content, as written
+  // (an empty list accepts any name). After `max_calls` calls, later ones are dropped
+  // (parallel_tool_calls false: vLLM returns the first call only).
+  ToolCallParser(ToolCallFormat format, size_t max_call_bytes, std::vector<std::string> tool_names = {},
+                 size_t max_calls = SIZE_MAX);
   // tool_choice required or named: the prompt ended with forced_call_prefix(format, ..., name),
   // so the output begins inside a call. That first call cannot fall back to content: if its
   // text does not parse, it is read leniently (the name given, or the text before the
@@ -89,11 +93,14 @@ class ToolCallParser {
  private:
   enum class State { kText, kBlock, kCall, kAfterCalls };
   void step(Output& out);  // consumes pending_ as far as it can be decided
-  void fail_call(Output& out);
+  void emit(Output& out, Call call);  // returns the call unless max_calls_ were returned
   std::optional<Call> parse_body(const std::string& body, bool lenient) const;
 
   ToolCallFormat format_;
   size_t max_call_bytes_;        // a call longer than this is not a call (released as content)
+  std::vector<std::string> tool_names_;  // the functions offered (empty: any name)
+  size_t max_calls_;             // calls returned at most; later ones are dropped
+  size_t n_calls_ = 0;           // calls returned so far
   std::string block_begin_;      // opens a group of calls ("" when calls are not grouped)
   std::string block_end_;        // closes it
   std::string call_begin_;       // opens one call
@@ -106,10 +113,15 @@ class ToolCallParser {
   std::string forced_name_;      // its name, when named
 };
 
-// The hook for constrained decoding: the JSON schema the arguments of a forced call must
-// follow — the named tool's `parameters` (or the only tool's); with several tools, an anyOf
-// of their parameters (the grammar must also restrict the name to the tools' names and pair
-// it with that tool's schema). Null when nothing is forced or the tool declares no parameters.
-nlohmann::json forced_arguments_schema(const nlohmann::ordered_json& tools, const std::string& forced_name);
+// What the model writes after forced_call_prefix(format, ..., name) to complete one call of
+// `name`: the name and separator when the prefix left the name out (`name_in_prefix` false),
+// then the arguments, then the markers that close the call and its group of calls. The
+// grammar engine constrains the arguments to the function's schema between the two.
+struct ForcedCallFrame {
+  std::string before_arguments;  // text between the prefix and the arguments
+  std::string after_arguments;   // text from the arguments' end to the end of the calls
+  bool dsml_arguments = false;   // the arguments are DSML parameters, not a JSON object
+};
+ForcedCallFrame forced_call_frame(ToolCallFormat format, const std::string& name, bool name_in_prefix);
 
 }  // namespace fathom

@@ -22,8 +22,9 @@ std::string synth_path(const std::string& arch) {
 }
 
 std::unique_ptr<Engine> make_engine(const std::string& path, int32_t n_seq_max, int64_t n_ctx, int64_t budget,
-                                    int32_t max_running = 0) {
+                                    int32_t max_running = 0, bool prefix_cache = true) {
   EngineOptions o;
+  o.prefix_cache = prefix_cache;
   o.max_running = max_running;
   o.model_path = path;
   o.n_threads = 2;
@@ -77,6 +78,31 @@ TEST(Engine, ConcurrentRequestsMatchEachAlone) {
     for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i], expected[i]) << arch << " request " << i;
     EXPECT_EQ(together->kv_cache().n_available_blocks(), together->kv_cache().pool().n_total());  // cached blocks are evictable
   }
+}
+
+// n choices of one prompt (submitted together): the prompt is prefilled once, the other
+// copies take its whole blocks from the prefix cache, and every output is what the request
+// gives alone.
+TEST(Engine, IdenticalPromptsArePrefilledOnce) {
+  const std::string path = synth_path("qwen2");
+  auto alone = make_engine(path, 1, 128, 512);
+  auto shared = make_engine(path, 4, 128, 512);
+  ASSERT_TRUE(alone && shared);
+  const std::vector<int32_t> p = prompt(3, 40, alone->model().config().n_vocab);
+  const std::vector<int32_t> expected = generate_all(*alone, {p}, 8)[0];
+  const auto got = generate_all(*shared, {p, p, p, p}, 8);
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], expected) << "copy " << i;
+  // Block size 16: the copies reuse the two whole blocks before the last prompt token.
+  const KvCache::PrefixStats stats = shared->kv_cache().prefix_stats();
+  EXPECT_EQ(stats.query_tokens, 4 * 40);
+  EXPECT_EQ(stats.hit_tokens, 3 * 32);
+  std::printf("[ n=4 ] prompt of %zu tokens: %lld prefill tokens computed (%lld without sharing)\n", p.size(),
+              static_cast<long long>(stats.query_tokens - stats.hit_tokens), static_cast<long long>(stats.query_tokens));
+  // Without the prefix cache there is nothing to share: every copy is prefilled.
+  auto uncached = make_engine(path, 4, 128, 512, 0, /*prefix_cache=*/false);
+  ASSERT_TRUE(uncached);
+  const auto plain = generate_all(*uncached, {p, p, p, p}, 8);
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_EQ(plain[i], expected) << "copy " << i;
 }
 
 TEST(Engine, PreemptionRecomputesAndKeepsOutputsIdentical) {

@@ -409,6 +409,45 @@ TEST(JsonSchema, PropertiesInSchemaOrderOptionalOnesMayBeAbsent) {
   EXPECT_FALSE(accepts(*g, R"({,"a":2})"));
 }
 
+// A forced tool call: the function's name (when the model picks it), its arguments under its
+// schema, the closing markers; DSML arguments as parameters, plain strings raw.
+TEST(ToolCallGrammar, NamesArgumentsAndClosingMarkers) {
+  const json weather = json::parse(R"({"type":"object","properties":{"city":{"type":"string","maxLength":8},
+                                       "unit":{"enum":["c","f"]}},"required":["city"]})");
+  const json add = json::parse(R"({"type":"object","properties":{"a":{"type":"integer"},"b":{"$ref":"#/$defs/n"}},
+                                   "required":["a","b"],"$defs":{"n":{"type":"number"}}})");
+  auto g = tool_call_grammar({{"tools[0]", "get_weather|", weather, "|end"}, {"tools[1]", "add|", add, "|end"}, {"tools[2]", "any|", json(), "|end"}},
+                             ArgumentSyntax::kJson);
+  ASSERT_TRUE(g) << g.status().to_string();
+  EXPECT_TRUE(accepts(*g, R"(get_weather|{"city": "Paris"}|end)"));
+  EXPECT_TRUE(accepts(*g, R"(get_weather|{"city":"Rome","unit":"f"}|end)"));
+  EXPECT_TRUE(accepts(*g, R"(add|{"a": 1, "b": 2.5}|end)"));
+  EXPECT_TRUE(accepts(*g, R"(any|{"whatever": [1, {}]}|end)"));
+  EXPECT_FALSE(accepts(*g, R"(get_weather|{"city": "Paris"})"));          // not closed
+  EXPECT_FALSE(accepts(*g, R"(get_weather|{"city": "Lutetia Parisiorum"}|end)"));  // maxLength
+  EXPECT_FALSE(accepts(*g, R"(get_weather|{"unit": "c", "city": "Rome"}|end)"));   // schema order
+  EXPECT_FALSE(accepts(*g, R"(add|{"city": "Paris"}|end)"));              // another function's arguments
+  EXPECT_FALSE(accepts(*g, R"(remove|{"a": 1, "b": 2}|end)"));           // not offered
+  EXPECT_FALSE(accepts(*g, R"(any|[1]|end)"));                            // arguments are an object
+
+  auto dsml = tool_call_grammar({{"tools[0]", "", weather, "</｜DSML｜invoke>"}}, ArgumentSyntax::kDsml);
+  ASSERT_TRUE(dsml) << dsml.status().to_string();
+  const std::string city = "<｜DSML｜parameter name=\"city\" string=\"true\">Par \"is\"</｜DSML｜parameter>\n";
+  EXPECT_TRUE(accepts(*dsml, city + "</｜DSML｜invoke>"));
+  EXPECT_TRUE(accepts(*dsml, city + "<｜DSML｜parameter name=\"unit\" string=\"true\">c</｜DSML｜parameter>\n</｜DSML｜invoke>"));
+  EXPECT_TRUE(accepts(*dsml, city + "<｜DSML｜parameter name=\"unit\" string=\"false\">\"f\"</｜DSML｜parameter>\n</｜DSML｜invoke>"));
+  EXPECT_TRUE(accepts(*dsml, "<｜DSML｜parameter name=\"city\" string=\"false\">\"a<b\"</｜DSML｜parameter>\n</｜DSML｜invoke>"));
+  EXPECT_FALSE(accepts(*dsml, "</｜DSML｜invoke>"));  // city is required
+  EXPECT_FALSE(accepts(*dsml, city + "<｜DSML｜parameter name=\"unit\" string=\"true\">k</｜DSML｜parameter>\n</｜DSML｜invoke>"));
+  EXPECT_FALSE(accepts(*dsml, "<｜DSML｜parameter name=\"city\" string=\"true\">a<b</｜DSML｜parameter>\n</｜DSML｜invoke>"));
+  EXPECT_FALSE(accepts(*dsml, "<｜DSML｜parameter name=\"city\" string=\"true\">Lutetia Parisiorum</｜DSML｜parameter>\n</｜DSML｜invoke>"));
+
+  auto not_object = tool_call_grammar({{"tools[0]", "", json::parse(R"({"type":"array"})"), ""}}, ArgumentSyntax::kDsml);
+  ASSERT_FALSE(not_object);
+  EXPECT_NE(not_object.status().message().find("tools[0]"), std::string::npos) << not_object.status().message();
+  EXPECT_FALSE(tool_call_grammar({}, ArgumentSyntax::kJson));
+}
+
 TEST(JsonSchema, WhitespaceIsBounded) {
   auto g = json_object_grammar();
   EXPECT_TRUE(accepts(g, "{\n" + std::string(20, ' ') + "\"a\": 1}"));

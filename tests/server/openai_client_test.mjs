@@ -5,7 +5,9 @@
 import OpenAI from 'openai';
 import assert from 'node:assert/strict';
 
-const [baseURL, apiKey, model] = process.argv.slice(2);
+// With a fourth argument "tools" only the forced tool-call checks run (the C++ test drives
+// them once per tool-call format, each on a server with that format's template).
+const [baseURL, apiKey, model, mode] = process.argv.slice(2);
 const client = new OpenAI({ baseURL: `${baseURL}/v1`, apiKey, maxRetries: 0, timeout: 60_000 });
 const messages = [{ role: 'user', content: 'What is 2 + 2?' }];
 // The test template opens <think> only when asked (extra body fields pass through the SDK).
@@ -19,6 +21,77 @@ async function check(name, fn) {
     console.error(`FAIL ${name}: ${err && err.stack ? err.stack : err}`);
     process.exitCode = 1;
   }
+}
+
+// Forced tool calls: the server opens the call in the prompt and generates the rest under a
+// grammar made from the function's schema, so even a random-weight model's arguments validate
+// (checked by ajv), and the call is closed in the template's format.
+const strictTools = [
+  { type: 'function', function: { name: 'get_weather', description: 'Weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 12 },
+                                                unit: { enum: ['celsius', 'fahrenheit'] } },
+                  required: ['city'], additionalProperties: false } } },
+  { type: 'function', function: { name: 'add', description: 'Add two numbers',
+    parameters: { type: 'object', properties: { a: { type: 'integer', minimum: -1000, maximum: 1000 },
+                                                b: { anyOf: [{ type: 'number' }, { type: 'null' }] },
+                                                tags: { type: 'array', items: { enum: ['x', 'y'] }, maxItems: 3 } },
+                  required: ['a', 'b'], additionalProperties: false } } },
+];
+const forcedMessages = [{ role: 'user', content: 'Weather in Paris? And 2 + 3?' }];
+
+async function checkForcedToolCalls() {
+  const Ajv = (await import('ajv')).default;
+  const ajv = new Ajv({ strict: false });
+  const validate = Object.fromEntries(strictTools.map((t) => [t.function.name, ajv.compile(t.function.parameters)]));
+  const api = client.chat.completions.stream ? client.chat.completions : client.beta.chat.completions;
+  const cases = [
+    ...strictTools.map((t) => ({ name: `named ${t.function.name}`, tool_choice: { type: 'function', function: { name: t.function.name } },
+                                 expect: t.function.name })),
+    { name: 'required', tool_choice: 'required', expect: null },
+  ];
+  const validCall = (call, expect) => {
+    assert.equal(call.type, 'function');
+    assert.match(call.id, /^call_[0-9A-Za-z]{24}$/);
+    if (expect) assert.equal(call.function.name, expect);
+    assert.ok(validate[call.function.name], `unknown function ${call.function.name}`);
+    const args = JSON.parse(call.function.arguments);
+    assert.ok(validate[call.function.name](args), `${call.function.arguments}: ${ajv.errorsText(validate[call.function.name].errors)}`);
+  };
+  for (const c of cases) {
+    await check(`tool_choice ${c.name}: arguments validate (ajv), plain and streamed`, async () => {
+      const names = new Set();
+      let example = '';
+      for (let seed = 0; seed < 2; seed++) {
+        const body = { model, messages: forcedMessages, tools: strictTools, tool_choice: c.tool_choice, max_tokens: 400,
+                       temperature: 1, seed };
+        const r = await client.chat.completions.create(body);
+        const choice = r.choices[0];
+        assert.equal(choice.finish_reason, 'tool_calls', JSON.stringify(choice));
+        assert.equal(choice.message.tool_calls.length, 1);
+        validCall(choice.message.tool_calls[0], c.expect);
+        names.add(choice.message.tool_calls[0].function.name);
+        example = `${choice.message.tool_calls[0].function.name}(${choice.message.tool_calls[0].function.arguments})`;
+        // Streamed, assembled by the SDK's own helper: the same call.
+        const final = await api.stream(body).finalChatCompletion();
+        const streamed = final.choices[0];
+        assert.equal(streamed.finish_reason, 'tool_calls');
+        assert.equal(streamed.message.tool_calls.length, 1);
+        validCall(streamed.message.tool_calls[0], c.expect);
+        assert.deepEqual(streamed.message.tool_calls[0].function, choice.message.tool_calls[0].function);
+      }
+      console.log(`     ${c.name}: functions called ${[...names].join(', ')}; e.g. ${JSON.stringify(example)}`);
+    });
+  }
+  await check('parallel_tool_calls false is honoured (one call)', async () => {
+    const r = await client.chat.completions.create({ model, messages: forcedMessages, tools: strictTools, tool_choice: 'required',
+                                                     parallel_tool_calls: false, max_tokens: 400, temperature: 1, seed: 9 });
+    assert.equal(r.choices[0].message.tool_calls.length, 1);
+  });
+}
+
+if (mode === 'tools') {
+  await checkForcedToolCalls();
+  process.exit(process.exitCode ?? 0);
 }
 
 await check('models.list', async () => {
@@ -102,36 +175,7 @@ await check('tools and a tool-call history are accepted', async () => {
   assert.ok(['stop', 'length', 'tool_calls'].includes(r.choices[0].finish_reason));
 });
 
-// The server opens the call in the prompt; the model (random weights here) writes the
-// arguments. Without the grammar engine they are JSON only when the model writes JSON, so this
-// checks what the server guarantees: one call of the named function, arguments a string.
-let forced;
-await check('tool_choice required returns tool_calls', async () => {
-  forced = await client.chat.completions.create({
-    model, messages: toolHistory, tools, tool_choice: 'required', max_tokens: 8, temperature: 0 });
-  const choice = forced.choices[0];
-  assert.ok(['tool_calls', 'length'].includes(choice.finish_reason), choice.finish_reason);
-  assert.equal(choice.message.tool_calls.length, 1);
-  const call = choice.message.tool_calls[0];
-  assert.equal(call.type, 'function');
-  assert.match(call.id, /^call_[0-9A-Za-z]{24}$/);
-  assert.equal(call.function.name, 'get_weather');
-  assert.equal(typeof call.function.arguments, 'string');
-  let parsed = null;
-  try { parsed = JSON.parse(call.function.arguments); } catch { /* noise: see above */ }
-  console.log(`     arguments ${JSON.stringify(call.function.arguments)} ${parsed ? 'parse' : 'do not parse'} as JSON`);
-});
-
-await check('tool_choice required streamed: the SDK assembles the same call', async () => {
-  const api = client.chat.completions.stream ? client.chat.completions : client.beta.chat.completions;
-  const stream = api.stream({
-    model, messages: toolHistory, tools, tool_choice: 'required', max_tokens: 8, temperature: 0 });
-  const final = await stream.finalChatCompletion();
-  const call = final.choices[0].message.tool_calls[0];
-  assert.equal(call.function.name, 'get_weather');
-  assert.equal(call.function.arguments, forced.choices[0].message.tool_calls[0].function.arguments);
-});
-
+await checkForcedToolCalls();
 await check('n = 3 gives three choices', async () => {
   const r = await client.chat.completions.create({ model, messages, n: 3, max_tokens: 4, temperature: 1, seed: 3, ignore_eos: true });
   assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2]);

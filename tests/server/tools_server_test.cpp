@@ -78,12 +78,12 @@ class ToolsServerTest : public ::testing::Test {
 };
 
 // A named tool_choice on the R1 template: the history's call and result reach the prompt in
-// R1's format, the prompt ends with the opened call, and the answer is that call, the same
-// plain and streamed.
+// R1's format, the prompt ends with the opened call, and the answer is that call, its
+// arguments valid for the function's schema (the grammar), the same plain and streamed.
 TEST_F(ToolsServerTest, ForcedCallRoundTripOnR1Template) {
   start(shared_template("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"));
   auto c = client();
-  const json request = {{"messages", kToolHistory}, {"tools", kTools}, {"max_tokens", 12}, {"ignore_eos", true},
+  const json request = {{"messages", kToolHistory}, {"tools", kTools}, {"max_tokens", 300}, {"ignore_eos", true},
                         {"tool_choice", {{"type", "function"}, {"function", {{"name", "add"}}}}}};
   const Reply r = post_json(c, "/v1/chat/completions", request);
   ASSERT_EQ(r.status, 200) << r.text;
@@ -102,8 +102,12 @@ TEST_F(ToolsServerTest, ForcedCallRoundTripOnR1Template) {
   EXPECT_EQ(call["function"]["name"], "add");
   EXPECT_TRUE(call["function"]["arguments"].is_string());
   EXPECT_EQ(call["id"].get<std::string>().rfind("call_", 0), 0u);
-  // 12 tokens of noise never close the call: the choice ran out of tokens inside it.
-  EXPECT_EQ(choice["finish_reason"], "length");
+  // Noise, but the grammar closes the call: {"a": number?, "b": number?} and nothing else.
+  const json arguments = json::parse(call["function"]["arguments"].get<std::string>(), nullptr, false);
+  ASSERT_TRUE(arguments.is_object()) << r.text;
+  for (const auto& [key, value] : arguments.items()) EXPECT_TRUE((key == "a" || key == "b") && value.is_number()) << arguments.dump();
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_TRUE(choice["message"]["content"].is_null()) << r.text;
 
   json streamed_request = request;
   streamed_request["stream"] = true;
@@ -126,7 +130,27 @@ TEST_F(ToolsServerTest, ForcedCallRoundTripOnR1Template) {
   }
   ASSERT_EQ(calls.size(), 1u) << s.text;
   EXPECT_EQ(calls[0]["function"], call["function"]);
-  EXPECT_EQ(finish, "length");
+  EXPECT_EQ(finish, "tool_calls");
+
+  // A forced call's grammar is the function's schema: it cannot also follow response_format.
+  json both = request;
+  both["response_format"] = {{"type", "json_object"}};
+  const Reply conflict = post_json(c, "/v1/chat/completions", both);
+  EXPECT_EQ(conflict.status, 400);
+  EXPECT_EQ(conflict.body["error"]["param"], "response_format");
+  // strict is guaranteed for forced calls only.
+  json strict = {{"messages", kToolHistory}, {"tools", kTools}, {"max_tokens", 1}};
+  strict["tools"][1]["function"]["strict"] = true;
+  EXPECT_EQ(post_json(c, "/v1/chat/completions", strict).body["error"]["param"], "tools[1].function.strict");
+  strict["tool_choice"] = "required";
+  EXPECT_EQ(post_json(c, "/v1/chat/completions", strict).status, 200);
+  // A schema the grammar engine cannot enforce is a 400, not a looser call.
+  json unenforceable = request;
+  unenforceable["tools"][1]["function"]["parameters"]["properties"]["a"] = {{"type", "number"}, {"multipleOf", 3}};
+  const Reply refused = post_json(c, "/v1/chat/completions", unenforceable);
+  EXPECT_EQ(refused.status, 400) << refused.text;
+  EXPECT_EQ(refused.body["error"]["param"], "tools");
+  EXPECT_NE(refused.text.find("multipleOf"), std::string::npos) << refused.text;
 }
 
 // tool_choice "none" hides the tools from the template; "auto" shows them (Qwen2.5 prints them).
@@ -177,7 +201,7 @@ TEST_F(ToolsServerTest, TemplateWithoutCallsRefusesTools) {
 TEST_F(ToolsServerTest, ForcedCallOnV32Template) {
   start(shared_template("deepseek-ai-DeepSeek-V3.2.jinja"), 1024);  // its tools preamble is long
   auto c = client();
-  const Reply r = post_json(c, "/v1/chat/completions", {{"messages", kToolHistory}, {"tools", kTools}, {"max_tokens", 4},
+  const Reply r = post_json(c, "/v1/chat/completions", {{"messages", kToolHistory}, {"tools", kTools}, {"max_tokens", 300},
                                                        {"tool_choice", {{"type", "function"}, {"function", {{"name", "add"}}}}}});
   ASSERT_EQ(r.status, 200) << r.text;
   const std::string prompt = audited_prompt(audit_, 1);
@@ -186,7 +210,12 @@ TEST_F(ToolsServerTest, ForcedCallOnV32Template) {
   const std::string opened = "<think></think>\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"add\">\n";
   ASSERT_GE(prompt.size(), opened.size());
   EXPECT_EQ(prompt.substr(prompt.size() - opened.size()), opened);
-  EXPECT_EQ(r.body["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "add") << r.text;
+  const json& call = r.body["choices"][0]["message"]["tool_calls"][0];
+  EXPECT_EQ(call["function"]["name"], "add") << r.text;
+  const json arguments = json::parse(call["function"]["arguments"].get<std::string>(), nullptr, false);
+  ASSERT_TRUE(arguments.is_object()) << r.text;
+  for (const auto& [key, value] : arguments.items()) EXPECT_TRUE((key == "a" || key == "b") && value.is_number()) << arguments.dump();
+  EXPECT_EQ(r.body["choices"][0]["finish_reason"], "tool_calls") << r.text;
 }
 
 class SurfaceTest : public DefaultServerTest {};
@@ -307,19 +336,24 @@ TEST_F(SurfaceTest, SeveralChoices) {
   EXPECT_EQ(comp.body["choices"].size(), 4u);
 }
 
-// Measured, not asserted: whether n choices share the prompt's prefill through the prefix cache.
+// n choices share the prompt's prefill through the prefix cache: the first copy computes it,
+// the others its last partial block only.
 TEST(SeveralChoicesPrefill, PrefixCacheHitRate) {
   auto s = start_server(test_options());
   ASSERT_TRUE(s);
   auto c = client_for(*s);
   std::string story = "Tell me a long story about";
   for (int i = 0; i < 40; ++i) story += " the sea";
-  const Reply r = post_json(c, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", story}}}}, {"n", 3},
+  const Reply r = post_json(c, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", story}}}}, {"n", 4},
                                                        {"max_tokens", 2}, {"ignore_eos", true}});
   ASSERT_EQ(r.status, 200);
   const double rate = metric_value(c.Get("/metrics")->body, "fathom_prefix_cache_hit_rate");
-  std::printf("[ n=3 ] prompt of %lld tokens: prefix cache hit rate %.3f\n",
-              static_cast<long long>(r.body["usage"]["prompt_tokens"].get<int64_t>()), rate);
+  const int64_t prompt_tokens = r.body["usage"]["prompt_tokens"].get<int64_t>();
+  const double computed = 4.0 * static_cast<double>(prompt_tokens) * (1.0 - rate);
+  std::printf("[ n=4 ] prompt of %lld tokens: prefix cache hit rate %.3f, %.0f prefill tokens computed (%lld without sharing)\n",
+              static_cast<long long>(prompt_tokens), rate, computed, static_cast<long long>(4 * prompt_tokens));
+  // Three copies reuse every whole block before the prompt's last token (block size 16).
+  EXPECT_NEAR(rate, 3.0 * static_cast<double>((prompt_tokens - 1) / 16 * 16) / (4.0 * static_cast<double>(prompt_tokens)), 1e-3);
 }
 
 TEST_F(SurfaceTest, ReasoningTokensAndUnsupportedParameters) {
@@ -373,6 +407,19 @@ TEST(ToolsServer, ResponseFormatAndGrammarConstrainTheOutput) {
       EXPECT_LE(v["tags"].size(), 3u);
     }
   }
+  // Properties come out in the schema's order, not sorted (the body is read in its key order).
+  const std::string ordered_body = R"({"messages": [{"role": "user", "content": "Pick."}], "max_tokens": 100, "seed": 3,
+    "response_format": {"type": "json_schema", "json_schema": {"name": "zyx", "schema": {"type": "object",
+      "properties": {"zeta": {"type": "boolean"}, "alpha": {"type": "boolean"}, "mid": {"type": "null"}},
+      "required": ["zeta", "alpha", "mid"], "additionalProperties": false}}}})";
+  const auto ordered = c.Post("/v1/chat/completions", ordered_body, "application/json");
+  ASSERT_TRUE(ordered);
+  ASSERT_EQ(ordered->status, 200) << ordered->body;
+  const std::string content = json::parse(ordered->body)["choices"][0]["message"]["content"];
+  const auto keys = nlohmann::ordered_json::parse(content);
+  std::vector<std::string> order;
+  for (const auto& [key, value] : keys.items()) order.push_back(key);
+  EXPECT_EQ(order, (std::vector<std::string>{"zeta", "alpha", "mid"})) << content;
   const Reply g = post_json(c, "/v1/completions", {{"prompt", "Answer:"}, {"max_tokens", 20}, {"grammar", "root ::= (\"yes\" | \"no\") \".\""}});
   ASSERT_EQ(g.status, 200) << g.text;
   const std::string text = g.body["choices"][0]["text"];

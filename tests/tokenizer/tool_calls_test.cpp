@@ -27,9 +27,15 @@ struct Parsed {
   std::vector<ToolCallParser::Call> calls;
 };
 
+// What a parser is built with besides its format.
+struct ParserSetup {
+  std::vector<std::string> tool_names;  // offered functions (empty: any)
+  size_t max_calls = SIZE_MAX;
+};
+
 Parsed run(ToolCallFormat format, const std::vector<std::string>& pieces, const std::string& forced_prefix = "",
-           const std::string& forced_name = "") {
-  ToolCallParser p(format, 1 << 16);
+           const std::string& forced_name = "", const ParserSetup& setup = {}) {
+  ToolCallParser p(format, 1 << 16, setup.tool_names, setup.max_calls);
   if (!forced_prefix.empty()) p.begin_forced(forced_prefix, forced_name);
   Parsed all;
   auto take = [&](ToolCallParser::Output o) {
@@ -43,10 +49,10 @@ Parsed run(ToolCallFormat format, const std::vector<std::string>& pieces, const 
 
 // The same result whole, split in two at every byte, and byte by byte.
 Parsed run_every_split(ToolCallFormat format, const std::string& text, const std::string& forced_prefix = "",
-                       const std::string& forced_name = "") {
-  const Parsed whole = run(format, {text}, forced_prefix, forced_name);
+                       const std::string& forced_name = "", const ParserSetup& setup = {}) {
+  const Parsed whole = run(format, {text}, forced_prefix, forced_name, setup);
   for (size_t cut = 0; cut <= text.size(); ++cut) {
-    const Parsed split = run(format, {text.substr(0, cut), text.substr(cut)}, forced_prefix, forced_name);
+    const Parsed split = run(format, {text.substr(0, cut), text.substr(cut)}, forced_prefix, forced_name, setup);
     EXPECT_EQ(split.content, whole.content) << "cut at " << cut;
     EXPECT_EQ(split.calls.size(), whole.calls.size()) << "cut at " << cut;
     for (size_t i = 0; i < std::min(split.calls.size(), whole.calls.size()); ++i) {
@@ -56,7 +62,7 @@ Parsed run_every_split(ToolCallFormat format, const std::string& text, const std
   }
   std::vector<std::string> bytes;
   for (char c : text) bytes.emplace_back(1, c);
-  const Parsed by_byte = run(format, bytes, forced_prefix, forced_name);
+  const Parsed by_byte = run(format, bytes, forced_prefix, forced_name, setup);
   EXPECT_EQ(by_byte.content, whole.content);
   EXPECT_EQ(by_byte.calls.size(), whole.calls.size());
   return whole;
@@ -282,13 +288,48 @@ TEST(ToolCallParser, ForcedCallIsReadLeniently) {
   EXPECT_EQ(q.calls[0].arguments, "{\"a\": 1");
 }
 
-TEST(ToolCallSchema, ForcedArgumentsSchema) {
-  const auto tools = nlohmann::ordered_json::parse(R"([
-    {"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "number"}}}}},
-    {"type": "function", "function": {"name": "b", "parameters": {"type": "object"}}}])");
-  EXPECT_EQ(forced_arguments_schema(tools, "b"), nlohmann::json::parse(R"({"type": "object"})"));
-  EXPECT_EQ(forced_arguments_schema(tools, "")["anyOf"].size(), 2u);
-  EXPECT_TRUE(forced_arguments_schema(tools, "missing").is_null());
+// A call of a function that was not offered is text that looks like a call (vLLM and OpenAI
+// never return one); in a group of calls, the text from there on is content.
+TEST(ToolCallParser, CallsOfFunctionsNotOfferedAreContent) {
+  const Parsed only_add = run_every_split(ToolCallFormat::kDeepSeekR1, kR1Two, "", "", {{"add"}});
+  EXPECT_TRUE(only_add.calls.empty());
+  EXPECT_EQ(only_add.content, kR1Two);
+  const Parsed both = run_every_split(ToolCallFormat::kDeepSeekR1, kR1Two, "", "", {{"add", "get_weather"}});
+  ASSERT_EQ(both.calls.size(), 2u);
+  EXPECT_EQ(both.content, "Let me check.");
+}
+
+// parallel_tool_calls false: the first call only, as vLLM returns it.
+TEST(ToolCallParser, MaxCallsDropsLaterCalls) {
+  const Parsed p = run_every_split(ToolCallFormat::kDeepSeekR1, kR1Two, "", "", {{}, 1});
+  ASSERT_EQ(p.calls.size(), 1u);
+  EXPECT_EQ(p.calls[0].name, "get_weather");
+  EXPECT_EQ(p.content, "Let me check.");
+}
+
+// The forced prefix, then what the grammar makes the model write (the frame around the
+// arguments), parses back into exactly that call and nothing else, in every format, with the
+// name in the prefix (named function) and after it (tool_choice "required", the model picks).
+TEST(ToolCallParser, ForcedCallFramesParseBack) {
+  for (ToolCallFormat format : {ToolCallFormat::kDeepSeekR1, ToolCallFormat::kDeepSeekV31, ToolCallFormat::kQwen,
+                                ToolCallFormat::kDsmlV32, ToolCallFormat::kDsmlV4}) {
+    for (bool name_in_prefix : {true, false}) {
+      const std::string prompt = "<think>\n";
+      const std::string prefix = forced_call_prefix(format, prompt, name_in_prefix ? "add" : "");
+      const ForcedCallFrame frame = forced_call_frame(format, "add", name_in_prefix);
+      const std::string arguments = frame.dsml_arguments
+          ? "<｜DSML｜parameter name=\"a\" string=\"false\">1</｜DSML｜parameter>\n<｜DSML｜parameter name=\"s\" "
+            "string=\"true\">x y</｜DSML｜parameter>\n"
+          : "{\"a\": 1, \"s\": \"x y\"}";
+      const std::string text = frame.before_arguments + arguments + frame.after_arguments;
+      SCOPED_TRACE(std::string(tool_call_format_name(format)) + (name_in_prefix ? " named" : " required") + ": " + text);
+      const Parsed p = run_every_split(format, text, prefix, name_in_prefix ? "add" : "", {{"add", "other"}});
+      ASSERT_EQ(p.calls.size(), 1u);
+      EXPECT_EQ(p.calls[0].name, "add");
+      EXPECT_EQ(nlohmann::json::parse(p.calls[0].arguments), nlohmann::json::parse(R"({"a": 1, "s": "x y"})"));
+      EXPECT_EQ(p.content, "");
+    }
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 //   Expected<std::string> json_schema_to_gbnf(const nlohmann::ordered_json& schema, const JsonSchemaOptions& = {});
 //   std::shared_ptr<const Grammar> json_object_grammar();   // response_format {"type": "json_object"}
 //   std::shared_ptr<const Grammar> json_value_grammar();    // any JSON value
+//   Expected<std::shared_ptr<const Grammar>> tool_call_grammar(alternatives, ArgumentSyntax, const JsonSchemaOptions& = {});
 // Every error is a Status naming what was wrong (GBNF: line and column; schema: the JSON pointer
 // path and the keyword), kInvalidArgument for malformed input, kUnsupported for valid schema
 // keywords fathom cannot guarantee, kOutOfRange for a limit.
@@ -84,6 +85,24 @@ Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema(const nlohmann
 // so a schema passed as nlohmann::json converts to ordered_json with its keys sorted).
 Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema_text(std::string_view schema_json,
                                                                   const JsonSchemaOptions& options = {});
+// A forced tool call (tool_choice "required" or a named function): the text the model writes
+// after the prompt's call opening. One alternative per function it may call: `before` (its name
+// and separator, when the model picks the function), its arguments, `after` (the markers that
+// close the call). kDsml writes the arguments as DeepSeek V3.2/V4 DSML parameters rather than a
+// JSON object: each property <｜DSML｜parameter name="KEY" string="true">raw text</｜DSML｜parameter>
+// for a plain string (raw text without '<', so the closing tag cannot appear inside it), else
+// string="false" with the JSON value; properties in schema order, optional ones may be absent.
+struct FramedArguments {
+  std::string label;              // names the schema in messages ("tools[2].function.parameters")
+  std::string before;             // literal text before the arguments
+  nlohmann::ordered_json schema;  // the function's `parameters` (null: any JSON object)
+  std::string after;              // literal text after them
+};
+enum class ArgumentSyntax { kJson, kDsml };
+Expected<std::string> tool_call_gbnf(const std::vector<FramedArguments>& alternatives, ArgumentSyntax syntax,
+                                     const JsonSchemaOptions& options = {});
+Expected<std::shared_ptr<const Grammar>> tool_call_grammar(const std::vector<FramedArguments>& alternatives,
+                                                           ArgumentSyntax syntax, const JsonSchemaOptions& options = {});
 // Any JSON object at the top level (values of any type inside), bounded whitespace.
 std::shared_ptr<const Grammar> json_object_grammar();
 // GBNF text of the grammar above.

@@ -95,18 +95,46 @@ const std::vector<Primitive>& primitives() {
 
 class SchemaConverter {
  public:
-  SchemaConverter(const nlohmann::ordered_json& root, const JsonSchemaOptions& options) : root_(root), options_(options) {}
+  explicit SchemaConverter(const JsonSchemaOptions& options) : options_(options) {}
 
-  Expected<std::string> convert() {
-    FATHOM_ASSIGN_OR_RETURN(std::string body, visit(root_, "root", 0));
-    std::string out = "root ::= " + body + "\n";
+  Expected<std::string> convert(const nlohmann::ordered_json& schema) {
+    root_ = &schema;
+    FATHOM_ASSIGN_OR_RETURN(std::string body, visit(schema, "root", 0));
+    return gbnf_text(body);
+  }
+
+  // root ::= before_1 args_1 after_1 | ...; each alternative's schema is its own document, so
+  // its $refs (and "#") resolve within it.
+  Expected<std::string> convert_tool_call(const std::vector<FramedArguments>& alternatives, ArgumentSyntax syntax) {
+    const nlohmann::ordered_json any_object = {{"type", "object"}};
+    std::string root;
+    for (size_t i = 0; i < alternatives.size(); ++i) {
+      const FramedArguments& a = alternatives[i];
+      root_ = a.schema.is_null() ? &any_object : &a.schema;
+      ref_rules_.clear();
+      self_rule_ = add_rule("arguments", "");  // reserved first, so that "#" may refer to it
+      const std::string& path = a.label;
+      auto body = syntax == ArgumentSyntax::kDsml ? visit_dsml_parameters(*root_, path) : visit(*root_, path, 0);
+      if (!body) return body.status();
+      set_rule(self_rule_, *body);
+      root += (root.empty() ? "" : " | ") + gbnf_literal(a.before) + " " + self_rule_ + " " + gbnf_literal(a.after);
+    }
+    if (root.empty()) return error(ErrorCode::kInvalidArgument, "a tool call grammar needs at least one function");
+    return gbnf_text(root);
+  }
+
+ private:
+  std::string gbnf_text(const std::string& root_body) {
+    std::string out = "root ::= " + root_body + "\n";
     for (const auto& [name, rule] : rules_) out += name + " ::= " + rule + "\n";
     std::set<std::string> emitted;
     for (const std::string& p : used_) emit_primitive(p, &emitted, &out);
     return out;
   }
-
- private:
+  void set_rule(const std::string& name, const std::string& body) {
+    for (auto& r : rules_)
+      if (r.first == name) r.second = body;
+  }
   void emit_primitive(const std::string& name, std::set<std::string>* emitted, std::string* out) {
     if (!emitted->insert(name).second) return;
     for (const Primitive& p : primitives()) {
@@ -306,6 +334,22 @@ class SchemaConverter {
     return out + " )";
   }
 
+  struct LengthBounds {
+    int64_t min = 0;   // minLength
+    int64_t max = -1;  // maxLength (-1: none)
+  };
+  Expected<LengthBounds> length_bounds(const nlohmann::ordered_json& s, const std::string& path) {
+    LengthBounds b;
+    if (s.contains("minLength")) {
+      FATHOM_ASSIGN_OR_RETURN(b.min, count(s, "minLength", path));
+    }
+    if (s.contains("maxLength")) {
+      FATHOM_ASSIGN_OR_RETURN(b.max, count(s, "maxLength", path));
+    }
+    if (b.max >= 0 && b.max < b.min) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": maxLength is below minLength");
+    return b;
+  }
+
   Expected<std::string> visit_string(const nlohmann::ordered_json& s, const std::string& path) {
     if (s.contains("pattern")) {
       if (s.contains("format") || s.contains("minLength") || s.contains("maxLength"))
@@ -323,14 +367,8 @@ class SchemaConverter {
         return unsupported(path, "string format '" + f + "' is not supported (supported: date, time, date-time, uuid)");
       return "\"\\\"\" " + use(f) + " \"\\\"\"";
     }
-    int64_t min = 0, max = -1;
-    if (s.contains("minLength")) {
-      FATHOM_ASSIGN_OR_RETURN(min, count(s, "minLength", path));
-    }
-    if (s.contains("maxLength")) {
-      FATHOM_ASSIGN_OR_RETURN(max, count(s, "maxLength", path));
-    }
-    if (max >= 0 && max < min) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": maxLength is below minLength");
+    FATHOM_ASSIGN_OR_RETURN(const LengthBounds length, length_bounds(s, path));
+    const int64_t min = length.min, max = length.max;
     if (min == 0 && max < 0) return use("string");
     use("char");
     return "\"\\\"\" char" + bounds(min, max) + " \"\\\"\"";
@@ -371,19 +409,9 @@ class SchemaConverter {
       const std::string member = add_rule(path_hint(path) + "-member", use("string") + " ws \":\" ws " + value + " ws");
       return add_rule(path_hint(path), "\"{\" ws ( " + member + " ( \",\" ws " + member + " )* )? \"}\"");
     }
+    FATHOM_ASSIGN_OR_RETURN(std::set<std::string> required, required_properties(s, path));
     const auto& props = s["properties"];
-    if (!props.is_object()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'properties' must be an object");
-    std::set<std::string> required;
-    if (s.contains("required")) {
-      if (!s["required"].is_array()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'required' must be an array");
-      for (const auto& r : s["required"]) {
-        if (!r.is_string() || !props.contains(r.get<std::string>()))
-          return unsupported(path, "required property " + r.dump() + " is not in 'properties'");
-        required.insert(r.get<std::string>());
-      }
-    }
-    // One rule per property "key": value; then, from the last property back, two rules per
-    // position: the rest when nothing was written yet (no leading comma) and when something was.
+    // One rule per property "key": value, then their sequence.
     std::vector<std::string> members;
     std::vector<bool> is_required;
     for (const auto& [key, sub] : props.items()) {
@@ -391,11 +419,33 @@ class SchemaConverter {
       members.push_back(add_rule(path_hint(path) + "-" + key, gbnf_literal(nlohmann::ordered_json(key).dump()) + " ws \":\" ws " + value + " ws"));
       is_required.push_back(required.count(key) > 0);
     }
+    return add_rule(path_hint(path), "\"{\" ws " + member_sequence(path, members, is_required, "\",\" ws ") + " \"}\"");
+  }
+
+  // The names in 'required', each checked to be one of 'properties' (which must be an object).
+  Expected<std::set<std::string>> required_properties(const nlohmann::ordered_json& s, const std::string& path) {
+    if (!s["properties"].is_object()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'properties' must be an object");
+    std::set<std::string> required;
+    if (!s.contains("required")) return required;
+    if (!s["required"].is_array()) return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": 'required' must be an array");
+    for (const auto& r : s["required"]) {
+      if (!r.is_string() || !s["properties"].contains(r.get<std::string>()))
+        return unsupported(path, "required property " + r.dump() + " is not in 'properties'");
+      required.insert(r.get<std::string>());
+    }
+    return required;
+  }
+
+  // The members in order, optional ones skippable, `separator` between two written ones: from
+  // the last member back, two rules per position, the rest when nothing was written yet (no
+  // separator) and when something was. Returns the first rule ("" when there are no members).
+  std::string member_sequence(const std::string& path, const std::vector<std::string>& members,
+                              const std::vector<bool>& is_required, const std::string& separator) {
     std::string first_rest, later_rest;  // rule names ("" = nothing follows)
     for (size_t i = members.size(); i-- > 0;) {
       const std::string after = later_rest.empty() ? "" : " " + later_rest;
       std::string first = members[i] + after;
-      std::string later = "\",\" ws " + members[i] + after;
+      std::string later = separator + members[i] + after;
       if (!is_required[i]) {
         first += " | " + (first_rest.empty() ? "" : first_rest);
         later += " | " + (later_rest.empty() ? "" : later_rest);
@@ -403,7 +453,68 @@ class SchemaConverter {
       first_rest = add_rule(path_hint(path) + "-first" + std::to_string(i), first);
       later_rest = add_rule(path_hint(path) + "-rest" + std::to_string(i), later);
     }
-    return add_rule(path_hint(path), "\"{\" ws " + first_rest + " \"}\"");
+    return first_rest;
+  }
+
+  // A string schema the DSML raw form can carry: the value's alternatives as raw text (string=
+  // "true"), or "" when the value must be written as JSON (string="false").
+  Expected<std::string> dsml_raw_string(const nlohmann::ordered_json& s, const std::string& path) {
+    if (!s.is_object()) return std::string();
+    for (const auto& [key, value] : s.items())
+      if (key != "type" && key != "minLength" && key != "maxLength" && key != "enum" && key != "const" &&
+          !annotation_keywords().count(key))
+        return std::string();
+    std::vector<nlohmann::ordered_json> values;
+    if (s.contains("const")) values.push_back(s["const"]);
+    if (s.contains("enum") && s["enum"].is_array()) values.insert(values.end(), s["enum"].begin(), s["enum"].end());
+    if (!values.empty()) {
+      std::string alts;
+      for (const auto& v : values) {
+        if (!v.is_string() || v.get<std::string>().find('<') != std::string::npos) return std::string();
+        alts += (alts.empty() ? "" : " | ") + gbnf_literal(v.get<std::string>());
+      }
+      return "( " + alts + " )";
+    }
+    if (s.value("type", nlohmann::ordered_json()) != "string") return std::string();
+    FATHOM_ASSIGN_OR_RETURN(const LengthBounds length, length_bounds(s, path));
+    const int64_t min = length.min, max = length.max;
+    return "[^<]" + bounds(min, max);
+  }
+
+  // A function's parameters as DSML: one parameter element per property.
+  Expected<std::string> visit_dsml_parameters(const nlohmann::ordered_json& s, const std::string& path) {
+    auto parameter = [&](const std::string& key_rule, const std::string& value_alternatives) {
+      return gbnf_literal("<｜DSML｜parameter name=\"") + " " + key_rule + " " + gbnf_literal("\" string=\"") + " ( " +
+             value_alternatives + " ) " + gbnf_literal("</｜DSML｜parameter>\n");
+    };
+    if (!s.is_object() || s.value("type", nlohmann::ordered_json("object")) != "object")
+      return unsupported(path, "DSML tool calls write the arguments as named parameters, so 'parameters' must be an object schema");
+    for (const auto& [key, value] : s.items())
+      if (key != "type" && key != "properties" && key != "required" && key != "additionalProperties" && !annotation_keywords().count(key))
+        return unsupported(path, "keyword '" + key + "' on the parameters of a DSML tool call");
+    if (!s.contains("properties")) {
+      if (s.contains("additionalProperties") && s["additionalProperties"] == false) return std::string("\"\"");
+      // Any parameters: a name without quotes or '<', any raw text or JSON value.
+      const std::string any = parameter("[^\"<]{1,64}", "\"true\\\">\" [^<]* | \"false\\\">\" " + use("value"));
+      return add_rule(path_hint(path) + "-any", "( " + any + " )*");
+    }
+    FATHOM_ASSIGN_OR_RETURN(std::set<std::string> required, required_properties(s, path));
+    const auto& props = s["properties"];
+    std::vector<std::string> members;
+    std::vector<bool> is_required;
+    for (const auto& [key, sub] : props.items()) {
+      if (key.empty() || key.find_first_of("\"<") != std::string::npos)
+        return unsupported(path, "property name " + nlohmann::ordered_json(key).dump() + " cannot be a DSML parameter name");
+      const std::string sub_path = path + "/properties/" + key;
+      FATHOM_ASSIGN_OR_RETURN(std::string raw, dsml_raw_string(sub, sub_path));
+      FATHOM_ASSIGN_OR_RETURN(std::string value, visit(sub, sub_path, 1));
+      std::string alternatives = "\"false\\\">\" " + value;
+      if (!raw.empty()) alternatives = "\"true\\\">\" " + raw + " | " + alternatives;
+      members.push_back(add_rule(path_hint(path) + "-" + key, parameter(gbnf_literal(key), alternatives)));
+      is_required.push_back(required.count(key) > 0);
+    }
+    const std::string first = member_sequence(path, members, is_required, "");
+    return first.empty() ? std::string("\"\"") : first;
   }
 
   Expected<std::string> visit_ref(const nlohmann::ordered_json& s, const std::string& path, int depth) {
@@ -422,21 +533,21 @@ class SchemaConverter {
         name = ref.substr(std::string(prefix).size());
       }
     }
-    if (ref == "#") return std::string("root");
+    if (ref == "#") return self_rule_;
     if (section.empty() || name.find('/') != std::string::npos)
       return unsupported(path, "'$ref' " + ref + " (only #, #/$defs/NAME and #/definitions/NAME are supported)");
-    if (!root_.contains(section) || !root_[section].contains(name))
+    if (!root_->contains(section) || !(*root_)[section].contains(name))
       return error(ErrorCode::kInvalidArgument, "JSON schema at " + path + ": '$ref' " + ref + " points at nothing");
     // The rule name is reserved before the visit so that recursive references end here.
     const std::string rule = add_rule("def-" + name, "");
     ref_rules_[ref] = rule;
-    FATHOM_ASSIGN_OR_RETURN(std::string body, visit(root_[section][name], "#/" + section + "/" + name, depth + 1));
-    for (auto& r : rules_)
-      if (r.first == rule) r.second = body;
+    FATHOM_ASSIGN_OR_RETURN(std::string body, visit((*root_)[section][name], "#/" + section + "/" + name, depth + 1));
+    set_rule(rule, body);
     return rule;
   }
 
-  const nlohmann::ordered_json& root_;
+  const nlohmann::ordered_json* root_ = nullptr;  // the document being converted ($ref targets)
+  std::string self_rule_ = "root";                // the rule "#" refers to
   const JsonSchemaOptions& options_;
   std::vector<std::pair<std::string, std::string>> rules_;  // generated rules in order
   std::set<std::string> names_;
@@ -447,7 +558,20 @@ class SchemaConverter {
 }  // namespace
 
 Expected<std::string> json_schema_to_gbnf(const nlohmann::ordered_json& schema, const JsonSchemaOptions& options) {
-  return SchemaConverter(schema, options).convert();
+  return SchemaConverter(options).convert(schema);
+}
+
+Expected<std::string> tool_call_gbnf(const std::vector<FramedArguments>& alternatives, ArgumentSyntax syntax,
+                                     const JsonSchemaOptions& options) {
+  return SchemaConverter(options).convert_tool_call(alternatives, syntax);
+}
+
+Expected<std::shared_ptr<const Grammar>> tool_call_grammar(const std::vector<FramedArguments>& alternatives,
+                                                           ArgumentSyntax syntax, const JsonSchemaOptions& options) {
+  FATHOM_ASSIGN_OR_RETURN(std::string gbnf, tool_call_gbnf(alternatives, syntax, options));
+  auto g = grammar_from_gbnf(gbnf, options.limits);
+  if (!g) return error(g.status().code(), "tool call grammar: " + g.status().message());
+  return g;
 }
 
 Expected<std::shared_ptr<const Grammar>> grammar_from_json_schema(const nlohmann::ordered_json& schema, const JsonSchemaOptions& options) {
