@@ -403,6 +403,51 @@ inline void check_top_candidates(Backend& device, CpuBackend& cpu) {
   }
 }
 
+// moe_route, gather_rows and scatter_add_rows against route_token and plain loops: exact, since
+// the sums run in pair order everywhere. The inputs come from a device op (an add of zero), so a
+// device's version finds them in its own memory, as in a MoE layer.
+inline void check_moe_ops(Backend& device) {
+  const int64_t n_tokens = 6, n_expert = 8, k = 3, width = 40;
+  const auto on_device = [&](std::vector<float> v) {  // v, made by a device op
+    const std::vector<float> zero(v.size(), 0.0f);
+    device.add(v.data(), zero.data(), static_cast<int64_t>(v.size()));
+    return v;
+  };
+  RoutingParams p;
+  p.n_expert = n_expert;
+  p.n_expert_used = k;
+  p.normalize = true;
+  p.scale = 1.5f;
+  std::vector<float> logits = random_floats(static_cast<size_t>(n_tokens * n_expert), 31, 2.0f);
+  const std::vector<float> host_logits = logits;
+  logits = on_device(logits);
+  std::vector<int32_t> experts(static_cast<size_t>(n_tokens * k));
+  std::vector<float> weights(experts.size());
+  device.moe_route(logits.data(), n_tokens, p, experts.data(), weights.data());
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const Route r = route_token(host_logits.data() + t * n_expert, p);
+    EXPECT_EQ(std::vector<int32_t>(experts.begin() + t * k, experts.begin() + (t + 1) * k), r.experts) << "token " << t;
+    EXPECT_EQ(std::vector<float>(weights.begin() + t * k, weights.begin() + (t + 1) * k), r.weights) << "token " << t;
+  }
+  const std::vector<int32_t> rows = {3, 0, 5, 3, 1, 0, 2};  // a token per pair, grouped by expert
+  const int64_t n_pairs = static_cast<int64_t>(rows.size());
+  const std::vector<float> src = random_floats(static_cast<size_t>(n_tokens * width), 32);
+  std::vector<float> src_on_device = on_device(src), gathered(static_cast<size_t>(n_pairs * width), -7.0f);
+  device.gather_rows(src_on_device.data(), n_tokens, width, rows.data(), n_pairs, gathered.data());
+  read_back(device, {{gathered.data(), gathered.size()}});
+  for (int64_t i = 0; i < n_pairs; ++i)
+    for (int64_t j = 0; j < width; ++j) EXPECT_EQ(gathered[i * width + j], src[rows[i] * width + j]) << i << "," << j;
+  const std::vector<float> pair_weights = random_floats(rows.size(), 33);
+  const std::vector<float> pair_out = random_floats(static_cast<size_t>(n_pairs * width), 34);
+  std::vector<float> want = random_floats(static_cast<size_t>(n_tokens * width), 35);
+  std::vector<float> acc = on_device(want), pair_out_on_device = on_device(pair_out);
+  device.scatter_add_rows(pair_out_on_device.data(), rows.data(), pair_weights.data(), n_pairs, width, acc.data(), n_tokens);
+  read_back(device, {{acc.data(), acc.size()}});
+  for (int64_t i = 0; i < n_pairs; ++i)
+    for (int64_t j = 0; j < width; ++j) want[rows[i] * width + j] += pair_weights[i] * pair_out[i * width + j];
+  EXPECT_EQ(acc, want);
+}
+
 // Ops chained as a layer chains them, with no sync between: each reads what the one before
 // left in the device's memory. Only the last output is synced, then compared with the CPU's
 // chain (F32 weights: both products are f32 up to summation order).

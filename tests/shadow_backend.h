@@ -66,7 +66,6 @@ class ShadowBackend final : public Backend {
   explicit ShadowBackend(int n_threads = 2) : cpu_(n_threads), table_(device_) {}
 
   const char* name() const override { return "shadow"; }
-  bool supports(Op op, DType t) const override { return cpu_.supports(op, t); }
   int n_threads() const override { return cpu_.n_threads(); }
 
   void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override {

@@ -40,4 +40,33 @@ void Backend::top_candidates(const float* logits, int64_t n_rows, int64_t n_voca
   }
 }
 
+void Backend::moe_route(const float* router_logits, int64_t n_tokens, const RoutingParams& p, int32_t* experts, float* weights) {
+  sync_to_host(router_logits, n_tokens * p.n_expert);
+  const int64_t k = p.n_expert_used;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const Route r = route_token(router_logits + t * p.n_expert, p);
+    std::copy(r.experts.begin(), r.experts.end(), experts + t * k);
+    std::copy(r.weights.begin(), r.weights.end(), weights + t * k);
+  }
+}
+
+void Backend::gather_rows(const float* src, int64_t n_src_rows, int64_t width, const int32_t* rows, int64_t n_rows, float* dst) {
+  sync_to_host(src, n_src_rows * width);
+  for (int64_t i = 0; i < n_rows; ++i)
+    std::memcpy(dst + i * width, src + rows[i] * width, static_cast<size_t>(width) * sizeof(float));
+  host_wrote(dst, n_rows * width);
+}
+
+void Backend::scatter_add_rows(const float* src, const int32_t* rows, const float* weights, int64_t n_rows, int64_t width,
+                               float* acc, int64_t n_acc_rows) {
+  sync_to_host(src, n_rows * width);
+  sync_to_host(acc, n_acc_rows * width);
+  for (int64_t i = 0; i < n_rows; ++i) {
+    float* dst = acc + rows[i] * width;
+    const float* row = src + i * width;
+    for (int64_t j = 0; j < width; ++j) dst[j] += weights[i] * row[j];
+  }
+  host_wrote(acc, n_acc_rows * width);
+}
+
 }  // namespace fathom

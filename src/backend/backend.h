@@ -1,17 +1,21 @@
-// The op set an architecture is written in. A backend (cpu; later cuda, opencl) implements the
-// ops for the weight formats it supports and says which (supports()). Activations are f32 rows
-// in the backend's memory; weights stay in their GGUF block formats (TensorView).
-// Optional ops are marked; an architecture asks before using them.
+// The op set an architecture is written in. Every backend (cpu, cuda, opencl) takes every op and
+// every weight format the CPU can dequantize: a device backend runs on its CPU delegate what its
+// kernels do not cover (backend/device_fallback.h), so an architecture never asks what is
+// supported. Activations are f32 rows named by host addresses; weights stay in their GGUF block
+// formats (TensorView). Optional ops have a host default here, so a new op needs only that
+// default to run everywhere; a device overrides it to keep the op's data resident.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "backend/moe_routing.h"
 #include "core/tensor.h"
 #include "kv/kv_cache.h"
 
 namespace fathom {
 
+// Ops a device backend may or may not run in its own kernels (on_device(op, dtype) of cuda, opencl).
 enum class Op { kMatmul, kGetRows, kRmsNorm, kRope, kAttention, kSwiglu, kAdd };
 
 enum class RopeMode { kNormal, kNeox };  // pairs (2i, 2i+1) or (i, i + n_rot/2)
@@ -66,7 +70,6 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
-  virtual bool supports(Op op, DType weight_type) const = 0;
   virtual int n_threads() const = 0;
 
   // Called once after loading with every matrix the model will multiply with, so the backend
@@ -132,6 +135,19 @@ class Backend {
   // sampler that needs only the top k (greedy, top-k) skip reading whole rows back from a
   // device. Optional (default: on the host).
   virtual void top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values);
+  // MoE routing: per token t < n_tokens of router_logits [n_tokens, p.n_expert], route_token's
+  // choice (backend/moe_routing.h): experts, weights: host [n_tokens, p.n_expert_used], best
+  // first. Only these reach the host (it plans the experts' products), not the logits. Optional
+  // (default: on the host).
+  virtual void moe_route(const float* router_logits, int64_t n_tokens, const RoutingParams& p, int32_t* experts, float* weights);
+  // dst[i, :] = src[rows[i], :] for i < n_rows. src: [n_src_rows, width]; dst: [n_rows, width];
+  // rows: host, each < n_src_rows. Gathers the tokens each expert reads. Optional (default: on the host).
+  virtual void gather_rows(const float* src, int64_t n_src_rows, int64_t width, const int32_t* rows, int64_t n_rows, float* dst);
+  // acc[rows[i], :] += weights[i] * src[i, :] for i < n_rows, in order of i (so the sums round
+  // the same everywhere). src: [n_rows, width]; acc: [n_acc_rows, width]; rows, weights: host.
+  // Sums the routed experts' outputs per token. Optional (default: on the host).
+  virtual void scatter_add_rows(const float* src, const int32_t* rows, const float* weights, int64_t n_rows, int64_t width,
+                                float* acc, int64_t n_acc_rows);
 
   // Activation residency (optional; a CPU backend ignores it). Activations are named by host
   // addresses, but a backend may keep an op's output in its own memory and leave the host copy

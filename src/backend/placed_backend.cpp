@@ -6,15 +6,13 @@ namespace fathom {
 
 PlacedBackend::PlacedBackend(std::shared_ptr<CpuBackend> cpu, std::unique_ptr<Backend> device, const std::vector<Range>& ranges,
                              std::vector<Placed> layer_attention)
-    : cpu_(std::move(cpu)), device_(std::move(device)), layer_attention_(std::move(layer_attention)) {
+    : ForwardingBackend(*device), cpu_(std::move(cpu)), device_(std::move(device)), layer_attention_(std::move(layer_attention)) {
   for (const Range& r : ranges)
     if (r.data && r.bytes > 0) ranges_[reinterpret_cast<uintptr_t>(r.data)] = r;
 }
 
 PlacedBackend::~PlacedBackend() = default;
 
-const char* PlacedBackend::name() const { return device_->name(); }
-bool PlacedBackend::supports(Op op, DType weight_type) const { return cpu_->supports(op, weight_type); }
 int PlacedBackend::n_threads() const { return cpu_->n_threads(); }
 
 Placed PlacedBackend::target_of(const void* p) {

@@ -13,7 +13,8 @@
 // the backends' own rounding; it only decides which hardware does the work. The device may keep
 // activations in its own memory (Backend's residency protocol): an op routed to the CPU has its
 // inputs synced from the device first and its outputs announced to the device after, and the
-// architecture's own sync_to_host / host_wrote / end_forward calls go to the device.
+// architecture's own sync_to_host / host_wrote / end_forward calls go to the device, as does
+// every op routed nowhere below (ForwardingBackend): a device takes any op with host pointers.
 #pragma once
 
 #include <array>
@@ -23,7 +24,7 @@
 #include <memory>
 #include <vector>
 
-#include "backend/backend.h"
+#include "backend/forwarding_backend.h"
 
 namespace fathom {
 
@@ -32,7 +33,7 @@ class CpuBackend;
 // Which side of a hybrid placement something runs on.
 enum class Placed : uint8_t { kCpu = 0, kDevice = 1 };
 
-class PlacedBackend final : public Backend {
+class PlacedBackend final : public ForwardingBackend {
  public:
   struct Range {
     const void* data = nullptr;
@@ -45,8 +46,6 @@ class PlacedBackend final : public Backend {
                 std::vector<Placed> layer_attention);
   ~PlacedBackend() override;
 
-  const char* name() const override;  // the device's name: "cuda", "opencl"
-  bool supports(Op op, DType weight_type) const override;
   int n_threads() const override;
   Backend& device() { return *device_; }
   // Ops run on each backend so far (tests and --verbose).
@@ -72,10 +71,6 @@ class PlacedBackend final : public Backend {
   void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) override;
   void copy_strided(const float* src, float* dst, const StridedCopy& c) override;
   void top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values) override;
-  void sync_to_host(const float* p, int64_t n) override { device_->sync_to_host(p, n); }
-  void host_wrote(const float* p, int64_t n) override { device_->host_wrote(p, n); }
-  void begin_forward(int64_t n_tokens) override { device_->begin_forward(n_tokens); }
-  bool end_forward() override { return device_->end_forward(); }
 
  private:
   struct Span {

@@ -17,10 +17,10 @@
 namespace fathom::convert {
 
 ImatrixCollector::ImatrixCollector(Backend& inner, const gguf::GgufFile& file, std::vector<std::string> skip)
-    : inner_(inner), file_(file), skip_(std::move(skip)) {}
+    : ForwardingBackend(inner), file_(file), skip_(std::move(skip)) {}
 
 void ImatrixCollector::matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
-  inner_.matmul(w, x, n_tokens, y);
+  inner().matmul(w, x, n_tokens, y);
   if (n_tokens <= 0 || std::find(skip_.begin(), skip_.end(), w.name) != skip_.end()) return;
   const gguf::TensorInfo* full = file_.find_tensor(w.name);
   if (full == nullptr || full->view.ne[0] != w.ne[0]) return;  // a derived copy, not a file weight
@@ -35,7 +35,7 @@ void ImatrixCollector::matmul(const TensorView& w, const float* x, int64_t n_tok
   const int64_t mat = static_cast<int64_t>(static_cast<size_t>(at - base) / matrix_bytes);
   ImatrixEntry& e = data_.entries[w.name];
   const int64_t n_in = w.ne[0];
-  inner_.sync_to_host(x, n_tokens * n_in);  // the inner backend may hold x in device memory
+  inner().sync_to_host(x, n_tokens * n_in);  // the inner backend may hold x in device memory
   if (e.in_sum2.empty()) {
     e.n_in = n_in;
     e.in_sum2.assign(static_cast<size_t>(n_in * n_mat), 0.0);

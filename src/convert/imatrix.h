@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "backend/backend.h"
+#include "backend/forwarding_backend.h"
 #include "convert/quantize.h"
 #include "core/status.h"
 
@@ -50,53 +50,26 @@ struct ImatrixData {
 // weights (experts, MLA per-head matrices) are attributed to their matrix by locating the slice's
 // data inside the file's tensor of the same name. Weights not in `file` (derived copies) and
 // names in `skip` are not recorded.
-class ImatrixCollector final : public Backend {
+class ImatrixCollector final : public ForwardingBackend {
  public:
   ImatrixCollector(Backend& inner, const gguf::GgufFile& file, std::vector<std::string> skip = {});
 
   const char* name() const override { return "imatrix"; }
-  bool supports(Op op, DType weight_type) const override { return inner_.supports(op, weight_type); }
-  int n_threads() const override { return inner_.n_threads(); }
-
   void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override;
-  void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) override {
-    inner_.get_rows(table, ids, n_ids, out);
+  // The batched and fused products as Backend's defaults run them: through matmul, which records.
+  void matmul_batch(const std::vector<MatmulJob>& jobs) override { Backend::matmul_batch(jobs); }
+  void rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps, float* normed,
+                             const std::vector<MatmulJob>& jobs) override {
+    Backend::rms_norm_matmul_batch(x, norm_weight, n_tokens, n, eps, normed, jobs);
   }
-  void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) override {
-    inner_.rms_norm(x, weight, n_rows, n, eps, out);
+  void swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) override {
+    Backend::swiglu_matmul(w, gate, up, n_tokens, y);
   }
-  void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
-            const RopeParams& params) override {
-    inner_.rope(x, n_tokens, n_heads, head_dim, positions, params);
-  }
-  void store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) override {
-    inner_.store_kv(kv, layer, batch, k, v);
-  }
-  void attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head, int64_t n_head_kv,
-                 int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) override {
-    inner_.attention(q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out);
-  }
-  void mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
-                     int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) override {
-    inner_.mla_attention(q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out);
-  }
-  void swiglu(const float* gate, const float* up, int64_t n, float* out) override { inner_.swiglu(gate, up, n, out); }
-  void add(float* x, const float* y, int64_t n) override { inner_.add(x, y, n); }
-  void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) override { inner_.add_bias(x, bias, n_rows, n); }
-  void copy_strided(const float* src, float* dst, const StridedCopy& c) override { inner_.copy_strided(src, dst, c); }
-  void top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values) override {
-    inner_.top_candidates(logits, n_rows, n_vocab, k, ids, values);
-  }
-  void sync_to_host(const float* p, int64_t n) override { inner_.sync_to_host(p, n); }
-  void host_wrote(const float* p, int64_t n) override { inner_.host_wrote(p, n); }
-  void begin_forward(int64_t n_tokens) override { inner_.begin_forward(n_tokens); }
-  bool end_forward() override { return inner_.end_forward(); }
 
   ImatrixData& data() { return data_; }
   const ImatrixData& data() const { return data_; }
 
  private:
-  Backend& inner_;
   const gguf::GgufFile& file_;
   std::vector<std::string> skip_;  // tensor names never recorded (output.weight by default)
   ImatrixData data_;

@@ -11,7 +11,7 @@
 #include "backend/opencl/opencl_backend.h"
 #include "backend/placed_backend.h"
 #include "model/weights.h"
-#include "plan/backend_init.h"
+#include "backend/backend_init.h"
 
 namespace fathom {
 
@@ -25,7 +25,7 @@ Expected<std::shared_ptr<Backend>> make_backend(const LoadOptions& options, cons
   auto cpu = std::make_shared<CpuBackend>(options.n_threads);
   if (placement.device == "cpu") return std::shared_ptr<Backend>(cpu);
   std::unique_ptr<Backend> device;
-  plan::BackendCandidate gpu;
+  BackendCandidate gpu;
   if (placement.device == "cuda") {
     CudaOptions o;
     o.device = options.device;
@@ -45,10 +45,10 @@ Expected<std::shared_ptr<Backend>> make_backend(const LoadOptions& options, cons
              return Status::ok();
            }};
   }
-  const std::vector<plan::BackendCandidate> candidates = {gpu, {"cpu", []() -> Status { return Status::ok(); }}};
-  plan::RetryHooks hooks;
+  const std::vector<BackendCandidate> candidates = {gpu, {"cpu", []() -> Status { return Status::ok(); }}};
+  RetryHooks hooks;
   hooks.log = options.log;
-  FATHOM_RETURN_IF_ERROR(plan::init_with_fallback(candidates, /*attempts=*/3, std::chrono::milliseconds(200), hooks).status());
+  FATHOM_RETURN_IF_ERROR(init_with_fallback(candidates, /*attempts=*/3, std::chrono::milliseconds(200), hooks).status());
   if (!device) return std::shared_ptr<Backend>(cpu);  // fell back
   return std::shared_ptr<Backend>(new PlacedBackend(cpu, std::move(device), placement.ranges(), placement.attention));
 }

@@ -58,7 +58,9 @@ class Model {
   Placement placement_;
   std::shared_ptr<Backend> backend_;  // shared: a PlacedBackend shares its CPU backend with the device's delegate
   std::unique_ptr<Architecture> arch_;
-  std::vector<float> top_logits_;  // forward_top's logits, named but not read
+  // [n_logits, n_vocab] where forward_top's pass writes the logits; only each row's top.k is read
+  // back (a device may leave the rest stale here)
+  std::vector<float> top_logits_;
 
   Status check_batch(const Batch& batch, KvCache& kv);  // validates and reserves cache blocks
 };

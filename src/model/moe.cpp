@@ -1,9 +1,6 @@
 #include "model/moe.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <numeric>
 
 namespace fathom {
 
@@ -15,64 +12,7 @@ void grow(std::vector<float>& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
 }
 
-// Indices of the k largest values, best first, ties to the lower index.
-std::vector<int32_t> top_k_indices(const std::vector<float>& v, int64_t k) {
-  std::vector<int32_t> idx(v.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  // NaN ranks last, so the order stays strict even on garbage (a pass a device lost and reruns).
-  auto key = [&](int32_t i) {
-    const float x = v[static_cast<size_t>(i)];
-    return std::isnan(x) ? -INFINITY : x;
-  };
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                    [&](int32_t a, int32_t b) { return key(a) > key(b) || (key(a) == key(b) && a < b); });
-  idx.resize(static_cast<size_t>(k));
-  return idx;
-}
-
 }  // namespace
-
-Route route_token(const float* logits, const RoutingParams& p) {
-  const size_t n = static_cast<size_t>(p.n_expert);
-  std::vector<float> probs(n);
-  if (p.sigmoid) {
-    for (size_t i = 0; i < n; ++i) probs[i] = 1.0f / (1.0f + std::exp(-logits[i]));
-  } else {
-    const float max_logit = *std::max_element(logits, logits + n);
-    float sum = 0.0f;
-    for (size_t i = 0; i < n; ++i) sum += probs[i] = std::exp(logits[i] - max_logit);
-    for (float& v : probs) v /= sum;
-  }
-  // Selection scores: the probabilities, shifted by the score-correction bias when present.
-  std::vector<float> select(probs);
-  if (p.bias)
-    for (size_t i = 0; i < n; ++i) select[i] += p.bias[i];
-  if (p.n_groups > 1) {
-    const int64_t per_group = p.n_expert / p.n_groups;
-    std::vector<float> group_score(static_cast<size_t>(p.n_groups));
-    for (int64_t g = 0; g < p.n_groups; ++g) {
-      std::vector<float> members(select.begin() + g * per_group, select.begin() + (g + 1) * per_group);
-      const std::vector<int32_t> best = top_k_indices(members, std::min<int64_t>(2, per_group));
-      float s = 0.0f;
-      for (int32_t b : best) s += members[static_cast<size_t>(b)];
-      group_score[static_cast<size_t>(g)] = s;
-    }
-    const std::vector<int32_t> kept = top_k_indices(group_score, p.n_groups_used);
-    std::vector<bool> eligible(static_cast<size_t>(p.n_groups), false);
-    for (int32_t g : kept) eligible[static_cast<size_t>(g)] = true;
-    for (size_t i = 0; i < n; ++i)
-      if (!eligible[i / static_cast<size_t>(per_group)]) select[i] = -INFINITY;
-  }
-  Route r;
-  r.experts = top_k_indices(select, p.n_expert_used);
-  float sum = 0.0f;
-  for (int32_t e : r.experts) {
-    r.weights.push_back(probs[static_cast<size_t>(e)]);
-    sum += probs[static_cast<size_t>(e)];
-  }
-  for (float& w : r.weights) w = (p.normalize ? w / sum : w) * p.scale;
-  return r;
-}
 
 TensorView expert_slice(const TensorView& experts, int64_t e) {
   TensorView v = experts;
@@ -115,42 +55,42 @@ RoutingParams routing_params(const ModelConfig& c, const MoeWeights& w) {
 
 void moe_ffn(Backend& be, const ModelConfig& c, const MoeWeights& w, const RoutingParams& rp, const float* xn, int64_t n,
              MoeScratch& s) {
-  const int64_t n_embd = c.n_embd, n_ff = c.n_ff_exp;
+  const int64_t n_embd = c.n_embd, n_ff = c.n_ff_exp, k = rp.n_expert_used;
   grow(s.router_logits, n * c.n_expert);
   grow(s.acc, n * n_embd);
   be.matmul(w.router, xn, n, s.router_logits.data());                                // [n, n_expert]
-  be.sync_to_host(s.router_logits.data(), n * c.n_expert);
-  // Route, then group the (token, weight) pairs by expert.
-  std::vector<std::vector<std::pair<int32_t, float>>> by_expert(static_cast<size_t>(c.n_expert));
-  int64_t n_pairs = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    const Route r = route_token(s.router_logits.data() + t * c.n_expert, rp);
-    for (size_t k = 0; k < r.experts.size(); ++k)
-      by_expert[static_cast<size_t>(r.experts[k])].push_back({static_cast<int32_t>(t), r.weights[k]});
-    n_pairs += static_cast<int64_t>(r.experts.size());
+  std::vector<int32_t> experts(static_cast<size_t>(n * k));                          // [n, k]
+  std::vector<float> weights(static_cast<size_t>(n * k));
+  be.moe_route(s.router_logits.data(), n, rp, experts.data(), weights.data());
+  // The (token, weight) pairs grouped by expert: pair p of expert e is pair offset[e] + p.
+  std::vector<int64_t> offset(static_cast<size_t>(c.n_expert) + 1, 0);
+  for (int32_t e : experts) ++offset[static_cast<size_t>(e) + 1];
+  for (size_t e = 0; e < static_cast<size_t>(c.n_expert); ++e) offset[e + 1] += offset[e];
+  const int64_t n_pairs = n * k;
+  std::vector<int32_t> pair_token(static_cast<size_t>(n_pairs));                    // [n_pairs]
+  std::vector<float> pair_weight(static_cast<size_t>(n_pairs));
+  std::vector<int64_t> filled(offset.begin(), offset.end() - 1);
+  for (int64_t i = 0; i < n_pairs; ++i) {
+    const size_t p = static_cast<size_t>(filled[static_cast<size_t>(experts[static_cast<size_t>(i)])]++);
+    pair_token[p] = static_cast<int32_t>(i / k);
+    pair_weight[p] = weights[static_cast<size_t>(i)];
   }
   const int64_t n_sh = w.gate_shexp.data ? w.gate_shexp.ne[1] : 0;
   grow(s.xs, n_pairs * n_embd);
   grow(s.gate, n_pairs * n_ff + n * n_sh);
   grow(s.up, n_pairs * n_ff + n * n_sh);
   grow(s.out, n_pairs * n_embd);
-  // Gate and up of every active expert (its tokens' rows gathered) and of the shared experts.
+  be.gather_rows(xn, n, n_embd, pair_token.data(), n_pairs, s.xs.data());           // [n_pairs, n_embd]
+  // Gate and up of every active expert and of the shared experts, then the down products.
   std::vector<MatmulJob> first, second;
-  be.sync_to_host(xn, n * n_embd);  // its rows are gathered per expert on the host
-  int64_t row = 0;
   for (int64_t e = 0; e < c.n_expert; ++e) {
-    const auto& tokens = by_expert[static_cast<size_t>(e)];
-    if (tokens.empty()) continue;
-    const int64_t n_sel = static_cast<int64_t>(tokens.size());
-    float* xs = s.xs.data() + row * n_embd;
-    for (int64_t i = 0; i < n_sel; ++i)
-      std::memcpy(xs + i * n_embd, xn + tokens[static_cast<size_t>(i)].first * n_embd, static_cast<size_t>(n_embd) * sizeof(float));
+    const int64_t row = offset[static_cast<size_t>(e)], n_sel = offset[static_cast<size_t>(e) + 1] - row;
+    if (n_sel == 0) continue;
+    const float* xs = s.xs.data() + row * n_embd;
     first.push_back({expert_slice(w.gate_exps, e), xs, n_sel, s.gate.data() + row * n_ff});   // [n_sel, n_ff]
     first.push_back({expert_slice(w.up_exps, e), xs, n_sel, s.up.data() + row * n_ff});
     second.push_back({expert_slice(w.down_exps, e), s.gate.data() + row * n_ff, n_sel, s.out.data() + row * n_embd});
-    row += n_sel;
   }
-  be.host_wrote(s.xs.data(), n_pairs * n_embd);
   float* gate_sh = s.gate.data() + n_pairs * n_ff;
   if (n_sh > 0) {
     first.push_back({w.gate_shexp, xn, n, gate_sh});                                   // [n, n_sh]
@@ -163,19 +103,7 @@ void moe_ffn(Backend& be, const ModelConfig& c, const MoeWeights& w, const Routi
   be.matmul_batch(first);
   be.swiglu(s.gate.data(), s.up.data(), n_pairs * n_ff + n * n_sh, s.gate.data());
   be.matmul_batch(second);
-  // Weighted sum of the routed experts' outputs.
-  be.sync_to_host(s.out.data(), n_pairs * n_embd);
-  be.sync_to_host(s.acc.data(), n * n_embd);
-  row = 0;
-  for (int64_t e = 0; e < c.n_expert; ++e) {
-    for (const auto& [t, weight] : by_expert[static_cast<size_t>(e)]) {
-      float* dst = s.acc.data() + static_cast<int64_t>(t) * n_embd;
-      const float* src = s.out.data() + row * n_embd;
-      for (int64_t j = 0; j < n_embd; ++j) dst[j] += weight * src[j];
-      ++row;
-    }
-  }
-  be.host_wrote(s.acc.data(), n * n_embd);
+  be.scatter_add_rows(s.out.data(), pair_token.data(), pair_weight.data(), n_pairs, n_embd, s.acc.data(), n);
 }
 
 void moe_block(Backend& be, const ModelConfig& c, const MoeWeights& w, const RoutingParams& rp, int64_t n, DenseScratch& ds,

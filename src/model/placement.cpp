@@ -6,7 +6,7 @@
 #include <regex>
 
 #include "model/weights.h"
-#include "plan/report.h"
+#include "core/format.h"
 
 namespace fathom {
 
@@ -200,9 +200,9 @@ std::vector<std::string> Placement::describe(uint64_t kv_bytes_per_layer) const 
     std::string what;
     for (const std::string& s : parts) what += (what.empty() ? "" : "; ") + s;
     const std::string name = where == Placed::kDevice ? device : std::string("cpu");
-    std::string memory = plan::format_bytes(bytes) + " weights";
+    std::string memory = format_bytes(bytes) + " weights";
     if (kv_layers > 0)
-      memory += strprintf(" + %s KV cache (%lld layer%s)", plan::format_bytes(kv_bytes_per_layer * static_cast<uint64_t>(kv_layers)).c_str(),
+      memory += strprintf(" + %s KV cache (%lld layer%s)", format_bytes(kv_bytes_per_layer * static_cast<uint64_t>(kv_layers)).c_str(),
                           static_cast<long long>(kv_layers), kv_layers == 1 ? "" : "s");
     lines.push_back(strprintf("%-6s %s: %s", name.c_str(), memory.c_str(), what.empty() ? "-" : what.c_str()));
   }

@@ -229,9 +229,9 @@ Status dense_ffn_layer(const gguf::GgufFile& file, const ModelConfig& c, int64_t
 }  // namespace reference
 
 Expected<std::vector<float>> reference_forward(const gguf::GgufFile& file, const ModelConfig& c,
-                                               const std::vector<int32_t>& tokens) {
+                                               const std::vector<int32_t>& tokens, ReferenceRouting* routing) {
   using namespace reference;
-  if (c.arch == Arch::kDeepseek || c.arch == Arch::kDeepseek2) return forward_deepseek(file, c, tokens);
+  if (c.arch == Arch::kDeepseek || c.arch == Arch::kDeepseek2) return forward_deepseek(file, c, tokens, routing);
   if (c.arch != Arch::kLlama && c.arch != Arch::kQwen2)
     return error(ErrorCode::kUnsupported,
                  strprintf("reference_forward: architecture %s is not implemented", arch_name(c.arch)));

@@ -209,7 +209,8 @@ Routing route(const ModelConfig& c, const std::vector<float>& router_logits, con
 
 // x += DeepSeekMoE(RMSNorm(x)) for layer il: sum_k g_k FFN_k(h) over the routed experts plus the
 // shared experts' FFN (stored fused as one SwiGLU of n_ff_exp * n_shared).
-Status moe_layer(const gguf::GgufFile& file, const ModelConfig& c, int64_t il, Activations& x) {
+// routes, when given, receives each token's routing.
+Status moe_layer(const gguf::GgufFile& file, const ModelConfig& c, int64_t il, Activations& x, std::vector<Route>* routes) {
   const int64_t n_embd = c.n_embd, n_ff = c.n_ff_exp, n_exp = c.n_expert;
   FATHOM_ASSIGN_OR_RETURN(Matrix norm, load(file, layer_tensor(il, "ffn_norm.weight"), {n_embd}));
   FATHOM_ASSIGN_OR_RETURN(Matrix router, load(file, layer_tensor(il, "ffn_gate_inp.weight"), {n_embd, n_exp}));
@@ -231,6 +232,13 @@ Status moe_layer(const gguf::GgufFile& file, const ModelConfig& c, int64_t il, A
   for (std::vector<float>& xt : x) {
     const std::vector<float> h = rms_norm(xt, norm, c.rms_norm_eps);
     const Routing routing = route(c, matvec(router, h), has_bias ? &bias : nullptr);
+    if (routes) {
+      Route& r = routes->emplace_back();
+      for (size_t k = 0; k < routing.experts.size(); ++k) {
+        r.experts.push_back(static_cast<int32_t>(routing.experts[k]));
+        r.weights.push_back(static_cast<float>(routing.weights[k]));
+      }
+    }
     std::vector<double> out(static_cast<size_t>(n_embd), 0.0);
     for (size_t k = 0; k < routing.experts.size(); ++k) {
       const std::vector<float> y = swiglu(gate, up, down, routing.experts[k], n_ff, h);
@@ -248,7 +256,7 @@ Status moe_layer(const gguf::GgufFile& file, const ModelConfig& c, int64_t il, A
 }  // namespace
 
 Expected<std::vector<float>> forward_deepseek(const gguf::GgufFile& file, const ModelConfig& c,
-                                              const std::vector<int32_t>& tokens) {
+                                              const std::vector<int32_t>& tokens, ReferenceRouting* routing) {
   const bool mla = c.arch == Arch::kDeepseek2;
   if (c.n_expert > 0 && (c.n_expert_used <= 0 || c.n_expert_used > c.n_expert || c.n_ff_exp <= 0))
     return error(ErrorCode::kInvalidFile, "reference_forward: inconsistent expert_count / expert_used_count / "
@@ -277,7 +285,7 @@ Expected<std::vector<float>> forward_deepseek(const gguf::GgufFile& file, const 
       FATHOM_RETURN_IF_ERROR(attention_layer(file, c, il, inv_freq, /*neox=*/false, x));
     }
     if (c.n_expert > 0 && il >= c.n_layer_dense_lead) {
-      FATHOM_RETURN_IF_ERROR(moe_layer(file, c, il, x));
+      FATHOM_RETURN_IF_ERROR(moe_layer(file, c, il, x, routing ? &routing->emplace_back() : nullptr));
     } else {
       FATHOM_RETURN_IF_ERROR(dense_ffn_layer(file, c, il, c.n_ff, x));
     }

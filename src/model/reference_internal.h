@@ -9,6 +9,7 @@
 
 #include "core/status.h"
 #include "model/config.h"
+#include "model/reference.h"
 
 namespace fathom::gguf {
 class GgufFile;
@@ -75,6 +76,6 @@ Status dense_ffn_layer(const gguf::GgufFile& file, const ModelConfig& c, int64_t
 
 // deepseek (MoE) and deepseek2 (MLA + MoE), in reference_deepseek.cpp.
 Expected<std::vector<float>> forward_deepseek(const gguf::GgufFile& file, const ModelConfig& c,
-                                              const std::vector<int32_t>& tokens);
+                                              const std::vector<int32_t>& tokens, ReferenceRouting* routing);
 
 }  // namespace fathom::reference

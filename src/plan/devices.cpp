@@ -1,6 +1,6 @@
 #include "plan/devices.h"
 
-#include "plan/backend_init.h"
+#include "backend/backend_init.h"
 
 #include "core/bandwidth.h"
 #include "core/process.h"

@@ -33,14 +33,6 @@ std::string device_line(const HardwareSpec& d) {
 
 }  // namespace
 
-std::string format_bytes(uint64_t bytes) {
-  const double b = static_cast<double>(bytes);
-  if (b >= kGiB) return strprintf("%.1f GiB", b / kGiB);
-  if (b >= 1024.0 * 1024) return strprintf("%.1f MiB", b / (1024.0 * 1024));
-  if (b >= 1024.0) return strprintf("%.1f KiB", b / 1024.0);
-  return strprintf("%llu B", static_cast<unsigned long long>(bytes));
-}
-
 std::string plan_to_text(const ModelDesc& model, const Plan& p) {
   const ModelShape& s = model.shape;
   const ModelSizing& z = p.sizing;

@@ -7,11 +7,11 @@
 #include <nlohmann/json.hpp>
 
 #include "plan/devices.h"
+#include "core/format.h"
 #include "plan/planner.h"
 
 namespace fathom::plan {
 
-std::string format_bytes(uint64_t bytes);  // "1.2 GiB", "68.6 KiB"
 
 std::string plan_to_text(const ModelDesc& model, const Plan& plan);
 nlohmann::json plan_to_json(const ModelDesc& model, const Plan& plan);

@@ -294,8 +294,7 @@ static void apply_logit_bias(const std::vector<std::pair<int32_t, float>>& bias,
 
 Status Engine::step() {
   admit_incoming();
-  std::vector<SchedSequence*> preempted;
-  const std::vector<ScheduledChunk> chunks = scheduler_->schedule(*kv_, preempted);
+  const std::vector<ScheduledChunk> chunks = scheduler_->schedule(*kv_);
   if (chunks.empty()) return Status::ok();
   batch_.clear();
   std::vector<Active*> sampled;  // requests whose last scheduled token yields logits, in batch order

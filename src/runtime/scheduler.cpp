@@ -9,7 +9,7 @@ void Scheduler::remove(SchedSequence* seq) {
   waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), seq), waiting_.end());
 }
 
-std::vector<ScheduledChunk> Scheduler::schedule(KvCache& kv, std::vector<SchedSequence*>& preempted) {
+std::vector<ScheduledChunk> Scheduler::schedule(KvCache& kv, std::vector<SchedSequence*>* preempted) {
   // Invariant: every running sequence has pending() >= 1 (the engine appends a sampled token
   // after each completed chunk), and a sequence holds cache blocks only while running.
   std::vector<ScheduledChunk> chunks;
@@ -40,7 +40,7 @@ std::vector<ScheduledChunk> Scheduler::schedule(KvCache& kv, std::vector<SchedSe
       kv.free_sequence(victim->seq_id);
       victim->n_computed = 0;
       waiting_.push_front(victim);
-      preempted.push_back(victim);
+      if (preempted) preempted->push_back(victim);
       continue;
     }
     // Admit waiting sequences while budget, blocks and slots remain.

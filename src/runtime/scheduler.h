@@ -43,9 +43,9 @@ class Scheduler {
   // of schedule()'s loop.
   void set_admit_hook(std::function<void(SchedSequence&)> hook) { admit_hook_ = std::move(hook); }
   void remove(SchedSequence* seq);  // finished or cancelled; caller frees its cache blocks
-  // Plans one step. Sequences preempted to make room are appended to `preempted` (their cache
-  // blocks already freed). Returns no chunks when there is nothing to do.
-  std::vector<ScheduledChunk> schedule(KvCache& kv, std::vector<SchedSequence*>& preempted);
+  // Plans one step. Sequences preempted to make room (their cache blocks already freed) are
+  // appended to *preempted when given. Returns no chunks when there is nothing to do.
+  std::vector<ScheduledChunk> schedule(KvCache& kv, std::vector<SchedSequence*>* preempted = nullptr);
 
   size_t n_waiting() const { return waiting_.size(); }
   size_t n_running() const { return running_.size(); }

@@ -112,6 +112,7 @@ TEST_F(CudaKernels, RmsNorm) { test::check_rms_norm(*backend_, cpu_, 1e-12); }
 TEST_F(CudaKernels, SwigluAndAdd) { test::check_swiglu_and_add(*backend_, cpu_, 1e-12); }
 TEST_F(CudaKernels, BiasAndStridedCopy) { test::check_bias_and_strided_copy(*backend_, cpu_); }
 TEST_F(CudaKernels, TopCandidates) { test::check_top_candidates(*backend_, cpu_); }
+TEST_F(CudaKernels, MoeOps) { test::check_moe_ops(*backend_); }
 TEST_F(CudaKernels, OpsChainWithoutSyncs) { test::check_op_chain(*backend_, cpu_, 1e-10); }
 
 class CudaRope : public CudaKernels, public ::testing::WithParamInterface<test::RopeCase> {};

@@ -1,104 +1,20 @@
 // Flash-style CPU attention (every ISA this machine supports, the generic path forced too) vs
 // the naive per-(token, head) reference twin, over a paged cache with interleaved block
 // tables, several sequences per batch and several new tokens per sequence (causal masking).
-// The Bench tests time both at a 4096-token context and print the figures.
+// tests/bench/attention_bench_test.cpp times them (label `slow`, `make bench`).
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <vector>
 
 #include "backend/cpu/attention.h"
+#include "attention_test_util.h"
 
 namespace fathom::cpu {
 namespace {
-
-std::vector<Isa> available_isas() {
-  std::vector<Isa> out;
-  for (Isa isa : {Isa::kGeneric, Isa::kAvx2, Isa::kAvx512})
-    if (isa_supported(isa)) out.push_back(isa);
-  return out;
-}
-
-void fill_gaussian(float* x, int64_t n, std::mt19937& rng) {
-  std::normal_distribution<float> dist(0.f, 1.f);
-  for (int64_t i = 0; i < n; ++i) x[i] = dist(rng);
-}
-
-struct SeqSpec {
-  int64_t n_ctx;  // positions cached after this batch
-  int64_t n_new;  // of those, the last n_new are this batch's tokens
-};
-
-// A cache holding random K/V for every sequence, plus a batch of each sequence's new tokens,
-// interleaved across sequences in batch order.
-struct PagedCache {
-  KvCache kv;
-  std::vector<int32_t> seq_ids;    // [n_tokens]
-  std::vector<int32_t> positions;  // [n_tokens]
-  AttentionBatch batch() const { return {seq_ids.data(), positions.data(), static_cast<int64_t>(seq_ids.size())}; }
-
-  PagedCache(const std::vector<SeqSpec>& seqs, int64_t k_width, int64_t v_width, int32_t block_size, uint32_t seed)
-      : kv(shape(seqs, k_width, v_width, block_size), n_blocks(seqs, block_size)) {
-    std::mt19937 rng(seed);
-    // Grow the sequences a block at a time in turn so their block tables interleave.
-    bool grew = true;
-    for (int64_t covered = block_size; grew; covered += block_size) {
-      grew = false;
-      for (size_t s = 0; s < seqs.size(); ++s) {
-        if (covered - block_size >= seqs[s].n_ctx) continue;
-        EXPECT_TRUE(kv.reserve(static_cast<int32_t>(s), std::min(covered, seqs[s].n_ctx)).is_ok());
-        grew = true;
-      }
-    }
-    for (size_t s = 0; s < seqs.size(); ++s)
-      for (int64_t pos = 0; pos < seqs[s].n_ctx; ++pos) {
-        fill_gaussian(kv.k_at(0, static_cast<int32_t>(s), pos), k_width, rng);
-        if (v_width > 0) fill_gaussian(kv.v_at(0, static_cast<int32_t>(s), pos), v_width, rng);
-      }
-    int64_t max_new = 0;
-    for (const SeqSpec& s : seqs) max_new = std::max(max_new, s.n_new);
-    for (int64_t i = 0; i < max_new; ++i)
-      for (size_t s = 0; s < seqs.size(); ++s)
-        if (i < seqs[s].n_new) {
-          seq_ids.push_back(static_cast<int32_t>(s));
-          positions.push_back(static_cast<int32_t>(seqs[s].n_ctx - seqs[s].n_new + i));
-        }
-  }
-
-  static KvCacheShape shape(const std::vector<SeqSpec>& seqs, int64_t k_width, int64_t v_width, int32_t block_size) {
-    KvCacheShape sh;
-    sh.n_layer = 1;
-    sh.k_width = k_width;
-    sh.v_width = v_width;
-    sh.block_size = block_size;
-    for (const SeqSpec& s : seqs) sh.n_ctx_max = std::max(sh.n_ctx_max, s.n_ctx);
-    return sh;
-  }
-  static int32_t n_blocks(const std::vector<SeqSpec>& seqs, int32_t block_size) {
-    int32_t n = 1;
-    for (const SeqSpec& s : seqs) n += static_cast<int32_t>((s.n_ctx + block_size - 1) / block_size);
-    return n;
-  }
-};
-
-// Largest difference in a row relative to the row's largest reference magnitude.
-double max_row_error(const std::vector<float>& got, const std::vector<float>& want, int64_t row_width) {
-  double worst = 0;
-  for (size_t r = 0; r * static_cast<size_t>(row_width) < want.size(); ++r) {
-    double scale = 0, diff = 0;
-    for (int64_t i = 0; i < row_width; ++i) {
-      const size_t at = r * static_cast<size_t>(row_width) + static_cast<size_t>(i);
-      scale = std::max(scale, std::fabs(static_cast<double>(want[at])));
-      diff = std::max(diff, std::fabs(static_cast<double>(got[at]) - static_cast<double>(want[at])));
-    }
-    worst = std::max(worst, diff / std::max(scale, 1e-30));
-  }
-  return worst;
-}
 
 const std::vector<SeqSpec> kMixedBatch = {
     {1999, 7},  // long context, a few new tokens
@@ -213,68 +129,6 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MlaAttentionVsReference,
                          ::testing::Values(MlaCase{16, 512, 64},  // DeepSeek-V2-Lite
                                            MlaCase{8, 64, 16},
                                            MlaCase{4, 40, 8}));   // AVX2 width only
-
-// Seconds per call, best of `reps`.
-template <class F>
-double best_seconds(int reps, F&& f) {
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
-// Context 4096 at the R1-Distill-Qwen-1.5B attention shape (12 heads, 2 KV heads, 128 wide):
-// one decode token, and a 64-token prefill chunk ending at position 4095. Two threads.
-TEST(AttentionBench, Context4096) {
-  ThreadPool pool(2);
-  const int64_t n_head = 12, n_head_kv = 2, d = 128;
-  for (int64_t n_new : {1, 64}) {
-    PagedCache setup({{4096, n_new}}, n_head_kv * d, n_head_kv * d, 16, 1);
-    const AttentionBatch batch = setup.batch();
-    std::mt19937 rng(2);
-    std::vector<float> q(static_cast<size_t>(batch.n_tokens * n_head * d)), out(q.size());
-    fill_gaussian(q.data(), static_cast<int64_t>(q.size()), rng);
-    const int reps = n_new == 1 ? 20 : 3;
-    const double ref = best_seconds(reps, [&] {
-      attention_ref(pool, q.data(), setup.kv, 0, batch, n_head, n_head_kv, d, d, 0.088f, out.data());
-    });
-    std::printf("[ bench    ] attention ctx 4096, %lld new token(s), 12/2 heads x 128, 2 threads: reference %.3f ms",
-                static_cast<long long>(n_new), ref * 1e3);
-    for (Isa isa : available_isas()) {
-      const double t = best_seconds(reps, [&] {
-        attention(pool, isa, q.data(), setup.kv, 0, batch, n_head, n_head_kv, d, d, 0.088f, out.data());
-      });
-      std::printf(", %s %.3f ms (x%.1f)", isa_name(isa), t * 1e3, ref / t);
-    }
-    std::printf("\n");
-  }
-}
-
-// Context 4096 at DeepSeek-V2-Lite's MLA shape (16 heads, kv_lora_rank 512, 64 rope dims), decode.
-TEST(AttentionBench, MlaContext4096) {
-  ThreadPool pool(2);
-  const int64_t n_head = 16, rank = 512, n_rot = 64;
-  PagedCache setup({{4096, 1}}, rank + n_rot, 0, 16, 1);
-  const AttentionBatch batch = setup.batch();
-  std::mt19937 rng(2);
-  std::vector<float> q_abs(static_cast<size_t>(n_head * rank)), q_pe(static_cast<size_t>(n_head * n_rot)), out(q_abs.size());
-  fill_gaussian(q_abs.data(), static_cast<int64_t>(q_abs.size()), rng);
-  fill_gaussian(q_pe.data(), static_cast<int64_t>(q_pe.size()), rng);
-  const double ref = best_seconds(10, [&] {
-    mla_attention_ref(pool, q_abs.data(), q_pe.data(), setup.kv, 0, batch, n_head, rank, n_rot, 0.04f, out.data());
-  });
-  std::printf("[ bench    ] mla attention ctx 4096, 1 new token, 16 heads x (512 + 64), 2 threads: reference %.3f ms", ref * 1e3);
-  for (Isa isa : available_isas()) {
-    const double t = best_seconds(10, [&] {
-      mla_attention(pool, isa, q_abs.data(), q_pe.data(), setup.kv, 0, batch, n_head, rank, n_rot, 0.04f, out.data());
-    });
-    std::printf(", %s %.3f ms (x%.1f)", isa_name(isa), t * 1e3, ref / t);
-  }
-  std::printf("\n");
-}
 
 }  // namespace
 }  // namespace fathom::cpu

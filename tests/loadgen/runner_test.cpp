@@ -1,5 +1,8 @@
 // Scenario scheduling with a fake target (no network): the server scenario sends on the Poisson
 // schedule whatever the completions (open loop), the others never exceed their concurrency.
+// The runner keeps real time, so the checks that read clocks leave a loaded 2-core machine
+// room: a request is never sent early, and late by far less than the gap between what an open
+// and a closed loop would do.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -52,7 +55,7 @@ Workload workload() {
 TEST(Runner, ServerScenarioSendsOnThePoissonSchedule) {
   // Each request takes longer than the mean gap, so a closed loop would fall behind; the open
   // loop must still send every request at its arrival time.
-  FakeTarget target(/*latency_s=*/0.12);
+  FakeTarget target(/*latency_s=*/0.5);
   const Workload w = workload();
   RunOptions ro;
   ro.scenario = Scenario::kServer;
@@ -67,11 +70,10 @@ TEST(Runner, ServerScenarioSendsOnThePoissonSchedule) {
     const RequestRecord& r = run->records[i];
     EXPECT_DOUBLE_EQ(r.t_scheduled, arrivals[i]);
     EXPECT_GE(r.outcome.t_sent, arrivals[i] - 1e-3) << i;
-    EXPECT_LT(r.outcome.t_sent, arrivals[i] + 0.1) << i;  // slack for a loaded machine
+    // A closed loop would send request i after i x 0.5 s of answers; open, it is on time.
+    EXPECT_LT(r.outcome.t_sent, arrivals[i] + 0.25) << i;
     EXPECT_FALSE(r.queued);
   }
-  // 20 requests at 40/s span about half a second (this seed's last arrival), not 20 x 0.12 s.
-  EXPECT_NEAR(run->records.back().outcome.t_sent, 20.0 / 40.0, 0.35);
   EXPECT_GT(target.max_in_flight(), 1);
 }
 
@@ -99,7 +101,7 @@ TEST(Runner, ServerScenarioQueuesPastTheConcurrencyLimit) {
 TEST(Runner, OfflineAndSingleStreamRespectConcurrency) {
   const Workload w = workload();
   {
-    FakeTarget target(0.02);
+    FakeTarget target(0.1);  // long enough that the three workers overlap on a loaded machine
     RunOptions ro;
     ro.scenario = Scenario::kOffline;
     ro.requests = 12;

@@ -80,16 +80,9 @@ class Child {
   std::string buffer_;   // stdout read but not yet split into lines
 };
 
-// True when `fathom serve --help` runs, i.e. this build has the server.
-bool has_serve(const std::string& fathom) {
-  const std::string cmd = "'" + fathom + "' serve --help >/dev/null 2>&1";
-  return std::system(cmd.c_str()) == 0;
-}
-
 TEST(BenchLoadServe, ServerScenarioAgainstFathomServe) {
   const char* bin = std::getenv("FATHOM_BIN");
   if (bin == nullptr || access(bin, X_OK) != 0) GTEST_SKIP() << "FATHOM_BIN is not set (run through ctest)";
-  if (!has_serve(bin)) GTEST_SKIP() << "this build has no `fathom serve` yet";
   const std::string model = std::string(FATHOM_TEST_TMP) + "/loadgen-serve-llama-tiny.gguf";
   SynthOptions so;
   so.arch = "llama";

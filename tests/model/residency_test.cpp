@@ -184,12 +184,13 @@ TEST(ResidencyTable, RandomOpsAlwaysSeeTheLatestValues) {
 
 // The device checks' own residency steps (../backend_op_checks.h), on the shadow device: the
 // CPU's kernels, so exact.
-TEST(ResidencyChecks, BiasStridedCopyAndAChainWithoutSyncs) {
+TEST(ResidencyChecks, BiasStridedCopyMoeOpsAndAChainWithoutSyncs) {
   ShadowBackend shadow(2);
   CpuBackend cpu(2);
   test::check_bias_and_strided_copy(shadow, cpu);
   test::check_op_chain(shadow, cpu, 1e-30);
   test::check_top_candidates(shadow, cpu);
+  test::check_moe_ops(shadow);
   EXPECT_EQ(shadow.live_buffers(), 0);
 }
 

@@ -93,6 +93,7 @@ TEST_F(OpenClKernels, RmsNorm) { test::check_rms_norm(*backend_, cpu_, 1e-12); }
 TEST_F(OpenClKernels, SwigluAndAdd) { test::check_swiglu_and_add(*backend_, cpu_, 1e-12); }
 TEST_F(OpenClKernels, BiasAndStridedCopy) { test::check_bias_and_strided_copy(*backend_, cpu_); }
 TEST_F(OpenClKernels, TopCandidates) { test::check_top_candidates(*backend_, cpu_); }
+TEST_F(OpenClKernels, MoeOps) { test::check_moe_ops(*backend_); }
 TEST_F(OpenClKernels, OpsChainWithoutSyncs) { test::check_op_chain(*backend_, cpu_, 1e-10); }
 
 class OpenClRope : public OpenClKernels, public ::testing::WithParamInterface<test::RopeCase> {};

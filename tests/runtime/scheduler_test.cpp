@@ -40,18 +40,18 @@ TEST(Scheduler, LongPromptIsChunkedUnderTheBudget) {
   SchedSequence a = make_seq(1, 25);
   s.enqueue(&a);
   std::vector<SchedSequence*> pre;
-  auto plan = s.schedule(kv, pre);
+  auto plan = s.schedule(kv, &pre);
   ASSERT_EQ(plan.size(), 1u);
   EXPECT_EQ(plan[0].n_tokens, 10);
   apply_plan(kv, plan);
-  plan = s.schedule(kv, pre);
+  plan = s.schedule(kv, &pre);
   EXPECT_EQ(plan[0].n_tokens, 10);
   apply_plan(kv, plan);
-  plan = s.schedule(kv, pre);
+  plan = s.schedule(kv, &pre);
   EXPECT_EQ(plan[0].n_tokens, 5);
   apply_plan(kv, plan);
   EXPECT_EQ(a.pending(), 1);  // sampled token waits for the next step
-  plan = s.schedule(kv, pre);
+  plan = s.schedule(kv, &pre);
   EXPECT_EQ(plan[0].n_tokens, 1);
   EXPECT_TRUE(pre.empty());
 }
@@ -64,9 +64,9 @@ TEST(Scheduler, DecodesGoFirstAndPrefillsFillTheRest) {
   SchedSequence a = make_seq(1, 3), b = make_seq(2, 20);
   s.enqueue(&a);
   std::vector<SchedSequence*> pre;
-  apply_plan(kv, s.schedule(kv, pre));  // a prefilled
+  apply_plan(kv, s.schedule(kv, &pre));  // a prefilled
   s.enqueue(&b);
-  auto plan = s.schedule(kv, pre);
+  auto plan = s.schedule(kv, &pre);
   ASSERT_EQ(plan.size(), 2u);
   EXPECT_EQ(plan[0].seq, &a);  // the decode
   EXPECT_EQ(plan[0].n_tokens, 1);
@@ -83,11 +83,11 @@ TEST(Scheduler, PreemptsTheNewestSequenceWhenBlocksRunOut) {
   s.enqueue(&a);
   s.enqueue(&b);
   std::vector<SchedSequence*> pre;
-  auto plan = s.schedule(kv, pre);
+  auto plan = s.schedule(kv, &pre);
   ASSERT_EQ(plan.size(), 2u);
   apply_plan(kv, plan);  // both hold 2 blocks, each has 1 pending token at position 8 -> a third block each
   EXPECT_EQ(kv.pool().n_free(), 0);
-  plan = s.schedule(kv, pre);
+  plan = s.schedule(kv, &pre);
   ASSERT_EQ(pre.size(), 1u);
   EXPECT_EQ(pre[0], &b);  // the most recently admitted
   EXPECT_EQ(b.n_computed, 0);
@@ -105,14 +105,14 @@ TEST(Scheduler, WaitingSequenceWaitsForBlocks) {
   SchedSequence a = make_seq(1, 8), b = make_seq(2, 8);
   s.enqueue(&a);
   std::vector<SchedSequence*> pre;
-  apply_plan(kv, s.schedule(kv, pre));
+  apply_plan(kv, s.schedule(kv, &pre));
   s.enqueue(&b);
-  auto plan = s.schedule(kv, pre);
+  auto plan = s.schedule(kv, &pre);
   ASSERT_EQ(plan.size(), 1u);  // only a's decode; b needs 2 blocks and only 0 are left after a's
   EXPECT_EQ(plan[0].seq, &a);
   s.remove(&a);
   kv.free_sequence(1);
-  plan = s.schedule(kv, pre);
+  plan = s.schedule(kv, &pre);
   ASSERT_EQ(plan.size(), 1u);
   EXPECT_EQ(plan[0].seq, &b);
 }

@@ -31,7 +31,7 @@ TEST(Cli, HelpListsCommands) {
 }
 
 TEST(Cli, RunStreamsStoryAndReportsSpeed) {
-  if (!std::ifstream(kStories).good()) GTEST_SKIP();
+  if (!std::ifstream(kStories).good()) GTEST_SKIP() << kStories << " is missing (the shared test data)";
   CmdResult r = run_fathom("run -m " + kStories + " -p 'Once upon a time' -n 24 --temp 0 -t 2");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(r.output.rfind("Once upon a time", 0), 0u) << r.output;
@@ -57,7 +57,7 @@ TEST(Cli, BadFilesAreClearErrors) {
 }
 
 TEST(Cli, LogitsPrintsTopIds) {
-  if (!std::ifstream(kStories).good()) GTEST_SKIP();
+  if (!std::ifstream(kStories).good()) GTEST_SKIP() << kStories << " is missing (the shared test data)";
   CmdResult r = run_fathom("logits -m " + kStories + " -p 'Once upon a time' --top 3 --json");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("\"id\": 432"), std::string::npos) << r.output;
@@ -77,7 +77,7 @@ TEST(Cli, SynthThenRunAndBench) {
 const std::string kQwenVocab = std::string(FATHOM_SHARED_DIR) + "/testdata/vocab/ggml-vocab-qwen2.gguf";
 
 TEST(Cli, TokenizeAndDetokenizeRoundTrip) {
-  if (!std::ifstream(kQwenVocab).good()) GTEST_SKIP();
+  if (!std::ifstream(kQwenVocab).good()) GTEST_SKIP() << kQwenVocab << " is missing (the shared test data)";
   CmdResult t = run_fathom("tokenize -m " + kQwenVocab + " --no-bos 'Hello world'");
   ASSERT_EQ(t.code, 0) << t.output;
   EXPECT_NE(t.output.find("[9707,1879]"), std::string::npos) << t.output;
@@ -88,7 +88,7 @@ TEST(Cli, TokenizeAndDetokenizeRoundTrip) {
 }
 
 TEST(Cli, InspectShowsMetadataTensorsAndKvSize) {
-  if (!std::ifstream(kStories).good()) GTEST_SKIP();
+  if (!std::ifstream(kStories).good()) GTEST_SKIP() << kStories << " is missing (the shared test data)";
   CmdResult r = run_fathom("inspect " + kStories);
   ASSERT_EQ(r.code, 0) << r.output;
   for (const char* want : {"llama.block_count", "token_embd.weight", "kv cache", "f32"})
@@ -98,7 +98,7 @@ TEST(Cli, InspectShowsMetadataTensorsAndKvSize) {
 }
 
 TEST(Cli, ChatUsesTheModelTemplateAndEndsOnEof) {
-  if (!std::ifstream(kQwenVocab).good()) GTEST_SKIP();
+  if (!std::ifstream(kQwenVocab).good()) GTEST_SKIP() << kQwenVocab << " is missing (the shared test data)";
   const std::string path = std::string(FATHOM_TEST_TMP) + "/cli-chat.gguf";
   ASSERT_EQ(run_fathom("synth --arch qwen2 --preset tiny --vocab " + kQwenVocab + " -o " + path).code, 0);
   CmdResult r = run_fathom("chat -m " + path + " -n 6 --seed 1 < /dev/null");

@@ -12,11 +12,6 @@ namespace fathom {
 
 CpuBackend::CpuBackend(int n_threads) : pool_(n_threads), kernels_(&cpu::best_kernels()) {}
 
-bool CpuBackend::supports(Op op, DType weight_type) const {
-  if (op != Op::kMatmul && op != Op::kGetRows) return true;
-  return quant::can_dequantize(weight_type);
-}
-
 void CpuBackend::prepare_matmul_weights(const std::vector<TensorView>& weights, bool file_backed) {
   if (!kernels_->gemm_is_simd) return;  // the row-dot kernels read the GGUF layout
   for (const TensorView& w : weights) repacked_.get(w, pool_, file_backed);

@@ -16,7 +16,6 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int n_threads);
 
   const char* name() const override { return "cpu"; }
-  bool supports(Op op, DType weight_type) const override;
   int n_threads() const override { return pool_.n_threads(); }
   ThreadPool& pool() { return pool_; }
 

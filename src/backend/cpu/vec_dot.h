@@ -20,7 +20,6 @@ const char* isa_name(Isa isa);
 // The widest ISA this CPU and build support. kAvx512 needs AVX-512 F, BW, VL and VNNI (Ice Lake,
 // Zen 4 and later); CPUs with AVX-512 but no VNNI use the AVX2 kernels.
 Isa best_isa();
-inline Isa detected_isa() { return best_isa(); }
 bool isa_supported(Isa isa);
 
 // out[r] = dot(weight row r, activations) for r < n_rows; row r starts at w + r * row_bytes and

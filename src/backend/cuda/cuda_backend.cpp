@@ -142,7 +142,6 @@ Expected<CudaPeaks> CudaBackend::measure_peaks(size_t copy_bytes, int64_t gemm_n
 CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CudaBackend::~CudaBackend() = default;
 
-bool CudaBackend::supports(Op op, DType weight_type) const { return impl_->cpu->supports(op, weight_type); }
 int CudaBackend::n_threads() const { return impl_->cpu->n_threads(); }
 const CudaDeviceInfo& CudaBackend::device() const { return impl_->info; }
 

@@ -91,7 +91,6 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override;
 
   const char* name() const override { return "cuda"; }
-  bool supports(Op op, DType weight_type) const override;  // everything the CPU delegate supports
   int n_threads() const override;
 
   // True when (op, weight type) runs in a CUDA kernel rather than on the CPU delegate (for matmul

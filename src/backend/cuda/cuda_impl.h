@@ -25,6 +25,7 @@
 #include "backend/cuda/cuda_blocks.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_layout.h"
+#include "backend/device_fallback.h"
 #include "backend/fused_input.h"
 #include "backend/residency.h"
 #include "core/log.h"
@@ -221,10 +222,7 @@ struct CudaBackend::Impl {
   };
   // Host ranges an op reads (synced to the host when it runs on the CPU) and writes (announced
   // after); with activations not kept on the device, the writes are read back after every op.
-  struct Span {
-    const float* p = nullptr;
-    int64_t n = 0;
-  };
+  using Span = HostSpan;
 
   CudaDeviceInfo info;
   cudaStream_t stream = nullptr;
@@ -345,20 +343,11 @@ struct CudaBackend::Impl {
   void report_out_of_memory(const std::string& message);
   // Reports a failed device op once, then the op reruns on the CPU.
   void device_failed(const char* op, const Status& st);
-  // Runs an op on the device, else on the CPU: quietly where the device does not cover it
-  // (kUnsupported: placement, not failure), after device_failed where it failed. The CPU reads
-  // `reads` from the host (synced first, with the KV cache's staged rows) and its `writes` are
-  // announced to the device after.
+  // Runs an op on the device, else on the CPU (backend/device_fallback.h).
   template <typename DeviceOp, typename CpuOp>
   void run(const char* op, std::initializer_list<Span> reads, std::initializer_list<Span> writes, DeviceOp&& on_device,
            CpuOp&& on_cpu) {
-    const Status st = on_device();
-    if (st.is_ok()) return after_op(writes);
-    if (st.code() != ErrorCode::kUnsupported) device_failed(op, st);
-    for (const Span& r : reads) sync(r);
-    if (const Status done = finish(); !done.is_ok()) device_failed(op, done);
-    on_cpu();
-    for (const Span& w : writes) wrote(w);
+    run_on_device_or_cpu(*this, op, reads, writes, on_device, on_cpu);
   }
 
   // The products of a batch: the fused input (backend/fused_input.h) made on the device from its

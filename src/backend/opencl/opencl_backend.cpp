@@ -5,6 +5,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <initializer_list>
 #include <map>
 #include <tuple>
 #include <unordered_map>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/device_fallback.h"
 #include "backend/fused_input.h"
 #include "backend/opencl/cl_runtime.h"
 #include "backend/opencl/kernel_source.h"
@@ -135,7 +137,25 @@ struct OpenClBackend::Impl {
   cl_int run(cl_kernel k, size_t global0, size_t global1 = 1);
   cl_int download(cl_mem buffer, void* host, size_t bytes);
   // Reports a failed device op once, then the op reruns on the CPU.
-  void device_failed(const char* op, cl_int err);
+  void device_failed(const char* op, const Status& st);
+  void device_failed(const char* op, cl_int err) { device_failed(op, cl_status(err)); }
+  // What run_on_device_or_cpu (backend/device_fallback.h) asks of a device. Activations are not
+  // kept here: every op reads its outputs back before it returns, so the host is always current.
+  void sync(const HostSpan&) {}
+  void wrote(const HostSpan&) {}
+  void after_op(std::initializer_list<HostSpan>) {}
+  Status finish() { return cl_status(clFinish(queue)); }
+  static Status cl_status(cl_int err) {
+    return err == CL_SUCCESS ? Status::ok() : error(ErrorCode::kUnavailable, opencl::error_name(err));
+  }
+  static Status attention_status(cl_int err) {
+    return err == CL_INVALID_VALUE || err == CL_INVALID_BUFFER_SIZE ? error(ErrorCode::kUnsupported, "not covered by the kernel")
+                                                                    : cl_status(err);
+  }
+  template <typename DeviceOp, typename CpuOp>
+  void run(const char* op, DeviceOp&& on_device, CpuOp&& on_cpu) {
+    run_on_device_or_cpu(*this, op, {}, {}, [&] { return cl_status(on_device()); }, on_cpu);
+  }
 
   // The region holding w when a matmul kernel takes its type and shape, else nullptr (a CPU job).
   const Region* matmul_region(const TensorView& w);
@@ -145,14 +165,53 @@ struct OpenClBackend::Impl {
   }
   // Runs the jobs, those the kernels take on the device and the rest on the CPU delegate
   // meanwhile; the stage's result, if given, is made once for all the jobs that read it. A device
-  // error is reported (as `op`) and its jobs rerun on the CPU.
+  // error is reported (as `op`) and its jobs rerun on the CPU. In steps: plan_batch, then
+  // enqueue_batch (upload_inputs, launch_products, the read-backs), run_cpu_jobs meanwhile.
   void matmul_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, const char* op);
+  // Where a batch runs and where everything sits in the buffers it shares: the distinct inputs
+  // one after another in kIn0 (the stage's result first: its kernels write from offset 0), the
+  // int8 copies of those a q8 kernel reads in kQuant/kQuantScale, the outputs in kOut.
+  struct BatchPlan {
+    static constexpr size_t kNone = SIZE_MAX;
+    struct Input {
+      const float* host = nullptr;  // what the jobs name as x
+      int64_t n_tokens = 0, n = 0;  // [n_tokens, n]
+      size_t offset = 0;            // floats into kIn0
+      size_t q_offset = kNone;      // values into kQuant (scales: q_offset / 32 into kQuantScale), if quantized
+    };
+    struct DeviceJob {
+      const MatmulJob* job = nullptr;
+      const Region* region = nullptr;  // holds the weights
+      size_t input = 0;                // index into inputs
+      size_t y_offset = 0;             // floats into kOut
+      bool q8 = false;                 // the int8 kernel
+    };
+    std::vector<Input> inputs;
+    std::vector<DeviceJob> device_jobs;
+    std::vector<MatmulJob> cpu_jobs;
+    bool device_reads_stage = false, cpu_reads_stage = false;
+    size_t act_floats = 0, q_values = 0, out_floats = 0;  // sizes of kIn0, kQuant, kOut
+  };
+  struct BatchBuffers {
+    cl_mem act = nullptr, out = nullptr, quant = nullptr, scales = nullptr;
+  };
+  BatchPlan plan_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage);
+  // Uploads (or makes, for the stage) every input and quantizes those the int8 kernels read.
+  cl_int upload_inputs(const BatchPlan& plan, const FusedInput* stage, const BatchBuffers& b);
+  cl_int launch_products(const BatchPlan& plan, const BatchBuffers& b);
+  // Queues the device's share, with its read-backs, and starts it (no wait).
+  cl_int enqueue_batch(const BatchPlan& plan, const FusedInput* stage);
+  // Runs jobs on the CPU delegate, making the stage's result on the host first if they read it
+  // and it is not made yet (*stage_done).
+  void run_cpu_jobs(const std::vector<MatmulJob>& jobs, const FusedInput* stage, bool reads_stage, bool* stage_done);
   cl_int stage_on_device(const FusedInput& stage, cl_mem out);
   cl_int rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out);
   cl_int rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions, const RopeParams& p);
   cl_int swiglu(const float* gate, const float* up, int64_t n, float* out);
   cl_int add(float* x, const float* y, int64_t n);
-  // Shared by attention and mla_attention; q: [n_tokens, n_head, head_dim_k].
+  // Shared by attention and mla_attention; q: [n_tokens, n_head, head_dim_k]. CL_INVALID_VALUE
+  // (heads wider than the kernel) and CL_INVALID_BUFFER_SIZE (a cache too large for one buffer)
+  // mean the kernel does not cover this call (attention_status: kUnsupported), not a failure.
   cl_int attend(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head, int64_t group,
                 int64_t head_dim_k, int64_t head_dim_v, bool latent, float scale, float* out);
 };
@@ -258,11 +317,11 @@ cl_int OpenClBackend::Impl::download(cl_mem buffer, void* host, size_t bytes) {
   return clEnqueueReadBuffer(queue, buffer, CL_TRUE, 0, bytes, host, 0, nullptr, nullptr);
 }
 
-void OpenClBackend::Impl::device_failed(const char* op, cl_int err) {
+void OpenClBackend::Impl::device_failed(const char* op, const Status& st) {
   if (warned) return;
   warned = true;
   std::fprintf(stderr, "fathom: opencl: %s failed on %s (%s); running such ops on the CPU\n", op, info.name.c_str(),
-               opencl::error_name(err).c_str());
+               st.message().c_str());
 }
 
 const OpenClBackend::Impl::Region* OpenClBackend::Impl::matmul_region(const TensorView& w) {
@@ -288,148 +347,145 @@ cl_int OpenClBackend::Impl::stage_on_device(const FusedInput& stage, cl_mem out)
   return run(k, round_up(static_cast<size_t>(n), kLanes));
 }
 
-void OpenClBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, const char* op) {
-  // Placement, and where everything sits in the buffers the batch shares: the distinct inputs
-  // one after another in kIn0 (the stage's result first: its kernels write from offset 0), the
-  // int8 copies of those a q8 kernel reads in kQuant/kQuantScale, the outputs in kOut.
-  constexpr size_t kNone = SIZE_MAX;
-  struct Input {
-    const float* host = nullptr;  // what the jobs name as x
-    int64_t n_tokens = 0, n = 0;  // [n_tokens, n]
-    size_t offset = 0;            // floats into kIn0
-    size_t q_offset = kNone;      // values into kQuant (scales: q_offset / 32 into kQuantScale), if quantized
-  };
-  struct DeviceJob {
-    const MatmulJob* job = nullptr;
-    const Region* region = nullptr;  // holds the weights
-    size_t input = 0;                // index into inputs
-    size_t y_offset = 0;             // floats into kOut
-    bool q8 = false;                 // the int8 kernel
-  };
-  std::vector<Input> inputs;
-  std::vector<DeviceJob> device_jobs;
-  std::vector<MatmulJob> cpu_jobs;
-  bool device_reads_stage = false, cpu_reads_stage = false;
+OpenClBackend::Impl::BatchPlan OpenClBackend::Impl::plan_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage) {
+  BatchPlan plan;
   for (const MatmulJob& j : jobs) {
     if (j.n_tokens <= 0) continue;
     const bool reads_stage = stage && j.x == stage->result;
     if (reads_stage)  // the caller's contract (Backend::rms_norm_matmul_batch, swiglu_matmul)
       FATHOM_CHECK(j.n_tokens <= stage->n_tokens && j.w.ne[0] == stage->n);
     if (const Region* r = matmul_region(j.w)) {
-      device_jobs.push_back({&j, r});
-      device_reads_stage |= reads_stage;
+      plan.device_jobs.push_back({&j, r});
+      plan.device_reads_stage |= reads_stage;
     } else {
-      cpu_jobs.push_back(j);
-      cpu_reads_stage |= reads_stage;
+      plan.cpu_jobs.push_back(j);
+      plan.cpu_reads_stage |= reads_stage;
     }
   }
-  size_t act_floats = 0, q_values = 0, out_floats = 0;
-  if (device_reads_stage) {
+  std::vector<BatchPlan::Input>& inputs = plan.inputs;
+  if (plan.device_reads_stage) {
     inputs.push_back({stage->result, stage->n_tokens, stage->n, 0});
-    act_floats = static_cast<size_t>(stage->n_tokens * stage->n);
+    plan.act_floats = static_cast<size_t>(stage->n_tokens * stage->n);
   }
-  for (DeviceJob& d : device_jobs) {
+  for (BatchPlan::DeviceJob& d : plan.device_jobs) {
     const MatmulJob& j = *d.job;
     const int64_t n_in = j.w.ne[0];
-    auto in = std::find_if(inputs.begin(), inputs.end(), [&](const Input& i) {
+    auto in = std::find_if(inputs.begin(), inputs.end(), [&](const BatchPlan::Input& i) {
       return i.host == j.x && i.n == n_in && i.n_tokens >= j.n_tokens;
     });
     if (in == inputs.end()) {
-      inputs.push_back({j.x, j.n_tokens, n_in, act_floats});
-      act_floats += static_cast<size_t>(j.n_tokens * n_in);
+      inputs.push_back({j.x, j.n_tokens, n_in, plan.act_floats});
+      plan.act_floats += static_cast<size_t>(j.n_tokens * n_in);
       in = inputs.end() - 1;
     }
     d.input = static_cast<size_t>(in - inputs.begin());
     d.q8 = int8_activations(j.w.dtype);
-    if (d.q8 && in->q_offset == kNone) {
-      in->q_offset = q_values;
-      q_values += static_cast<size_t>(in->n_tokens * in->n);
+    if (d.q8 && in->q_offset == BatchPlan::kNone) {
+      in->q_offset = plan.q_values;
+      plan.q_values += static_cast<size_t>(in->n_tokens * in->n);
     }
-    d.y_offset = out_floats;
-    out_floats += static_cast<size_t>(j.n_tokens * j.w.n_rows());
+    d.y_offset = plan.out_floats;
+    plan.out_floats += static_cast<size_t>(j.n_tokens * j.w.n_rows());
   }
+  return plan;
+}
 
-  const auto enqueue = [&]() -> cl_int {
-    cl_mem act = scratch_buffer(kIn0, act_floats * sizeof(float));
-    cl_mem out = scratch_buffer(kOut, out_floats * sizeof(float));
-    cl_mem quant = q_values ? scratch_buffer(kQuant, q_values) : nullptr;
-    cl_mem scales = q_values ? scratch_buffer(kQuantScale, q_values / kQ8Block * sizeof(float)) : nullptr;
-    if (!act || !out || (q_values && (!quant || !scales))) return CL_MEM_OBJECT_ALLOCATION_FAILURE;
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      const Input& in = inputs[i];
-      if (i == 0 && device_reads_stage) {
-        FATHOM_CL_TRY(stage_on_device(*stage, act));
-      } else {
-        // Non-blocking: the host data outlive the batch, which ends waiting for the queue.
-        FATHOM_CL_TRY(clEnqueueWriteBuffer(queue, act, CL_FALSE, in.offset * sizeof(float),
-                                           static_cast<size_t>(in.n_tokens * in.n) * sizeof(float), in.host, 0, nullptr, nullptr));
-      }
-      if (in.q_offset != kNone) {
-        cl_kernel k = kernel("quantize_q8_act");
-        const int64_t n_blocks = in.n_tokens * in.n / kQ8Block;
-        FATHOM_CL_TRY(set_args(k, act, cl_ulong{in.offset}, quant, scales, cl_ulong{in.q_offset}, static_cast<cl_int>(n_blocks)));
-        FATHOM_CL_TRY(run(k, round_up(static_cast<size_t>(n_blocks), kLanes)));
-      }
+cl_int OpenClBackend::Impl::upload_inputs(const BatchPlan& plan, const FusedInput* stage, const BatchBuffers& b) {
+  for (size_t i = 0; i < plan.inputs.size(); ++i) {
+    const BatchPlan::Input& in = plan.inputs[i];
+    if (i == 0 && plan.device_reads_stage) {
+      FATHOM_CL_TRY(stage_on_device(*stage, b.act));
+    } else {
+      // Non-blocking: the host data outlive the batch, which ends waiting for the queue.
+      FATHOM_CL_TRY(clEnqueueWriteBuffer(queue, b.act, CL_FALSE, in.offset * sizeof(float),
+                                         static_cast<size_t>(in.n_tokens * in.n) * sizeof(float), in.host, 0, nullptr, nullptr));
     }
-    for (const DeviceJob& d : device_jobs) {
-      const MatmulJob& j = *d.job;
-      const Input& in = inputs[d.input];
-      const bool single = j.n_tokens == 1;
-      const std::string name = std::string(single ? "matvec_" : "matmat_") + matmul_format(j.w.dtype).suffix + (d.q8 ? "_q8" : "");
-      cl_kernel k = kernel(name.c_str());
-      const cl_ulong w_offset = reinterpret_cast<uintptr_t>(j.w.data) - d.region->begin;
-      const cl_ulong row_bytes = j.w.row_bytes();
-      const cl_int n_in = static_cast<cl_int>(j.w.ne[0]), n_out = static_cast<cl_int>(j.w.n_rows()),
-                   n_tokens = static_cast<cl_int>(j.n_tokens);
-      if (d.q8)
-        FATHOM_CL_TRY(set_args(k, d.region->buffer, w_offset, row_bytes, n_in, n_out, quant, scales, cl_ulong{in.q_offset}, out,
-                               cl_ulong{d.y_offset}, n_tokens));
-      else
-        FATHOM_CL_TRY(set_args(k, d.region->buffer, w_offset, row_bytes, n_in, n_out, act, cl_ulong{in.offset}, out,
-                               cl_ulong{d.y_offset}, n_tokens));
-      const int64_t per_group = single ? 1 : kMatmatTokens;
-      FATHOM_CL_TRY(run(k, static_cast<size_t>(n_out) * kLanes, static_cast<size_t>((j.n_tokens + per_group - 1) / per_group)));
+    if (in.q_offset != BatchPlan::kNone) {
+      cl_kernel k = kernel("quantize_q8_act");
+      const int64_t n_blocks = in.n_tokens * in.n / kQ8Block;
+      FATHOM_CL_TRY(set_args(k, b.act, cl_ulong{in.offset}, b.quant, b.scales, cl_ulong{in.q_offset}, static_cast<cl_int>(n_blocks)));
+      FATHOM_CL_TRY(run(k, round_up(static_cast<size_t>(n_blocks), kLanes)));
     }
-    for (const DeviceJob& d : device_jobs)
-      FATHOM_CL_TRY(clEnqueueReadBuffer(queue, out, CL_FALSE, d.y_offset * sizeof(float),
-                                        static_cast<size_t>(d.job->n_tokens * d.job->w.n_rows()) * sizeof(float), d.job->y, 0,
-                                        nullptr, nullptr));
-    return clFlush(queue);  // start the device before the host turns to its own jobs
-  };
+  }
+  return CL_SUCCESS;
+}
+
+cl_int OpenClBackend::Impl::launch_products(const BatchPlan& plan, const BatchBuffers& b) {
+  for (const BatchPlan::DeviceJob& d : plan.device_jobs) {
+    const MatmulJob& j = *d.job;
+    const BatchPlan::Input& in = plan.inputs[d.input];
+    const bool single = j.n_tokens == 1;
+    const std::string name = std::string(single ? "matvec_" : "matmat_") + matmul_format(j.w.dtype).suffix + (d.q8 ? "_q8" : "");
+    cl_kernel k = kernel(name.c_str());
+    const cl_ulong w_offset = reinterpret_cast<uintptr_t>(j.w.data) - d.region->begin;
+    const cl_ulong row_bytes = j.w.row_bytes();
+    const cl_int n_in = static_cast<cl_int>(j.w.ne[0]), n_out = static_cast<cl_int>(j.w.n_rows()),
+                 n_tokens = static_cast<cl_int>(j.n_tokens);
+    if (d.q8)
+      FATHOM_CL_TRY(set_args(k, d.region->buffer, w_offset, row_bytes, n_in, n_out, b.quant, b.scales, cl_ulong{in.q_offset}, b.out,
+                             cl_ulong{d.y_offset}, n_tokens));
+    else
+      FATHOM_CL_TRY(set_args(k, d.region->buffer, w_offset, row_bytes, n_in, n_out, b.act, cl_ulong{in.offset}, b.out,
+                             cl_ulong{d.y_offset}, n_tokens));
+    const int64_t per_group = single ? 1 : kMatmatTokens;
+    FATHOM_CL_TRY(run(k, static_cast<size_t>(n_out) * kLanes, static_cast<size_t>((j.n_tokens + per_group - 1) / per_group)));
+  }
+  return CL_SUCCESS;
+}
+
+cl_int OpenClBackend::Impl::enqueue_batch(const BatchPlan& plan, const FusedInput* stage) {
+  BatchBuffers b;
+  b.act = scratch_buffer(kIn0, plan.act_floats * sizeof(float));
+  b.out = scratch_buffer(kOut, plan.out_floats * sizeof(float));
+  b.quant = plan.q_values ? scratch_buffer(kQuant, plan.q_values) : nullptr;
+  b.scales = plan.q_values ? scratch_buffer(kQuantScale, plan.q_values / kQ8Block * sizeof(float)) : nullptr;
+  if (!b.act || !b.out || (plan.q_values && (!b.quant || !b.scales))) return CL_MEM_OBJECT_ALLOCATION_FAILURE;
+  FATHOM_CL_TRY(upload_inputs(plan, stage, b));
+  FATHOM_CL_TRY(launch_products(plan, b));
+  for (const BatchPlan::DeviceJob& d : plan.device_jobs)  // read back after the one wait in matmul_batch
+    FATHOM_CL_TRY(clEnqueueReadBuffer(queue, b.out, CL_FALSE, d.y_offset * sizeof(float),
+                                      static_cast<size_t>(d.job->n_tokens * d.job->w.n_rows()) * sizeof(float), d.job->y, 0,
+                                      nullptr, nullptr));
+  return clFlush(queue);  // start the device before the host turns to its own jobs
+}
+
+void OpenClBackend::Impl::run_cpu_jobs(const std::vector<MatmulJob>& jobs, const FusedInput* stage, bool reads_stage,
+                                       bool* stage_done) {
+  if (reads_stage && !*stage_done) {
+    // The device may still be uploading the stage's operands from memory the result overwrites.
+    const size_t bytes = static_cast<size_t>(stage->count()) * sizeof(float);
+    const size_t b_bytes = static_cast<size_t>(stage->b_count()) * sizeof(float);
+    if (overlaps(stage->result, bytes, stage->a, bytes) || overlaps(stage->result, bytes, stage->b, b_bytes)) clFinish(queue);
+    stage->make_on(*cpu);
+    *stage_done = true;
+  }
+  cpu->matmul_batch(jobs);
+}
+
+void OpenClBackend::Impl::matmul_batch(const std::vector<MatmulJob>& jobs, const FusedInput* stage, const char* op) {
+  BatchPlan plan = plan_batch(jobs, stage);
   // The device's jobs move to the CPU after a failure: the queue is drained first, so no late
   // read lands on an output the CPU has written.
-  const auto fail_over = [&](cl_int err) {
+  const auto device_jobs_to_cpu = [&](cl_int err) {
     clFinish(queue);
     device_failed(op, err);
-    for (const DeviceJob& d : device_jobs) cpu_jobs.push_back(*d.job);
-    device_jobs.clear();
+    std::vector<MatmulJob> moved;
+    for (const BatchPlan::DeviceJob& d : plan.device_jobs) moved.push_back(*d.job);
+    plan.device_jobs.clear();
+    return moved;
   };
   bool host_stage_done = false;
-  const auto run_on_cpu = [&](bool reads_stage) {
-    if (reads_stage && !host_stage_done) {
-      // The device may still be uploading the stage's operands from memory the result overwrites.
-      const size_t bytes = static_cast<size_t>(stage->count()) * sizeof(float);
-      const size_t b_bytes = static_cast<size_t>(stage->b_count()) * sizeof(float);
-      if (overlaps(stage->result, bytes, stage->a, bytes) || overlaps(stage->result, bytes, stage->b, b_bytes)) clFinish(queue);
-      stage->make_on(*cpu);
-      host_stage_done = true;
-    }
-    cpu->matmul_batch(cpu_jobs);
-  };
-
-  if (!device_jobs.empty()) {
-    if (const cl_int err = enqueue(); err != CL_SUCCESS) {
-      fail_over(err);
-      cpu_reads_stage |= device_reads_stage;
+  if (!plan.device_jobs.empty()) {
+    if (const cl_int err = enqueue_batch(plan, stage); err != CL_SUCCESS) {
+      const bool reads_stage = plan.device_reads_stage;
+      for (const MatmulJob& j : device_jobs_to_cpu(err)) plan.cpu_jobs.push_back(j);
+      plan.cpu_reads_stage |= reads_stage;
     }
   }
-  if (!cpu_jobs.empty()) run_on_cpu(cpu_reads_stage);
-  if (device_jobs.empty()) return;
-  if (const cl_int err = clFinish(queue); err != CL_SUCCESS) {
-    cpu_jobs.clear();  // done already
-    fail_over(err);
-    run_on_cpu(device_reads_stage);
-  }
+  if (!plan.cpu_jobs.empty()) run_cpu_jobs(plan.cpu_jobs, stage, plan.cpu_reads_stage, &host_stage_done);  // meanwhile
+  if (plan.device_jobs.empty()) return;
+  if (const cl_int err = clFinish(queue); err != CL_SUCCESS)
+    run_cpu_jobs(device_jobs_to_cpu(err), stage, plan.device_reads_stage, &host_stage_done);
 }
 
 cl_int OpenClBackend::Impl::rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) {
@@ -614,7 +670,6 @@ Expected<std::unique_ptr<OpenClBackend>> OpenClBackend::create(const OpenClOptio
 OpenClBackend::OpenClBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 OpenClBackend::~OpenClBackend() = default;
 
-bool OpenClBackend::supports(Op op, DType weight_type) const { return impl_->cpu->supports(op, weight_type); }
 int OpenClBackend::n_threads() const { return impl_->cpu->n_threads(); }
 const OpenClDeviceInfo& OpenClBackend::device() const { return impl_->info; }
 bool OpenClBackend::program_from_cache() const { return impl_->from_cache; }
@@ -653,20 +708,16 @@ void OpenClBackend::get_rows(const TensorView& table, const int32_t* ids, int64_
 
 void OpenClBackend::rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) {
   if (n_rows <= 0) return;
-  if (const cl_int err = impl_->rms_norm(x, weight, n_rows, n, eps, out); err != CL_SUCCESS) {
-    impl_->device_failed("rms_norm", err);
-    impl_->cpu->rms_norm(x, weight, n_rows, n, eps, out);
-  }
+  impl_->run("rms_norm", [&] { return impl_->rms_norm(x, weight, n_rows, n, eps, out); },
+             [&] { impl_->cpu->rms_norm(x, weight, n_rows, n, eps, out); });
 }
 
 void OpenClBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
                          const RopeParams& params) {
   if (n_tokens <= 0 || params.n_rot <= 0) return;
-  if (const cl_int err = impl_->rope(x, n_tokens, n_heads, head_dim, positions, params); err != CL_SUCCESS) {
-    // A failed read-back may have left x half written; the device is in trouble either way.
-    impl_->device_failed("rope", err);
-    impl_->cpu->rope(x, n_tokens, n_heads, head_dim, positions, params);
-  }
+  // A failed read-back may have left x half written; the device is in trouble either way.
+  impl_->run("rope", [&] { return impl_->rope(x, n_tokens, n_heads, head_dim, positions, params); },
+             [&] { impl_->cpu->rope(x, n_tokens, n_heads, head_dim, positions, params); });
 }
 
 void OpenClBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
@@ -696,11 +747,13 @@ void OpenClBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& b
 void OpenClBackend::attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head,
                               int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) {
   if (batch.n_tokens <= 0) return;
-  const cl_int err =
-      impl_->attend(q, kv, layer, batch, n_head, n_head / n_head_kv, head_dim_k, head_dim_v, false, scale, out);
-  if (err == CL_SUCCESS) return;
-  if (err != CL_INVALID_VALUE && err != CL_INVALID_BUFFER_SIZE) impl_->device_failed("attention", err);
-  impl_->cpu->attention(q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out);
+  run_on_device_or_cpu(
+      *impl_, "attention", {}, {},
+      [&] {
+        return Impl::attention_status(
+            impl_->attend(q, kv, layer, batch, n_head, n_head / n_head_kv, head_dim_k, head_dim_v, false, scale, out));
+      },
+      [&] { impl_->cpu->attention(q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out); });
 }
 
 void OpenClBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
@@ -713,27 +766,24 @@ void OpenClBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache
     std::copy(q_abs + i * kv_lora_rank, q_abs + (i + 1) * kv_lora_rank, q.begin() + i * width);
     std::copy(q_pe + i * n_rot, q_pe + (i + 1) * n_rot, q.begin() + i * width + kv_lora_rank);
   }
-  cl_int err = kv.shape().k_width == width ? CL_SUCCESS : CL_INVALID_VALUE;
-  if (err == CL_SUCCESS) err = impl_->attend(q.data(), kv, layer, batch, n_head, n_head, width, kv_lora_rank, true, scale, out);
-  if (err == CL_SUCCESS) return;
-  if (err != CL_INVALID_VALUE && err != CL_INVALID_BUFFER_SIZE) impl_->device_failed("mla_attention", err);
-  impl_->cpu->mla_attention(q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out);
+  run_on_device_or_cpu(
+      *impl_, "mla_attention", {}, {},
+      [&] {
+        return Impl::attention_status(kv.shape().k_width != width ? CL_INVALID_VALUE
+                                                                  : impl_->attend(q.data(), kv, layer, batch, n_head, n_head,
+                                                                                  width, kv_lora_rank, true, scale, out));
+      },
+      [&] { impl_->cpu->mla_attention(q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out); });
 }
 
 void OpenClBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {
   if (n <= 0) return;
-  if (const cl_int err = impl_->swiglu(gate, up, n, out); err != CL_SUCCESS) {
-    impl_->device_failed("swiglu", err);
-    impl_->cpu->swiglu(gate, up, n, out);
-  }
+  impl_->run("swiglu", [&] { return impl_->swiglu(gate, up, n, out); }, [&] { impl_->cpu->swiglu(gate, up, n, out); });
 }
 
 void OpenClBackend::add(float* x, const float* y, int64_t n) {
   if (n <= 0) return;
-  if (const cl_int err = impl_->add(x, y, n); err != CL_SUCCESS) {
-    impl_->device_failed("add", err);
-    impl_->cpu->add(x, y, n);
-  }
+  impl_->run("add", [&] { return impl_->add(x, y, n); }, [&] { impl_->cpu->add(x, y, n); });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -93,7 +93,6 @@ class OpenClBackend final : public Backend {
   ~OpenClBackend() override;
 
   const char* name() const override { return "opencl"; }
-  bool supports(Op op, DType weight_type) const override;  // everything the CPU delegate supports
   int n_threads() const override;
 
   // True when (op, weight type) runs in an OpenCL kernel rather than on the CPU delegate (for

@@ -1,8 +1,8 @@
-#include "plan/backend_init.h"
+#include "backend/backend_init.h"
 
 #include <gtest/gtest.h>
 
-namespace fathom::plan {
+namespace fathom {
 namespace {
 
 using std::chrono::milliseconds;
@@ -74,4 +74,4 @@ TEST(BackendInit, AllFailingReportsEveryReason) {
 }
 
 }  // namespace
-}  // namespace fathom::plan
+}  // namespace fathom

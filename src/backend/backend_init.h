@@ -11,7 +11,7 @@
 
 #include "core/status.h"
 
-namespace fathom::plan {
+namespace fathom {
 
 struct RetryHooks {
   std::function<void(std::chrono::milliseconds)> sleep;  // default: std::this_thread::sleep_for
@@ -37,4 +37,4 @@ Expected<size_t> init_with_fallback(const std::vector<BackendCandidate>& candida
                                     std::chrono::milliseconds base_delay = std::chrono::milliseconds(200),
                                     const RetryHooks& hooks = {});
 
-}  // namespace fathom::plan
+}  // namespace fathom

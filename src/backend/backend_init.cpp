@@ -1,9 +1,9 @@
-#include "plan/backend_init.h"
+#include "backend/backend_init.h"
 
 #include <cstdio>
 #include <thread>
 
-namespace fathom::plan {
+namespace fathom {
 
 namespace {
 
@@ -54,4 +54,4 @@ Expected<size_t> init_with_fallback(const std::vector<BackendCandidate>& candida
   return error(ErrorCode::kUnavailable, candidates.empty() ? "no backend candidates" : "no backend started: " + reasons);
 }
 
-}  // namespace fathom::plan
+}  // namespace fathom
