@@ -1,6 +1,9 @@
 // Flash-style CPU attention (every ISA this machine supports, the generic path forced too) vs
 // the naive per-(token, head) reference twin, over a paged cache with interleaved block
 // tables, several sequences per batch and several new tokens per sequence (causal masking).
+// Caches stored as f16, bf16, q8_0 and q4_0 (K and V separately): the fast kernels convert tiles
+// of the stored rows, the reference converts whole rows; both must agree as tightly as on f32,
+// and the reference on a converted cache must stay within each type's bound of f32.
 // The Bench tests time both at a 4096-token context and print the figures.
 #include <gtest/gtest.h>
 
@@ -9,6 +12,8 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/attention.h"
@@ -33,16 +38,21 @@ struct SeqSpec {
   int64_t n_new;  // of those, the last n_new are this batch's tokens
 };
 
-// A cache holding random K/V for every sequence, plus a batch of each sequence's new tokens,
-// interleaved across sequences in batch order.
+const KvCacheTypes kF32Cache{DType::F32, DType::F32};
+
+// A cache holding random K/V (stored in `types`) for every sequence, plus a batch of each
+// sequence's new tokens, interleaved across sequences in batch order. The same seed gives the
+// same values before conversion, whatever the types.
 struct PagedCache {
   KvCache kv;
   std::vector<int32_t> seq_ids;    // [n_tokens]
   std::vector<int32_t> positions;  // [n_tokens]
   AttentionBatch batch() const { return {seq_ids.data(), positions.data(), static_cast<int64_t>(seq_ids.size())}; }
 
-  PagedCache(const std::vector<SeqSpec>& seqs, int64_t k_width, int64_t v_width, int32_t block_size, uint32_t seed)
-      : kv(shape(seqs, k_width, v_width, block_size), n_blocks(seqs, block_size)) {
+  PagedCache(const std::vector<SeqSpec>& seqs, int64_t k_width, int64_t v_width, int32_t block_size, uint32_t seed,
+             const KvCacheTypes& types = kF32Cache)
+      : kv(with_types(shape(seqs, k_width, v_width, block_size), types), n_blocks(seqs, block_size)) {
+    EXPECT_TRUE(check_kv_cache_types(kv.shape()).is_ok());
     std::mt19937 rng(seed);
     // Grow the sequences a block at a time in turn so their block tables interleave.
     bool grew = true;
@@ -54,10 +64,15 @@ struct PagedCache {
         grew = true;
       }
     }
+    std::vector<float> k_row(static_cast<size_t>(k_width)), v_row(static_cast<size_t>(v_width));
     for (size_t s = 0; s < seqs.size(); ++s)
       for (int64_t pos = 0; pos < seqs[s].n_ctx; ++pos) {
-        fill_gaussian(kv.k_at(0, static_cast<int32_t>(s), pos), k_width, rng);
-        if (v_width > 0) fill_gaussian(kv.v_at(0, static_cast<int32_t>(s), pos), v_width, rng);
+        fill_gaussian(k_row.data(), k_width, rng);
+        kv.store_k(0, static_cast<int32_t>(s), pos, k_row.data());
+        if (v_width > 0) {
+          fill_gaussian(v_row.data(), v_width, rng);
+          kv.store_v(0, static_cast<int32_t>(s), pos, v_row.data());
+        }
       }
     int64_t max_new = 0;
     for (const SeqSpec& s : seqs) max_new = std::max(max_new, s.n_new);
@@ -214,6 +229,92 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MlaAttentionVsReference,
                                            MlaCase{8, 64, 16},
                                            MlaCase{4, 40, 8}));   // AVX2 width only
 
+// Squared error of `got` over the squared norm of `want`, all outputs together.
+double nmse(const std::vector<float>& got, const std::vector<float>& want) {
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    err += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+    norm += static_cast<double>(want[i]) * want[i];
+  }
+  return err / norm;
+}
+
+// Stored cache types, each with the bound on the normalized mean squared error of the reference
+// on that cache against the reference on the f32 cache (unit-Gaussian keys and values; about the
+// type's relative rounding error squared; measured: f16 6e-8, bf16 4e-6, q8_0 4e-5, q4_0 1e-2,
+// about a third of each bound).
+struct TypedCase {
+  KvCacheTypes types;
+  double nmse_vs_f32;
+};
+
+const TypedCase kTypedCases[] = {
+    {{DType::F16, DType::F16}, 2e-7},   {{DType::BF16, DType::BF16}, 1.5e-5}, {{DType::Q8_0, DType::Q8_0}, 1.5e-4},
+    {{DType::Q4_0, DType::Q4_0}, 3e-2}, {{DType::F16, DType::Q4_0}, 3e-2},    {{DType::Q8_0, DType::F32}, 5e-5},
+};
+
+std::string types_name(const KvCacheTypes& t) { return std::string("K ") + dtype_name(t.k) + ", V " + dtype_name(t.v); }
+
+TEST(AttentionStoredTypes, FastKernelsMatchReferenceOnEachType) {
+  // GQA 6 at the 1.5B head width; stories260K's 8-wide heads, where one 32-value block spans
+  // four heads; dk != dv.
+  const MhaCase shapes[] = {{12, 2, 128, 128, 16}, {8, 8, 8, 8, 16}, {6, 2, 64, 32, 8}};
+  const std::vector<SeqSpec> seqs = {{300, 5}, {37, 37}, {1, 1}, {129, 1}};
+  ThreadPool pool(2);
+  for (const MhaCase& c : shapes) {
+    PagedCache f32(seqs, c.n_head_kv * c.dk, c.n_head_kv * c.dv, c.block_size, 7);
+    const AttentionBatch batch = f32.batch();
+    std::mt19937 rng(11);
+    std::vector<float> q(static_cast<size_t>(batch.n_tokens * c.n_head * c.dk));
+    fill_gaussian(q.data(), static_cast<int64_t>(q.size()), rng);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.dk));
+    const size_t out_size = static_cast<size_t>(batch.n_tokens * c.n_head * c.dv);
+    std::vector<float> exact(out_size);
+    attention_ref(pool, q.data(), f32.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, exact.data());
+    for (const TypedCase& tc : kTypedCases) {
+      PagedCache typed(seqs, c.n_head_kv * c.dk, c.n_head_kv * c.dv, c.block_size, 7, tc.types);
+      std::vector<float> want(out_size);
+      attention_ref(pool, q.data(), typed.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, want.data());
+      const double vs_f32 = nmse(want, exact);
+      EXPECT_LT(vs_f32, tc.nmse_vs_f32) << types_name(tc.types) << ", head " << c.dk;
+      EXPECT_GT(vs_f32, 0.0) << types_name(tc.types) << ": the cache was not converted";
+      for (Isa isa : available_isas()) {
+        std::vector<float> got(out_size, NAN);
+        attention(pool, isa, q.data(), typed.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, got.data());
+        EXPECT_LT(max_row_error(got, want, c.dv), 1e-5) << isa_name(isa) << ", " << types_name(tc.types) << ", head " << c.dk;
+      }
+    }
+  }
+}
+
+TEST(AttentionStoredTypes, MlaFastKernelsMatchReferenceOnEachType) {
+  const MlaCase c{16, 512, 64};  // DeepSeek-V2-Lite
+  const std::vector<SeqSpec> seqs = {{200, 3}, {45, 45}, {1, 1}};
+  ThreadPool pool(2);
+  PagedCache f32(seqs, c.kv_lora_rank + c.n_rot, 0, 16, 21);
+  const AttentionBatch batch = f32.batch();
+  std::mt19937 rng(4);
+  std::vector<float> q_abs(static_cast<size_t>(batch.n_tokens * c.n_head * c.kv_lora_rank));
+  std::vector<float> q_pe(static_cast<size_t>(batch.n_tokens * c.n_head * c.n_rot));
+  fill_gaussian(q_abs.data(), static_cast<int64_t>(q_abs.size()), rng);
+  fill_gaussian(q_pe.data(), static_cast<int64_t>(q_pe.size()), rng);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.kv_lora_rank + c.n_rot));
+  std::vector<float> exact(q_abs.size());
+  mla_attention_ref(pool, q_abs.data(), q_pe.data(), f32.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot, scale, exact.data());
+  for (const TypedCase& tc : kTypedCases) {
+    if (tc.types.k != tc.types.v) continue;  // the latent cache has no V rows
+    PagedCache typed(seqs, c.kv_lora_rank + c.n_rot, 0, 16, 21, tc.types);
+    std::vector<float> want(q_abs.size());
+    mla_attention_ref(pool, q_abs.data(), q_pe.data(), typed.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot, scale, want.data());
+    EXPECT_LT(nmse(want, exact), tc.nmse_vs_f32) << types_name(tc.types);
+    for (Isa isa : available_isas()) {
+      std::vector<float> got(q_abs.size(), NAN);
+      mla_attention(pool, isa, q_abs.data(), q_pe.data(), typed.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot, scale, got.data());
+      EXPECT_LT(max_row_error(got, want, c.kv_lora_rank), 1e-5) << isa_name(isa) << ", " << types_name(tc.types);
+    }
+  }
+}
+
 // Seconds per call, best of `reps`.
 template <class F>
 double best_seconds(int reps, F&& f) {
@@ -231,18 +332,21 @@ double best_seconds(int reps, F&& f) {
 TEST(AttentionBench, Context4096) {
   ThreadPool pool(2);
   const int64_t n_head = 12, n_head_kv = 2, d = 128;
-  for (int64_t n_new : {1, 64}) {
-    PagedCache setup({{4096, n_new}}, n_head_kv * d, n_head_kv * d, 16, 1);
+  // Decode on each stored type (they cost a conversion per tile), and a prefill chunk on f32.
+  const std::pair<int64_t, KvCacheTypes> runs[] = {
+      {1, kF32Cache}, {1, {DType::F16, DType::F16}}, {1, {DType::Q8_0, DType::Q8_0}}, {1, {DType::Q4_0, DType::Q4_0}}, {64, kF32Cache}};
+  for (const auto& [n_new, types] : runs) {
+    PagedCache setup({{4096, n_new}}, n_head_kv * d, n_head_kv * d, 16, 1, types);
     const AttentionBatch batch = setup.batch();
     std::mt19937 rng(2);
     std::vector<float> q(static_cast<size_t>(batch.n_tokens * n_head * d)), out(q.size());
     fill_gaussian(q.data(), static_cast<int64_t>(q.size()), rng);
-    const int reps = n_new == 1 ? 20 : 3;
+    const int reps = n_new > 1 ? 3 : types.k == DType::F32 ? 20 : 5;
     const double ref = best_seconds(reps, [&] {
       attention_ref(pool, q.data(), setup.kv, 0, batch, n_head, n_head_kv, d, d, 0.088f, out.data());
     });
-    std::printf("[ bench    ] attention ctx 4096, %lld new token(s), 12/2 heads x 128, 2 threads: reference %.3f ms",
-                static_cast<long long>(n_new), ref * 1e3);
+    std::printf("[ bench    ] attention ctx 4096, %lld new token(s), 12/2 heads x 128, %s, 2 threads: reference %.3f ms",
+                static_cast<long long>(n_new), types_name(types).c_str(), ref * 1e3);
     for (Isa isa : available_isas()) {
       const double t = best_seconds(reps, [&] {
         attention(pool, isa, q.data(), setup.kv, 0, batch, n_head, n_head_kv, d, d, 0.088f, out.data());
