@@ -29,8 +29,8 @@ namespace fathom {
 
 struct KvCacheShape {
   int64_t n_layer = 0;      // layers with a cache
-  int64_t k_width = 0;      // floats per token per layer of K (or of the MLA latent)
-  int64_t v_width = 0;      // floats per token per layer of V (0 for the MLA latent layout)
+  int64_t k_width = 0;      // values per token per layer of K (or of the MLA latent)
+  int64_t v_width = 0;      // values per token per layer of V (0 for the MLA latent layout)
   int32_t block_size = 16;  // tokens per block
   int64_t n_ctx_max = 0;    // per-sequence context limit (positions [0, n_ctx_max))
   DType k_type = DType::F32;  // element type of the stored K (or latent) rows

@@ -201,6 +201,20 @@ struct MlaCase {
   int64_t n_head, kv_lora_rank, n_rot;
 };
 
+// Random MLA queries of a batch: q_abs [n_tokens, n_head, kv_lora_rank], q_pe [n_tokens, n_head, n_rot].
+struct MlaQueries {
+  std::vector<float> q_abs, q_pe;
+  float scale;
+  MlaQueries(const AttentionBatch& batch, const MlaCase& c, uint32_t seed)
+      : q_abs(static_cast<size_t>(batch.n_tokens * c.n_head * c.kv_lora_rank)),
+        q_pe(static_cast<size_t>(batch.n_tokens * c.n_head * c.n_rot)),
+        scale(1.0f / std::sqrt(static_cast<float>(c.kv_lora_rank + c.n_rot))) {
+    std::mt19937 rng(seed);
+    fill_gaussian(q_abs.data(), static_cast<int64_t>(q_abs.size()), rng);
+    fill_gaussian(q_pe.data(), static_cast<int64_t>(q_pe.size()), rng);
+  }
+};
+
 class MlaAttentionVsReference : public ::testing::TestWithParam<MlaCase> {};
 
 TEST_P(MlaAttentionVsReference, AllIsasMatchReference) {
@@ -208,12 +222,9 @@ TEST_P(MlaAttentionVsReference, AllIsasMatchReference) {
   const std::vector<SeqSpec> seqs = {{777, 3}, {45, 45}, {1, 1}, {130, 1}};
   PagedCache setup(seqs, c.kv_lora_rank + c.n_rot, 0, 16, 21);
   const AttentionBatch batch = setup.batch();
-  std::mt19937 rng(4);
-  std::vector<float> q_abs(static_cast<size_t>(batch.n_tokens * c.n_head * c.kv_lora_rank));
-  std::vector<float> q_pe(static_cast<size_t>(batch.n_tokens * c.n_head * c.n_rot));
-  fill_gaussian(q_abs.data(), static_cast<int64_t>(q_abs.size()), rng);
-  fill_gaussian(q_pe.data(), static_cast<int64_t>(q_pe.size()), rng);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.kv_lora_rank + c.n_rot));
+  const MlaQueries queries(batch, c, 4);
+  const std::vector<float>&q_abs = queries.q_abs, &q_pe = queries.q_pe;
+  const float scale = queries.scale;
   ThreadPool pool(3);
   std::vector<float> want(q_abs.size());
   mla_attention_ref(pool, q_abs.data(), q_pe.data(), setup.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot, scale, want.data());
@@ -293,12 +304,9 @@ TEST(AttentionStoredTypes, MlaFastKernelsMatchReferenceOnEachType) {
   ThreadPool pool(2);
   PagedCache f32(seqs, c.kv_lora_rank + c.n_rot, 0, 16, 21);
   const AttentionBatch batch = f32.batch();
-  std::mt19937 rng(4);
-  std::vector<float> q_abs(static_cast<size_t>(batch.n_tokens * c.n_head * c.kv_lora_rank));
-  std::vector<float> q_pe(static_cast<size_t>(batch.n_tokens * c.n_head * c.n_rot));
-  fill_gaussian(q_abs.data(), static_cast<int64_t>(q_abs.size()), rng);
-  fill_gaussian(q_pe.data(), static_cast<int64_t>(q_pe.size()), rng);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.kv_lora_rank + c.n_rot));
+  const MlaQueries queries(batch, c, 4);
+  const std::vector<float>&q_abs = queries.q_abs, &q_pe = queries.q_pe;
+  const float scale = queries.scale;
   std::vector<float> exact(q_abs.size());
   mla_attention_ref(pool, q_abs.data(), q_pe.data(), f32.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot, scale, exact.data());
   for (const TypedCase& tc : kTypedCases) {
