@@ -47,8 +47,9 @@ Status run_chunk(Model& model, const ChunkedText& chunks, int64_t c, KvCache& kv
   return model.forward(chunks.batch(c), kv, logits);
 }
 
-Expected<KvCache> make_cache(const Model& model, int64_t n_ctx) {
-  const KvCacheShape shape = model.kv_shape(n_ctx);
+Expected<KvCache> make_cache(const Model& model, int64_t n_ctx, const KvCacheTypes& types) {
+  const KvCacheShape shape = with_types(model.kv_shape(n_ctx), types);
+  FATHOM_RETURN_IF_ERROR(check_kv_cache_types(shape));
   FATHOM_ASSIGN_OR_RETURN(const int64_t n_blocks, kv_pool_blocks(n_ctx, shape.block_size, 1));
   FATHOM_RETURN_IF_ERROR(check_pool_addressable(n_blocks, shape.block_size));
   return KvCache(shape, static_cast<int32_t>(n_blocks));
@@ -98,7 +99,7 @@ Expected<ChunkedText> chunk_text(const Tokenizer& tokenizer, const std::string& 
 Expected<PerplexityResult> perplexity(Model& model, const Tokenizer& tokenizer, const std::string& text, const EvalOptions& options) {
   const int64_t n_vocab = model.config().n_vocab;
   FATHOM_ASSIGN_OR_RETURN(ChunkedText chunks, chunk_text(tokenizer, text, options.n_ctx, options.n_chunks, n_vocab));
-  FATHOM_ASSIGN_OR_RETURN(KvCache kv, make_cache(model, options.n_ctx));
+  FATHOM_ASSIGN_OR_RETURN(KvCache kv, make_cache(model, options.n_ctx, options.kv_types));
   std::vector<float> logits;
   NllStats nll;
   for (int64_t c = 0; c < chunks.n_chunks; ++c) {
@@ -158,10 +159,10 @@ Expected<std::vector<KlResult>> kl_divergence(Model& base, const std::vector<Mod
                                                           static_cast<long long>(n_vocab),
                                                           static_cast<long long>(m->config().n_vocab)));
   FATHOM_ASSIGN_OR_RETURN(ChunkedText chunks, chunk_text(tokenizer, text, options.n_ctx, options.n_chunks, n_vocab));
-  FATHOM_ASSIGN_OR_RETURN(KvCache kv_base, make_cache(base, options.n_ctx));
+  FATHOM_ASSIGN_OR_RETURN(KvCache kv_base, make_cache(base, options.n_ctx, options.base_kv_types));
   std::vector<KvCache> kvs;
   for (Model* m : models) {
-    FATHOM_ASSIGN_OR_RETURN(KvCache kv, make_cache(*m, options.n_ctx));
+    FATHOM_ASSIGN_OR_RETURN(KvCache kv, make_cache(*m, options.n_ctx, options.kv_types));
     kvs.push_back(std::move(kv));
   }
   std::vector<float> lb, lq;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "kv/kv_cache.h"
 #include "model/batch.h"
 
 namespace fathom {
@@ -64,6 +65,8 @@ Expected<ChunkedText> chunk_text(const Tokenizer& tokenizer, const std::string& 
 struct EvalOptions {
   int64_t n_ctx = 512;    // tokens per chunk
   int64_t n_chunks = -1;  // -1: every whole chunk in the text
+  KvCacheTypes kv_types{};       // KV cache of the evaluated model (kl_divergence: the compared ones)
+  KvCacheTypes base_kv_types{};  // KV cache of kl_divergence's base model
   // After each chunk: (chunk from 1, chunk count, running perplexity or, for KL, mean KL).
   std::function<void(int64_t, int64_t, double)> on_chunk;
 };

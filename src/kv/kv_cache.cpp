@@ -1,9 +1,47 @@
 #include "kv/kv_cache.h"
 
 #include <algorithm>
+#include <cctype>
 #include <limits>
 
+#include "quant/quant.h"
+
 namespace fathom {
+
+bool is_kv_cache_type(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0;
+}
+
+std::optional<DType> parse_kv_cache_type(const std::string& name) {
+  const std::optional<DType> t = parse_dtype(name);
+  if (!t || !is_kv_cache_type(*t)) return std::nullopt;
+  return t;
+}
+
+namespace {
+
+Status check_cache_type(const char* what, DType t, int64_t width) {
+  if (!is_kv_cache_type(t))
+    return error(ErrorCode::kInvalidArgument, strprintf("%s cache type %s is not one of f32, f16, bf16, q8_0, q4_0", what, dtype_name(t)));
+  const int64_t block = traits(t).block_size;
+  if (width % block != 0)
+    return error(ErrorCode::kInvalidArgument, strprintf("a %s %s cache stores rows of whole %lld-value blocks; this model's %s rows "
+                                                        "have %lld values (use f16 or bf16)",
+                                                        dtype_name(t), what, static_cast<long long>(block), what,
+                                                        static_cast<long long>(width)));
+  return Status::ok();
+}
+
+}  // namespace
+
+Status check_kv_cache_types(const KvCacheShape& shape) {
+  FATHOM_RETURN_IF_ERROR(check_cache_type("K", shape.k_type, shape.k_width));
+  return check_cache_type("V", shape.v_type, shape.v_width);
+}
+
+int64_t kv_bytes_per_token(const KvCacheShape& shape) {
+  return shape.n_layer * static_cast<int64_t>(row_size(shape.k_type, shape.k_width) + row_size(shape.v_type, shape.v_width));
+}
 
 Expected<int64_t> kv_pool_blocks(int64_t n_ctx, int32_t block_size, int64_t n_seq) {
   if (n_ctx <= 0 || block_size <= 0 || n_seq <= 0)
@@ -28,12 +66,15 @@ Status check_pool_addressable(int64_t n_blocks, int32_t block_size) {
 Expected<int64_t> kv_pool_bytes(const KvCacheShape& shape, int64_t n_blocks) {
   // Each product in the order the constructor forms its buffer sizes, each checked: a context
   // from the command line times the layer widths must not wrap.
-  int64_t slots = 0, widths = 0, values = 0, per_layer = 0, bytes = 0;
-  const bool overflow = __builtin_mul_overflow(n_blocks, static_cast<int64_t>(shape.block_size), &slots) ||
-                        __builtin_add_overflow(shape.k_width, shape.v_width, &widths) ||
-                        __builtin_mul_overflow(slots, widths, &per_layer) ||
-                        __builtin_mul_overflow(per_layer, shape.n_layer, &values) ||
-                        __builtin_mul_overflow(values, static_cast<int64_t>(sizeof(float)), &bytes);
+  // The widths come from a model file: the row bytes are formed after a bound on them.
+  int64_t slots = 0, per_layer = 0, bytes = 0;
+  const bool overflow = shape.k_width < 0 || shape.v_width < 0 || shape.k_width > (int64_t{1} << 40) ||
+                        shape.v_width > (int64_t{1} << 40) ||
+                        __builtin_mul_overflow(n_blocks, static_cast<int64_t>(shape.block_size), &slots) ||
+                        __builtin_mul_overflow(slots, static_cast<int64_t>(row_size(shape.k_type, shape.k_width) +
+                                                                           row_size(shape.v_type, shape.v_width)),
+                                               &per_layer) ||
+                        __builtin_mul_overflow(per_layer, shape.n_layer, &bytes);
   if (overflow)
     return error(ErrorCode::kOutOfRange, strprintf("a KV cache of %lld blocks of %d tokens over %lld layers needs more than "
                                                    "2^63 bytes; use a shorter context or fewer sequences",
@@ -46,16 +87,16 @@ KvCache::KvCache(const KvCacheShape& shape, int32_t n_blocks) : shape_(shape), p
   k_.resize(static_cast<size_t>(shape.n_layer));
   v_.resize(static_cast<size_t>(shape.n_layer));
   for (int64_t l = 0; l < shape.n_layer; ++l) {
-    k_[static_cast<size_t>(l)].assign(slots * static_cast<size_t>(shape.k_width), 0.0f);
-    v_[static_cast<size_t>(l)].assign(slots * static_cast<size_t>(shape.v_width), 0.0f);
+    k_[static_cast<size_t>(l)].assign(slots * k_row_bytes(), 0);
+    v_[static_cast<size_t>(l)].assign(slots * v_row_bytes(), 0);
   }
 }
 
 size_t KvCache::allocated_bytes() const {
-  size_t floats = 0;
-  for (const std::vector<float>& k : k_) floats += k.capacity();
-  for (const std::vector<float>& v : v_) floats += v.capacity();
-  return floats * sizeof(float);
+  size_t bytes = 0;
+  for (const std::vector<uint8_t>& k : k_) bytes += k.capacity();
+  for (const std::vector<uint8_t>& v : v_) bytes += v.capacity();
+  return bytes;
 }
 
 int32_t KvCache::blocks_needed(int32_t seq_id, int64_t n_tokens) const {
@@ -108,16 +149,38 @@ void KvCache::share_prefix(int32_t from, int32_t to, int32_t n_blocks) {
   }
 }
 
-float* KvCache::k_at(int64_t layer, int32_t seq_id, int64_t pos) {
+std::pair<int32_t, int32_t> KvCache::locate(int32_t seq_id, int64_t pos) const {
   const std::vector<int32_t>& table = tables_.at(seq_id).blocks;
   FATHOM_CHECK(pos >= 0 && pos / shape_.block_size < static_cast<int64_t>(table.size()));
-  return k_row(layer, table[static_cast<size_t>(pos / shape_.block_size)], static_cast<int32_t>(pos % shape_.block_size));
+  return {table[static_cast<size_t>(pos / shape_.block_size)], static_cast<int32_t>(pos % shape_.block_size)};
+}
+
+float* KvCache::k_at(int64_t layer, int32_t seq_id, int64_t pos) {
+  const auto [block, slot] = locate(seq_id, pos);
+  return k_row(layer, block, slot);
 }
 
 float* KvCache::v_at(int64_t layer, int32_t seq_id, int64_t pos) {
-  const std::vector<int32_t>& table = tables_.at(seq_id).blocks;
-  FATHOM_CHECK(pos >= 0 && pos / shape_.block_size < static_cast<int64_t>(table.size()));
-  return v_row(layer, table[static_cast<size_t>(pos / shape_.block_size)], static_cast<int32_t>(pos % shape_.block_size));
+  const auto [block, slot] = locate(seq_id, pos);
+  return v_row(layer, block, slot);
+}
+
+void KvCache::store_k(int64_t layer, int32_t seq_id, int64_t pos, const float* values) {
+  const auto [block, slot] = locate(seq_id, pos);
+  quant::quantize_row_ref(shape_.k_type, values, k_data(layer, block, slot), shape_.k_width);
+}
+
+void KvCache::store_v(int64_t layer, int32_t seq_id, int64_t pos, const float* values) {
+  const auto [block, slot] = locate(seq_id, pos);
+  quant::quantize_row_ref(shape_.v_type, values, v_data(layer, block, slot), shape_.v_width);
+}
+
+void KvCache::load_k(int64_t layer, int32_t block, int32_t slot, float* values) const {
+  quant::dequantize_row(shape_.k_type, k_data(layer, block, slot), values, shape_.k_width);
+}
+
+void KvCache::load_v(int64_t layer, int32_t block, int32_t slot, float* values) const {
+  quant::dequantize_row(shape_.v_type, v_data(layer, block, slot), values, shape_.v_width);
 }
 
 void KvCache::enable_prefix_cache() {

@@ -4,16 +4,23 @@
 //                                 V = [n_head_kv * head_dim_v];
 //   MLA latent (deepseek2):       per token per layer one row of [kv_lora_rank + n_rot] values
 //                                 shared by all heads (k_width), v_width = 0.
-// Storage per layer is [n_blocks][block_size][width] floats, so a block's rows are contiguous.
+// Storage per layer is [n_blocks][block_size][row bytes], so a block's rows are contiguous. A row
+// is stored in the cache's element type for K and for V (f32, f16, bf16, or the GGUF block
+// formats q8_0/q4_0: 32-value blocks running over the whole row, so with heads narrower than a
+// block one block spans several heads); writers hand f32 rows to store_k/store_v, readers
+// convert the span they need.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/status.h"
 #include <memory>
+#include <string>
 
 #include "kv/block_pool.h"
 #include "kv/prefix_cache.h"
@@ -22,11 +29,38 @@ namespace fathom {
 
 struct KvCacheShape {
   int64_t n_layer = 0;      // layers with a cache
-  int64_t k_width = 0;      // floats per token per layer of K (or of the MLA latent)
-  int64_t v_width = 0;      // floats per token per layer of V (0 for the MLA latent layout)
+  int64_t k_width = 0;      // values per token per layer of K (or of the MLA latent)
+  int64_t v_width = 0;      // values per token per layer of V (0 for the MLA latent layout)
   int32_t block_size = 16;  // tokens per block
   int64_t n_ctx_max = 0;    // per-sequence context limit (positions [0, n_ctx_max))
+  DType k_type = DType::F32;  // element type of the stored K (or latent) rows
+  DType v_type = DType::F32;  // element type of the stored V rows
 };
+
+// The element types of a cache's K and V rows as a user picks them (-ctk/-ctv); f16 unless asked.
+struct KvCacheTypes {
+  DType k = DType::F16;
+  DType v = DType::F16;
+};
+// The shape with its rows stored in `types`.
+inline KvCacheShape with_types(KvCacheShape shape, const KvCacheTypes& types) {
+  shape.k_type = types.k;
+  shape.v_type = types.v;
+  return shape;
+}
+
+// The element types a cache can store: f32, f16, bf16, q8_0 and q4_0.
+bool is_kv_cache_type(DType t);
+// Parses a --cache-type-k/-v value ("f16", "q8_0", ...); nullopt for anything else.
+std::optional<DType> parse_kv_cache_type(const std::string& name);
+// kInvalidArgument when a type is not a cache type or a row width is not a multiple of its
+// block (q8_0/q4_0 need rows of whole 32-value blocks), naming the type and the width.
+Status check_kv_cache_types(const KvCacheShape& shape);
+// The accelerator backends' attention kernels read f32 caches only; other types run on the CPU.
+inline bool kv_cache_is_f32(const KvCacheShape& shape) { return shape.k_type == DType::F32 && shape.v_type == DType::F32; }
+// Bytes of one token's K and V rows over all layers in the shape's types: what the pool holds
+// per cached position, and the one figure `fathom plan` and the engine share.
+int64_t kv_bytes_per_token(const KvCacheShape& shape);
 
 // Block ids are int32 (BlockPool): the most blocks one pool can hold.
 inline constexpr int64_t kMaxKvBlocks = INT32_MAX;
@@ -84,20 +118,41 @@ class KvCache {
   void index_restored_block(const std::vector<int32_t>& prefix_tokens, int32_t block);
   void return_block(int32_t block) { pool_.release(block); }
 
+  // Stored rows in the cache's types: k_row_bytes() / v_row_bytes() bytes each.
+  size_t k_row_bytes() const { return row_size(shape_.k_type, shape_.k_width); }
+  size_t v_row_bytes() const { return row_size(shape_.v_type, shape_.v_width); }
+  uint8_t* k_data(int64_t layer, int32_t block, int32_t slot) {
+    return k_[static_cast<size_t>(layer)].data() + (static_cast<size_t>(block) * static_cast<size_t>(shape_.block_size) + static_cast<size_t>(slot)) * k_row_bytes();
+  }
+  uint8_t* v_data(int64_t layer, int32_t block, int32_t slot) {
+    return v_[static_cast<size_t>(layer)].data() + (static_cast<size_t>(block) * static_cast<size_t>(shape_.block_size) + static_cast<size_t>(slot)) * v_row_bytes();
+  }
+  const uint8_t* k_data(int64_t layer, int32_t block, int32_t slot) const { return const_cast<KvCache*>(this)->k_data(layer, block, slot); }
+  const uint8_t* v_data(int64_t layer, int32_t block, int32_t slot) const { return const_cast<KvCache*>(this)->v_data(layer, block, slot); }
+  // f32 views of the rows, for an f32 cache only (the accelerator backends mirror f32 caches).
   float* k_row(int64_t layer, int32_t block, int32_t slot) {
-    return k_[static_cast<size_t>(layer)].data() + (static_cast<size_t>(block) * static_cast<size_t>(shape_.block_size) + static_cast<size_t>(slot)) * static_cast<size_t>(shape_.k_width);
+    FATHOM_CHECK(shape_.k_type == DType::F32);
+    return reinterpret_cast<float*>(k_data(layer, block, slot));
   }
   float* v_row(int64_t layer, int32_t block, int32_t slot) {
-    return v_[static_cast<size_t>(layer)].data() + (static_cast<size_t>(block) * static_cast<size_t>(shape_.block_size) + static_cast<size_t>(slot)) * static_cast<size_t>(shape_.v_width);
+    FATHOM_CHECK(shape_.v_type == DType::F32);
+    return reinterpret_cast<float*>(v_data(layer, block, slot));
   }
   const float* k_row(int64_t layer, int32_t block, int32_t slot) const { return const_cast<KvCache*>(this)->k_row(layer, block, slot); }
   const float* v_row(int64_t layer, int32_t block, int32_t slot) const { return const_cast<KvCache*>(this)->v_row(layer, block, slot); }
-  // Row of position `pos` of a sequence (must be reserved).
+  // f32 row of position `pos` of a sequence (must be reserved), for an f32 cache only.
   float* k_at(int64_t layer, int32_t seq_id, int64_t pos);
   float* v_at(int64_t layer, int32_t seq_id, int64_t pos);
+  // Converts an f32 row ([k_width] / [v_width]) to the cache's type into position `pos` of a
+  // sequence (must be reserved).
+  void store_k(int64_t layer, int32_t seq_id, int64_t pos, const float* values);
+  void store_v(int64_t layer, int32_t seq_id, int64_t pos, const float* values);
+  // The f32 values of a stored row (the reference path: a whole row at a time).
+  void load_k(int64_t layer, int32_t block, int32_t slot, float* values) const;
+  void load_v(int64_t layer, int32_t block, int32_t slot, float* values) const;
 
   const BlockPool& pool() const { return pool_; }
-  size_t bytes_per_token() const { return static_cast<size_t>(shape_.n_layer * (shape_.k_width + shape_.v_width)) * sizeof(float); }
+  size_t bytes_per_token() const { return static_cast<size_t>(kv_bytes_per_token(shape_)); }
   size_t total_bytes() const { return bytes_per_token() * static_cast<size_t>(pool_.n_total()) * static_cast<size_t>(shape_.block_size); }
   // Bytes the K and V buffers hold (their capacity): what the pool took from the allocator.
   size_t allocated_bytes() const;
@@ -105,8 +160,11 @@ class KvCache {
  private:
   KvCacheShape shape_;
   BlockPool pool_;
-  std::vector<std::vector<float>> k_;  // [n_layer] of [n_blocks, block_size, k_width]
-  std::vector<std::vector<float>> v_;  // [n_layer] of [n_blocks, block_size, v_width]
+  // Position of `pos` of a sequence in the pool: (block, slot).
+  std::pair<int32_t, int32_t> locate(int32_t seq_id, int64_t pos) const;
+
+  std::vector<std::vector<uint8_t>> k_;  // [n_layer] of [n_blocks, block_size, k_row_bytes()]
+  std::vector<std::vector<uint8_t>> v_;  // [n_layer] of [n_blocks, block_size, v_row_bytes()]
   struct SeqTable {
     std::vector<int32_t> blocks;  // block ids in position order
     int64_t n_indexed = 0;        // leading blocks already offered to the prefix cache

@@ -17,7 +17,6 @@ namespace {
 
 constexpr char kMagic[8] = {'F', 'A', 'T', 'H', 'O', 'M', 'K', 'V'};
 constexpr char kTrailerMagic[8] = {'F', 'K', 'V', 'E', 'N', 'D', '\0', '\0'};
-constexpr uint32_t kDtypeF32 = 0;               // the only KV storage type so far
 constexpr uint32_t kMaxArchitectureBytes = 256;  // longer is a corrupt header
 constexpr size_t kIoBufferBytes = size_t{1} << 20;
 
@@ -53,8 +52,8 @@ struct FileCloser {
 };
 using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
-size_t block_data_floats(const KvCacheShape& s) {
-  return static_cast<size_t>(s.n_layer) * static_cast<size_t>(s.block_size) * static_cast<size_t>(s.k_width + s.v_width);
+size_t block_data_bytes(const KvCacheShape& s) {
+  return static_cast<size_t>(s.block_size) * static_cast<size_t>(kv_bytes_per_token(s));
 }
 
 // Sequential writer that checksums what it writes; the first failure sticks.
@@ -125,6 +124,12 @@ struct StagedBlock {
   uint64_t parent_key = 0;             // chain key without the last block (0 for the first)
 };
 
+// A type id from the file, by name when this build knows it.
+std::string type_name(uint32_t id) {
+  const std::optional<DTypeTraits> t = dtype_traits(id);
+  return t ? std::string(t->name) : strprintf("type id %u", id);
+}
+
 }  // namespace
 
 uint64_t fingerprint_model_file(const uint8_t* data, size_t size, size_t data_offset) {
@@ -159,7 +164,8 @@ Expected<KvPersistSaveStats> save_prefix_cache(const KvCache& kv, const KvPersis
   w.bytes(kMagic, sizeof kMagic);
   w.value(kKvPersistVersion);
   w.value(key.fingerprint);
-  w.value(kDtypeF32);
+  w.value(static_cast<uint32_t>(shape.k_type));
+  w.value(static_cast<uint32_t>(shape.v_type));
   w.value(static_cast<uint32_t>(shape.block_size));
   w.value(static_cast<int64_t>(shape.n_layer));
   w.value(static_cast<int64_t>(shape.k_width));
@@ -168,14 +174,14 @@ Expected<KvPersistSaveStats> save_prefix_cache(const KvCache& kv, const KvPersis
   w.bytes(key.architecture.data(), key.architecture.size());
   w.value(static_cast<uint64_t>(entries.size()));
   w.checksum();
-  const size_t k_floats = static_cast<size_t>(shape.block_size) * static_cast<size_t>(shape.k_width);
-  const size_t v_floats = static_cast<size_t>(shape.block_size) * static_cast<size_t>(shape.v_width);
+  const size_t k_bytes = static_cast<size_t>(shape.block_size) * kv.k_row_bytes();
+  const size_t v_bytes = static_cast<size_t>(shape.block_size) * kv.v_row_bytes();
   for (const PrefixCache::EntryView& e : entries) {
     w.value(static_cast<uint32_t>(e.prefix_tokens->size()));
     w.bytes(e.prefix_tokens->data(), e.prefix_tokens->size() * sizeof(int32_t));
     for (int64_t l = 0; l < shape.n_layer; ++l) {
-      w.bytes(kv.k_row(l, e.block, 0), k_floats * sizeof(float));
-      if (v_floats > 0) w.bytes(kv.v_row(l, e.block, 0), v_floats * sizeof(float));
+      w.bytes(kv.k_data(l, e.block, 0), k_bytes);
+      w.bytes(kv.v_data(l, e.block, 0), v_bytes);
     }
     w.checksum();
   }
@@ -223,7 +229,7 @@ Expected<KvPersistRestoreStats> restore_prefix_cache(KvCache& kv, const KvPersis
 
   // Header.
   char magic[8];
-  uint32_t version = 0, dtype = 0, block_size = 0, arch_len = 0;
+  uint32_t version = 0, k_type = 0, v_type = 0, block_size = 0, arch_len = 0;
   uint64_t fingerprint = 0, n_entries = 0;
   int64_t n_layer = 0, k_width = 0, v_width = 0;
   if (!r.bytes(magic, sizeof magic) || std::memcmp(magic, kMagic, sizeof magic) != 0)
@@ -232,7 +238,7 @@ Expected<KvPersistRestoreStats> restore_prefix_cache(KvCache& kv, const KvPersis
   if (version != kKvPersistVersion)
     return error(ErrorCode::kInvalidFile, strprintf("%s: format version %u, this build reads version %u", path.c_str(),
                                                     version, kKvPersistVersion));
-  if (!r.value(fingerprint) || !r.value(dtype) || !r.value(block_size) || !r.value(n_layer) || !r.value(k_width) ||
+  if (!r.value(fingerprint) || !r.value(k_type) || !r.value(v_type) || !r.value(block_size) || !r.value(n_layer) || !r.value(k_width) ||
       !r.value(v_width) || !r.value(arch_len))
     return corrupt("truncated header");
   if (arch_len > kMaxArchitectureBytes) return corrupt(strprintf("architecture name of %u bytes", arch_len));
@@ -248,7 +254,11 @@ Expected<KvPersistRestoreStats> restore_prefix_cache(KvCache& kv, const KvPersis
   if (fingerprint != key.fingerprint)
     return mismatch(strprintf("model fingerprint %016llx, this model's is %016llx", static_cast<unsigned long long>(fingerprint),
                               static_cast<unsigned long long>(key.fingerprint)));
-  if (dtype != kDtypeF32) return mismatch(strprintf("KV dtype %u, this cache stores f32", dtype));
+  if (k_type != static_cast<uint32_t>(shape.k_type) || v_type != static_cast<uint32_t>(shape.v_type))
+    return mismatch(strprintf("KV cache types K %s, V %s, this cache stores K %s, V %s (start with -ctk %s -ctv %s to use the "
+                              "file)",
+                              type_name(k_type).c_str(), type_name(v_type).c_str(), dtype_name(shape.k_type),
+                              dtype_name(shape.v_type), type_name(k_type).c_str(), type_name(v_type).c_str()));
   if (static_cast<int32_t>(block_size) != shape.block_size)
     return mismatch(strprintf("block size %u, this cache uses %d", block_size, shape.block_size));
   if (n_layer != shape.n_layer || k_width != shape.k_width || v_width != shape.v_width)
@@ -258,7 +268,7 @@ Expected<KvPersistRestoreStats> restore_prefix_cache(KvCache& kv, const KvPersis
                               static_cast<long long>(shape.v_width)));
   // Every entry holds at least one block of tokens and data plus its length and checksum; a count
   // the file cannot hold is damage, caught before anything is allocated for it.
-  const uint64_t min_entry_bytes = 4 + static_cast<uint64_t>(shape.block_size) * 4 + block_data_floats(shape) * 4 + 8;
+  const uint64_t min_entry_bytes = 4 + static_cast<uint64_t>(shape.block_size) * 4 + block_data_bytes(shape) + 8;
   const uint64_t trailer_bytes = sizeof kTrailerMagic + 8;
   if (r.left() < trailer_bytes || n_entries > (r.left() - trailer_bytes) / min_entry_bytes)
     return corrupt(strprintf("%llu blocks do not fit in its %llu bytes (truncated?)", static_cast<unsigned long long>(n_entries),
@@ -274,9 +284,9 @@ Expected<KvPersistRestoreStats> restore_prefix_cache(KvCache& kv, const KvPersis
     for (const StagedBlock& s : staged) kv.return_block(s.block);
     staged.clear();
   };
-  const size_t k_floats = static_cast<size_t>(shape.block_size) * static_cast<size_t>(shape.k_width);
-  const size_t v_floats = static_cast<size_t>(shape.block_size) * static_cast<size_t>(shape.v_width);
-  std::vector<float> scratch;  // data of blocks that are read but not restored
+  const size_t k_bytes = static_cast<size_t>(shape.block_size) * kv.k_row_bytes();
+  const size_t v_bytes = static_cast<size_t>(shape.block_size) * kv.v_row_bytes();
+  std::vector<uint8_t> scratch;  // data of blocks that are read but not restored
   for (uint64_t i = 0; i < n_entries; ++i) {
     const std::string where = strprintf("block %llu of %llu", static_cast<unsigned long long>(i + 1),
                                         static_cast<unsigned long long>(n_entries));
@@ -294,15 +304,14 @@ Expected<KvPersistRestoreStats> restore_prefix_cache(KvCache& kv, const KvPersis
       FATHOM_CHECK(block.has_value());  // at most n_free blocks are kept
       s.block = *block;
     } else {
-      scratch.resize(std::max(k_floats, v_floats));
+      scratch.resize(std::max(k_bytes, v_bytes));
       if (i >= first_kept) ++stats.n_skipped_context;
       else ++stats.n_skipped_capacity;
     }
     bool read_ok = true;
     for (int64_t l = 0; l < shape.n_layer && read_ok; ++l) {
-      float* k = keep ? kv.k_row(l, s.block, 0) : scratch.data();
-      read_ok = r.bytes(k, k_floats * sizeof(float));
-      if (read_ok && v_floats > 0) read_ok = r.bytes(keep ? kv.v_row(l, s.block, 0) : scratch.data(), v_floats * sizeof(float));
+      read_ok = r.bytes(keep ? kv.k_data(l, s.block, 0) : scratch.data(), k_bytes) &&
+                r.bytes(keep ? kv.v_data(l, s.block, 0) : scratch.data(), v_bytes);
     }
     if (keep) staged.push_back(std::move(s));  // owned from here on, so discard() returns it
     if (!read_ok) return discard(), corrupt(where + ": truncated");

@@ -2,15 +2,17 @@
 // --kv-persist`), so a restarted server gets prefix hits on prompts it saw before.
 //
 // File layout (little-endian; format version kKvPersistVersion):
-//   header   magic "FATHOMKV", u32 version, u64 model fingerprint, u32 kv dtype (0 = f32),
+//   header   magic "FATHOMKV", u32 version, u64 model fingerprint, u32 K and u32 V element types
+//            (GGUF type ids: 0 = f32, 1 = f16, 30 = bf16, 8 = q8_0, 2 = q4_0),
 //            u32 block_size, i64 n_layer, k_width, v_width, u32 len + architecture bytes,
 //            u64 n_entries, u64 checksum of the header bytes before it
 //   entries  n_entries times, least recently used first:
 //            u32 n_prefix_tokens (a multiple of block_size), i32 tokens[n_prefix_tokens],
-//            per layer: K rows [block_size, k_width] f32, then V rows [block_size, v_width] f32,
+//            per layer: K rows [block_size, k_width], then V rows [block_size, v_width], each in
+//            its element type exactly as the cache stores it,
 //            u64 checksum of the entry's bytes before it
 //   trailer  magic "FKVEND\0\0", u64 n_entries; then end of file
-// A file that does not match the cache (model, shape, dtype, block size, version), is truncated,
+// A file that does not match the cache (model, shape, element types, block size, version), is truncated,
 // has trailing bytes or a bad checksum is rejected as a whole: restore() then leaves the cache
 // exactly as it was and returns an error that says why.
 #pragma once
@@ -24,7 +26,7 @@
 
 namespace fathom {
 
-inline constexpr uint32_t kKvPersistVersion = 1;
+inline constexpr uint32_t kKvPersistVersion = 2;  // 2: K and V element types
 
 // What ties a saved cache to the model that computed it. The KV shape and block size come from
 // the cache itself; these are what the cache cannot know.

@@ -53,8 +53,9 @@ Expected<MemoryNeed> memory_need(const gguf::GgufFile& file, const ModelConfig& 
   const int64_t n_ctx = effective_context(config, demand.n_ctx);
   MemoryNeed need;
   FATHOM_ASSIGN_OR_RETURN(need.kv_blocks, kv_pool_blocks(n_ctx, demand.block_size, demand.n_seq));
-  KvCacheShape shape = kv_cache_shape(config, n_ctx);
+  KvCacheShape shape = with_types(kv_cache_shape(config, n_ctx), demand.kv_types);
   shape.block_size = demand.block_size;
+  FATHOM_RETURN_IF_ERROR(check_kv_cache_types(shape));
   FATHOM_ASSIGN_OR_RETURN(need.kv_bytes, kv_pool_bytes(shape, need.kv_blocks));
   const int64_t floats_per_token = scratch_floats_per_token(config);
   int64_t activations = 0, logits = 0;

@@ -13,6 +13,7 @@
 
 #include "core/status.h"
 #include "gguf/gguf.h"
+#include "kv/kv_cache.h"
 #include "model/config.h"
 #include "model/placement.h"
 
@@ -27,6 +28,7 @@ struct MemoryDemand {
   int64_t n_ctx = 0;          // per-sequence context as asked for; 0: the default (effective_context)
   int64_t n_seq = 1;          // sequences whose full context the KV pool holds
   int32_t block_size = 16;    // tokens per KV block
+  KvCacheTypes kv_types{};    // element types of the KV rows
   int64_t step_tokens = 512;  // tokens of the largest forward pass
   int64_t logit_rows = 1;     // logits rows kept for that pass, over all logits buffers
   std::string device = "cpu"; // LoadOptions::device: repacked weight copies are made on the CPU only

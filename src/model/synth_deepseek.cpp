@@ -70,6 +70,10 @@ constexpr Deepseek2Shape kDeepseek2Shapes[] = {
      {1, 128, 8, 2, 1, 32, 0, 0, 1, false, 1.0f}, {0.0f, 0, 0.0f}},
     {"tiny-v3", "", 512, 512, 64, 3, 4, 48, 32, 32, 16, 32,
      {1, 128, 8, 2, 1, 32, 4, 2, 2, true, 2.5f}, {4.0f, 128, 0.1f}},
+    // tiny with a 64-value latent row (kv_lora_rank 48 + 16 rope dims): whole 32-value blocks, so
+    // the q8_0/q4_0 KV caches take it (tiny's 48-value row is refused).
+    {"tiny-l64", "", 512, 512, 64, 3, 4, 0, 48, 32, 16, 32,
+     {1, 128, 8, 2, 1, 32, 0, 0, 1, false, 1.0f}, {0.0f, 0, 0.0f}},
     {"v2-lite", "DeepSeek-V2-Lite", 102400, 163840, 2048, 27, 16, 0, 512, 128, 64, 128,
      {1, 10944, 64, 6, 2, 1408, 0, 0, 1, false, 1.0f}, {40.0f, 4096, 0.0707f}},
     {"v3", "DeepSeek-V3", 129280, 163840, 7168, 61, 128, 1536, 512, 128, 64, 128,

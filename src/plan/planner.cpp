@@ -109,12 +109,31 @@ DType tensor_dtype(QuantScheme q, const TensorShape& t, const ModelShape& shape)
   return k_quant_fallback(chosen, t.ne[0]);
 }
 
-uint64_t kv_bytes_per_token(const ModelShape& s, DType kv_type) {
-  const int64_t per_layer = s.is_mla() ? s.kv_lora_rank + s.rope_dim : 2 * s.n_head_kv * s.head_dim;
-  const DTypeTraits& tr = traits(kv_type);
-  return static_cast<uint64_t>(s.n_layer) * static_cast<uint64_t>(per_layer) * tr.type_size /
-         static_cast<uint64_t>(tr.block_size);
+KvCacheShape plan_kv_shape(const ModelShape& s, const KvCacheTypes& types) {
+  KvCacheShape kv;
+  kv.n_layer = s.n_layer;
+  kv.k_width = s.is_mla() ? s.kv_lora_rank + s.rope_dim : s.n_head_kv * s.head_dim;
+  kv.v_width = s.is_mla() ? 0 : s.n_head_kv * s.head_dim;
+  return with_types(kv, types);
 }
+
+uint64_t kv_bytes_per_token(const ModelShape& s, const KvCacheTypes& types) {
+  return static_cast<uint64_t>(kv_bytes_per_token(plan_kv_shape(s, types)));
+}
+
+namespace {
+
+// The pool the engine allocates for n_seq sequences of ctx tokens (KvCache::allocated_bytes());
+// 0 for a non-positive request, the largest figure for one that overflows (it fits nowhere).
+uint64_t kv_pool_total(const ModelShape& s, const PlanOptions& opts) {
+  const KvCacheShape shape = plan_kv_shape(s, opts.kv_types);
+  const Expected<int64_t> blocks = kv_pool_blocks(opts.ctx, shape.block_size, std::max<int64_t>(opts.concurrency, 1));
+  if (!blocks) return blocks.status().code() == ErrorCode::kOutOfRange ? UINT64_MAX : 0;
+  const Expected<int64_t> bytes = kv_pool_bytes(shape, *blocks);
+  return bytes ? static_cast<uint64_t>(*bytes) : UINT64_MAX;
+}
+
+}  // namespace
 
 ModelSizing size_model(const ModelDesc& model, const PlanOptions& opts) {
   const ModelShape& s = model.shape;
@@ -162,8 +181,8 @@ ModelSizing size_model(const ModelDesc& model, const PlanOptions& opts) {
   z.decode_read_bytes = static_cast<uint64_t>(decode_bytes);
 
   const int64_t n_seq = std::max<int64_t>(opts.concurrency, 1);
-  z.kv_bytes_per_token = kv_bytes_per_token(s, opts.kv_type);
-  z.kv_bytes_total = z.kv_bytes_per_token * static_cast<uint64_t>(std::max<int64_t>(opts.ctx, 0)) * n_seq;
+  z.kv_bytes_per_token = kv_bytes_per_token(s, opts.kv_types);
+  z.kv_bytes_total = kv_pool_total(s, opts);
   // Scratch (f32): per prefill token ~8 hidden-size buffers (residual, norms, attention out),
   // 3 FFN-width buffers (gate, up, product) and the per-head queries/keys; plus an attention
   // score tile per head and one logits row per sequence. An estimate, not an allocator trace.

@@ -12,6 +12,7 @@
 
 #include "core/dtype.h"
 #include "core/status.h"
+#include "kv/kv_cache.h"
 #include "plan/hardware.h"
 #include "plan/model_shape.h"
 
@@ -36,7 +37,7 @@ struct PlanOptions {
   QuantScheme quant = QuantScheme::kQ4_K_M;  // weights format (kAsFile: as stored in the GGUF)
   int64_t ctx = 4096;                        // context length per sequence, tokens
   int64_t concurrency = 1;                   // sequences resident at once
-  DType kv_type = DType::F16;                // KV cache element type
+  KvCacheTypes kv_types{};                   // KV cache element types (K, V); f16 as the engine's default
   int64_t ubatch = 512;                      // tokens per forward pass in prefill (scratch sizing)
   double ram_gib = 0;                        // system RAM override (0: the table's figure)
   double igpu_memory_fraction = 0.5;         // share of system RAM an iGPU may map
@@ -61,14 +62,17 @@ struct ModelSizing {
   std::vector<uint64_t> layer_expert_bytes;  // [n_layer] routed-expert part of layer_bytes
   uint64_t decode_read_bytes = 0;     // weight bytes one decode token reads (MoE: active experts only)
   uint64_t kv_bytes_per_token = 0;    // KV cache per token, all layers
-  uint64_t kv_bytes_total = 0;        // kv_bytes_per_token x ctx x concurrency
+  uint64_t kv_bytes_total = 0;        // the engine's KV pool for ctx x concurrency: whole blocks of
+                                      // 16 tokens (its default) per sequence (kv_pool_bytes)
   uint64_t scratch_bytes = 0;         // activations, logits and attention tiles (estimate)
   uint64_t total_bytes = 0;           // weights + KV + scratch
 };
 
-// KV bytes per token: deepseek2 (MLA) caches the latent, (kv_lora_rank + rope dims) per layer;
-// other architectures 2 x n_head_kv x head_dim per layer.
-uint64_t kv_bytes_per_token(const ModelShape& shape, DType kv_type);
+// The KV cache the engine builds for this shape: deepseek2 (MLA) caches the latent,
+// (kv_lora_rank + rope dims) per layer; other architectures K and V rows of n_head_kv x head_dim.
+KvCacheShape plan_kv_shape(const ModelShape& shape, const KvCacheTypes& types);
+// KV bytes per token: kv_bytes_per_token of plan_kv_shape, the engine's own figure.
+uint64_t kv_bytes_per_token(const ModelShape& shape, const KvCacheTypes& types);
 ModelSizing size_model(const ModelDesc& model, const PlanOptions& opts);
 
 enum class PlacementMode { kAllOnDevice, kCpuMoe, kPartialLayers, kDoesNotFit };

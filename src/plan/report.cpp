@@ -14,15 +14,20 @@ std::string tps_str(double v) {
   return v >= 100 ? strprintf("%.0f", v) : strprintf("%.1f", v);
 }
 
-std::string kv_formula(const ModelShape& s, DType kv_type) {
-  const DTypeTraits& tr = traits(kv_type);
-  const std::string elt = tr.block_size == 1 ? strprintf("%zu B", tr.type_size)
-                                             : strprintf("%zu/%lld B", tr.type_size, static_cast<long long>(tr.block_size));
+// Bytes per value of a type: "2 B", or "34/32 B" for a block format.
+std::string element_bytes(DType t) {
+  const DTypeTraits& tr = traits(t);
+  return tr.block_size == 1 ? strprintf("%s %zu B", tr.name, tr.type_size)
+                            : strprintf("%s %zu/%lld B", tr.name, tr.type_size, static_cast<long long>(tr.block_size));
+}
+
+std::string kv_formula(const ModelShape& s, const KvCacheTypes& types) {
   if (s.is_mla())
     return strprintf("%lld layers x (kv_lora %lld + rope %lld) x %s, MLA latent", static_cast<long long>(s.n_layer),
-                     static_cast<long long>(s.kv_lora_rank), static_cast<long long>(s.rope_dim), elt.c_str());
-  return strprintf("%lld layers x 2 x %lld kv heads x %lld x %s", static_cast<long long>(s.n_layer),
-                   static_cast<long long>(s.n_head_kv), static_cast<long long>(s.head_dim), elt.c_str());
+                     static_cast<long long>(s.kv_lora_rank), static_cast<long long>(s.rope_dim), element_bytes(types.k).c_str());
+  return strprintf("%lld layers x %lld kv heads x %lld x (K %s + V %s)", static_cast<long long>(s.n_layer),
+                   static_cast<long long>(s.n_head_kv), static_cast<long long>(s.head_dim), element_bytes(types.k).c_str(),
+                   element_bytes(types.v).c_str());
 }
 
 std::string device_line(const HardwareSpec& d) {
@@ -48,7 +53,7 @@ std::string plan_to_text(const ModelDesc& model, const Plan& p) {
     o << strprintf("  routed experts %s of it; %lld of %lld read per token\n", format_bytes(z.expert_bytes).c_str(),
                    static_cast<long long>(s.n_expert_used), static_cast<long long>(s.n_expert));
   o << strprintf("KV cache  %s/token (%s)\n          x ctx %lld x %lld sequences = %s\n",
-                 format_bytes(z.kv_bytes_per_token).c_str(), kv_formula(s, p.options.kv_type).c_str(),
+                 format_bytes(z.kv_bytes_per_token).c_str(), kv_formula(s, p.options.kv_types).c_str(),
                  static_cast<long long>(p.options.ctx), static_cast<long long>(p.options.concurrency),
                  format_bytes(z.kv_bytes_total).c_str());
   o << "scratch   " << format_bytes(z.scratch_bytes) << " (activations, logits, attention tiles; estimate)\n";
@@ -114,7 +119,7 @@ nlohmann::json plan_to_json(const ModelDesc& model, const Plan& p) {
                  {"active_params", z.n_params_active}, {"n_layer", s.n_layer}, {"n_embd", s.n_embd}, {"n_expert", s.n_expert},
                  {"n_expert_used", s.n_expert_used}, {"kv_lora_rank", s.kv_lora_rank}}},
       {"request", {{"quant", z.quant}, {"ctx", p.options.ctx}, {"concurrency", p.options.concurrency},
-                   {"kv_type", dtype_name(p.options.kv_type)}}},
+                   {"cache_type_k", dtype_name(p.options.kv_types.k)}, {"cache_type_v", dtype_name(p.options.kv_types.v)}}},
       {"memory", {{"unit", "bytes"}, {"weights", z.weight_bytes}, {"weights_by_type", by_type},
                   {"expert_bytes", z.expert_bytes}, {"kv_bytes_per_token", z.kv_bytes_per_token},
                   {"kv_bytes_total", z.kv_bytes_total}, {"scratch_bytes", z.scratch_bytes}, {"total", z.total_bytes}}},

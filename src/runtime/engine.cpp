@@ -47,6 +47,7 @@ MemoryDemand engine_memory_demand(const EngineOptions& options) {
   d.n_ctx = options.n_ctx;
   d.n_seq = options.n_seq_max;
   d.block_size = options.block_size;
+  d.kv_types = options.kv_types;
   d.step_tokens = options.step_token_budget;
   // A step samples at most one row per scheduled sequence, into the engine's logits or the
   // model's forward_top buffer: both grow to it.
@@ -89,7 +90,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
     }
   }
   FATHOM_RETURN_IF_ERROR(check_pool_addressable(need.kv_blocks, options.block_size));
-  KvCacheShape shape = e->model_->kv_shape(e->n_ctx_);
+  KvCacheShape shape = with_types(e->model_->kv_shape(e->n_ctx_), options.kv_types);
   shape.block_size = options.block_size;
   e->kv_ = std::make_unique<KvCache>(shape, static_cast<int32_t>(need.kv_blocks));
   SchedulerOptions so;
@@ -111,8 +112,14 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
 std::vector<std::string> Engine::placement_report() const {
   const Placement& p = model_->placement();
   if (p.device == "cpu") return {};
-  const int64_t n_layer = std::max<int64_t>(1, kv_->shape().n_layer);
-  return p.describe(static_cast<uint64_t>(kv_->total_bytes()) / static_cast<uint64_t>(n_layer));
+  const KvCacheShape& shape = kv_->shape();
+  const int64_t n_layer = std::max<int64_t>(1, shape.n_layer);
+  std::vector<std::string> lines = p.describe(static_cast<uint64_t>(kv_->total_bytes()) / static_cast<uint64_t>(n_layer));
+  if (!kv_cache_is_f32(shape))
+    lines.push_back(strprintf("KV cache K %s, V %s: attention runs on the CPU (the %s attention kernels read f32 caches; "
+                              "-ctk f32 -ctv f32 keeps it on the device)",
+                              dtype_name(shape.k_type), dtype_name(shape.v_type), p.device.c_str()));
+  return lines;
 }
 
 Expected<KvPersistSaveStats> Engine::save_prefix_cache(const std::string& path) const {

@@ -32,6 +32,7 @@ struct EngineOptions {
   int32_t max_running = 0;        // sequences scheduled at once; 0: n_seq_max (more than n_seq_max
                                   // overcommits the cache and relies on preemption)
   int32_t block_size = 16;        // tokens per KV block
+  KvCacheTypes kv_types{};        // element types of the KV rows (f16 unless asked)
   int64_t step_token_budget = 512;// tokens per forward step
   bool prefix_cache = true;       // reuse KV blocks of prompt prefixes seen before
   bool check_memory = true;       // refuse (kOutOfMemory) a KV cache and scratch larger than MemAvailable

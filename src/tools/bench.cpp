@@ -41,26 +41,43 @@ Measurement summarize(const std::vector<double>& tps) {
 // Tokens spread over the vocabulary, deterministic.
 int32_t bench_token(int64_t i, int64_t n_vocab) { return static_cast<int32_t>((i * 7919 + 13) % n_vocab); }
 
-// Seconds to evaluate n_prompt tokens as one batch (chunked by the model's step budget).
-Expected<double> time_prompt(Model& model, int64_t n_prompt) {
-  KvCacheShape shape = model.kv_shape(n_prompt + 1);
-  KvCache kv(shape, static_cast<int32_t>((n_prompt + shape.block_size) / shape.block_size));
+// What a pp or tg run computes on: the cache's element types and the positions already in it.
+struct RunSetup {
+  KvCacheTypes kv_types;
+  int64_t depth = 0;  // tokens evaluated (untimed) before the run, as llama-bench's -d
+};
+
+// A cache for one sequence of n_tokens positions, holding `depth` evaluated tokens.
+Expected<KvCache> filled_cache(Model& model, const RunSetup& setup, int64_t n_tokens) {
+  const KvCacheShape shape = with_types(model.kv_shape(n_tokens), setup.kv_types);
+  FATHOM_RETURN_IF_ERROR(check_kv_cache_types(shape));
+  KvCache kv(shape, static_cast<int32_t>((n_tokens + shape.block_size - 1) / shape.block_size));
   Batch batch;
-  for (int64_t i = 0; i < n_prompt; ++i) batch.add(bench_token(i, model.config().n_vocab), static_cast<int32_t>(i), 0, i + 1 == n_prompt);
+  for (int64_t i = 0; i < setup.depth; ++i) batch.add(bench_token(i, model.config().n_vocab), static_cast<int32_t>(i), 0, i + 1 == setup.depth);
+  std::vector<float> logits;
+  if (setup.depth > 0) FATHOM_RETURN_IF_ERROR(model.forward(batch, kv, logits));
+  return kv;
+}
+
+// Seconds to evaluate n_prompt tokens as one batch (chunked by the model's step budget).
+Expected<double> time_prompt(Model& model, const RunSetup& setup, int64_t n_prompt) {
+  FATHOM_ASSIGN_OR_RETURN(KvCache kv, filled_cache(model, setup, setup.depth + n_prompt + 1));
+  Batch batch;
+  for (int64_t i = setup.depth; i < setup.depth + n_prompt; ++i)
+    batch.add(bench_token(i, model.config().n_vocab), static_cast<int32_t>(i), 0, i + 1 == setup.depth + n_prompt);
   std::vector<float> logits;
   const double t0 = now_seconds();
   FATHOM_RETURN_IF_ERROR(model.forward(batch, kv, logits));
   return now_seconds() - t0;
 }
 
-// Seconds to generate n_gen tokens one forward at a time from an empty context.
-Expected<double> time_generation(Model& model, int64_t n_gen) {
-  KvCacheShape shape = model.kv_shape(n_gen + 1);
-  KvCache kv(shape, static_cast<int32_t>((n_gen + shape.block_size) / shape.block_size));
+// Seconds to generate n_gen tokens one forward at a time after `depth` cached tokens.
+Expected<double> time_generation(Model& model, const RunSetup& setup, int64_t n_gen) {
+  FATHOM_ASSIGN_OR_RETURN(KvCache kv, filled_cache(model, setup, setup.depth + n_gen + 1));
   Batch batch;
   std::vector<float> logits;
   const double t0 = now_seconds();
-  for (int64_t i = 0; i < n_gen; ++i) {
+  for (int64_t i = setup.depth; i < setup.depth + n_gen; ++i) {
     batch.clear();
     batch.add(bench_token(i, model.config().n_vocab), static_cast<int32_t>(i), 0, true);
     FATHOM_RETURN_IF_ERROR(model.forward(batch, kv, logits));
@@ -93,6 +110,8 @@ int cmd_bench(const Args& args) {
   int64_t bw_mib = -1;
   bool as_json = false;
   LoadOptions lo;
+  RunSetup setup;
+  KvCacheTypeOptions cache_types;
   ArgParser p("fathom bench -m FILE.gguf [-t N] [--device DEV] [-p 512] [-n 128] [-r 3] [--bw-mib MiB] [--json]",
               "Measures prompt processing (pp: one batch of P tokens) and generation (tg: N single-token\n"
               "steps) in tokens/s, mean ± stddev over R repetitions after one warm-up — llama-bench's definitions.\n"
@@ -107,6 +126,8 @@ int cmd_bench(const Args& args) {
   p.add_int("-p,--n-prompt", "P", "prompt tokens; 0 skips pp (default 512)", &n_prompt);
   p.add_int("-n,--n-gen", "N", "generated tokens; 0 skips tg (default 128)", &n_gen);
   p.add_int("-r,--repetitions", "R", "repetitions (default 3)", &reps);
+  p.add_int("-d,--n-depth", "D", "tokens already in the KV cache before each pp and tg run, evaluated untimed (default 0)", &setup.depth);
+  cache_types.add_to(p);
   p.add_int("--bw-mib", "MiB", "bandwidth probe buffer; 0 skips the probe (default: max(1024, 8 x last-level cache))", &bw_mib);
   p.add_flag("--json", "print JSON", &as_json);
   if (auto rc = p.parse(args)) return *rc;
@@ -114,14 +135,20 @@ int cmd_bench(const Args& args) {
     std::fprintf(stderr, "fathom bench: pass -m FILE.gguf\n");
     return 2;
   }
-  if (reps < 1 || n_prompt < 0 || n_gen < 0) {
-    std::fprintf(stderr, "fathom bench: -r must be >= 1 and -p/-n >= 0\n");
+  if (reps < 1 || n_prompt < 0 || n_gen < 0 || setup.depth < 0) {
+    std::fprintf(stderr, "fathom bench: -r must be >= 1 and -p/-n/-d >= 0\n");
     return 2;
   }
+  if (n_prompt > INT32_MAX || n_gen > INT32_MAX || setup.depth > INT32_MAX - std::max(n_prompt, n_gen) - 1) {
+    std::fprintf(stderr, "fathom bench: -d plus -p or -n passes the %d positions a sequence can hold\n", INT32_MAX);
+    return 2;
+  }
+  if (!cache_types.parse_or_print("bench", &setup.kv_types)) return 2;
   // pp runs one batch of -p tokens, tg -n single steps; each cache holds its run plus one.
   MemoryDemand demand;
-  demand.n_ctx = std::min<int64_t>(std::max(n_prompt, n_gen), INT64_MAX - 1) + 1;
-  demand.step_tokens = std::max<int64_t>(n_prompt, 1);
+  demand.n_ctx = setup.depth + std::max(n_prompt, n_gen) + 1;
+  demand.step_tokens = std::max<int64_t>({n_prompt, setup.depth, 1});
+  demand.kv_types = setup.kv_types;
   demand.device = lo.device;
   demand.placement = lo.placement;
   MemoryWording wording;
@@ -143,7 +170,7 @@ int cmd_bench(const Args& args) {
     if (n == 0) return true;
     std::vector<double> tps;
     for (int r = 0; r <= reps; ++r) {  // r == 0 is the warm-up
-      auto secs = timer(m, n);
+      auto secs = timer(m, setup, n);
       if (!secs) {
         std::fprintf(stderr, "fathom bench: %s\n", secs.status().to_string().c_str());
         return false;
@@ -160,9 +187,10 @@ int cmd_bench(const Args& args) {
   if (!as_json) {
     std::printf("model: %s\n%s\nthreads: %d\nbackend: %s\n", model_path.c_str(), m.config().summary().c_str(), m.backend().n_threads(),
                 m.backend().name());
-    const KvCacheShape kv = m.kv_shape(1);  // the caches the runs below fill: one sequence of max(P, N) + 1 positions
-    const uint64_t kv_per_layer = static_cast<uint64_t>(kv.k_width + kv.v_width) * sizeof(float) *
-                                  static_cast<uint64_t>(std::max<int64_t>(n_prompt, n_gen) + 1);
+    // The caches the runs below fill: one sequence of D + max(P, N) + 1 positions.
+    const KvCacheShape kv = with_types(m.kv_shape(1), setup.kv_types);
+    const uint64_t kv_per_layer = static_cast<uint64_t>(kv_bytes_per_token(kv) / std::max<int64_t>(1, kv.n_layer)) *
+                                  static_cast<uint64_t>(setup.depth + std::max<int64_t>(n_prompt, n_gen) + 1);
     if (m.placement().device != "cpu")
       for (const std::string& line : m.placement().describe(kv_per_layer)) std::printf("placed   %s\n", line.c_str());
   }

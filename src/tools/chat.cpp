@@ -48,7 +48,12 @@ int cmd_chat(const Args& args) {
     std::fprintf(stderr, "fathom chat: %s\n", constraint.status().to_string().c_str());
     return 2;
   }
-  std::unique_ptr<Engine> engine = open_engine("chat", model.to_engine_options());
+  const Expected<EngineOptions> engine_options = model.to_engine_options();
+  if (!engine_options) {
+    std::fprintf(stderr, "fathom chat: %s\n", engine_options.status().to_string().c_str());
+    return 2;
+  }
+  std::unique_ptr<Engine> engine = open_engine("chat", *engine_options);
   if (!engine) return 1;
   const Tokenizer& tok = engine->tokenizer();
   std::string tmpl = tok.chat_template().value_or("");

@@ -56,6 +56,26 @@ void ModelOptions::add_to(ArgParser& p) {
   p.add_string("--device", "DEV", "cpu (default), cuda (CUDA device 0), cuda:N, opencl (first GPU, else first OpenCL device) or opencl:N (`fathom devices` numbering); a device that fails to start falls back to cpu", &device);
   add_placement_options(p, &placement);
   p.add_int("-c,--ctx-size", "N", "context length per sequence (default: min(model's, 4096)); its KV cache must fit in available memory, checked before loading", &ctx);
+  cache_types.add_to(p);
+}
+
+void KvCacheTypeOptions::add_to(ArgParser& p, const std::string& prefix, const std::string& whose) {
+  const std::string short_k = prefix.empty() ? "-ctk," : "", short_v = prefix.empty() ? "-ctv," : "";
+  p.add_string(short_k + "--" + prefix + "cache-type-k", "TYPE", "element type of the K rows of " + whose + ": f16 (default), bf16, q8_0, q4_0 or f32", &k);
+  p.add_string(short_v + "--" + prefix + "cache-type-v", "TYPE", "element type of the V rows of " + whose + ": f16 (default), bf16, q8_0, q4_0 or f32", &v);
+}
+
+Expected<KvCacheTypes> KvCacheTypeOptions::parse() const {
+  KvCacheTypes types;
+  const std::pair<const std::string*, DType*> fields[] = {{&k, &types.k}, {&v, &types.v}};
+  for (const auto& [name, type] : fields) {
+    const std::optional<DType> t = parse_kv_cache_type(*name);
+    if (!t)
+      return error(ErrorCode::kInvalidArgument, strprintf("--cache-type-%c: unknown KV cache type '%s'; use f16, bf16, q8_0, q4_0 or f32",
+                                                          name == &k ? 'k' : 'v', name->c_str()));
+    *type = *t;
+  }
+  return types;
 }
 
 void add_placement_options(ArgParser& p, PlacementOptions* placement) {
@@ -65,8 +85,19 @@ void add_placement_options(ArgParser& p, PlacementOptions* placement) {
   p.add_list("-ot,--override-tensor", "REGEX=DEV", "tensors whose name matches REGEX on DEV (cpu, gpu, cuda or opencl); repeatable, the first match wins over the other placement options", &placement->overrides);
 }
 
-EngineOptions ModelOptions::to_engine_options() const {
+bool KvCacheTypeOptions::parse_or_print(const char* command, KvCacheTypes* types) const {
+  const Expected<KvCacheTypes> parsed = parse();
+  if (!parsed) {
+    std::fprintf(stderr, "fathom %s: %s\n", command, parsed.status().to_string().c_str());
+    return false;
+  }
+  *types = *parsed;
+  return true;
+}
+
+Expected<EngineOptions> ModelOptions::to_engine_options() const {
   EngineOptions o;
+  FATHOM_ASSIGN_OR_RETURN(o.kv_types, cache_types.parse());
   o.model_path = model;
   o.n_threads = threads;
   o.device = device;

@@ -31,14 +31,29 @@ struct GrammarOptions {
   Expected<std::shared_ptr<const Grammar>> load() const;
 };
 
+// -ctk/--cache-type-k and -ctv/--cache-type-v (llama.cpp's names): the KV cache's element types,
+// on every command that builds a KV cache. `prefix` names a second pair ("base-" gives
+// --base-cache-type-k/-v) and `whose` says in --help which cache they set.
+struct KvCacheTypeOptions {
+  std::string k = "f16";
+  std::string v = "f16";
+  void add_to(ArgParser& p, const std::string& prefix = "", const std::string& whose = "the KV cache");
+  // An error naming the flag and the accepted types for an unknown name.
+  Expected<KvCacheTypes> parse() const;
+  // parse() into *types, or prints "fathom CMD: <error>" and returns false (exit 2).
+  bool parse_or_print(const char* command, KvCacheTypes* types) const;
+};
+
 struct ModelOptions {
   std::string model;   // -m
   int threads = 0;     // -t
   std::string device = "cpu";  // --device
   PlacementOptions placement;  // --gpu-layers, --cpu-moe, --n-cpu-moe, --override-tensor
   int64_t ctx = 0;     // -c
+  KvCacheTypeOptions cache_types;  // -ctk, -ctv
   void add_to(ArgParser& p);
-  EngineOptions to_engine_options() const;
+  // An error (exit 2) for an option value that names nothing, such as an unknown cache type.
+  Expected<EngineOptions> to_engine_options() const;
 };
 
 // --gpu-layers, --cpu-moe, --n-cpu-moe and --override-tensor (model/placement.h).

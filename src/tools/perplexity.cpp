@@ -28,8 +28,9 @@ std::unique_ptr<Model> load_or_print(const char* cmd, const std::string& path, i
 }
 
 // A chunk is one forward pass of ctx tokens on one sequence, logits kept for its scored half.
-MemoryDemand eval_memory_demand(int64_t ctx) {
+MemoryDemand eval_memory_demand(int64_t ctx, const KvCacheTypes& kv_types) {
   MemoryDemand d;
+  d.kv_types = kv_types;
   d.n_ctx = std::max<int64_t>(ctx, 1);
   d.step_tokens = d.n_ctx;
   d.logit_rows = d.n_ctx / 2;
@@ -59,17 +60,21 @@ int cmd_perplexity(const Args& args) {
   p.add_int("-c,--ctx", "N", "tokens per chunk (default 512)", &ctx);
   p.add_int("--chunks", "N", "evaluate at most N chunks (default: all)", &chunks);
   p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
+  KvCacheTypeOptions cache_types;
+  cache_types.add_to(p);
   if (auto rc = p.parse(args)) return *rc;
   if (model_path.empty() || text_path.empty()) {
     std::fprintf(stderr, "fathom perplexity: pass -m MODEL.gguf and -f TEXT.txt\n");
     return 2;
   }
+  convert::EvalOptions o;
+  if (!cache_types.parse_or_print("perplexity", &o.kv_types)) return 2;
   auto text = read_text_file(text_path);
   if (!text) {
     std::fprintf(stderr, "fathom perplexity: %s\n", text.status().to_string().c_str());
     return 1;
   }
-  if (!memory_fits("perplexity", model_path, eval_memory_demand(ctx), {"-c", "", "", "lower -c/--ctx"})) return 1;
+  if (!memory_fits("perplexity", model_path, eval_memory_demand(ctx, o.kv_types), {"-c", "", "", "lower -c/--ctx"})) return 1;
   auto model = load_or_print("perplexity", model_path, threads);
   if (!model) return 1;
   auto tok = Tokenizer::from_gguf(model->file());
@@ -77,7 +82,6 @@ int cmd_perplexity(const Args& args) {
     std::fprintf(stderr, "fathom perplexity: %s\n", tok.status().to_string().c_str());
     return 1;
   }
-  convert::EvalOptions o;
   o.n_ctx = ctx;
   o.n_chunks = chunks;
   o.on_chunk = progress("perplexity");
@@ -106,11 +110,18 @@ int cmd_kl_divergence(const Args& args) {
   p.add_int("-c,--ctx", "N", "tokens per chunk (default 512)", &ctx);
   p.add_int("--chunks", "N", "evaluate at most N chunks (default: all)", &chunks);
   p.add_int("-t,--threads", "N", "CPU threads per model (default: all cores)", &threads);
+  KvCacheTypeOptions cache_types, base_cache_types;
+  cache_types.add_to(p, "", "the compared models' KV caches");
+  base_cache_types.add_to(p, "base-", "the base model's KV cache");
   if (auto rc = p.parse(args)) return *rc;
   if (base_path.empty() || model_paths.empty() || text_path.empty()) {
     std::fprintf(stderr, "fathom kl-divergence: pass --base BASE.gguf, -m QUANT.gguf and -f TEXT.txt\n");
     return 2;
   }
+  convert::EvalOptions o;
+  if (!cache_types.parse_or_print("kl-divergence", &o.kv_types) ||
+      !base_cache_types.parse_or_print("kl-divergence", &o.base_kv_types))
+    return 2;
   auto text = read_text_file(text_path);
   if (!text) {
     std::fprintf(stderr, "fathom kl-divergence: %s\n", text.status().to_string().c_str());
@@ -130,7 +141,6 @@ int cmd_kl_divergence(const Args& args) {
     std::fprintf(stderr, "fathom kl-divergence: %s\n", tok.status().to_string().c_str());
     return 1;
   }
-  convert::EvalOptions o;
   o.n_ctx = ctx;
   o.n_chunks = chunks;
   o.on_chunk = progress("kl-divergence");

@@ -10,6 +10,7 @@
 #include "plan/report.h"
 #include "tools/args.h"
 #include "tools/commands.h"
+#include "tools/common.h"
 
 namespace fathom::tools {
 
@@ -40,7 +41,8 @@ void fill_from_table(const std::vector<plan::HardwareSpec>& table, const std::st
 }  // namespace
 
 int cmd_plan(const Args& args) {
-  std::string model_path, preset, quant = "q4_k_m", device_name = "auto", host_name, hardware_file, kv_type = "f16";
+  std::string model_path, preset, quant = "q4_k_m", device_name = "auto", host_name, hardware_file;
+  KvCacheTypeOptions cache_types;
   int64_t ctx = 4096, concurrency = 1;
   double ram_gib = 0, igpu_fraction = 0.5;
   bool roi = false, json = false, list_devices = false, list_presets = false, no_bench = false;
@@ -60,7 +62,7 @@ int cmd_plan(const Args& args) {
   p.add_string("-q,--quant", "Q", "f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m (default), q4_0; 'file' keeps a GGUF's types", &quant);
   p.add_int("-c,--ctx", "N", "context length per sequence (default 4096)", &ctx);
   p.add_int("--concurrency", "C", "sequences resident at once (default 1)", &concurrency);
-  p.add_string("--kv-type", "T", "KV cache element type: f16 (default), bf16, f32, q8_0, q4_0", &kv_type);
+  cache_types.add_to(p, "", "the KV cache (the bytes the engine allocates for them)");
   p.add_string("-d,--device", "NAME", "table entry (fuzzy: '4090') or 'auto' for this machine (default)", &device_name);
   p.add_string("--host", "NAME", "host CPU/RAM entry for offload (default: cpu-ddr5-12ch for >=40 GB GPUs, else cpu-ddr5-2ch)",
                &host_name);
@@ -105,9 +107,9 @@ int cmd_plan(const Args& args) {
   Expected<plan::QuantScheme> q = plan::parse_quant(quant);
   if (!q) return fail(q.status());
   opts.quant = *q;
-  std::optional<DType> kv = parse_dtype(kv_type);
-  if (!kv) return fail(error(ErrorCode::kInvalidArgument, "unknown --kv-type '" + kv_type + "'"));
-  opts.kv_type = *kv;
+  Expected<KvCacheTypes> kv_types = cache_types.parse();
+  if (!kv_types) return fail(kv_types.status());
+  opts.kv_types = *kv_types;
   opts.ctx = ctx;
   opts.concurrency = concurrency;
   opts.ram_gib = ram_gib;

@@ -52,7 +52,12 @@ int cmd_run(const Args& args) {
     std::fprintf(stderr, "fathom run: -n must not be negative\n");
     return 2;
   }
-  std::unique_ptr<Engine> engine = open_engine("run", model.to_engine_options(), quiet);
+  const Expected<EngineOptions> engine_options = model.to_engine_options();
+  if (!engine_options) {
+    std::fprintf(stderr, "fathom run: %s\n", engine_options.status().to_string().c_str());
+    return 2;
+  }
+  std::unique_ptr<Engine> engine = open_engine("run", *engine_options, quiet);
   if (!engine) return 1;
 
   GenerationRequest req;

@@ -124,7 +124,12 @@ int cmd_serve(const Args& args) {
     }
     options.chat_template = *text;
   }
-  options.engine = model.to_engine_options();
+  Expected<EngineOptions> engine_options = model.to_engine_options();
+  if (!engine_options) {
+    std::fprintf(stderr, "fathom serve: %s\n", engine_options.status().to_string().c_str());
+    return 2;
+  }
+  options.engine = std::move(engine_options).value();
   options.engine.n_seq_max = parallel;
   options.engine.step_token_budget = step_budget;
   options.engine.prefix_cache = !no_prefix_cache;

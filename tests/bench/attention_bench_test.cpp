@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "../kernels/attention_test_util.h"
@@ -32,19 +34,22 @@ double best_seconds(int reps, F&& f) {
 TEST(AttentionBench, Context4096) {
   ThreadPool pool(2);
   const int64_t n_head = 12, n_head_kv = 2, d = 128;
-  for (int64_t n_new : {1, 64}) {
-    PagedCache setup({{4096, n_new}}, n_head_kv * d, n_head_kv * d, 16, 1);
+  // Decode on each stored type (they cost a conversion per tile), and a prefill chunk on f32.
+  const std::pair<int64_t, KvCacheTypes> runs[] = {
+      {1, kF32Cache}, {1, {DType::F16, DType::F16}}, {1, {DType::Q8_0, DType::Q8_0}}, {1, {DType::Q4_0, DType::Q4_0}}, {64, kF32Cache}};
+  for (const auto& [n_new, types] : runs) {
+    PagedCache setup({{4096, n_new}}, n_head_kv * d, n_head_kv * d, 16, 1, types);
     const AttentionBatch batch = setup.batch();
     std::mt19937 rng(2);
     std::vector<float> q(static_cast<size_t>(batch.n_tokens * n_head * d)), out(q.size());
     fill_gaussian(q.data(), static_cast<int64_t>(q.size()), rng);
-    const int reps = n_new == 1 ? 20 : 3;
+    const int reps = n_new > 1 ? 3 : types.k == DType::F32 ? 20 : 5;
     const double ref = best_seconds(reps, [&] {
       attention_ref(pool, q.data(), setup.kv, 0, batch, n_head, n_head_kv, d, d, 0.088f, out.data());
     });
     const std::vector<float> want = out;
-    std::printf("[ bench    ] attention ctx 4096, %lld new token(s), 12/2 heads x 128, 2 threads: reference %.3f ms",
-                static_cast<long long>(n_new), ref * 1e3);
+    std::printf("[ bench    ] attention ctx 4096, %lld new token(s), 12/2 heads x 128, %s, 2 threads: reference %.3f ms",
+                static_cast<long long>(n_new), types_name(types).c_str(), ref * 1e3);
     for (Isa isa : available_isas()) {
       const double t = best_seconds(reps, [&] {
         attention(pool, isa, q.data(), setup.kv, 0, batch, n_head, n_head_kv, d, d, 0.088f, out.data());

@@ -1,6 +1,9 @@
 // Flash-style CPU attention (every ISA this machine supports, the generic path forced too) vs
 // the naive per-(token, head) reference twin, over a paged cache with interleaved block
 // tables, several sequences per batch and several new tokens per sequence (causal masking).
+// Caches stored as f16, bf16, q8_0 and q4_0 (K and V separately): the fast kernels convert tiles
+// of the stored rows, the reference converts whole rows; both must agree as tightly as on f32,
+// and the reference on a converted cache must stay within each type's bound of f32.
 // tests/bench/attention_bench_test.cpp times them (label `slow`, `make bench`).
 #include <gtest/gtest.h>
 
@@ -8,6 +11,8 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/attention.h"
@@ -102,6 +107,20 @@ struct MlaCase {
   int64_t n_head, kv_lora_rank, n_rot;
 };
 
+// Random MLA queries of a batch: q_abs [n_tokens, n_head, kv_lora_rank], q_pe [n_tokens, n_head, n_rot].
+struct MlaQueries {
+  std::vector<float> q_abs, q_pe;
+  float scale;
+  MlaQueries(const AttentionBatch& batch, const MlaCase& c, uint32_t seed)
+      : q_abs(static_cast<size_t>(batch.n_tokens * c.n_head * c.kv_lora_rank)),
+        q_pe(static_cast<size_t>(batch.n_tokens * c.n_head * c.n_rot)),
+        scale(1.0f / std::sqrt(static_cast<float>(c.kv_lora_rank + c.n_rot))) {
+    std::mt19937 rng(seed);
+    fill_gaussian(q_abs.data(), static_cast<int64_t>(q_abs.size()), rng);
+    fill_gaussian(q_pe.data(), static_cast<int64_t>(q_pe.size()), rng);
+  }
+};
+
 class MlaAttentionVsReference : public ::testing::TestWithParam<MlaCase> {};
 
 TEST_P(MlaAttentionVsReference, AllIsasMatchReference) {
@@ -109,12 +128,9 @@ TEST_P(MlaAttentionVsReference, AllIsasMatchReference) {
   const std::vector<SeqSpec> seqs = {{777, 3}, {45, 45}, {1, 1}, {130, 1}};
   PagedCache setup(seqs, c.kv_lora_rank + c.n_rot, 0, 16, 21);
   const AttentionBatch batch = setup.batch();
-  std::mt19937 rng(4);
-  std::vector<float> q_abs(static_cast<size_t>(batch.n_tokens * c.n_head * c.kv_lora_rank));
-  std::vector<float> q_pe(static_cast<size_t>(batch.n_tokens * c.n_head * c.n_rot));
-  fill_gaussian(q_abs.data(), static_cast<int64_t>(q_abs.size()), rng);
-  fill_gaussian(q_pe.data(), static_cast<int64_t>(q_pe.size()), rng);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.kv_lora_rank + c.n_rot));
+  const MlaQueries queries(batch, c, 4);
+  const std::vector<float>&q_abs = queries.q_abs, &q_pe = queries.q_pe;
+  const float scale = queries.scale;
   ThreadPool pool(3);
   std::vector<float> want(q_abs.size());
   mla_attention_ref(pool, q_abs.data(), q_pe.data(), setup.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot, scale, want.data());
@@ -129,6 +145,88 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MlaAttentionVsReference,
                          ::testing::Values(MlaCase{16, 512, 64},  // DeepSeek-V2-Lite
                                            MlaCase{8, 64, 16},
                                            MlaCase{4, 40, 8}));   // AVX2 width only
+
+// Squared error of `got` over the squared norm of `want`, all outputs together.
+double nmse(const std::vector<float>& got, const std::vector<float>& want) {
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    err += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+    norm += static_cast<double>(want[i]) * want[i];
+  }
+  return err / norm;
+}
+
+// Stored cache types, each with the bound on the normalized mean squared error of the reference
+// on that cache against the reference on the f32 cache (unit-Gaussian keys and values; about the
+// type's relative rounding error squared; measured: f16 6e-8, bf16 4e-6, q8_0 4e-5, q4_0 1e-2,
+// about a third of each bound).
+struct TypedCase {
+  KvCacheTypes types;
+  double nmse_vs_f32;
+};
+
+const TypedCase kTypedCases[] = {
+    {{DType::F16, DType::F16}, 2e-7},   {{DType::BF16, DType::BF16}, 1.5e-5}, {{DType::Q8_0, DType::Q8_0}, 1.5e-4},
+    {{DType::Q4_0, DType::Q4_0}, 3e-2}, {{DType::F16, DType::Q4_0}, 3e-2},    {{DType::Q8_0, DType::F32}, 5e-5},
+};
+
+
+TEST(AttentionStoredTypes, FastKernelsMatchReferenceOnEachType) {
+  // GQA 6 at the 1.5B head width; stories260K's 8-wide heads, where one 32-value block spans
+  // four heads; dk != dv.
+  const MhaCase shapes[] = {{12, 2, 128, 128, 16}, {8, 8, 8, 8, 16}, {6, 2, 64, 32, 8}};
+  const std::vector<SeqSpec> seqs = {{300, 5}, {37, 37}, {1, 1}, {129, 1}};
+  ThreadPool pool(2);
+  for (const MhaCase& c : shapes) {
+    PagedCache f32(seqs, c.n_head_kv * c.dk, c.n_head_kv * c.dv, c.block_size, 7);
+    const AttentionBatch batch = f32.batch();
+    std::mt19937 rng(11);
+    std::vector<float> q(static_cast<size_t>(batch.n_tokens * c.n_head * c.dk));
+    fill_gaussian(q.data(), static_cast<int64_t>(q.size()), rng);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.dk));
+    const size_t out_size = static_cast<size_t>(batch.n_tokens * c.n_head * c.dv);
+    std::vector<float> exact(out_size);
+    attention_ref(pool, q.data(), f32.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, exact.data());
+    for (const TypedCase& tc : kTypedCases) {
+      PagedCache typed(seqs, c.n_head_kv * c.dk, c.n_head_kv * c.dv, c.block_size, 7, tc.types);
+      std::vector<float> want(out_size);
+      attention_ref(pool, q.data(), typed.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, want.data());
+      const double vs_f32 = nmse(want, exact);
+      EXPECT_LT(vs_f32, tc.nmse_vs_f32) << types_name(tc.types) << ", head " << c.dk;
+      EXPECT_GT(vs_f32, 0.0) << types_name(tc.types) << ": the cache was not converted";
+      for (Isa isa : available_isas()) {
+        std::vector<float> got(out_size, NAN);
+        attention(pool, isa, q.data(), typed.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, got.data());
+        EXPECT_LT(max_row_error(got, want, c.dv), 1e-5) << isa_name(isa) << ", " << types_name(tc.types) << ", head " << c.dk;
+      }
+    }
+  }
+}
+
+TEST(AttentionStoredTypes, MlaFastKernelsMatchReferenceOnEachType) {
+  const MlaCase c{16, 512, 64};  // DeepSeek-V2-Lite
+  const std::vector<SeqSpec> seqs = {{200, 3}, {45, 45}, {1, 1}};
+  ThreadPool pool(2);
+  PagedCache f32(seqs, c.kv_lora_rank + c.n_rot, 0, 16, 21);
+  const AttentionBatch batch = f32.batch();
+  const MlaQueries queries(batch, c, 4);
+  const std::vector<float>&q_abs = queries.q_abs, &q_pe = queries.q_pe;
+  const float scale = queries.scale;
+  std::vector<float> exact(q_abs.size());
+  mla_attention_ref(pool, q_abs.data(), q_pe.data(), f32.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot, scale, exact.data());
+  for (const TypedCase& tc : kTypedCases) {
+    if (tc.types.k != tc.types.v) continue;  // the latent cache has no V rows
+    PagedCache typed(seqs, c.kv_lora_rank + c.n_rot, 0, 16, 21, tc.types);
+    std::vector<float> want(q_abs.size());
+    mla_attention_ref(pool, q_abs.data(), q_pe.data(), typed.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot, scale, want.data());
+    EXPECT_LT(nmse(want, exact), tc.nmse_vs_f32) << types_name(tc.types);
+    for (Isa isa : available_isas()) {
+      std::vector<float> got(q_abs.size(), NAN);
+      mla_attention(pool, isa, q_abs.data(), q_pe.data(), typed.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot, scale, got.data());
+      EXPECT_LT(max_row_error(got, want, c.kv_lora_rank), 1e-5) << isa_name(isa) << ", " << types_name(tc.types);
+    }
+  }
+}
 
 }  // namespace
 }  // namespace fathom::cpu

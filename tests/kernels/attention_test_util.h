@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/attention.h"
@@ -30,16 +31,21 @@ struct SeqSpec {
   int64_t n_new;  // of those, the last n_new are this batch's tokens
 };
 
-// A cache holding random K/V for every sequence, plus a batch of each sequence's new tokens,
-// interleaved across sequences in batch order.
+inline const KvCacheTypes kF32Cache{DType::F32, DType::F32};
+
+// A cache holding random K/V (stored in `types`) for every sequence, plus a batch of each
+// sequence's new tokens, interleaved across sequences in batch order. The same seed gives the
+// same values before conversion, whatever the types.
 struct PagedCache {
   KvCache kv;
   std::vector<int32_t> seq_ids;    // [n_tokens]
   std::vector<int32_t> positions;  // [n_tokens]
   AttentionBatch batch() const { return {seq_ids.data(), positions.data(), static_cast<int64_t>(seq_ids.size())}; }
 
-  PagedCache(const std::vector<SeqSpec>& seqs, int64_t k_width, int64_t v_width, int32_t block_size, uint32_t seed)
-      : kv(shape(seqs, k_width, v_width, block_size), n_blocks(seqs, block_size)) {
+  PagedCache(const std::vector<SeqSpec>& seqs, int64_t k_width, int64_t v_width, int32_t block_size, uint32_t seed,
+             const KvCacheTypes& types = kF32Cache)
+      : kv(with_types(shape(seqs, k_width, v_width, block_size), types), n_blocks(seqs, block_size)) {
+    EXPECT_TRUE(check_kv_cache_types(kv.shape()).is_ok());
     std::mt19937 rng(seed);
     // Grow the sequences a block at a time in turn so their block tables interleave.
     bool grew = true;
@@ -51,10 +57,15 @@ struct PagedCache {
         grew = true;
       }
     }
+    std::vector<float> k_row(static_cast<size_t>(k_width)), v_row(static_cast<size_t>(v_width));
     for (size_t s = 0; s < seqs.size(); ++s)
       for (int64_t pos = 0; pos < seqs[s].n_ctx; ++pos) {
-        fill_gaussian(kv.k_at(0, static_cast<int32_t>(s), pos), k_width, rng);
-        if (v_width > 0) fill_gaussian(kv.v_at(0, static_cast<int32_t>(s), pos), v_width, rng);
+        fill_gaussian(k_row.data(), k_width, rng);
+        kv.store_k(0, static_cast<int32_t>(s), pos, k_row.data());
+        if (v_width > 0) {
+          fill_gaussian(v_row.data(), v_width, rng);
+          kv.store_v(0, static_cast<int32_t>(s), pos, v_row.data());
+        }
       }
     int64_t max_new = 0;
     for (const SeqSpec& s : seqs) max_new = std::max(max_new, s.n_new);
@@ -81,6 +92,8 @@ struct PagedCache {
     return n;
   }
 };
+
+inline std::string types_name(const KvCacheTypes& t) { return std::string("K ") + dtype_name(t.k) + ", V " + dtype_name(t.v); }
 
 // Largest difference in a row relative to the row's largest reference magnitude.
 inline double max_row_error(const std::vector<float>& got, const std::vector<float>& want, int64_t row_width) {

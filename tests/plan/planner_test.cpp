@@ -50,16 +50,22 @@ TEST(Planner, DeepSeekR1Q4KMWeightsAbout377GiB) {
 
 TEST(Planner, MlaKvBytesPerToken) {
   const ModelDesc v3 = preset("deepseek-v3");
-  EXPECT_EQ(kv_bytes_per_token(v3.shape, DType::F16), 61u * (512 + 64) * 2);
-  EXPECT_EQ(kv_bytes_per_token(v3.shape, DType::Q8_0), 61u * (512 + 64) * 34 / 32);
+  EXPECT_EQ(kv_bytes_per_token(v3.shape, {DType::F16, DType::F16}), 61u * (512 + 64) * 2);
+  EXPECT_EQ(kv_bytes_per_token(v3.shape, {DType::Q8_0, DType::Q8_0}), 61u * (512 + 64) * 34 / 32);
+  EXPECT_EQ(kv_bytes_per_token(v3.shape, {DType::Q4_0, DType::F32}), 61u * (512 + 64) * 18 / 32);  // no V rows
   // GQA: 2 (K and V) x 4 kv heads x 128 x 28 layers x 2 bytes.
-  EXPECT_EQ(kv_bytes_per_token(preset("deepseek-r1-distill-qwen-7b").shape, DType::F16), 2u * 4 * 128 * 28 * 2);
+  EXPECT_EQ(kv_bytes_per_token(preset("deepseek-r1-distill-qwen-7b").shape, {DType::F16, DType::F16}), 2u * 4 * 128 * 28 * 2);
+  EXPECT_EQ(kv_bytes_per_token(preset("deepseek-r1-distill-qwen-7b").shape, {DType::Q8_0, DType::Q4_0}),
+            4u * 128 * 28 * (34 + 18) / 32);
   PlanOptions o;
   o.ctx = 8192;
   o.concurrency = 4;
   const ModelSizing z = size_model(v3, o);
   EXPECT_EQ(z.kv_bytes_total, 61u * 576 * 2 * 8192 * 4);
   EXPECT_EQ(z.total_bytes, z.weight_bytes + z.kv_bytes_total + z.scratch_bytes);
+  // The engine's pool: whole 16-token blocks per sequence.
+  o.ctx = 8190;
+  EXPECT_EQ(size_model(v3, o).kv_bytes_total, 61u * 576 * 2 * 8192 * 4);
 }
 
 TEST(Planner, DistillQwen7BQ4KMFitsAn8GBGpuAt8K) {

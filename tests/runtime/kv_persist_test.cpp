@@ -4,6 +4,7 @@
 // or made for another model or layout is rejected and leaves the cache untouched.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -201,6 +202,65 @@ TEST(KvPersist, RejectsAnotherModelOrLayout) {
   other.v_width = 2;
   st = restore_into_fresh(saved.path, kKey, other);
   EXPECT_NE(st.message().find("KV shape"), std::string::npos) << st.to_string();
+}
+
+// A cache in `types` with rows of whole 32-value blocks, sequence 1's prompt `tokens` cached.
+KvCache typed_cache(const KvCacheTypes& types, const std::vector<int32_t>& tokens) {
+  KvCacheShape s = small_shape();
+  s.k_width = 64;
+  s.v_width = 32;
+  KvCache kv(with_types(s, types), 8);
+  kv.enable_prefix_cache();
+  EXPECT_TRUE(kv.reserve(1, static_cast<int64_t>(tokens.size())).is_ok());
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  std::vector<float> k(64), v(32);
+  for (int64_t l = 0; l < s.n_layer; ++l)
+    for (int64_t pos = 0; pos < static_cast<int64_t>(tokens.size()); ++pos) {
+      for (float& x : k) x = dist(rng);
+      for (float& x : v) x = dist(rng);
+      kv.store_k(l, 1, pos, k.data());
+      kv.store_v(l, 1, pos, v.data());
+    }
+  kv.cache_computed_blocks(1, tokens, static_cast<int64_t>(tokens.size()));
+  return kv;
+}
+
+TEST(KvPersist, RoundTripKeepsTheStoredBytesOfEachCacheType) {
+  const std::vector<int32_t> tokens = seq(100, 9);  // two full blocks
+  const KvCacheTypes cases[] = {{DType::F32, DType::F32}, {DType::F16, DType::F16}, {DType::BF16, DType::BF16},
+                                {DType::Q8_0, DType::Q8_0}, {DType::Q4_0, DType::Q4_0}, {DType::Q8_0, DType::Q4_0}};
+  for (const KvCacheTypes& types : cases) {
+    const std::string name = std::string("types-") + dtype_name(types.k) + "-" + dtype_name(types.v) + ".bin";
+    const KvCache saved = typed_cache(types, tokens);
+    auto st = save_prefix_cache(saved, kKey, tmp_path(name));
+    ASSERT_TRUE(st) << st.status().to_string();
+    KvCache kv(saved.shape(), 8);
+    kv.enable_prefix_cache();
+    auto restored = restore_prefix_cache(kv, kKey, tmp_path(name));
+    ASSERT_TRUE(restored) << restored.status().to_string();
+    EXPECT_EQ(restored->n_restored, 2);
+    ASSERT_EQ(kv.reuse_prefix(3, tokens), 8);
+    for (int64_t l = 0; l < 2; ++l)
+      for (size_t b = 0; b < 2; ++b) {
+        const int32_t from = saved.block_table(1)[b], to = kv.block_table(3)[b];
+        const size_t k_bytes = 4 * saved.k_row_bytes(), v_bytes = 4 * saved.v_row_bytes();
+        EXPECT_EQ(std::memcmp(kv.k_data(l, to, 0), saved.k_data(l, from, 0), k_bytes), 0) << name << " layer " << l;
+        EXPECT_EQ(std::memcmp(kv.v_data(l, to, 0), saved.v_data(l, from, 0), v_bytes), 0) << name << " layer " << l;
+      }
+  }
+}
+
+TEST(KvPersist, RejectsAnotherCacheTypeNamingBoth) {
+  const KvCache saved = typed_cache({DType::Q8_0, DType::F16}, seq(100, 9));
+  ASSERT_TRUE(save_prefix_cache(saved, kKey, tmp_path("types-mismatch.bin")));
+  KvCache kv(with_types(saved.shape(), {DType::F16, DType::F16}), 8);
+  kv.enable_prefix_cache();
+  auto restored = restore_prefix_cache(kv, kKey, tmp_path("types-mismatch.bin"));
+  ASSERT_FALSE(restored);
+  EXPECT_NE(restored.status().message().find("K q8_0, V f16, this cache stores K f16, V f16"), std::string::npos)
+      << restored.status().to_string();
+  EXPECT_EQ(kv.pool().n_free(), 8);
 }
 
 // --- through the engine, on a synthetic model --------------------------------------------------

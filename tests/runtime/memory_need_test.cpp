@@ -1,22 +1,24 @@
 // The memory figures checked before allocating: the KV figure is the engine's real allocation for
 // the per-head and the MLA latent layouts, the arithmetic refuses instead of wrapping, and the
-// engine itself refuses a cache that cannot fit instead of throwing std::bad_alloc.
+// engine itself refuses a cache that cannot fit instead of throwing std::bad_alloc. The same
+// holds for every KV cache type, and `fathom plan` sizes the pool with the engine's figure.
 #include <gtest/gtest.h>
 
 #include "core/process.h"
 #include "model/architecture.h"
 #include "model/memory_need.h"
 #include "model/synth.h"
+#include "plan/planner.h"
 #include "runtime/engine.h"
 
 namespace fathom {
 namespace {
 
-std::string synth_path(const std::string& arch) {
-  const std::string path = std::string(FATHOM_TEST_TMP) + "/memory-" + arch + ".gguf";
+std::string synth_path(const std::string& arch, const std::string& preset = "tiny") {
+  const std::string path = std::string(FATHOM_TEST_TMP) + "/memory-" + arch + "-" + preset + ".gguf";
   SynthOptions o;
   o.arch = arch;
-  o.preset = "tiny";
+  o.preset = preset;
   o.dtype = DType::Q8_0;
   EXPECT_TRUE(synth_model(o, path).is_ok());
   return path;
@@ -65,7 +67,50 @@ TEST(MemoryNeed, MlaCachesTheLatentRowOnly) {
   EXPECT_EQ((*engine)->kv_cache().shape().v_width, 0);
   auto need = memory_need((*engine)->model().file(), c, engine_memory_demand(engine_options(path, 64, 1)), 0);
   ASSERT_TRUE(need);
-  EXPECT_EQ(need->kv_bytes, 4 * 16 * c.n_layer * (c.kv_lora_rank + c.n_rot) * static_cast<int64_t>(sizeof(float)));
+  EXPECT_EQ(need->kv_bytes, 4 * 16 * c.n_layer * (c.kv_lora_rank + c.n_rot) * 2);  // f16, the default
+}
+
+TEST(MemoryNeed, EngineAndPlanAllocateTheSameBytesForEachCacheType) {
+  const KvCacheTypes cases[] = {{DType::F32, DType::F32}, {DType::F16, DType::F16}, {DType::BF16, DType::BF16},
+                                {DType::Q8_0, DType::Q8_0}, {DType::Q4_0, DType::Q4_0}, {DType::Q8_0, DType::F16}};
+  for (const auto& [arch, preset] : {std::pair<const char*, const char*>{"qwen2", "tiny"}, {"deepseek2", "tiny-l64"}}) {
+    const std::string path = synth_path(arch, preset);
+    auto desc = plan::model_from_gguf(path);
+    ASSERT_TRUE(desc) << desc.status().to_string();
+    for (const KvCacheTypes& types : cases) {
+      EngineOptions o = engine_options(path, 200, 3);
+      o.kv_types = types;
+      auto engine = Engine::create(o);
+      ASSERT_TRUE(engine) << engine.status().to_string();
+      const KvCache& kv = (*engine)->kv_cache();
+      EXPECT_EQ(kv.shape().k_type, types.k);
+      EXPECT_EQ(kv.shape().v_type, types.v);
+      plan::PlanOptions po;
+      po.ctx = 200;
+      po.concurrency = 3;
+      po.kv_types = types;
+      const plan::ModelSizing z = plan::size_model(*desc, po);
+      const std::string what = std::string(arch) + " K " + dtype_name(types.k) + " V " + dtype_name(types.v);
+      EXPECT_EQ(z.kv_bytes_total, kv.allocated_bytes()) << what;
+      EXPECT_EQ(z.kv_bytes_per_token, kv.bytes_per_token()) << what;
+      auto need = memory_need((*engine)->model().file(), (*engine)->model().config(), engine_memory_demand(o), 0);
+      ASSERT_TRUE(need);
+      EXPECT_EQ(static_cast<size_t>(need->kv_bytes), kv.allocated_bytes()) << what;
+    }
+  }
+}
+
+TEST(MemoryNeed, BlockTypesNeedRowsOfWholeBlocks) {
+  // deepseek2 tiny caches a 48-value latent row: not whole 32-value blocks.
+  EngineOptions o = engine_options(synth_path("deepseek2"), 64, 1);
+  o.kv_types = {DType::Q8_0, DType::Q8_0};
+  auto engine = Engine::create(o);
+  ASSERT_FALSE(engine);
+  EXPECT_EQ(engine.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(engine.status().message().find("q8_0 K cache stores rows of whole 32-value blocks; this model's K rows have 48 values"),
+            std::string::npos) << engine.status().to_string();
+  o.kv_types = {DType::BF16, DType::BF16};
+  EXPECT_TRUE(Engine::create(o)) << "bf16 takes any width";
 }
 
 TEST(MemoryNeed, ArithmeticRefusesInsteadOfWrapping) {
@@ -94,11 +139,11 @@ TEST(MemoryNeed, HugeContextIsAFigureNotAnAllocation) {
   auto need = memory_need(**file, *config, d, 0);
   ASSERT_TRUE(need) << need.status().to_string();
   const KvCacheShape s = kv_cache_shape(*config, d.n_ctx);
-  EXPECT_EQ(need->kv_bytes, int64_t{62500000} * 16 * s.n_layer * (s.k_width + s.v_width) * 4);
+  EXPECT_EQ(need->kv_bytes, int64_t{62500000} * 16 * s.n_layer * (s.k_width + s.v_width) * 2);  // f16, the default
   MemoryWording w;
   const Status st = check_memory(*need, uint64_t{8} << 30, *config, d, w);
   EXPECT_EQ(st.code(), ErrorCode::kOutOfMemory);
-  EXPECT_NE(st.message().find("the KV cache for -c 999999999 needs 476.8 GiB (plus "), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("the KV cache for -c 999999999 needs 238.4 GiB (plus "), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("but 8.0 GiB of memory is available; lower -c/--ctx-size (the model was trained on 512 tokens)"),
             std::string::npos) << st.message();
   EXPECT_TRUE(check_memory(*need, uint64_t{1} << 50, *config, d, w).is_ok());

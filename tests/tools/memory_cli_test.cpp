@@ -16,7 +16,7 @@ namespace {
 using test::CmdResult;
 using test::run_fathom;
 
-// Tiny llama (trained context 512): -c 999999999 needs 476.8 GiB of KV cache.
+// Tiny llama (trained context 512): -c 999999999 needs 238.4 GiB of f16 KV cache.
 const std::string& tiny_model() {
   static const std::string path = [] {
     const std::string p = std::string(FATHOM_TEST_TMP) + "/memory-cli-llama.gguf";
@@ -46,7 +46,7 @@ void expect_clean_refusal(const CmdResult& r, const std::string& prefix) {
 TEST(MemoryCli, RunRefusesAContextThatCannotFit) {
   if (!machine_lacks_477_gib()) GTEST_SKIP() << "this machine has the memory";
   expect_clean_refusal(run_fathom("run -m " + tiny_model() + " -c 999999999 -p hi -n 4"),
-                       "fathom run: the KV cache for -c 999999999 needs 476.8 GiB (plus ");
+                       "fathom run: the KV cache for -c 999999999 needs 238.4 GiB (plus ");
 }
 
 TEST(MemoryCli, ServeRefusesBeforeListening) {
@@ -54,7 +54,7 @@ TEST(MemoryCli, ServeRefusesBeforeListening) {
   // timeout: were the check missing, serve would listen until killed.
   const CmdResult r = test::run_command("timeout 20 " + std::string(FATHOM_BIN_PATH) + " serve -m " + tiny_model() +
                                         " -c 999999999 -np 2 --port 0 2>&1");
-  expect_clean_refusal(r, "fathom serve: the KV cache for -c 999999999 x -np 2 needs 953.7 GiB (plus ");
+  expect_clean_refusal(r, "fathom serve: the KV cache for -c 999999999 x -np 2 needs 476.8 GiB (plus ");
   EXPECT_NE(r.output.find("lower -c/--ctx-size or -np/--parallel"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("listening"), std::string::npos) << r.output;
 }
@@ -62,7 +62,7 @@ TEST(MemoryCli, ServeRefusesBeforeListening) {
 TEST(MemoryCli, BenchRefusesAPromptThatCannotFit) {
   if (!machine_lacks_477_gib()) GTEST_SKIP() << "this machine has the memory";
   expect_clean_refusal(run_fathom("bench -m " + tiny_model() + " -p 999999999 -n 4 -r 1 --bw-mib 0"),
-                       "fathom bench: the KV cache for -p 999999999 needs 476.8 GiB (plus ");
+                       "fathom bench: the KV cache for -p 999999999 needs 238.4 GiB (plus ");
 }
 
 TEST(MemoryCli, PerplexityRefusesAChunkThatCannotFit) {
@@ -70,7 +70,7 @@ TEST(MemoryCli, PerplexityRefusesAChunkThatCannotFit) {
   const std::string text = std::string(FATHOM_TEST_TMP) + "/memory-cli.txt";
   std::ofstream(text) << "Once upon a time there was a little model that wanted more memory than the machine had.\n";
   expect_clean_refusal(run_fathom("perplexity -m " + tiny_model() + " -f " + text + " -c 999999999"),
-                       "fathom perplexity: the KV cache for -c 999999999 needs 476.8 GiB (plus ");
+                       "fathom perplexity: the KV cache for -c 999999999 needs 238.4 GiB (plus ");
 }
 
 TEST(MemoryCli, ContextPastTrainingWarnsAndRuns) {

@@ -11,6 +11,7 @@
 
 #include "backend/cpu/attention_internal.h"
 #include "core/status.h"
+#include "quant/quant.h"
 
 namespace fathom::cpu {
 
@@ -65,6 +66,7 @@ using detail::KeyTile;
 using detail::kTileKeys;
 using detail::RowTile;
 using detail::TileFn;
+using detail::ConvertFn;
 
 // Scratch per work item is about this many floats ([rows, dk] queries + [rows, dv] outputs),
 // so an item's rows stay in L2 while the cache streams past.
@@ -159,10 +161,44 @@ struct ItemScratch {
   std::vector<float> m, l;         // [rows] running max and denominator
   std::vector<int32_t> n_kv;       // [rows] positions visible to the row: its position + 1
   std::vector<int32_t> n_visible;  // [rows] visible keys of the current tile
+  std::vector<float> k_tile, v_tile;  // [kTileKeys, span] keys / values of a converted tile
 };
 
+// The columns [first, first + n) of a cache row in a type with `block`-value blocks: the
+// whole blocks covering them, and where the columns start within those.
+struct RowSpan {
+  int64_t begin = 0;   // first value of the first covering block
+  int64_t n = 0;       // values of the covering blocks
+  int64_t offset = 0;  // first - begin
+};
+
+RowSpan covering_blocks(DType t, int64_t first, int64_t n) {
+  const int64_t block = traits(t).block_size;
+  RowSpan span;
+  span.begin = first / block * block;
+  span.n = (first + n + block - 1) / block * block - span.begin;
+  span.offset = first - span.begin;
+  return span;
+}
+
+// Converts a tile's rows to f32: row j of `n_keys` rows `row_bytes` apart starting at `data`,
+// covering blocks `span`, into dst[j * span.n ...]. f16/bf16 go through `convert` when there is
+// one, the rest through the reference dequantizer. Returns the tile's first column in dst.
+const float* convert_tile(DType t, const uint8_t* data, size_t row_bytes, const RowSpan& span, int n_keys,
+                          ConvertFn convert, std::vector<float>& dst) {
+  dst.resize(static_cast<size_t>(kTileKeys * span.n));
+  const size_t skip = row_size(t, span.begin);
+  const bool fast = convert && (t == DType::F16 || t == DType::BF16);
+  for (int j = 0; j < n_keys; ++j) {
+    const uint8_t* row = data + static_cast<size_t>(j) * row_bytes + skip;
+    if (fast) convert(t, row, dst.data() + j * span.n, span.n);
+    else quant::dequantize_row(t, row, dst.data() + j * span.n, span.n);
+  }
+  return dst.data() + span.offset;
+}
+
 void run_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& batch, const Problem& p, KvCache& kv,
-              int64_t layer, TileFn tile_fn, ItemScratch& s) {
+              int64_t layer, TileFn tile_fn, ConvertFn convert_fn, ItemScratch& s) {
   const int64_t group = p.n_head / p.n_head_kv;
   const int64_t n_rows = item.n_tok * item.n_heads;
   s.q.resize(static_cast<size_t>(n_rows * p.dk));
@@ -190,21 +226,35 @@ void run_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& 
   }
   const RowTile rows{s.q.data(), s.o.data(), s.m.data(), s.l.data(), s.n_visible.data(), n_rows, p.dk, p.dv, p.scale};
   const std::vector<int32_t>& table = kv.block_table(seq.seq_id);
-  const int32_t block_size = kv.shape().block_size;
-  const int64_t k_width = kv.shape().k_width, v_width = kv.shape().v_width;
+  const KvCacheShape& shape = kv.shape();
+  const int32_t block_size = shape.block_size;
+  // f32 rows are read in place; other types are converted a tile (at most 16 rows of this KV
+  // head's blocks) at a time, so no f32 copy of the cache exists. V quantized in blocks is
+  // converted whole blocks at a time too, then summed like f32 values.
+  const bool k_f32 = shape.k_type == DType::F32, v_f32 = p.latent || shape.v_type == DType::F32;
+  const RowSpan k_span = covering_blocks(shape.k_type, item.kv_head * p.dk, p.dk);
+  const RowSpan v_span = covering_blocks(shape.v_type, item.kv_head * p.dv, p.dv);
   for (int64_t pos = 0; pos < max_kv;) {
     const int32_t block = table[static_cast<size_t>(pos / block_size)];
     const auto slot = static_cast<int32_t>(pos % block_size);
     const int n_keys = static_cast<int>(std::min<int64_t>({kTileKeys, block_size - slot, max_kv - pos}));
     KeyTile tile;
-    tile.k = kv.k_row(layer, block, slot) + item.kv_head * p.dk;
-    tile.k_stride = k_width;
+    if (k_f32) {
+      tile.k = kv.k_row(layer, block, slot) + item.kv_head * p.dk;
+      tile.k_stride = shape.k_width;
+    } else {
+      tile.k = convert_tile(shape.k_type, kv.k_data(layer, block, slot), kv.k_row_bytes(), k_span, n_keys, convert_fn, s.k_tile);
+      tile.k_stride = k_span.n;
+    }
     if (p.latent) {
       tile.v = tile.k;
-      tile.v_stride = k_width;
-    } else {
+      tile.v_stride = tile.k_stride;
+    } else if (v_f32) {
       tile.v = kv.v_row(layer, block, slot) + item.kv_head * p.dv;
-      tile.v_stride = v_width;
+      tile.v_stride = shape.v_width;
+    } else {
+      tile.v = convert_tile(shape.v_type, kv.v_data(layer, block, slot), kv.v_row_bytes(), v_span, n_keys, convert_fn, s.v_tile);
+      tile.v_stride = v_span.n;
     }
     tile.n_keys = n_keys;
     for (int64_t r = 0; r < n_rows; ++r)
@@ -228,6 +278,7 @@ void run(ThreadPool& pool, Isa isa, const Problem& p, KvCache& kv, int64_t layer
   if (batch.n_tokens == 0) return;
   FATHOM_CHECK(p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0);
   const TileFn tile_fn = pick_tile(isa, p.dk, p.dv);
+  const ConvertFn convert_fn = isa == Isa::kAvx512 || isa == Isa::kAvx2 ? detail::convert_avx2() : nullptr;
   const std::vector<SeqTokens> seqs = group_by_sequence(batch);
   const std::vector<WorkItem> items = make_items(seqs, batch, p, pool.n_threads());
   // Dynamic scheduling: causal items differ in length, so threads take the next item when done.
@@ -235,7 +286,7 @@ void run(ThreadPool& pool, Isa isa, const Problem& p, KvCache& kv, int64_t layer
   pool.run_on_all([&](int) {
     ItemScratch scratch;
     for (size_t i = next.fetch_add(1, std::memory_order_relaxed); i < items.size(); i = next.fetch_add(1, std::memory_order_relaxed))
-      run_item(items[i], seqs[static_cast<size_t>(items[i].seq)], batch, p, kv, layer, tile_fn, scratch);
+      run_item(items[i], seqs[static_cast<size_t>(items[i].seq)], batch, p, kv, layer, tile_fn, convert_fn, scratch);
   });
 }
 
@@ -288,6 +339,7 @@ void attention_ref(ThreadPool& pool, const float* q, KvCache& kv, int64_t layer,
   // read once per item and no [n_ctx] score buffer is needed.
   pool.parallel_for(batch.n_tokens * n_head, reference_grain(batch, head_dim_k + head_dim_v), [&](int, int64_t begin, int64_t end) {
     std::vector<float> acc(static_cast<size_t>(head_dim_v));
+    std::vector<float> k_row(static_cast<size_t>(kv.shape().k_width)), v_row(static_cast<size_t>(kv.shape().v_width));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t t = item / n_head, h = item % n_head, hk = h / group;
       const float* qh = q + (t * n_head + h) * head_dim_k;
@@ -298,11 +350,13 @@ void attention_ref(ThreadPool& pool, const float* q, KvCache& kv, int64_t layer,
       for (int64_t pos = 0; pos < n_kv; ++pos) {
         const int32_t block = table[static_cast<size_t>(pos / block_size)];
         const int32_t slot = static_cast<int32_t>(pos % block_size);
-        const float* kr = kv.k_row(layer, block, slot) + hk * head_dim_k;
+        kv.load_k(layer, block, slot, k_row.data());
+        const float* kr = k_row.data() + hk * head_dim_k;
         float s = 0.0f;
         for (int64_t i = 0; i < head_dim_k; ++i) s += qh[i] * kr[i];
         s *= scale;
-        const float* vr = kv.v_row(layer, block, slot) + hk * head_dim_v;
+        kv.load_v(layer, block, slot, v_row.data());
+        const float* vr = v_row.data() + hk * head_dim_v;
         if (s > max_score) {
           const float correction = std::exp(max_score - s);
           denom *= correction;
@@ -328,6 +382,7 @@ void mla_attention_ref(ThreadPool& pool, const float* q_abs, const float* q_pe, 
   // each position serves as both key (with k_pe) and value.
   pool.parallel_for(batch.n_tokens * n_head, reference_grain(batch, 2 * kv_lora_rank + n_rot), [&](int, int64_t begin, int64_t end) {
     std::vector<float> acc(static_cast<size_t>(kv_lora_rank));
+    std::vector<float> latent_row(static_cast<size_t>(kv.shape().k_width));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t t = item / n_head, h = item % n_head;
       const float* qa = q_abs + (t * n_head + h) * kv_lora_rank;
@@ -337,7 +392,8 @@ void mla_attention_ref(ThreadPool& pool, const float* q_abs, const float* q_pe, 
       float max_score = -INFINITY, denom = 0.0f;
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t pos = 0; pos < n_kv; ++pos) {
-        const float* row = kv.k_row(layer, table[static_cast<size_t>(pos / block_size)], static_cast<int32_t>(pos % block_size));
+        kv.load_k(layer, table[static_cast<size_t>(pos / block_size)], static_cast<int32_t>(pos % block_size), latent_row.data());
+        const float* row = latent_row.data();
         float s = 0.0f;
         for (int64_t i = 0; i < kv_lora_rank; ++i) s += qa[i] * row[i];
         for (int64_t i = 0; i < n_rot; ++i) s += qp[i] * row[kv_lora_rank + i];

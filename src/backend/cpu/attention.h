@@ -5,6 +5,9 @@
 // buffer exists and each K/V block is read once per item instead of once per (token, head).
 // MLA (deepseek2) is the same computation with one "KV head" whose cache row is the key
 // ([latent | k_pe]) and whose first kv_lora_rank values are the value.
+// A cache stored as f16, bf16, q8_0 or q4_0 is read through a per-thread tile buffer: each
+// 16-position tile of the item's KV head is converted (its covering 32-value blocks for the
+// block formats) just before the tile kernel runs, so no f32 copy of the cache is made.
 //
 // The inner tile kernel has generic, AVX2 and AVX-512 versions (per-function target attributes,
 // chosen by the caller's Isa); head widths the vector code does not cover fall back to a
@@ -33,7 +36,8 @@ void mla_attention(ThreadPool& pool, Isa isa, const float* q_abs, const float* q
                    const AttentionBatch& batch, int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale,
                    float* out);
 
-// Scalar references: one (token, head) at a time, position by position.
+// Scalar references: one (token, head) at a time, position by position, each cached row
+// converted whole to f32 (KvCache::load_k/load_v).
 void attention_ref(ThreadPool& pool, const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch,
                    int64_t n_head, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out);
 void mla_attention_ref(ThreadPool& pool, const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer,

@@ -1,16 +1,20 @@
 // AVX2+FMA attention tile: the 16-key tile as two 8-lane halves. Each half's scores come from
 // 8 per-key accumulators over the head width folded by a horizontal-add tree; softmax weights
 // use a vector exp (Cephes polynomial, ~1 ulp); the weighted value sum keeps up to 64 output
-// floats in registers per pass. Built with per-function target attributes.
+// floats in registers per pass. Built with per-function target attributes. Also the f16/bf16 row
+// conversion of stored caches (F16C, and a 16-bit shift for bf16).
 #include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/attention_internal.h"
+#include "core/fp16.h"
+#include "core/status.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
 #define FATHOM_AVX2 __attribute__((target("avx2,fma")))
+#define FATHOM_AVX2_F16C __attribute__((target("avx2,fma,f16c")))
 
 namespace fathom::cpu::detail {
 
@@ -125,9 +129,26 @@ FATHOM_AVX2 void tile_avx2_impl(const KeyTile& tile, const RowTile& rows) {
   }
 }
 
+FATHOM_AVX2_F16C void convert_avx2_impl(DType t, const uint8_t* src, float* dst, int64_t n) {
+  const auto* h = reinterpret_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  if (t == DType::F16) {
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+    for (; i < n; ++i) dst[i] = fp16_to_fp32(h[i]);
+    return;
+  }
+  FATHOM_CHECK(t == DType::BF16);
+  for (; i + 8 <= n; i += 8) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
+    _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
+  }
+  for (; i < n; ++i) dst[i] = bf16_to_fp32(h[i]);
+}
+
 }  // namespace
 
 TileFn tile_avx2() { return tile_avx2_impl; }
+ConvertFn convert_avx2() { return convert_avx2_impl; }
 
 }  // namespace fathom::cpu::detail
 
@@ -135,6 +156,7 @@ TileFn tile_avx2() { return tile_avx2_impl; }
 
 namespace fathom::cpu::detail {
 TileFn tile_avx2() { return nullptr; }
+ConvertFn convert_avx2() { return nullptr; }
 }  // namespace fathom::cpu::detail
 
 #endif

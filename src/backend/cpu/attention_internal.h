@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace fathom::cpu::detail {
 
 // Keys per tile: one AVX-512 register of scores per query row. A tile never crosses a cache
@@ -43,5 +45,12 @@ void tile_generic(const KeyTile& tile, const RowTile& rows);
 // multiples of 16.
 TileFn tile_avx2();
 TileFn tile_avx512();
+
+// Converts n stored f16 or bf16 values to f32 (exactly, as fp16_to_fp32/bf16_to_fp32 do). The
+// scalar conversion would cost more than the tile's arithmetic; the block formats' reference
+// dequantizers are already cheaper than reading f32. nullptr without x86 vector code; the
+// AVX2 version needs F16C (part of Isa::kAvx2).
+using ConvertFn = void (*)(DType t, const uint8_t* src, float* dst, int64_t n);
+ConvertFn convert_avx2();
 
 }  // namespace fathom::cpu::detail

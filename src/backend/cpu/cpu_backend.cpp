@@ -110,9 +110,8 @@ void CpuBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_
 void CpuBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
   const int64_t kw = kv.shape().k_width, vw = kv.shape().v_width;
   for (int64_t t = 0; t < batch.n_tokens; ++t) {
-    std::memcpy(kv.k_at(layer, batch.seq_ids[t], batch.positions[t]), k + t * kw, static_cast<size_t>(kw) * sizeof(float));
-    if (vw > 0)
-      std::memcpy(kv.v_at(layer, batch.seq_ids[t], batch.positions[t]), v + t * vw, static_cast<size_t>(vw) * sizeof(float));
+    kv.store_k(layer, batch.seq_ids[t], batch.positions[t], k + t * kw);
+    if (vw > 0) kv.store_v(layer, batch.seq_ids[t], batch.positions[t], v + t * vw);
   }
 }
 

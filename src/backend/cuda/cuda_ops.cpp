@@ -268,6 +268,7 @@ Status CudaBackend::Impl::top_candidates(const float* logits, int64_t n_rows, in
 }
 
 Status CudaBackend::Impl::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
+  if (!kv_cache_is_f32(kv.shape())) return not_covered();  // the mirrors hold f32 rows; the CPU converts
   FATHOM_CUDA_TRY(cudaSetDevice(info.index));
   FATHOM_ASSIGN_OR_RETURN(MirrorLayer* m, mirror_layer(kv, layer));
   if (!m) return not_covered();  // attention on this cache runs on the CPU, from the host rows
@@ -313,7 +314,8 @@ Status CudaBackend::Impl::store_kv(KvCache& kv, int64_t layer, const AttentionBa
 Status CudaBackend::Impl::attend(const float* q_a, int64_t width_a, const float* q_b, int64_t width_b, KvCache& kv,
                                  int64_t layer, const AttentionBatch& batch, int64_t n_head, int64_t group,
                                  int64_t head_dim_v, bool latent, float scale, float* out) {
-  if (width_a + width_b > cuda::kAttentionMaxQueryDim || head_dim_v > cuda::kAttentionMaxValueDim) return not_covered();
+  if (width_a + width_b > cuda::kAttentionMaxQueryDim || head_dim_v > cuda::kAttentionMaxValueDim || !kv_cache_is_f32(kv.shape()))
+    return not_covered();
   FATHOM_CUDA_TRY(cudaSetDevice(info.index));
   FATHOM_ASSIGN_OR_RETURN(MirrorLayer* m, mirror_layer(kv, layer));
   if (!m) return not_covered();

@@ -561,8 +561,8 @@ cl_int OpenClBackend::Impl::add(float* x, const float* y, int64_t n) {
 cl_int OpenClBackend::Impl::attend(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head,
                                    int64_t group, int64_t head_dim_k, int64_t head_dim_v, bool latent, float scale,
                                    float* out) {
-  if (head_dim_k > kMaxQueryDim || head_dim_v > kMaxValueDim) return CL_INVALID_VALUE;
   const KvCacheShape& shape = kv.shape();
+  if (head_dim_k > kMaxQueryDim || head_dim_v > kMaxValueDim || !kv_cache_is_f32(shape)) return CL_INVALID_VALUE;
   const size_t slots = static_cast<size_t>(kv.pool().n_total()) * static_cast<size_t>(shape.block_size);
   const Region* kr = region_for(kv.k_row(layer, 0, 0), slots * static_cast<size_t>(shape.k_width) * sizeof(float));
   const Region* vr = latent ? kr : region_for(kv.v_row(layer, 0, 0), slots * static_cast<size_t>(shape.v_width) * sizeof(float));
@@ -722,6 +722,7 @@ void OpenClBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t he
 
 void OpenClBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
   impl_->cpu->store_kv(kv, layer, batch, k, v);
+  if (!kv_cache_is_f32(kv.shape())) return;  // never wrapped: attention on it runs on the CPU
   // The cache is written on the host; wrapped layers learn of the new rows through a write from
   // the wrapped memory itself, which OpenCL defines as the synchronisation for CL_MEM_USE_HOST_PTR
   // buffers (free on zero-copy devices, a copy of just these rows on discrete ones).
