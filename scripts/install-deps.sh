@@ -8,6 +8,7 @@ packages=(
   nlohmann-json3-dev   # JSON (GGUF-independent config, HTTP API, tokenizer.json)
   libpcre2-dev         # Unicode-aware regexes for the BPE pre-tokenizers
   libcpp-httplib-dev   # HTTP client for `fathom bench load` and test clients
+  libedit-dev          # line editing and history in `fathom chat` (BSD licence)
   libboost-dev         # Boost.Beast/Asio: the event-driven HTTP server of `fathom serve`
   libgtest-dev libgmock-dev
   python3 python3-jinja2  # reference renderer for the chat-template tests

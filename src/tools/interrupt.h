@@ -1,0 +1,19 @@
+// Ctrl-C during generation (fathom run, fathom chat): while a SigintCatcher lives, the first
+// SIGINT only raises a flag the generation loop polls, so it can cancel the request and keep
+// what it has (partial statistics, the chat prompt); a second SIGINT before reset() ends the
+// process as usual.
+#pragma once
+
+namespace fathom::tools {
+
+class SigintCatcher {
+ public:
+  SigintCatcher();   // installs the handler
+  ~SigintCatcher();  // restores the previous one
+  SigintCatcher(const SigintCatcher&) = delete;
+  SigintCatcher& operator=(const SigintCatcher&) = delete;
+  bool caught() const;
+  void reset();  // the next SIGINT is caught again
+};
+
+}  // namespace fathom::tools
