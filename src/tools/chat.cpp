@@ -213,14 +213,7 @@ Expected<std::string> answer(Engine& engine, const std::string& prompt_text, con
     }
   };
   FATHOM_ASSIGN_OR_RETURN(const RequestId id, engine.submit(std::move(req)));
-  bool cancelled = false;
-  while (failure.is_ok() && engine.has_work()) {
-    if (sigint.caught() && !cancelled) {
-      engine.cancel(id);
-      cancelled = true;
-    }
-    if (Status st = engine.step(); !st.is_ok()) failure = st;
-  }
+  if (Status st = run_until_idle_or_interrupted(engine, id, sigint); !st.is_ok()) failure = st;
   if (in_reasoning_block) std::fputs(tty ? "\033[0m" : "\n[/thinking]\n", stdout);
   std::fputs(reason == FinishReason::kCancelled ? "\n(stopped)\n" : "\n", stdout);
   std::fflush(stdout);

@@ -36,4 +36,16 @@ bool SigintCatcher::caught() const { return g_sigint_caught; }
 
 void SigintCatcher::reset() { g_sigint_caught = false; }
 
+Status run_until_idle_or_interrupted(Engine& engine, RequestId id, const SigintCatcher& sigint) {
+  bool cancelled = false;
+  while (engine.has_work()) {
+    if (sigint.caught() && !cancelled) {
+      engine.cancel(id);
+      cancelled = true;
+    }
+    FATHOM_RETURN_IF_ERROR(engine.step());
+  }
+  return Status::ok();
+}
+
 }  // namespace fathom::tools

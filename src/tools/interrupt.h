@@ -4,6 +4,8 @@
 // process as usual.
 #pragma once
 
+#include "runtime/engine.h"
+
 namespace fathom::tools {
 
 class SigintCatcher {
@@ -15,5 +17,9 @@ class SigintCatcher {
   bool caught() const;
   void reset();  // the next SIGINT is caught again
 };
+
+// Steps the engine until it is idle; a SIGINT caught meanwhile cancels request `id` (which then
+// finishes with FinishReason::kCancelled). A failed step's status is returned.
+Status run_until_idle_or_interrupted(Engine& engine, RequestId id, const SigintCatcher& sigint);
 
 }  // namespace fathom::tools

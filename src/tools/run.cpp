@@ -95,18 +95,12 @@ int cmd_run(const Args& args) {
     std::fflush(stdout);
   }
   SigintCatcher sigint;
-  bool cancelled = false;
-  while (failure.is_ok() && engine->has_work()) {
-    if (sigint.caught() && !cancelled) {
-      engine->cancel(*id);
-      cancelled = true;
-    }
-    if (Status st = engine->step(); !st.is_ok()) failure = st;
-  }
+  if (Status st = run_until_idle_or_interrupted(*engine, *id, sigint); !st.is_ok()) failure = st;
+  const bool cancelled = reason == FinishReason::kCancelled;
   std::fputs("\n", stdout);
   std::fflush(stdout);
   if (!failure.is_ok()) return p.runtime_error(failure.to_string());
-  if (reason == FinishReason::kCancelled) std::fprintf(stderr, "fathom run: interrupted\n");
+  if (cancelled) std::fprintf(stderr, "fathom run: interrupted\n");
   if (reason == FinishReason::kLength && stats.n_generated < n_predict)
     std::fprintf(stderr, "fathom run: stopped at the end of the context (%lld tokens); raise -c for more\n",
                  static_cast<long long>(engine->n_ctx()));
