@@ -8,6 +8,7 @@ packages=(
   nlohmann-json3-dev   # JSON (GGUF-independent config, HTTP API, tokenizer.json)
   libpcre2-dev         # Unicode-aware regexes for the BPE pre-tokenizers
   libcpp-httplib-dev   # HTTP client for `fathom bench load` and test clients
+  libedit-dev          # line editing and history in `fathom chat` (BSD licence)
   libboost-dev         # Boost.Beast/Asio: the event-driven HTTP server of `fathom serve`
   libcurl4-openssl-dev # `fathom pull`: HTTPS downloads with redirects, Range resume and proxies
   libssl-dev           # `fathom pull`: sha256 of downloads (OpenSSL's libcrypto EVP)

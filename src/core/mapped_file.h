@@ -10,9 +10,15 @@
 
 namespace fathom {
 
+// How MappedFile::open brings a file into memory.
+struct MapOptions {
+  bool read = false;   // read it into an allocation instead of mapping it (pages cannot be dropped)
+  bool lock = false;   // mlock the bytes in RAM; when RLIMIT_MEMLOCK forbids it, open fails
+};
+
 class MappedFile {
  public:
-  static Expected<std::unique_ptr<MappedFile>> open(const std::string& path);
+  static Expected<std::unique_ptr<MappedFile>> open(const std::string& path, const MapOptions& options = {});
   // Wraps bytes already in memory (tests, fuzzing); the buffer is copied.
   static std::unique_ptr<MappedFile> from_bytes(const void* data, size_t size, std::string name);
   ~MappedFile();
@@ -28,11 +34,12 @@ class MappedFile {
   MappedFile() = default;
   const uint8_t* data_ = nullptr;  // [size_] bytes, read-only
   size_t size_ = 0;
-  bool is_mmap_ = false;           // munmap on destruction, else delete[]
+  bool is_mmap_ = false;           // munmap on destruction, else free (page-aligned allocation)
+  bool is_locked_ = false;         // munlock on destruction
   std::string path_;
 };
 
-// Reads a whole (small) text file; errors name the path.
+// Reads a whole (small) text file; errors name the path and say when it is a directory.
 Expected<std::string> read_text_file(const std::string& path);
 
 }  // namespace fathom

@@ -109,12 +109,52 @@ std::string HttpTarget::describe() const {
   return origin_ + base_path_ + (options_.chat ? " (chat/completions)" : " (completions)");
 }
 
-std::string HttpTarget::request_body(const WorkItem& item) const {
+Expected<std::vector<int32_t>> HttpTarget::tokenize(const std::string& text, bool add_special) const {
+  httplib::Client client(origin_);
+  set_timeouts(client, std::min(options_.timeout_s, 10.0));
+  httplib::Headers headers;
+  if (!options_.api_key.empty()) headers.emplace("Authorization", "Bearer " + options_.api_key);
+  const nlohmann::json body = {{"content", text}, {"add_special", add_special}};
+  auto res = client.Post("/tokenize", headers, body.dump(), "application/json");
+  if (!res) return error(ErrorCode::kUnavailable, "POST /tokenize: " + httplib::to_string(res.error()));
+  if (res->status != 200) return error(ErrorCode::kUnavailable, strprintf("POST /tokenize: HTTP %d", res->status));
+  const nlohmann::json j = nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.contains("tokens") || !j["tokens"].is_array())
+    return error(ErrorCode::kUnavailable, "POST /tokenize: no \"tokens\" array in the answer");
+  std::vector<int32_t> ids;
+  for (const nlohmann::json& t : j["tokens"]) {
+    if (!t.is_number_integer()) return error(ErrorCode::kUnavailable, "POST /tokenize: a token is not an integer");
+    ids.push_back(t.get<int32_t>());
+  }
+  return ids;
+}
+
+std::optional<std::vector<int32_t>> HttpTarget::exact_prompt(const WorkItem& item) {
+  if (options_.chat || item.prompt_tokens <= 0 || item.prompt.empty() || no_tokenize_) return std::nullopt;
+  if (bos_id_ == -2) {  // "" with the special tokens is [BOS] for models that add one
+    auto empty = tokenize("", /*add_special=*/true);
+    if (!empty) {
+      no_tokenize_ = true;
+      return std::nullopt;
+    }
+    bos_id_ = empty->size() == 1 ? (*empty)[0] : -1;
+  }
+  auto ids = tokenize(item.prompt, /*add_special=*/true);
+  if (!ids || ids->empty()) {
+    no_tokenize_ = true;
+    return std::nullopt;
+  }
+  return fit_prompt_length(std::move(*ids), item.prompt_tokens, static_cast<int32_t>(bos_id_.load()));
+}
+
+std::string HttpTarget::request_body(const WorkItem& item, const std::optional<std::vector<int32_t>>& prompt_ids) const {
   nlohmann::json body;
   if (!options_.model.empty()) body["model"] = options_.model;
   if (options_.chat) {
     body["messages"] = item.messages.is_null() ? nlohmann::json::array({{{"role", "user"}, {"content", item.prompt}}})
                                                : item.messages;
+  } else if (prompt_ids) {
+    body["prompt"] = *prompt_ids;
   } else {
     body["prompt"] = item.prompt.empty() ? messages_to_text(item.messages) : item.prompt;
   }
@@ -136,7 +176,7 @@ RequestOutcome HttpTarget::send(const WorkItem& item) {
   req.path = base_path_ + (options_.chat ? "/chat/completions" : "/completions");
   req.headers = {{"Content-Type", "application/json"}, {"Accept", "text/event-stream"}};
   if (!options_.api_key.empty()) req.headers.emplace("Authorization", "Bearer " + options_.api_key);
-  req.body = request_body(item);
+  req.body = request_body(item, exact_prompt(item));
 
   StreamReader reader;
   reader.chat = options_.chat;

@@ -2,7 +2,11 @@
 // stream: true, timing each server-sent content chunk as it arrives.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
+#include <optional>
+#include <vector>
 #include <string>
 
 #include "loadgen/target.h"
@@ -29,11 +33,18 @@ class HttpTarget : public Target {
 
  private:
   explicit HttpTarget(HttpTargetOptions options) : options_(std::move(options)) {}
-  std::string request_body(const WorkItem& item) const;
+  // The prompt as token ids of exactly item.prompt_tokens (synthetic completions), through the
+  // server's POST /tokenize (fathom's and llama-server's); nullopt where the server has none,
+  // and then the words go as text (about one token each; the usage it reports counts).
+  std::optional<std::vector<int32_t>> exact_prompt(const WorkItem& item);
+  Expected<std::vector<int32_t>> tokenize(const std::string& text, bool add_special) const;
+  std::string request_body(const WorkItem& item, const std::optional<std::vector<int32_t>>& prompt_ids) const;
 
   HttpTargetOptions options_;
   std::string origin_;     // "http://host:port", what httplib::Client takes
   std::string base_path_;  // "/v1" (no trailing slash; "" when the URL has no path)
+  std::atomic<bool> no_tokenize_{false};  // POST /tokenize failed once: send text from then on
+  std::atomic<int64_t> bos_id_{-2};       // the server's BOS id (-1: none; -2: not asked yet)
 };
 
 }  // namespace fathom::loadgen

@@ -83,15 +83,7 @@ std::vector<int32_t> LocalTarget::prompt_tokens(const WorkItem& item) const {
                            : Expected<std::string>(messages_to_text(item.messages));
     text = rendered ? *rendered : messages_to_text(item.messages);
   }
-  std::vector<int32_t> tokens = tokenize(tok, text);
-  if (item.prompt_tokens <= 0 || tokens.empty()) return tokens;
-  // Exact length: repeat the text's tokens (BOS, if any, stays only at the front) or cut them.
-  const size_t want = static_cast<size_t>(item.prompt_tokens);
-  const size_t body_start = !tokens.empty() && tokens[0] == tok.bos_id() && tokens.size() > 1 ? 1 : 0;
-  const size_t body_len = tokens.size() - body_start;
-  for (size_t i = 0; tokens.size() < want; ++i) tokens.push_back(tokens[body_start + i % body_len]);
-  tokens.resize(want);
-  return tokens;
+  return fit_prompt_length(tokenize(tok, text), item.prompt_tokens, tok.bos_id());
 }
 
 RequestOutcome LocalTarget::send(const WorkItem& item) {

@@ -254,8 +254,10 @@ plan::Chart sweep_chart(const std::vector<SweepPoint>& points, double ttft_p99_t
   c.title = "P99 time to first token against offered load";
   c.x_label = "offered load (req/s)";
   c.y_label = "P99 TTFT (ms)";
+  c.y_headroom = 0.15;  // the target line and the highest point stay clear of the frame
   plan::Series measured;
   measured.label = "P99 TTFT";
+  measured.markers = true;  // each rate is one measurement; the line between them is not data
   std::vector<const SweepPoint*> sorted;
   for (const SweepPoint& p : points) sorted.push_back(&p);
   std::sort(sorted.begin(), sorted.end(), [](const SweepPoint* a, const SweepPoint* b) { return a->qps < b->qps; });

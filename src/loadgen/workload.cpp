@@ -56,6 +56,15 @@ std::string messages_to_text(const nlohmann::json& messages) {
   return text;
 }
 
+std::vector<int32_t> fit_prompt_length(std::vector<int32_t> tokens, int64_t want, int32_t bos_id) {
+  if (want <= 0 || tokens.empty()) return tokens;
+  const size_t body_start = tokens[0] == bos_id && tokens.size() > 1 ? 1 : 0;
+  const size_t body_len = tokens.size() - body_start;
+  for (size_t i = 0; tokens.size() < static_cast<size_t>(want); ++i) tokens.push_back(tokens[body_start + i % body_len]);
+  tokens.resize(static_cast<size_t>(want));
+  return tokens;
+}
+
 Workload Workload::synthetic(plan::LengthDistribution prompt_len, plan::LengthDistribution output_len, uint64_t seed) {
   return Workload(std::move(prompt_len), std::move(output_len), seed);
 }

@@ -59,5 +59,8 @@ std::string synthetic_text(int64_t n_words, uint64_t rng_seed);
 
 // Messages flattened to plain text for a completions endpoint ("role: content" per line).
 std::string messages_to_text(const nlohmann::json& messages);
+// A synthetic prompt's tokens made exactly `want` long: the text's tokens repeated (a leading
+// bos_id stays only at the front) or cut. Empty tokens or want <= 0 return the tokens as they are.
+std::vector<int32_t> fit_prompt_length(std::vector<int32_t> tokens, int64_t want, int32_t bos_id);
 
 }  // namespace fathom::loadgen

@@ -1,3 +1,4 @@
+#include "kv/kv_cache.h"
 #include "plan/planner.h"
 
 #include <algorithm>
@@ -341,8 +342,13 @@ SpeedBounds speed_bounds(const ModelDesc& model, const ModelSizing& z, const Pla
   const double flops_per_token = 2.0 * static_cast<double>(std::max<int64_t>(z.n_params_active, 1));
   b.prefill_tps = b.peak_tops_used * 1e12 / flops_per_token;
   b.decode_tps_batch = std::min(bandwidth_bound, b.prefill_tps);
+  b.host_share = host_share;
   return b;
 }
+
+// The share of device memory a recommended quant leaves free: fragmentation, the CUDA context,
+// other processes and longer contexts than planned for all need some.
+constexpr double kRecommendedHeadroom = 0.10;
 
 Plan make_plan(const ModelDesc& model, const PlanOptions& opts, const HardwareSpec& device, const HardwareSpec& host) {
   Plan plan;
@@ -351,30 +357,51 @@ Plan make_plan(const ModelDesc& model, const PlanOptions& opts, const HardwareSp
   plan.options = opts;
   plan.sizing = size_model(model, opts);
   plan.placement = place(model, plan.sizing, opts, device, host);
-  plan.speed = speed_bounds(model, plan.sizing, plan.placement, opts, device, host);
+  // A placement that does not fit runs at no speed at all: no bound is printed for it.
+  if (plan.placement.mode != PlacementMode::kDoesNotFit)
+    plan.speed = speed_bounds(model, plan.sizing, plan.placement, opts, device, host);
   for (QuantScheme q : all_quants()) {
     PlanOptions o = opts;
     o.quant = q;
     QuantOption qo;
     qo.sizing = size_model(model, o);
     qo.placement = place(model, qo.sizing, o, device, host);
+    if (qo.placement.mode != PlacementMode::kDoesNotFit) qo.speed = speed_bounds(model, qo.sizing, qo.placement, o, device, host);
     plan.options_by_quant.push_back(std::move(qo));
   }
   std::stable_sort(plan.options_by_quant.begin(), plan.options_by_quant.end(),
                    [](const QuantOption& a, const QuantOption& b) { return a.sizing.weight_bytes > b.sizing.weight_bytes; });
   const QuantOption* offloaded = nullptr;
+  const QuantOption* largest_fit = nullptr;   // largest that fits entirely
+  const QuantOption* roomy_fit = nullptr;     // largest that fits with the headroom
+  bool q8_fits = false;
+  for (const QuantOption& qo : plan.options_by_quant)
+    q8_fits = q8_fits || (qo.sizing.quant == quant_name(QuantScheme::kQ8_0) && qo.placement.mode == PlacementMode::kAllOnDevice);
   for (const QuantOption& qo : plan.options_by_quant) {
-    if (qo.placement.mode == PlacementMode::kAllOnDevice) {
-      plan.recommended_quant = qo.sizing.quant;
-      break;
+    const bool sixteen_bit = qo.sizing.quant == quant_name(QuantScheme::kF16) || qo.sizing.quant == quant_name(QuantScheme::kBF16);
+    if (qo.placement.mode == PlacementMode::kAllOnDevice && !(sixteen_bit && q8_fits)) {
+      if (!largest_fit) largest_fit = &qo;
+      const double used = static_cast<double>(qo.placement.device_bytes) /
+                          static_cast<double>(std::max<uint64_t>(qo.placement.device_capacity, 1));
+      if (!roomy_fit && used <= 1.0 - kRecommendedHeadroom) roomy_fit = &qo;
     }
-    if (!offloaded && qo.placement.mode != PlacementMode::kDoesNotFit) offloaded = &qo;
+    if (!offloaded && qo.placement.mode != PlacementMode::kDoesNotFit && qo.placement.mode != PlacementMode::kAllOnDevice)
+      offloaded = &qo;
   }
   const std::string ctx = strprintf("ctx %lld x %lld", static_cast<long long>(opts.ctx),
                                     static_cast<long long>(std::max<int64_t>(opts.concurrency, 1)));
-  if (!plan.recommended_quant.empty()) {
-    plan.recommendation = plan.recommended_quant + " is the largest quant that fits " + device.name + " entirely (" +
-                          ctx + ")";
+  if (const QuantOption* pick = roomy_fit ? roomy_fit : largest_fit) {
+    plan.recommended_quant = pick->sizing.quant;
+    const double used = static_cast<double>(pick->placement.device_bytes) /
+                        static_cast<double>(std::max<uint64_t>(pick->placement.device_capacity, 1));
+    plan.recommendation = strprintf("%s fits %s entirely (%s): %.0f%% of its memory, decode <= %.1f tok/s",
+                                    pick->sizing.quant.c_str(), device.name.c_str(), ctx.c_str(), used * 100.0,
+                                    pick->speed.decode_tps_start);
+    if (pick != largest_fit)
+      plan.recommendation += strprintf("; %s fits too but leaves less than %.0f%% free",
+                                       largest_fit->sizing.quant.c_str(), kRecommendedHeadroom * 100.0);
+    if (q8_fits && pick->sizing.quant == quant_name(QuantScheme::kQ8_0))
+      plan.recommendation += "; 16-bit weights would read twice the bytes per token for no measurable quality gain";
   } else if (offloaded) {
     plan.recommended_quant = offloaded->sizing.quant;
     plan.recommendation = "no quant fits " + device.name + " entirely at " + ctx + "; " + offloaded->sizing.quant +

@@ -98,6 +98,7 @@ struct SpeedBounds {
   double decode_tps_batch = 0;   // all `concurrency` sequences together, each half-way through ctx
   double prefill_tps = 0;        // compute bound: peak ops / (2 x active params)
   double peak_tops_used = 0;     // the peak that bounds prefill (INT8 for quantized weights, FP16 otherwise)
+  double host_share = 0;         // fraction of the per-token weight bytes read from host RAM (offload)
 };
 SpeedBounds speed_bounds(const ModelDesc& model, const ModelSizing& sizing, const Placement& placement,
                          const PlanOptions& opts, const HardwareSpec& device, const HardwareSpec& host);
@@ -105,6 +106,7 @@ SpeedBounds speed_bounds(const ModelDesc& model, const ModelSizing& sizing, cons
 struct QuantOption {
   ModelSizing sizing;      // sizes in this scheme
   Placement placement;     // where it goes on the device
+  SpeedBounds speed;       // its bounds there (all zero when it does not fit)
 };
 
 struct Plan {
@@ -113,9 +115,13 @@ struct Plan {
   PlanOptions options;                 // as requested
   ModelSizing sizing;                  // requested quant
   Placement placement;                 // requested quant on the device
-  SpeedBounds speed;                   // requested quant
+  SpeedBounds speed;                   // requested quant; all zero when it does not fit
   std::vector<QuantOption> options_by_quant;  // every scheme, largest first
-  std::string recommended_quant;       // largest bits per weight that fits fully ("" if none)
+  // Of the quants that fit entirely: not a 16-bit one when q8_0 fits (the same quality within
+  // noise at about half the bytes per token, so twice the decode bound), and the largest that
+  // leaves kRecommendedHeadroom of the device free when one does, else the largest that fits.
+  // Else the largest that runs with offload; "" if none runs.
+  std::string recommended_quant;
   std::string recommendation;          // one or two sentences
 };
 

@@ -70,28 +70,37 @@ std::string plan_to_text(const ModelDesc& model, const Plan& p) {
                    p.host.name.c_str());
   o << "\n";
   const SpeedBounds& b = p.speed;
-  o << strprintf("decode    <= %s tok/s (empty context), <= %s tok/s at %lld tokens of context\n",
-                 tps_str(b.decode_tps_start).c_str(), tps_str(b.decode_tps_full).c_str(),
-                 static_cast<long long>(p.options.ctx));
-  o << strprintf("          = bandwidth / bytes read per token = %.0f GB/s / %.2f GB (%s)\n", p.device.bandwidth_gbs,
-                 static_cast<double>(z.decode_read_bytes) / 1e9,
-                 s.is_moe() ? "dense parts + active experts" : "all weights but the embedding table");
-  if (pl.mode == PlacementMode::kCpuMoe || pl.mode == PlacementMode::kPartialLayers)
-    o << strprintf("          offloaded bytes stream at the host's %.0f GB/s\n", p.host.bandwidth_gbs);
-  if (p.options.concurrency > 1)
-    o << strprintf("          %lld sequences together: <= %s tok/s in total\n", static_cast<long long>(p.options.concurrency),
-                   tps_str(b.decode_tps_batch).c_str());
-  o << strprintf("prefill   <= %s tok/s = %.1f %s / (2 x %s active params)\n", tps_str(b.prefill_tps).c_str(),
-                 b.peak_tops_used, b.peak_tops_used == p.device.int8_tops ? "INT8 TOPS" : "FP16 TFLOPS",
-                 params_str(z.n_params_active).c_str());
-  o << "          (upper bounds: peak bandwidth and compute; real engines reach 50-80% of them)\n\n";
+  if (pl.mode == PlacementMode::kDoesNotFit) {
+    o << "speed     none: it does not fit, so it does not run (see the quants below)\n\n";
+  } else {
+    const double read_gb = static_cast<double>(z.decode_read_bytes) / 1e9;
+    const double kv_gb = static_cast<double>(z.kv_bytes_per_token) * static_cast<double>(p.options.ctx) / 1e9;
+    o << strprintf("decode    <= %s tok/s (empty context) = %.0f GB/s / %.2f GB read per token (%s)\n",
+                   tps_str(b.decode_tps_start).c_str(), p.device.bandwidth_gbs, read_gb,
+                   s.is_moe() ? "dense parts + active experts" : "all weights but the embedding table");
+    o << strprintf("          <= %s tok/s at %lld tokens of context = %.0f GB/s / (%.2f GB + %.2f GB of KV cache)\n",
+                   tps_str(b.decode_tps_full).c_str(), static_cast<long long>(p.options.ctx), p.device.bandwidth_gbs,
+                   read_gb, kv_gb);
+    if (b.host_share > 0)
+      o << strprintf("          %.0f%% of those bytes stream from the host at %.0f GB/s, the rest at %.0f GB/s\n",
+                     b.host_share * 100.0, p.host.bandwidth_gbs, p.device.bandwidth_gbs);
+    if (p.options.concurrency > 1)
+      o << strprintf("          %lld sequences together: <= %s tok/s in total\n", static_cast<long long>(p.options.concurrency),
+                     tps_str(b.decode_tps_batch).c_str());
+    o << strprintf("prefill   <= %s tok/s = %.1f %s / (2 x %s active params)\n", tps_str(b.prefill_tps).c_str(),
+                   b.peak_tops_used, b.peak_tops_used == p.device.int8_tops ? "INT8 TOPS" : "FP16 TFLOPS",
+                   params_str(z.n_params_active).c_str());
+    o << "          (upper bounds: peak bandwidth and compute; real engines reach 50-80% of them)\n\n";
+  }
 
   o << strprintf("quants at ctx %lld x %lld on %s:\n", static_cast<long long>(p.options.ctx),
                  static_cast<long long>(p.options.concurrency), p.device.name.c_str());
-  o << strprintf("  %-8s %11s %11s  %s\n", "quant", "weights", "total", "placement");
+  o << strprintf("  %-8s %11s %11s %13s  %s\n", "quant", "weights", "total", "decode tok/s", "placement");
   for (const QuantOption& q : p.options_by_quant)
-    o << strprintf("  %-8s %11s %11s  %s\n", q.sizing.quant.c_str(), format_bytes(q.sizing.weight_bytes).c_str(),
-                   format_bytes(q.sizing.total_bytes).c_str(), placement_mode_name(q.placement.mode));
+    o << strprintf("  %-8s %11s %11s %13s  %s\n", q.sizing.quant.c_str(), format_bytes(q.sizing.weight_bytes).c_str(),
+                   format_bytes(q.sizing.total_bytes).c_str(),
+                   q.placement.mode == PlacementMode::kDoesNotFit ? "-" : ("<= " + tps_str(q.speed.decode_tps_start)).c_str(),
+                   placement_mode_name(q.placement.mode));
   o << "\nrecommendation: " << p.recommendation << "\n";
   return o.str();
 }
@@ -113,7 +122,10 @@ nlohmann::json plan_to_json(const ModelDesc& model, const Plan& p) {
   nlohmann::json quants = nlohmann::json::array();
   for (const QuantOption& q : p.options_by_quant)
     quants.push_back({{"quant", q.sizing.quant}, {"weight_bytes", q.sizing.weight_bytes}, {"total_bytes", q.sizing.total_bytes},
-                      {"placement", placement_mode_name(q.placement.mode)}, {"advice", q.placement.advice}});
+                      {"placement", placement_mode_name(q.placement.mode)}, {"advice", q.placement.advice},
+                      {"decode_tps_empty_context", q.placement.mode == PlacementMode::kDoesNotFit
+                                                       ? nlohmann::json(nullptr)
+                                                       : nlohmann::json(q.speed.decode_tps_start)}});
   return {
       {"model", {{"name", s.name}, {"arch", s.arch}, {"from_file", model.from_file}, {"params", z.n_params},
                  {"active_params", z.n_params_active}, {"n_layer", s.n_layer}, {"n_embd", s.n_embd}, {"n_expert", s.n_expert},
@@ -129,11 +141,15 @@ nlohmann::json plan_to_json(const ModelDesc& model, const Plan& p) {
                      {"device_capacity", p.placement.device_capacity}, {"device_bytes", p.placement.device_bytes},
                      {"host_capacity", p.placement.host_capacity}, {"host_bytes", p.placement.host_bytes},
                      {"n_gpu_layers", p.placement.n_gpu_layers}, {"n_cpu_moe", p.placement.n_cpu_moe}}},
-      {"speed_upper_bounds", {{"decode_tps_empty_context", p.speed.decode_tps_start},
-                              {"decode_tps_full_context", p.speed.decode_tps_full},
-                              {"decode_tps_all_sequences", p.speed.decode_tps_batch},
-                              {"decode_bytes_per_token", z.decode_read_bytes},
-                              {"prefill_tps", p.speed.prefill_tps}, {"prefill_peak_tops", p.speed.peak_tops_used}}},
+      {"speed_upper_bounds",
+       p.placement.mode == PlacementMode::kDoesNotFit
+           ? nlohmann::json(nullptr)
+           : nlohmann::json{{"decode_tps_empty_context", p.speed.decode_tps_start},
+                            {"decode_tps_full_context", p.speed.decode_tps_full},
+                            {"decode_tps_all_sequences", p.speed.decode_tps_batch},
+                            {"decode_bytes_per_token", z.decode_read_bytes},
+                            {"host_share", p.speed.host_share},
+                            {"prefill_tps", p.speed.prefill_tps}, {"prefill_peak_tops", p.speed.peak_tops_used}}},
       {"quants", quants},
       {"recommended_quant", p.recommended_quant},
       {"recommendation", p.recommendation},

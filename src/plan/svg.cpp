@@ -55,6 +55,7 @@ void draw_chart(std::ostringstream& out, const Chart& c, int ox, int oy, int wid
   if (c.y_from_zero) yr.lo = std::min(0.0, yr.lo);
   if (xr.hi <= xr.lo) xr.hi = xr.lo + 1;
   if (yr.hi <= yr.lo) yr.hi = yr.lo + 1;
+  yr.hi += (yr.hi - yr.lo) * c.y_headroom;
   const std::vector<double> xt = nice_ticks(xr.lo, xr.hi);
   const std::vector<double> yt = nice_ticks(yr.lo, yr.hi);
   // Axes span the outer ticks so every sample lies inside.
@@ -94,6 +95,11 @@ void draw_chart(std::ostringstream& out, const Chart& c, int ox, int oy, int wid
     for (size_t i = 0; i < std::min(s.x.size(), s.y.size()); ++i)
       if (std::isfinite(s.x[i]) && std::isfinite(s.y[i])) out << strprintf("%.1f,%.1f ", px(s.x[i]), py(s.y[i]));
     out << "\"/>\n";
+    if (!s.markers) continue;
+    for (size_t i = 0; i < std::min(s.x.size(), s.y.size()); ++i)
+      if (std::isfinite(s.x[i]) && std::isfinite(s.y[i]))
+        out << strprintf("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", px(s.x[i]), py(s.y[i]),
+                         kPalette[si % std::size(kPalette)]);
   }
   // Legend after the lines, on a translucent box so it stays readable where lines pass under it.
   if (!c.series.empty()) {

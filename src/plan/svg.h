@@ -13,6 +13,7 @@ struct Series {
   std::string label;       // legend text
   std::vector<double> x;   // [n] x values
   std::vector<double> y;   // [n] y values, same length as x
+  bool markers = false;    // a dot at every point (measured points, as opposed to a curve)
 };
 
 struct Chart {
@@ -21,6 +22,7 @@ struct Chart {
   std::string y_label;     // left of the y axis, rotated
   std::vector<Series> series;
   bool y_from_zero = true; // start the y axis at 0 rather than at the data minimum
+  double y_headroom = 0;   // room above the data maximum, as a fraction of the data's y span
 };
 
 // Empirical CDF of samples: x = sorted values, y = fraction of samples <= x (0..1].

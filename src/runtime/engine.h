@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/mapped_file.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_persist.h"
 #include "model/memory_need.h"
@@ -24,6 +25,7 @@ namespace fathom {
 
 struct EngineOptions {
   std::string model_path;         // GGUF file
+  MapOptions map{};               // how the file comes into memory: mapped (default) or read, locked or not
   int n_threads = 0;              // 0: all cores
   std::string device = "cpu";     // backend: cpu, cuda[:N] or opencl[:N] (LoadOptions::device)
   PlacementOptions placement{};   // what goes on the accelerator (LoadOptions::placement)

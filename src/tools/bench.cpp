@@ -112,38 +112,32 @@ int cmd_bench(const Args& args) {
   LoadOptions lo;
   RunSetup setup;
   KvCacheTypeOptions cache_types;
-  ArgParser p("fathom bench -m FILE.gguf [-t N] [--device DEV] [-p 512] [-n 128] [-r 3] [--bw-mib MiB] [--json]",
+  ArgParser p("fathom bench -m FILE.gguf [-t N] [--device DEV] [-p 512] [-n 128] [-r 3] [-d D] [-ctk T] [-ctv T] [--bw-mib MiB] [--json]",
               "Measures prompt processing (pp: one batch of P tokens) and generation (tg: N single-token\n"
               "steps) in tokens/s, mean ± stddev over R repetitions after one warm-up — llama-bench's definitions.\n"
               "Then measures the memory read bandwidth on the same threads and prints the generation bound:\n"
               "bandwidth / weight bytes one token reads (MoE: active experts only). With --device cuda it also\n"
               "measures the GPU's copy bandwidth and f16 GEMM throughput and relates tg and pp to them.\n"
               "Serving load tests (latency percentiles under a request rate): see `fathom bench load --help`.");
-  p.add_string("-m,--model", "FILE", "GGUF model file (required)", &model_path);
-  p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
-  p.add_string("--device", "DEV", "cpu (default), cuda, cuda:N, opencl or opencl:N (see `fathom devices`)", &lo.device);
+  add_model_option(p, &model_path);
+  p.add_threads("CPU threads (default: all cores)", &threads);
+  add_device_option(p, &lo.device);
   add_placement_options(p, &lo.placement);
-  p.add_int("-p,--n-prompt", "P", "prompt tokens; 0 skips pp (default 512)", &n_prompt);
-  p.add_int("-n,--n-gen", "N", "generated tokens; 0 skips tg (default 128)", &n_gen);
-  p.add_int("-r,--repetitions", "R", "repetitions (default 3)", &reps);
-  p.add_int("-d,--n-depth", "D", "tokens already in the KV cache before each pp and tg run, evaluated untimed (default 0)", &setup.depth);
+  p.add_int("-p,--n-prompt", "P", "prompt tokens; 0 skips pp (default 512)", &n_prompt, Range::between(0, kMaxTokens));
+  p.add_int("-n,--n-gen", "N", "generated tokens; 0 skips tg (default 128)", &n_gen, Range::between(0, kMaxTokens));
+  p.add_int("-r,--repetitions", "R", "repetitions (default 3)", &reps, Range::between(1, 1000));
+  p.add_int("-d,--n-depth", "D", "tokens already in the KV cache before each pp and tg run, evaluated untimed (default 0)",
+            &setup.depth, Range::between(0, kMaxTokens));
   cache_types.add_to(p);
-  p.add_int("--bw-mib", "MiB", "bandwidth probe buffer; 0 skips the probe (default: max(1024, 8 x last-level cache))", &bw_mib);
+  p.add_int("--bw-mib", "MiB", "bandwidth probe buffer; 0 skips the probe (default: max(1024, 8 x last-level cache))",
+            &bw_mib, Range::between(0, 1 << 20));
   p.add_flag("--json", "print JSON", &as_json);
   if (auto rc = p.parse(args)) return *rc;
-  if (model_path.empty()) {
-    std::fprintf(stderr, "fathom bench: pass -m FILE.gguf\n");
-    return 2;
-  }
-  if (reps < 1 || n_prompt < 0 || n_gen < 0 || setup.depth < 0) {
-    std::fprintf(stderr, "fathom bench: -r must be >= 1 and -p/-n/-d >= 0\n");
-    return 2;
-  }
-  if (n_prompt > INT32_MAX || n_gen > INT32_MAX || setup.depth > INT32_MAX - std::max(n_prompt, n_gen) - 1) {
-    std::fprintf(stderr, "fathom bench: -d plus -p or -n passes the %d positions a sequence can hold\n", INT32_MAX);
-    return 2;
-  }
+  if (model_path.empty()) return p.fail("no model; pass -m FILE.gguf");
+  if (setup.depth > INT32_MAX - std::max(n_prompt, n_gen) - 1)
+    return p.fail(strprintf("-d plus -p or -n passes the %d positions a sequence can hold", INT32_MAX));
   if (!cache_types.parse_or_print("bench", &setup.kv_types)) return 2;
+  if (Status st = check_device_exists(lo.device); !st.is_ok()) return p.runtime_error(st.message());
   // pp runs one batch of -p tokens, tg -n single steps; each cache holds its run plus one.
   MemoryDemand demand;
   demand.n_ctx = setup.depth + std::max(n_prompt, n_gen) + 1;

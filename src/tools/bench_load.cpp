@@ -34,7 +34,7 @@ struct LoadBenchOptions {
   std::string output_len = "128"; // length distribution of max_tokens
   std::string dataset;            // JSONL file instead of synthetic prompts
   int64_t seed = 42;              // workload and arrival seed
-  std::string model_name;         // remote "model" field
+  std::string model_name;         // --model-name: remote "model" field
   std::string api_key;            // remote bearer token
   bool chat = false;              // remote: /chat/completions
   double timeout_s = 600;         // per request
@@ -86,6 +86,18 @@ int fail(const Status& st) {
   return st.code() == ErrorCode::kInvalidArgument ? 2 : 1;
 }
 
+// A run in which no request succeeded measured nothing: it says why on stderr, and the command
+// exits 1 (after the report, which has the counts by kind).
+bool all_failed(const loadgen::LoadReport& report) {
+  if (report.n_requests == 0 || report.n_ok > 0) return false;
+  std::string cause = report.error_examples.empty() ? "" : ": " + report.error_examples.front();
+  std::string kinds;
+  for (const auto& [kind, count] : report.errors_by_kind) kinds += (kinds.empty() ? "" : ", ") + strprintf("%lld %s", static_cast<long long>(count), kind.c_str());
+  std::fprintf(stderr, "fathom bench load: all %lld requests failed (%s)%s\n", static_cast<long long>(report.n_requests),
+               kinds.c_str(), cause.c_str());
+  return true;
+}
+
 Expected<loadgen::RunResult> run_once(loadgen::Target& target, const loadgen::Workload& workload,
                                       const loadgen::RunOptions& ro, const LoadBenchOptions& o) {
   std::string label = loadgen::scenario_name(ro.scenario);
@@ -100,7 +112,7 @@ Expected<loadgen::RunResult> run_once(loadgen::Target& target, const loadgen::Wo
 
 int cmd_bench_load(const Args& args) {
   LoadBenchOptions o;
-  ArgParser p("fathom bench load (--url http://HOST:PORT/v1 | -m FILE.gguf) --scenario single-stream|server|offline [options]",
+  ArgParser p("fathom bench load (--url http://HOST:PORT/v1 | -m FILE.gguf) --scenario NAME [options]",
               "Load test for serving, in MLPerf's scenarios: single-stream (one request at a time), server\n"
               "(Poisson arrivals at --qps, open loop) and offline (all requests at once). Reports time to first\n"
               "token (TTFT), time per output token (TPOT), inter-token and end-to-end latency at P50/P90/P99,\n"
@@ -108,26 +120,30 @@ int cmd_bench_load(const Args& args) {
               "from /v1/completions (or /v1/chat/completions with --chat); -m runs the engine in this process\n"
               "with end-of-generation ignored, so every request generates exactly its output length.");
   p.add_string("--url", "URL", "OpenAI-compatible server base URL, e.g. http://127.0.0.1:8080/v1", &o.url);
-  p.add_string("-m,--model-file", "FILE", "GGUF model to run in this process instead of a server", &o.model_path);
+  p.add_string("-m,--model", "FILE", "GGUF model to run in this process instead of a server", &o.model_path);
   p.add_string("--scenario", "NAME", "single-stream, server or offline (required unless --sweep-qps)", &o.scenario);
-  p.add_float("--qps", "Q", "server: mean request rate, requests/s", &o.qps);
-  p.add_int("--concurrency", "C", "requests in flight at most; 0 = unlimited (default)", &o.concurrency);
-  p.add_int("--requests", "N", "requests to send (default 64 unless --duration)", &o.requests);
-  p.add_float("--duration", "S", "keep issuing requests for S seconds", &o.duration_s);
+  p.add_float("--qps", "Q", "server: mean request rate, requests/s", &o.qps, Range{0, 1e6, /*min_exclusive=*/true});
+  p.add_int("--concurrency", "C", "requests in flight at most; 0 = unlimited (default)", &o.concurrency,
+            Range::between(0, 1 << 20));
+  p.add_int("--requests", "N", "requests to send (default 64 unless --duration)", &o.requests, Range::between(1, 1e8));
+  p.add_float("--duration", "S", "keep issuing requests for S seconds", &o.duration_s, Range{0, 7 * 86400.0, true});
   p.add_string("--prompt-len", "DIST", "synthetic prompt tokens: 128, uniform:LO:HI, normal:M:SD, lognormal:M:SD (default 128)", &o.prompt_len);
   p.add_string("--output-len", "DIST", "output tokens (max_tokens), same forms (default 128)", &o.output_len);
   p.add_string("--dataset", "FILE", "JSONL prompts: {\"prompt\": ..., \"max_tokens\": N} or {\"messages\": [...]} per line", &o.dataset);
-  p.add_int("--seed", "S", "workload and arrival seed (default 42)", &o.seed);
-  p.add_string("--model", "NAME", "remote: the request's model field (default: the first of GET /v1/models)", &o.model_name);
+  p.add_int("--seed", "S", "workload and arrival seed (default 42)", &o.seed, Range::at_least(0));
+  p.add_string("--model-name", "NAME", "remote: the request's model field (default: the first of GET /v1/models)",
+               &o.model_name);
   p.add_string("--api-key", "KEY", "remote: sent as Authorization: Bearer KEY", &o.api_key);
   p.add_flag("--chat", "remote: use /v1/chat/completions", &o.chat);
-  p.add_float("--timeout", "S", "per-request time limit in seconds (default 600)", &o.timeout_s);
-  p.add_int("-t,--threads", "N", "local: CPU threads (default: all cores)", &o.threads);
-  p.add_int("--max-seqs", "N", "local: sequences the engine runs at once (default: min(concurrency, requests, 64))", &o.max_seqs);
+  p.add_float("--timeout", "S", "per-request time limit in seconds (default 600)", &o.timeout_s, Range{0, 86400, true});
+  p.add_threads("local: CPU threads (default: all cores)", &o.threads);
+  p.add_int("--max-seqs", "N", "local: sequences the engine runs at once (default: min(concurrency, requests, 64))",
+            &o.max_seqs, Range::between(1, 4096));
   p.add_flag("--json", "print the report as JSON", &o.as_json);
   p.add_string("--plot", "FILE.svg", "write latency CDFs and throughput over time (or, with --sweep-qps, P99 TTFT vs QPS)", &o.plot_path);
   p.add_string("--sweep-qps", "A,B,C", "run the server scenario at each rate and report the knee", &o.sweep_qps);
-  p.add_float("--ttft-p99-target", "MS", "sweep: the P99 TTFT a rate must meet", &o.ttft_p99_target_ms);
+  p.add_float("--ttft-p99-target", "MS", "sweep: the P99 TTFT a rate must meet", &o.ttft_p99_target_ms,
+              Range{0, 1e9, true});
   p.add_flag("-q,--quiet", "no progress output", &o.quiet);
   if (auto rc = p.parse(args)) return *rc;
 
@@ -210,7 +226,7 @@ int cmd_bench_load(const Args& args) {
       if (!st.is_ok()) return fail(st);
       if (!o.as_json) std::printf("plot         %s\n", o.plot_path.c_str());
     }
-    return 0;
+    return all_failed(report) ? 1 : 0;
   }
 
   std::vector<loadgen::SweepPoint> points;
@@ -242,7 +258,9 @@ int cmd_bench_load(const Args& args) {
     if (!st.is_ok()) return fail(st);
     if (!o.as_json) std::printf("plot         %s\n", o.plot_path.c_str());
   }
-  return 0;
+  bool every_rate_failed = true;
+  for (const loadgen::SweepPoint& point : points) every_rate_failed = every_rate_failed && all_failed(point.report);
+  return every_rate_failed ? 1 : 0;
 }
 
 }  // namespace fathom::tools

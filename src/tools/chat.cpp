@@ -1,12 +1,25 @@
 // fathom chat: interactive multi-turn chat with the model's own chat template; the reasoning
 // between <think> and </think> is shown dimmed (on a terminal) or marked, apart from the answer.
+// On a terminal the input line is edited with libedit (history, arrows, Ctrl-R); Ctrl-C stops a
+// reply and returns to the prompt, Ctrl-C at the prompt or Ctrl-D ends the chat. Piped input
+// is read line by line with the same commands.
+#include <editline/readline.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
 #include <string>
 
 #include "tokenizer/chat_template.h"
 #include "tools/commands.h"
 #include "tools/common.h"
+#include "tools/interrupt.h"
 
 namespace fathom::tools {
 
@@ -19,8 +32,193 @@ constexpr const char* kFallbackTemplate =
     "{% else %}{{ 'Assistant: ' + message['content'] + '\n\n' }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
 
+constexpr const char* kCommandHelp =
+    "/help                 this list\n"
+    "/bye                  end the chat (also Ctrl-D, or Ctrl-C at the prompt)\n"
+    "/clear                start a new conversation (the system prompt stays)\n"
+    "/set temperature T    sampling temperature from 0 (greedy) to 100\n"
+    "/set system TEXT      system prompt (empty TEXT removes it); starts a new conversation\n"
+    "/set think on|off     let the model reason in <think> first, or skip it with an empty block\n"
+    "/save FILE            write the conversation as JSON\n"
+    "/load FILE            read a conversation written by /save\n"
+    "Ctrl-C while the model answers stops the answer and keeps what it wrote.\n";
+
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// One line of user input: libedit on a terminal (editing and history), getline otherwise.
+class LineReader {
+ public:
+  LineReader() : tty_(isatty(STDIN_FILENO) != 0) {}
+  bool tty() const { return tty_; }
+  // nullopt at the end of input, or when Ctrl-C interrupted the prompt (sigint says which).
+  std::optional<std::string> read(const char* prompt) {
+    if (!tty_) {
+      std::string line;
+      if (!std::getline(std::cin, line)) return std::nullopt;
+      return line;
+    }
+    char* raw = readline(prompt);
+    if (!raw) {
+      std::fputs("\n", stdout);
+      return std::nullopt;
+    }
+    std::string line(raw);
+    std::free(raw);
+    if (!line.empty()) add_history(line.c_str());
+    return line;
+  }
+
+ private:
+  bool tty_;
+};
+
+// The conversation and the settings /set changes.
+struct ChatState {
+  std::string system_prompt;
+  std::vector<ChatMessage> turns;  // user and assistant messages, in order
+  bool think = true;               // false: the prompt closes the <think> block the template opens
+  SamplingParams sampling;
+
+  std::vector<ChatMessage> messages() const {
+    std::vector<ChatMessage> all;
+    if (!system_prompt.empty()) all.push_back({"system", system_prompt, ""});
+    all.insert(all.end(), turns.begin(), turns.end());
+    return all;
+  }
+};
+
+Status save_conversation(const ChatState& state, const std::string& path) {
+  nlohmann::json doc = {{"system", state.system_prompt}, {"messages", nlohmann::json::array()}};
+  for (const ChatMessage& m : state.turns) doc["messages"].push_back({{"role", m.role}, {"content", m.content}});
+  std::ofstream out(path);
+  out << doc.dump(2) << "\n";
+  if (!out) return error(ErrorCode::kIo, "cannot write '" + path + "'");
+  return Status::ok();
+}
+
+Status load_conversation(ChatState* state, const std::string& path) {
+  FATHOM_ASSIGN_OR_RETURN(const std::string text, read_text_file(path));
+  const nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("messages") || !doc["messages"].is_array())
+    return error(ErrorCode::kInvalidArgument, path + ": not a conversation saved by /save (JSON with \"messages\")");
+  std::vector<ChatMessage> turns;
+  for (const nlohmann::json& m : doc["messages"]) {
+    if (!m.is_object() || !m.value("role", nlohmann::json()).is_string() || !m.value("content", nlohmann::json()).is_string())
+      return error(ErrorCode::kInvalidArgument, path + ": each message needs string \"role\" and \"content\"");
+    const std::string role = m["role"];
+    if (role != "user" && role != "assistant")
+      return error(ErrorCode::kInvalidArgument, path + ": message role '" + role + "' is not user or assistant");
+    turns.push_back({role, m["content"], ""});
+  }
+  state->turns = std::move(turns);
+  if (doc.contains("system") && doc["system"].is_string()) state->system_prompt = doc["system"];
+  return Status::ok();
+}
+
+// Runs a /command; false for /bye.
+bool run_command(const std::string& line, ChatState* state) {
+  std::istringstream words(line);
+  std::string command, argument;
+  words >> command;
+  std::getline(words >> std::ws, argument);
+  if (command == "/bye") return false;
+  if (command == "/help" || command == "/?") {
+    std::fputs(kCommandHelp, stderr);
+  } else if (command == "/clear" || command == "/reset") {
+    state->turns.clear();
+    std::fputs("(conversation cleared)\n", stderr);
+  } else if (command == "/save" || command == "/load") {
+    if (argument.empty()) {
+      std::fprintf(stderr, "%s needs a FILE\n", command.c_str());
+    } else if (Status st = command == "/save" ? save_conversation(*state, argument) : load_conversation(state, argument);
+               !st.is_ok()) {
+      std::fprintf(stderr, "fathom chat: %s\n", st.message().c_str());
+    } else {
+      std::fprintf(stderr, "(%s %zu messages %s %s)\n", command == "/save" ? "saved" : "loaded", state->turns.size(),
+                   command == "/save" ? "to" : "from", argument.c_str());
+    }
+  } else if (command == "/set") {
+    std::istringstream rest(argument);
+    std::string key, value;
+    rest >> key;
+    std::getline(rest >> std::ws, value);
+    char* end = nullptr;
+    const double t = std::strtod(value.c_str(), &end);
+    if ((key == "temperature" || key == "temp") && !value.empty() && *end == '\0' && Range::between(0, 100).contains(t)) {
+      state->sampling.temperature = static_cast<float>(t);
+      std::fprintf(stderr, "(temperature %g)\n", t);
+    } else if (key == "system") {
+      state->system_prompt = value;
+      state->turns.clear();
+      std::fputs(value.empty() ? "(system prompt removed; new conversation)\n" : "(system prompt set; new conversation)\n", stderr);
+    } else if (key == "think" && (value == "on" || value == "off")) {
+      state->think = value == "on";
+      std::fprintf(stderr, "(thinking %s)\n", value.c_str());
+    } else {
+      std::fputs("usage: /set temperature T (0 to 100) | /set system TEXT | /set think on|off\n", stderr);
+    }
+  } else {
+    std::fprintf(stderr, "unknown command %s; /help lists them\n", command.c_str());
+  }
+  return true;
+}
+
+// Streams one answer; returns it (partial when Ctrl-C stopped it), or an error.
+Expected<std::string> answer(Engine& engine, const std::string& prompt_text, const ChatState& state, const SigintCatcher& sigint,
+                             bool hide_thinking, bool tty, int n_predict, const std::vector<std::string>& stop) {
+  const bool starts_thinking = ends_with(prompt_text, "<think>\n") || ends_with(prompt_text, "<think>");
+  ReasoningSplitter splitter(starts_thinking);
+  std::string reply;
+  bool printed_reasoning = false, in_reasoning_block = false;
+  auto show = [&](const ReasoningSplitter::Delta& d) {
+    if (!d.reasoning.empty() && !hide_thinking) {
+      if (!in_reasoning_block) {
+        std::fputs(tty ? "\033[2m" : "[thinking]\n", stdout);
+        in_reasoning_block = true;
+      }
+      std::fputs(d.reasoning.c_str(), stdout);
+      printed_reasoning = true;
+    }
+    if (!d.content.empty()) {
+      if (in_reasoning_block) {
+        std::fputs(tty ? "\033[0m" : "\n[/thinking]\n", stdout);
+        in_reasoning_block = false;
+      }
+      std::string text = d.content;
+      if (reply.empty() && printed_reasoning) {  // the answer usually starts after blank lines
+        const size_t first = text.find_first_not_of("\n");
+        text = first == std::string::npos ? "" : text.substr(first);
+        if (!text.empty()) std::fputs("\n", stdout);
+      }
+      reply += d.content;
+      std::fputs(text.c_str(), stdout);
+    }
+    std::fflush(stdout);
+  };
+  GenerationRequest req;
+  req.prompt = tokenize_prompt(engine.tokenizer(), prompt_text);
+  req.max_tokens = n_predict;
+  req.sampling = state.sampling;
+  req.stop = stop;
+  Status failure;
+  FinishReason reason = FinishReason::kNone;
+  req.on_event = [&](const TokenEvent& ev) {
+    show(splitter.push(ev.text));
+    if (ev.finished) {
+      show(splitter.flush());
+      reason = ev.reason;
+      if (ev.reason == FinishReason::kError) failure = ev.status;
+    }
+  };
+  FATHOM_ASSIGN_OR_RETURN(const RequestId id, engine.submit(std::move(req)));
+  if (Status st = run_until_idle_or_interrupted(engine, id, sigint); !st.is_ok()) failure = st;
+  if (in_reasoning_block) std::fputs(tty ? "\033[0m" : "\n[/thinking]\n", stdout);
+  std::fputs(reason == FinishReason::kCancelled ? "\n(stopped)\n" : "\n", stdout);
+  std::fflush(stdout);
+  FATHOM_RETURN_IF_ERROR(failure);
+  return reply;
 }
 
 }  // namespace
@@ -29,25 +227,36 @@ int cmd_chat(const Args& args) {
   ModelOptions model;
   SamplingOptions sampling;
   GrammarOptions grammar;
-  std::string system_prompt;
+  ChatState state;
+  std::string template_text, template_file;
+  std::vector<std::string> stop;
   int n_predict = 2048;
   bool hide_thinking = false;
   ArgParser p("fathom chat -m FILE.gguf [options]",
-              "Interactive chat. Type a message and press Enter; an empty line or Ctrl-D ends the chat,\n"
-              "/reset starts a new conversation. Uses the chat template stored in the model file.");
+              "Interactive chat with the model's chat template. Type a message and press Enter; /help lists\n"
+              "the commands (/bye, /clear, /set, /save, /load). Ctrl-C stops an answer; Ctrl-C at the prompt\n"
+              "or Ctrl-D ends the chat. Input piped into it is read line by line.");
   model.add_to(p);
-  p.add_string("--system", "TEXT", "system prompt", &system_prompt);
-  p.add_int("-n,--n-predict", "N", "tokens per answer at most (default 2048)", &n_predict);
+  p.add_string("-sys,--system-prompt,--system", "TEXT", "system prompt", &state.system_prompt);
+  p.add_string("--chat-template", "JINJA", "chat template text to use instead of the model's", &template_text);
+  p.add_string("--chat-template-file", "FILE", "chat template file to use instead of the model's", &template_file);
+  p.add_int("-n,--n-predict", "N", "tokens per answer at most (default 2048)", &n_predict, Range::between(1, kMaxTokens));
   p.add_flag("--hide-thinking", "do not print the model's <think> reasoning", &hide_thinking);
+  add_stop_option(p, &stop);
   sampling.temperature = 0.6;  // DeepSeek-R1's recommended setting
   sampling.add_to(p);
   grammar.add_to(p);
   if (auto rc = p.parse(args)) return *rc;
   auto constraint = grammar.load();
-  if (!constraint) {
-    std::fprintf(stderr, "fathom chat: %s\n", constraint.status().to_string().c_str());
-    return 2;
+  if (!constraint) return p.fail(constraint.status().message());
+  if (!template_text.empty() && !template_file.empty()) return p.fail("--chat-template and --chat-template-file exclude each other");
+  if (!template_file.empty()) {
+    auto text = read_text_file(template_file);
+    if (!text) return p.runtime_error(text.status().message());
+    template_text = *text;
   }
+  LineReader input;
+  const bool tty = input.tty() && stdout_is_tty();
   const Expected<EngineOptions> engine_options = model.to_engine_options();
   if (!engine_options) {
     std::fprintf(stderr, "fathom chat: %s\n", engine_options.status().to_string().c_str());
@@ -56,94 +265,47 @@ int cmd_chat(const Args& args) {
   std::unique_ptr<Engine> engine = open_engine("chat", *engine_options);
   if (!engine) return 1;
   const Tokenizer& tok = engine->tokenizer();
-  std::string tmpl = tok.chat_template().value_or("");
+  std::string tmpl = template_text.empty() ? tok.chat_template().value_or("") : template_text;
   if (tmpl.empty()) {
     std::fprintf(stderr, "fathom chat: the model has no chat template; using a plain 'User:/Assistant:' format\n");
     tmpl = kFallbackTemplate;
   }
   const std::string bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
   const std::string eos = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
-  const bool tty = stdout_is_tty();
-  const char* dim_on = tty ? "\033[2m" : "";
-  const char* dim_off = tty ? "\033[0m" : "";
+  if (input.tty()) std::fputs("(/help for commands, Ctrl-D or /bye to end)\n", stderr);
 
-  std::vector<ChatMessage> history;
-  if (!system_prompt.empty()) history.push_back({"system", system_prompt, ""});
-  SamplingParams sp = sampling.to_params();
-  sp.grammar = *constraint;  // each answer on its own is constrained
+  state.sampling = sampling.to_params();
+  state.sampling.grammar = *constraint;  // each answer on its own is constrained
+  SigintCatcher sigint;
   for (;;) {
-    if (tty) std::fputs("\n> ", stdout);
-    std::fflush(stdout);
-    std::string line;
-    if (!std::getline(std::cin, line) || line.empty()) break;
-    if (line == "/reset") {
-      history.resize(system_prompt.empty() ? 0 : 1);
-      std::fputs("(conversation reset)\n", stdout);
+    sigint.reset();
+    const std::optional<std::string> line = input.read(">>> ");
+    if (!line) break;  // Ctrl-D, end of input, or Ctrl-C at the prompt
+    if (line->empty()) {
+      if (input.tty()) continue;
+      break;  // piped input: an empty line ends the chat, as before
+    }
+    if ((*line)[0] == '/') {
+      if (!run_command(*line, &state)) break;
       continue;
     }
-    history.push_back({"user", line, ""});
-    auto rendered = apply_chat_template(tmpl, history, /*add_generation_prompt=*/true, bos, eos);
+    state.turns.push_back({"user", *line, ""});
+    auto rendered = apply_chat_template(tmpl, state.messages(), /*add_generation_prompt=*/true, bos, eos);
     if (!rendered) {
       std::fprintf(stderr, "fathom chat: chat template: %s\n", rendered.status().to_string().c_str());
       return 1;
     }
-    const bool starts_thinking = ends_with(*rendered, "<think>\n") || ends_with(*rendered, "<think>");
-    ReasoningSplitter splitter(starts_thinking);
-    std::string answer;
-    bool printed_reasoning = false, in_reasoning_block = false;
-    auto show = [&](const ReasoningSplitter::Delta& d) {
-      if (!d.reasoning.empty() && !hide_thinking) {
-        if (!in_reasoning_block) {
-          std::fputs(tty ? dim_on : "[thinking]\n", stdout);
-          in_reasoning_block = true;
-        }
-        std::fputs(d.reasoning.c_str(), stdout);
-        printed_reasoning = true;
-      }
-      if (!d.content.empty()) {
-        if (in_reasoning_block) {
-          std::fputs(tty ? dim_off : "\n[/thinking]\n", stdout);
-          in_reasoning_block = false;
-        }
-        std::string text = d.content;
-        if (answer.empty() && printed_reasoning) {  // the answer usually starts after blank lines
-          const size_t first = text.find_first_not_of("\n");
-          text = first == std::string::npos ? "" : text.substr(first);
-          if (!text.empty()) std::fputs("\n", stdout);
-        }
-        answer += d.content;
-        std::fputs(text.c_str(), stdout);
-      }
-      std::fflush(stdout);
-    };
-    GenerationRequest req;
-    req.prompt = tokenize_prompt(tok, *rendered);
-    req.max_tokens = n_predict;
-    sp.seed += 1;  // a fresh stream per turn, still reproducible from --seed
-    req.sampling = sp;
-    Status failure;
-    req.on_event = [&](const TokenEvent& ev) {
-      show(splitter.push(ev.text));
-      if (ev.finished) {
-        show(splitter.flush());
-        if (ev.reason == FinishReason::kError) failure = ev.status;
-      }
-    };
-    auto id = engine->submit(std::move(req));
-    if (!id) {
-      std::fprintf(stderr, "fathom chat: %s\n", id.status().to_string().c_str());
-      history.pop_back();
+    std::string prompt_text = *rendered;
+    const bool template_opens_think = ends_with(prompt_text, "<think>\n") || ends_with(prompt_text, "<think>");
+    if (!state.think && template_opens_think) prompt_text += ends_with(prompt_text, "\n") ? "\n</think>\n\n" : "\n\n</think>\n\n";
+    state.sampling.seed += 1;  // a fresh stream per turn, still reproducible from --seed
+    auto reply = answer(*engine, prompt_text, state, sigint, hide_thinking, tty, n_predict, stop);
+    if (!reply) {
+      std::fprintf(stderr, "fathom chat: %s\n", reply.status().message().c_str());
+      state.turns.pop_back();
       continue;
     }
-    if (Status st = engine->run_until_idle(); !st.is_ok()) failure = st;
-    if (in_reasoning_block) std::fputs(tty ? dim_off : "\n[/thinking]\n", stdout);
-    std::fputs("\n", stdout);
-    if (!failure.is_ok()) {
-      std::fprintf(stderr, "fathom chat: %s\n", failure.to_string().c_str());
-      history.pop_back();
-      continue;
-    }
-    history.push_back({"assistant", answer, ""});
+    state.turns.push_back({"assistant", *reply, ""});
   }
   return 0;
 }

@@ -3,21 +3,34 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 #include <cstdio>
+#include <iostream>
+#include <sstream>
 
+#include "backend/device_spec.h"
 #include "core/mapped_file.h"
+#include "plan/devices.h"
 #include "runtime/grammar/grammar.h"
 
 namespace fathom::tools {
 
 void SamplingOptions::add_to(ArgParser& p) {
-  p.add_float("--temp", "T", "sampling temperature; 0 = greedy (default 0.8)", &temperature);
-  p.add_int("--top-k", "K", "keep the K most likely tokens; 0 = off (default 40)", &top_k);
-  p.add_float("--top-p", "P", "nucleus sampling mass; 1 = off (default 0.95)", &top_p);
-  p.add_float("--min-p", "M", "drop tokens below M x the top probability; 0 = off (default 0.05)", &min_p);
-  p.add_float("--repeat-penalty", "R", "penalize recently seen tokens; 1 = off (default 1.0)", &repeat_penalty);
-  p.add_int("--repeat-last-n", "N", "window of the repeat penalty in tokens (default 64)", &repeat_last_n);
-  p.add_int("-s,--seed", "S", "random seed; the same seed gives the same text (default: random)", &seed);
+  p.add_float("--temp", "T", "sampling temperature; 0 = greedy (default 0.8)", &temperature, Range::between(0, 100));
+  p.add_int("--top-k", "K", "keep the K most likely tokens; 0 = off (default 40)", &top_k, Range::between(0, 1 << 24));
+  p.add_float("--top-p", "P", "nucleus sampling mass; 1 = off (default 0.95)", &top_p, Range::between(0, 1));
+  p.add_float("--min-p", "M", "drop tokens below M x the top probability; 0 = off (default 0.05)", &min_p,
+              Range::between(0, 1));
+  p.add_float("--repeat-penalty", "R", "penalize recently seen tokens; 1 = off (default 1.0)", &repeat_penalty,
+              Range{0, 100, /*min_exclusive=*/true});
+  p.add_int("--repeat-last-n", "N", "window of the repeat penalty in tokens (default 64)", &repeat_last_n,
+            Range::between(0, 1 << 24));
+  p.add_float("--presence-penalty", "P", "subtract P from the logit of every token already generated (default 0)",
+              &presence_penalty, Range::between(-2, 2));
+  p.add_float("--frequency-penalty", "F", "subtract F per earlier occurrence of a generated token (default 0)",
+              &frequency_penalty, Range::between(-2, 2));
+  p.add_int("-s,--seed", "S", "random seed; the same seed gives the same text (default: random)", &seed,
+            Range::at_least(-1));
 }
 
 SamplingParams SamplingOptions::to_params() const {
@@ -28,6 +41,8 @@ SamplingParams SamplingOptions::to_params() const {
   s.min_p = static_cast<float>(min_p);
   s.repeat_penalty = static_cast<float>(repeat_penalty);
   s.repeat_last_n = repeat_last_n;
+  s.presence_penalty = static_cast<float>(presence_penalty);
+  s.frequency_penalty = static_cast<float>(frequency_penalty);
   s.seed = seed >= 0 ? static_cast<uint64_t>(seed)
                      : static_cast<uint64_t>(std::chrono::high_resolution_clock::now().time_since_epoch().count());
   return s;
@@ -51,11 +66,17 @@ Expected<std::shared_ptr<const Grammar>> GrammarOptions::load() const {
 }
 
 void ModelOptions::add_to(ArgParser& p) {
-  p.add_string("-m,--model", "FILE", "GGUF model file (required)", &model);
-  p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
-  p.add_string("--device", "DEV", "cpu (default), cuda (CUDA device 0), cuda:N, opencl (first GPU, else first OpenCL device) or opencl:N (`fathom devices` numbering); a device that fails to start falls back to cpu", &device);
+  add_model_option(p, &model);
+  p.add_threads("CPU threads (default: all cores)", &threads);
+  add_device_option(p, &device);
   add_placement_options(p, &placement);
-  p.add_int("-c,--ctx-size", "N", "context length per sequence (default: min(model's, 4096)); its KV cache must fit in available memory, checked before loading", &ctx);
+  p.add_int("-c,--ctx-size,--ctx", "N",
+            "context length per sequence (default: min(model's, 4096)); its KV cache must fit in available "
+            "memory, checked before loading",
+            &ctx, Range::between(1, kMaxTokens));
+  p.add_flag("--mlock", "lock the model's bytes in RAM so they are never paged out; fails when `ulimit -l` is too low",
+             &mlock);
+  p.add_flag("--no-mmap", "read the model file into memory instead of mapping it", &no_mmap);
   cache_types.add_to(p);
 }
 
@@ -78,10 +99,27 @@ Expected<KvCacheTypes> KvCacheTypeOptions::parse() const {
   return types;
 }
 
+void add_model_option(ArgParser& p, std::string* path, const std::string& help) {
+  p.add_string("-m,--model", "FILE", help, path);
+  p.add_positional_alias("MODEL", "-m");
+}
+
+void add_device_option(ArgParser& p, std::string* device) {
+  p.add_string("--device", "DEV",
+               "cpu (default), cuda (CUDA device 0), cuda:N, opencl (first GPU, else first OpenCL device) or "
+               "opencl:N (`fathom devices` numbering); a named device must exist; one that fails to start "
+               "falls back to cpu",
+               device);
+}
+
 void add_placement_options(ArgParser& p, PlacementOptions* placement) {
-  p.add_int("-ngl,--gpu-layers", "N", "with --device: the last N layers on the accelerator, the rest on the CPU; N > layers also moves the output head (default: all)", &placement->gpu_layers);
+  p.add_int("-ngl,--gpu-layers,--n-gpu-layers", "N",
+            "with --device: the last N layers on the accelerator, the rest on the CPU; N > layers also moves "
+            "the output head (default: all)",
+            &placement->gpu_layers, Range::between(0, 1 << 16));
   p.add_flag("--cpu-moe", "with --device: routed MoE experts on the CPU, attention, shared experts and the KV cache on the accelerator", &placement->cpu_moe);
-  p.add_int("--n-cpu-moe", "N", "with --device: --cpu-moe for the first N layers only", &placement->n_cpu_moe);
+  p.add_int("--n-cpu-moe", "N", "with --device: --cpu-moe for the first N layers only", &placement->n_cpu_moe,
+            Range::between(0, 1 << 16));
   p.add_list("-ot,--override-tensor", "REGEX=DEV", "tensors whose name matches REGEX on DEV (cpu, gpu, cuda or opencl); repeatable, the first match wins over the other placement options", &placement->overrides);
 }
 
@@ -95,10 +133,37 @@ bool KvCacheTypeOptions::parse_or_print(const char* command, KvCacheTypes* types
   return true;
 }
 
+
+void add_stop_option(ArgParser& p, std::vector<std::string>* stop) {
+  p.add_list("-r,--reverse-prompt,--stop", "TEXT", "end the answer before TEXT; repeatable", stop);
+}
+
+Status check_device_exists(const std::string& device) {
+  const bool cuda = device.rfind("cuda:", 0) == 0;
+  if (!cuda && device.rfind("opencl:", 0) != 0) return Status::ok();
+  FATHOM_ASSIGN_OR_RETURN(const int index, parse_device_spec(device, cuda ? "cuda" : "opencl"));
+  const plan::ApiProbe probe = cuda ? plan::probe_cuda() : plan::probe_opencl();
+  if (!probe.available)
+    return error(ErrorCode::kNotFound, "--device " + device + ": no " + probe.api + " here (" + probe.reason + ")");
+  if (index >= static_cast<int>(probe.devices.size()))
+    return error(ErrorCode::kNotFound, strprintf("--device %s: this machine has %zu %s device(s), numbered from 0 (see `fathom devices`)",
+                                                 device.c_str(), probe.devices.size(), probe.api.c_str()));
+  return Status::ok();
+}
+
+Expected<std::string> read_input_file(const std::string& path) {
+  if (path != "-") return read_text_file(path);
+  std::ostringstream text;
+  text << std::cin.rdbuf();
+  return text.str();
+}
+
 Expected<EngineOptions> ModelOptions::to_engine_options() const {
   EngineOptions o;
   FATHOM_ASSIGN_OR_RETURN(o.kv_types, cache_types.parse());
   o.model_path = model;
+  o.map.read = no_mmap;
+  o.map.lock = mlock;
   o.n_threads = threads;
   o.device = device;
   o.placement = placement;
@@ -111,10 +176,17 @@ std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& op
     std::fprintf(stderr, "fathom %s: no model given; pass -m FILE.gguf\n", command);
     return nullptr;
   }
+  if (Status st = check_device_exists(options.device); !st.is_ok()) {
+    std::fprintf(stderr, "fathom %s: %s\n", command, st.message().c_str());
+    return nullptr;
+  }
   MemoryDemand demand = engine_memory_demand(options);
   demand.count_weight_copies = true;
   if (!memory_fits(command, options.model_path, demand, MemoryWording{})) return nullptr;
+  std::optional<LoadingIndicator> loading;
+  if (!quiet) loading.emplace(options.model_path);
   auto engine = Engine::create(options);
+  loading.reset();
   if (!engine) {
     std::fprintf(stderr, "fathom %s: %s\n", command, engine.status().to_string().c_str());
     return nullptr;
@@ -146,6 +218,29 @@ std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::stri
     if (!bos_text.empty() && text.compare(0, bos_text.size(), bos_text) == 0) add_bos = false;
   }
   return tokenizer.encode(text, add_bos, /*parse_special=*/true);
+}
+
+LoadingIndicator::LoadingIndicator(const std::string& what) {
+  if (!stderr_is_tty()) return;
+  thread_ = std::thread([this, what] {
+    const auto start = std::chrono::steady_clock::now();
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stop_signal_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stop_; })) {
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::fprintf(stderr, "\rloading %s ... %.1f s", what.c_str(), seconds);
+    }
+    std::fputs("\r\033[K", stderr);
+  });
+}
+
+LoadingIndicator::~LoadingIndicator() {
+  if (!thread_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  stop_signal_.notify_one();
+  thread_.join();
 }
 
 bool stdout_is_tty() { return isatty(STDOUT_FILENO) != 0; }

@@ -1,7 +1,10 @@
 // Option groups and helpers shared by the generation subcommands.
 #pragma once
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -17,6 +20,8 @@ struct SamplingOptions {
   double min_p = 0.05;
   double repeat_penalty = 1.0;
   int repeat_last_n = 64;
+  double presence_penalty = 0.0;
+  double frequency_penalty = 0.0;
   int64_t seed = -1;  // -1: pick one from the clock (printed with --verbose)
   void add_to(ArgParser& p);
   SamplingParams to_params() const;
@@ -45,19 +50,32 @@ struct KvCacheTypeOptions {
 };
 
 struct ModelOptions {
-  std::string model;   // -m
+  std::string model;   // -m FILE or the first argument
   int threads = 0;     // -t
   std::string device = "cpu";  // --device
   PlacementOptions placement;  // --gpu-layers, --cpu-moe, --n-cpu-moe, --override-tensor
   int64_t ctx = 0;     // -c
   KvCacheTypeOptions cache_types;  // -ctk, -ctv
+  bool mlock = false;  // --mlock
+  bool no_mmap = false;  // --no-mmap
   void add_to(ArgParser& p);
   // An error (exit 2) for an option value that names nothing, such as an unknown cache type.
   Expected<EngineOptions> to_engine_options() const;
 };
 
+// -m/--model FILE, also accepted as the first argument.
+void add_model_option(ArgParser& p, std::string* path, const std::string& help = "GGUF model file (required)");
+// --device: cpu, cuda[:N] or opencl[:N].
+void add_device_option(ArgParser& p, std::string* device);
 // --gpu-layers, --cpu-moe, --n-cpu-moe and --override-tensor (model/placement.h).
 void add_placement_options(ArgParser& p, PlacementOptions* placement);
+// -r/--reverse-prompt/--stop TEXT, repeatable: generation ends before the first match.
+void add_stop_option(ArgParser& p, std::vector<std::string>* stop);
+// A device named with an index (cuda:N, opencl:N) must exist on this machine: an error naming
+// the devices there are, instead of the CPU fallback a device that fails to start gets.
+Status check_device_exists(const std::string& device);
+// The text of a -f FILE option; "-" reads standard input.
+Expected<std::string> read_input_file(const std::string& path);
 // Creates the engine or prints "fathom CMD: <error>" and returns nullptr.
 // Unless quiet, prints where the model runs (Engine::placement_report) when an accelerator is in use.
 std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& options, bool quiet = false);
@@ -70,6 +88,23 @@ bool memory_fits(const char* command, const std::string& model_path, MemoryDeman
 // Tokenizes a prompt the way the model expects: BOS per the tokenizer's metadata unless the
 // text already starts with the BOS token's text; special tokens in the text are parsed.
 std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text, bool allow_bos = true);
+// While it lives, "loading FILE ... 2.4 s" on stderr when that is a terminal, redrawn every
+// 100 ms by a thread of its own and erased at the end: reading a large model and repacking its
+// weights can take minutes, and a silent terminal looks hung.
+class LoadingIndicator {
+ public:
+  explicit LoadingIndicator(const std::string& what);
+  ~LoadingIndicator();
+  LoadingIndicator(const LoadingIndicator&) = delete;
+  LoadingIndicator& operator=(const LoadingIndicator&) = delete;
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable stop_signal_;
+  bool stop_ = false;   // guarded by mutex_
+  std::thread thread_;  // the redrawing thread; not started off a terminal
+};
+
 // True when stdout/stderr is a terminal (for colour and progress output).
 bool stdout_is_tty();
 bool stderr_is_tty();

@@ -25,14 +25,12 @@ int cmd_convert(const Args& args) {
   p.add_string("--outtype", "T", "type of the weight matrices: f16 (default), bf16, q8_0 or f32", &outtype);
   p.add_string("--name", "NAME", "general.name (default: the directory name)", &name);
   p.add_flag("--legacy-mla", "deepseek2: write one attn_kv_b instead of attn_k_b + attn_v_b", &legacy_mla);
-  p.add_int("-t,--threads", "N", "threads (default: all cores)", &threads);
+  p.add_threads("threads (default: all cores)", &threads);
   p.add_flag("-q,--quiet", "no progress output", &quiet);
   if (auto rc = p.parse(args)) return *rc;
   std::optional<DType> type = parse_dtype(outtype);
-  if (!type || (*type != DType::F32 && *type != DType::F16 && *type != DType::BF16 && *type != DType::Q8_0)) {
-    std::fprintf(stderr, "fathom convert: --outtype must be f16, bf16, q8_0 or f32 (got '%s')\n", outtype.c_str());
-    return 2;
-  }
+  if (!type || (*type != DType::F32 && *type != DType::F16 && *type != DType::BF16 && *type != DType::Q8_0))
+    return p.fail("--outtype must be f16, bf16, q8_0 or f32, got '" + outtype + "'");
   convert::ConvertOptions o;
   o.outtype = *type;
   o.n_threads = threads;

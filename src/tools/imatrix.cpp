@@ -21,23 +21,17 @@ int cmd_imatrix(const Args& args) {
               "Runs the text through the model in chunks and records, for every matmul weight, the sum of\n"
               "squared input activations per column and the token count. Writes llama.cpp's GGUF imatrix\n"
               "format (or the legacy binary format when FILE ends in .dat).");
-  p.add_string("-m,--model", "FILE", "GGUF model (F32/F16/BF16 is best)", &model_path);
-  p.add_string("-f,--file", "FILE", "calibration text", &text_path);
+  add_model_option(p, &model_path, "GGUF model (F32/F16/BF16 is best)");
+  p.add_string("-f,--file", "FILE", "calibration text ('-': standard input)", &text_path);
   p.add_string("-o,--output", "FILE", "output file (default imatrix.gguf)", &out_path);
-  p.add_int("--chunk,-c,--ctx", "N", "tokens per chunk (default 512)", &ctx);
-  p.add_int("--chunks", "N", "process at most N chunks (default: all)", &chunks);
-  p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
+  p.add_int("--chunk,-c,--ctx-size,--ctx", "N", "tokens per chunk (default 512)", &ctx, Range::between(2, kMaxTokens));
+  p.add_int("--chunks", "N", "process at most N chunks (default: all)", &chunks, Range::between(1, 1 << 30));
+  p.add_threads("CPU threads (default: all cores)", &threads);
   p.add_flag("--process-output", "also collect output.weight", &process_output);
   if (auto rc = p.parse(args)) return *rc;
-  if (model_path.empty() || text_path.empty()) {
-    std::fprintf(stderr, "fathom imatrix: pass -m MODEL.gguf and -f TEXT.txt\n");
-    return 2;
-  }
-  auto text = read_text_file(text_path);
-  if (!text) {
-    std::fprintf(stderr, "fathom imatrix: %s\n", text.status().to_string().c_str());
-    return 1;
-  }
+  if (model_path.empty() || text_path.empty()) return p.fail("pass -m MODEL.gguf and -f TEXT.txt");
+  auto text = read_input_file(text_path);
+  if (!text) return p.runtime_error(text.status().message());
   MemoryDemand demand;  // one chunk of ctx tokens per forward pass
   demand.n_ctx = std::max<int64_t>(ctx, 1);
   demand.step_tokens = demand.n_ctx;

@@ -278,15 +278,14 @@ int cmd_inspect(const Args& args) {
   InspectOptions opt;
   ArgParser parser("fathom inspect FILE.gguf [options]",
                    "Show a GGUF file's version, architecture, metadata, tensors and bytes per dtype.");
-  parser.add_positional("FILE.gguf", "GGUF file to inspect", &opt.path);
+  parser.add_string("-m,--model", "FILE", "GGUF file to inspect (or give it as the argument)", &opt.path);
+  parser.add_positional_alias("FILE.gguf", "-m");
   parser.add_flag("--json", "print everything as one JSON object", &opt.json);
   parser.add_flag("--no-tensors", "leave out the tensor list", &opt.no_tensors);
-  parser.add_int("--max-items", "N", "array elements shown per metadata value (default 8; 0 = all)", &opt.max_items);
+  parser.add_int("--max-items", "N", "array elements shown per metadata value (default 8; 0 = all)", &opt.max_items,
+                 Range::between(0, 1 << 30));
   if (std::optional<int> exit_code = parser.parse(args)) return *exit_code;
-  if (opt.max_items < 0) {
-    std::fprintf(stderr, "fathom inspect: --max-items must be >= 0, got %lld\n", static_cast<long long>(opt.max_items));
-    return 2;
-  }
+  if (opt.path.empty()) return parser.fail("missing argument FILE.gguf");
   const size_t max_items = opt.max_items == 0 ? SIZE_MAX : static_cast<size_t>(opt.max_items);
 
   Expected<std::unique_ptr<GgufFile>> file = GgufFile::open(opt.path);

@@ -19,21 +19,19 @@ int cmd_logits(const Args& args) {
   ArgParser p("fathom logits -m FILE.gguf -p TEXT [--top K] [--all-positions] [--json]",
               "Runs the prompt (with BOS as the model's metadata says) and prints the top-K next-token ids\n"
               "with their raw logits, for the last position or every position.");
-  p.add_string("-m,--model", "FILE", "GGUF model file (required)", &model_path);
+  add_model_option(p, &model_path);
   p.add_string("-p,--prompt", "TEXT", "prompt text", &prompt);
-  p.add_int("--top", "K", "logits to print per position (default 10)", &top);
+  p.add_int("--top", "K", "logits to print per position (default 10)", &top, Range::between(1, 1 << 20));
   p.add_flag("--all-positions", "print every position, not only the last", &all_positions);
   p.add_flag("--json", "print JSON", &as_json);
   p.add_flag("--no-bos", "do not add the beginning-of-sequence token", &no_bos);
-  p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
-  p.add_string("--device", "DEV", "cpu (default), cuda, cuda:N, opencl or opencl:N (see `fathom devices`)", &device);
+  p.add_threads("CPU threads (default: all cores)", &threads);
+  add_device_option(p, &device);
   LoadOptions lo;
   add_placement_options(p, &lo.placement);
   if (auto rc = p.parse(args)) return *rc;
-  if (model_path.empty() || prompt.empty()) {
-    std::fprintf(stderr, "fathom logits: pass -m FILE.gguf and -p TEXT\n");
-    return 2;
-  }
+  if (model_path.empty() || prompt.empty()) return p.fail("pass -m FILE.gguf and -p TEXT");
+  if (Status st = check_device_exists(device); !st.is_ok()) return p.runtime_error(st.message());
   lo.n_threads = threads;
   lo.device = device;
   auto model = Model::load(model_path, lo);
@@ -48,10 +46,7 @@ int cmd_logits(const Args& args) {
   }
   const std::vector<int32_t> ids = tokenize_prompt(**tok, prompt, !no_bos);
   const ModelConfig& c = (*model)->config();
-  if (ids.empty()) {
-    std::fprintf(stderr, "fathom logits: the prompt has no tokens\n");
-    return 2;
-  }
+  if (ids.empty()) return p.fail("the prompt has no tokens");
   KvCacheShape shape = (*model)->kv_shape(static_cast<int64_t>(ids.size()));
   KvCache kv(shape, static_cast<int32_t>((ids.size() + shape.block_size - 1) / shape.block_size));
   Batch batch;

@@ -46,6 +46,12 @@ std::function<void(int64_t, int64_t, double)> progress(const char* label) {
   };
 }
 
+// -c/--ctx-size/--ctx and --chunks of perplexity and kl-divergence.
+void add_chunk_options(ArgParser& p, int64_t* ctx, int64_t* chunks) {
+  p.add_int("-c,--ctx-size,--ctx", "N", "tokens per chunk (default 512)", ctx, Range::between(2, kMaxTokens));
+  p.add_int("--chunks", "N", "evaluate at most N chunks (default: all)", chunks, Range::between(1, 1 << 30));
+}
+
 }  // namespace
 
 int cmd_perplexity(const Args& args) {
@@ -55,25 +61,18 @@ int cmd_perplexity(const Args& args) {
   ArgParser p("fathom perplexity -m MODEL.gguf -f TEXT.txt [--ctx N] [--chunks N] [-t N]",
               "Perplexity as llama.cpp's llama-perplexity computes it: chunks of --ctx tokens, each scored on\n"
               "its second half. Prints PPL +/- its standard error.");
-  p.add_string("-m,--model", "FILE", "GGUF model", &model_path);
-  p.add_string("-f,--file", "FILE", "text file", &text_path);
-  p.add_int("-c,--ctx", "N", "tokens per chunk (default 512)", &ctx);
-  p.add_int("--chunks", "N", "evaluate at most N chunks (default: all)", &chunks);
-  p.add_int("-t,--threads", "N", "CPU threads (default: all cores)", &threads);
+  add_model_option(p, &model_path, "GGUF model");
+  p.add_string("-f,--file", "FILE", "text file ('-': standard input)", &text_path);
+  add_chunk_options(p, &ctx, &chunks);
+  p.add_threads("CPU threads (default: all cores)", &threads);
   KvCacheTypeOptions cache_types;
   cache_types.add_to(p);
   if (auto rc = p.parse(args)) return *rc;
-  if (model_path.empty() || text_path.empty()) {
-    std::fprintf(stderr, "fathom perplexity: pass -m MODEL.gguf and -f TEXT.txt\n");
-    return 2;
-  }
+  if (model_path.empty() || text_path.empty()) return p.fail("pass -m MODEL.gguf and -f TEXT.txt");
   convert::EvalOptions o;
   if (!cache_types.parse_or_print("perplexity", &o.kv_types)) return 2;
-  auto text = read_text_file(text_path);
-  if (!text) {
-    std::fprintf(stderr, "fathom perplexity: %s\n", text.status().to_string().c_str());
-    return 1;
-  }
+  auto text = read_input_file(text_path);
+  if (!text) return p.runtime_error(text.status().message());
   if (!memory_fits("perplexity", model_path, eval_memory_demand(ctx, o.kv_types), {"-c", "", "", "lower -c/--ctx"})) return 1;
   auto model = load_or_print("perplexity", model_path, threads);
   if (!model) return 1;
@@ -100,33 +99,27 @@ int cmd_kl_divergence(const Args& args) {
   std::vector<std::string> model_paths;
   int64_t ctx = 512, chunks = -1;
   int threads = 0;
-  ArgParser p("fathom kl-divergence --base BASE.gguf -m QUANT.gguf [-m QUANT2.gguf ...] -f TEXT.txt [--ctx N] [--chunks N]",
+  ArgParser p("fathom kl-divergence --base BASE.gguf -m QUANT.gguf [-m QUANT2.gguf ...] -f TEXT.txt",
               "Runs the models on the same chunks and compares their next-token distributions with the\n"
               "base's: mean KL(base || model) +/- stderr, top-1 agreement, both perplexities and their ratio,\n"
               "KL percentiles. With several -m the base runs once per chunk and a table compares them all.");
   p.add_string("--base", "FILE", "reference model (e.g. F16/F32)", &base_path);
   p.add_list("-m,--model", "FILE", "model to compare (e.g. its quantization); repeat for several", &model_paths);
-  p.add_string("-f,--file", "FILE", "text file", &text_path);
-  p.add_int("-c,--ctx", "N", "tokens per chunk (default 512)", &ctx);
-  p.add_int("--chunks", "N", "evaluate at most N chunks (default: all)", &chunks);
-  p.add_int("-t,--threads", "N", "CPU threads per model (default: all cores)", &threads);
+  p.add_string("-f,--file", "FILE", "text file ('-': standard input)", &text_path);
+  add_chunk_options(p, &ctx, &chunks);
+  p.add_threads("CPU threads per model (default: all cores)", &threads);
   KvCacheTypeOptions cache_types, base_cache_types;
   cache_types.add_to(p, "", "the compared models' KV caches");
   base_cache_types.add_to(p, "base-", "the base model's KV cache");
   if (auto rc = p.parse(args)) return *rc;
-  if (base_path.empty() || model_paths.empty() || text_path.empty()) {
-    std::fprintf(stderr, "fathom kl-divergence: pass --base BASE.gguf, -m QUANT.gguf and -f TEXT.txt\n");
-    return 2;
-  }
+  if (base_path.empty() || model_paths.empty() || text_path.empty())
+    return p.fail("pass --base BASE.gguf, -m QUANT.gguf and -f TEXT.txt");
   convert::EvalOptions o;
   if (!cache_types.parse_or_print("kl-divergence", &o.kv_types) ||
       !base_cache_types.parse_or_print("kl-divergence", &o.base_kv_types))
     return 2;
-  auto text = read_text_file(text_path);
-  if (!text) {
-    std::fprintf(stderr, "fathom kl-divergence: %s\n", text.status().to_string().c_str());
-    return 1;
-  }
+  auto text = read_input_file(text_path);
+  if (!text) return p.runtime_error(text.status().message());
   auto base = load_or_print("kl-divergence", base_path, threads);
   if (!base) return 1;
   std::vector<std::unique_ptr<Model>> owned;

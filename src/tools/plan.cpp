@@ -49,34 +49,37 @@ int cmd_plan(const Args& args) {
   double cloud_price = 0, hw_price = 0, power_w = 0, power_price = 0.15, hours_per_day = 24;
 
   ArgParser p("fathom plan -m FILE.gguf | --arch-preset NAME [options]",
-              "Size a model for a device: weights per quant type, KV cache, whether it fits (and what to offload if\n"
-              "not), upper bounds for decode (bandwidth / bytes per token) and prefill (peak ops / 2 x active params),\n"
-              "and the largest quant that fits. Sizes are printed in GiB (2^30 B) with GB (1e9 B) where useful.\n\n"
+              "Size a model for a device: weights per quant type, KV cache, whether it fits (and what to\n"
+              "offload if not), upper bounds for decode (bandwidth / bytes per token) and prefill (peak ops /\n"
+              "2 x active params), and the quant to use: the largest that fits with room to spare, not a\n"
+              "16-bit one where q8_0 fits. Sizes are printed in GiB (2^30 B) with GB (1e9 B) where useful.\n\n"
               "examples:\n"
               "  fathom plan --arch-preset deepseek-r1 --quant q4_k_m --device h100\n"
               "  fathom plan --arch-preset deepseek-r1-distill-qwen-7b --ctx 8192 --device rtx-4060-8gb\n"
               "  fathom plan -m model.gguf --device auto --concurrency 8 --json\n"
               "  fathom plan --arch-preset deepseek-v3 --device h200 --roi --cloud-price 3.5");
-  p.add_string("-m,--model", "FILE", "GGUF file to size (metadata and tensor index only)", &model_path);
+  add_model_option(p, &model_path, "GGUF file to size (metadata and tensor index only)");
   p.add_string("--arch-preset", "NAME", "built-in architecture instead of a file (--list-presets)", &preset);
-  p.add_string("-q,--quant", "Q", "f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m (default), q4_0; 'file' keeps a GGUF's types", &quant);
-  p.add_int("-c,--ctx", "N", "context length per sequence (default 4096)", &ctx);
-  p.add_int("--concurrency", "C", "sequences resident at once (default 1)", &concurrency);
+  p.add_string("--quant", "Q", "f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m (default), q4_0; 'file' keeps a GGUF's types", &quant);
+  p.add_int("-c,--ctx-size,--ctx", "N", "context length per sequence (default 4096)", &ctx, Range::between(1, kMaxTokens));
+  p.add_int("--concurrency", "C", "sequences resident at once (default 1)", &concurrency, Range::between(1, 1 << 16));
   cache_types.add_to(p, "", "the KV cache (the bytes the engine allocates for them)");
   p.add_string("-d,--device", "NAME", "table entry (fuzzy: '4090') or 'auto' for this machine (default)", &device_name);
   p.add_string("--host", "NAME", "host CPU/RAM entry for offload (default: cpu-ddr5-12ch for >=40 GB GPUs, else cpu-ddr5-2ch)",
                &host_name);
-  p.add_float("--ram", "GiB", "system RAM (shared-memory devices and offload host)", &ram_gib);
-  p.add_float("--igpu-fraction", "F", "share of system RAM an iGPU may use (default 0.5)", &igpu_fraction);
+  p.add_float("--ram", "GiB", "system RAM (shared-memory devices and offload host)", &ram_gib, Range{0, 1 << 20, true});
+  p.add_float("--igpu-fraction", "F", "share of system RAM an iGPU may use (default 0.5)", &igpu_fraction,
+              Range{0, 1, true});
   p.add_string("--hardware", "FILE.json", "add or override device entries (same fields as --list-devices --json)",
                &hardware_file);
   p.add_flag("--no-bench", "with --device auto: skip the memory bandwidth measurement", &no_bench);
   p.add_flag("--roi", "print the buy-vs-rent break-even (needs --cloud-price)", &roi);
-  p.add_float("--cloud-price", "USD/h", "cloud rental price per hour of a comparable instance", &cloud_price);
-  p.add_float("--hw-price", "USD", "hardware price (default: the table's)", &hw_price);
-  p.add_float("--power", "W", "power draw while in use (default: the table's TDP)", &power_w);
-  p.add_float("--power-price", "USD/kWh", "electricity price (default 0.15)", &power_price);
-  p.add_float("--hours-per-day", "H", "utilisation (default 24)", &hours_per_day);
+  p.add_float("--cloud-price", "USD/h", "cloud rental price per hour of a comparable instance", &cloud_price,
+              Range{0, 1e6, true});
+  p.add_float("--hw-price", "USD", "hardware price (default: the table's)", &hw_price, Range{0, 1e9, true});
+  p.add_float("--power", "W", "power draw while in use (default: the table's TDP)", &power_w, Range{0, 1e6, true});
+  p.add_float("--power-price", "USD/kWh", "electricity price (default 0.15)", &power_price, Range::between(0, 100));
+  p.add_float("--hours-per-day", "H", "utilisation (default 24)", &hours_per_day, Range{0, 24, true});
   p.add_flag("--json", "machine-readable output", &json);
   p.add_flag("--list-devices", "print the hardware table and exit", &list_devices);
   p.add_flag("--list-presets", "print the architecture presets and exit", &list_presets);
@@ -100,8 +103,6 @@ int cmd_plan(const Args& args) {
     return 0;
   }
   if (model_path.empty() == preset.empty()) return fail(error(ErrorCode::kInvalidArgument, "give exactly one of -m FILE.gguf or --arch-preset NAME (see --help)"));
-  if (ctx < 1 || concurrency < 1) return fail(error(ErrorCode::kInvalidArgument, "--ctx and --concurrency must be >= 1"));
-  if (igpu_fraction <= 0 || igpu_fraction > 1) return fail(error(ErrorCode::kInvalidArgument, "--igpu-fraction must be in (0, 1]"));
 
   plan::PlanOptions opts;
   Expected<plan::QuantScheme> q = plan::parse_quant(quant);

@@ -26,14 +26,11 @@ int cmd_quantize(const Args& args) {
   p.add_positional("TYPE", "target type, e.g. Q4_K_M", &type_name);
   p.add_string("--imatrix", "FILE", "importance matrix from `fathom imatrix` (GGUF) or llama.cpp (.gguf/.dat)", &imatrix_path);
   p.add_flag("--keep-output-f16", "keep output.weight in F16 instead of Q6_K", &keep_output_f16);
-  p.add_int("-t,--threads", "N", "threads (default: all cores)", &threads);
+  p.add_threads("threads (default: all cores)", &threads);
   p.add_flag("-q,--quiet", "no progress output", &quiet);
   if (auto rc = p.parse(args)) return *rc;
   const std::optional<convert::FileType> ftype = convert::parse_file_type(type_name);
-  if (!ftype) {
-    std::fprintf(stderr, "fathom quantize: unknown type '%s' (known: %s)\n", type_name.c_str(), convert::file_type_names().c_str());
-    return 2;
-  }
+  if (!ftype) return p.fail("unknown type '" + type_name + "' (known: " + convert::file_type_names() + ")");
   auto in = gguf::GgufFile::open(in_path);
   if (!in) {
     std::fprintf(stderr, "fathom quantize: %s\n", in.status().to_string().c_str());

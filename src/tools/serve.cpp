@@ -41,10 +41,14 @@ int cmd_serve(const Args& args) {
               "repetition_penalty, chat_template_kwargs. See src/server/README.md.");
   model.add_to(p);
   p.add_string("--host", "ADDR", "address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces)", &options.host);
-  p.add_int("--port", "N", "port (default 8080; 0 picks a free one and prints it)", &options.port);
-  p.add_int("-np,--parallel", "N", "sequences decoded together; the KV cache holds N full contexts (default 4)", &parallel);
-  p.add_int("--max-queue", "N", "requests that may wait for a free slot; more get 429 (default 64)", &options.max_queue);
-  p.add_int("--step-budget", "N", "tokens per forward step, decodes plus prefill chunks (default 512)", &step_budget);
+  p.add_int("--port", "N", "port (default 8080; 0 picks a free one and prints it)", &options.port,
+            Range::between(0, 65535));
+  p.add_int("-np,--parallel", "N", "sequences decoded together; the KV cache holds N full contexts (default 4)",
+            &parallel, Range::between(1, 4096));
+  p.add_int("--max-queue", "N", "requests that may wait for a free slot; more get 429 (default 64)",
+            &options.max_queue, Range::between(0, 1 << 20));
+  p.add_int("--step-budget", "N", "tokens per forward step, decodes plus prefill chunks (default 512)", &step_budget,
+            Range::between(1, 1 << 20));
   p.add_flag("--no-prefix-cache", "do not reuse the KV blocks of prompt prefixes seen before", &no_prefix_cache);
   p.add_string("--kv-persist", "DIR",
                "save the prefix cache to DIR/<model>.prefix-cache at exit and restore it at start-up "
@@ -59,43 +63,28 @@ int cmd_serve(const Args& args) {
   p.add_string("--audit-log", "FILE", "append one JSON line per /v1 request (key id, route, tokens, status, latency)",
                &options.audit_log);
   p.add_flag("--audit-log-content", "also write prompts and completions to the audit log", &options.audit_log_content);
-  p.add_int("--max-body-bytes", "N", "largest request body; larger ones get 413 (default 8388608)", &max_body_bytes);
-  p.add_float("--shutdown-timeout", "SEC", "on SIGTERM, wait this long for requests in flight (default 30)", &shutdown_timeout);
-  p.add_int("--http-threads", "N", "threads that parse, template and tokenize requests (default 2)", &options.http_threads);
-  p.add_int("--max-connections", "N", "open connections; more get 503 (default 4096, capped by the fd limit)", &max_connections);
-  p.add_int("--max-header-bytes", "N", "largest request line + headers; larger get 431 (default 16384)", &max_header_bytes);
-  p.add_float("--keep-alive-timeout", "SEC", "close kept-alive connections idle this long (default 5)", &options.keep_alive_seconds);
-  p.add_float("--header-timeout", "SEC", "a request's headers must arrive within this (default 10)", &options.header_timeout_seconds);
-  p.add_float("--read-timeout", "SEC", "a request's body must arrive within this (default 60)", &options.read_timeout_seconds);
+  p.add_int("--max-body-bytes", "N", "largest request body; larger ones get 413 (default 8388608)", &max_body_bytes,
+            Range::between(1, 1LL << 34));
+  p.add_float("--shutdown-timeout", "SEC", "on SIGTERM, wait this long for requests in flight (default 30)",
+              &shutdown_timeout, Range::between(0, 86400));
+  p.add_int("--http-threads", "N", "threads that parse, template and tokenize requests (default 2)",
+            &options.http_threads, Range::between(0, 256));
+  p.add_int("--max-connections", "N", "open connections; more get 503 (default 4096, capped by the fd limit)",
+            &max_connections, Range::between(1, 1 << 20));
+  p.add_int("--max-header-bytes", "N", "largest request line + headers; larger get 431 (default 16384)",
+            &max_header_bytes, Range::between(256, 1 << 24));
+  p.add_float("--keep-alive-timeout", "SEC", "close kept-alive connections idle this long (default 5)",
+              &options.keep_alive_seconds, Range{0, 86400, true});
+  p.add_float("--header-timeout", "SEC", "a request's headers must arrive within this (default 10)",
+              &options.header_timeout_seconds, Range{0, 86400, true});
+  p.add_float("--read-timeout", "SEC", "a request's body must arrive within this (default 60)",
+              &options.read_timeout_seconds, Range{0, 86400, true});
   p.add_string("--chat-template-file", "FILE", "Jinja chat template to use instead of the model's", &template_file);
-  p.add_int("-n,--n-predict", "N", "max_tokens for requests that do not set it (default: to the end of the context)", &max_tokens);
+  p.add_int("-n,--n-predict", "N", "max_tokens for requests that do not set it (default: to the end of the context)",
+            &max_tokens, Range::between(0, kMaxTokens));
   sampling.add_to(p);
   if (auto rc = p.parse(args)) return *rc;
-  if (model.model.empty()) {
-    std::fprintf(stderr, "fathom serve: no model given; pass -m FILE.gguf\n");
-    return 2;
-  }
-  if (parallel < 1 || options.max_queue < 0 || max_body_bytes < 1 || max_tokens < 0 || step_budget < 1 ||
-      options.port < 0 || options.port > 65535) {
-    std::fprintf(stderr, "fathom serve: --parallel, --step-budget and --max-body-bytes must be positive; --max-queue "
-                         "and -n not negative; --port from 0 to 65535\n");
-    return 2;
-  }
-  if (max_connections < 1 || max_header_bytes < 256 || max_header_bytes > (1 << 24) || options.http_threads < 0 ||
-      options.http_threads > 256) {
-    std::fprintf(stderr, "fathom serve: --max-connections must be positive, --max-header-bytes from 256 to 16777216, "
-                         "--http-threads from 0 to 256\n");
-    return 2;
-  }
-  for (const auto& [flag, value] : {std::pair<const char*, double>{"--keep-alive-timeout", options.keep_alive_seconds},
-                                    {"--header-timeout", options.header_timeout_seconds},
-                                    {"--read-timeout", options.read_timeout_seconds},
-                                    {"--shutdown-timeout", shutdown_timeout}}) {
-    if (!(value >= 0.0 && value <= 86400.0) || (value == 0.0 && std::string(flag) != "--shutdown-timeout")) {
-      std::fprintf(stderr, "fathom serve: %s must be a number of seconds above 0 and at most 86400 (got %g)\n", flag, value);
-      return 2;
-    }
-  }
+  if (model.model.empty()) return p.fail("no model given; pass -m FILE.gguf");
   // Each connection is a file descriptor: take the hard limit, and keep the connection cap
   // below it (with room for the model file, logs and the listener) so that accept() never
   // fails for lack of descriptors.

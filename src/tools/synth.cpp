@@ -19,9 +19,9 @@ std::string summary_with_presets() {
       "K-quant matrices whose rows are not a multiple of 256 fall back as llama.cpp does\n"
       "(q4_K->q5_0, q5_K->q5_1, q6_K->q8_0, q2_K/q3_K->q4_0).\n\npresets:\n";
   for (const SynthPresetInfo& p : synth_presets())
-    s += strprintf("  --arch %-9s --preset %-7s %s\n", p.arch.c_str(), p.name.c_str(), p.description.c_str());
-  s += "\nexample (Q4_K_M-like): fathom synth --arch qwen2 --preset 1.5b --type q4_K --output-type q6_K -o m.gguf";
-  s += "\nexample (benchmark MoE/MLA): fathom synth --arch deepseek2 --preset v2-lite --layers 6 --type q4_K -o m.gguf";
+    s += strprintf("  --arch %-9s --preset %-7s ", p.arch.c_str(), p.name.c_str()) + wrap_help(p.description, 36);
+  s += "\nexample (Q4_K_M-like):\n  fathom synth --arch qwen2 --preset 1.5b --type q4_K --output-type q6_K -o m.gguf";
+  s += "\nexample (benchmark MoE/MLA):\n  fathom synth --arch deepseek2 --preset v2-lite --layers 6 --type q4_K -o m.gguf";
   return s;
 }
 
@@ -50,18 +50,16 @@ int cmd_synth(const Args& args) {
   parser.add_string("--type", "T", "main weight type (default f32)", &type);
   parser.add_string("--output-type", "T", "type of output.weight (default: --type)", &output_type);
   parser.add_string("--vocab", "FILE", "copy tokenizer.* from this GGUF; n_vocab becomes its token count", &vocab);
-  parser.add_int("--seed", "S", "random seed (default 42)", &seed);
-  parser.add_int("--layers", "N", "override the preset's layer count", &layers);
-  parser.add_int("-t,--threads", "N", "quantization threads (default: all cores)", &threads);
-  parser.add_int("--split", "N", "write N files FILE-00001-of-0000N.gguf.. (llama.cpp's split GGUF; default 1)", &n_split);
+  parser.add_int("--seed", "S", "random seed (default 42)", &seed, Range::at_least(0));
+  parser.add_int("--layers", "N", "override the preset's layer count", &layers, Range::between(1, 1024));
+  parser.add_threads("quantization threads (default: all cores)", &threads);
+  parser.add_int("--split", "N", "write N files FILE-00001-of-0000N.gguf.. (llama.cpp's split GGUF; default 1)", &n_split,
+                 Range::between(1, 99999));
   parser.add_flag("--tied", "omit output.weight (tied embeddings)", &tied);
   parser.add_flag("--mla-legacy", "deepseek2: one attn_kv_b instead of attn_k_b/attn_v_b (older converters)", &mla_legacy);
   parser.add_flag("-q,--quiet", "no progress output", &quiet);
   if (std::optional<int> rc = parser.parse(args)) return *rc;
-  if (out_path.empty()) {
-    std::fprintf(stderr, "fathom synth: missing -o FILE.gguf\n");
-    return 2;
-  }
+  if (out_path.empty()) return parser.fail("missing -o FILE.gguf");
 
   SynthOptions options;
   options.arch = arch;
@@ -74,10 +72,7 @@ int cmd_synth(const Args& args) {
   options.n_split = n_split;
   if (layers != 0) options.n_layer = layers;
   Expected<DType> main_type = parse_weight_type(type, "--type");
-  if (!main_type) {
-    std::fprintf(stderr, "fathom synth: %s\n", main_type.status().message().c_str());
-    return 2;
-  }
+  if (!main_type) return parser.fail(main_type.status().message());
   options.dtype = *main_type;
   if (!output_type.empty()) {
     Expected<DType> out_type = parse_weight_type(output_type, "--output-type");

@@ -13,6 +13,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tools/args.h"
 #include "tools/commands.h"
+#include "tools/common.h"
 
 namespace fathom::tools {
 
@@ -73,22 +74,17 @@ int cmd_tokenize(const Args& args) {
   parser.add_flag("--no-bos", "do not add BOS even if the model adds it by default", &no_bos);
   parser.add_flag("--special", "turn special-token text such as <|im_start|> into its token", &special);
   parser.add_flag("--pieces", "print [{\"id\": ..., \"piece\": ...}] instead of bare ids", &pieces);
-  parser.add_string("-f,--file", "FILE", "read TEXT from a file instead of the command line", &text_file);
+  parser.add_string("-f,--file", "FILE", "read TEXT from a file instead of the command line ('-': standard input)",
+                    &text_file);
   parser.add_positional("TEXT", "text to tokenize", &text, /*required=*/false);
   if (auto code = parser.parse(args)) return *code;
-  if (model.empty()) {
-    std::fprintf(stderr, "fathom tokenize: -m FILE is required\n%s", parser.help().c_str());
-    return 2;
-  }
+  if (model.empty()) return parser.fail("-m FILE is required");
+  if (!text.empty() && !text_file.empty()) return parser.fail("TEXT and -f exclude each other; pass one");
+  if (text.empty() && text_file.empty()) return parser.fail("no text; pass TEXT or -f FILE");
   if (!text_file.empty()) {
-    std::ifstream in(text_file, std::ios::binary);
-    if (!in) {
-      std::fprintf(stderr, "fathom tokenize: cannot open %s\n", text_file.c_str());
-      return 1;
-    }
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    text = buffer.str();
+    auto file_text = read_input_file(text_file);
+    if (!file_text) return parser.runtime_error(file_text.status().message());
+    text = *file_text;
   }
 
   auto tok = load(model, config);
@@ -118,15 +114,9 @@ int cmd_detokenize(const Args& args) {
   parser.add_flag("--special", "render control tokens (BOS, <|im_end|>, ...) as their text", &special);
   parser.add_rest("ID", "token ids, separate or as one JSON array", &id_args);
   if (auto code = parser.parse(args)) return *code;
-  if (model.empty()) {
-    std::fprintf(stderr, "fathom detokenize: -m FILE is required\n%s", parser.help().c_str());
-    return 2;
-  }
+  if (model.empty()) return parser.fail("-m FILE is required");
   auto ids = parse_ids(id_args);
-  if (!ids) {
-    std::fprintf(stderr, "fathom detokenize: %s\n", ids.status().message().c_str());
-    return 2;
-  }
+  if (!ids) return parser.fail(ids.status().message());
   auto tok = load(model, config);
   if (!tok) {
     std::fprintf(stderr, "fathom detokenize: %s\n", tok.status().to_string().c_str());

@@ -106,5 +106,15 @@ TEST(BenchLoadCli, UsageErrors) {
   EXPECT_EQ(bench_load({"--help"}).rc, 0);
 }
 
+TEST(BenchLoadCli, EveryRequestFailingExitsOneAndSaysWhy) {
+  ::testing::internal::CaptureStderr();
+  const CliResult r = bench_load({"--url", "http://127.0.0.1:1/v1", "--model-name", "m", "--scenario", "offline",
+                                  "--requests", "3", "--timeout", "5", "-q"});
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(r.rc, 1) << r.out << err;
+  EXPECT_NE(r.out.find("errors"), std::string::npos) << r.out;  // the report still comes first
+  EXPECT_NE(err.find("fathom bench load: all 3 requests failed (3 connection)"), std::string::npos) << err;
+}
+
 }  // namespace
 }  // namespace fathom::loadgen

@@ -96,6 +96,13 @@ TEST(Report, SweepKnee) {
   ASSERT_EQ(c.series.size(), 2u);
   EXPECT_EQ(c.series[0].x, (std::vector<double>{1, 2, 4}));  // sorted by rate
   EXPECT_NE(sweep_table(points, 200).find("highest QPS with P99 TTFT <= 200.0 ms: 2"), std::string::npos);
+  // Each measured rate is a dot, and the axis goes past the highest point and the target line:
+  // with a target of 1000 ms over points up to 900 ms, the top tick is above 1000.
+  const std::string svg = plan::render_svg(sweep_chart(points, 1000));
+  size_t dots = 0;
+  for (size_t at = svg.find("<circle"); at != std::string::npos; at = svg.find("<circle", at + 1)) ++dots;
+  EXPECT_EQ(dots, 3u);
+  EXPECT_NE(svg.find(">1200</text>"), std::string::npos) << svg;
 }
 
 }  // namespace

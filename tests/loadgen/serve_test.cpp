@@ -109,6 +109,9 @@ TEST(BenchLoadServe, ServerScenarioAgainstFathomServe) {
   EXPECT_EQ(j["requests"]["ok"], 8) << j.dump(2);
   EXPECT_EQ(j["requests"]["errors"], 0) << j.dump(2);
   EXPECT_EQ(j["latency_ms"]["ttft"]["count"].get<int64_t>() > 0, true);
+  // --prompt-len is what the server counts: the words go through its /tokenize and are sent as
+  // exactly 16 token ids (the tiny vocabulary splits the words into several tokens each).
+  EXPECT_EQ(j["tokens"]["prompt"], 8 * 16) << j.dump(2);
 }
 
 }  // namespace

@@ -61,7 +61,7 @@ TEST(Planner, MlaKvBytesPerToken) {
   o.ctx = 8192;
   o.concurrency = 4;
   const ModelSizing z = size_model(v3, o);
-  EXPECT_EQ(z.kv_bytes_total, 61u * 576 * 2 * 8192 * 4);
+  EXPECT_EQ(z.kv_bytes_total, uint64_t{61} * 576 * 4 * 8192 * 4);  // f32, as fathom's engine keeps it
   EXPECT_EQ(z.total_bytes, z.weight_bytes + z.kv_bytes_total + z.scratch_bytes);
   // The engine's pool: whole 16-token blocks per sequence.
   o.ctx = 8190;
@@ -109,16 +109,33 @@ TEST(Planner, R1OnH100OffloadsExpertsToHost) {
   // On an H200 Q4_K_M still does not fit whole; the tiny device with a desktop host cannot run it at all.
   const Plan small = make_plan(preset("deepseek-r1"), o, device("mx550"), device("cpu-ddr5-2ch"));
   EXPECT_EQ(small.placement.mode, PlacementMode::kDoesNotFit);
+  EXPECT_EQ(small.speed.decode_tps_start, 0.0);  // no speed for what does not run
+  EXPECT_EQ(small.speed.prefill_tps, 0.0);
 }
 
-TEST(Planner, RecommendsLargestQuantThatFits) {
+TEST(Planner, RecommendationWeighsSpeedAndMemory) {
   PlanOptions o;
   o.ctx = 4096;
+  o.kv_type = DType::F16;
   const ModelDesc m = preset("deepseek-r1-distill-qwen-7b");
-  // 24 GB holds even f16 (15.2 GB); 8 GB (7.5 GiB usable) stops at q6_k since q8_0 is 8.1 GB.
-  EXPECT_EQ(make_plan(m, o, device("rtx-4090"), device("cpu-ddr5-2ch")).recommended_quant, "f16");
+  // 24 GB holds even f16 (15.2 GB), but q8_0 fits too and its decode bound is about twice f16's.
+  const Plan big = make_plan(m, o, device("rtx-4090"), device("cpu-ddr5-2ch"));
+  EXPECT_EQ(big.recommended_quant, "q8_0") << big.recommendation;
+  EXPECT_NE(big.recommendation.find("16-bit weights would read twice"), std::string::npos) << big.recommendation;
+  double f16_tps = 0, q8_tps = 0;
+  for (const QuantOption& q : big.options_by_quant) {
+    if (q.sizing.quant == "f16") f16_tps = q.speed.decode_tps_start;
+    if (q.sizing.quant == "q8_0") q8_tps = q.speed.decode_tps_start;
+  }
+  EXPECT_GT(q8_tps, 1.8 * f16_tps);
+  // 8 GB (7.5 GiB usable) at 4096: q8_0 (8.1 GB) does not fit, q6_k does with room (84%).
+  EXPECT_EQ(make_plan(m, o, device("rtx-4060-8gb"), device("cpu-ddr5-2ch")).recommended_quant, "q6_k");
+  // At 16384 q6_k still fits but fills more than 90% of it, so q5_k_m, which leaves room, is
+  // the pick, and the text says why.
+  o.ctx = 16384;
   const Plan p = make_plan(m, o, device("rtx-4060-8gb"), device("cpu-ddr5-2ch"));
-  EXPECT_EQ(p.recommended_quant, "q6_k") << p.recommendation;
+  EXPECT_EQ(p.recommended_quant, "q5_k_m") << p.recommendation;
+  EXPECT_NE(p.recommendation.find("q6_k fits too but leaves less than 10% free"), std::string::npos) << p.recommendation;
   for (size_t i = 1; i < p.options_by_quant.size(); ++i)
     EXPECT_GE(p.options_by_quant[i - 1].sizing.weight_bytes, p.options_by_quant[i].sizing.weight_bytes);
 }

@@ -127,8 +127,8 @@ TEST(ArgParser, ParsesTypedOptionsAndRejectsBadOnes) {
   std::string pos;
   tools::ArgParser p("x", "y");
   p.add_string("-m,--model", "FILE", "", &model);
-  p.add_int("-n", "N", "", &n);
-  p.add_float("--temp", "T", "", &t);
+  p.add_int("-n", "N", "", &n, tools::Range::any());
+  p.add_float("--temp", "T", "", &t, tools::Range::at_least(0));
   p.add_flag("--flag", "", &flag);
   p.add_positional("POS", "", &pos);
   EXPECT_FALSE(p.parse({"-m", "a.gguf", "-n", "-5", "--temp=0.5", "--flag", "rest"}).has_value());
@@ -139,7 +139,7 @@ TEST(ArgParser, ParsesTypedOptionsAndRejectsBadOnes) {
   EXPECT_EQ(pos, "rest");
   tools::ArgParser q("x", "y");
   int m = 0;
-  q.add_int("-n", "N", "", &m);
+  q.add_int("-n", "N", "", &m, tools::Range::any());
   EXPECT_EQ(q.parse({"-n", "abc"}), 2);
   EXPECT_EQ(q.parse({"-n"}), 2);
 }
