@@ -149,7 +149,7 @@ int cmd_ps(const Args& args) {
   int port = 8080;
   ArgParser p("fathom ps [--host H] [--port P]", "Ask a running fathom server which model it has loaded and whether it is ready.");
   p.add_string("--host", "H", "server address (default 127.0.0.1)", &host);
-  p.add_int("--port", "P", "server port (default 8080)", &port);
+  p.add_int("--port", "P", "server port (default 8080)", &port, Range::between(1, 65535));
   p.add_string("--api-key", "KEY", "bearer key, when the server was started with API keys", &api_key);
   if (std::optional<int> rc = p.parse(args)) return *rc;
   if (port < 1 || port > 65535) {
