@@ -7,7 +7,6 @@ cancelling the transfer (its .partial resumed by the next pull), and shutdown ca
 
 usage: ollama_pull_test.py --fathom BIN --shared DIR --tmp DIR
 """
-import argparse
 import hashlib
 import http.client
 import json
@@ -18,37 +17,17 @@ import subprocess
 import sys
 import time
 
-p = argparse.ArgumentParser()
-p.add_argument("--fathom", required=True)
-p.add_argument("--shared", required=True)
-p.add_argument("--tmp", required=True)
-ARGS = p.parse_args()
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hub"))
+from hub_test_env import Env, check, fail  # noqa: E402
 
-TMP = os.path.join(ARGS.tmp, "ollama_pull_test")
-ROOT = os.path.join(TMP, "repos")
-STORE = os.path.join(TMP, "store")
-LOG = os.path.join(TMP, "cdn.log")
-VOCAB = os.path.join(ARGS.shared, "models", "tinyllamas-stories-260k-f32.gguf")
+ENV = Env("ollama_pull_test")
+TMP, ROOT, STORE, LOG, VOCAB = ENV.tmp, ENV.root, ENV.store, ENV.log, ENV.vocab
+synth, cdn_log = ENV.synth, ENV.cdn_log
 KEY = "test-key"
 TINY, SLOW, SLOW2 = "fathom-test/tiny-GGUF", "fathom-test/slow-GGUF", "fathom-test/slow2-GGUF"
 FILE = "tiny-Q8_0.gguf"
 TRANSFER_SECONDS = 4  # a throttled file's first GET takes this long
-
-
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def synth(path, *extra):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    subprocess.run([ARGS.fathom, "synth", "--arch", "llama", "--preset", "tiny", "--vocab", VOCAB, "-q", "-o", path, *extra],
-                   check=True)
 
 
 def sha256(path):
@@ -56,17 +35,10 @@ def sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def cdn_log():
-    if not os.path.exists(LOG):
-        return []
-    with open(LOG) as f:
-        return [json.loads(line) for line in f]
-
-
 def serve(*extra):
     env = dict(os.environ, FATHOM_MODELS=STORE, HF_ENDPOINT=ENDPOINT)
     env.pop("HF_TOKEN", None)
-    proc = subprocess.Popen([ARGS.fathom, "serve", "-m", VOCAB, "--port", "0", "-t", "1", *extra], env=env,
+    proc = subprocess.Popen([ENV.fathom, "serve", "-m", VOCAB, "--port", "0", "-t", "1", *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     check("listening on http://" in line, f"fathom serve did not start: {line!r}")
@@ -163,7 +135,7 @@ try:
     check(status == 200 and ctype == "application/x-ndjson", f"streamed pull: {status} {ctype} {text}")
     lines = ndjson(text)
     check_progress(lines, os.path.join(ROOT, TINY, FILE), "streamed pull")
-    listed = subprocess.run([ARGS.fathom, "list"], env=dict(os.environ, FATHOM_MODELS=STORE), capture_output=True,
+    listed = subprocess.run([ENV.fathom, "list"], env=dict(os.environ, FATHOM_MODELS=STORE), capture_output=True,
                             text=True, check=True).stdout
     check(TINY + ":Q8_0" in listed, "fathom list after the pull:\n" + listed)
     print(f"streamed pull ({time.time() - t0:.2f} s): " + "\n  ".join(json.dumps(l) for l in lines))
@@ -171,7 +143,7 @@ try:
     # 4. Not streamed: one {"status": "success"}; a missing model is a 404 before any byte.
     status, _, text = pull(port, {"model": TINY + ":F32", "stream": False})
     check(status == 200 and json.loads(text) == {"status": "success"}, f"non-streamed pull: {status} {text}")
-    check(TINY + ":F32" in subprocess.run([ARGS.fathom, "list"], env=dict(os.environ, FATHOM_MODELS=STORE),
+    check(TINY + ":F32" in subprocess.run([ENV.fathom, "list"], env=dict(os.environ, FATHOM_MODELS=STORE),
                                           capture_output=True, text=True).stdout, "F32 model not listed")
     status, _, text = pull(port, {"model": "fathom-test/missing-GGUF", "stream": False})
     check(status == 404 and "404" in json.loads(text)["error"], f"missing model: {status} {text}")
@@ -227,7 +199,7 @@ try:
     stopped = time.time() - t_stop
     check(rest and "shutting down" in rest[-1].get("error", ""), f"shutdown during a pull: {rest}")
     check(stopped < TRANSFER_SECONDS - 1, f"shutdown took {stopped:.2f} s")
-    check(SLOW2 not in subprocess.run([ARGS.fathom, "list"], env=dict(os.environ, FATHOM_MODELS=STORE),
+    check(SLOW2 not in subprocess.run([ENV.fathom, "list"], env=dict(os.environ, FATHOM_MODELS=STORE),
                                       capture_output=True, text=True).stdout, "a cancelled pull is listed")
     print(f"shutdown: exited {stopped:.2f} s after SIGTERM; last line {rest[-1]}")
     print("PASS")
