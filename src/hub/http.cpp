@@ -29,6 +29,7 @@ struct Transfer {
   bool started = false;            // on_start ran (first body byte of a 2xx answer)
   const std::function<Status(const HttpResponse&)>* on_start = nullptr;  // downloads only
   const DataSink* sink = nullptr;  // downloads only: where 2xx bodies go
+  const std::function<bool()>* cancelled = nullptr;  // downloads only: polled by on_progress
   Status stop;                     // why a callback aborted the transfer
 };
 
@@ -85,6 +86,14 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
   return bytes;
 }
 
+// libcurl's progress callback: a non-zero return aborts the transfer.
+int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* t = static_cast<Transfer*>(user);
+  if (!t->cancelled || !*t->cancelled || !(*t->cancelled)()) return 0;
+  t->stop = error(ErrorCode::kCancelled, "download cancelled");
+  return 1;
+}
+
 }  // namespace
 
 HttpClient::HttpClient(std::string token, long connect_timeout_s)
@@ -121,6 +130,11 @@ Expected<HttpResponse> perform(const std::string& url, const std::string& token,
   curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+  if (t.cancelled && *t.cancelled) {
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+  }
   const CURLcode rc = curl_easy_perform(c);
   t.response.status = status_of(c);
   if (!t.stop) return t.stop;
@@ -146,10 +160,12 @@ Expected<HttpResponse> HttpClient::get(const std::string& url, size_t max_body) 
 
 Expected<HttpResponse> HttpClient::download(const std::string& url, uint64_t offset,
                                             const std::function<Status(const HttpResponse& head)>& on_start,
-                                            const DataSink& sink, long stall_timeout_s) const {
+                                            const DataSink& sink, long stall_timeout_s,
+                                            const std::function<bool()>& cancelled) const {
   Transfer t;
   t.on_start = &on_start;
   t.sink = &sink;
+  t.cancelled = &cancelled;
   return perform(url, token_, connect_timeout_s_, stall_timeout_s, offset, t);
 }
 

@@ -38,10 +38,12 @@ class HttpClient {
   // means the server sends the whole file), then the body goes to sink. A non-2xx answer's body
   // (at most 64 KiB) is returned in the response instead. A transfer that stalls below
   // 1 byte/s for stall_timeout_s, or breaks off, is an error of kind kIo whose message names
-  // the cause; a sink that returns false makes kCancelled.
+  // the cause; a sink that returns false makes kCancelled, and so does `cancelled` returning
+  // true (libcurl asks it about once a second and as data arrives, also while none does).
   Expected<HttpResponse> download(const std::string& url, uint64_t offset,
                                   const std::function<Status(const HttpResponse& head)>& on_start,
-                                  const DataSink& sink, long stall_timeout_s = 60) const;
+                                  const DataSink& sink, long stall_timeout_s = 60,
+                                  const std::function<bool()>& cancelled = {}) const;
 
  private:
   std::string token_;       // bearer token, "" for none

@@ -304,7 +304,7 @@ class FileDownload {
       if (options_.on_progress) options_.on_progress(progress_);
       return true;
     };
-    Expected<HttpResponse> r = client_.download(url, offset, on_start, sink, options_.stall_timeout_s);
+    Expected<HttpResponse> r = client_.download(url, offset, on_start, sink, options_.stall_timeout_s, options_.cancelled);
     const bool flushed = std::fflush(out) == 0;
     if (!flushed && sink_error) sink_error = write_error();
     std::fclose(out);
@@ -425,6 +425,7 @@ Expected<PullResult> pull_model(const ModelRef& ref, const ModelStore& store, co
                                  human_size(needed).c_str()));
 
   for (size_t i = 0; i < files.size(); ++i) {
+    if (options.cancelled && options.cancelled()) return error(ErrorCode::kCancelled, "the pull of " + ref.name + " was cancelled");
     const RepoFile& f = files[i];
     const std::string name = base_name(f.path), final_path = dir + "/" + name, partial = final_path + ".partial";
     std::string digest;
@@ -435,7 +436,7 @@ Expected<PullResult> pull_model(const ModelRef& ref, const ModelStore& store, co
       if (!f.sha256.empty() && digest != f.sha256) fs::remove(final_path, ec);
     }
     if (!fs::exists(final_path, ec)) {
-      PullProgress progress{name, i, files.size(), 0, f.size, 0};
+      PullProgress progress{name, i, files.size(), 0, f.size, 0, f.sha256};
       FileDownload download(client, ref, options, f, partial, progress);
       const std::string url = endpoint + "/" + ref.repo + "/resolve/" + info->revision + "/" + url_encode_path(f.path);
       FATHOM_ASSIGN_OR_RETURN(digest, download.run(url, &result.bytes_fetched, &result.bytes_resumed));

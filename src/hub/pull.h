@@ -53,6 +53,7 @@ struct PullProgress {
   uint64_t done = 0;        // bytes of this file present (resumed ones included)
   uint64_t total = 0;       // bytes of this file
   uint64_t resumed_at = 0;  // bytes that were already on disk when this transfer began
+  std::string sha256;       // the file's LFS sha256 from the listing, "" when none
 };
 
 struct PullOptions {
@@ -61,6 +62,9 @@ struct PullOptions {
   long stall_timeout_s = 60;                // a transfer without data this long is interrupted
   std::function<void(const PullProgress&)> on_progress;  // called as bytes arrive
   std::function<void(const std::string&)> on_message;    // one line per step ("verifying ...")
+  // Polled during the pull (about once a second and as data arrives); returning true stops it
+  // with kCancelled, keeping what was fetched in the .partial file for a later pull to resume.
+  std::function<bool()> cancelled;
 };
 
 struct PullResult {

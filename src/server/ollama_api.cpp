@@ -8,6 +8,7 @@
 #include <ctime>
 #include <limits>
 #include <map>
+#include <utility>
 
 #include "gguf/gguf.h"
 #include "server/openai_response.h"
@@ -504,6 +505,122 @@ void handle_ollama_generation(ServerContext& ctx, OllamaEndpoint endpoint, const
   meta.model = r.model;
   run_generation(ctx, r.request, std::make_unique<OllamaWire>(endpoint, req.t_arrival), std::move(meta), std::move(writer),
                  std::move(exchange), reservation);
+}
+
+OllamaPuller::OllamaPuller(std::string store_root, hub::PullOptions options)
+    : store_(std::move(store_root)), options_(std::move(options)) {}
+
+OllamaPuller::~OllamaPuller() { stop(); }
+
+void OllamaPuller::stop() {
+  stop_ = true;
+  std::thread finished;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    finished = std::move(thread_);
+  }
+  if (finished.joinable()) finished.join();
+}
+
+void OllamaPuller::handle(const http::Request& req, std::shared_ptr<http::ResponseWriter> writer,
+                          std::function<void(int)> done) {
+  auto refuse = [&](const ApiError& e) {
+    writer->send(ollama_error_response(e));
+    done(e.http_status);
+  };
+  if (req.body.size() > kMaxPullBodyBytes)
+    return refuse(invalid_request(strprintf("the /api/pull body is %zu bytes; at most %zu are read", req.body.size(),
+                                            kMaxPullBodyBytes)));
+  const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object()) return refuse(invalid_request("the body must be a JSON object such as {\"model\": \"deepseek-r1:1.5b\"}"));
+  for (const auto& [key, value] : body.items())
+    if (key != "model" && key != "name" && key != "stream" && key != "insecure")
+      return refuse(invalid_request("'" + key + "' is not supported by /api/pull; it takes model, stream and insecure", key));
+  const json& model = body.contains("model") ? body["model"] : body.contains("name") ? body["name"] : json();
+  if (!model.is_string() || model.get<std::string>().empty())
+    return refuse(invalid_request("'model' must name the model to pull, e.g. \"deepseek-r1:1.5b\" or \"ORG/REPO:QUANT\"", "model"));
+  const json stream = body.value("stream", json(true));
+  if (!stream.is_boolean()) return refuse(invalid_request("'stream' must be true or false (got " + shown(stream) + ")", "stream"));
+  const json insecure = body.value("insecure", json(false));
+  if (insecure != json(false))
+    return refuse(invalid_request("'insecure' is not supported: the server pulls from its HF_ENDPOINT with that URL's "
+                                  "own checks; only false is accepted", "insecure"));
+  Expected<hub::ModelRef> ref = hub::parse_model_ref(model.get<std::string>());
+  if (!ref) return refuse(invalid_request(ref.status().message(), "model"));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stop_) return refuse(unavailable("the server is shutting down", "shutting_down"));
+  if (busy_)
+    return refuse(ApiError{429, "rate_limit_error", "pull_in_progress", "",
+                           "another model is being pulled; the server pulls one at a time, retry when it has finished"});
+  if (thread_.joinable()) thread_.join();  // the last pull has finished; its thread is ending
+  busy_ = true;
+  auto client_gone = std::make_shared<std::atomic<bool>>(false);
+  writer->on_disconnect([client_gone] { *client_gone = true; });
+  if (stream.get<bool>()) {
+    http::Response head;
+    head.content_type = "application/x-ndjson";
+    head.headers = {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}};
+    writer->begin_stream(std::move(head));
+  }
+  thread_ = std::thread(&OllamaPuller::run, this, std::move(*ref), stream.get<bool>(), std::move(writer),
+                        std::move(client_gone), std::move(done));
+}
+
+void OllamaPuller::run(hub::ModelRef ref, bool stream, std::shared_ptr<http::ResponseWriter> writer,
+                       std::shared_ptr<std::atomic<bool>> client_gone, std::function<void(int)> done) {
+  auto line = [&](const json& j) {
+    if (stream) writer->write(json_text(j) + "\n");
+  };
+  // Ollama's progress line of one file: "pulling ID" with the digest, total and completed bytes.
+  auto file_line = [&](const std::string& file, const std::string& sha256, uint64_t total, uint64_t completed) {
+    json j = {{"status", "pulling " + file}, {"total", total}, {"completed", completed}};
+    if (!sha256.empty()) j["digest"] = "sha256:" + sha256;
+    line(j);
+  };
+  line({{"status", "pulling manifest"}});
+  hub::PullOptions options = options_;
+  options.cancelled = [this, client_gone] { return stop_.load() || client_gone->load(); };
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point last_line{};
+  options.on_progress = [&](const hub::PullProgress& p) {
+    const Clock::time_point now = Clock::now();
+    if (p.done != p.total && now - last_line < std::chrono::duration<double>(kPullProgressIntervalSeconds)) return;
+    last_line = now;
+    file_line(p.file, p.sha256, p.total, p.done);
+  };
+  Expected<hub::PullResult> result = hub::pull_model(ref, store_, options);
+  {
+    // Free before the answer ends, so a client pulling again right after it is not refused;
+    // the next handle() joins this thread, which only has the answer left to post.
+    std::lock_guard<std::mutex> lock(mu_);
+    busy_ = false;
+  }
+  if (!result) {
+    ApiError e = from_status(result.status());
+    if (result.status().code() == ErrorCode::kCancelled)
+      e = unavailable(client_gone->load() ? "the client went away; the pull was cancelled"
+                                          : "the server is shutting down; the pull was cancelled (pull again to resume it)",
+                      "cancelled");
+    if (stream) {
+      line({{"error", e.message}});
+      writer->end_stream();
+    } else {
+      writer->send(ollama_error_response(e));
+    }
+    return done(e.http_status);
+  }
+  if (result->already_present)
+    for (const hub::ManifestFile& f : result->manifest.files) file_line(f.name, f.sha256, f.size, f.size);
+  line({{"status", "verifying sha256 digest"}});
+  line({{"status", "writing manifest"}});
+  if (stream) {
+    line({{"status", "success"}});
+    writer->end_stream();
+  } else {
+    writer->send(json_response(200, json_text(json{{"status", "success"}})));
+  }
+  done(200);
 }
 
 }  // namespace fathom::server

@@ -25,7 +25,8 @@ using nlohmann::json;
 // scanners probing random paths cannot grow the label set.
 std::string route_label(const std::string& path) {
   for (const char* route : {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/tokenize",
-                            "/detokenize", "/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/ps", "/api/version"})
+                            "/detokenize", "/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/ps", "/api/version",
+                            "/api/pull"})
     if (path == route) return route;
   if (webchat_asset(path)) return "/webchat";
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
@@ -159,6 +160,11 @@ Expected<std::unique_ptr<Server>> Server::create(ServerOptions options) {
                    strprintf("--cors-origin '%s': an origin is scheme://host[:port] with no path (e.g. "
                              "http://localhost:3000), or '*' for any", origin.c_str()));
   if (options.engine.n_seq_max <= 0) return error(ErrorCode::kInvalidArgument, "--parallel must be at least 1");
+  if (options.allow_pull) {
+    if (options.models_dir.empty()) return error(ErrorCode::kInvalidArgument, "--allow-pull needs the model store's folder");
+    if (Status st = hub::check_endpoint(options.pull_endpoint); !st)
+      return error(ErrorCode::kInvalidArgument, "--allow-pull: HF_ENDPOINT: " + st.message());
+  }
   if (!options.kv_persist_dir.empty()) {
     if (!options.engine.prefix_cache)
       return error(ErrorCode::kInvalidArgument, "--kv-persist saves the prefix cache; it cannot be used with --no-prefix-cache");
@@ -185,7 +191,13 @@ Expected<std::unique_ptr<Server>> Server::create(ServerOptions options) {
   return std::unique_ptr<Server>(new Server(std::move(ctx)));
 }
 
-Server::Server(std::unique_ptr<ServerContext> ctx) : ctx_(std::move(ctx)) {}
+Server::Server(std::unique_ptr<ServerContext> ctx) : ctx_(std::move(ctx)) {
+  if (!ctx_->options.allow_pull) return;
+  hub::PullOptions pull;
+  pull.endpoint = ctx_->options.pull_endpoint;
+  pull.token = ctx_->options.pull_token;
+  puller_ = std::make_unique<OllamaPuller>(ctx_->options.models_dir, std::move(pull));
+}
 
 Server::~Server() { shutdown(std::chrono::milliseconds(0)); }
 
@@ -227,11 +239,12 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
   const bool ollama_info = (get && (req.path == "/api/tags" || req.path == "/api/ps" || req.path == "/api/version")) ||
                            (post && req.path == "/api/show");
   const bool ollama_generation = post && (req.path == "/api/chat" || req.path == "/api/generate");
-  if (!models && !chat && !completions && !tokenize && !ollama_info && !ollama_generation) {
+  const bool ollama_pull = post && req.path == "/api/pull";
+  if (!models && !chat && !completions && !tokenize && !ollama_info && !ollama_generation && !ollama_pull) {
     return writer->send(shaped(not_found(
         strprintf("unknown route: %s %s (the server answers POST /v1/chat/completions, POST /v1/completions, GET "
                   "/v1/models, POST /tokenize, POST /detokenize, POST /api/chat, POST /api/generate, GET /api/tags, "
-                  "POST /api/show, GET /api/ps, GET /api/version, GET /health, GET /metrics, GET / (web chat))",
+                  "POST /api/show, POST /api/pull, GET /api/ps, GET /api/version, GET /health, GET /metrics, GET / (web chat))",
                   req.method.c_str(), req.path.c_str()), "unknown_route")));
   }
 
@@ -277,13 +290,18 @@ void Server::route(http::Request req, std::shared_ptr<http::ResponseWriter> writ
     return;
   }
 
-  // Generation: everything that can refuse the request cheaply is decided here, on the event
-  // loop, before the body is parsed or the prompt tokenized.
+  if (ollama_pull && !puller_)
+    return answer(ApiError{403, "permission_error", "pull_disabled", "",
+                           "pulling models is off on this server; start fathom serve with --allow-pull to let clients "
+                           "download models into its model store"});
+  // Generation (and pulls): everything that can refuse the request cheaply is decided here, on
+  // the event loop, before the body is parsed or the prompt tokenized.
   if (!json_content_type(req.header("Content-Type")))
     return answer(ApiError{415, "invalid_request_error", "unsupported_media_type", "",
                            "the body must be JSON: send the header 'Content-Type: application/json' (got '" +
                                req.header("Content-Type") + "')"});
   if (ctx.draining) return answer(unavailable("the server is shutting down", "shutting_down"));
+  if (ollama_pull) return puller_->handle(req, writer, [&ctx, ex](int status) { ctx.write_audit(*ex, status); });
   if (!engine) return answer(unavailable("the model is still loading; retry when GET /health answers 200", "model_loading"));
   if (tokenize) {
     if (ctx.tokenize_in_flight.fetch_add(1) >= kMaxTokenizeInFlight) {
@@ -371,6 +389,7 @@ void Server::shutdown(std::chrono::milliseconds grace) {
   ctx.draining = true;
   http_->stop_accepting();
   http_->drain();  // idle and half-sent connections close now; the others after their answer
+  if (puller_) puller_->stop();  // a pull can take hours: cancelled at once, its client told why
   if (!wait_for([&] { return ctx.worker->in_flight() == 0; }, Clock::now() + grace)) {
     ctx.worker->cancel_all();
     // Cancelled requests end at the engine's next step; their clients get the shutting_down

@@ -1,7 +1,8 @@
 // `fathom serve`: an OpenAI- and Ollama-compatible HTTP server in front of one Engine.
 //   POST /v1/chat/completions, POST /v1/completions   (streaming with Server-Sent Events)
 //   GET  /v1/models, /v1/models/{id}, /health, /metrics; POST /tokenize, /detokenize
-//   POST /api/chat, /api/generate (NDJSON); GET /api/tags, /api/ps, /api/version; POST /api/show
+//   POST /api/chat, /api/generate (NDJSON); GET /api/tags, /api/ps, /api/version; POST /api/show;
+//   POST /api/pull (with allow_pull only)
 //   GET  / : the built-in web chat (src/server/webchat)
 // The listener comes up before the model is loaded (/health answers 503 "loading" meanwhile);
 // one engine thread runs the continuous-batching loop; HTTP worker threads parse requests,
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "hub/pull.h"
 #include "runtime/engine.h"
 #include "server/engine_worker.h"
 #include "server/http_server.h"
@@ -51,11 +53,19 @@ struct ServerOptions {
   // Origins whose pages may call the API from a browser (CORS): exact "scheme://host[:port]"
   // values, or "*" for any. Empty: no CORS headers, and OPTIONS is not answered.
   std::vector<std::string> cors_origins;
+  // POST /api/pull (--allow-pull): off by default, since it lets a client make the server
+  // download gigabytes into models_dir (the store `fathom pull` uses), from pull_endpoint with
+  // pull_token (HF_ENDPOINT and HF_TOKEN of the server's environment, never the request's).
+  bool allow_pull = false;
+  std::string models_dir;
+  std::string pull_endpoint = hub::kDefaultEndpoint;
+  std::string pull_token;
   // Makes the engine; default Engine::create(engine). Tests inject a slow one to observe loading.
   EngineFactory engine_factory;
 };
 
 struct ServerContext;
+class OllamaPuller;
 
 class Server {
  public:
@@ -87,6 +97,7 @@ class Server {
 
   std::unique_ptr<ServerContext> ctx_;       // what the handlers share
   std::unique_ptr<http::Server> http_;       // the listener and connections
+  std::unique_ptr<OllamaPuller> puller_;     // POST /api/pull; null without allow_pull
   int port_ = 0;                             // bound port
   bool stopped_ = false;                     // shutdown() already ran
   std::atomic<bool> hurry_{false};           // see hurry()

@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstdio>
 #include <mutex>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "server/server.h"
 #include "tools/commands.h"
 #include "tools/common.h"
+#include "tools/model_store.h"
 
 namespace fathom::tools {
 
@@ -60,6 +62,10 @@ int cmd_serve(const Args& args) {
   p.add_list("--cors-origin", "ORIGIN",
              "let web pages from ORIGIN (scheme://host[:port]) call the API from a browser; repeatable; '*' for any "
              "(default: none)", &options.cors_origins);
+  p.add_flag("--allow-pull",
+             "answer Ollama's POST /api/pull: clients may download models into the model store (FATHOM_MODELS, "
+             "else the XDG cache) from $HF_ENDPOINT with $HF_TOKEN, one at a time (default: off, 403)",
+             &options.allow_pull);
   p.add_string("--audit-log", "FILE", "append one JSON line per /v1 request (key id, route, tokens, status, latency)",
                &options.audit_log);
   p.add_flag("--audit-log-content", "also write prompts and completions to the audit log", &options.audit_log_content);
@@ -112,6 +118,18 @@ int cmd_serve(const Args& args) {
       return 1;
     }
     options.chat_template = *text;
+  }
+  if (options.allow_pull) {
+    Expected<hub::ModelStore> store = open_model_store();
+    if (!store) {
+      std::fprintf(stderr, "fathom serve: --allow-pull: %s\n", store.status().message().c_str());
+      return 1;
+    }
+    options.models_dir = store->root();
+    const char* endpoint = std::getenv("HF_ENDPOINT");
+    const char* token = std::getenv("HF_TOKEN");
+    if (endpoint && *endpoint) options.pull_endpoint = endpoint;
+    options.pull_token = token ? token : "";
   }
   Expected<EngineOptions> engine_options = model.to_engine_options();
   if (!engine_options) {

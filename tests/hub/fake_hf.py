@@ -13,7 +13,9 @@ Errors carry X-Error-Code / X-Error-Message like the Hub. Fault injection for th
   --corrupt PATH:OFFSET        the byte at OFFSET of PATH is served flipped (sha256 stays right)
   --ignore-range PATH           Range requests for PATH get the whole file (200), as some servers do
   --listed-size PATH:N         the listing gives N as PATH's size (a model too large for the disk)
-  --log FILE                   one JSON line per /cdn GET: path, range start, bytes sent
+  --throttle PATH:N            the first GET of PATH sends N bytes per second (in tenths), to cancel mid-transfer
+  --log FILE                   one JSON line per /cdn GET: path, range start, bytes sent (also when
+                               the client went away)
 Prints "PORT <n>" on stdout once listening.
 """
 import argparse
@@ -23,6 +25,7 @@ import os
 import re
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -37,6 +40,7 @@ def parse_args():
     p.add_argument("--corrupt", action="append", default=[])
     p.add_argument("--listed-size", action="append", default=[])
     p.add_argument("--ignore-range", action="append", default=[])
+    p.add_argument("--throttle", action="append", default=[])
     p.add_argument("--log", default="")
     return p.parse_args()
 
@@ -45,6 +49,7 @@ ARGS = parse_args()
 DROP = {k: int(v) for k, v in (s.rsplit(":", 1) for s in ARGS.drop_after)}
 CORRUPT = {k: int(v) for k, v in (s.rsplit(":", 1) for s in ARGS.corrupt)}
 LISTED_SIZE = {k: int(v) for k, v in (s.rsplit(":", 1) for s in ARGS.listed_size)}
+THROTTLE = {k: int(v) for k, v in (s.rsplit(":", 1) for s in ARGS.throttle)}
 LOCK = threading.Lock()
 SHA_CACHE = {}
 
@@ -196,20 +201,37 @@ class Handler(BaseHTTPRequestHandler):
             return
         with LOCK:
             drop = DROP.pop(key, None)  # only the first GET is dropped
+            throttle = THROTTLE.pop(key, None)  # or throttled
         with open(full, "rb") as f:
             f.seek(start)
             data = bytearray(f.read(end - start + 1))
         if key in CORRUPT and start <= CORRUPT[key] <= end:
             data[CORRUPT[key] - start] ^= 0xFF
         sent = len(data) if drop is None else min(drop, len(data))
-        self.wfile.write(bytes(data[:sent]))
-        self.wfile.flush()
+        if throttle is not None:
+            sent = self.send_throttled(bytes(data[:sent]), throttle)
+        else:
+            self.wfile.write(bytes(data[:sent]))
+            self.wfile.flush()
         if ARGS.log:
             with LOCK, open(ARGS.log, "a") as log:
                 log.write(json.dumps({"path": key, "start": start, "sent": sent, "status": status}) + "\n")
         if drop is not None:
             self.close_connection = True
             self.connection.shutdown(2)
+
+    def send_throttled(self, data, per_second):
+        """Writes data at per_second bytes/s; returns the bytes sent before the client went away."""
+        step = max(1, per_second // 10)
+        for at in range(0, len(data), step):
+            try:
+                self.wfile.write(data[at:at + step])
+                self.wfile.flush()
+            except OSError:
+                self.close_connection = True
+                return at
+            time.sleep(0.1)
+        return len(data)
 
 
 def main():

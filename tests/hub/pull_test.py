@@ -5,25 +5,18 @@ imitation of the Hugging Face endpoints) serving models written by `fathom synth
 usage: pull_test.py --fathom BIN --shared DIR --tmp DIR
 Prints the numbers the issue's closing note asks for; exits non-zero on the first failure.
 """
-import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 
-p = argparse.ArgumentParser()
-p.add_argument("--fathom", required=True)
-p.add_argument("--shared", required=True)
-p.add_argument("--tmp", required=True)
-ARGS = p.parse_args()
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from hub_test_env import Env, check, fail  # noqa: E402
 
-TMP = os.path.join(ARGS.tmp, "hub_pull_test")
-ROOT = os.path.join(TMP, "repos")
-STORE = os.path.join(TMP, "store")
-LOG = os.path.join(TMP, "cdn.log")
-VOCAB = os.path.join(ARGS.shared, "models", "tinyllamas-stories-260k-f32.gguf")
+ENV = Env("hub_pull_test")
+TMP, ROOT, STORE, LOG, VOCAB = ENV.tmp, ENV.root, ENV.store, ENV.log, ENV.vocab
+synth, cdn_log = ENV.synth, ENV.cdn_log
 SPLIT_REPO = "fathom-test/tiny-split-GGUF"
 SPLIT_PART2 = "Q8_0/tiny-Q8_0-00002-of-00003.gguf"
 DROP_AT = 20000  # bytes of part 2 sent before the connection drops
@@ -34,38 +27,15 @@ HUGE_REPO = "fathom-test/huge-GGUF"  # listed as 1.9 TiB: more than the disk has
 TOKEN = "hf_test_secret"
 
 
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
 def fathom(*args, env=None, expect=0):
     e = dict(os.environ, FATHOM_MODELS=STORE, HF_ENDPOINT=ENDPOINT)
     e.pop("HF_TOKEN", None)
     e.update(env or {})
-    r = subprocess.run([ARGS.fathom, *args], env=e, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([ENV.fathom, *args], env=e, capture_output=True, text=True, timeout=120)
     out = r.stdout + r.stderr
     if expect is not None and r.returncode != expect:
         fail(f"fathom {' '.join(args)}: exit {r.returncode}, expected {expect}\n{out}")
     return out
-
-
-def synth(path, *extra):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    subprocess.run([ARGS.fathom, "synth", "--arch", "llama", "--preset", "tiny", "--vocab", VOCAB, "-q", "-o", path, *extra],
-                   check=True)
-
-
-def cdn_log():
-    if not os.path.exists(LOG):
-        return []
-    with open(LOG) as f:
-        return [json.loads(line) for line in f]
 
 
 shutil.rmtree(TMP, ignore_errors=True)
@@ -188,7 +158,7 @@ try:
     check("fathom pull deepseek-r1:1.5b" in out, out)
 
     # 9. ps asks a running server what it has loaded.
-    serve = subprocess.Popen([ARGS.fathom, "serve", "-m", name, "--port", "0", "-t", "1"],
+    serve = subprocess.Popen([ENV.fathom, "serve", "-m", name, "--port", "0", "-t", "1"],
                              env=dict(os.environ, FATHOM_MODELS=STORE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         port = None

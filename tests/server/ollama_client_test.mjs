@@ -1,11 +1,12 @@
 // Drives a running `fathom serve` with the official `ollama` npm package, the way tools that
-// speak Ollama do: node ollama_client_test.mjs HOST API_KEY MODEL. Prints one line per call and
-// exits 0 when every check passes. The server runs a DeepSeek-R1 chat template, which opens a
+// speak Ollama do: node ollama_client_test.mjs HOST API_KEY MODEL PULL_MODEL. Prints one line per
+// call and exits 0 when every check passes. PULL_MODEL is a repository the server can pull
+// (--allow-pull, from an imitation of Hugging Face). The server runs a DeepSeek-R1 chat template, which opens a
 // <think> block when asked (think: true), so replies carry message.thinking.
 import { Ollama } from 'ollama';
 import assert from 'node:assert/strict';
 
-const [host, apiKey, model] = process.argv.slice(2);
+const [host, apiKey, model, pullModel] = process.argv.slice(2);
 const ollama = new Ollama({ host, headers: { Authorization: `Bearer ${apiKey}` } });
 const messages = [{ role: 'user', content: 'What is 2 + 2?' }];
 const options = { num_predict: 8, temperature: 0 };
@@ -141,6 +142,34 @@ await check('unsupported option is a 400 naming it', async () => {
   await assert.rejects(ollama.chat({ model, messages, stream: false, options: { num_gpu: 1 } }), (err) => {
     assert.equal(err.status_code, 400);
     assert.match(err.error, /options\.num_gpu/);
+    return true;
+  });
+});
+
+await check('pull (streamed)', async () => {
+  const statuses = [];
+  let last;
+  for await (const part of await ollama.pull({ model: pullModel, stream: true })) {
+    statuses.push(part.status);
+    if (part.total !== undefined) last = part;
+  }
+  assert.equal(statuses[0], 'pulling manifest');
+  assert.deepEqual(statuses.slice(-3), ['verifying sha256 digest', 'writing manifest', 'success']);
+  assert.ok(last && last.total > 0 && last.completed === last.total, JSON.stringify(last));
+  assert.match(last.digest, /^sha256:[0-9a-f]{64}$/);
+  return `${statuses.length} lines, last ${JSON.stringify(last)}`;
+});
+
+await check('pull (not streamed)', async () => {
+  const r = await ollama.pull({ model: pullModel, stream: false });
+  assert.equal(r.status, 'success');
+  return JSON.stringify(r);
+});
+
+await check('pull of a missing repository is a 404 ResponseError', async () => {
+  await assert.rejects(ollama.pull({ model: 'fathom-test/missing-GGUF', stream: false }), (err) => {
+    assert.equal(err.status_code, 404);
+    assert.match(err.error, /404 Not Found/);
     return true;
   });
 });
