@@ -98,7 +98,8 @@ class GgufFile {
  public:
   // Opens and validates; on failure the status names the problem and the byte offset. The first
   // part of a split model opens all its parts: tensors() then lists the tensors of every part.
-  static Expected<std::unique_ptr<GgufFile>> open(const std::string& path);
+  // `map`: how every part is brought into memory (mapped, read, locked).
+  static Expected<std::unique_ptr<GgufFile>> open(const std::string& path, const MapOptions& map = {});
   static Expected<std::unique_ptr<GgufFile>> parse(std::unique_ptr<MappedFile> file);
 
   uint32_t version() const { return version_; }
@@ -129,7 +130,7 @@ class GgufFile {
   GgufFile() = default;
   friend class GgufParser;  // gguf_reader.cpp fills the fields below while validating
   // gguf_split.cpp: opens parts 2..N of a split model whose first part this is.
-  Status attach_split_parts();
+  Status attach_split_parts(const MapOptions& map);
   std::unique_ptr<MappedFile> file_;  // the whole file, mapped read-only; tensor data points here
   uint32_t version_ = 0;              // GGUF container version (1..3)
   size_t alignment_ = kDefaultAlignment;  // general.alignment, power of two

@@ -442,10 +442,10 @@ Status GgufParser::place_tensor_data() {
   return Status::ok();
 }
 
-Expected<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
-  FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::open(path));
+Expected<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path, const MapOptions& map) {
+  FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::open(path, map));
   FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> gguf, parse(std::move(file)));
-  FATHOM_RETURN_IF_ERROR(gguf->attach_split_parts());
+  FATHOM_RETURN_IF_ERROR(gguf->attach_split_parts(map));
   return gguf;
 }
 

@@ -31,7 +31,7 @@ uint64_t GgufFile::total_file_size() const {
   return total;
 }
 
-Status GgufFile::attach_split_parts() {
+Status GgufFile::attach_split_parts(const MapOptions& map) {
   const std::optional<int64_t> count = get_int(kSplitCountKey);
   const int64_t no = get_int(kSplitNoKey).value_or(0);
   if (!count || *count == 1) return Status::ok();
@@ -53,7 +53,7 @@ Status GgufFile::attach_split_parts() {
                            path().c_str(), kSplitCountKey, n_parts, n_parts));
   for (int i = 1; i < n_parts; ++i) {
     const std::string part_path = split_path(name->prefix, i, n_parts);
-    FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mapped, MappedFile::open(part_path));
+    FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mapped, MappedFile::open(part_path, map));
     FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> part, parse(std::move(mapped)));
     if (part->get_int(kSplitNoKey) != i || part->get_int(kSplitCountKey) != n_parts)
       return error(ErrorCode::kInvalidFile,

@@ -112,7 +112,7 @@ int cmd_bench(const Args& args) {
   LoadOptions lo;
   RunSetup setup;
   KvCacheTypeOptions cache_types;
-  ArgParser p("fathom bench -m FILE.gguf [-t N] [--device DEV] [-p 512] [-n 128] [-r 3] [-d D] [-ctk T] [-ctv T] [--bw-mib MiB] [--json]",
+  ArgParser p("fathom bench -m FILE.gguf [-t N] [--device DEV] [-p 512] [-n 128] [-r 3] [-d D] [--json]",
               "Measures prompt processing (pp: one batch of P tokens) and generation (tg: N single-token\n"
               "steps) in tokens/s, mean ± stddev over R repetitions after one warm-up — llama-bench's definitions.\n"
               "Then measures the memory read bandwidth on the same threads and prints the generation bound:\n"

@@ -48,11 +48,13 @@ TEST(OpenClCli, LogitsOnOpenClMatchCpu) {
   EXPECT_EQ(top_ids(ocl.output), top_ids(cpu.output)) << "cpu:\n" << cpu.output << "opencl:\n" << ocl.output;
 }
 
-TEST(OpenClCli, MissingDeviceFallsBackToCpuAndSaysWhy) {
+// A device named by index must exist: an error naming how many there are, not a silent CPU run.
+TEST(OpenClCli, MissingDeviceIsAnErrorNamingTheDevices) {
   const std::string model = tiny_model();
   const CmdResult r = run_fathom("run -m " + model + " -p hello -n 2 -t 2 --seed 1 --device opencl:999");
-  EXPECT_EQ(r.code, 0) << r.output;
-  EXPECT_NE(r.output.find("falling back to cpu"), std::string::npos) << r.output;
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("--device opencl:999"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("falling back to cpu"), std::string::npos) << r.output;
 }
 
 TEST(OpenClCli, UnknownDeviceIsAClearError) {

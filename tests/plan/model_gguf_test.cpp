@@ -70,7 +70,7 @@ TEST(PlannerGguf, SizesComeFromTheTensors) {
   o.ctx = 100;
   const ModelSizing z = size_model(*m, o);
   EXPECT_EQ(z.weight_bytes, file_bytes);
-  EXPECT_EQ(z.kv_bytes_per_token, 2u * 2 * 2 * 64 * 4);  // layers x (K,V) x kv heads x head_dim x f32 (the engine's)
+  EXPECT_EQ(z.kv_bytes_per_token, 2u * 2 * 2 * 64 * 2);  // layers x (K,V) x kv heads x head_dim x f16 (the engine's default)
   // Re-planning the same shapes as q4_k_m reproduces the file's own mix here.
   o.quant = QuantScheme::kQ4_K_M;
   const ModelSizing mix = size_model(*m, o);

@@ -61,7 +61,7 @@ TEST(Planner, MlaKvBytesPerToken) {
   o.ctx = 8192;
   o.concurrency = 4;
   const ModelSizing z = size_model(v3, o);
-  EXPECT_EQ(z.kv_bytes_total, uint64_t{61} * 576 * 4 * 8192 * 4);  // f32, as fathom's engine keeps it
+  EXPECT_EQ(z.kv_bytes_total, uint64_t{61} * 576 * 2 * 8192 * 4);  // f16, the engine's default cache type
   EXPECT_EQ(z.total_bytes, z.weight_bytes + z.kv_bytes_total + z.scratch_bytes);
   // The engine's pool: whole 16-token blocks per sequence.
   o.ctx = 8190;
@@ -116,7 +116,6 @@ TEST(Planner, R1OnH100OffloadsExpertsToHost) {
 TEST(Planner, RecommendationWeighsSpeedAndMemory) {
   PlanOptions o;
   o.ctx = 4096;
-  o.kv_type = DType::F16;
   const ModelDesc m = preset("deepseek-r1-distill-qwen-7b");
   // 24 GB holds even f16 (15.2 GB), but q8_0 fits too and its decode bound is about twice f16's.
   const Plan big = make_plan(m, o, device("rtx-4090"), device("cpu-ddr5-2ch"));
