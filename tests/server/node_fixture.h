@@ -3,7 +3,10 @@
 // skipped, saying why.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -26,6 +29,8 @@ inline int run_command(const std::string& command, std::string* output) {
 
 // Installs `packages` into FATHOM_TEST_TMP/<dir> unless present, and copies the test script
 // tests/server/<script> there (node resolves its imports from the node_modules beside it).
+// Tests sharing a dir run in parallel under ctest -j: an flock on <dir>/.lock makes one install
+// while the others wait, and the script is renamed into place, never seen half-written.
 // The script's path, or the reason to skip.
 struct NodeScript {
   std::filesystem::path script;  // where the script was copied
@@ -38,6 +43,13 @@ inline NodeScript prepare_node_script(const std::string& dir_name, const std::ve
   if (run_command("node --version", &out) != 0) return {{}, "node is not installed (apt-get install nodejs npm)"};
   const std::filesystem::path dir = std::filesystem::path(FATHOM_TEST_TMP) / dir_name;
   std::filesystem::create_directories(dir);
+  struct Lock {
+    int fd;
+    ~Lock() {
+      if (fd >= 0) ::close(fd);  // releases the flock
+    }
+  } lock{::open((dir / ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)};
+  if (lock.fd < 0 || ::flock(lock.fd, LOCK_EX) != 0) return {{}, "cannot lock " + (dir / ".lock").string()};
   std::string names;
   bool present = true;
   for (const std::string& p : packages) {
@@ -52,8 +64,10 @@ inline NodeScript prepare_node_script(const std::string& dir_name, const std::ve
     if (rc != 0) return {{}, "could not install the npm packages" + names + " (registry unreachable?): " + out};
   }
   const std::filesystem::path copy = dir / script;
-  std::filesystem::copy_file(std::string(FATHOM_SOURCE_DIR) + "/tests/server/" + script, copy,
+  const std::filesystem::path partial = dir / (script + ".partial");
+  std::filesystem::copy_file(std::string(FATHOM_SOURCE_DIR) + "/tests/server/" + script, partial,
                              std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::rename(partial, copy);
   return {copy, ""};
 }
 
