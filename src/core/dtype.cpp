@@ -26,6 +26,13 @@ constexpr Entry kTable[] = {
     {DType::I8, {"i8", 1, 1, false}},         {DType::I16, {"i16", 1, 2, false}},
     {DType::I32, {"i32", 1, 4, false}},       {DType::I64, {"i64", 1, 8, false}},
     {DType::F64, {"f64", 1, 8, false}},       {DType::BF16, {"bf16", 1, 2, false}},
+    // i-quants and ternary types (block layouts in quant/blocks.h).
+    {DType::IQ2_XXS, {"iq2_xxs", 256, 66, true}}, {DType::IQ2_XS, {"iq2_xs", 256, 74, true}},
+    {DType::IQ2_S, {"iq2_s", 256, 82, true}},     {DType::IQ3_XXS, {"iq3_xxs", 256, 98, true}},
+    {DType::IQ3_S, {"iq3_s", 256, 110, true}},    {DType::IQ1_S, {"iq1_s", 256, 50, true}},
+    {DType::IQ1_M, {"iq1_m", 256, 56, true}},     {DType::IQ4_NL, {"iq4_nl", 32, 18, true}},
+    {DType::IQ4_XS, {"iq4_xs", 256, 136, true}},  {DType::TQ1_0, {"tq1_0", 256, 54, true}},
+    {DType::TQ2_0, {"tq2_0", 256, 66, true}},
 };
 
 }  // namespace

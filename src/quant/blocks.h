@@ -128,6 +128,103 @@ struct block_q8_K {
 };
 static_assert(sizeof(block_q8_K) == 292);
 
+// ---- i-quants and ternary types. Layouts only; the codebook grids and the
+// decoding rules are documented where the reference kernels implement them.
+
+// 2.0625 bpw: per 32 values, 4 bytes of grid indices (8 values each) then 4 bytes holding four
+// 7-bit sign patterns and a 4-bit block scale.
+struct block_iq2_xxs {
+  uint16_t d;
+  uint16_t qs[32];
+};
+static_assert(sizeof(block_iq2_xxs) == 66);
+
+// 2.3125 bpw: qs = 9-bit grid index | 7-bit sign pattern; two 4-bit scales per 32 values.
+struct block_iq2_xs {
+  uint16_t d;
+  uint16_t qs[32];
+  uint8_t scales[8];
+};
+static_assert(sizeof(block_iq2_xs) == 74);
+
+// 2.5625 bpw: 10-bit grid indices (low 8 bits in qs, 2 high bits per index in qh), explicit signs.
+struct block_iq2_s {
+  uint16_t d;
+  uint8_t qs[64];      // 32 grid indices (low bits), then 32 sign bytes
+  uint8_t qh[8];
+  uint8_t scales[8];
+};
+static_assert(sizeof(block_iq2_s) == 82);
+
+// 3.0625 bpw: 64 grid indices (4 values each), then per 32 values a 32-bit word of four 7-bit
+// sign patterns and a 4-bit scale.
+struct block_iq3_xxs {
+  uint16_t d;
+  uint8_t qs[96];
+};
+static_assert(sizeof(block_iq3_xxs) == 98);
+
+// 3.4375 bpw: 9-bit grid indices (8 low bits in qs, 9th in qh), explicit signs, 4-bit scales.
+struct block_iq3_s {
+  uint16_t d;
+  uint8_t qs[64];
+  uint8_t qh[8];
+  uint8_t signs[32];
+  uint8_t scales[4];
+};
+static_assert(sizeof(block_iq3_s) == 110);
+
+// 1.5625 bpw: 11-bit grid indices (8 low bits in qs, 3 high bits in qh), per 32 values a 3-bit
+// scale and the sign of a shared +-delta in qh.
+struct block_iq1_s {
+  uint16_t d;
+  uint8_t qs[32];
+  uint16_t qh[8];
+};
+static_assert(sizeof(block_iq1_s) == 50);
+
+// 1.75 bpw: like iq1_s with a delta sign per 8 values and 3-bit scales per 16 values; the fp16
+// super-block scale is spread over the top nibbles of the four scale words.
+struct block_iq1_m {
+  uint8_t qs[32];
+  uint8_t qh[16];
+  uint8_t scales[8];
+};
+static_assert(sizeof(block_iq1_m) == 56);
+
+// 4.5 bpw, 32 values: 4-bit indices into a fixed non-linear table, nibbles laid out as q4_0.
+constexpr int kQK4_NL = 32;
+struct block_iq4_nl {
+  uint16_t d;
+  uint8_t qs[16];
+};
+static_assert(sizeof(block_iq4_nl) == 18);
+
+// 4.25 bpw: iq4_nl's table with a 6-bit scale per 32 values (4 low bits in scales_l, 2 high bits
+// in scales_h).
+struct block_iq4_xs {
+  uint16_t d;
+  uint16_t scales_h;
+  uint8_t scales_l[4];
+  uint8_t qs[128];
+};
+static_assert(sizeof(block_iq4_xs) == 136);
+
+// 1.6875 bpw ternary: 5 values per byte in base 3 (qs), 4 per byte in qh, one fp16 scale.
+struct block_tq1_0 {
+  uint8_t qs[48];
+  uint8_t qh[4];
+  uint16_t d;
+};
+static_assert(sizeof(block_tq1_0) == 54);
+
+// 2.0625 bpw ternary: 2 bits per value (0, 1, 2 meaning -1, 0, +1), one fp16 scale.
+struct block_tq2_0 {
+  uint8_t qs[64];
+  uint16_t d;
+};
+static_assert(sizeof(block_tq2_0) == 66);
+
 // Scale j and min j (6 bits each) of q4_K/q5_K: j < 4 sit in the low 6 bits of bytes j and
 // j + 4; j >= 4 keep their low nibbles in byte j + 4 and their top 2 bits in the spare top bits
 // of bytes j - 4 (scale) and j (min).
