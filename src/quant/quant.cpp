@@ -12,7 +12,8 @@ namespace fathom::quant {
 
 namespace {
 
-bool is_reference_type(DType t) {
+// Types with a reference quantizer.
+bool is_quantizable_type(DType t) {
   switch (t) {
     case DType::F32: case DType::F16: case DType::BF16:
     case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0: case DType::Q8_1:
@@ -20,6 +21,16 @@ bool is_reference_type(DType t) {
       return true;
     default:
       return false;
+  }
+}
+
+// Types with a reference dequantizer and dot product.
+bool is_reference_type(DType t) {
+  switch (t) {
+    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S:
+      return true;
+    default:
+      return is_quantizable_type(t);
   }
 }
 
@@ -32,7 +43,7 @@ void check_row(DType t, int64_t n) {
 }  // namespace
 
 bool can_dequantize(DType t) { return is_reference_type(t); }
-bool can_quantize(DType t) { return is_reference_type(t); }
+bool can_quantize(DType t) { return is_quantizable_type(t); }
 
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
   check_row(t, n);
@@ -61,12 +72,16 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::Q5_K: return dequantize_q5_K(src, dst, n);
     case DType::Q6_K: return dequantize_q6_K(src, dst, n);
     case DType::Q8_K: return dequantize_q8_K(src, dst, n);
+    case DType::IQ2_XXS: return dequantize_iq2_xxs(src, dst, n);
+    case DType::IQ2_XS: return dequantize_iq2_xs(src, dst, n);
+    case DType::IQ2_S: return dequantize_iq2_s(src, dst, n);
     default: break;
   }
 }
 
 void quantize_row_ref(DType t, const float* src, void* dst, int64_t n, const float* importance) {
   check_row(t, n);
+  FATHOM_CHECK_MSG(is_quantizable_type(t), std::string("no reference quantizer for type ") + dtype_name(t));
   using namespace detail;
   switch (t) {
     case DType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float)); return;
@@ -102,6 +117,7 @@ DType vec_dot_type(DType t) {
     case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: return DType::Q8_0;
     case DType::Q4_1: case DType::Q5_1: case DType::Q8_1: return DType::Q8_1;
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q8_K:
+    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S:
       return DType::Q8_K;
     default: return DType::F32;
   }
@@ -137,6 +153,9 @@ float vec_dot_ref(DType t, int64_t n, const void* weight_row, const void* activa
     case DType::Q5_K: return dot_q5_K_q8_K(weight_row, activations, n);
     case DType::Q6_K: return dot_q6_K_q8_K(weight_row, activations, n);
     case DType::Q8_K: return dot_q8_K_q8_K(weight_row, activations, n);
+    case DType::IQ2_XXS: return dot_iq2_xxs_q8_K(weight_row, activations, n);
+    case DType::IQ2_XS: return dot_iq2_xs_q8_K(weight_row, activations, n);
+    case DType::IQ2_S: return dot_iq2_s_q8_K(weight_row, activations, n);
     default: return 0.f;
   }
 }

@@ -46,4 +46,12 @@ float dot_q5_K_q8_K(const void* w, const void* a, int64_t n);
 float dot_q6_K_q8_K(const void* w, const void* a, int64_t n);
 float dot_q8_K_q8_K(const void* w, const void* a, int64_t n);
 
+// quant_iq2.cpp: the 2-bit i-quants (decoding and dot products only).
+void dequantize_iq2_xxs(const void* src, float* dst, int64_t n);
+void dequantize_iq2_xs(const void* src, float* dst, int64_t n);
+void dequantize_iq2_s(const void* src, float* dst, int64_t n);
+float dot_iq2_xxs_q8_K(const void* w, const void* a, int64_t n);
+float dot_iq2_xs_q8_K(const void* w, const void* a, int64_t n);
+float dot_iq2_s_q8_K(const void* w, const void* a, int64_t n);
+
 }  // namespace fathom::quant::detail

@@ -38,10 +38,12 @@ Kernels build_kernels(Isa isa) {
   k.quantize_gemm = gemm_quantize_activations;
   if (isa == Isa::kAvx2 || isa == Isa::kAvx512) {
     detail::install_avx2(k);
+    detail::install_iq2_avx2(k);
     detail::install_gemm_avx2(k);
   }
   if (isa == Isa::kAvx512) {
     detail::install_avx512(k);
+    detail::install_iq2_avx512(k);
     detail::install_gemm_avx512(k);
   }
   return k;

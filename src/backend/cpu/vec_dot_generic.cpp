@@ -219,6 +219,13 @@ float dot_q8_K(const void* w, const void* a, int64_t n) {
   return sum;
 }
 
+// Types whose reference twin already has this file's shape (each block decoded into int8, then
+// integer loops): the i-quants.
+template <DType T>
+float dot_reference(const void* w, const void* a, int64_t n) {
+  return quant::vec_dot_ref(T, n, w, a);
+}
+
 // Float rows: 8 independent partial sums so the loop vectorises without -ffast-math.
 template <float (*Load)(const void*, int64_t)>
 float dot_float_row(const void* w, const void* a, int64_t n) {
@@ -280,6 +287,9 @@ void install_generic(Kernels& k) {
   set_dot(k, DType::Q5_K, dot_rows<dot_q5_K>, false);
   set_dot(k, DType::Q6_K, dot_rows<dot_q6_K>, false);
   set_dot(k, DType::Q8_K, dot_rows<dot_q8_K>, false);
+  set_dot(k, DType::IQ2_XXS, dot_rows<dot_reference<DType::IQ2_XXS>>, false);
+  set_dot(k, DType::IQ2_XS, dot_rows<dot_reference<DType::IQ2_XS>>, false);
+  set_dot(k, DType::IQ2_S, dot_rows<dot_reference<DType::IQ2_S>>, false);
   k.quantize_q8_0 = quantize_q8_0;
   k.quantize_q8_1 = quantize_q8_1;
   k.quantize_q8_K = quantize_q8_K;

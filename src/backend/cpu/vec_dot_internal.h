@@ -27,5 +27,8 @@ inline void set_dot(Kernels& k, DType t, VecDotRowsFn fn, bool simd) {
 void install_generic(Kernels& k);
 void install_avx2(Kernels& k);
 void install_avx512(Kernels& k);
+// The 2-bit i-quants' vector kernels (vec_dot_iq2_avx2.cpp, vec_dot_iq2_avx512.cpp).
+void install_iq2_avx2(Kernels& k);
+void install_iq2_avx512(Kernels& k);
 
 }  // namespace fathom::cpu::detail
