@@ -39,8 +39,9 @@ inline Iq2Unit iq2_unit(const quant::block_iq2_xxs& b, int u) {
   Iq2Unit out;
   for (int l = 0; l < 4; ++l) out.grid[l] = quant::kIq2xxsGrid[bytes[l]];
   // Four 7-bit patterns at bits 0, 7, 14, 21 -> bytes 0..3.
-  out.signs = static_cast<uint32_t>(add_parity_bits((packed & 0x7Fu) | (packed << 1 & 0x7F00u) | (packed << 2 & 0x7F0000u) |
-                                                     (packed << 3 & 0x7F000000u)));
+  const uint32_t sevens =
+      (packed & 0x7Fu) | (packed << 1 & 0x7F00u) | (packed << 2 & 0x7F0000u) | (packed << 3 & 0x7F000000u);
+  out.signs = static_cast<uint32_t>(add_parity_bits(sevens));
   out.scale[0] = out.scale[1] = static_cast<uint16_t>(2 * (packed >> 28) + 1);
   return out;
 }

@@ -34,8 +34,8 @@ FATHOM_AVX2 float dot_iq2(const void* w, const void* a, int64_t n) {
   const auto* y = static_cast<const block_q8_K*>(a);
   // Byte v of the unit takes sign byte v / 8 (shuffles stay within 128-bit halves, and every
   // half of the broadcast word holds all four bytes), then its bit v % 8.
-  const __m256i sign_byte = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
-                                             3, 3, 3, 3, 3, 3);
+  const __m256i sign_byte = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
+                                             2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
   const __m256i sign_bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
   const __m256i one = _mm256_set1_epi8(1);
   float sum = 0;
@@ -45,7 +45,8 @@ FATHOM_AVX2 float dot_iq2(const void* w, const void* a, int64_t n) {
       const Iq2Unit u = iq2_unit(x[i], unit);
       const __m256i grid = _mm256_set_epi64x(static_cast<int64_t>(u.grid[3]), static_cast<int64_t>(u.grid[2]),
                                              static_cast<int64_t>(u.grid[1]), static_cast<int64_t>(u.grid[0]));
-      const __m256i bits = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int32_t>(u.signs)), sign_byte), sign_bit);
+      const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int32_t>(u.signs)), sign_byte);
+      const __m256i bits = _mm256_and_si256(spread, sign_bit);
       const __m256i negative = _mm256_cmpeq_epi8(bits, sign_bit);  // 0xFF where the sign bit is set
       const __m256i yq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 32 * unit));
       const __m256i y_signed = _mm256_sign_epi8(yq, _mm256_or_si256(negative, one));

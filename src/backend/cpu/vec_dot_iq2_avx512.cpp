@@ -1,9 +1,9 @@
 // AVX-512 (F, BW, VL, VNNI) dot products of the 2-bit i-quants (IQ2_XXS, IQ2_XS, IQ2_S) with
 // Q8_K activations. A step takes 64 values (two 32-value units): 8 grid entries (looked up or
-// gathered, whichever measured faster for the type) form the unsigned magnitudes, the 64 sign bits become a mask that negates the activations, and
-// maddubs + dpwssd apply the 16-value scales. The integer sum of a super-block is exactly the
-// reference's, and the float accumulation is in the reference's order, so results are
-// bit-identical to quant::vec_dot_ref.
+// gathered, whichever measured faster for the type) form the unsigned magnitudes, the 64 sign
+// bits become a mask that negates the activations, and maddubs + dpwssd apply the 16-value
+// scales. The integer sum of a super-block is exactly the reference's, and the float
+// accumulation is in the reference's order, so results are bit-identical to quant::vec_dot_ref.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
