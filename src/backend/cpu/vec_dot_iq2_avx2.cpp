@@ -60,17 +60,12 @@ FATHOM_AVX2 float dot_iq2(const void* w, const void* a, int64_t n) {
   return 0.125f * sum;
 }
 
-template <VecDotFn Dot>
-FATHOM_AVX2 void rows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows, const void* x_q, float* out) {
-  for (int64_t r = 0; r < n_rows; ++r) out[r] = Dot(w + static_cast<size_t>(r) * row_bytes, x_q, n);
-}
-
 }  // namespace
 
 void install_iq2_avx2(Kernels& k) {
-  set_dot(k, DType::IQ2_XXS, rows<dot_iq2<block_iq2_xxs>>, true);
-  set_dot(k, DType::IQ2_XS, rows<dot_iq2<block_iq2_xs>>, true);
-  set_dot(k, DType::IQ2_S, rows<dot_iq2<block_iq2_s>>, true);
+  set_dot(k, DType::IQ2_XXS, dot_rows<dot_iq2<block_iq2_xxs>>, true);
+  set_dot(k, DType::IQ2_XS, dot_rows<dot_iq2<block_iq2_xs>>, true);
+  set_dot(k, DType::IQ2_S, dot_rows<dot_iq2<block_iq2_s>>, true);
 }
 
 }  // namespace fathom::cpu::detail
