@@ -60,8 +60,9 @@ FATHOM_AMX inline void accumulate(const int32_t* sums, __m512 s, __m512 c, const
 }
 
 // Tokens [t_begin, t_end) in tiles of m (t_end - t_begin a multiple of m), over every block.
+// flatten: the per-block decoding inlined whole, as in the VNNI kernels (gemm_avx512.cpp).
 template <class Tiles>
-FATHOM_AMX void token_pass(Tiles& tiles, DType type, const uint8_t* grp, const GemmActivations& x, int64_t t_begin,
+__attribute__((flatten)) FATHOM_AMX void token_pass(Tiles& tiles, DType type, const uint8_t* grp, const GemmActivations& x, int64_t t_begin,
                            int64_t t_end, int m, __mmask16 rows, float* y, int64_t y_stride) {
   tiles.configure(tile_config(m, x.block));
   alignas(64) uint8_t weights[8 * 64];                   // B: block / 4 rows of 64 bytes
