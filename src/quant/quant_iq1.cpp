@@ -7,7 +7,10 @@
 //          per 8 values the top 3 index bits and the delta sign (nibble l%2 of qh[2k + l/2]:
 //          bits 0..2 index, bit 3 sign); the fp16 d is the top nibbles of the four scale words.
 // The dots against Q8_K sum integers per super-block, the delta part from sums of the
-// activations (Q8_K's bsums for IQ1_S), and scale once, as ggml does.
+// activations (Q8_K's bsums for IQ1_S), and scale once, as ggml does; the
+// per-super-block accumulation is an explicit fma so every kernel (src/backend/cpu) can repeat it
+// bit for bit whatever the compiler would contract.
+#include <cmath>
 #include <cstring>
 
 #include "core/fp16.h"
@@ -21,10 +24,10 @@ namespace {
 
 // One super-block decoded: grid values, integer scale per 16 values, delta sign per 8 values.
 struct Iq1Block {
-  float d;          // super-block scale
-  int8_t q[256];    // grid values -1, 0, +1
-  int ls[16];       // odd scale of values 16j..16j+15
-  int delta[32];    // +1 or -1: sign of the delta of values 8g..8g+7
+  float d;        // super-block scale
+  int8_t q[256];  // grid values -1, 0, +1
+  int ls[16];     // odd scale of values 16j..16j+15
+  int delta[32];  // +1 or -1: sign of the delta of values 8g..8g+7
 };
 
 void put_group(int index, int8_t* q) {
@@ -114,7 +117,8 @@ float dot_iq1_s_q8_K(const void* w, const void* a, int64_t n) {
     // The delta is shared by a whole 32-value sub-block: its sum of activations is two bsums.
     int32_t delta_sum = 0;
     for (int k = 0; k < 8; ++k) delta_sum += b.ls[2 * k] * b.delta[4 * k] * (y[i].bsums[2 * k] + y[i].bsums[2 * k + 1]);
-    sum += b.d * y[i].d * (static_cast<float>(grid_sum(b, y[i].qs)) + kIq1SDelta * static_cast<float>(delta_sum));
+    const float sums = static_cast<float>(grid_sum(b, y[i].qs)) + kIq1SDelta * static_cast<float>(delta_sum);
+    sum = std::fma(b.d * y[i].d, sums, sum);
   }
   return sum;
 }
@@ -132,7 +136,8 @@ float dot_iq1_m_q8_K(const void* w, const void* a, int64_t n) {
       for (int j = 8 * g; j < 8 * g + 8; ++j) s += y[i].qs[j];
       delta_sum += b.ls[g / 2] * b.delta[g] * s;
     }
-    sum += b.d * y[i].d * (static_cast<float>(grid_sum(b, y[i].qs)) + kIq1MDelta * static_cast<float>(delta_sum));
+    const float sums = static_cast<float>(grid_sum(b, y[i].qs)) + kIq1MDelta * static_cast<float>(delta_sum);
+    sum = std::fma(b.d * y[i].d, sums, sum);
   }
   return sum;
 }

@@ -7,7 +7,10 @@
 //   IQ3_S:   x = d * ls * grid value * sign; 9-bit indices (low 8 bits in qs, the 9th of index
 //            8k + j in bit j of qh[k]), explicit sign bits (value i: bit i % 8 of signs[i / 8]),
 //            s of sub-block k in nibble k % 2 of scales[k / 2].
-// The dots against Q8_K sum integers per super-block and scale once, as ggml does.
+// The dots against Q8_K sum integers per super-block and scale once, as ggml does; the
+// per-super-block accumulation is an explicit fma so every kernel (src/backend/cpu) can repeat it
+// bit for bit whatever the compiler would contract.
+#include <cmath>
 #include <cstring>
 
 #include "core/fp16.h"
@@ -104,7 +107,7 @@ float dot_iq3_xxs_q8_K(const void* w, const void* a, int64_t n) {
     int8_t q[256];
     int ls[8];
     decode_iq3_xxs(x[i], q, ls);
-    sum += fp16_to_fp32(x[i].d) * y[i].d * static_cast<float>(scaled_sum(q, ls, y[i].qs));
+    sum = std::fma(fp16_to_fp32(x[i].d) * y[i].d, static_cast<float>(scaled_sum(q, ls, y[i].qs)), sum);
   }
   return 0.25f * sum;
 }
@@ -117,7 +120,7 @@ float dot_iq3_s_q8_K(const void* w, const void* a, int64_t n) {
     int8_t q[256];
     int ls[8];
     decode_iq3_s(x[i], q, ls);
-    sum += fp16_to_fp32(x[i].d) * y[i].d * static_cast<float>(scaled_sum(q, ls, y[i].qs));
+    sum = std::fma(fp16_to_fp32(x[i].d) * y[i].d, static_cast<float>(scaled_sum(q, ls, y[i].qs)), sum);
   }
   return sum;
 }

@@ -1,6 +1,7 @@
 // The 3-bit and 1-bit i-quants (IQ3_XXS, IQ3_S, IQ1_S, IQ1_M): codebook tables against the
-// format's published grids, hand-built blocks with known values, and the reference dot products
-// against the dot of the dequantized rows.
+// format's published grids, hand-built blocks with known values, the reference dot products
+// against the dot of the dequantized rows, and the CPU kernels of every ISA against the reference
+// (bit for bit: same integer sums, same float combine per super-block).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <set>
 #include <vector>
 
+#include "backend/cpu/vec_dot.h"
 #include "core/fp16.h"
 #include "quant/blocks.h"
 #include "quant/iq1_grids.h"
@@ -101,8 +103,8 @@ TEST(IqKnownValues, Iq3Xxs) {
   put32(b.qs + 64, 1u | 0u << 7 | 127u << 14 | 3u << 21 | 5u << 28);
   const std::vector<float> y = decode(DType::IQ3_XXS, &b);
   const float dl = 0.5f * 11 / 4;  // d * (2s + 1) / 4
-  std::vector<float> e = {-4, 4, 4, 4, 20, 4, 4, -4, 20, 20, 4, 4, 4, 28, 52, 62,
-                          -28, -12, -4, -20, -4, -4, -4, -4, -4, -4, 4, 4, 4, 4, 4, 4};
+  std::vector<float> e = {-4,  4,   4,  4,   20, 4,  4,  -4, 20, 20, 4, 4, 4, 28, 52, 62,
+                          -28, -12, -4, -20, -4, -4, -4, -4, -4, -4, 4, 4, 4, 4,  4,  4};
   for (float& v : e) v *= dl;
   expect_values(y, 0, e);
   expect_values(y, 32, std::vector<float>(224, 0.5f));  // entry 0, s = 0: 0.5 / 4 * 4
@@ -113,13 +115,13 @@ TEST(IqKnownValues, Iq3S) {
   b.d = fp32_to_fp16(0.25f);
   const uint8_t indices[8] = {0, 1, 7, 100, 255, 0, 0, 0};
   std::memcpy(b.qs, indices, 8);
-  b.qh[0] = 0x10;       // index 4 gets its 9th bit: 511
-  b.signs[0] = 0x21;    // values 0 and 5 negative
-  b.signs[3] = 0x80;    // value 31 negative
-  b.scales[0] = 0x23;   // sub-block 0: s = 3, sub-block 1: s = 2
+  b.qh[0] = 0x10;      // index 4 gets its 9th bit: 511
+  b.signs[0] = 0x21;   // values 0 and 5 negative
+  b.signs[3] = 0x80;   // value 31 negative
+  b.scales[0] = 0x23;  // sub-block 0: s = 3, sub-block 1: s = 2
   const std::vector<float> y = decode(DType::IQ3_S, &b);
-  std::vector<float> e = {-1, 1, 1, 1, 3, -1, 1, 1, 5, 3, 1, 1, 1, 1, 15, 1,
-                          1, 1, 15, 15, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, -1};
+  std::vector<float> e = {-1, 1, 1,  1,  3, -1, 1, 1, 5, 3, 1, 1, 1, 1, 15, 1,
+                          1,  1, 15, 15, 1, 1,  1, 1, 1, 1, 1, 1, 1, 1, 1,  -1};
   for (float& v : e) v *= 0.25f * 7;
   expect_values(y, 0, e);
   expect_values(y, 32, std::vector<float>(32, 0.25f * 5));
@@ -204,6 +206,39 @@ TEST(IqDotRef, MatchesDotOfDequantizedRows) {
       magnitude += std::fabs(double(wd[i]) * ad[i]);
     }
     EXPECT_NEAR(vec_dot_ref(t, n, wq.data(), aq.data()), expect, 2e-6 * magnitude) << dtype_name(t);
+  }
+}
+
+const DType kIqTypes[] = {DType::IQ3_XXS, DType::IQ3_S, DType::IQ1_S, DType::IQ1_M};
+
+TEST(IqKernels, EveryIsaIsBitExactWithReference) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  for (int64_t n : {256, 4096, 11008}) {
+    std::vector<float> a(static_cast<size_t>(n));
+    for (float& v : a) v = dist(rng);
+    a[7] = 50.f;  // one outlier: most activations small, one at +-127
+    std::vector<uint8_t> aq(row_size(DType::Q8_K, n));
+    quantize_row_ref(DType::Q8_K, a.data(), aq.data(), n);
+    for (DType t : kIqTypes) {
+      constexpr int kRows = 5;
+      std::vector<uint8_t> w;
+      for (int r = 0; r < kRows; ++r) {
+        const std::vector<uint8_t> row = random_row(t, n, static_cast<uint32_t>(100 * r + n));
+        w.insert(w.end(), row.begin(), row.end());
+      }
+      const size_t row_bytes = row_size(t, n);
+      for (cpu::Isa isa : {cpu::Isa::kGeneric, cpu::Isa::kAvx2, cpu::Isa::kAvx512}) {
+        if (!cpu::isa_supported(isa)) continue;
+        const cpu::Kernels& k = cpu::kernels_for(isa);
+        EXPECT_EQ(cpu::has_fast_path(k, t), isa != cpu::Isa::kGeneric) << dtype_name(t);
+        std::vector<float> out(kRows);
+        cpu::vec_dot_rows(k, t, n, w.data(), row_bytes, kRows, aq.data(), out.data());
+        for (int r = 0; r < kRows; ++r)
+          EXPECT_EQ(out[r], vec_dot_ref(t, n, w.data() + r * row_bytes, aq.data()))
+              << cpu::isa_name(isa) << " " << dtype_name(t) << " n=" << n << " row " << r;
+      }
+    }
   }
 }
 

@@ -1,0 +1,194 @@
+// AVX-512 (F, BW, VL, VNNI) dot products of the codebook i-quants IQ3_XXS, IQ3_S, IQ1_S and IQ1_M
+// with Q8_K activations. A register holds 64 values: two 32-value sub-blocks, whose grid entries
+// are gathered by index and whose sign bits become a byte mask that negates the activations. The
+// int32 sums of a super-block are the reference's exactly (quant_iq3.cpp, quant_iq1.cpp), and the
+// float combine per super-block is the reference's expression, so results are bit-identical.
+#include <array>
+#include <cmath>
+#include <cstring>
+
+#include "backend/cpu/vec_dot_internal.h"
+#include "core/fp16.h"
+#include "quant/blocks.h"
+#include "quant/iq1_grids.h"
+#include "quant/iq3_grids.h"
+#include "quant/iq_signs.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+// GCC 12's AVX-512 headers build vectors from _mm512_undefined_*() and trip this false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#define FATHOM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+namespace fathom::cpu::detail {
+
+namespace {
+
+using namespace fathom::quant;
+
+// The eight sign bytes of a 64-bit mask for two IQ3_XXS sub-blocks (7-bit patterns in their
+// 32-bit words, bits 7l..7l+6 for values 8l..8l+7).
+uint64_t iq3_xxs_sign_mask(uint32_t word0, uint32_t word1) {
+  uint64_t mask = 0;
+  for (int l = 0; l < 4; ++l) {
+    mask |= static_cast<uint64_t>(iq_sign_byte(static_cast<uint8_t>(word0 >> (7 * l)))) << (8 * l);
+    mask |= static_cast<uint64_t>(iq_sign_byte(static_cast<uint8_t>(word1 >> (7 * l)))) << (32 + 8 * l);
+  }
+  return mask;
+}
+
+// int32 lanes 0..7 = a, 8..15 = b: one integer scale per 32-value sub-block.
+FATHOM_AVX512 inline __m512i halves(int a, int b) {
+  return _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(a), _mm512_set1_epi32(b));
+}
+
+// Per 4-value lane: sum of unsigned magnitudes * activations negated where `negative` is set.
+FATHOM_AVX512 inline __m512i signed_dot(__m512i magnitudes, __mmask64 negative, const int8_t* q8) {
+  const __m512i y = _mm512_loadu_si512(q8);
+  return _mm512_dpbusd_epi32(_mm512_setzero_si512(), magnitudes,
+                             _mm512_mask_sub_epi8(y, negative, _mm512_setzero_si512(), y));
+}
+
+FATHOM_AVX512 float dot_iq3_xxs(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_iq3_xxs*>(w);
+  const auto* y = static_cast<const block_q8_K*>(a);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    uint32_t words[8];
+    std::memcpy(words, x[i].qs + kQK / 4, sizeof(words));
+    __m512i acc = _mm512_setzero_si512();
+    for (int k = 0; k < 8; k += 2) {
+      const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 8 * k)));
+      const __m512i grid = _mm512_i32gather_epi32(idx, kIq3XxsGrid.data(), 4);
+      const __m512i p = signed_dot(grid, iq3_xxs_sign_mask(words[k], words[k + 1]), y[i].qs + 32 * k);
+      const __m512i ls = halves(2 * static_cast<int>(words[k] >> 28) + 1, 2 * static_cast<int>(words[k + 1] >> 28) + 1);
+      acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(p, ls));
+    }
+    sum = std::fma(fp16_to_fp32(x[i].d) * y[i].d, static_cast<float>(_mm512_reduce_add_epi32(acc)), sum);
+  }
+  return 0.25f * sum;
+}
+
+FATHOM_AVX512 float dot_iq3_s(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_iq3_s*>(w);
+  const auto* y = static_cast<const block_q8_K*>(a);
+  float sum = 0;
+  const __m512i bit8 = _mm512_set1_epi32(256);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    __m512i acc = _mm512_setzero_si512();
+    for (int k = 0; k < 8; k += 2) {
+      __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 8 * k)));
+      // Bit j of qh[k] is the 9th bit of index 8k + j: qh[k], qh[k + 1] are a 16-lane mask.
+      idx = _mm512_mask_add_epi32(idx, static_cast<__mmask16>(x[i].qh[k] | x[i].qh[k + 1] << 8), idx, bit8);
+      const __m512i grid = _mm512_i32gather_epi32(idx, kIq3SGrid.data(), 4);
+      uint64_t negative;
+      std::memcpy(&negative, x[i].signs + 4 * k, 8);
+      const __m512i p = signed_dot(grid, negative, y[i].qs + 32 * k);
+      const int s = x[i].scales[k / 2];
+      acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(p, halves(2 * (s & 0xF) + 1, 2 * (s >> 4) + 1)));
+    }
+    sum = std::fma(fp16_to_fp32(x[i].d) * y[i].d, static_cast<float>(_mm512_reduce_add_epi32(acc)), sum);
+  }
+  return sum;
+}
+
+// Eight kIq1SGrid entries (64 values -1, 0, +1) dotted with 64 activations, per 4-value lane.
+FATHOM_AVX512 inline __m512i iq1_dot(const int* idx, const int8_t* q8) {
+  const __m512i grid =
+      _mm512_set_epi64(static_cast<int64_t>(kIq1SGrid[idx[7]]), static_cast<int64_t>(kIq1SGrid[idx[6]]),
+                       static_cast<int64_t>(kIq1SGrid[idx[5]]), static_cast<int64_t>(kIq1SGrid[idx[4]]),
+                       static_cast<int64_t>(kIq1SGrid[idx[3]]), static_cast<int64_t>(kIq1SGrid[idx[2]]),
+                       static_cast<int64_t>(kIq1SGrid[idx[1]]), static_cast<int64_t>(kIq1SGrid[idx[0]]));
+  return signed_dot(_mm512_abs_epi8(grid), _mm512_movepi8_mask(grid), q8);
+}
+
+FATHOM_AVX512 float dot_iq1_s(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_iq1_s*>(w);
+  const auto* y = static_cast<const block_q8_K*>(a);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    __m512i acc = _mm512_setzero_si512();
+    int32_t delta_sum = 0;
+    for (int k = 0; k < 8; k += 2) {
+      int idx[8], ls[2];
+      for (int h = 0; h < 2; ++h) {
+        const unsigned qh = x[i].qh[k + h];
+        for (int l = 0; l < 4; ++l)
+          idx[4 * h + l] = x[i].qs[4 * (k + h) + l] | static_cast<int>(((qh >> (3 * l)) & 7) << 8);
+        ls[h] = 2 * static_cast<int>((qh >> 12) & 7) + 1;
+        const int sub_sum = y[i].bsums[2 * (k + h)] + y[i].bsums[2 * (k + h) + 1];
+        delta_sum += ls[h] * (qh & 0x8000 ? -sub_sum : sub_sum);
+      }
+      acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(iq1_dot(idx, y[i].qs + 32 * k), halves(ls[0], ls[1])));
+    }
+    const float sums = static_cast<float>(_mm512_reduce_add_epi32(acc)) + kIq1SDelta * static_cast<float>(delta_sum);
+    sum = std::fma(fp16_to_fp32(x[i].d) * y[i].d, sums, sum);
+  }
+  return sum;
+}
+
+FATHOM_AVX512 float dot_iq1_m(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_iq1_m*>(w);
+  const auto* y = static_cast<const block_q8_K*>(a);
+  float sum = 0;
+  const __m512i ones = _mm512_set1_epi8(1);
+  // Lane l of a product covers values 4l..4l+3: the scale of lane l is that of 16-value group
+  // l / 4, the delta of lane l that of 8-value group l / 2.
+  const __m512i per_16 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i per_8 = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    uint16_t words[4];
+    std::memcpy(words, x[i].scales, sizeof(words));
+    const uint16_t d_bits = static_cast<uint16_t>((words[0] >> 12) | ((words[1] >> 8) & 0x00F0) |
+                                                  ((words[2] >> 4) & 0x0F00) | (words[3] & 0xF000));
+    __m512i grid_acc = _mm512_setzero_si512(), delta_acc = _mm512_setzero_si512();
+    for (int k = 0; k < 8; k += 2) {
+      int idx[8], ls[4], delta_ls[8];
+      for (int h = 0; h < 2; ++h) {
+        const unsigned sc = words[(k + h) / 2] >> (6 * ((k + h) % 2));
+        ls[2 * h] = 2 * static_cast<int>(sc & 7) + 1;
+        ls[2 * h + 1] = 2 * static_cast<int>((sc >> 3) & 7) + 1;
+        for (int l = 0; l < 4; ++l) {
+          const unsigned nibble = (x[i].qh[2 * (k + h) + l / 2] >> (4 * (l % 2))) & 0xF;
+          idx[4 * h + l] = x[i].qs[4 * (k + h) + l] | static_cast<int>((nibble & 7) << 8);
+          delta_ls[4 * h + l] = nibble & 8 ? -ls[2 * h + l / 2] : ls[2 * h + l / 2];
+        }
+      }
+      const int8_t* q8 = y[i].qs + 32 * k;
+      const __m512i ls_lanes = _mm512_permutexvar_epi32(
+          per_16, _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ls))));
+      const __m512i delta_lanes = _mm512_permutexvar_epi32(
+          per_8, _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(delta_ls))));
+      grid_acc = _mm512_add_epi32(grid_acc, _mm512_mullo_epi32(iq1_dot(idx, q8), ls_lanes));
+      const __m512i q8_sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, _mm512_loadu_si512(q8));
+      delta_acc = _mm512_add_epi32(delta_acc, _mm512_mullo_epi32(q8_sums, delta_lanes));
+    }
+    const float sums = static_cast<float>(_mm512_reduce_add_epi32(grid_acc)) +
+                       kIq1MDelta * static_cast<float>(_mm512_reduce_add_epi32(delta_acc));
+    sum = std::fma(fp16_to_fp32(d_bits) * y[i].d, sums, sum);
+  }
+  return sum;
+}
+
+}  // namespace
+
+void install_iq3_iq1_avx512(Kernels& k) {
+  set_dot(k, DType::IQ3_XXS, dot_rows<dot_iq3_xxs>, true);
+  set_dot(k, DType::IQ3_S, dot_rows<dot_iq3_s>, true);
+  set_dot(k, DType::IQ1_S, dot_rows<dot_iq1_s>, true);
+  set_dot(k, DType::IQ1_M, dot_rows<dot_iq1_m>, true);
+}
+
+}  // namespace fathom::cpu::detail
+
+#else  // not x86
+
+namespace fathom::cpu::detail {
+void install_iq3_iq1_avx512(Kernels&) {}
+}  // namespace fathom::cpu::detail
+
+#endif
