@@ -79,6 +79,14 @@ TEST(IqGrids, SignByteHasEvenParity) {
     EXPECT_EQ(b & 0x7F, s);
     EXPECT_EQ(__builtin_popcount(b) % 2, 0) << s;
   }
+  // The whole-word form agrees with the per-field one (top 4 bits, the scale, are ignored).
+  std::mt19937 rng(9);
+  for (int i = 0; i < 100000; ++i) {
+    const uint32_t word = rng();
+    uint32_t expect = 0;
+    for (int l = 0; l < 4; ++l) expect |= static_cast<uint32_t>(iq_sign_byte(static_cast<uint8_t>(word >> (7 * l)))) << (8 * l);
+    ASSERT_EQ(iq_sign_bytes(word), expect) << word;
+  }
 }
 
 void put16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }

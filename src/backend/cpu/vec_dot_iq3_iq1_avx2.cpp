@@ -59,9 +59,7 @@ FATHOM_AVX2 float dot_iq3_xxs(const void* w, const void* a, int64_t n) {
       const uint8_t* idx = x[i].qs + 8 * k;
       uint32_t word;
       std::memcpy(&word, x[i].qs + kQK / 4 + 4 * k, 4);
-      uint32_t negative = 0;
-      for (int l = 0; l < 4; ++l)
-        negative |= static_cast<uint32_t>(iq_sign_byte(static_cast<uint8_t>(word >> (7 * l)))) << (8 * l);
+      const uint32_t negative = iq_sign_bytes(word);
       const __m256i grid =
           _mm256_set_epi32(static_cast<int>(kIq3XxsGrid[idx[7]]), static_cast<int>(kIq3XxsGrid[idx[6]]),
                            static_cast<int>(kIq3XxsGrid[idx[5]]), static_cast<int>(kIq3XxsGrid[idx[4]]),
@@ -131,40 +129,42 @@ FATHOM_AVX2 float dot_iq1_s(const void* w, const void* a, int64_t n) {
   return sum;
 }
 
-// Four int16 lanes of each 64-bit quarter set to v[quarter].
-FATHOM_AVX2 inline __m256i per_quarter_i16(const int* v) {
-  auto rep = [](int x) { return static_cast<int64_t>(static_cast<uint16_t>(x) * 0x0001000100010001ull); };
-  return _mm256_set_epi64x(rep(v[3]), rep(v[2]), rep(v[1]), rep(v[0]));
-}
-
+// IQ1_M folds its per-8 delta into the grid value: v = 8 * grid + delta sign (-9..9), so one
+// integer sum S = sum ls * v * q8 = 8 * (grid part) + (delta part), and S / 8 is exactly the
+// reference's grid part + kIq1MDelta * delta part (|S| < 2^24: every step is exact in float).
 FATHOM_AVX2 float dot_iq1_m(const void* w, const void* a, int64_t n) {
+  static_assert(kIq1MDelta == 0.125f, "the folded delta assumes 1/8");
   const auto* x = static_cast<const block_iq1_m*>(w);
   const auto* y = static_cast<const block_q8_K*>(a);
   float sum = 0;
-  const __m256i ones = _mm256_set1_epi8(1);
   for (int64_t i = 0; i < n / kQK; ++i) {
     uint16_t words[4];
     std::memcpy(words, x[i].scales, sizeof(words));
-    const uint16_t d_bits = static_cast<uint16_t>((words[0] >> 12) | ((words[1] >> 8) & 0x00F0) |
-                                                  ((words[2] >> 4) & 0x0F00) | (words[3] & 0xF000));
-    __m256i grid_acc = _mm256_setzero_si256(), delta_acc = _mm256_setzero_si256();
+    __m256i acc = _mm256_setzero_si256();
     for (int k = 0; k < 8; ++k) {
       const unsigned sc = words[k / 2] >> (6 * (k % 2));
-      const int ls[2] = {2 * static_cast<int>(sc & 7) + 1, 2 * static_cast<int>((sc >> 3) & 7) + 1};
-      int idx[4], delta_ls[4];
+      uint16_t qh;
+      std::memcpy(&qh, x[i].qh + 2 * k, 2);
+      int64_t grid[4], delta[4];
       for (int l = 0; l < 4; ++l) {
-        const unsigned nibble = (x[i].qh[2 * k + l / 2] >> (4 * (l % 2))) & 0xF;
-        idx[l] = x[i].qs[4 * k + l] | static_cast<int>((nibble & 7) << 8);
-        delta_ls[l] = nibble & 8 ? -ls[l / 2] : ls[l / 2];
+        const unsigned nibble = (qh >> (4 * l)) & 0xF;
+        grid[l] = static_cast<int64_t>(kIq1SGrid[x[i].qs[4 * k + l] | ((nibble & 7) << 8)]);
+        delta[l] = nibble & 8 ? -1 : 0x0101010101010101;
       }
-      const int8_t* q8 = y[i].qs + 32 * k;
-      const int ls_quarters[4] = {ls[0], ls[0], ls[1], ls[1]};
-      grid_acc = _mm256_add_epi32(grid_acc, _mm256_madd_epi16(iq1_pair_sums(idx, q8), per_quarter_i16(ls_quarters)));
-      const __m256i q8_pairs = _mm256_maddubs_epi16(ones, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
-      delta_acc = _mm256_add_epi32(delta_acc, _mm256_madd_epi16(q8_pairs, per_quarter_i16(delta_ls)));
+      __m256i v = _mm256_set_epi64x(grid[3], grid[2], grid[1], grid[0]);
+      v = _mm256_add_epi8(v, v);
+      v = _mm256_add_epi8(v, v);
+      v = _mm256_add_epi8(v, v);
+      v = _mm256_add_epi8(v, _mm256_set_epi64x(delta[3], delta[2], delta[1], delta[0]));
+      const __m256i q8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs + 32 * k));
+      const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(q8, v));
+      const __m256i ls = _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(2 * ((sc >> 3) & 7) + 1)),
+                                          _mm_set1_epi16(static_cast<int16_t>(2 * (sc & 7) + 1)));
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ls));
     }
-    const float sums = static_cast<float>(hsum_i32(grid_acc)) + kIq1MDelta * static_cast<float>(hsum_i32(delta_acc));
-    sum = std::fma(fp16_to_fp32(d_bits) * y[i].d, sums, sum);
+    const uint16_t d_bits = static_cast<uint16_t>((words[0] >> 12) | ((words[1] >> 8) & 0x00F0) |
+                                                  ((words[2] >> 4) & 0x0F00) | (words[3] & 0xF000));
+    sum = std::fma(fp16_to_fp32(d_bits) * y[i].d, static_cast<float>(hsum_i32(acc)) * 0.125f, sum);
   }
   return sum;
 }

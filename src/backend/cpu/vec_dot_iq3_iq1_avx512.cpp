@@ -22,24 +22,13 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
-#define FATHOM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define FATHOM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c,bmi2")))
 
 namespace fathom::cpu::detail {
 
 namespace {
 
 using namespace fathom::quant;
-
-// The eight sign bytes of a 64-bit mask for two IQ3_XXS sub-blocks (7-bit patterns in their
-// 32-bit words, bits 7l..7l+6 for values 8l..8l+7).
-uint64_t iq3_xxs_sign_mask(uint32_t word0, uint32_t word1) {
-  uint64_t mask = 0;
-  for (int l = 0; l < 4; ++l) {
-    mask |= static_cast<uint64_t>(iq_sign_byte(static_cast<uint8_t>(word0 >> (7 * l)))) << (8 * l);
-    mask |= static_cast<uint64_t>(iq_sign_byte(static_cast<uint8_t>(word1 >> (7 * l)))) << (32 + 8 * l);
-  }
-  return mask;
-}
 
 // int32 lanes 0..7 = a, 8..15 = b: one integer scale per 32-value sub-block.
 FATHOM_AVX512 inline __m512i halves(int a, int b) {
@@ -64,7 +53,8 @@ FATHOM_AVX512 float dot_iq3_xxs(const void* w, const void* a, int64_t n) {
     for (int k = 0; k < 8; k += 2) {
       const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 8 * k)));
       const __m512i grid = _mm512_i32gather_epi32(idx, kIq3XxsGrid.data(), 4);
-      const __m512i p = signed_dot(grid, iq3_xxs_sign_mask(words[k], words[k + 1]), y[i].qs + 32 * k);
+      const uint64_t negative = iq_sign_bytes(words[k]) | static_cast<uint64_t>(iq_sign_bytes(words[k + 1])) << 32;
+      const __m512i p = signed_dot(grid, negative, y[i].qs + 32 * k);
       const __m512i ls = halves(2 * static_cast<int>(words[k] >> 28) + 1, 2 * static_cast<int>(words[k + 1] >> 28) + 1);
       acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(p, ls));
     }
@@ -131,45 +121,52 @@ FATHOM_AVX512 float dot_iq1_s(const void* w, const void* a, int64_t n) {
   return sum;
 }
 
+// IQ1_M folds its per-8 delta into the grid value: v = 8 * grid + delta sign (-9..9), so one
+// integer sum S = sum ls * v * q8 = 8 * (grid part) + (delta part), and S / 8 is exactly the
+// reference's grid part + kIq1MDelta * delta part (|S| < 2^24: every step is exact in float).
+// 64 values per step: the 16-bit pair sums of 16 values fill one 128-bit lane, so each lane
+// takes one of the four scales.
 FATHOM_AVX512 float dot_iq1_m(const void* w, const void* a, int64_t n) {
+  static_assert(kIq1MDelta == 0.125f, "the folded delta assumes 1/8");
   const auto* x = static_cast<const block_iq1_m*>(w);
   const auto* y = static_cast<const block_q8_K*>(a);
   float sum = 0;
-  const __m512i ones = _mm512_set1_epi8(1);
-  // Lane l of a product covers values 4l..4l+3: the scale of lane l is that of 16-value group
-  // l / 4, the delta of lane l that of 8-value group l / 2.
-  const __m512i per_16 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-  const __m512i per_8 = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  const __m512i plus_one = _mm512_set1_epi8(1);
+  const __m512i nibble_shift = _mm512_set_epi64(28, 24, 20, 16, 12, 8, 4, 0);
+  // 128-bit lane j picks 16-bit scale j of a broadcast 64-bit word.
+  const __m512i pick_scale =
+      _mm512_set_epi64(0x0706070607060706, 0x0706070607060706, 0x0504050405040504, 0x0504050405040504,
+                       0x0302030203020302, 0x0302030203020302, 0x0100010001000100, 0x0100010001000100);
   for (int64_t i = 0; i < n / kQK; ++i) {
     uint16_t words[4];
     std::memcpy(words, x[i].scales, sizeof(words));
+    __m512i acc = _mm512_setzero_si512();
+    for (int k = 0; k < 8; k += 2) {
+      uint32_t qh;  // nibble g: 3 high index bits and the delta sign of group g of these 64 values
+      std::memcpy(&qh, x[i].qh + 2 * k, 4);
+      const __m512i low = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x[i].qs + 4 * k)));
+      const __m512i high =
+          _mm512_and_si512(_mm512_srlv_epi64(_mm512_set1_epi64(qh), nibble_shift), _mm512_set1_epi64(7));
+      __m512i v = _mm512_i64gather_epi64(_mm512_or_si512(low, _mm512_slli_epi64(high, 8)), kIq1SGrid.data(), 8);
+      v = _mm512_add_epi8(v, v);
+      v = _mm512_add_epi8(v, v);
+      v = _mm512_add_epi8(v, v);
+      const auto minus = static_cast<__mmask8>(_pext_u32(qh, 0x88888888u));
+      v = _mm512_add_epi8(v, _mm512_or_si512(_mm512_movm_epi64(minus), plus_one));
+      const __m512i q8 = _mm512_loadu_si512(y[i].qs + 32 * k);
+      const __m512i q8_signed = _mm512_mask_sub_epi8(q8, _mm512_movepi8_mask(v), _mm512_setzero_si512(), q8);
+      const __m512i pairs = _mm512_maddubs_epi16(_mm512_abs_epi8(v), q8_signed);
+      // Scales of values 0..15, 16..31 (sub-block k) and 32..47, 48..63 (k + 1): 3-bit fields
+      // 0..3 of scale word k / 2, each 2s + 1, one per 16-bit field.
+      const uint64_t sc = words[k / 2];
+      const uint64_t fields = (sc & 7) | ((sc >> 3) & 7) << 16 | ((sc >> 6) & 7) << 32 | ((sc >> 9) & 7) << 48;
+      const __m512i ls =
+          _mm512_shuffle_epi8(_mm512_set1_epi64(static_cast<int64_t>(2 * fields + 0x0001000100010001ull)), pick_scale);
+      acc = _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, ls));
+    }
     const uint16_t d_bits = static_cast<uint16_t>((words[0] >> 12) | ((words[1] >> 8) & 0x00F0) |
                                                   ((words[2] >> 4) & 0x0F00) | (words[3] & 0xF000));
-    __m512i grid_acc = _mm512_setzero_si512(), delta_acc = _mm512_setzero_si512();
-    for (int k = 0; k < 8; k += 2) {
-      int idx[8], ls[4], delta_ls[8];
-      for (int h = 0; h < 2; ++h) {
-        const unsigned sc = words[(k + h) / 2] >> (6 * ((k + h) % 2));
-        ls[2 * h] = 2 * static_cast<int>(sc & 7) + 1;
-        ls[2 * h + 1] = 2 * static_cast<int>((sc >> 3) & 7) + 1;
-        for (int l = 0; l < 4; ++l) {
-          const unsigned nibble = (x[i].qh[2 * (k + h) + l / 2] >> (4 * (l % 2))) & 0xF;
-          idx[4 * h + l] = x[i].qs[4 * (k + h) + l] | static_cast<int>((nibble & 7) << 8);
-          delta_ls[4 * h + l] = nibble & 8 ? -ls[2 * h + l / 2] : ls[2 * h + l / 2];
-        }
-      }
-      const int8_t* q8 = y[i].qs + 32 * k;
-      const __m512i ls_lanes = _mm512_permutexvar_epi32(
-          per_16, _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ls))));
-      const __m512i delta_lanes = _mm512_permutexvar_epi32(
-          per_8, _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(delta_ls))));
-      grid_acc = _mm512_add_epi32(grid_acc, _mm512_mullo_epi32(iq1_dot(idx, q8), ls_lanes));
-      const __m512i q8_sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, _mm512_loadu_si512(q8));
-      delta_acc = _mm512_add_epi32(delta_acc, _mm512_mullo_epi32(q8_sums, delta_lanes));
-    }
-    const float sums = static_cast<float>(_mm512_reduce_add_epi32(grid_acc)) +
-                       kIq1MDelta * static_cast<float>(_mm512_reduce_add_epi32(delta_acc));
-    sum = std::fma(fp16_to_fp32(d_bits) * y[i].d, sums, sum);
+    sum = std::fma(fp16_to_fp32(d_bits) * y[i].d, static_cast<float>(_mm512_reduce_add_epi32(acc)) * 0.125f, sum);
   }
   return sum;
 }
