@@ -86,34 +86,30 @@ FATHOM_AVX512 float dot_iq3_s(const void* w, const void* a, int64_t n) {
   return sum;
 }
 
-// Eight kIq1SGrid entries (64 values -1, 0, +1) dotted with 64 activations, per 4-value lane.
-FATHOM_AVX512 inline __m512i iq1_dot(const int* idx, const int8_t* q8) {
-  const __m512i grid =
-      _mm512_set_epi64(static_cast<int64_t>(kIq1SGrid[idx[7]]), static_cast<int64_t>(kIq1SGrid[idx[6]]),
-                       static_cast<int64_t>(kIq1SGrid[idx[5]]), static_cast<int64_t>(kIq1SGrid[idx[4]]),
-                       static_cast<int64_t>(kIq1SGrid[idx[3]]), static_cast<int64_t>(kIq1SGrid[idx[2]]),
-                       static_cast<int64_t>(kIq1SGrid[idx[1]]), static_cast<int64_t>(kIq1SGrid[idx[0]]));
-  return signed_dot(_mm512_abs_epi8(grid), _mm512_movepi8_mask(grid), q8);
-}
-
 FATHOM_AVX512 float dot_iq1_s(const void* w, const void* a, int64_t n) {
   const auto* x = static_cast<const block_iq1_s*>(w);
   const auto* y = static_cast<const block_q8_K*>(a);
   float sum = 0;
+  // Group l of sub-block h (of two) has its 3 high index bits at bit 16h + 3l of qh[k] | qh[k+1] << 16.
+  const __m512i high_shift = _mm512_set_epi64(25, 22, 19, 16, 9, 6, 3, 0);
   for (int64_t i = 0; i < n / kQK; ++i) {
     __m512i acc = _mm512_setzero_si512();
     int32_t delta_sum = 0;
     for (int k = 0; k < 8; k += 2) {
-      int idx[8], ls[2];
+      const uint32_t qh = x[i].qh[k] | static_cast<uint32_t>(x[i].qh[k + 1]) << 16;
+      const __m512i low = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x[i].qs + 4 * k)));
+      const __m512i high = _mm512_and_si512(_mm512_srlv_epi64(_mm512_set1_epi64(qh), high_shift), _mm512_set1_epi64(7));
+      const __m512i grid =
+          _mm512_i64gather_epi64(_mm512_or_si512(low, _mm512_slli_epi64(high, 8)), kIq1SGrid.data(), 8);
+      const __m512i p = signed_dot(_mm512_abs_epi8(grid), _mm512_movepi8_mask(grid), y[i].qs + 32 * k);
+      int ls[2];
       for (int h = 0; h < 2; ++h) {
-        const unsigned qh = x[i].qh[k + h];
-        for (int l = 0; l < 4; ++l)
-          idx[4 * h + l] = x[i].qs[4 * (k + h) + l] | static_cast<int>(((qh >> (3 * l)) & 7) << 8);
-        ls[h] = 2 * static_cast<int>((qh >> 12) & 7) + 1;
+        const unsigned word = x[i].qh[k + h];
+        ls[h] = 2 * static_cast<int>((word >> 12) & 7) + 1;
         const int sub_sum = y[i].bsums[2 * (k + h)] + y[i].bsums[2 * (k + h) + 1];
-        delta_sum += ls[h] * (qh & 0x8000 ? -sub_sum : sub_sum);
+        delta_sum += ls[h] * (word & 0x8000 ? -sub_sum : sub_sum);
       }
-      acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(iq1_dot(idx, y[i].qs + 32 * k), halves(ls[0], ls[1])));
+      acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(p, halves(ls[0], ls[1])));
     }
     const float sums = static_cast<float>(_mm512_reduce_add_epi32(acc)) + kIq1SDelta * static_cast<float>(delta_sum);
     sum = std::fma(fp16_to_fp32(x[i].d) * y[i].d, sums, sum);
