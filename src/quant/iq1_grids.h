@@ -15,4 +15,10 @@ extern const std::array<uint64_t, 2048> kIq1SGrid;
 constexpr float kIq1SDelta = 0.125f;
 constexpr float kIq1MDelta = 0.125f;
 
+// IQ1_M's fp16 super-block scale: the top nibbles of its four 16-bit scale words, word 0's lowest.
+constexpr uint16_t iq1_m_scale_bits(const uint16_t words[4]) {
+  return static_cast<uint16_t>((words[0] >> 12) | ((words[1] >> 8) & 0x00F0) | ((words[2] >> 4) & 0x0F00) |
+                               (words[3] & 0xF000));
+}
+
 }  // namespace fathom::quant

@@ -47,12 +47,6 @@ void decode_iq1_s(const block_iq1_s& b, Iq1Block& out) {
   }
 }
 
-// IQ1_M's fp16 super-block scale, spread over the top nibbles of its four scale words.
-uint16_t iq1_m_scale_bits(const uint16_t* words) {
-  return static_cast<uint16_t>((words[0] >> 12) | ((words[1] >> 8) & 0x00F0) | ((words[2] >> 4) & 0x0F00) |
-                               (words[3] & 0xF000));
-}
-
 void decode_iq1_m(const block_iq1_m& b, Iq1Block& out) {
   uint16_t words[4];
   std::memcpy(words, b.scales, sizeof(words));

@@ -3,7 +3,7 @@
 // are widened to a byte mask that negates the activations, and vpmaddubsw/vpmaddwd apply the
 // integer sub-block scales. The int32 sums of a super-block are the reference's exactly
 // (quant_iq3.cpp, quant_iq1.cpp), and the float combine per super-block is the reference's
-// expression, so results are bit-identical.
+// expression (IQ1_M: an exactly equal one, see dot_iq1_m), so results are bit-identical.
 #include <cmath>
 #include <cstring>
 
@@ -162,9 +162,7 @@ FATHOM_AVX2 float dot_iq1_m(const void* w, const void* a, int64_t n) {
                                           _mm_set1_epi16(static_cast<int16_t>(2 * (sc & 7) + 1)));
       acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ls));
     }
-    const uint16_t d_bits = static_cast<uint16_t>((words[0] >> 12) | ((words[1] >> 8) & 0x00F0) |
-                                                  ((words[2] >> 4) & 0x0F00) | (words[3] & 0xF000));
-    sum = std::fma(fp16_to_fp32(d_bits) * y[i].d, static_cast<float>(hsum_i32(acc)) * 0.125f, sum);
+    sum = std::fma(fp16_to_fp32(iq1_m_scale_bits(words)) * y[i].d, static_cast<float>(hsum_i32(acc)) * 0.125f, sum);
   }
   return sum;
 }

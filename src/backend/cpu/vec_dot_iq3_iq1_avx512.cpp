@@ -2,8 +2,8 @@
 // with Q8_K activations. A register holds 64 values: two 32-value sub-blocks, whose grid entries
 // are gathered by index and whose sign bits become a byte mask that negates the activations. The
 // int32 sums of a super-block are the reference's exactly (quant_iq3.cpp, quant_iq1.cpp), and the
-// float combine per super-block is the reference's expression, so results are bit-identical.
-#include <array>
+// float combine per super-block is the reference's expression (IQ1_M: an exactly equal one, see
+// dot_iq1_m), so results are bit-identical.
 #include <cmath>
 #include <cstring>
 
@@ -160,9 +160,8 @@ FATHOM_AVX512 float dot_iq1_m(const void* w, const void* a, int64_t n) {
           _mm512_shuffle_epi8(_mm512_set1_epi64(static_cast<int64_t>(2 * fields + 0x0001000100010001ull)), pick_scale);
       acc = _mm512_add_epi32(acc, _mm512_madd_epi16(pairs, ls));
     }
-    const uint16_t d_bits = static_cast<uint16_t>((words[0] >> 12) | ((words[1] >> 8) & 0x00F0) |
-                                                  ((words[2] >> 4) & 0x0F00) | (words[3] & 0xF000));
-    sum = std::fma(fp16_to_fp32(d_bits) * y[i].d, static_cast<float>(_mm512_reduce_add_epi32(acc)) * 0.125f, sum);
+    sum = std::fma(fp16_to_fp32(iq1_m_scale_bits(words)) * y[i].d,
+                   static_cast<float>(_mm512_reduce_add_epi32(acc)) * 0.125f, sum);
   }
   return sum;
 }
