@@ -69,60 +69,52 @@ int32_t scaled_sum(const int8_t* q, const int* ls, const int8_t* y) {
   return total;
 }
 
+// Both formats: x = d * unit * ls * q, with unit 1/4 for IQ3_XXS and 1 for IQ3_S.
+template <typename Block, void (*Decode)(const Block&, int8_t*, int*)>
+void dequantize_iq3(const void* src, float* dst, int64_t n, float unit) {
+  const auto* x = static_cast<const Block*>(src);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    int8_t q[256];
+    int ls[8];
+    Decode(x[i], q, ls);
+    const float d = fp16_to_fp32(x[i].d);
+    for (int k = 0; k < 8; ++k) {
+      const float dl = d * unit * static_cast<float>(ls[k]);
+      for (int j = 0; j < 32; ++j) dst[256 * i + 32 * k + j] = dl * static_cast<float>(q[32 * k + j]);
+    }
+  }
+}
+
+template <typename Block, void (*Decode)(const Block&, int8_t*, int*)>
+float dot_iq3(const void* w, const void* a, int64_t n, float unit) {
+  const auto* x = static_cast<const Block*>(w);
+  const auto* y = static_cast<const block_q8_K*>(a);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    int8_t q[256];
+    int ls[8];
+    Decode(x[i], q, ls);
+    sum = std::fma(fp16_to_fp32(x[i].d) * y[i].d, static_cast<float>(scaled_sum(q, ls, y[i].qs)), sum);
+  }
+  return unit * sum;
+}
+
 }  // namespace
 
 void dequantize_iq3_xxs(const void* src, float* dst, int64_t n) {
-  const auto* x = static_cast<const block_iq3_xxs*>(src);
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    int8_t q[256];
-    int ls[8];
-    decode_iq3_xxs(x[i], q, ls);
-    const float d = fp16_to_fp32(x[i].d);
-    for (int k = 0; k < 8; ++k) {
-      const float dl = d * 0.25f * static_cast<float>(ls[k]);
-      for (int j = 0; j < 32; ++j) dst[256 * i + 32 * k + j] = dl * static_cast<float>(q[32 * k + j]);
-    }
-  }
+  dequantize_iq3<block_iq3_xxs, decode_iq3_xxs>(src, dst, n, 0.25f);
 }
 
 void dequantize_iq3_s(const void* src, float* dst, int64_t n) {
-  const auto* x = static_cast<const block_iq3_s*>(src);
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    int8_t q[256];
-    int ls[8];
-    decode_iq3_s(x[i], q, ls);
-    const float d = fp16_to_fp32(x[i].d);
-    for (int k = 0; k < 8; ++k) {
-      const float dl = d * static_cast<float>(ls[k]);
-      for (int j = 0; j < 32; ++j) dst[256 * i + 32 * k + j] = dl * static_cast<float>(q[32 * k + j]);
-    }
-  }
+  dequantize_iq3<block_iq3_s, decode_iq3_s>(src, dst, n, 1.0f);
 }
 
 float dot_iq3_xxs_q8_K(const void* w, const void* a, int64_t n) {
-  const auto* x = static_cast<const block_iq3_xxs*>(w);
-  const auto* y = static_cast<const block_q8_K*>(a);
-  float sum = 0;
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    int8_t q[256];
-    int ls[8];
-    decode_iq3_xxs(x[i], q, ls);
-    sum = std::fma(fp16_to_fp32(x[i].d) * y[i].d, static_cast<float>(scaled_sum(q, ls, y[i].qs)), sum);
-  }
-  return 0.25f * sum;
+  return dot_iq3<block_iq3_xxs, decode_iq3_xxs>(w, a, n, 0.25f);
 }
 
 float dot_iq3_s_q8_K(const void* w, const void* a, int64_t n) {
-  const auto* x = static_cast<const block_iq3_s*>(w);
-  const auto* y = static_cast<const block_q8_K*>(a);
-  float sum = 0;
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    int8_t q[256];
-    int ls[8];
-    decode_iq3_s(x[i], q, ls);
-    sum = std::fma(fp16_to_fp32(x[i].d) * y[i].d, static_cast<float>(scaled_sum(q, ls, y[i].qs)), sum);
-  }
-  return sum;
+  return dot_iq3<block_iq3_s, decode_iq3_s>(w, a, n, 1.0f);
 }
 
 }  // namespace fathom::quant::detail
