@@ -12,6 +12,7 @@ namespace fathom::quant {
 
 namespace {
 
+// Types with a reference quantizer (and decoder).
 bool is_reference_type(DType t) {
   switch (t) {
     case DType::F32: case DType::F16: case DType::BF16:
@@ -23,15 +24,26 @@ bool is_reference_type(DType t) {
   }
 }
 
+// Types that are decoded and multiplied but not (yet) produced.
+bool is_decode_only_type(DType t) {
+  switch (t) {
+    case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: case DType::IQ1_M:
+      return true;
+    default:
+      return false;
+  }
+}
+
 void check_row(DType t, int64_t n) {
-  FATHOM_CHECK_MSG(is_reference_type(t), std::string("no reference kernel for type ") + dtype_name(t));
+  FATHOM_CHECK_MSG(is_reference_type(t) || is_decode_only_type(t),
+                   std::string("no reference kernel for type ") + dtype_name(t));
   FATHOM_CHECK_MSG(n % traits(t).block_size == 0,
                    std::string("row length must be a multiple of the block size of ") + dtype_name(t));
 }
 
 }  // namespace
 
-bool can_dequantize(DType t) { return is_reference_type(t); }
+bool can_dequantize(DType t) { return is_reference_type(t) || is_decode_only_type(t); }
 bool can_quantize(DType t) { return is_reference_type(t); }
 
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
@@ -61,12 +73,17 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::Q5_K: return dequantize_q5_K(src, dst, n);
     case DType::Q6_K: return dequantize_q6_K(src, dst, n);
     case DType::Q8_K: return dequantize_q8_K(src, dst, n);
+    case DType::IQ3_XXS: return dequantize_iq3_xxs(src, dst, n);
+    case DType::IQ3_S: return dequantize_iq3_s(src, dst, n);
+    case DType::IQ1_S: return dequantize_iq1_s(src, dst, n);
+    case DType::IQ1_M: return dequantize_iq1_m(src, dst, n);
     default: break;
   }
 }
 
 void quantize_row_ref(DType t, const float* src, void* dst, int64_t n, const float* importance) {
   check_row(t, n);
+  FATHOM_CHECK_MSG(can_quantize(t), std::string("no reference quantizer for type ") + dtype_name(t));
   using namespace detail;
   switch (t) {
     case DType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float)); return;
@@ -102,6 +119,7 @@ DType vec_dot_type(DType t) {
     case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: return DType::Q8_0;
     case DType::Q4_1: case DType::Q5_1: case DType::Q8_1: return DType::Q8_1;
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q8_K:
+    case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: case DType::IQ1_M:
       return DType::Q8_K;
     default: return DType::F32;
   }
@@ -137,6 +155,10 @@ float vec_dot_ref(DType t, int64_t n, const void* weight_row, const void* activa
     case DType::Q5_K: return dot_q5_K_q8_K(weight_row, activations, n);
     case DType::Q6_K: return dot_q6_K_q8_K(weight_row, activations, n);
     case DType::Q8_K: return dot_q8_K_q8_K(weight_row, activations, n);
+    case DType::IQ3_XXS: return dot_iq3_xxs_q8_K(weight_row, activations, n);
+    case DType::IQ3_S: return dot_iq3_s_q8_K(weight_row, activations, n);
+    case DType::IQ1_S: return dot_iq1_s_q8_K(weight_row, activations, n);
+    case DType::IQ1_M: return dot_iq1_m_q8_K(weight_row, activations, n);
     default: return 0.f;
   }
 }

@@ -46,4 +46,14 @@ float dot_q5_K_q8_K(const void* w, const void* a, int64_t n);
 float dot_q6_K_q8_K(const void* w, const void* a, int64_t n);
 float dot_q8_K_q8_K(const void* w, const void* a, int64_t n);
 
+// quant_iq3.cpp, quant_iq1.cpp: the 3-bit and 1-bit i-quants (decode and dot only).
+void dequantize_iq3_xxs(const void* src, float* dst, int64_t n);
+void dequantize_iq3_s(const void* src, float* dst, int64_t n);
+void dequantize_iq1_s(const void* src, float* dst, int64_t n);
+void dequantize_iq1_m(const void* src, float* dst, int64_t n);
+float dot_iq3_xxs_q8_K(const void* w, const void* a, int64_t n);
+float dot_iq3_s_q8_K(const void* w, const void* a, int64_t n);
+float dot_iq1_s_q8_K(const void* w, const void* a, int64_t n);
+float dot_iq1_m_q8_K(const void* w, const void* a, int64_t n);
+
 }  // namespace fathom::quant::detail

@@ -262,6 +262,13 @@ void quantize_q8_0(const float* x, void* dst, int64_t n) { quant::quantize_row_r
 void quantize_q8_1(const float* x, void* dst, int64_t n) { quant::quantize_row_ref(DType::Q8_1, x, dst, n); }
 void quantize_q8_K(const float* x, void* dst, int64_t n) { quant::quantize_row_ref(DType::Q8_K, x, dst, n); }
 
+// Types whose portable kernel is the reference itself (codebook formats: the table lookups do
+// not vectorise as plain loops, and the ISA files cover them).
+template <DType T>
+float dot_reference(const void* w, const void* a, int64_t n) {
+  return quant::vec_dot_ref(T, n, w, a);
+}
+
 }  // namespace
 
 void install_generic(Kernels& k) {
@@ -280,6 +287,10 @@ void install_generic(Kernels& k) {
   set_dot(k, DType::Q5_K, dot_rows<dot_q5_K>, false);
   set_dot(k, DType::Q6_K, dot_rows<dot_q6_K>, false);
   set_dot(k, DType::Q8_K, dot_rows<dot_q8_K>, false);
+  set_dot(k, DType::IQ3_XXS, dot_rows<dot_reference<DType::IQ3_XXS>>, false);
+  set_dot(k, DType::IQ3_S, dot_rows<dot_reference<DType::IQ3_S>>, false);
+  set_dot(k, DType::IQ1_S, dot_rows<dot_reference<DType::IQ1_S>>, false);
+  set_dot(k, DType::IQ1_M, dot_rows<dot_reference<DType::IQ1_M>>, false);
   k.quantize_q8_0 = quantize_q8_0;
   k.quantize_q8_1 = quantize_q8_1;
   k.quantize_q8_K = quantize_q8_K;

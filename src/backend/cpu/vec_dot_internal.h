@@ -27,5 +27,8 @@ inline void set_dot(Kernels& k, DType t, VecDotRowsFn fn, bool simd) {
 void install_generic(Kernels& k);
 void install_avx2(Kernels& k);
 void install_avx512(Kernels& k);
+// vec_dot_iq3_iq1_avx2.cpp / _avx512.cpp: IQ3_XXS, IQ3_S, IQ1_S, IQ1_M (called by the above).
+void install_iq3_iq1_avx2(Kernels& k);
+void install_iq3_iq1_avx512(Kernels& k);
 
 }  // namespace fathom::cpu::detail
