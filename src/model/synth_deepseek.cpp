@@ -74,6 +74,10 @@ constexpr Deepseek2Shape kDeepseek2Shapes[] = {
     // the q8_0/q4_0 KV caches take it (tiny's 48-value row is refused).
     {"tiny-l64", "", 512, 512, 64, 3, 4, 0, 48, 32, 16, 32,
      {1, 128, 8, 2, 1, 32, 0, 0, 1, false, 1.0f}, {0.0f, 0, 0.0f}},
+    // tiny's layout at n_embd 256 and expert ff 256: every expert matrix has whole 256-value
+    // super-blocks, so K-quant and i-quant experts are stored without fallbacks.
+    {"small", "", 512, 512, 256, 3, 4, 0, 64, 32, 16, 32,
+     {1, 512, 8, 2, 1, 256, 0, 0, 1, false, 1.0f}, {0.0f, 0, 0.0f}},
     {"v2-lite", "DeepSeek-V2-Lite", 102400, 163840, 2048, 27, 16, 0, 512, 128, 64, 128,
      {1, 10944, 64, 6, 2, 1408, 0, 0, 1, false, 1.0f}, {40.0f, 4096, 0.0707f}},
     {"v3", "DeepSeek-V3", 129280, 163840, 7168, 61, 128, 1536, 512, 128, 64, 128,

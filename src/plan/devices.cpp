@@ -1,6 +1,7 @@
 #include "plan/devices.h"
 
 #include "backend/backend_init.h"
+#include "backend/cpu/isa.h"
 
 #include "core/bandwidth.h"
 #include "core/process.h"
@@ -120,7 +121,6 @@ CpuInfo detect_cpu() {
     const uint64_t xcr0 = osxsave ? read_xcr0() : 0;
     const bool os_avx = (xcr0 & 0x6) == 0x6;        // XMM + YMM state
     const bool os_avx512 = (xcr0 & 0xe6) == 0xe6;   // + opmask, ZMM_Hi256, Hi16_ZMM
-    const bool os_amx = (xcr0 & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
     c.isa.avx = os_avx && (cx & (1u << 28));
     c.isa.fma = os_avx && (cx & (1u << 12));
     c.isa.f16c = os_avx && (cx & (1u << 29));
@@ -131,9 +131,6 @@ CpuInfo detect_cpu() {
       c.isa.avx512bw = os_avx512 && (b & (1u << 30));
       c.isa.avx512vl = os_avx512 && (b & (1u << 31));
       c.isa.avx512_vnni = os_avx512 && (cx & (1u << 11));
-      c.isa.amx_bf16 = os_amx && (d & (1u << 22));
-      c.isa.amx_tile = os_amx && (d & (1u << 24));
-      c.isa.amx_int8 = os_amx && (d & (1u << 25));
       const unsigned max_sub = a;
       if (max_sub >= 1) {
         __get_cpuid_count(7, 1, &a, &b, &cx, &d);
@@ -152,6 +149,11 @@ CpuInfo detect_cpu() {
     }
   }
 #endif
+  // AMX as the kernels see it (CPUID and the OS's tile state; the permission is asked apart).
+  const cpu::IsaFeatures kernel_isa = cpu::detect_isa_features();
+  c.isa.amx_tile = kernel_isa.os_tile_state && kernel_isa.amx_tile;
+  c.isa.amx_int8 = kernel_isa.os_tile_state && kernel_isa.amx_int8;
+  c.isa.amx_bf16 = kernel_isa.os_tile_state && kernel_isa.amx_bf16;
   if (c.model_name.empty()) {
     std::istringstream in(read_file("/proc/cpuinfo"));
     for (std::string line; std::getline(in, line);)
@@ -368,17 +370,23 @@ void choose_backend(DeviceReport* r) {
     return;
   }
   r->backend = "cpu";
-  const CpuFeatures& f = r->cpu.isa;
-  const char* kernels = f.avx512f && f.avx512bw && f.avx512vl ? "AVX-512" : f.avx2 && f.fma ? "AVX2+FMA" : "generic scalar";
   // The probes' own lines carry the detailed reasons; here only the verdict.
   r->backend_reason = std::string("no usable GPU (CUDA: ") + (r->cuda.available ? "no devices" : "runtime not available") +
                       ", OpenCL: " + (r->opencl.available ? "no GPU devices" : "runtime not available") + "); " +
-                      kernels + " kernels on " + std::to_string(r->cpu.physical_cores) + " cores";
+                      r->cpu_kernels + " kernels on " + std::to_string(r->cpu.physical_cores) + " cores";
 }
 
 DeviceReport detect_devices(bool run_bandwidth_bench) {
   DeviceReport r;
   r.cpu = detect_cpu();
+  // The path the CPU backend takes (FATHOM_CPU_ISA honoured; the CLI rejected a bad value).
+  if (const Expected<cpu::IsaChoice>& kernels = cpu::active_isa_choice()) {
+    r.cpu_kernels = cpu::isa_name(kernels->isa);
+    r.cpu_kernels_why = kernels->why;
+  } else {
+    r.cpu_kernels = "none";
+    r.cpu_kernels_why = kernels.status().message();
+  }
   if (Expected<MemoryInfo> m = detect_memory()) r.memory = *m;
   if (run_bandwidth_bench) r.measured_bandwidth_gbs = measure_read_bandwidth();
   // Bring up the probes in fathom's preference order, each with retries, falling back to the

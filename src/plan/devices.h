@@ -84,6 +84,8 @@ struct DeviceReport {
   double measured_bandwidth_gbs = 0;  // 0 when --no-bench
   ApiProbe opencl;                  // OpenCL platforms/devices
   ApiProbe cuda;                    // CUDA devices
+  std::string cpu_kernels;          // the CPU kernels' path: "generic", "avx2", "avx512", "amx" (cpu/isa.h)
+  std::string cpu_kernels_why;      // why not a wider one, or that FATHOM_CPU_ISA forced it ("" when widest)
   std::string backend;              // what fathom would pick: "cuda", "opencl" or "cpu"
   std::string backend_reason;       // why
   std::vector<std::string> init_log;  // retries and fallbacks taken while bringing backends up

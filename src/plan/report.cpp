@@ -218,6 +218,7 @@ std::string devices_to_text(const DeviceReport& r) {
   o << "cpu       " << r.cpu.model_name << " (" << r.cpu.vendor << ")\n";
   o << strprintf("cores     %d physical, %d logical\n", r.cpu.physical_cores, r.cpu.logical_cores);
   o << "isa       " << isa_string(r.cpu.isa) << "\n";
+  o << "kernels   " << r.cpu_kernels << (r.cpu_kernels_why.empty() ? "" : " (" + r.cpu_kernels_why + ")") << "\n";
   o << strprintf("memory    %s total, %s available, %d NUMA node%s\n", format_bytes(r.memory.total_bytes).c_str(),
                  format_bytes(r.memory.available_bytes).c_str(), r.memory.numa_nodes, r.memory.numa_nodes == 1 ? "" : "s");
   if (r.measured_bandwidth_gbs > 0)
@@ -239,7 +240,8 @@ nlohmann::json devices_to_json(const DeviceReport& r) {
                {"isa", {{"avx", f.avx}, {"avx2", f.avx2}, {"fma", f.fma}, {"f16c", f.f16c}, {"avx512f", f.avx512f},
                         {"avx512bw", f.avx512bw}, {"avx512vl", f.avx512vl}, {"avx512_vnni", f.avx512_vnni},
                         {"avx_vnni", f.avx_vnni}, {"avx512_bf16", f.avx512_bf16}, {"amx_tile", f.amx_tile},
-                        {"amx_int8", f.amx_int8}, {"amx_bf16", f.amx_bf16}}}}},
+                        {"amx_int8", f.amx_int8}, {"amx_bf16", f.amx_bf16}}},
+               {"kernels", {{"isa", r.cpu_kernels}, {"why", r.cpu_kernels_why}}}}},
       {"memory", {{"total_bytes", r.memory.total_bytes}, {"available_bytes", r.memory.available_bytes},
                   {"numa_nodes", r.memory.numa_nodes},
                   {"measured_read_bandwidth_gbs", r.measured_bandwidth_gbs > 0 ? nlohmann::json(r.measured_bandwidth_gbs)

@@ -12,8 +12,8 @@ namespace fathom::quant {
 
 namespace {
 
-// Types with a reference quantizer.
-bool is_quantizable_type(DType t) {
+// Types with a reference quantizer (and decoder).
+bool is_reference_type(DType t) {
   switch (t) {
     case DType::F32: case DType::F16: case DType::BF16:
     case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0: case DType::Q8_1:
@@ -24,26 +24,28 @@ bool is_quantizable_type(DType t) {
   }
 }
 
-// Types with a reference dequantizer and dot product.
-bool is_reference_type(DType t) {
+// Types that are decoded and multiplied but not (yet) produced.
+bool is_decode_only_type(DType t) {
   switch (t) {
     case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S:
+    case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: case DType::IQ1_M:
       return true;
     default:
-      return is_quantizable_type(t);
+      return false;
   }
 }
 
 void check_row(DType t, int64_t n) {
-  FATHOM_CHECK_MSG(is_reference_type(t), std::string("no reference kernel for type ") + dtype_name(t));
+  FATHOM_CHECK_MSG(is_reference_type(t) || is_decode_only_type(t),
+                   std::string("no reference kernel for type ") + dtype_name(t));
   FATHOM_CHECK_MSG(n % traits(t).block_size == 0,
                    std::string("row length must be a multiple of the block size of ") + dtype_name(t));
 }
 
 }  // namespace
 
-bool can_dequantize(DType t) { return is_reference_type(t); }
-bool can_quantize(DType t) { return is_quantizable_type(t); }
+bool can_dequantize(DType t) { return is_reference_type(t) || is_decode_only_type(t); }
+bool can_quantize(DType t) { return is_reference_type(t); }
 
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
   check_row(t, n);
@@ -75,13 +77,17 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::IQ2_XXS: return dequantize_iq2_xxs(src, dst, n);
     case DType::IQ2_XS: return dequantize_iq2_xs(src, dst, n);
     case DType::IQ2_S: return dequantize_iq2_s(src, dst, n);
+    case DType::IQ3_XXS: return dequantize_iq3_xxs(src, dst, n);
+    case DType::IQ3_S: return dequantize_iq3_s(src, dst, n);
+    case DType::IQ1_S: return dequantize_iq1_s(src, dst, n);
+    case DType::IQ1_M: return dequantize_iq1_m(src, dst, n);
     default: break;
   }
 }
 
 void quantize_row_ref(DType t, const float* src, void* dst, int64_t n, const float* importance) {
   check_row(t, n);
-  FATHOM_CHECK_MSG(is_quantizable_type(t), std::string("no reference quantizer for type ") + dtype_name(t));
+  FATHOM_CHECK_MSG(can_quantize(t), std::string("no reference quantizer for type ") + dtype_name(t));
   using namespace detail;
   switch (t) {
     case DType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float)); return;
@@ -118,6 +124,7 @@ DType vec_dot_type(DType t) {
     case DType::Q4_1: case DType::Q5_1: case DType::Q8_1: return DType::Q8_1;
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q8_K:
     case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S:
+    case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: case DType::IQ1_M:
       return DType::Q8_K;
     default: return DType::F32;
   }
@@ -156,6 +163,10 @@ float vec_dot_ref(DType t, int64_t n, const void* weight_row, const void* activa
     case DType::IQ2_XXS: return dot_iq2_xxs_q8_K(weight_row, activations, n);
     case DType::IQ2_XS: return dot_iq2_xs_q8_K(weight_row, activations, n);
     case DType::IQ2_S: return dot_iq2_s_q8_K(weight_row, activations, n);
+    case DType::IQ3_XXS: return dot_iq3_xxs_q8_K(weight_row, activations, n);
+    case DType::IQ3_S: return dot_iq3_s_q8_K(weight_row, activations, n);
+    case DType::IQ1_S: return dot_iq1_s_q8_K(weight_row, activations, n);
+    case DType::IQ1_M: return dot_iq1_m_q8_K(weight_row, activations, n);
     default: return 0.f;
   }
 }

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "backend/cpu/isa.h"
 #include "tools/commands.h"
 #include "tools/model_store.h"
 
@@ -65,6 +66,11 @@ int main(int argc, char** argv) {
   if (std::strcmp(argv[1], "--version") == 0) {
     std::printf("fathom 0.1.0\n");
     return 0;
+  }
+  // A forced CPU path this CPU lacks (or a misspelt one) is refused before any work.
+  if (const Expected<cpu::IsaChoice>& isa = cpu::active_isa_choice(); !isa) {
+    std::fprintf(stderr, "fathom: %s\n", isa.status().message().c_str());
+    return 2;
   }
   Args args(argv + 2, argv + argc);
   if (std::optional<int> rc = resolve_model_names(argv[1], args)) return *rc;

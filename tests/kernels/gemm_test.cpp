@@ -58,7 +58,7 @@ const DType kRepacked[] = {DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_K, D
 
 std::vector<Isa> available_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kGeneric, Isa::kAvx2, Isa::kAvx512})
+  for (Isa isa : {Isa::kGeneric, Isa::kAvx2, Isa::kAvx512, Isa::kAmx})
     if (isa_supported(isa)) out.push_back(isa);
   return out;
 }
@@ -115,6 +115,37 @@ TEST(Gemm, EveryIsaIsBitExactWithReference) {
         gemm(pool, kernels_for(isa), packed, x.data(), n_tok, got.data(), scratch);
         for (size_t i = 0; i < want.size(); ++i)
           ASSERT_EQ(got[i], want[i]) << dtype_name(t) << " " << isa_name(isa) << " tokens " << n_tok << " index " << i;
+      }
+    }
+  }
+}
+
+// The AMX kernels with the tile instructions emulated (amx_tiles.h): the same layout, blocking
+// and epilogue as on Sapphire Rapids, bit-exact with the reference for every repacked type, row
+// counts leaving partial groups, K of 1..n blocks, and token counts below the AMX threshold (the
+// AVX-512 kernels), at it, in pairs of 16-token tiles, a single tile and a remainder tile.
+TEST(Gemm, EmulatedAmxIsBitExactWithReference) {
+  if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "the AMX kernels' epilogue is AVX-512";
+  ThreadPool pool(2);
+  const Kernels& amx = amx_emulated_kernels();
+  struct Shape {
+    int64_t n, n_out;
+  };
+  for (DType t : kRepacked) {
+    const int64_t super = gemm_block(t) == 0 || t == DType::Q4_0 || t == DType::Q5_0 || t == DType::Q8_0 ? 32 : 256;
+    for (const Shape shape : {Shape{super, 5}, Shape{3 * super, 37}, Shape{super == 32 ? 544 : 512, 16}}) {
+      const Matrix m = make_matrix(t, shape.n_out, shape.n, 31);
+      const RepackedMatrix packed = repack(m.view, &pool);
+      ASSERT_NE(packed.data, nullptr);
+      for (int64_t n_tok : {1, 7, 8, 9, 16, 17, 31, 32, 33, 48, 50}) {
+        const std::vector<float> x = tokens(n_tok, shape.n, 12);
+        const std::vector<float> want = reference_product(m, x, n_tok);
+        std::vector<float> got(want.size(), -2.f);
+        GemmScratch scratch;
+        gemm(pool, amx, packed, x.data(), n_tok, got.data(), scratch);
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_EQ(got[i], want[i]) << dtype_name(t) << " n " << shape.n << " rows " << shape.n_out << " tokens " << n_tok
+                                     << " index " << i;
       }
     }
   }
@@ -202,17 +233,20 @@ TEST(Gemm, TilesReproduceDequantizedWeights) {
 TEST(Gemm, MatmulIsBatchInvariant) {
   ThreadPool pool(2);
   const int64_t n = 1024, n_out = 64, n_tok = 13;
-  for (Isa isa : available_isas()) {  // AVX2 forced included: CPUs without AVX-512
+  std::vector<const Kernels*> tables;
+  for (Isa isa : available_isas()) tables.push_back(&kernels_for(isa));  // AVX2 forced included: CPUs without AVX-512
+  if (isa_supported(Isa::kAvx512)) tables.push_back(&amx_emulated_kernels());  // 13 tokens: one AMX remainder tile
+  for (const Kernels* k : tables) {
     for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::Q5_K, DType::Q5_1, DType::F16, DType::BF16}) {
       const Matrix m = make_matrix(t, n_out, n, 21);
       const std::vector<float> x = tokens(n_tok, n, 22);
       std::vector<float> big(static_cast<size_t>(n_tok * n_out)), small(big.size());
       MatmulScratch scratch;
       RepackCache cache;
-      matmul(pool, kernels_for(isa), m.view, x.data(), n_tok, big.data(), scratch, &cache);
+      matmul(pool, *k, m.view, x.data(), n_tok, big.data(), scratch, &cache);
       for (int64_t tk = 0; tk < n_tok; ++tk)
-        matmul(pool, kernels_for(isa), m.view, x.data() + tk * n, 1, small.data() + tk * n_out, scratch, &cache);
-      for (size_t i = 0; i < big.size(); ++i) ASSERT_EQ(big[i], small[i]) << dtype_name(t) << " " << isa_name(isa) << " " << i;
+        matmul(pool, *k, m.view, x.data() + tk * n, 1, small.data() + tk * n_out, scratch, &cache);
+      for (size_t i = 0; i < big.size(); ++i) ASSERT_EQ(big[i], small[i]) << dtype_name(t) << " " << isa_name(k->isa) << " " << i;
     }
   }
 }

@@ -206,7 +206,8 @@ TEST_P(Iq2Kernels, BitExactWithReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryIsa, Iq2Kernels,
-                         ::testing::Values(cpu::Isa::kGeneric, cpu::Isa::kAvx2, cpu::Isa::kAvx512), [](const ::testing::TestParamInfo<cpu::Isa>& info) { return cpu::isa_name(info.param); });
+                         ::testing::Values(cpu::Isa::kGeneric, cpu::Isa::kAvx2, cpu::Isa::kAvx512, cpu::Isa::kAmx),
+                         [](const ::testing::TestParamInfo<cpu::Isa>& info) { return cpu::isa_name(info.param); });
 
 }  // namespace
 }  // namespace fathom

@@ -31,6 +31,9 @@ namespace fathom::cpu {
 struct Kernels;
 
 constexpr int64_t kGemmRows = 16;  // weight rows per tile (one 512-bit register of f32/i32 lanes)
+// Products of this many tokens or more take the AMX tiles where the AMX path is active (fewer
+// go through the AVX-512 kernels; both give the same bits). Not tuned on AMX hardware yet.
+constexpr int64_t kAmxMinTokens = 8;
 
 // Activations of a batch quantized for the int tile: q[t][i] int8, xd[t][b] scale, xs[t][b] =
 // xd * sum of the block's q.
@@ -127,6 +130,12 @@ void gemm_x16_generic(DType type, const uint8_t* group, const GemmActivations& x
                       int64_t y_stride);
 void install_gemm_avx2(Kernels& k);
 void install_gemm_avx512(Kernels& k);
+// The AVX-512 kernel, which the AMX table keeps for float weights and small batches.
+void gemm_x16_avx512(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
+                     int64_t y_stride);
+// AMX tiles for products of kAmxMinTokens or more tokens (gemm_amx.cpp); `emulated`: the tile
+// instructions emulated in C++ (the test hook of amx_emulated_kernels).
+void install_gemm_amx(Kernels& k, bool emulated);
 }  // namespace detail
 
 }  // namespace fathom::cpu

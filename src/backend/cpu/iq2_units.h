@@ -8,6 +8,7 @@
 
 #include "quant/blocks.h"
 #include "quant/iq2_grids.h"
+#include "quant/iq_signs.h"
 
 namespace fathom::cpu::detail {
 
@@ -16,16 +17,6 @@ struct Iq2Unit {
   uint32_t signs;     // byte l: sign mask of group l (bit j set: value 8l + j is negative)
   uint16_t scale[2];  // 2s + 1 for values 0..15 and 16..31
 };
-
-// Sign bytes from 7-bit patterns (one per byte, bit 7 clear; up to eight): each byte gets its
-// parity as bit 7, the rule of quant/iq_signs.h applied to all bytes at once. Only bits of the
-// same byte reach bit 0 of a byte through the three folds.
-inline uint64_t add_parity_bits(uint64_t sevens) {
-  uint64_t p = sevens ^ (sevens >> 4);
-  p ^= p >> 2;
-  p ^= p >> 1;
-  return sevens | (p & 0x0101010101010101ull) << 7;
-}
 
 inline uint32_t load_le32(const void* p) {
   uint32_t v;
@@ -39,9 +30,7 @@ inline Iq2Unit iq2_unit(const quant::block_iq2_xxs& b, int u) {
   Iq2Unit out;
   for (int l = 0; l < 4; ++l) out.grid[l] = quant::kIq2xxsGrid[bytes[l]];
   // Four 7-bit patterns at bits 0, 7, 14, 21 -> bytes 0..3.
-  const uint32_t sevens =
-      (packed & 0x7Fu) | (packed << 1 & 0x7F00u) | (packed << 2 & 0x7F0000u) | (packed << 3 & 0x7F000000u);
-  out.signs = static_cast<uint32_t>(add_parity_bits(sevens));
+  out.signs = quant::iq_sign_bytes(packed);
   out.scale[0] = out.scale[1] = static_cast<uint16_t>(2 * (packed >> 28) + 1);
   return out;
 }
@@ -54,7 +43,7 @@ inline Iq2Unit iq2_unit(const quant::block_iq2_xs& b, int u) {
     out.grid[l] = quant::kIq2xsGrid[qs[l] & 511];
     sevens |= static_cast<uint32_t>(qs[l] >> 9) << (8 * l);
   }
-  out.signs = static_cast<uint32_t>(add_parity_bits(sevens));
+  out.signs = static_cast<uint32_t>(quant::iq_add_sign_parity(sevens));
   out.scale[0] = static_cast<uint16_t>(2 * (b.scales[u] & 0xF) + 1);
   out.scale[1] = static_cast<uint16_t>(2 * (b.scales[u] >> 4) + 1);
   return out;

@@ -11,41 +11,23 @@ namespace fathom::cpu {
 
 namespace {
 
-bool cpu_has_avx2() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#else
-  return false;
-#endif
-}
-
-bool cpu_has_avx512() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-#else
-  return false;
-#endif
-}
-
 Kernels build_kernels(Isa isa) {
   Kernels k;
   k.isa = isa;
   detail::install_generic(k);
   k.gemm_x16 = detail::gemm_x16_generic;
   k.quantize_gemm = gemm_quantize_activations;
-  if (isa == Isa::kAvx2 || isa == Isa::kAvx512) {
+  if (isa >= Isa::kAvx2) {
     detail::install_avx2(k);
     detail::install_iq2_avx2(k);
     detail::install_gemm_avx2(k);
   }
-  if (isa == Isa::kAvx512) {
+  if (isa >= Isa::kAvx512) {
     detail::install_avx512(k);
     detail::install_iq2_avx512(k);
     detail::install_gemm_avx512(k);
   }
+  if (isa == Isa::kAmx) detail::install_gemm_amx(k, /*emulated=*/false);
   return k;
 }
 
@@ -56,28 +38,14 @@ VecDotRowsFn dot_fn(const Kernels& k, DType t) {
 
 }  // namespace
 
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::kGeneric: return "generic";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kAvx512: return "avx512";
-  }
-  return "?";
-}
+bool isa_supported(Isa isa) { return isa <= best_isa(); }
 
-bool isa_supported(Isa isa) {
-  switch (isa) {
-    case Isa::kGeneric: return true;
-    case Isa::kAvx2: return cpu_has_avx2();
-    case Isa::kAvx512: return cpu_has_avx512();
-  }
-  return false;
-}
+Isa best_isa() { return hardware_isa().isa; }
 
-Isa best_isa() {
-  // CPUID does not change while the process runs; evaluate once.
-  static const Isa best = cpu_has_avx512() ? Isa::kAvx512 : (cpu_has_avx2() ? Isa::kAvx2 : Isa::kGeneric);
-  return best;
+Isa active_isa() {
+  const Expected<IsaChoice>& choice = active_isa_choice();
+  FATHOM_CHECK_MSG(choice.has_value(), choice.status().message());
+  return choice->isa;
 }
 
 const Kernels& kernels_for(Isa isa) {
@@ -95,8 +63,23 @@ const Kernels& kernels_for(Isa isa) {
       static const Kernels avx512 = build_kernels(Isa::kAvx512);
       return avx512;
     }
+    case Isa::kAmx: {
+      static const Kernels amx = build_kernels(Isa::kAmx);
+      return amx;
+    }
   }
   return generic;
+}
+
+const Kernels& amx_emulated_kernels() {
+  FATHOM_CHECK_MSG(isa_supported(Isa::kAvx512), "the emulated AMX kernels run on AVX-512");
+  static const Kernels amx = [] {
+    Kernels k = build_kernels(Isa::kAvx512);
+    k.isa = Isa::kAmx;
+    detail::install_gemm_amx(k, /*emulated=*/true);
+    return k;
+  }();
+  return amx;
 }
 
 bool supports(const Kernels& k, DType t) { return dot_fn(k, t) != nullptr; }

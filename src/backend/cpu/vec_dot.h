@@ -10,17 +10,19 @@
 #include <cstdint>
 
 #include "backend/cpu/gemm.h"
+#include "backend/cpu/isa.h"
 #include "core/dtype.h"
 
 namespace fathom::cpu {
 
-enum class Isa { kGeneric, kAvx2, kAvx512 };
-
-const char* isa_name(Isa isa);
-// The widest ISA this CPU and build support. kAvx512 needs AVX-512 F, BW, VL and VNNI (Ice Lake,
-// Zen 4 and later); CPUs with AVX-512 but no VNNI use the AVX2 kernels.
+// The widest ISA this CPU and build support (isa.h). kAvx512 needs AVX-512 F, BW, VL and VNNI
+// (Ice Lake, Zen 4 and later); CPUs with AVX-512 but no VNNI use the AVX2 kernels. kAmx also
+// needs AMX-TILE, AMX-INT8, the OS tile state and the kernel's permission.
 Isa best_isa();
 bool isa_supported(Isa isa);
+// The ISA the kernels use: FATHOM_CPU_ISA when set (the CLI rejects a bad value at start-up),
+// else best_isa().
+Isa active_isa();
 
 // out[r] = dot(weight row r, activations) for r < n_rows; row r starts at w + r * row_bytes and
 // holds n values; x_q is one activation row already in quant::vec_dot_type(t) format.
@@ -47,7 +49,10 @@ struct Kernels {
 // The table for `isa` (built once, immutable). The ISA must be supported by this CPU
 // (isa_supported); asking for an unsupported one is a broken invariant and aborts.
 const Kernels& kernels_for(Isa isa);
-inline const Kernels& best_kernels() { return kernels_for(best_isa()); }
+inline const Kernels& best_kernels() { return kernels_for(active_isa()); }
+// Test hook: the AMX table with the tile instructions emulated in C++ (amx_tiles.h), so the AMX
+// kernels' layout, blocking and epilogue run on any AVX-512 CPU. Needs isa_supported(kAvx512).
+const Kernels& amx_emulated_kernels();
 
 // True when t has a dot product in `k` at all (weight types with a vec_dot_type).
 bool supports(const Kernels& k, DType t);

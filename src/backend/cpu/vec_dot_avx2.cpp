@@ -316,6 +316,7 @@ void install_avx2(Kernels& k) {
   set_dot(k, DType::Q4_K, rows<dot_q4_K>, true);
   set_dot(k, DType::Q5_K, rows<dot_q5_K>, true);
   set_dot(k, DType::Q6_K, rows<dot_q6_K>, true);
+  install_iq3_iq1_avx2(k);
   k.quantize_q8_0 = quantize_q8_0;
   k.quantize_q8_K = quantize_q8_K;
 }

@@ -219,13 +219,6 @@ float dot_q8_K(const void* w, const void* a, int64_t n) {
   return sum;
 }
 
-// Types whose reference twin already has this file's shape (each block decoded into int8, then
-// integer loops): the i-quants.
-template <DType T>
-float dot_reference(const void* w, const void* a, int64_t n) {
-  return quant::vec_dot_ref(T, n, w, a);
-}
-
 // Float rows: 8 independent partial sums so the loop vectorises without -ffast-math.
 template <float (*Load)(const void*, int64_t)>
 float dot_float_row(const void* w, const void* a, int64_t n) {
@@ -269,6 +262,13 @@ void quantize_q8_0(const float* x, void* dst, int64_t n) { quant::quantize_row_r
 void quantize_q8_1(const float* x, void* dst, int64_t n) { quant::quantize_row_ref(DType::Q8_1, x, dst, n); }
 void quantize_q8_K(const float* x, void* dst, int64_t n) { quant::quantize_row_ref(DType::Q8_K, x, dst, n); }
 
+// Types whose portable kernel is the reference itself (codebook formats: the table lookups do
+// not vectorise as plain loops, and the ISA files cover them).
+template <DType T>
+float dot_reference(const void* w, const void* a, int64_t n) {
+  return quant::vec_dot_ref(T, n, w, a);
+}
+
 }  // namespace
 
 void install_generic(Kernels& k) {
@@ -290,6 +290,10 @@ void install_generic(Kernels& k) {
   set_dot(k, DType::IQ2_XXS, dot_rows<dot_reference<DType::IQ2_XXS>>, false);
   set_dot(k, DType::IQ2_XS, dot_rows<dot_reference<DType::IQ2_XS>>, false);
   set_dot(k, DType::IQ2_S, dot_rows<dot_reference<DType::IQ2_S>>, false);
+  set_dot(k, DType::IQ3_XXS, dot_rows<dot_reference<DType::IQ3_XXS>>, false);
+  set_dot(k, DType::IQ3_S, dot_rows<dot_reference<DType::IQ3_S>>, false);
+  set_dot(k, DType::IQ1_S, dot_rows<dot_reference<DType::IQ1_S>>, false);
+  set_dot(k, DType::IQ1_M, dot_rows<dot_reference<DType::IQ1_M>>, false);
   k.quantize_q8_0 = quantize_q8_0;
   k.quantize_q8_1 = quantize_q8_1;
   k.quantize_q8_K = quantize_q8_K;

@@ -30,5 +30,8 @@ void install_avx512(Kernels& k);
 // The 2-bit i-quants' vector kernels (vec_dot_iq2_avx2.cpp, vec_dot_iq2_avx512.cpp).
 void install_iq2_avx2(Kernels& k);
 void install_iq2_avx512(Kernels& k);
+// vec_dot_iq3_iq1_avx2.cpp / _avx512.cpp: IQ3_XXS, IQ3_S, IQ1_S, IQ1_M (called by the above).
+void install_iq3_iq1_avx2(Kernels& k);
+void install_iq3_iq1_avx512(Kernels& k);
 
 }  // namespace fathom::cpu::detail

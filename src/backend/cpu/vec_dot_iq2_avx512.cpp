@@ -63,7 +63,7 @@ FATHOM_AVX512 inline Iq2Step step_of(const block_iq2_xs& b, int step) {
   const __m512i grid = _mm512_i64gather_epi64(_mm512_and_si512(words, _mm512_set1_epi64(511)),
                                               reinterpret_cast<const long long*>(kIq2xsGrid.data()), 8);
   const auto sevens = static_cast<uint64_t>(_mm_cvtsi128_si64(_mm512_cvtepi64_epi8(_mm512_srli_epi64(words, 9))));
-  return {grid, add_parity_bits(sevens), nibble_scales(b.scales + 2 * step)};
+  return {grid, iq_add_sign_parity(sevens), nibble_scales(b.scales + 2 * step)};
 }
 
 // IQ2_S: index bits 8, 9 of group l come from bits 2l, 2l+1 of the step's two qh bytes.

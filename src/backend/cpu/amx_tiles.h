@@ -1,0 +1,172 @@
+// The few AMX tile operations the AMX kernels use (gemm_amx.cpp), behind one interface with two
+// implementations: AmxTiles issues the instructions (Sapphire Rapids and later, after the
+// process got the tile permission, isa.h); EmulatedTiles computes in C++ what Intel's ISA
+// reference (SDM vol. 2, LDTILECFG, TILELOADD, TILESTORED, TILEZERO, TDPBSUD, TILERELEASE)
+// defines them to do. The kernels are templates over the implementation, so the same layout,
+// blocking and epilogue code is tested on any AVX-512 CPU through the emulation.
+//
+// The architecture, palette 1: 8 tile registers tmm0..7 of up to 16 rows x 64 bytes; each
+// tile's rows and bytes per row (colsb) come from the 64-byte configuration. A load reads
+// `rows` rows of `colsb` bytes, `stride` bytes apart, and zeroes the rest of the register; a
+// store writes them back. TDPBSUD C, A, B (A signed bytes, B unsigned bytes, C int32):
+//   for m < C.rows, k < A.colsb / 4, n < C.colsb / 4:
+//     C[m].dword[n] += sum_{i<4} sext(A[m].byte[4k + i]) * zext(B[k].byte[4n + i])
+// with wrap-around int32 arithmetic, and requires A.colsb == 4 * B.rows, C.colsb == B.colsb,
+// C.rows == A.rows and three distinct registers (#UD otherwise). So B holds K/4 rows of N
+// columns of 4 consecutive K values: exactly the x16 layout's vector of 4 values of 16 rows.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "core/status.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+// The AMX kernels' functions: the AVX-512 kernels' ISA plus the tile instructions.
+#define FATHOM_AMX \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c,amx-tile,amx-int8,amx-bf16")))
+
+namespace fathom::cpu::detail {
+
+constexpr int kTileRegisters = 8;   // tmm0..tmm7 (palette 1)
+constexpr int kTileMaxRows = 16;
+constexpr int kTileMaxColsb = 64;   // bytes per row
+
+// The operand of LDTILECFG (palette 1); tiles 8..15 and the reserved bytes must stay zero.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;         // row to restart a faulted load/store at; 0
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};       // bytes per row of tile i
+  uint8_t rows[16] = {};         // rows of tile i
+};
+static_assert(sizeof(TileConfig) == 64, "LDTILECFG reads 64 bytes");
+
+#if defined(__x86_64__)
+
+// Tile numbers are part of the instruction encoding (the intrinsics are assembler templates),
+// so each operation expands a compile-time register number into its own instruction.
+#define FATHOM_TILE_CASES(T, OP)      \
+  if constexpr (T == 0) OP(0);        \
+  else if constexpr (T == 1) OP(1);   \
+  else if constexpr (T == 2) OP(2);   \
+  else if constexpr (T == 3) OP(3);   \
+  else if constexpr (T == 4) OP(4);   \
+  else if constexpr (T == 5) OP(5);   \
+  else if constexpr (T == 6) OP(6);   \
+  else OP(7)
+
+struct AmxTiles {
+  FATHOM_AMX void configure(const TileConfig& config) { _tile_loadconfig(&config); }
+  template <int T>
+  FATHOM_AMX void load(const void* base, int64_t stride) {
+#define FATHOM_TILE_LOAD(i) _tile_loadd(i, base, stride)
+    FATHOM_TILE_CASES(T, FATHOM_TILE_LOAD);
+#undef FATHOM_TILE_LOAD
+  }
+  template <int T>
+  FATHOM_AMX void store(void* base, int64_t stride) {
+#define FATHOM_TILE_STORE(i) _tile_stored(i, base, stride)
+    FATHOM_TILE_CASES(T, FATHOM_TILE_STORE);
+#undef FATHOM_TILE_STORE
+  }
+  template <int T>
+  FATHOM_AMX void zero() {
+#define FATHOM_TILE_ZERO(i) _tile_zero(i)
+    FATHOM_TILE_CASES(T, FATHOM_TILE_ZERO);
+#undef FATHOM_TILE_ZERO
+  }
+  // C += A . B, signed A bytes, unsigned B bytes (the register pairs the kernels use).
+  template <int C, int A, int B>
+  FATHOM_AMX void dpbsud() {
+    static_assert(B == 4 && ((C == 0 && A == 2) || (C == 1 && A == 3)), "add the register triple here");
+    if constexpr (C == 0) _tile_dpbsud(0, 2, 4);
+    else _tile_dpbsud(1, 3, 4);
+  }
+  FATHOM_AMX void release() { _tile_release(); }
+};
+
+#undef FATHOM_TILE_CASES
+
+#endif
+
+// The same operations on an in-memory register file. A use the hardware rejects with #UD or
+// #GP (bad configuration, shapes that do not chain, a register not configured) is a broken
+// invariant here.
+class EmulatedTiles {
+ public:
+  void configure(const TileConfig& config) {
+    FATHOM_CHECK_MSG(config.palette == 1 && config.start_row == 0, "LDTILECFG: palette 1, start_row 0");
+    for (uint8_t r : config.reserved) FATHOM_CHECK_MSG(r == 0, "LDTILECFG: reserved bytes must be zero");
+    for (int t = 0; t < 16; ++t) {
+      const bool used = t < kTileRegisters;
+      FATHOM_CHECK_MSG(config.rows[t] <= (used ? kTileMaxRows : 0) && config.colsb[t] <= (used ? kTileMaxColsb : 0),
+                       "LDTILECFG: a tile larger than palette 1 allows");
+      FATHOM_CHECK_MSG((config.rows[t] == 0) == (config.colsb[t] == 0), "LDTILECFG: rows and colsb both set or both 0");
+    }
+    config_ = config;
+    configured_ = true;
+    std::memset(tmm_, 0, sizeof(tmm_));  // LDTILECFG zeroes every tile
+  }
+  template <int T>
+  void load(const void* base, int64_t stride) {
+    uint8_t* t = tile(T);
+    std::memset(t, 0, kTileMaxRows * kTileMaxColsb);
+    for (int r = 0; r < config_.rows[T]; ++r)
+      std::memcpy(t + r * kTileMaxColsb, static_cast<const uint8_t*>(base) + r * stride, config_.colsb[T]);
+  }
+  template <int T>
+  void store(void* base, int64_t stride) {
+    const uint8_t* t = tile(T);
+    for (int r = 0; r < config_.rows[T]; ++r)
+      std::memcpy(static_cast<uint8_t*>(base) + r * stride, t + r * kTileMaxColsb, config_.colsb[T]);
+  }
+  template <int T>
+  void zero() {
+    std::memset(tile(T), 0, kTileMaxRows * kTileMaxColsb);
+  }
+  template <int C, int A, int B>
+  void dpbsud() {
+    static_assert(C != A && C != B && A != B, "TDPBSUD: three distinct registers");
+    uint8_t* c = tile(C);
+    const uint8_t* a = tile(A);
+    const uint8_t* b = tile(B);
+    const int m_rows = config_.rows[C], n_cols = config_.colsb[C] / 4, k_cols = config_.colsb[A] / 4;
+    FATHOM_CHECK_MSG(config_.colsb[A] == 4 * config_.rows[B], "TDPBSUD: A.colsb != 4 * B.rows");
+    FATHOM_CHECK_MSG(config_.colsb[C] == config_.colsb[B], "TDPBSUD: C.colsb != B.colsb");
+    FATHOM_CHECK_MSG(config_.rows[C] == config_.rows[A], "TDPBSUD: C.rows != A.rows");
+    for (int m = 0; m < m_rows; ++m)
+      for (int n = 0; n < n_cols; ++n) {
+        uint32_t acc;
+        std::memcpy(&acc, c + m * kTileMaxColsb + 4 * n, 4);
+        for (int k = 0; k < k_cols; ++k)
+          for (int i = 0; i < 4; ++i) {
+            const int32_t sa = static_cast<int8_t>(a[m * kTileMaxColsb + 4 * k + i]);
+            const int32_t ub = b[k * kTileMaxColsb + 4 * n + i];
+            acc += static_cast<uint32_t>(sa * ub);  // products fit; the sum wraps like the hardware's
+          }
+        std::memcpy(c + m * kTileMaxColsb + 4 * n, &acc, 4);
+      }
+    // write_row_and_zero, zero_upper_rows: the bytes past C's shape are cleared.
+    for (int m = 0; m < kTileMaxRows; ++m) {
+      const int keep = m < m_rows ? config_.colsb[C] : 0;
+      std::memset(c + m * kTileMaxColsb + keep, 0, static_cast<size_t>(kTileMaxColsb - keep));
+    }
+  }
+  void release() { configured_ = false; }
+
+ private:
+  uint8_t* tile(int t) {
+    FATHOM_CHECK_MSG(configured_ && config_.rows[t] != 0, "tile instruction on a register the configuration leaves out");
+    return tmm_[t];
+  }
+
+  TileConfig config_;
+  bool configured_ = false;                                       // LDTILECFG done, no TILERELEASE since
+  alignas(64) uint8_t tmm_[kTileRegisters][kTileMaxRows * kTileMaxColsb];  // tmm0..7, row r at 64 r
+};
+
+}  // namespace fathom::cpu::detail

@@ -1,0 +1,129 @@
+// The AVX-512 decoding of repacked x16 groups (repack.h) into the (u, scale, corr) form of
+// gemm.h, shared by the VNNI kernels (gemm_avx512.cpp) and the AMX ones (gemm_amx.cpp), so both
+// see the same integers and the same float scales. Internal to src/backend/cpu; x86 only.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "backend/cpu/gemm.h"
+#include "core/dtype.h"
+#include "quant/blocks.h"
+
+#define FATHOM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+namespace fathom::cpu::detail {
+
+// 16 fp16 values -> f32.
+FATHOM_AVX512 inline __m512 halves(const uint8_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// Low and high nibbles of 4 nibble vectors -> the 8 vectors of a 32-value block, plus the 5th
+// bits of the high-bit vector at hi when it is not null (bit g of each byte -> vector g).
+FATHOM_AVX512 inline void nibbles(const uint8_t* nib, const uint8_t* hi, __m512i* w) {
+  const __m512i low4 = _mm512_set1_epi8(15);
+  for (int g = 0; g < 4; ++g) {
+    const __m512i v = _mm512_loadu_si512(nib + 64 * g);
+    w[g] = _mm512_and_si512(v, low4);
+    w[g + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+  }
+  if (hi == nullptr) return;
+  const __m512i h = _mm512_loadu_si512(hi);
+  const __m512i sixteen = _mm512_set1_epi8(16);
+  for (int g = 0; g < 8; ++g) {
+    const __mmask64 m = _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(1 << g)));
+    w[g] = _mm512_mask_add_epi8(w[g], m, w[g], sixteen);  // bit 4 is clear: add = or
+  }
+}
+
+// Calls visit(w, ng, s, c, b) for every (sub-)block b of one 16-row x16 group of an integer
+// type with n values per row, in order: w[0..ng) the block's u vectors (vector g: values
+// 4g..4g+3 of rows 0..15, 4 bytes per row), ng (std::integral_constant: 8 for 32-value blocks, 4
+// for q6_K's 16) and the rows' scale s and corr c. pf > 0 prefetches the weight stream that
+// many bytes ahead (the first pass over a group in decode; gemm.h kDecodePrefetchBytes).
+template <class Visit>
+FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int64_t n, int64_t pf, Visit&& visit) {
+  constexpr int64_t R = kGemmRows;
+  constexpr std::integral_constant<int, 8> kEight;
+  switch (type) {
+    case DType::Q4_0:
+    case DType::Q5_0: {
+      const bool five = type == DType::Q5_0;
+      const float k = five ? -16.0f : -8.0f;
+      const int64_t bb = 2 * R + 4 * 64 + (five ? 64 : 0);
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* src = grp + b * bb;
+        if (pf > 0) prefetch_weights(src + pf, bb);
+        const __m512 s = halves(src);
+        const __m512 c = _mm512_mul_ps(_mm512_set1_ps(k), s);
+        __m512i w[8];
+        nibbles(src + 2 * R, five ? src + 2 * R + 4 * 64 : nullptr, w);
+        visit(w, kEight, s, c, b);
+      }
+      return;
+    }
+    case DType::Q8_0: {
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* src = grp + b * (2 * R + 8 * 64);
+        const __m512 s = halves(src);
+        const __m512 c = _mm512_mul_ps(_mm512_set1_ps(-128.0f), s);
+        __m512i w[8];
+        for (int g = 0; g < 8; ++g) w[g] = _mm512_loadu_si512(src + 2 * R + 64 * g);
+        visit(w, kEight, s, c, b);
+      }
+      return;
+    }
+    case DType::Q4_K:
+    case DType::Q5_K: {
+      const bool five = type == DType::Q5_K;
+      const int64_t bb = 4 * R + 16 * R + 8 * 4 * 64 + (five ? 8 * 64 : 0);
+      for (int64_t i = 0; i < n / quant::kQK; ++i) {
+        const uint8_t* src = grp + i * bb;
+        if (pf > 0) prefetch_weights(src + pf, bb);
+        const __m512 d = halves(src);
+        const __m512 neg_dmin = _mm512_sub_ps(_mm512_setzero_ps(), halves(src + 2 * R));
+        const uint8_t* sc = src + 4 * R;
+        const uint8_t* mn = sc + 8 * R;
+        const uint8_t* qs = mn + 8 * R;
+        const uint8_t* hi = qs + 8 * 4 * 64;
+        for (int j = 0; j < 8; ++j) {
+          const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
+          const __m512 mf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mn + 16 * j))));
+          const __m512 s = _mm512_mul_ps(d, scf);
+          const __m512 c = _mm512_mul_ps(neg_dmin, mf);
+          __m512i w[8];
+          nibbles(qs + 256 * j, five ? hi + 64 * j : nullptr, w);
+          visit(w, kEight, s, c, i * 8 + j);
+        }
+      }
+      return;
+    }
+    case DType::Q6_K: {
+      const int64_t bb = 2 * R + 16 * R + 16 * 4 * 64;
+      for (int64_t i = 0; i < n / quant::kQK; ++i) {
+        const uint8_t* src = grp + i * bb;
+        if (pf > 0) prefetch_weights(src + pf, bb);
+        const __m512 d = halves(src);
+        const __m512 d32 = _mm512_mul_ps(_mm512_set1_ps(-32.0f), d);
+        const uint8_t* sc = src + 2 * R;
+        const uint8_t* qv = sc + 16 * R;
+        for (int j = 0; j < 16; ++j) {
+          const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
+          const __m512 s = _mm512_mul_ps(d, scf);
+          const __m512 c = _mm512_mul_ps(d32, scf);
+          __m512i w[4];
+          for (int g = 0; g < 4; ++g) w[g] = _mm512_loadu_si512(qv + 256 * j + 64 * g);
+          visit(w, std::integral_constant<int, 4>{}, s, c, i * 16 + j);
+        }
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+}  // namespace fathom::cpu::detail
