@@ -56,7 +56,7 @@ int cmd_serve(const Args& args) {
   p.add_optional_int("--context-shift", "N",
                      "a generation that reaches the end of the context keeps its first N tokens (default 4), "
                      "drops half of the rest and continues (usage.context_shifts counts it); max_tokens past the "
-                     "context then apply. Off by default: it stops with finish_reason \"length\". N < ctx - 1",
+                     "context then apply. Off by default: it stops with finish_reason \"length\". N at most ctx - 2",
                      &context_shift_keep, 4, Range::between(0, kMaxTokens));
   p.add_string("--kv-persist", "DIR",
                "save the prefix cache to DIR/<model>.prefix-cache at exit and restore it at start-up "
