@@ -107,7 +107,7 @@ TEST(ChatPty, KeepsAnsweringPastTheContext) {
   // turns must go, and the answers (up to 100 tokens) run into the end of the context.
   PtySession chat({FATHOM_BIN_PATH, "chat", "-m", kStories, "-c", "64", "-n", "100", "--temp", "0", "--seed", "1"});
   ASSERT_TRUE(chat.started());
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(18);
   const std::vector<std::string> prompts = {"Once upon a time", "The little dog", "Once upon a time there was a cat",
                                             "The sun was", "Once upon a time"};
   size_t at = 0;
