@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <limits>
 
 #include "quant/quant.h"
@@ -222,6 +223,93 @@ void KvCache::cache_computed_blocks(int32_t seq_id, const std::vector<int32_t>& 
     prefix_->insert(tokens, t.n_indexed, t.last_key, t.blocks[static_cast<size_t>(t.n_indexed)], pool_);
     t.last_key = PrefixCache::chain_key(t.last_key, tokens.data() + t.n_indexed * shape_.block_size, shape_.block_size);
   }
+}
+
+std::vector<uint64_t> KvCache::chain_keys(const std::vector<int32_t>& tokens, int64_t n_blocks) const {
+  std::vector<uint64_t> keys(static_cast<size_t>(n_blocks));
+  uint64_t key = 0;
+  for (int64_t i = 0; i < n_blocks; ++i)
+    keys[static_cast<size_t>(i)] = key = PrefixCache::chain_key(key, tokens.data() + i * shape_.block_size, shape_.block_size);
+  return keys;
+}
+
+void KvCache::cut_index(SeqTable& t, const std::vector<int32_t>& tokens, int64_t n_blocks) const {
+  if (t.n_indexed <= n_blocks) return;
+  t.n_indexed = n_blocks;
+  t.last_key = n_blocks > 0 ? chain_keys(tokens, n_blocks).back() : 0;
+}
+
+int64_t KvCache::truncate_to_blocks(int32_t seq_id, const std::vector<int32_t>& tokens, int64_t n_keep) {
+  SeqTable& t = tables_.at(seq_id);
+  const int64_t kept = std::min<int64_t>(n_keep / shape_.block_size, static_cast<int64_t>(t.blocks.size()));
+  for (size_t i = static_cast<size_t>(kept); i < t.blocks.size(); ++i) pool_.release(t.blocks[i]);
+  t.blocks.resize(static_cast<size_t>(kept));
+  cut_index(t, tokens, kept);
+  return kept * shape_.block_size;
+}
+
+Status KvCache::discard_positions(int32_t seq_id, const std::vector<int32_t>& tokens, int64_t n_cached, int64_t n_keep,
+                                  int64_t n_discard, const RotateRows& rotate_k) {
+  SeqTable& t = tables_.at(seq_id);
+  const int64_t bs = shape_.block_size, new_end = n_cached - n_discard;
+  FATHOM_CHECK(n_keep >= 0 && n_discard > 0 && new_end >= n_keep && n_cached <= capacity(seq_id) &&
+               n_cached <= static_cast<int64_t>(tokens.size()));
+  const int64_t first = n_keep / bs;               // the first block written
+  const int64_t last = (new_end + bs - 1) / bs;    // blocks the sequence keeps
+  // Blocks written are made this sequence's alone. One another sequence also holds is copied
+  // (its rows, and any prefix-cache entry for it, stay as they are); one only the prefix cache
+  // shares, under this sequence's entry, leaves the cache. Entries of blocks past the new end
+  // stay: those rows do not change.
+  const int64_t indexed = std::min(t.n_indexed, last);
+  const std::vector<uint64_t> keys = chain_keys(tokens, indexed);
+  auto cached_here = [&](int64_t i) {
+    return prefix_ && i < indexed && prefix_->holds(keys[static_cast<size_t>(i)], t.blocks[static_cast<size_t>(i)]);
+  };
+  std::vector<int64_t> to_copy;
+  for (int64_t i = first; i < last; ++i)
+    if (pool_.ref_count(t.blocks[static_cast<size_t>(i)]) - (cached_here(i) ? 1 : 0) > 1) to_copy.push_back(i);
+  const int32_t copies = static_cast<int32_t>(to_copy.size());
+  if (copies > n_available_blocks())
+    return error(ErrorCode::kOutOfMemory, strprintf("KV cache full: shifting the context needs %d private blocks, %d available",
+                                                    copies, n_available_blocks()));
+  for (int64_t i = first; i < indexed; ++i)
+    if (pool_.ref_count(t.blocks[static_cast<size_t>(i)]) == 2 && cached_here(i))
+      prefix_->remove(keys[static_cast<size_t>(i)], t.blocks[static_cast<size_t>(i)], pool_);
+  cut_index(t, tokens, std::min(t.n_indexed, first));
+  if (copies > pool_.n_free()) prefix_->evict(copies - pool_.n_free(), pool_);
+  for (int64_t i : to_copy) {
+    int32_t& block = t.blocks[static_cast<size_t>(i)];
+    const int32_t copy = *pool_.allocate();
+    for (int64_t l = 0; l < shape_.n_layer; ++l) {
+      std::memcpy(k_data(l, copy, 0), k_data(l, block, 0), k_row_bytes() * static_cast<size_t>(bs));
+      if (v_row_bytes() > 0) std::memcpy(v_data(l, copy, 0), v_data(l, block, 0), v_row_bytes() * static_cast<size_t>(bs));
+    }
+    pool_.release(block);
+    block = copy;
+  }
+  // Rows move down in position order, a chunk at a time: a chunk's sources are all read before
+  // its destinations (lower positions) are written, and later chunks read only higher positions.
+  constexpr int64_t kChunk = 256;
+  std::vector<float> rows(static_cast<size_t>(std::min(kChunk, new_end - n_keep) * shape_.k_width));
+  for (int64_t l = 0; l < shape_.n_layer; ++l) {
+    for (int64_t at = n_keep; at < new_end; at += kChunk) {
+      const int64_t n = std::min(kChunk, new_end - at);
+      for (int64_t j = 0; j < n; ++j) {
+        const auto [block, slot] = locate(seq_id, at + j + n_discard);
+        load_k(l, block, slot, rows.data() + j * shape_.k_width);
+      }
+      rotate_k(rows.data(), n);
+      for (int64_t j = 0; j < n; ++j) {
+        const auto [src_block, src_slot] = locate(seq_id, at + j + n_discard);
+        const auto [dst_block, dst_slot] = locate(seq_id, at + j);
+        quant::quantize_row_ref(shape_.k_type, rows.data() + j * shape_.k_width, k_data(l, dst_block, dst_slot), shape_.k_width);
+        if (v_row_bytes() > 0) std::memcpy(v_data(l, dst_block, dst_slot), v_data(l, src_block, src_slot), v_row_bytes());
+      }
+    }
+  }
+  for (size_t i = static_cast<size_t>(last); i < t.blocks.size(); ++i) pool_.release(t.blocks[i]);
+  t.blocks.resize(static_cast<size_t>(last));
+  return Status::ok();
 }
 
 void KvCache::index_restored_block(const std::vector<int32_t>& prefix_tokens, int32_t block) {

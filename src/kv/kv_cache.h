@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <unordered_map>
 #include <utility>
@@ -118,6 +119,22 @@ class KvCache {
   void index_restored_block(const std::vector<int32_t>& prefix_tokens, int32_t block);
   void return_block(int32_t block) { pool_.release(block); }
 
+  // Context shift (runtime/context_shift.h); both leave the rows of positions [0, n_keep) as
+  // they are, and `tokens` are the sequence's tokens before the shift (at least n_cached).
+  // truncate_to_blocks keeps the whole blocks below n_keep, releasing the rest, and returns the
+  // positions they cover (a multiple of block_size), from which the caller recomputes.
+  int64_t truncate_to_blocks(int32_t seq_id, const std::vector<int32_t>& tokens, int64_t n_keep);
+  // discard_positions drops positions [n_keep, n_keep + n_discard) of a sequence with n_cached
+  // positions cached: the rows of [n_keep + n_discard, n_cached) move to [n_keep, n_cached -
+  // n_discard), each layer's moved K rows passing through rotate_k (f32 [n_rows, k_width], in
+  // place) and V rows copied as stored; blocks past the new end are released. A block that is
+  // written and also held elsewhere is first taken out of the prefix cache (if this sequence
+  // indexed it there) or, still shared with another sequence, replaced by a copy.
+  // kOutOfMemory, nothing changed, when the copies need more blocks than are available.
+  using RotateRows = std::function<void(float* rows, int64_t n_rows)>;
+  Status discard_positions(int32_t seq_id, const std::vector<int32_t>& tokens, int64_t n_cached, int64_t n_keep,
+                           int64_t n_discard, const RotateRows& rotate_k);
+
   // Stored rows in the cache's types: k_row_bytes() / v_row_bytes() bytes each.
   size_t k_row_bytes() const { return row_size(shape_.k_type, shape_.k_width); }
   size_t v_row_bytes() const { return row_size(shape_.v_type, shape_.v_width); }
@@ -160,6 +177,11 @@ class KvCache {
  private:
   KvCacheShape shape_;
   BlockPool pool_;
+  struct SeqTable;
+  // Chain keys of the first n_blocks blocks of `tokens` (PrefixCache::chain_key).
+  std::vector<uint64_t> chain_keys(const std::vector<int32_t>& tokens, int64_t n_blocks) const;
+  // Cuts a table's prefix-cache index to its first n_blocks blocks.
+  void cut_index(SeqTable& t, const std::vector<int32_t>& tokens, int64_t n_blocks) const;
   // Position of `pos` of a sequence in the pool: (block, slot).
   std::pair<int32_t, int32_t> locate(int32_t seq_id, int64_t pos) const;
 

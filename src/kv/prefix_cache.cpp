@@ -49,6 +49,20 @@ void PrefixCache::insert(const std::vector<int32_t>& tokens, int64_t index, uint
                               std::prev(lru_.end())});
 }
 
+bool PrefixCache::holds(uint64_t key, int32_t block) const {
+  auto it = entries_.find(key);
+  return it != entries_.end() && it->second.block == block;
+}
+
+bool PrefixCache::remove(uint64_t key, int32_t block, BlockPool& pool) {
+  if (!holds(key, block)) return false;
+  auto it = entries_.find(key);
+  lru_.erase(it->second.lru);
+  entries_.erase(it);
+  pool.release(block);
+  return true;
+}
+
 int32_t PrefixCache::evict(int32_t n, BlockPool& pool) {
   int32_t evicted = 0;
   for (auto k = lru_.begin(); k != lru_.end() && evicted < n;) {

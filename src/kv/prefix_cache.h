@@ -27,6 +27,11 @@ class PrefixCache {
   // Indexes block `block` as holding block number `index` of `tokens` (tokens[0, (index+1)*bs)
   // must all be computed). No-op if that prefix is already cached. Retains the block.
   void insert(const std::vector<int32_t>& tokens, int64_t index, uint64_t parent_key, int32_t block, BlockPool& pool);
+  // Whether the entry under chain key `key` indexes `block`.
+  bool holds(uint64_t key, int32_t block) const;
+  // Drops the entry under `key` if it indexes `block` (its rows are about to change) and
+  // releases the cache's reference; returns whether it did.
+  bool remove(uint64_t key, int32_t block, BlockPool& pool);
   // Releases up to n least-recently-used blocks that only the cache holds; returns how many.
   int32_t evict(int32_t n, BlockPool& pool);
   int32_t n_evictable(const BlockPool& pool) const;

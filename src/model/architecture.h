@@ -22,6 +22,9 @@ class Architecture {
   // Runs the batch; writes logits of the rows flagged in batch.logits, in batch order, into
   // logits ([n_logits, n_vocab]). The cache must already cover every token's position.
   virtual void forward(const Batch& batch, KvCache& kv, Backend& backend, float* logits) = 0;
+  // Context shift: cached K rows (the cache layout, f32 [n_rows, k_width]) stored with RoPE at
+  // positions p are rotated in place to p + delta, as if computed there. Host memory.
+  virtual void rotate_keys(Backend& backend, float* k_rows, int64_t n_rows, int32_t delta) const = 0;
 };
 
 // The cache layout the architecture named in the config uses (Architecture::kv_shape), from the

@@ -24,6 +24,10 @@ class DeepseekModel final : public Architecture {
     output_block(be, c_, head_.output_norm, head_.output, batch, ds_, logits);
   }
 
+  void rotate_keys(Backend& be, float* k_rows, int64_t n_rows, int32_t delta) const override {
+    rotate_mha_keys(be, c_, rope_, k_rows, n_rows, delta);
+  }
+
   static Expected<std::unique_ptr<Architecture>> create(const ModelConfig& c, const gguf::GgufFile& file) {
     auto m = std::make_unique<DeepseekModel>();
     m->c_ = c;

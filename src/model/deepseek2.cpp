@@ -27,6 +27,10 @@ class Deepseek2Model final : public Architecture {
     output_block(be, c_, head_.output_norm, head_.output, batch, ds_, logits);
   }
 
+  void rotate_keys(Backend& be, float* rows, int64_t n_rows, int32_t delta) const override {
+    rotate_mla_keys(be, c_, rope_, rows, n_rows, delta);
+  }
+
   static Expected<std::unique_ptr<Architecture>> create(const ModelConfig& c, const gguf::GgufFile& file) {
     auto m = std::make_unique<Deepseek2Model>();
     m->c_ = c;

@@ -86,6 +86,16 @@ RopeParams rope_params(const ModelConfig& c) {
   return p;
 }
 
+RopeParams rotation_only(RopeParams rope) {
+  rope.attn_factor = rope.ext_factor != 0.0f ? 1.0f / (1.0f + 0.1f * std::log(1.0f / rope.freq_scale)) : 1.0f;
+  return rope;
+}
+
+void rotate_mha_keys(Backend& be, const ModelConfig& c, const RopeParams& rope, float* k_rows, int64_t n_rows, int32_t delta) {
+  const std::vector<int32_t> positions(static_cast<size_t>(n_rows), delta);
+  be.rope(k_rows, n_rows, c.n_head_kv, c.head_dim_k, positions.data(), rotation_only(rope));
+}
+
 void attention_block(Backend& be, const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w, int64_t layer,
                      const Batch& batch, KvCache& kv, DenseScratch& s) {
   const int64_t n = batch.size();

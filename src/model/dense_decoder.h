@@ -64,6 +64,11 @@ Expected<FfnWeights> bind_ffn(const WeightBinder& binder, const ModelConfig& c, 
 
 // Rope parameters from the config (linear and YaRN scaling).
 RopeParams rope_params(const ModelConfig& c);
+// The same rotation angles without a magnitude factor (YaRN's 1 + 0.1 ln s, or attn_factor):
+// re-rotating a stored key must not scale it a second time.
+RopeParams rotation_only(RopeParams rope);
+// Rotates cached per-head K rows ([n_rows, n_head_kv * head_dim_k], RoPE at p) to p + delta.
+void rotate_mha_keys(Backend& be, const ModelConfig& c, const RopeParams& rope, float* k_rows, int64_t n_rows, int32_t delta);
 
 // x += Attn(RMSNorm(x)) for all tokens; writes this batch's K/V into the cache.
 void attention_block(Backend& be, const ModelConfig& c, const RopeParams& rope, const AttentionWeights& w, int64_t layer,

@@ -23,6 +23,10 @@ class DenseModel final : public Architecture {
     output_block(be, config_, head_.output_norm, head_.output, batch, s_, logits);
   }
 
+  void rotate_keys(Backend& be, float* k_rows, int64_t n_rows, int32_t delta) const override {
+    rotate_mha_keys(be, config_, rope_, k_rows, n_rows, delta);
+  }
+
   static Expected<std::unique_ptr<Architecture>> create(const ModelConfig& c, const gguf::GgufFile& file) {
     auto m = std::make_unique<DenseModel>();
     m->config_ = c;

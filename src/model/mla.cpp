@@ -1,5 +1,6 @@
 #include "model/mla.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "model/dense_decoder.h"
@@ -136,6 +137,15 @@ RopeParams mla_rope_params(const ModelConfig& c) {
   // into the attention scale instead, so cancel it here.
   if (p.ext_factor != 0.0f) p.attn_factor = 1.0f / (1.0f + 0.1f * std::log(1.0f / p.freq_scale));
   return p;
+}
+
+void rotate_mla_keys(Backend& be, const ModelConfig& c, const RopeParams& rope, float* rows, int64_t n_rows, int32_t delta) {
+  const int64_t r = c.kv_lora_rank, n_rot = c.n_rot, row_w = r + n_rot;
+  std::vector<float> k_pe(static_cast<size_t>(n_rows * n_rot));  // [n_rows, 1, n_rot]
+  for (int64_t t = 0; t < n_rows; ++t) std::copy_n(rows + t * row_w + r, n_rot, k_pe.data() + t * n_rot);
+  const std::vector<int32_t> positions(static_cast<size_t>(n_rows), delta);
+  be.rope(k_pe.data(), n_rows, 1, n_rot, positions.data(), rotation_only(rope));
+  for (int64_t t = 0; t < n_rows; ++t) std::copy_n(k_pe.data() + t * n_rot, n_rot, rows + t * row_w + r);
 }
 
 void mla_block(Backend& be, const ModelConfig& c, const RopeParams& rope, const MlaWeights& w, int64_t layer, const Batch& batch,

@@ -51,6 +51,9 @@ float mla_attention_scale(const ModelConfig& c);
 // Rope parameters for deepseek2 (YaRN magnitude correction moved into the attention scale).
 RopeParams mla_rope_params(const ModelConfig& c);
 
+// Rotates the k_pe part of cached latent rows ([n_rows, kv_lora_rank + n_rot], RoPE at p) to p + delta.
+void rotate_mla_keys(Backend& be, const ModelConfig& c, const RopeParams& rope, float* rows, int64_t n_rows, int32_t delta);
+
 // proj = W_o · MLA(RMSNorm(x)) for all tokens; writes the batch's latent rows into the cache.
 // x: [n_tokens, n_embd] residual stream (read), xn: scratch [n_tokens, n_embd], proj: [n_tokens, n_embd].
 void mla_block(Backend& be, const ModelConfig& c, const RopeParams& rope, const MlaWeights& w, int64_t layer,

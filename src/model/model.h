@@ -51,6 +51,11 @@ class Model {
   Status forward(const Batch& batch, KvCache& kv, std::vector<float>& logits);
   // The same pass, but only each logits row's top.k largest logits come back (TopLogits).
   Status forward_top(const Batch& batch, KvCache& kv, TopLogits& top);
+  // Context shift: whether cached keys can be re-rotated in the host cache. Not with an
+  // accelerator, whose cache mirror would not see rows changed on the host.
+  bool can_rotate_keys() const { return placement_.device == "cpu"; }
+  // Rotates cached K rows ([n_rows, k_width] f32, RoPE at p) to p + delta (Architecture::rotate_keys).
+  void rotate_keys(float* k_rows, int64_t n_rows, int32_t delta) { arch_->rotate_keys(*backend_, k_rows, n_rows, delta); }
 
  private:
   std::unique_ptr<gguf::GgufFile> file_;

@@ -10,6 +10,7 @@
 #include "core/process.h"
 #include "gguf/gguf.h"
 #include "model/memory_need.h"
+#include "runtime/context_shift.h"
 #include "runtime/stop_strings.h"
 
 namespace fathom {
@@ -78,6 +79,12 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   e->n_ctx_ = effective_context(c, options.n_ctx);
   if (options.block_size <= 0 || options.n_seq_max <= 0 || options.step_token_budget <= 0)
     return error(ErrorCode::kInvalidArgument, "block size, sequence count and step budget must be positive");
+  if (options.context_shift_keep < -1 || options.context_shift_keep > e->n_ctx_ - 2)
+    return error(ErrorCode::kInvalidArgument,
+                 strprintf("--context-shift=%lld keeps more tokens than a shift can: the context holds %lld, so keep at most %lld",
+                           static_cast<long long>(options.context_shift_keep), static_cast<long long>(e->n_ctx_),
+                           static_cast<long long>(e->n_ctx_ - 2)));
+  e->context_shift_keep_ = options.context_shift_keep;
   // The weights are loaded (their copies already taken, so MemAvailable has them): what is left
   // to allocate is the KV pool, all at once below, and the scratch the steps grow.
   const MemoryDemand demand = engine_memory_demand(options);
@@ -216,7 +223,8 @@ void Engine::admit_incoming() {
 RequestId Engine::prefill_leader_for(const Active& a) const {
   if (!kv_->prefix_cache_enabled() || a.n_prompt <= kv_->shape().block_size) return 0;  // no whole block to share
   for (const auto& [id, other] : active_)
-    if (id != a.id && other->prefill_leader == 0 && other->n_computed < other->n_prompt && other->request.prompt == a.request.prompt)
+    if (id != a.id && other->prefill_leader == 0 && other->stats.n_context_shifts == 0 && other->n_computed < other->n_prompt &&
+        other->request.prompt == a.request.prompt)
       return id;
   return 0;
 }
@@ -227,7 +235,9 @@ void Engine::release_deferred() {
     if (it == active_.end()) return true;  // finished or cancelled while waiting
     Active& a = *it->second;
     auto leader = active_.find(a.prefill_leader);
-    if (leader != active_.end() && leader->second->n_computed < leader->second->n_prompt) return false;
+    if (leader != active_.end() && leader->second->stats.n_context_shifts == 0 &&
+        leader->second->n_computed < leader->second->n_prompt)
+      return false;
     a.prefill_leader = 0;
     scheduler_->enqueue(&a);
     return true;
@@ -289,7 +299,16 @@ void Engine::emit_token(Active& a, int32_t token, const float* logits) {
   const bool at_length = a.stats.n_generated >= a.request.max_tokens;
   const bool at_context = static_cast<int64_t>(a.tokens.size()) >= n_ctx_;
   if (a.request.on_event) a.request.on_event(ev);
-  if (at_length || at_context) finish(a, FinishReason::kLength, Status::ok());
+  if (at_context && !at_length && context_shift_keep_ >= 0) shift_context(a);
+  else if (at_length || at_context) finish(a, FinishReason::kLength, Status::ok());
+}
+
+void Engine::shift_context(Active& a) {
+  // The sampled token is not cached yet: tokens[0, n_computed) are, and n_computed = n_ctx - 1.
+  const ContextShift shift = plan_context_shift(a.n_computed, context_shift_keep_);
+  ShiftPath taken = ShiftPath::kRotate;
+  a.n_computed = apply_context_shift(*model_, *kv_, a.seq_id, a.tokens, a.n_computed, shift, &taken);
+  ++a.stats.n_context_shifts;
 }
 
 // The row is the engine's scratch, rewritten by the next forward pass, so it is biased in place.

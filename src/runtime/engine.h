@@ -38,6 +38,10 @@ struct EngineOptions {
   int64_t step_token_budget = 512;// tokens per forward step
   bool prefix_cache = true;       // reuse KV blocks of prompt prefixes seen before
   bool check_memory = true;       // refuse (kOutOfMemory) a KV cache and scratch larger than MemAvailable
+  // Context shift (runtime/context_shift.h, `serve --context-shift`): a generation that reaches
+  // n_ctx keeps its first context_shift_keep tokens, discards half of the rest and continues;
+  // -1: off, it finishes with kLength. At most n_ctx - 2 (something must be left to discard).
+  int64_t context_shift_keep = -1;
 };
 
 // What the engine these options describe will allocate (model/memory_need.h), the weights'
@@ -81,6 +85,7 @@ class Engine {
   void release_deferred();
   void finish(Active& a, FinishReason reason, Status status, bool release_held_text = true);
   void emit_token(Active& a, int32_t token, const float* logits);
+  void shift_context(Active& a);  // see EngineOptions::context_shift_keep
 
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -89,6 +94,7 @@ class Engine {
   std::shared_ptr<const TokenTrie> token_trie_;  // the tokenizer's token bytes, built at the first grammar request
   GrammarCache grammar_cache_;                   // compiled grammars (automaton + masks) shared across requests
   int64_t n_ctx_ = 0;
+  int64_t context_shift_keep_ = -1;  // EngineOptions::context_shift_keep
   double load_seconds_ = 0.0;
   KvPersistModelKey persist_key_;  // model identity a saved prefix cache must match
 

@@ -24,6 +24,7 @@ struct RequestStats {
   double t_first_token = 0.0;  // seconds at the first sampled token (end of prefill)
   double t_end = 0.0;          // seconds at finish
   double grammar_seconds = 0.0;// time spent masking logits and advancing the grammar (constrained requests)
+  int32_t n_context_shifts = 0;// times the context was shifted to continue (EngineOptions::context_shift_keep)
   double prompt_seconds() const { return t_first_token - t_submit; }
   double generation_seconds() const { return t_end - t_first_token; }
 };

@@ -290,6 +290,7 @@ struct Generation : std::enable_shared_from_this<Generation> {
       if (e.choice % n_per_prompt == 0) usage.prompt_tokens += e.event.stats.n_prompt;
       usage.completion_tokens += e.event.stats.n_generated;
       usage.reasoning_tokens += c.reasoning_tokens();
+      usage.context_shifts += e.event.stats.n_context_shifts;
       if (e.event.reason == FinishReason::kError) {
         failure = internal_error("generation failed: " + e.event.status.to_string());
         ctx.metrics.record_unfinished(e.event.stats, /*cancelled=*/false, exchange->record.key_id);
@@ -435,9 +436,14 @@ void run_generation(ServerContext& ctx, OpenAiRequest& request, std::unique_ptr<
     GenerationRequest r;
     r.prompt = p.tokens;
     // Unset max_tokens runs to the end of the context, where the engine stops with "length";
-    // a smaller request window (num_ctx) bounds prompt + generation the same way.
-    const int64_t room = request_context(*engine, request) - static_cast<int64_t>(p.tokens.size());
-    r.max_tokens = static_cast<int32_t>(request.max_tokens > 0 ? std::min<int64_t>(request.max_tokens, room) : room);
+    // a smaller request window (num_ctx) bounds prompt + generation the same way. Under
+    // --context-shift a max_tokens past the server's context is kept: the engine shifts it.
+    const int64_t window = request_context(*engine, request);
+    const int64_t room = window - static_cast<int64_t>(p.tokens.size());
+    const bool shifts = ctx.options.engine.context_shift_keep >= 0 && window == engine->n_ctx();
+    r.max_tokens = static_cast<int32_t>(request.max_tokens <= 0 ? room
+                                        : shifts                ? request.max_tokens
+                                                                : std::min<int64_t>(request.max_tokens, room));
     r.sampling = request.sampling;
     if (p.forced_call_grammar) r.sampling.grammar = p.forced_call_grammar;
     r.sampling.seed = seed + i;

@@ -196,10 +196,12 @@ const char* finish_reason_string(FinishReason reason) {
 }
 
 json usage_json(const Usage& usage) {
-  return {{"prompt_tokens", usage.prompt_tokens},
-          {"completion_tokens", usage.completion_tokens},
-          {"total_tokens", usage.prompt_tokens + usage.completion_tokens},
-          {"completion_tokens_details", {{"reasoning_tokens", usage.reasoning_tokens}}}};
+  json u = {{"prompt_tokens", usage.prompt_tokens},
+            {"completion_tokens", usage.completion_tokens},
+            {"total_tokens", usage.prompt_tokens + usage.completion_tokens},
+            {"completion_tokens_details", {{"reasoning_tokens", usage.reasoning_tokens}}}};
+  if (usage.context_shifts > 0) u["context_shifts"] = usage.context_shifts;  // an extension, only when it happened
+  return u;
 }
 
 namespace {

@@ -31,6 +31,7 @@ struct Usage {
   int64_t prompt_tokens = 0;      // prompt tokens of all choices
   int64_t completion_tokens = 0;  // generated tokens of all choices (end-of-generation included)
   int64_t reasoning_tokens = 0;   // of those, the tokens inside <think> blocks (the tags included)
+  int64_t context_shifts = 0;     // times choices shifted the context to continue (serve --context-shift)
 };
 
 // One tool call of a choice, as the API returns it.

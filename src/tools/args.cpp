@@ -122,6 +122,11 @@ void ArgParser::add_threads(const std::string& help, int* out) {
 void ArgParser::add_flag(const std::string& names, const std::string& help, bool* out) {
   options_.push_back({split_names(names), "", help, Kind::kFlag, out, Range::any()});
 }
+void ArgParser::add_optional_int(const std::string& names, const std::string& metavar, const std::string& help,
+                                 int64_t* out, int64_t bare_value, Range range) {
+  options_.push_back({split_names(names), metavar, help, Kind::kOptionalInt, out, range});
+  options_.back().bare_value = bare_value;
+}
 void ArgParser::add_list(const std::string& names, const std::string& metavar, const std::string& help,
                          std::vector<std::string>* out) {
   options_.push_back({split_names(names), metavar, help, Kind::kList, out, Range::any()});
@@ -158,7 +163,8 @@ std::string ArgParser::help() const {
   for (const Option& o : options_) {
     std::string left;
     for (size_t i = 0; i < o.names.size(); ++i) left += (i ? ", " : "") + o.names[i];
-    if (!o.metavar.empty()) left += " " + o.metavar;
+    if (o.kind == Kind::kOptionalInt) left += "[=" + o.metavar + "]";
+    else if (!o.metavar.empty()) left += " " + o.metavar;
     s += help_entry(left, o.help);
   }
   s += help_entry("-h, --help", "show this help");
@@ -181,6 +187,7 @@ std::optional<int> ArgParser::set_value(const Option& o, const std::string& name
     case Kind::kList: static_cast<std::vector<std::string>*>(o.out)->push_back(value); return std::nullopt;
     case Kind::kFlag: return std::nullopt;
     case Kind::kInt:
+    case Kind::kOptionalInt:
     case Kind::kInt32:
     case Kind::kFloat: break;
   }
@@ -195,7 +202,7 @@ std::optional<int> ArgParser::set_value(const Option& o, const std::string& name
   if (v > o.warn_above)
     std::fprintf(stderr, "%s: warning: %s %s is more than the %s hardware threads here; they will share cores\n",
                  command_.c_str(), name.c_str(), value.c_str(), format_number(o.warn_above).c_str());
-  if (o.kind == Kind::kInt) *static_cast<int64_t*>(o.out) = as_int;
+  if (o.kind == Kind::kInt || o.kind == Kind::kOptionalInt) *static_cast<int64_t*>(o.out) = as_int;
   if (o.kind == Kind::kInt32) *static_cast<int*>(o.out) = static_cast<int>(as_int);
   if (o.kind == Kind::kFloat) *static_cast<double*>(o.out) = v;
   return std::nullopt;
@@ -229,6 +236,10 @@ std::optional<int> ArgParser::parse(const std::vector<std::string>& args) {
       if (o->kind == Kind::kFlag) {
         if (inline_value) return fail("option '" + name + "' takes no value");
         *static_cast<bool*>(o->out) = true;
+        continue;
+      }
+      if (o->kind == Kind::kOptionalInt && !inline_value) {
+        *static_cast<int64_t*>(o->out) = o->bare_value;
         continue;
       }
       std::string value;

@@ -50,6 +50,10 @@ class ArgParser {
   // share cores and run slower than fewer).
   void add_threads(const std::string& help, int* out);
   void add_flag(const std::string& names, const std::string& help, bool* out);
+  // An integer option whose value is optional: `--name` alone sets bare_value, `--name=N` sets
+  // N (never the next argument, so it reads like a flag). Help shows it as "--name[=N]".
+  void add_optional_int(const std::string& names, const std::string& metavar, const std::string& help, int64_t* out,
+                        int64_t bare_value, Range range);
   // Repeatable option: every occurrence is appended.
   void add_list(const std::string& names, const std::string& metavar, const std::string& help,
                 std::vector<std::string>* out);
@@ -72,7 +76,7 @@ class ArgParser {
   const std::string& command() const { return command_; }
 
  private:
-  enum class Kind { kString, kInt, kInt32, kFloat, kFlag, kList };
+  enum class Kind { kString, kInt, kInt32, kFloat, kFlag, kList, kOptionalInt };
   struct Option {
     std::vector<std::string> names;
     std::string metavar;
@@ -81,6 +85,7 @@ class ArgParser {
     void* out;
     Range range;
     double warn_above = std::numeric_limits<double>::infinity();  // add_threads
+    int64_t bare_value = 0;  // add_optional_int: the value of the option given alone
   };
   struct Positional {
     std::string name;

@@ -6,6 +6,7 @@
 #include <editline/readline.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -165,11 +166,64 @@ bool run_command(const std::string& line, ChatState* state) {
   return true;
 }
 
-// Streams one answer; returns it (partial when Ctrl-C stopped it), or an error.
-Expected<std::string> answer(Engine& engine, const std::string& prompt_text, const ChatState& state, const SigintCatcher& sigint,
+// How the conversation becomes a prompt: the chat template and its special-token texts.
+struct ChatFormat {
+  std::string tmpl;  // Jinja chat template
+  std::string bos;   // the tokenizer's BOS text ("" when it has none)
+  std::string eos;   // the tokenizer's EOS text
+};
+
+// The prompt text of the conversation so far, opening the assistant's turn.
+Expected<std::string> render_prompt(const ChatFormat& format, const ChatState& state) {
+  FATHOM_ASSIGN_OR_RETURN(std::string text,
+                          apply_chat_template(format.tmpl, state.messages(), /*add_generation_prompt=*/true, format.bos, format.eos));
+  const bool template_opens_think = ends_with(text, "<think>\n") || ends_with(text, "<think>");
+  if (!state.think && template_opens_think) text += ends_with(text, "\n") ? "\n</think>\n\n" : "\n\n</think>\n\n";
+  return text;
+}
+
+// Tokens a reply may take before the context is full: the prompt of a turn must leave this
+// many free, min(-n, a quarter of the context), at least 1.
+int64_t reply_room(int64_t n_ctx, int n_predict) { return std::max<int64_t>(1, std::min<int64_t>(n_predict, n_ctx / 4)); }
+
+// The next turn's prompt (state->turns ending with the new user message). When it and the
+// reply room do not fit in n_ctx tokens, the oldest exchanges (a user message and the
+// assistant's answer) are dropped from state->turns until they do; the system prompt and the
+// new message always stay. *dropped counts the exchanges dropped. kOutOfRange, turns
+// untouched, when even the system prompt and the new message leave no room.
+struct FittedPrompt {
+  std::vector<int32_t> tokens;
+  bool starts_thinking = false;  // the prompt ends inside an opened <think> block
+};
+Expected<FittedPrompt> fit_prompt(const Engine& engine, const ChatFormat& format, ChatState* state, int n_predict,
+                                          int* dropped) {
+  const int64_t room = reply_room(engine.n_ctx(), n_predict);
+  *dropped = 0;
+  for (size_t first = 0;; ++*dropped) {
+    ChatState trial = *state;
+    trial.turns.erase(trial.turns.begin(), trial.turns.begin() + static_cast<std::ptrdiff_t>(first));
+    FATHOM_ASSIGN_OR_RETURN(const std::string text, render_prompt(format, trial));
+    std::vector<int32_t> tokens = tokenize_prompt(engine.tokenizer(), text);
+    if (static_cast<int64_t>(tokens.size()) + room <= engine.n_ctx()) {
+      state->turns = std::move(trial.turns);
+      return FittedPrompt{std::move(tokens), ends_with(text, "<think>\n") || ends_with(text, "<think>")};
+    }
+    if (first + 1 >= state->turns.size())
+      return error(ErrorCode::kOutOfRange,
+                   strprintf("the message%s takes %zu tokens; with %lld left for the reply that is more than the context "
+                             "holds (%lld tokens): shorten it or raise --ctx-size",
+                             state->system_prompt.empty() ? "" : " and the system prompt", tokens.size(),
+                             static_cast<long long>(room), static_cast<long long>(engine.n_ctx())));
+    // One exchange: the oldest message, and the assistant's answer after it.
+    ++first;
+    if (first + 1 < state->turns.size() && state->turns[first].role == "assistant") ++first;
+  }
+}
+
+// Streams one answer; returns it (partial when Ctrl-C stopped it or the context filled up), or an error.
+Expected<std::string> answer(Engine& engine, FittedPrompt prompt, const ChatState& state, const SigintCatcher& sigint,
                              bool hide_thinking, bool tty, int n_predict, const std::vector<std::string>& stop) {
-  const bool starts_thinking = ends_with(prompt_text, "<think>\n") || ends_with(prompt_text, "<think>");
-  ReasoningSplitter splitter(starts_thinking);
+  ReasoningSplitter splitter(prompt.starts_thinking);
   std::string reply;
   bool printed_reasoning = false, in_reasoning_block = false;
   auto show = [&](const ReasoningSplitter::Delta& d) {
@@ -198,17 +252,19 @@ Expected<std::string> answer(Engine& engine, const std::string& prompt_text, con
     std::fflush(stdout);
   };
   GenerationRequest req;
-  req.prompt = tokenize_prompt(engine.tokenizer(), prompt_text);
+  req.prompt = std::move(prompt.tokens);
   req.max_tokens = n_predict;
   req.sampling = state.sampling;
   req.stop = stop;
   Status failure;
   FinishReason reason = FinishReason::kNone;
+  int64_t n_generated = 0;
   req.on_event = [&](const TokenEvent& ev) {
     show(splitter.push(ev.text));
     if (ev.finished) {
       show(splitter.flush());
       reason = ev.reason;
+      n_generated = ev.stats.n_generated;
       if (ev.reason == FinishReason::kError) failure = ev.status;
     }
   };
@@ -217,6 +273,9 @@ Expected<std::string> answer(Engine& engine, const std::string& prompt_text, con
   if (in_reasoning_block) std::fputs(tty ? "\033[0m" : "\n[/thinking]\n", stdout);
   std::fputs(reason == FinishReason::kCancelled ? "\n(stopped)\n" : "\n", stdout);
   std::fflush(stdout);
+  // The engine ends a reply with "length" at -n tokens or at the end of the context.
+  if (reason == FinishReason::kLength && n_generated < n_predict)
+    std::fputs("(context full: the answer stopped at the end of the context; the next turn drops the oldest turns)\n", stderr);
   FATHOM_RETURN_IF_ERROR(failure);
   return reply;
 }
@@ -235,7 +294,9 @@ int cmd_chat(const Args& args) {
   ArgParser p("fathom chat -m FILE.gguf [options]",
               "Interactive chat with the model's chat template. Type a message and press Enter; /help lists\n"
               "the commands (/bye, /clear, /set, /save, /load). Ctrl-C stops an answer; Ctrl-C at the prompt\n"
-              "or Ctrl-D ends the chat. Input piped into it is read line by line.");
+              "or Ctrl-D ends the chat. Input piped into it is read line by line. When the conversation\n"
+              "outgrows the context (-c), the oldest turns are dropped (the system prompt stays) so that the\n"
+              "prompt leaves min(-n, a quarter of the context) tokens for the reply; stderr says so.");
   model.add_to(p);
   p.add_string("-sys,--system-prompt,--system", "TEXT", "system prompt", &state.system_prompt);
   p.add_string("--chat-template", "JINJA", "chat template text to use instead of the model's", &template_text);
@@ -265,13 +326,14 @@ int cmd_chat(const Args& args) {
   std::unique_ptr<Engine> engine = open_engine("chat", *engine_options);
   if (!engine) return 1;
   const Tokenizer& tok = engine->tokenizer();
-  std::string tmpl = template_text.empty() ? tok.chat_template().value_or("") : template_text;
-  if (tmpl.empty()) {
+  ChatFormat format;
+  format.tmpl = template_text.empty() ? tok.chat_template().value_or("") : template_text;
+  if (format.tmpl.empty()) {
     std::fprintf(stderr, "fathom chat: the model has no chat template; using a plain 'User:/Assistant:' format\n");
-    tmpl = kFallbackTemplate;
+    format.tmpl = kFallbackTemplate;
   }
-  const std::string bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
-  const std::string eos = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
+  format.bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
+  format.eos = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
   if (input.tty()) std::fputs("(/help for commands, Ctrl-D or /bye to end)\n", stderr);
 
   state.sampling = sampling.to_params();
@@ -290,16 +352,22 @@ int cmd_chat(const Args& args) {
       continue;
     }
     state.turns.push_back({"user", *line, ""});
-    auto rendered = apply_chat_template(tmpl, state.messages(), /*add_generation_prompt=*/true, bos, eos);
-    if (!rendered) {
-      std::fprintf(stderr, "fathom chat: chat template: %s\n", rendered.status().to_string().c_str());
-      return 1;
+    int dropped = 0;
+    auto prompt = fit_prompt(*engine, format, &state, n_predict, &dropped);
+    if (!prompt) {
+      if (prompt.status().code() != ErrorCode::kOutOfRange) {
+        std::fprintf(stderr, "fathom chat: chat template: %s\n", prompt.status().to_string().c_str());
+        return 1;
+      }
+      std::fprintf(stderr, "fathom chat: %s\n", prompt.status().message().c_str());
+      state.turns.pop_back();
+      continue;
     }
-    std::string prompt_text = *rendered;
-    const bool template_opens_think = ends_with(prompt_text, "<think>\n") || ends_with(prompt_text, "<think>");
-    if (!state.think && template_opens_think) prompt_text += ends_with(prompt_text, "\n") ? "\n</think>\n\n" : "\n\n</think>\n\n";
+    if (dropped > 0)
+      std::fprintf(stderr, "(context full: dropped the %s)\n",
+                   dropped == 1 ? "oldest turn" : (std::to_string(dropped) + " oldest turns").c_str());
     state.sampling.seed += 1;  // a fresh stream per turn, still reproducible from --seed
-    auto reply = answer(*engine, prompt_text, state, sigint, hide_thinking, tty, n_predict, stop);
+    auto reply = answer(*engine, std::move(prompt).value(), state, sigint, hide_thinking, tty, n_predict, stop);
     if (!reply) {
       std::fprintf(stderr, "fathom chat: %s\n", reply.status().message().c_str());
       state.turns.pop_back();

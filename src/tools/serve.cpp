@@ -31,6 +31,7 @@ int cmd_serve(const Args& args) {
   int64_t step_budget = options.engine.step_token_budget;
   std::string template_file;
   bool no_prefix_cache = false;
+  int64_t context_shift_keep = -1;
   ArgParser p("fathom serve -m FILE.gguf [--host 127.0.0.1] [--port 8080] [options]",
               "Serves the model over HTTP with the OpenAI API: POST /v1/chat/completions and\n"
               "/v1/completions (streaming with \"stream\": true), GET /v1/models, /health and /metrics\n"
@@ -52,6 +53,11 @@ int cmd_serve(const Args& args) {
   p.add_int("--step-budget", "N", "tokens per forward step, decodes plus prefill chunks (default 512)", &step_budget,
             Range::between(1, 1 << 20));
   p.add_flag("--no-prefix-cache", "do not reuse the KV blocks of prompt prefixes seen before", &no_prefix_cache);
+  p.add_optional_int("--context-shift", "N",
+                     "a generation that reaches the end of the context keeps its first N tokens (default 4), "
+                     "drops half of the rest and continues (usage.context_shifts counts it); max_tokens past the "
+                     "context then apply. Off by default: it stops with finish_reason \"length\". N at most ctx - 2",
+                     &context_shift_keep, 4, Range::between(0, kMaxTokens));
   p.add_string("--kv-persist", "DIR",
                "save the prefix cache to DIR/<model>.prefix-cache at exit and restore it at start-up "
                "(another model's or a damaged file is ignored with a warning)",
@@ -140,6 +146,7 @@ int cmd_serve(const Args& args) {
   options.engine.n_seq_max = parallel;
   options.engine.step_token_budget = step_budget;
   options.engine.prefix_cache = !no_prefix_cache;
+  options.engine.context_shift_keep = context_shift_keep;
   options.max_body_bytes = static_cast<size_t>(max_body_bytes);
   options.defaults.sampling = sampling.to_params();
   options.defaults.max_tokens = max_tokens;

@@ -435,5 +435,29 @@ TEST(ServerConfig, ShutdownTimeoutCancels) {
   expect_error(r, 503, "server_error", "shutting_down");
 }
 
+// --context-shift: a max_tokens past the context is honoured and usage says the context
+// shifted; without it the same request stops at the end of the context, as before.
+TEST(ServerContextShift, MaxTokensPastTheContext) {
+  for (const int64_t keep : {int64_t{-1}, int64_t{4}}) {
+    ServerOptions o = test_options();
+    o.engine.n_ctx = 64;
+    o.engine.context_shift_keep = keep;
+    auto s = start_server(o);
+    ASSERT_TRUE(s);
+    httplib::Client c = client_for(*s);
+    const Reply r = post_json(c, "/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 150}, {"ignore_eos", true}});
+    ASSERT_EQ(r.status, 200) << r.text;
+    EXPECT_EQ(r.body["choices"][0]["finish_reason"], "length");
+    const json& usage = r.body["usage"];
+    if (keep < 0) {
+      EXPECT_EQ(usage["prompt_tokens"].get<int64_t>() + usage["completion_tokens"].get<int64_t>(), 64) << r.text;
+      EXPECT_FALSE(usage.contains("context_shifts"));
+    } else {
+      EXPECT_EQ(usage["completion_tokens"], 150) << r.text;
+      EXPECT_GE(usage["context_shifts"].get<int64_t>(), 3) << r.text;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fathom::server::test

@@ -84,6 +84,8 @@ TEST(CliFlags, BadValuesAreOneLineUsageErrors) {
       {"bench load --qps 0", "fathom bench load: --qps must be above 0 and at most 1000000, got 0"},
       {"synth --layers 0", "fathom synth: --layers must be from 1 to 1024, got 0"},
       {"serve --port 70000", "fathom serve: --port must be from 0 to 65535, got 70000"},
+      {"serve --context-shift=-1", "fathom serve: --context-shift must be from 0 to 2147483647, got -1"},
+      {"serve --context-shift=x", "fathom serve: --context-shift expects an integer, got 'x'"},
       {"perplexity --ctx 1", "fathom perplexity: --ctx must be from 2 to 2147483647, got 1"},
       {"imatrix --chunks 0", "fathom imatrix: --chunks must be from 1 to 1073741824, got 0"},
       {"inspect --max-items -1", "fathom inspect: --max-items must be from 0 to 1073741824, got -1"},

@@ -144,5 +144,20 @@ TEST(ArgParser, ParsesTypedOptionsAndRejectsBadOnes) {
   EXPECT_EQ(q.parse({"-n"}), 2);
 }
 
+TEST(ArgParser, OptionalIntTakesItsValueOnlyAfterEquals) {
+  int64_t keep = -1;
+  std::string pos;
+  tools::ArgParser p("x", "y");
+  p.add_optional_int("--shift", "N", "", &keep, 4, tools::Range::at_least(0));
+  p.add_positional("POS", "", &pos, /*required=*/false);
+  EXPECT_FALSE(p.parse({"--shift", "9"}).has_value());
+  EXPECT_EQ(keep, 4);
+  EXPECT_EQ(pos, "9");
+  EXPECT_FALSE(p.parse({"--shift=9"}).has_value());
+  EXPECT_EQ(keep, 9);
+  EXPECT_EQ(p.parse({"--shift=-2"}), 2);
+  EXPECT_NE(p.help().find("--shift[=N]"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace fathom
