@@ -17,6 +17,7 @@ bool is_reference_type(DType t) {
     case DType::F32: case DType::F16: case DType::BF16:
     case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0: case DType::Q8_1:
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q8_K:
+    case DType::IQ4_NL: case DType::IQ4_XS: case DType::TQ1_0: case DType::TQ2_0:
       return true;
     default:
       return false;
@@ -61,6 +62,10 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::Q5_K: return dequantize_q5_K(src, dst, n);
     case DType::Q6_K: return dequantize_q6_K(src, dst, n);
     case DType::Q8_K: return dequantize_q8_K(src, dst, n);
+    case DType::IQ4_NL: return dequantize_iq4_nl(src, dst, n);
+    case DType::IQ4_XS: return dequantize_iq4_xs(src, dst, n);
+    case DType::TQ1_0: return dequantize_tq1_0(src, dst, n);
+    case DType::TQ2_0: return dequantize_tq2_0(src, dst, n);
     default: break;
   }
 }
@@ -93,15 +98,20 @@ void quantize_row_ref(DType t, const float* src, void* dst, int64_t n, const flo
     case DType::Q5_K: return quantize_q5_K(src, dst, n, importance);
     case DType::Q6_K: return quantize_q6_K(src, dst, n, importance);
     case DType::Q8_K: return quantize_q8_K(src, dst, n);
+    case DType::IQ4_NL: return quantize_iq4_nl(src, dst, n, importance);
+    case DType::IQ4_XS: return quantize_iq4_xs(src, dst, n, importance);
+    case DType::TQ1_0: return quantize_tq1_0(src, dst, n);
+    case DType::TQ2_0: return quantize_tq2_0(src, dst, n);
     default: break;
   }
 }
 
 DType vec_dot_type(DType t) {
   switch (t) {
-    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: return DType::Q8_0;
+    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: return DType::Q8_0;
     case DType::Q4_1: case DType::Q5_1: case DType::Q8_1: return DType::Q8_1;
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q8_K:
+    case DType::IQ4_XS: case DType::TQ1_0: case DType::TQ2_0:
       return DType::Q8_K;
     default: return DType::F32;
   }
@@ -137,6 +147,10 @@ float vec_dot_ref(DType t, int64_t n, const void* weight_row, const void* activa
     case DType::Q5_K: return dot_q5_K_q8_K(weight_row, activations, n);
     case DType::Q6_K: return dot_q6_K_q8_K(weight_row, activations, n);
     case DType::Q8_K: return dot_q8_K_q8_K(weight_row, activations, n);
+    case DType::IQ4_NL: return dot_iq4_nl_q8_0(weight_row, activations, n);
+    case DType::IQ4_XS: return dot_iq4_xs_q8_K(weight_row, activations, n);
+    case DType::TQ1_0: return dot_tq1_0_q8_K(weight_row, activations, n);
+    case DType::TQ2_0: return dot_tq2_0_q8_K(weight_row, activations, n);
     default: return 0.f;
   }
 }

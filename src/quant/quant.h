@@ -10,7 +10,7 @@
 namespace fathom::quant {
 
 // True for types dequantize_row supports: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1,
-// Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K.
+// Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0.
 bool can_dequantize(DType t);
 // True for types quantize_row_ref can produce (same list).
 bool can_quantize(DType t);
@@ -25,7 +25,8 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n);
 void quantize_row_ref(DType t, const float* src, void* dst, int64_t n, const float* importance = nullptr);
 
 // The format activations are quantized to for a dot product with a weight row of type t:
-// Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, F32 for F32/F16/BF16.
+// Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, IQ4_XS, TQ1_0 and
+// TQ2_0, F32 for F32/F16/BF16.
 DType vec_dot_type(DType t);
 
 // Reference dot product of one weight row (type t, n values) with activations already in
