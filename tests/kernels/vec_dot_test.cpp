@@ -32,7 +32,8 @@ std::vector<Isa> available_isas() {
 
 const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1,
                               DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q8_1, DType::Q2_K,
-                              DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_K};
+                              DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_K,
+                              DType::IQ4_NL, DType::IQ4_XS, DType::TQ1_0, DType::TQ2_0};
 
 // Random bytes for every quant bit, with the fp16 scale fields replaced by sane values, so the
 // kernels see bit patterns a quantizer would rarely produce (e.g. -128 in q8_0, extreme scales).
@@ -52,6 +53,9 @@ void randomize_blocks(DType t, std::vector<uint8_t>& row, std::mt19937& rng) {
       case DType::Q2_K: put_half(b + 80); put_half(b + 82); break;
       case DType::Q3_K: put_half(b + 108); break;
       case DType::Q6_K: put_half(b + 208); break;
+      case DType::IQ4_NL: case DType::IQ4_XS: put_half(b); break;
+      case DType::TQ1_0: put_half(b + 52); break;
+      case DType::TQ2_0: put_half(b + 64); break;
       default: break;
     }
   }
@@ -131,7 +135,8 @@ TEST(VecDot, FloatRowsOfAnyLength) {
 TEST(VecDot, Avx2ForcedMatchesReference) {
   if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "CPU without AVX2";
   const Kernels& k = kernels_for(Isa::kAvx2);
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32}) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32,
+                  DType::IQ4_NL, DType::IQ4_XS, DType::TQ1_0, DType::TQ2_0}) {
     EXPECT_TRUE(has_fast_path(k, t)) << dtype_name(t);
     check_dots(k, t, 4096);
   }
@@ -142,7 +147,8 @@ TEST(VecDot, FastPathsReported) {
   EXPECT_FALSE(has_fast_path(kernels_for(Isa::kGeneric), DType::Q4_0));
   if (isa_supported(Isa::kAvx512)) {
     EXPECT_EQ(best_isa(), Isa::kAvx512);
-    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32})
+    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32,
+                    DType::IQ4_NL, DType::IQ4_XS, DType::TQ1_0, DType::TQ2_0})
       EXPECT_TRUE(has_fast_path(t)) << dtype_name(t);
   }
   EXPECT_FALSE(supports(best_kernels(), DType::I32));
