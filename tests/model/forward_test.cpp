@@ -27,14 +27,15 @@ double max_rel_diff(const float* a, const float* b, int64_t n) {
   return max_diff / max_ref;
 }
 
-std::string synth(const std::string& arch, DType type, bool tied = false) {
+std::string synth(const std::string& arch, DType type, bool tied = false, const std::string& preset = "tiny") {
   SynthOptions o;
   o.arch = arch;
-  o.preset = "tiny";
+  o.preset = preset;
   o.dtype = type;
   o.tied_output = tied;
   o.seed = 7;
-  const std::string path = tmp_path("fwd-" + arch + "-" + dtype_name(type) + (tied ? "-tied" : "") + ".gguf");
+  const std::string path =
+      tmp_path("fwd-" + arch + "-" + preset + "-" + dtype_name(type) + (tied ? "-tied" : "") + ".gguf");
   const Status st = synth_model(o, path);
   EXPECT_TRUE(st.is_ok()) << st.to_string();
   return path;
@@ -64,14 +65,15 @@ std::vector<float> engine_logits(Model& m, const std::vector<int32_t>& tokens, i
 struct Case {
   const char* arch;
   DType type;
-  double tolerance;  // relative to the largest reference logit
+  double tolerance;            // relative to the largest reference logit
+  const char* preset = "tiny";  // "small" has 256-value rows, for the types whose blocks need them
 };
 
 class ForwardVsReference : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ForwardVsReference, LogitsMatchNaiveReference) {
   const Case c = GetParam();
-  const std::string path = synth(c.arch, c.type);
+  const std::string path = synth(c.arch, c.type, false, c.preset);
   auto model = Model::load(path, LoadOptions{2});
   ASSERT_TRUE(model) << model.status().to_string();
   const ModelConfig& cfg = (*model)->config();
@@ -82,6 +84,7 @@ TEST_P(ForwardVsReference, LogitsMatchNaiveReference) {
   const std::vector<float> got = engine_logits(**model, tokens, 16);
   ASSERT_EQ(got.size(), ref->size());
   const double diff = max_rel_diff(got.data(), ref->data(), static_cast<int64_t>(got.size()));
+  RecordProperty("max_rel_diff", std::to_string(diff));
   EXPECT_LT(diff, c.tolerance) << c.arch << " " << dtype_name(c.type);
   // Same argmax at every position where the reference is not near a tie.
   const int64_t n_vocab = cfg.n_vocab;
@@ -106,8 +109,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"qwen2", DType::Q4_0, 0.03}, Case{"llama", DType::Q4_1, 0.03}, Case{"llama", DType::Q5_0, 0.03},
                       Case{"llama", DType::Q5_1, 0.03}, Case{"llama", DType::Q2_K, 0.05}, Case{"llama", DType::Q3_K, 0.05},
                       Case{"llama", DType::Q4_K, 0.03}, Case{"qwen2", DType::Q4_K, 0.03}, Case{"llama", DType::Q5_K, 0.03},
-                      Case{"llama", DType::Q6_K, 0.03}, Case{"qwen2", DType::Q6_K, 0.03}),
-    [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.arch) + "_" + dtype_name(info.param.type); });
+                      Case{"llama", DType::Q6_K, 0.03}, Case{"qwen2", DType::Q6_K, 0.03},
+                      Case{"qwen2", DType::IQ4_NL, 0.03}, Case{"qwen2", DType::IQ4_XS, 0.03, "small"}, Case{"qwen2", DType::TQ2_0, 0.03, "small"},
+                      Case{"qwen2", DType::TQ1_0, 0.03, "small"}),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      return std::string(info.param.arch) + "_" + dtype_name(info.param.type) +
+             (std::string(info.param.preset) == "tiny" ? "" : std::string("_") + info.param.preset);
+    });
 
 TEST(Forward, TiedOutputUsesTokenEmbedding) {
   const std::string path = synth("llama", DType::F32, /*tied=*/true);
