@@ -110,8 +110,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"llama", DType::Q5_1, 0.03}, Case{"llama", DType::Q2_K, 0.05}, Case{"llama", DType::Q3_K, 0.05},
                       Case{"llama", DType::Q4_K, 0.03}, Case{"qwen2", DType::Q4_K, 0.03}, Case{"llama", DType::Q5_K, 0.03},
                       Case{"llama", DType::Q6_K, 0.03}, Case{"qwen2", DType::Q6_K, 0.03},
-                      Case{"qwen2", DType::IQ4_NL, 0.03}, Case{"qwen2", DType::IQ4_XS, 0.03, "small"}, Case{"qwen2", DType::TQ2_0, 0.03, "small"},
-                      Case{"qwen2", DType::TQ1_0, 0.03, "small"}),
+                      Case{"qwen2", DType::IQ4_NL, 0.03}, Case{"qwen2", DType::IQ4_XS, 0.03, "small"},
+                      Case{"qwen2", DType::TQ2_0, 0.03, "small"}, Case{"qwen2", DType::TQ1_0, 0.03, "small"}),
     [](const ::testing::TestParamInfo<Case>& info) {
       return std::string(info.param.arch) + "_" + dtype_name(info.param.type) +
              (std::string(info.param.preset) == "tiny" ? "" : std::string("_") + info.param.preset);
