@@ -295,30 +295,28 @@ int32_t dot_ternary(const int8_t* t, const int8_t* y) {
   return s;
 }
 
-}  // namespace
-
-float dot_tq1_0_q8_K(const void* w, const void* a, int64_t n) {
-  const auto* x = static_cast<const block_tq1_0*>(w);
+// Ternary blocks decoded by Decode, dotted with q8_K: integers per block, then one float step.
+template <typename Block, void (*Decode)(const Block&, int8_t*)>
+float dot_ternary_q8_K(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const Block*>(w);
   const auto* y = static_cast<const block_q8_K*>(a);
   float sum = 0;
   for (int64_t i = 0; i < n / kQK; ++i) {
     int8_t t[kQK];
-    decode_tq1_0(x[i], t);
+    Decode(x[i], t);
     sum += static_cast<float>(dot_ternary(t, y[i].qs)) * (fp16_to_fp32(x[i].d) * y[i].d);
   }
   return sum;
 }
 
+}  // namespace
+
+float dot_tq1_0_q8_K(const void* w, const void* a, int64_t n) {
+  return dot_ternary_q8_K<block_tq1_0, decode_tq1_0>(w, a, n);
+}
+
 float dot_tq2_0_q8_K(const void* w, const void* a, int64_t n) {
-  const auto* x = static_cast<const block_tq2_0*>(w);
-  const auto* y = static_cast<const block_q8_K*>(a);
-  float sum = 0;
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    int8_t t[kQK];
-    decode_tq2_0(x[i], t);
-    sum += static_cast<float>(dot_ternary(t, y[i].qs)) * (fp16_to_fp32(x[i].d) * y[i].d);
-  }
-  return sum;
+  return dot_ternary_q8_K<block_tq2_0, decode_tq2_0>(w, a, n);
 }
 
 }  // namespace fathom::quant::detail

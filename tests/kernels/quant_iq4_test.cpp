@@ -11,19 +11,15 @@
 #include "core/fp16.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
+#include "quant_test_util.h"
 
 namespace fathom::quant {
 namespace {
 
-constexpr DType kTypes[] = {DType::IQ4_NL, DType::IQ4_XS, DType::TQ1_0, DType::TQ2_0};
+using testing::gaussian;
+using testing::relative_rmse;
 
-std::vector<float> gaussian(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.f, 1.f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+constexpr DType kTypes[] = {DType::IQ4_NL, DType::IQ4_XS, DType::TQ1_0, DType::TQ2_0};
 
 std::vector<uint8_t> quantize(DType t, const std::vector<float>& x, const float* importance = nullptr) {
   std::vector<uint8_t> q(row_size(t, static_cast<int64_t>(x.size())));
@@ -35,17 +31,6 @@ std::vector<float> dequantize(DType t, const std::vector<uint8_t>& q, int64_t n)
   std::vector<float> y(static_cast<size_t>(n));
   dequantize_row(t, q.data(), y.data(), n);
   return y;
-}
-
-// sqrt(sum w (x - y)^2 / sum w x^2); w = 1 when null.
-double relative_rmse(const std::vector<float>& x, const std::vector<float>& y, const float* w = nullptr) {
-  double err = 0, sig = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double wi = w ? w[i] : 1.0;
-    err += wi * (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
-    sig += wi * double(x[i]) * x[i];
-  }
-  return std::sqrt(err / sig);
 }
 
 // ---- hand-built blocks ----
