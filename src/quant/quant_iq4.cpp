@@ -111,6 +111,18 @@ void decode_tq2_0(const block_tq2_0& b, int8_t* t) {
       for (int m = 0; m < 32; ++m) t[128 * c + 32 * l + m] = static_cast<int8_t>((b.qs[32 * c + m] >> (2 * l)) & 3);
 }
 
+// x = d * (t - 1) for the fields t of ternary blocks decoded by Decode.
+template <typename Block, void (*Decode)(const Block&, int8_t*)>
+void dequantize_ternary(const void* src, float* dst, int64_t n) {
+  const auto* b = static_cast<const Block*>(src);
+  for (int64_t i = 0; i < n / kQK; ++i, dst += kQK) {
+    const float d = fp16_to_fp32(b[i].d);
+    int8_t t[kQK];
+    Decode(b[i], t);
+    for (int v = 0; v < kQK; ++v) dst[v] = static_cast<float>(t[v] - 1) * d;
+  }
+}
+
 // Ternary level of x / d: -1, 0, 1 stored as 0, 1, 2 (rounding half away from zero).
 int ternary(float x, float inverse_scale) { return static_cast<int>(std::lround(x * inverse_scale)) + 1; }
 
@@ -158,23 +170,11 @@ void dequantize_iq4_xs(const void* src, float* dst, int64_t n) {
 }
 
 void dequantize_tq1_0(const void* src, float* dst, int64_t n) {
-  const auto* b = static_cast<const block_tq1_0*>(src);
-  for (int64_t i = 0; i < n / kQK; ++i, dst += kQK) {
-    const float d = fp16_to_fp32(b[i].d);
-    int8_t t[kQK];
-    decode_tq1_0(b[i], t);
-    for (int v = 0; v < kQK; ++v) dst[v] = static_cast<float>(t[v] - 1) * d;
-  }
+  dequantize_ternary<block_tq1_0, decode_tq1_0>(src, dst, n);
 }
 
 void dequantize_tq2_0(const void* src, float* dst, int64_t n) {
-  const auto* b = static_cast<const block_tq2_0*>(src);
-  for (int64_t i = 0; i < n / kQK; ++i, dst += kQK) {
-    const float d = fp16_to_fp32(b[i].d);
-    int8_t t[kQK];
-    decode_tq2_0(b[i], t);
-    for (int v = 0; v < kQK; ++v) dst[v] = static_cast<float>(t[v] - 1) * d;
-  }
+  dequantize_ternary<block_tq2_0, decode_tq2_0>(src, dst, n);
 }
 
 void quantize_iq4_nl(const float* x, void* dst, int64_t n, const float* importance) {
