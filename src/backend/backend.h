@@ -77,6 +77,9 @@ class Backend {
   // views point into a read-only file mapping, whose pages may be dropped once copied (they are
   // re-read from the file if touched again); never true for memory the program owns. Optional.
   virtual void prepare_matmul_weights(const std::vector<TensorView>& weights, bool file_backed) {}
+  // Whether `op` on a weight of `weight_type` runs in this backend's own kernels; a device
+  // backend hands the others to its CPU delegate. Optional: host backends run everything.
+  virtual bool on_device(Op op, DType weight_type) const { return true; }
 
   // y[t, :] = W · x[t, :] for t < n_tokens. W is [n_out, n_in] (ne = {n_in, n_out}).
   // x: [n_tokens, n_in] f32; y: [n_tokens, n_out] f32.

@@ -48,6 +48,8 @@ class PlacedBackend final : public ForwardingBackend {
 
   int n_threads() const override;
   Backend& device() { return *device_; }
+  // What the accelerator's own kernels run (placement sends the other weights' ops to the CPU).
+  bool on_device(Op op, DType weight_type) const override { return device_->on_device(op, weight_type); }
   // Ops run on each backend so far (tests and --verbose).
   uint64_t ops_on(Placed where) const { return ops_[static_cast<size_t>(where)]; }
 

@@ -19,7 +19,8 @@ const FileType kFileTypes[] = {
     {"Q8_0", 7, DType::Q8_0, false, false},  {"Q6_K", 18, DType::Q6_K, false, false},
     {"Q5_K_M", 17, DType::Q5_K, true, false}, {"Q5_K_S", 16, DType::Q5_K, false, false},
     {"Q4_K_M", 15, DType::Q4_K, true, false}, {"Q4_K_S", 14, DType::Q4_K, false, true},
-    {"Q4_0", 2, DType::Q4_0, false, false},  {"F16", 1, DType::F16, false, false},
+    {"Q4_0", 2, DType::Q4_0, false, false},  {"IQ4_NL", 25, DType::IQ4_NL, false, false},
+    {"IQ4_XS", 30, DType::IQ4_XS, false, false}, {"F16", 1, DType::F16, false, false},
     {"BF16", 32, DType::BF16, false, false},  {"F32", 0, DType::F32, false, false},
 };
 
@@ -67,6 +68,8 @@ DType fallback_type(DType t, int64_t n_per_row) {
     case DType::Q5_K: f = DType::Q5_1; break;
     case DType::Q6_K: f = DType::Q8_0; break;
     case DType::Q2_K: case DType::Q3_K: f = DType::Q4_0; break;
+    case DType::IQ4_XS: f = DType::IQ4_NL; break;
+    case DType::IQ4_NL: f = DType::Q5_0; break;
     default: break;
   }
   if (n_per_row % traits(f).block_size != 0) f = DType::F16;
@@ -102,6 +105,7 @@ DType QuantMix::type_for(const TensorView& t) {
 // llama.cpp's llama_tensor_get_type, restricted to the file types offered here.
 DType QuantMix::mixed_type(const std::string& name, const TensorView& t) {
   const std::string& f = ftype_.name;
+  const bool iq4 = ftype_.base == DType::IQ4_NL || ftype_.base == DType::IQ4_XS;
   DType type = ftype_.base;
   if (name == "output.weight" || (!has_output_ && name == "token_embd.weight")) {
     // The output projection matters most per bit: Q6_K unless Q8_0 was asked for.
@@ -117,6 +121,8 @@ DType QuantMix::mixed_type(const std::string& name, const TensorView& t) {
       type = DType::Q6_K;
     } else if (ftype_.small_mix && i_attention_wv_ < 4) {
       type = DType::Q5_K;
+    } else if (iq4 && n_gqa_ >= 4) {
+      type = DType::Q5_K;  // shared K/V heads: attn_v is small and each row serves several heads
     }
     // llama.cpp's LLM_TYPE_70B (80 llama layers, GQA): attn_v is 8x smaller than attn_q there.
     if (arch_ == "llama" && n_layer_ == 80 && (type == DType::Q3_K || type == DType::Q4_K)) type = DType::Q5_K;
@@ -134,10 +140,12 @@ DType QuantMix::mixed_type(const std::string& name, const TensorView& t) {
       type = DType::Q5_K;
     } else if (f == "Q4_0" && has_imatrix_ && i_layer < n_layer_ / 8) {
       type = DType::Q4_1;
+    } else if (iq4 && !has_imatrix_ && i_layer < n_layer_ / 8) {
+      type = DType::Q5_K;
     }
     ++i_ffn_down_;
   } else if (contains(name, "attn_output.weight")) {
-    if (n_expert_ == 8 && (f == "Q4_K_S" || f == "Q4_K_M")) type = DType::Q5_K;
+    if (n_expert_ == 8 && (f == "Q4_K_S" || f == "Q4_K_M" || iq4)) type = DType::Q5_K;
   } else if (contains(name, "attn_qkv.weight")) {
     if (f == "Q4_K_M") type = DType::Q5_K;
     if (f == "Q5_K_M") type = DType::Q6_K;
@@ -176,6 +184,8 @@ Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::str
   }
   QuantMix mix(options.ftype, arch, n_layer, n_expert, n_attention_wv, has_output);
   mix.set_has_imatrix(options.imatrix != nullptr);
+  const int64_t n_head_kv = in.get_int(arch + ".attention.head_count_kv").value_or(0);
+  if (n_head_kv > 0) mix.set_n_gqa(in.get_int(arch + ".attention.head_count").value_or(0) / n_head_kv);
   auto warn = [&](const std::string& msg) {
     if (options.on_warning) options.on_warning(msg);
   };

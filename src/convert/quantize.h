@@ -31,7 +31,8 @@ struct FileType {
   bool small_mix;         // Q4_K_S: a few early attn_v / ffn_down get Q5_K
 };
 
-// Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q4_0, F16, BF16, F32 (case-insensitive).
+// Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, Q4_0, IQ4_NL, IQ4_XS, F16, BF16, F32
+// (case-insensitive).
 std::optional<FileType> parse_file_type(std::string_view name);
 std::string file_type_names();  // "Q8_0, Q6_K, ..." for help and errors
 
@@ -56,6 +57,8 @@ class QuantMix {
   int n_fallback() const { return n_fallback_; }
   // With an imatrix, Q4_0 guards the first eighth of ffn_down with Q4_1 (as llama.cpp does).
   void set_has_imatrix(bool v) { has_imatrix_ = v; }
+  // Query heads per K/V head; IQ4_NL/IQ4_XS keep attn_v in Q5_K from 4 up (as llama.cpp does).
+  void set_n_gqa(int64_t v) { n_gqa_ = v; }
 
  private:
   DType mixed_type(const std::string& name, const TensorView& t);
@@ -66,6 +69,7 @@ class QuantMix {
   int n_attention_wv_;       // count of attn_v-like tensors (use_more_bits' range)
   bool has_output_;          // false: token_embd doubles as the output and is treated like it
   bool has_imatrix_ = false; // importance data was given
+  int64_t n_gqa_ = 1;        // head_count / head_count_kv
   int i_attention_wv_ = 0;   // attn_v-like tensors typed so far
   int i_ffn_down_ = 0;       // ffn_down tensors typed so far
   int n_fallback_ = 0;       // tensors that needed a fallback type

@@ -72,6 +72,9 @@ DType weight_type_for_row(DType requested, int64_t n_in) {
       default: t = DType::Q4_0; break;  // Q2_K, Q3_K: llama.cpp's IQ4_NL
     }
   }
+  // 256-value i-quant and ternary rows that do not fit: llama.cpp's fallbacks.
+  if (n_in % kQK_K != 0 && t == DType::IQ4_XS) t = DType::IQ4_NL;
+  if (n_in % kQK_K != 0 && (t == DType::TQ1_0 || t == DType::TQ2_0)) t = DType::Q4_0;
   if (n_in % traits(t).block_size != 0) t = DType::F16;
   return t;
 }
@@ -277,7 +280,11 @@ uint32_t llama_file_type(DType main, DType output) {
     case DType::Q4_K: return q6_output ? 15 : 14;  // Q4_K_M : Q4_K_S
     case DType::Q5_K: return q6_output ? 17 : 16;  // Q5_K_M : Q5_K_S
     case DType::Q6_K: return 18;
+    case DType::IQ4_NL: return 25;
+    case DType::IQ4_XS: return 30;
     case DType::BF16: return 32;
+    case DType::TQ1_0: return 36;
+    case DType::TQ2_0: return 37;
     default: return 0;
   }
 }
@@ -306,7 +313,7 @@ Status build(const SynthOptions& options, synth::SynthBuilder& builder) {
     if (!weight_type || !quant::can_quantize(t))
       return error(ErrorCode::kUnsupported,
                    strprintf("cannot write weights of type %s (use f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, "
-                             "q2_K, q3_K, q4_K, q5_K or q6_K)",
+                             "q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs, tq1_0 or tq2_0)",
                              dtype_name(t)));
   }
   if (options.mla_legacy && options.arch != "deepseek2")

@@ -20,6 +20,8 @@ const char* ftype_name(int64_t ftype) {
     case 15: return "q4_k_m";
     case 17: return "q5_k_m";
     case 18: return "q6_k";
+    case 25: return "iq4_nl";
+    case 30: return "iq4_xs";
     case 32: return "bf16";
     default: return nullptr;
   }

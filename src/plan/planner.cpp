@@ -12,7 +12,8 @@ namespace fathom::plan {
 namespace {
 
 constexpr QuantScheme kSchemes[] = {QuantScheme::kF16,    QuantScheme::kBF16,   QuantScheme::kQ8_0, QuantScheme::kQ6_K,
-                                    QuantScheme::kQ5_K_M, QuantScheme::kQ4_K_M, QuantScheme::kQ4_0};
+                                    QuantScheme::kQ5_K_M, QuantScheme::kQ4_K_M, QuantScheme::kQ4_0, QuantScheme::kIQ4_NL,
+                                    QuantScheme::kIQ4_XS};
 
 // Reserved on a discrete GPU for the driver/runtime context and allocator slack.
 constexpr double kDgpuReserveGiB = 0.5;
@@ -27,14 +28,15 @@ bool contains(const std::string& s, const char* part) { return s.find(part) != s
 // between get the higher type — about half of them.
 bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
 
-// K-quants need rows that are a multiple of 256; llama.cpp then falls back to a 32-block type
-// of similar size.
+// K-quants and IQ4_XS need rows that are a multiple of 256; llama.cpp then falls back to a
+// 32-block type of similar size.
 DType k_quant_fallback(DType t, int64_t row) {
   if (row % kQK_K == 0) return t;
   switch (t) {
     case DType::Q4_K: return DType::Q5_0;
     case DType::Q5_K: return DType::Q5_1;
     case DType::Q6_K: return DType::Q8_0;
+    case DType::IQ4_XS: return DType::IQ4_NL;
     default: return t;
   }
 }
@@ -59,6 +61,8 @@ const char* quant_name(QuantScheme q) {
     case QuantScheme::kQ5_K_M: return "q5_k_m";
     case QuantScheme::kQ4_K_M: return "q4_k_m";
     case QuantScheme::kQ4_0: return "q4_0";
+    case QuantScheme::kIQ4_NL: return "iq4_nl";
+    case QuantScheme::kIQ4_XS: return "iq4_xs";
     case QuantScheme::kAsFile: return "file";
   }
   return "?";
@@ -71,7 +75,8 @@ Expected<QuantScheme> parse_quant(std::string_view name) {
   for (QuantScheme q : kSchemes)
     if (n == quant_name(q)) return q;
   return error(ErrorCode::kInvalidArgument,
-               "unknown quant '" + std::string(name) + "' (expected f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m or q4_0)");
+               "unknown quant '" + std::string(name) +
+                   "' (expected f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0, iq4_nl or iq4_xs)");
 }
 
 std::vector<QuantScheme> all_quants() { return {std::begin(kSchemes), std::end(kSchemes)}; }
@@ -95,6 +100,8 @@ DType tensor_dtype(QuantScheme q, const TensorShape& t, const ModelShape& shape)
     case QuantScheme::kQ5_K_M: base = DType::Q5_K; break;
     case QuantScheme::kQ4_K_M: base = DType::Q4_K; break;
     case QuantScheme::kQ4_0: base = DType::Q4_0; break;
+    case QuantScheme::kIQ4_NL: base = DType::IQ4_NL; break;
+    case QuantScheme::kIQ4_XS: base = DType::IQ4_XS; break;
     case QuantScheme::kAsFile: break;
   }
   DType chosen = base;

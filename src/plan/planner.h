@@ -21,7 +21,7 @@ namespace fathom::plan {
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 // llama.cpp-compatible file types. The _M mixes keep quality-sensitive tensors at more bits.
-enum class QuantScheme { kF16, kBF16, kQ8_0, kQ6_K, kQ5_K_M, kQ4_K_M, kQ4_0, kAsFile };
+enum class QuantScheme { kF16, kBF16, kQ8_0, kQ6_K, kQ5_K_M, kQ4_K_M, kQ4_0, kIQ4_NL, kIQ4_XS, kAsFile };
 const char* quant_name(QuantScheme q);             // "q4_k_m", ..., "file"
 Expected<QuantScheme> parse_quant(std::string_view name);
 std::vector<QuantScheme> all_quants();             // every scheme except kAsFile

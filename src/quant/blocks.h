@@ -195,33 +195,58 @@ static_assert(sizeof(block_iq1_m) == 56);
 // 4.5 bpw, 32 values: 4-bit indices into a fixed non-linear table, nibbles laid out as q4_0.
 constexpr int kQK4_NL = 32;
 struct block_iq4_nl {
-  uint16_t d;
-  uint8_t qs[16];
+  uint16_t d;      // fp16 scale
+  uint8_t qs[16];  // 32 x 4-bit indices into kIq4nlValues: x = d * kIq4nlValues[index]
 };
 static_assert(sizeof(block_iq4_nl) == 18);
 
+// The iq4_nl/iq4_xs codebook: normative GGUF format data (the 16 int8 levels a 4-bit index
+// selects), which must stay byte for byte what the format defines.
+constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
 // 4.25 bpw: iq4_nl's table with a 6-bit scale per 32 values (4 low bits in scales_l, 2 high bits
 // in scales_h).
+// Sub-block j (32 values) is x = d * (scale(j) - 32) * kIq4nlValues[index], its indices in
+// qs[16j..16j+15] laid out as q4_0's nibbles.
 struct block_iq4_xs {
-  uint16_t d;
-  uint16_t scales_h;
-  uint8_t scales_l[4];
-  uint8_t qs[128];
+  uint16_t d;           // fp16 super-block scale
+  uint16_t scales_h;    // bits 2j, 2j+1: the top 2 bits of sub-block j's 6-bit scale
+  uint8_t scales_l[4];  // low nibbles of the scales: sub-block j in the (j % 2) nibble of byte j / 2
+  uint8_t qs[128];      // 256 x 4-bit indices into kIq4nlValues
 };
 static_assert(sizeof(block_iq4_xs) == 136);
 
-// 1.6875 bpw ternary: 5 values per byte in base 3 (qs), 4 per byte in qh, one fp16 scale.
+// The signed scale (-32..31) of sub-block j of an iq4_xs block.
+FATHOM_HOST_DEVICE inline int iq4_xs_scale(const block_iq4_xs& b, int j) {
+  const int low = (b.scales_l[j / 2] >> (4 * (j % 2))) & 0xF;
+  const int high = (b.scales_h >> (2 * j)) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+// 1.6875 bpw ternary: x = d * (t - 1), t a trit in 0..2. A byte b holds its trits as the base-3
+// fraction b / 256 (rounded up when written): trit k is tq1_0_trit(b, k), most significant first.
+// Value v < 160 is trit v / 32 of qs[v % 32]; 160 <= v < 240 is trit u / 16 of qs[32 + u % 16]
+// (u = v - 160); v >= 240 is trit u / 4 of qh[u % 4] (u = v - 240; 4 trits per qh byte).
 struct block_tq1_0 {
-  uint8_t qs[48];
-  uint8_t qh[4];
-  uint16_t d;
+  uint8_t qs[48];  // 240 values, 5 trits per byte
+  uint8_t qh[4];   // the last 16 values, 4 trits per byte
+  uint16_t d;      // fp16 scale
 };
 static_assert(sizeof(block_tq1_0) == 54);
 
-// 2.0625 bpw ternary: 2 bits per value (0, 1, 2 meaning -1, 0, +1), one fp16 scale.
+// Trit k (0..4) of a tq1_0 byte: multiplying by 3^k (mod 256) shifts trit k to the top, and
+// (q * 3) >> 8 reads the top trit.
+FATHOM_HOST_DEVICE inline int tq1_0_trit(uint8_t b, int k) {
+  constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
+  const auto q = static_cast<uint8_t>(b * kPow3[k]);
+  return (q * 3) >> 8;
+}
+
+// 2.0625 bpw ternary: x = d * (t - 1), t the 2-bit field. Value 128c + 32l + m is bits 2l..2l+1
+// of qs[32c + m] (c < 2, l < 4, m < 32).
 struct block_tq2_0 {
-  uint8_t qs[64];
-  uint16_t d;
+  uint8_t qs[64];  // 256 x 2-bit fields
+  uint16_t d;      // fp16 scale
 };
 static_assert(sizeof(block_tq2_0) == 66);
 

@@ -18,6 +18,7 @@ bool is_reference_type(DType t) {
     case DType::F32: case DType::F16: case DType::BF16:
     case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0: case DType::Q8_1:
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q8_K:
+    case DType::IQ4_NL: case DType::IQ4_XS: case DType::TQ1_0: case DType::TQ2_0:
       return true;
     default:
       return false;
@@ -81,6 +82,10 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::IQ3_S: return dequantize_iq3_s(src, dst, n);
     case DType::IQ1_S: return dequantize_iq1_s(src, dst, n);
     case DType::IQ1_M: return dequantize_iq1_m(src, dst, n);
+    case DType::IQ4_NL: return dequantize_iq4_nl(src, dst, n);
+    case DType::IQ4_XS: return dequantize_iq4_xs(src, dst, n);
+    case DType::TQ1_0: return dequantize_tq1_0(src, dst, n);
+    case DType::TQ2_0: return dequantize_tq2_0(src, dst, n);
     default: break;
   }
 }
@@ -114,17 +119,22 @@ void quantize_row_ref(DType t, const float* src, void* dst, int64_t n, const flo
     case DType::Q5_K: return quantize_q5_K(src, dst, n, importance);
     case DType::Q6_K: return quantize_q6_K(src, dst, n, importance);
     case DType::Q8_K: return quantize_q8_K(src, dst, n);
+    case DType::IQ4_NL: return quantize_iq4_nl(src, dst, n, importance);
+    case DType::IQ4_XS: return quantize_iq4_xs(src, dst, n, importance);
+    case DType::TQ1_0: return quantize_tq1_0(src, dst, n);
+    case DType::TQ2_0: return quantize_tq2_0(src, dst, n);
     default: break;
   }
 }
 
 DType vec_dot_type(DType t) {
   switch (t) {
-    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: return DType::Q8_0;
+    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: return DType::Q8_0;
     case DType::Q4_1: case DType::Q5_1: case DType::Q8_1: return DType::Q8_1;
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q8_K:
     case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S:
     case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: case DType::IQ1_M:
+    case DType::IQ4_XS: case DType::TQ1_0: case DType::TQ2_0:
       return DType::Q8_K;
     default: return DType::F32;
   }
@@ -167,6 +177,10 @@ float vec_dot_ref(DType t, int64_t n, const void* weight_row, const void* activa
     case DType::IQ3_S: return dot_iq3_s_q8_K(weight_row, activations, n);
     case DType::IQ1_S: return dot_iq1_s_q8_K(weight_row, activations, n);
     case DType::IQ1_M: return dot_iq1_m_q8_K(weight_row, activations, n);
+    case DType::IQ4_NL: return dot_iq4_nl_q8_0(weight_row, activations, n);
+    case DType::IQ4_XS: return dot_iq4_xs_q8_K(weight_row, activations, n);
+    case DType::TQ1_0: return dot_tq1_0_q8_K(weight_row, activations, n);
+    case DType::TQ2_0: return dot_tq2_0_q8_K(weight_row, activations, n);
     default: return 0.f;
   }
 }

@@ -10,10 +10,11 @@
 namespace fathom::quant {
 
 // True for types dequantize_row and vec_dot_ref support: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
-// Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ2_XXS, IQ2_XS, IQ2_S,
-// IQ3_XXS, IQ3_S, IQ1_S, IQ1_M.
+// Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, IQ2_XXS, IQ2_XS,
+// IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M.
 bool can_dequantize(DType t);
-// True for types quantize_row_ref can produce (the same list without the i-quants).
+// True for types quantize_row_ref can produce (the same list without the codebook i-quants
+// IQ2_*, IQ3_*, IQ1_*).
 bool can_quantize(DType t);
 
 // dst[n] = values of n elements of `src` (n a multiple of the block size).
@@ -26,8 +27,8 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n);
 void quantize_row_ref(DType t, const float* src, void* dst, int64_t n, const float* importance = nullptr);
 
 // The format activations are quantized to for a dot product with a weight row of type t:
-// Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants and the 256-value i-quants,
-// F32 for F32/F16/BF16.
+// Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, the 256-value
+// i-quants and the ternary types, F32 for F32/F16/BF16.
 DType vec_dot_type(DType t);
 
 // Reference dot product of one weight row (type t, n values) with activations already in

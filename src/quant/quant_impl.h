@@ -62,5 +62,18 @@ float dot_iq3_xxs_q8_K(const void* w, const void* a, int64_t n);
 float dot_iq3_s_q8_K(const void* w, const void* a, int64_t n);
 float dot_iq1_s_q8_K(const void* w, const void* a, int64_t n);
 float dot_iq1_m_q8_K(const void* w, const void* a, int64_t n);
+// quant_iq4.cpp: the non-linear 4-bit formats and the ternary formats.
+void dequantize_iq4_nl(const void* src, float* dst, int64_t n);
+void dequantize_iq4_xs(const void* src, float* dst, int64_t n);
+void dequantize_tq1_0(const void* src, float* dst, int64_t n);
+void dequantize_tq2_0(const void* src, float* dst, int64_t n);
+void quantize_iq4_nl(const float* x, void* dst, int64_t n, const float* importance);
+void quantize_iq4_xs(const float* x, void* dst, int64_t n, const float* importance);
+void quantize_tq1_0(const float* x, void* dst, int64_t n);
+void quantize_tq2_0(const float* x, void* dst, int64_t n);
+float dot_iq4_nl_q8_0(const void* w, const void* a, int64_t n);
+float dot_iq4_xs_q8_K(const void* w, const void* a, int64_t n);
+float dot_tq1_0_q8_K(const void* w, const void* a, int64_t n);
+float dot_tq2_0_q8_K(const void* w, const void* a, int64_t n);
 
 }  // namespace fathom::quant::detail

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <optional>
 
 #include "core/mapped_file.h"
@@ -125,6 +126,17 @@ std::vector<std::string> Engine::placement_report() const {
   const KvCacheShape& shape = kv_->shape();
   const int64_t n_layer = std::max<int64_t>(1, shape.n_layer);
   std::vector<std::string> lines = p.describe(static_cast<uint64_t>(kv_->total_bytes()) / static_cast<uint64_t>(n_layer));
+  // Matrices placed on the device whose type its matmul kernels do not take run on the CPU.
+  std::map<DType, std::vector<std::string>> on_cpu;  // by weight type: tensor names
+  for (const TensorPlacement& t : p.tensors) {
+    const gguf::TensorInfo* info = model_->file().find_tensor(t.name);
+    if (t.where != Placed::kDevice || info == nullptr || info->view.n_dims < 2 || t.name == "token_embd.weight") continue;
+    if (!model_->backend().on_device(Op::kMatmul, info->view.dtype)) on_cpu[info->view.dtype].push_back(t.name);
+  }
+  for (const auto& [type, names] : on_cpu)
+    lines.push_back(strprintf("%zu %s matrices (%s%s) multiply on the CPU: the %s backend has no %s matmul kernel", names.size(),
+                              dtype_name(type), names[0].c_str(), names.size() > 1 ? ", ..." : "", p.device.c_str(),
+                              dtype_name(type)));
   if (!kv_cache_is_f32(shape))
     lines.push_back(strprintf("KV cache K %s, V %s: attention runs on the CPU (the %s attention kernels read f32 caches; "
                               "-ctk f32 -ctv f32 keeps it on the device)",

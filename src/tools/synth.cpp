@@ -30,7 +30,7 @@ Expected<DType> parse_weight_type(const std::string& name, const char* option) {
   if (!t)
     return error(ErrorCode::kInvalidArgument,
                  strprintf("%s: unknown type '%s' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, "
-                           "q5_K, q6_K)",
+                           "q5_K, q6_K, iq4_nl, iq4_xs, tq1_0, tq2_0)",
                            option, name.c_str()));
   return *t;
 }

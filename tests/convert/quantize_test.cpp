@@ -114,6 +114,40 @@ TEST(QuantizeTest, SmallRowsFallBackAndOtherMixes) {
   EXPECT_EQ(f16->get_int("general.file_type"), 1);
 }
 
+TEST(QuantizeTest, Iq4MixesMatchLlamaCpp) {
+  // small: 8 layers of 256-value rows, 8 heads on 4 K/V heads (n_gqa 2).
+  const std::string src = synth_model_file("llama", "small", DType::F32, 8, "mix-small-f32.gguf");
+  auto xs = quantize(src, "IQ4_XS", "mix-small-iq4xs.gguf");
+  ASSERT_NE(xs, nullptr);
+  EXPECT_EQ(xs->get_int("general.file_type"), 30);
+  EXPECT_EQ(type_of(*xs, "output.weight"), DType::Q6_K);
+  EXPECT_EQ(type_of(*xs, "token_embd.weight"), DType::IQ4_XS);
+  EXPECT_EQ(type_of(*xs, "blk.0.ffn_down.weight"), DType::Q5_K);  // first eighth, no imatrix
+  EXPECT_EQ(type_of(*xs, "blk.1.ffn_down.weight"), DType::IQ4_XS);
+  EXPECT_EQ(type_of(*xs, "blk.0.attn_v.weight"), DType::IQ4_XS);  // n_gqa 2 < 4
+  EXPECT_EQ(type_of(*xs, "blk.5.attn_q.weight"), DType::IQ4_XS);
+
+  // tiny: 64-value rows hold no 256-value block: IQ4_XS falls back to IQ4_NL, Q5_K to Q5_1.
+  const std::string tiny = synth_model_file("llama", "tiny", DType::F32, 0, "mix-tiny-f32.gguf");
+  auto nl = quantize(tiny, "iq4_nl", "mix-tiny-iq4nl.gguf");
+  ASSERT_NE(nl, nullptr);
+  EXPECT_EQ(nl->get_int("general.file_type"), 25);
+  EXPECT_EQ(type_of(*nl, "blk.1.attn_q.weight"), DType::IQ4_NL);
+  EXPECT_EQ(type_of(*nl, "blk.0.ffn_down.weight"), DType::IQ4_NL);  // 2 layers: 0 < 2 / 8 is false
+  EXPECT_EQ(type_of(*nl, "output.weight"), DType::Q8_0);
+  EXPECT_EQ(convert::fallback_type(DType::IQ4_XS, 64), DType::IQ4_NL);
+  EXPECT_EQ(convert::fallback_type(DType::IQ4_NL, 48), DType::F16);
+
+  // Grouped-query attention with 4 or more query heads per K/V head keeps attn_v in Q5_K.
+  convert::QuantMix mix(ftype("IQ4_XS"), "qwen2", 28, 0, 28, true);
+  mix.set_n_gqa(6);
+  TensorView v;
+  v.name = "blk.0.attn_v.weight";
+  v.ne = {1536, 256, 1, 1};
+  v.n_dims = 2;
+  EXPECT_EQ(mix.type_for(v), DType::Q5_K);
+}
+
 // RMS of (dequantized - original) over RMS of the original, over every tensor stored in `base`.
 double relative_rmse(const gguf::GgufFile& orig, const gguf::GgufFile& q, DType base) {
   double err = 0.0, ref = 0.0;
@@ -161,12 +195,15 @@ TEST(QuantizeTest, QuantizedModelLoadsAndRunsCloseToF32) {
   const std::string src = synth_model_file("qwen2", "small", DType::F32, 2, "run-qwen2-f32.gguf");
   const std::vector<int32_t> tokens = {1, 17, 300, 4000, 25, 9, 1234, 77};
   const std::vector<float> ref = model_logits(src, tokens);
-  for (const auto& [type, bound] : {std::pair{"Q8_0", 0.03}, std::pair{"Q4_K_M", 0.25}}) {
+  for (const auto& [type, bound] :
+       {std::pair{"Q8_0", 0.03}, std::pair{"Q4_K_M", 0.25}, std::pair{"IQ4_XS", 0.25}, std::pair{"IQ4_NL", 0.25}}) {
     const std::string out = std::string("run-qwen2-") + type + ".gguf";
     auto q = quantize(src, type, out);
     ASSERT_NE(q, nullptr);
     const std::vector<float> got = model_logits(tmp_path(out), tokens);
-    EXPECT_LT(testing::max_rel_diff(got, ref), bound) << type;
+    const double diff = testing::max_rel_diff(got, ref);
+    RecordProperty(type, std::to_string(diff));
+    EXPECT_LT(diff, bound) << type;
   }
 }
 

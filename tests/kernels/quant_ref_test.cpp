@@ -11,17 +11,13 @@
 #include "core/fp16.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
+#include "quant_test_util.h"
 
 namespace fathom::quant {
 namespace {
 
-std::vector<float> gaussian(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.f, 1.f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using testing::gaussian;
+using testing::relative_rmse;
 
 std::vector<float> round_trip(DType t, const std::vector<float>& x, const float* importance = nullptr) {
   const auto n = static_cast<int64_t>(x.size());
@@ -30,17 +26,6 @@ std::vector<float> round_trip(DType t, const std::vector<float>& x, const float*
   std::vector<float> y(x.size());
   dequantize_row(t, q.data(), y.data(), n);
   return y;
-}
-
-// sqrt(sum w (x - y)^2 / sum w x^2); w = 1 when null.
-double relative_rmse(const std::vector<float>& x, const std::vector<float>& y, const float* w = nullptr) {
-  double err = 0, sig = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double wi = w ? w[i] : 1.0;
-    err += wi * (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
-    sig += wi * double(x[i]) * x[i];
-  }
-  return std::sqrt(err / sig);
 }
 
 // ---- hand-built blocks ----

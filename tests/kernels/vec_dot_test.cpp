@@ -33,7 +33,8 @@ std::vector<Isa> available_isas() {
 const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1,
                               DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q8_1, DType::Q2_K,
                               DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q8_K,
-                              DType::IQ3_XXS, DType::IQ3_S, DType::IQ1_S, DType::IQ1_M};
+                              DType::IQ3_XXS, DType::IQ3_S, DType::IQ1_S, DType::IQ1_M,
+                              DType::IQ4_NL, DType::IQ4_XS, DType::TQ1_0, DType::TQ2_0};
 
 // Random bytes for every quant bit, with the fp16 scale fields replaced by sane values, so the
 // kernels see bit patterns a quantizer would rarely produce (e.g. -128 in q8_0, extreme scales).
@@ -62,6 +63,9 @@ void randomize_blocks(DType t, std::vector<uint8_t>& row, std::mt19937& rng) {
         }
         break;
       }
+      case DType::IQ4_NL: case DType::IQ4_XS: put_half(b); break;
+      case DType::TQ1_0: put_half(b + 52); break;
+      case DType::TQ2_0: put_half(b + 64); break;
       default: break;
     }
   }
@@ -141,7 +145,8 @@ TEST(VecDot, FloatRowsOfAnyLength) {
 TEST(VecDot, Avx2ForcedMatchesReference) {
   if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "CPU without AVX2";
   const Kernels& k = kernels_for(Isa::kAvx2);
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32}) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32,
+                  DType::IQ4_NL, DType::IQ4_XS, DType::TQ1_0, DType::TQ2_0}) {
     EXPECT_TRUE(has_fast_path(k, t)) << dtype_name(t);
     check_dots(k, t, 4096);
   }
@@ -152,7 +157,8 @@ TEST(VecDot, FastPathsReported) {
   EXPECT_FALSE(has_fast_path(kernels_for(Isa::kGeneric), DType::Q4_0));
   if (isa_supported(Isa::kAvx512)) {
     EXPECT_GE(best_isa(), Isa::kAvx512);  // kAmx on CPUs with tiles
-    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32})
+    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32,
+                    DType::IQ4_NL, DType::IQ4_XS, DType::TQ1_0, DType::TQ2_0})
       EXPECT_TRUE(has_fast_path(t)) << dtype_name(t);
   }
   EXPECT_FALSE(supports(best_kernels(), DType::I32));

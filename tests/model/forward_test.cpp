@@ -28,14 +28,15 @@ double max_rel_diff(const float* a, const float* b, int64_t n) {
   return max_diff / max_ref;
 }
 
-std::string synth(const std::string& arch, DType type, bool tied = false) {
+std::string synth(const std::string& arch, DType type, bool tied = false, const std::string& preset = "tiny") {
   SynthOptions o;
   o.arch = arch;
-  o.preset = "tiny";
+  o.preset = preset;
   o.dtype = type;
   o.tied_output = tied;
   o.seed = 7;
-  const std::string path = tmp_path("fwd-" + arch + "-" + dtype_name(type) + (tied ? "-tied" : "") + ".gguf");
+  const std::string path =
+      tmp_path("fwd-" + arch + "-" + preset + "-" + dtype_name(type) + (tied ? "-tied" : "") + ".gguf");
   const Status st = synth_model(o, path);
   EXPECT_TRUE(st.is_ok()) << st.to_string();
   return path;
@@ -65,7 +66,8 @@ std::vector<float> engine_logits(Model& m, const std::vector<int32_t>& tokens, i
 struct Case {
   const char* arch;
   DType type;
-  double tolerance;  // relative to the largest reference logit
+  double tolerance;            // relative to the largest reference logit
+  const char* preset = "tiny";  // "small" has 256-value rows, for the types whose blocks need them
 };
 
 class ForwardVsReference : public ::testing::TestWithParam<Case> {};
@@ -101,7 +103,7 @@ void expect_engine_matches_reference(const std::string& path, double tolerance) 
 TEST_P(ForwardVsReference, LogitsMatchNaiveReference) {
   const Case c = GetParam();
   SCOPED_TRACE(std::string(c.arch) + " " + dtype_name(c.type));
-  expect_engine_matches_reference(synth(c.arch, c.type), c.tolerance);
+  expect_engine_matches_reference(synth(c.arch, c.type, false, c.preset), c.tolerance);
 }
 
 // Quantized weights: the engine quantizes activations to 8 bits (as llama.cpp does), the
@@ -114,8 +116,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"qwen2", DType::Q4_0, 0.03}, Case{"llama", DType::Q4_1, 0.03}, Case{"llama", DType::Q5_0, 0.03},
                       Case{"llama", DType::Q5_1, 0.03}, Case{"llama", DType::Q2_K, 0.05}, Case{"llama", DType::Q3_K, 0.05},
                       Case{"llama", DType::Q4_K, 0.03}, Case{"qwen2", DType::Q4_K, 0.03}, Case{"llama", DType::Q5_K, 0.03},
-                      Case{"llama", DType::Q6_K, 0.03}, Case{"qwen2", DType::Q6_K, 0.03}),
-    [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.arch) + "_" + dtype_name(info.param.type); });
+                      Case{"llama", DType::Q6_K, 0.03}, Case{"qwen2", DType::Q6_K, 0.03},
+                      Case{"qwen2", DType::IQ4_NL, 0.03}, Case{"qwen2", DType::IQ4_XS, 0.03, "small"},
+                      Case{"qwen2", DType::TQ2_0, 0.03, "small"}, Case{"qwen2", DType::TQ1_0, 0.03, "small"}),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      return std::string(info.param.arch) + "_" + dtype_name(info.param.type) +
+             (std::string(info.param.preset) == "tiny" ? "" : std::string("_") + info.param.preset);
+    });
 
 // The codebook i-quants, which fathom reads but does not write: qwen2 "small" (every matrix has
 // whole 256-value super-blocks) with all its matrices, embeddings and output re-encoded

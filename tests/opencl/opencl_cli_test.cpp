@@ -48,6 +48,22 @@ TEST(OpenClCli, LogitsOnOpenClMatchCpu) {
   EXPECT_EQ(top_ids(ocl.output), top_ids(cpu.output)) << "cpu:\n" << cpu.output << "opencl:\n" << ocl.output;
 }
 
+// Weights of a type the OpenCL matmul kernels do not take run on the CPU, and `run` says which.
+TEST(OpenClCli, RunNamesWeightsThatMultiplyOnTheCpu) {
+  auto probe = test::make_test_backend();
+  FATHOM_OPENCL_OR_SKIP(probe);
+  probe->reset();
+  const std::string model = std::string(FATHOM_TEST_TMP) + "/opencl-cli-qwen2-tiny-iq4_nl.gguf";
+  const CmdResult synth = run_fathom("synth --arch qwen2 --preset tiny --type iq4_nl -q -t 2 -o " + model);
+  ASSERT_EQ(synth.code, 0) << synth.output;
+  const CmdResult r = run_fathom("run -m " + model + " -p hello -n 2 -t 2 --seed 1 --device opencl");
+  EXPECT_EQ(r.code, 0) << r.output;
+  // 2 layers x 7 matrices + output.weight, all iq4_nl.
+  EXPECT_NE(r.output.find("15 iq4_nl matrices (blk.0."), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("multiply on the CPU: the opencl backend has no iq4_nl matmul kernel"), std::string::npos)
+      << r.output;
+}
+
 // A device named by index must exist: an error naming how many there are, not a silent CPU run.
 TEST(OpenClCli, MissingDeviceIsAnErrorNamingTheDevices) {
   const std::string model = tiny_model();

@@ -155,6 +155,12 @@ TEST(Planner, QuantParsing) {
   EXPECT_EQ(tensor_dtype(QuantScheme::kQ4_K_M, gate, m.shape), DType::Q4_K);
   const DType d = tensor_dtype(QuantScheme::kQ4_K_M, down, m.shape);
   EXPECT_TRUE(d == DType::Q5_0 || d == DType::Q8_0) << dtype_name(d);
+  EXPECT_EQ(*parse_quant("IQ4_XS"), QuantScheme::kIQ4_XS);
+  EXPECT_EQ(tensor_dtype(QuantScheme::kIQ4_XS, gate, m.shape), DType::IQ4_XS);
+  EXPECT_EQ(tensor_dtype(QuantScheme::kIQ4_XS, down, m.shape), DType::IQ4_NL);  // 1408 % 256 != 0
+  EXPECT_EQ(tensor_dtype(QuantScheme::kIQ4_NL, down, m.shape), DType::IQ4_NL);
+  EXPECT_DOUBLE_EQ(bits_per_weight(DType::IQ4_XS), 4.25);
+  EXPECT_DOUBLE_EQ(bits_per_weight(DType::IQ4_NL), 4.5);
 }
 
 TEST(Planner, RoiArithmetic) {

@@ -31,7 +31,7 @@ using VecDotRowsFn = void (*)(int64_t n, const uint8_t* w, size_t row_bytes, int
 // Quantizes n floats (a multiple of the format's block size) into one activation row.
 using QuantizeActFn = void (*)(const float* x, void* dst, int64_t n);
 
-constexpr size_t kDTypeSlots = 32;  // DType ids are < 32
+constexpr size_t kDTypeSlots = 36;  // DType ids are < 36 (TQ2_0 = 35 is the largest)
 
 // The kernel table of one ISA. Entries an ISA does not specialise fall back to the generic ones.
 struct Kernels {

@@ -1,5 +1,5 @@
-// AVX2 + FMA (+F16C) kernels: dot products for q4_0, q8_0, q4_K, q5_K, q6_K, f32, f16, bf16 and
-// bit-exact activation quantization to q8_0 / q8_K. Every function carries a target attribute
+// AVX2 + FMA (+F16C) kernels: dot products for q4_0, q8_0, q4_K, q5_K, q6_K, iq4_nl, iq4_xs,
+// tq1_0, tq2_0, f32, f16, bf16 and bit-exact activation quantization to q8_0 / q8_K. Every function carries a target attribute
 // instead of the file being built with -mavx2, so the library still runs on any x86-64 and only
 // calls in here after CPUID said yes (see kernels_for).
 //
@@ -305,6 +305,121 @@ FATHOM_AVX2 void quantize_q8_K(const float* x, void* dst, int64_t n) {
   }
 }
 
+// ---- iq4_nl, iq4_xs, tq1_0, tq2_0 ----
+
+// 32 nibble indices (q4_0 order) looked up in the iq4_nl codebook.
+FATHOM_AVX2 inline __m256i iq4_values(const uint8_t* qs) {
+  const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues));
+  return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(table), nibbles_q4_0(qs));
+}
+
+FATHOM_AVX2 float dot_iq4_nl(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_iq4_nl*>(w);
+  const auto* y = static_cast<const block_q8_0*>(a);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const int64_t nb = n / kQK4_NL;
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const __m256i p0 = dot_i8x32(iq4_values(x[i].qs), load256(y[i].qs));
+    const __m256i p1 = dot_i8x32(iq4_values(x[i + 1].qs), load256(y[i + 1].qs));
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(x[i].d) * half(y[i].d)), _mm256_cvtepi32_ps(p0), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half(x[i + 1].d) * half(y[i + 1].d)), _mm256_cvtepi32_ps(p1), acc1);
+  }
+  for (; i < nb; ++i) {
+    const __m256i p = dot_i8x32(iq4_values(x[i].qs), load256(y[i].qs));
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(x[i].d) * half(y[i].d)), _mm256_cvtepi32_ps(p), acc0);
+  }
+  return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+// The integer sum is the reference's exactly; so is the float step (one multiply-add per block).
+FATHOM_AVX2 float dot_iq4_xs(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_iq4_xs*>(w);
+  const auto* y = static_cast<const block_q8_K*>(a);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    __m256i isum = _mm256_setzero_si256();
+    for (int g = 0; g < 8; ++g) {
+      const __m256i q = iq4_values(x[i].qs + 16 * g);
+      const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(load256(y[i].qs + 32 * g), q));
+      const __m256i scale = _mm256_set1_epi16(static_cast<int16_t>(iq4_xs_scale(x[i], g)));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scale));
+    }
+    sum += (half(x[i].d) * y[i].d) * static_cast<float>(hsum_i32(isum));
+  }
+  return sum;
+}
+
+// sum of a q8_K block's 256 quants, from its 16 partial sums.
+FATHOM_AVX2 inline int q8_K_total(const block_q8_K& y) {
+  return hsum_i32(_mm256_madd_epi16(load256(y.bsums), _mm256_set1_epi16(1)));
+}
+
+// sum(t * y) over 32 values, t unsigned (0..3).
+FATHOM_AVX2 inline __m256i dot_u8x32(__m256i t, __m256i y) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(t, y), _mm256_set1_epi16(1));
+}
+
+// Ternary dots take the fields t (0..2, or 3 in tq2_0) unsigned: sum((t - 1) y) = sum(t y) - sum(y).
+FATHOM_AVX2 float dot_tq2_0(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_tq2_0*>(w);
+  const auto* y = static_cast<const block_q8_K*>(a);
+  const __m256i three = _mm256_set1_epi8(3);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 2; ++c) {
+      const __m256i q = load256(x[i].qs + 32 * c);
+      for (int l = 0; l < 4; ++l) {
+        const __m256i t = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * l)), three);
+        acc = _mm256_add_epi32(acc, dot_u8x32(t, load256(y[i].qs + 128 * c + 32 * l)));
+      }
+    }
+    const int isum = hsum_i32(acc) - q8_K_total(y[i]);
+    sum += static_cast<float>(isum) * (half(x[i].d) * y[i].d);
+  }
+  return sum;
+}
+
+// v * m per unsigned byte (mod 256): 16-bit multiplies of the even bytes and of the odd bytes.
+FATHOM_AVX2 inline __m256i mul_u8(__m256i v, __m256i m) {
+  const __m256i low_bytes = _mm256_set1_epi16(0x00FF);
+  const __m256i even = _mm256_and_si256(_mm256_mullo_epi16(v, _mm256_and_si256(m, low_bytes)), low_bytes);
+  const __m256i odd = _mm256_mullo_epi16(_mm256_andnot_si256(low_bytes, v), _mm256_srli_epi16(m, 8));
+  return _mm256_or_si256(even, odd);
+}
+
+// The top trit (q * 3) >> 8 of each byte: 1 from 86 up, 2 from 171 up (compare masks are -1).
+FATHOM_AVX2 inline __m256i top_trit(__m256i q) {
+  const __m256i ge86 = _mm256_cmpeq_epi8(_mm256_max_epu8(q, _mm256_set1_epi8(86)), q);
+  const __m256i ge171 = _mm256_cmpeq_epi8(_mm256_max_epu8(q, _mm256_set1_epi8(static_cast<char>(171))), q);
+  return _mm256_sub_epi8(_mm256_sub_epi8(_mm256_setzero_si256(), ge86), ge171);
+}
+
+// Values 32h..32h+31 of a tq1_0 block come from these byte vectors (see kTq1Multipliers).
+FATHOM_AVX2 float dot_tq1_0(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_tq1_0*>(w);
+  const auto* y = static_cast<const block_q8_K*>(a);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const __m256i head = load256(x[i].qs);                                                    // qs[0..31]
+    const __m128i tail = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 32));  // qs[32..47]
+    uint32_t qh;
+    std::memcpy(&qh, x[i].qh, 4);
+    const __m256i tails = _mm256_broadcastsi128_si256(tail);
+    const __m256i last = _mm256_set_m128i(_mm_set1_epi32(static_cast<int>(qh)), tail);
+    __m256i acc = _mm256_setzero_si256();
+    for (int h = 0; h < 8; ++h) {
+      const __m256i src = h < 5 ? head : (h < 7 ? tails : last);
+      const __m256i t = top_trit(mul_u8(src, load256(kTq1Multipliers.m[h / 2] + 32 * (h % 2))));
+      acc = _mm256_add_epi32(acc, dot_u8x32(t, load256(y[i].qs + 32 * h)));
+    }
+    const int isum = hsum_i32(acc) - q8_K_total(y[i]);
+    sum += static_cast<float>(isum) * (half(x[i].d) * y[i].d);
+  }
+  return sum;
+}
+
 }  // namespace
 
 void install_avx2(Kernels& k) {
@@ -317,6 +432,10 @@ void install_avx2(Kernels& k) {
   set_dot(k, DType::Q5_K, rows<dot_q5_K>, true);
   set_dot(k, DType::Q6_K, rows<dot_q6_K>, true);
   install_iq3_iq1_avx2(k);
+  set_dot(k, DType::IQ4_NL, rows<dot_iq4_nl>, true);
+  set_dot(k, DType::IQ4_XS, rows<dot_iq4_xs>, true);
+  set_dot(k, DType::TQ1_0, rows<dot_tq1_0>, true);
+  set_dot(k, DType::TQ2_0, rows<dot_tq2_0>, true);
   k.quantize_q8_0 = quantize_q8_0;
   k.quantize_q8_K = quantize_q8_K;
 }

@@ -1,6 +1,7 @@
-// AVX-512 (F, BW, VL, VNNI) kernels: dot products for q4_0, q8_0, q4_K, q5_K, q6_K, f32, f16,
-// bf16 and bit-exact activation quantization to q8_0 / q8_K. Built with per-function target
-// attributes like the AVX2 file; selected only when CPUID reports all four extensions.
+// AVX-512 (F, BW, VL, VNNI) kernels: dot products for q4_0, q8_0, q4_K, q5_K, q6_K, iq4_nl,
+// iq4_xs, tq1_0, tq2_0, f32, f16, bf16 and bit-exact activation quantization to q8_0 / q8_K.
+// Built with per-function target attributes like the AVX2 file; selected only when CPUID reports
+// all four extensions.
 //
 // 512-bit registers hold two 32-value units side by side (two q4_0/q8_0 blocks, or two K-quant
 // sub-block chunks), so per-unit float scales or integer sub-block scales go in per half.
@@ -303,6 +304,121 @@ FATHOM_AVX512 void quantize_q8_K(const float* x, void* dst, int64_t n) {
   }
 }
 
+// ---- iq4_nl, iq4_xs, tq1_0, tq2_0 ----
+
+FATHOM_AVX512 inline __m128i iq4_table() { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)); }
+
+// Two 32-value groups of nibble indices (q4_0 order) looked up in the iq4_nl codebook.
+FATHOM_AVX512 inline __m512i iq4_values(const uint8_t* qs_a, const uint8_t* qs_b) {
+  return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(iq4_table()), join(nibbles_q4_0(qs_a), nibbles_q4_0(qs_b)));
+}
+
+FATHOM_AVX512 float dot_iq4_nl(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_iq4_nl*>(w);
+  const auto* y = static_cast<const block_q8_0*>(a);
+  const int64_t nb = n / kQK4_NL;
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const __m512i p = dot_i8(_mm512_setzero_si512(), iq4_values(x[i].qs, x[i + 1].qs),
+                             join(load256(y[i].qs), load256(y[i + 1].qs)));
+    const __m512 d = scale_halves(half(x[i].d) * half(y[i].d), half(x[i + 1].d) * half(y[i + 1].d));
+    acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc);
+  }
+  float sum = _mm512_reduce_add_ps(acc);
+  if (i < nb) {
+    const __m256i q = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(iq4_table()), nibbles_q4_0(x[i].qs));
+    const __m256i p = dot_i8_256(q, load256(y[i].qs));
+    sum += hsum256(_mm256_mul_ps(_mm256_set1_ps(half(x[i].d) * half(y[i].d)), _mm256_cvtepi32_ps(p)));
+  }
+  return sum;
+}
+
+// The integer sum is the reference's exactly; so is the float step (one multiply-add per block).
+FATHOM_AVX512 float dot_iq4_xs(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_iq4_xs*>(w);
+  const auto* y = static_cast<const block_q8_K*>(a);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    __m512i isum = _mm512_setzero_si512();
+    for (int g = 0; g < 8; g += 2) {
+      // Pairs of products in int16 (|sum| <= 2 * 127 * 127), then times the sub-block scales
+      // into int32: cheaper than VNNI followed by a 32-bit multiply.
+      const __m512i q = iq4_values(x[i].qs + 16 * g, x[i].qs + 16 * (g + 1));
+      const __m512i yy = load512(y[i].qs + 32 * g);
+      const __m512i y_signed = _mm512_mask_sub_epi8(yy, _mm512_movepi8_mask(q), _mm512_setzero_si512(), yy);
+      const __m512i p16 = _mm512_maddubs_epi16(_mm512_abs_epi8(q), y_signed);
+      isum = _mm512_add_epi32(isum, _mm512_madd_epi16(p16, scale16_halves(iq4_xs_scale(x[i], g), iq4_xs_scale(x[i], g + 1))));
+    }
+    sum += (half(x[i].d) * y[i].d) * static_cast<float>(_mm512_reduce_add_epi32(isum));
+  }
+  return sum;
+}
+
+// sum of a q8_K block's 256 quants, from its 16 partial sums.
+FATHOM_AVX512 inline int q8_K_total(const block_q8_K& y) {
+  return _mm512_reduce_add_epi32(_mm512_cvtepi16_epi32(load256(y.bsums)));
+}
+
+// Ternary dots take the fields t (0..2, or 3 in tq2_0) unsigned: sum((t - 1) y) = sum(t y) - sum(y).
+FATHOM_AVX512 float dot_tq2_0(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_tq2_0*>(w);
+  const auto* y = static_cast<const block_q8_K*>(a);
+  const __m512i three = _mm512_set1_epi8(3);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const __m512i q = load512(x[i].qs);  // low half: values 0..127, high half: 128..255
+    __m512i acc = _mm512_setzero_si512();
+    for (int l = 0; l < 4; ++l) {
+      const __m512i t = _mm512_and_si512(_mm512_srl_epi16(q, _mm_cvtsi32_si128(2 * l)), three);
+      acc = _mm512_dpbusd_epi32(acc, t, join(load256(y[i].qs + 32 * l), load256(y[i].qs + 128 + 32 * l)));
+    }
+    const int isum = _mm512_reduce_add_epi32(acc) - q8_K_total(y[i]);
+    sum += static_cast<float>(isum) * (half(x[i].d) * y[i].d);
+  }
+  return sum;
+}
+
+// v * m per unsigned byte (mod 256): 16-bit multiplies of the even bytes and of the odd bytes.
+FATHOM_AVX512 inline __m512i mul_u8(__m512i v, __m512i m) {
+  const __m512i low_bytes = _mm512_set1_epi16(0x00FF);
+  const __m512i even = _mm512_mullo_epi16(v, _mm512_and_si512(m, low_bytes));
+  const __m512i odd = _mm512_mullo_epi16(_mm512_andnot_si512(low_bytes, v), _mm512_srli_epi16(m, 8));
+  return _mm512_mask_blend_epi8(0xAAAAAAAAAAAAAAAAull, even, odd);
+}
+
+// The top trit (q * 3) >> 8 of each byte: 1 from 86 up, 2 from 171 up.
+FATHOM_AVX512 inline __m512i top_trit(__m512i q) {
+  const __m512i one = _mm512_set1_epi8(1);
+  const __m512i t = _mm512_maskz_mov_epi8(_mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(86)), one);
+  return _mm512_mask_add_epi8(t, _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(static_cast<char>(171))), t, one);
+}
+
+// Values 64g..64g+63 of a tq1_0 block come from these byte vectors (see kTq1Multipliers).
+FATHOM_AVX512 float dot_tq1_0(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const block_tq1_0*>(w);
+  const auto* y = static_cast<const block_q8_K*>(a);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const __m256i head = load256(x[i].qs);                                                    // qs[0..31]
+    const __m128i tail = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs + 32));  // qs[32..47]
+    uint32_t qh;
+    std::memcpy(&qh, x[i].qh, 4);
+    const __m512i src[4] = {
+        _mm512_broadcast_i64x4(head), _mm512_broadcast_i64x4(head),
+        _mm512_inserti64x4(_mm512_castsi256_si512(head), _mm256_broadcastsi128_si256(tail), 1),
+        _mm512_inserti32x4(_mm512_broadcast_i32x4(tail), _mm_set1_epi32(static_cast<int>(qh)), 3)};
+    __m512i acc = _mm512_setzero_si512();
+    for (int g = 0; g < 4; ++g) {
+      const __m512i t = top_trit(mul_u8(src[g], load512(kTq1Multipliers.m[g])));
+      acc = _mm512_dpbusd_epi32(acc, t, load512(y[i].qs + 64 * g));
+    }
+    const int isum = _mm512_reduce_add_epi32(acc) - q8_K_total(y[i]);
+    sum += static_cast<float>(isum) * (half(x[i].d) * y[i].d);
+  }
+  return sum;
+}
+
 }  // namespace
 
 void install_avx512(Kernels& k) {
@@ -315,6 +431,10 @@ void install_avx512(Kernels& k) {
   set_dot(k, DType::Q5_K, rows<dot_q5_K>, true);
   set_dot(k, DType::Q6_K, rows<dot_q6_K>, true);
   install_iq3_iq1_avx512(k);
+  set_dot(k, DType::IQ4_NL, rows<dot_iq4_nl>, true);
+  set_dot(k, DType::IQ4_XS, rows<dot_iq4_xs>, true);
+  set_dot(k, DType::TQ1_0, rows<dot_tq1_0>, true);
+  set_dot(k, DType::TQ2_0, rows<dot_tq2_0>, true);
   k.quantize_q8_0 = quantize_q8_0;
   k.quantize_q8_K = quantize_q8_K;
 }

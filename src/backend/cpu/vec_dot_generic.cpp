@@ -258,16 +258,17 @@ inline float half_to_float(uint16_t h) {
 inline float load_f16(const void* w, int64_t i) { return half_to_float(static_cast<const uint16_t*>(w)[i]); }
 inline float load_bf16(const void* w, int64_t i) { return bf16_to_fp32(static_cast<const uint16_t*>(w)[i]); }
 
-void quantize_q8_0(const float* x, void* dst, int64_t n) { quant::quantize_row_ref(DType::Q8_0, x, dst, n); }
-void quantize_q8_1(const float* x, void* dst, int64_t n) { quant::quantize_row_ref(DType::Q8_1, x, dst, n); }
-void quantize_q8_K(const float* x, void* dst, int64_t n) { quant::quantize_row_ref(DType::Q8_K, x, dst, n); }
-
-// Types whose portable kernel is the reference itself (codebook formats: the table lookups do
-// not vectorise as plain loops, and the ISA files cover them).
+// Types whose portable kernel is the reference twin itself (its loops are already integer sums
+// per block, and the codebook lookups do not vectorise as plain loops); the ISA files supply
+// their vector kernels.
 template <DType T>
 float dot_reference(const void* w, const void* a, int64_t n) {
   return quant::vec_dot_ref(T, n, w, a);
 }
+
+void quantize_q8_0(const float* x, void* dst, int64_t n) { quant::quantize_row_ref(DType::Q8_0, x, dst, n); }
+void quantize_q8_1(const float* x, void* dst, int64_t n) { quant::quantize_row_ref(DType::Q8_1, x, dst, n); }
+void quantize_q8_K(const float* x, void* dst, int64_t n) { quant::quantize_row_ref(DType::Q8_K, x, dst, n); }
 
 }  // namespace
 
@@ -294,6 +295,10 @@ void install_generic(Kernels& k) {
   set_dot(k, DType::IQ3_S, dot_rows<dot_reference<DType::IQ3_S>>, false);
   set_dot(k, DType::IQ1_S, dot_rows<dot_reference<DType::IQ1_S>>, false);
   set_dot(k, DType::IQ1_M, dot_rows<dot_reference<DType::IQ1_M>>, false);
+  set_dot(k, DType::IQ4_NL, dot_rows<dot_reference<DType::IQ4_NL>>, false);
+  set_dot(k, DType::IQ4_XS, dot_rows<dot_reference<DType::IQ4_XS>>, false);
+  set_dot(k, DType::TQ1_0, dot_rows<dot_reference<DType::TQ1_0>>, false);
+  set_dot(k, DType::TQ2_0, dot_rows<dot_reference<DType::TQ2_0>>, false);
   k.quantize_q8_0 = quantize_q8_0;
   k.quantize_q8_1 = quantize_q8_1;
   k.quantize_q8_K = quantize_q8_K;

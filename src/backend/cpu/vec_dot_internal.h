@@ -18,9 +18,28 @@ void dot_rows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows, con
 }
 
 inline void set_dot(Kernels& k, DType t, VecDotRowsFn fn, bool simd) {
-  k.dot_rows[static_cast<size_t>(t)] = fn;
-  k.dot_is_simd[static_cast<size_t>(t)] = simd;
+  // .at: a DType id past kDTypeSlots throws while the table is built instead of writing past it.
+  k.dot_rows.at(static_cast<size_t>(t)) = fn;
+  k.dot_is_simd.at(static_cast<size_t>(t)) = simd;
 }
+
+// Per value of a tq1_0 block (in groups of 64), the power of 3 that moves the value's trit to the
+// top of its byte (blocks.h: tq1_0_trit), so vector code decodes 64 trits with one multiply.
+struct Tq1Multipliers {
+  alignas(64) uint8_t m[4][64];  // [value / 64][value % 64]
+};
+
+constexpr Tq1Multipliers make_tq1_multipliers() {
+  Tq1Multipliers t{};
+  constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
+  for (int v = 0; v < 256; ++v) {
+    const int trit = v < 160 ? v / 32 : (v < 240 ? (v - 160) / 16 : (v - 240) / 4);
+    t.m[v / 64][v % 64] = kPow3[trit];
+  }
+  return t;
+}
+
+inline constexpr Tq1Multipliers kTq1Multipliers = make_tq1_multipliers();
 
 // Fill a table: generic for every type; the ISA installers overwrite what they specialise.
 // install_avx2/install_avx512 do nothing in builds for non-x86 targets.

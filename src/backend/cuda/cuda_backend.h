@@ -95,7 +95,7 @@ class CudaBackend final : public Backend {
 
   // True when (op, weight type) runs in a CUDA kernel rather than on the CPU delegate (for matmul
   // also subject to shape and memory: rows a whole number of blocks, the matrix fits on the device).
-  bool on_device(Op op, DType weight_type) const;
+  bool on_device(Op op, DType weight_type) const override;
   const CudaDeviceInfo& device() const;
   // Times a device-to-device copy of copy_bytes and an n x n x n f16 GEMM (best of a few runs
   // after a warm-up each). Takes about a second; needs ~2 x copy_bytes of free device memory.

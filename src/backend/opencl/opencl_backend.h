@@ -97,7 +97,7 @@ class OpenClBackend final : public Backend {
 
   // True when (op, weight type) runs in an OpenCL kernel rather than on the CPU delegate (for
   // matmul also subject to shape: rows a multiple of the block size, tensor under max_alloc_bytes).
-  bool on_device(Op op, DType weight_type) const;
+  bool on_device(Op op, DType weight_type) const override;
   const OpenClDeviceInfo& device() const;
   bool program_from_cache() const;  // the kernels were loaded from the disk cache, not compiled
   // The variants the program was built with (none kAuto).
