@@ -16,7 +16,7 @@
 #include <sstream>
 #include <string>
 
-#include "tokenizer/chat_template.h"
+#include "tokenizer/prompt.h"
 #include "tools/commands.h"
 #include "tools/common.h"
 #include "tools/interrupt.h"
@@ -24,13 +24,6 @@
 namespace fathom::tools {
 
 namespace {
-
-// Used when a model file carries no tokenizer.chat_template (e.g. base models).
-constexpr const char* kFallbackTemplate =
-    "{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n\n' }}"
-    "{% else %}{{ 'Assistant: ' + message['content'] + '\n\n' }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
 
 constexpr const char* kCommandHelp =
     "/help                 this list\n"
@@ -264,14 +257,9 @@ int cmd_chat(const Args& args) {
   }
   std::unique_ptr<Engine> engine = open_engine("chat", *engine_options);
   if (!engine) return 1;
-  const Tokenizer& tok = engine->tokenizer();
-  std::string tmpl = template_text.empty() ? tok.chat_template().value_or("") : template_text;
-  if (tmpl.empty()) {
+  const ChatFormatter formatter(engine->tokenizer(), template_text);
+  if (formatter.plain_fallback())
     std::fprintf(stderr, "fathom chat: the model has no chat template; using a plain 'User:/Assistant:' format\n");
-    tmpl = kFallbackTemplate;
-  }
-  const std::string bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
-  const std::string eos = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
   if (input.tty()) std::fputs("(/help for commands, Ctrl-D or /bye to end)\n", stderr);
 
   state.sampling = sampling.to_params();
@@ -290,7 +278,7 @@ int cmd_chat(const Args& args) {
       continue;
     }
     state.turns.push_back({"user", *line, ""});
-    auto rendered = apply_chat_template(tmpl, state.messages(), /*add_generation_prompt=*/true, bos, eos);
+    auto rendered = formatter.render(state.messages());
     if (!rendered) {
       std::fprintf(stderr, "fathom chat: chat template: %s\n", rendered.status().to_string().c_str());
       return 1;

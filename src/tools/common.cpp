@@ -211,15 +211,6 @@ void print_placement(const Engine& engine) {
   for (size_t i = 0; i < lines.size(); ++i) std::fprintf(stderr, "%s %s\n", i == 0 ? "placement" : "         ", lines[i].c_str());
 }
 
-std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text, bool allow_bos) {
-  bool add_bos = allow_bos && tokenizer.add_bos() && tokenizer.bos_id() >= 0;
-  if (add_bos) {
-    const std::string bos_text = tokenizer.token_text(tokenizer.bos_id());
-    if (!bos_text.empty() && text.compare(0, bos_text.size(), bos_text) == 0) add_bos = false;
-  }
-  return tokenizer.encode(text, add_bos, /*parse_special=*/true);
-}
-
 LoadingIndicator::LoadingIndicator(const std::string& what) {
   if (!stderr_is_tty()) return;
   thread_ = std::thread([this, what] {

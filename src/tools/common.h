@@ -85,9 +85,6 @@ void print_placement(const Engine& engine);
 // false (exit 1), else a "fathom CMD: warning: ..." line for a context past the model's trained
 // one and for a placement that does not fit in the CUDA device's free memory.
 bool memory_fits(const char* command, const std::string& model_path, MemoryDemand demand, const MemoryWording& wording);
-// Tokenizes a prompt the way the model expects: BOS per the tokenizer's metadata unless the
-// text already starts with the BOS token's text; special tokens in the text are parsed.
-std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text, bool allow_bos = true);
 // While it lives, "loading FILE ... 2.4 s" on stderr when that is a terminal, redrawn every
 // 100 ms by a thread of its own and erased at the end: reading a large model and repacking its
 // weights can take minutes, and a silent terminal looks hung.

@@ -6,6 +6,7 @@
 
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/prompt.h"
 #include "tools/commands.h"
 #include "tools/common.h"
 
