@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,6 +39,7 @@ struct EngineOptions {
   int64_t step_token_budget = 512;// tokens per forward step
   bool prefix_cache = true;       // reuse KV blocks of prompt prefixes seen before
   bool check_memory = true;       // refuse (kOutOfMemory) a KV cache and scratch larger than MemAvailable
+  std::function<void(uint64_t done_bytes, uint64_t total_bytes)> on_repack_progress;  // LoadOptions::on_repack_progress
 };
 
 // What the engine these options describe will allocate (model/memory_need.h), the weights'
