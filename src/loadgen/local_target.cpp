@@ -19,6 +19,7 @@ Expected<std::unique_ptr<LocalTarget>> LocalTarget::create(const LocalTargetOpti
   EngineOptions eo;
   eo.model_path = options.model_path;
   eo.n_threads = options.n_threads;
+  eo.map = options.map;
   eo.n_ctx = options.n_ctx;
   eo.n_seq_max = std::max<int32_t>(1, options.n_seq_max);
   FATHOM_ASSIGN_OR_RETURN(t->engine_, Engine::create(eo));
