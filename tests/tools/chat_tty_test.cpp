@@ -12,7 +12,7 @@
 #include <string>
 #include <thread>
 
-#include "cli_util.h"
+#include "../cli_util.h"
 
 namespace fathom {
 namespace {

@@ -128,10 +128,11 @@ TEST(Cli, PlanPrefillBoundFromMeasuredMatmulThroughput) {
   ASSERT_EQ(measured.code, 0) << measured.output;
   const bool on_cpu = measured.output.find("local-cpu") != std::string::npos;
   if (!on_cpu) GTEST_SKIP() << "a CUDA device is the local target here";
-  EXPECT_NE(measured.output.find("TFLOPS (f16 matmul measured here) / (2 x"), std::string::npos) << measured.output;
+  // The default quantization is a quantized one: its dots are integer, bounded by the q8_0 kernel.
+  EXPECT_NE(measured.output.find(" TOPS (q8_0 matmul measured here) / (2 x"), std::string::npos) << measured.output;
   const CmdResult assumed = run_fathom("plan -m " + stories + " --device auto --ram 4 --no-bench");
   ASSERT_EQ(assumed.code, 0) << assumed.output;
-  EXPECT_NE(assumed.output.find("FP16 TFLOPS / (2 x"), std::string::npos) << assumed.output;
+  EXPECT_NE(assumed.output.find(" INT8 TOPS / (2 x"), std::string::npos) << assumed.output;
   EXPECT_EQ(assumed.output.find("measured here"), std::string::npos) << assumed.output;
 }
 
@@ -150,7 +151,7 @@ TEST(Cli, MapFlagsWhereTheWeightsAreRead) {
   const CmdResult mapped = run_fathom("logits -m " + stories + " -p hi --top 3 --json", false);
   EXPECT_EQ(logits.code, 0) << logits.output;
   EXPECT_EQ(logits.output, mapped.output);
-  for (const std::string command : {"plan -m " + stories, "inspect " + stories}) {
+  for (const std::string& command : {"plan -m " + stories, "inspect " + stories}) {
     const CmdResult r = run_fathom(command + " --no-mmap");
     EXPECT_EQ(r.code, 2) << command << ": " << r.output;
     EXPECT_NE(r.output.find("'--no-mmap'"), std::string::npos) << command << ": " << r.output;
