@@ -9,6 +9,7 @@ packages=(
   libpcre2-dev         # Unicode-aware regexes for the BPE pre-tokenizers
   libcpp-httplib-dev   # HTTP client for `fathom bench load` and test clients
   libedit-dev          # line editing and history in `fathom chat` (BSD licence)
+  tmux                 # tests: `fathom chat` on a real terminal (Ctrl-C, Ctrl-D), tests/tools/chat_tty_test.cpp
   libboost-dev         # Boost.Beast/Asio: the event-driven HTTP server of `fathom serve`
   libcurl4-openssl-dev # `fathom pull`: HTTPS downloads with redirects, Range resume and proxies
   libssl-dev           # `fathom pull`: sha256 of downloads (OpenSSL's libcrypto EVP)

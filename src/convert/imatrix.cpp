@@ -176,7 +176,7 @@ Expected<ImatrixFile> read_imatrix(const std::string& path) {
 }
 
 Expected<ImatrixData> collect_imatrix(const std::string& model_path, const std::string& text, const ImatrixOptions& options) {
-  FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::open(model_path));
+  FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::open(model_path, options.map));
   FATHOM_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::from_gguf(*file));
   FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<Architecture> arch, make_architecture(config, *file));
   FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::from_gguf(*file));

@@ -24,6 +24,7 @@
 
 #include "backend/forwarding_backend.h"
 #include "convert/quantize.h"
+#include "core/mapped_file.h"
 #include "core/status.h"
 
 namespace fathom::gguf {
@@ -92,6 +93,7 @@ struct ImatrixOptions {
   int64_t n_chunks = -1;      // -1: all chunks the text has
   int n_threads = 0;          // 0: all cores
   bool process_output = false;  // also collect output.weight (llama.cpp's --process-output)
+  MapOptions map;               // the model file mapped (default) or read, locked or not
   // After each chunk: (chunk index from 1, chunk count, running perplexity estimate).
   std::function<void(int64_t, int64_t, double)> on_chunk;
 };

@@ -1,6 +1,6 @@
 #include "loadgen/local_target.h"
 
-#include "tokenizer/chat_template.h"
+#include "tokenizer/prompt.h"
 
 namespace fathom::loadgen {
 
@@ -12,17 +12,6 @@ struct Pending {
   bool finished = false;  // the final event has arrived
 };
 
-// BOS per the tokenizer's metadata unless the text already starts with it; special tokens in
-// the text are parsed (chat templates write them as text).
-std::vector<int32_t> tokenize(const Tokenizer& tokenizer, const std::string& text) {
-  bool add_bos = tokenizer.add_bos() && tokenizer.bos_id() >= 0;
-  if (add_bos) {
-    const std::string bos_text = tokenizer.token_text(tokenizer.bos_id());
-    if (!bos_text.empty() && text.compare(0, bos_text.size(), bos_text) == 0) add_bos = false;
-  }
-  return tokenizer.encode(text, add_bos, /*parse_special=*/true);
-}
-
 }  // namespace
 
 Expected<std::unique_ptr<LocalTarget>> LocalTarget::create(const LocalTargetOptions& options) {
@@ -30,6 +19,7 @@ Expected<std::unique_ptr<LocalTarget>> LocalTarget::create(const LocalTargetOpti
   EngineOptions eo;
   eo.model_path = options.model_path;
   eo.n_threads = options.n_threads;
+  eo.map = options.map;
   eo.n_ctx = options.n_ctx;
   eo.n_seq_max = std::max<int32_t>(1, options.n_seq_max);
   FATHOM_ASSIGN_OR_RETURN(t->engine_, Engine::create(eo));
@@ -72,18 +62,17 @@ std::vector<int32_t> LocalTarget::prompt_tokens(const WorkItem& item) const {
   const Tokenizer& tok = engine_->tokenizer();
   std::string text = item.prompt;
   if (text.empty() && !item.messages.is_null()) {
-    const auto source = tok.chat_template();
+    const ChatFormatter formatter(tok);
     std::vector<ChatMessage> messages;
     for (const auto& m : item.messages)
       if (m.is_object() && m.contains("content") && m["content"].is_string())
         messages.push_back({m.value("role", std::string("user")), m["content"].get<std::string>(), ""});
-    auto rendered = source ? apply_chat_template(*source, messages, /*add_generation_prompt=*/true,
-                                                  tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "",
-                                                  tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "")
-                           : Expected<std::string>(messages_to_text(item.messages));
+    // A model without a chat template, or whose template rejects the messages: role-prefixed lines.
+    auto rendered = formatter.plain_fallback() ? Expected<std::string>(messages_to_text(item.messages))
+                                               : formatter.render(messages);
     text = rendered ? *rendered : messages_to_text(item.messages);
   }
-  return fit_prompt_length(tokenize(tok, text), item.prompt_tokens, tok.bos_id());
+  return fit_prompt_length(tokenize_prompt(tok, text), item.prompt_tokens, tok.bos_id());
 }
 
 RequestOutcome LocalTarget::send(const WorkItem& item) {

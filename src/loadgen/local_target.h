@@ -17,6 +17,7 @@ namespace fathom::loadgen {
 struct LocalTargetOptions {
   std::string model_path;  // GGUF file
   int n_threads = 0;       // CPU threads, 0: all cores
+  MapOptions map;          // the model file mapped (default) or read, locked or not
   int64_t n_ctx = 0;       // per-sequence context (prompt + output); 0: the engine's default
   int32_t n_seq_max = 1;   // sequences the KV cache holds at once (the engine queues the rest)
   uint64_t seed = 0;       // sampling seed; request i samples with seed + i

@@ -5,69 +5,13 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "backend/cpu/cpu_backend.h"
-#include "backend/cuda/cuda_backend.h"
-#include "backend/device_spec.h"
-#include "backend/opencl/opencl_backend.h"
-#include "backend/placed_backend.h"
+#include "backend/backend_factory.h"
 #include "model/weights.h"
-#include "backend/backend_init.h"
 
 namespace fathom {
 
-namespace {
-
-// The backend LoadOptions::device names. A GPU backend that fails to start (no runtime, kernel
-// build error) is retried with growing delays, then replaced by the CPU backend; each step is
-// logged with its reason. An accelerator comes wrapped in a PlacedBackend that sends each op to
-// the CPU or the device by `placement`, both sharing one CPU backend (one thread pool).
-Expected<std::shared_ptr<Backend>> make_backend(const LoadOptions& options, const Placement& placement) {
-  auto cpu = std::make_shared<CpuBackend>(options.n_threads);
-  if (placement.device == "cpu") return std::shared_ptr<Backend>(cpu);
-  std::unique_ptr<Backend> device;
-  BackendCandidate gpu;
-  if (placement.device == "cuda") {
-    CudaOptions o;
-    o.device = options.device;
-    o.cpu = cpu;
-    gpu = {"cuda", [&device, o]() -> Status {
-             FATHOM_ASSIGN_OR_RETURN(device, create_cuda_backend(o));
-             return Status::ok();
-           }};
-  } else {
-    OpenClOptions o;
-    o.device = options.device;
-    o.cpu = cpu;
-    o.cache_dir = options.opencl_cache_dir.empty() ? default_opencl_cache_dir() : options.opencl_cache_dir;
-    o.inject_build_error = options.opencl_inject_build_error;
-    gpu = {"opencl", [&device, o]() -> Status {
-             FATHOM_ASSIGN_OR_RETURN(device, create_opencl_backend(o));
-             return Status::ok();
-           }};
-  }
-  const std::vector<BackendCandidate> candidates = {gpu, {"cpu", []() -> Status { return Status::ok(); }}};
-  RetryHooks hooks;
-  hooks.log = options.log;
-  FATHOM_RETURN_IF_ERROR(init_with_fallback(candidates, /*attempts=*/3, std::chrono::milliseconds(200), hooks).status());
-  if (!device) return std::shared_ptr<Backend>(cpu);  // fell back
-  return std::shared_ptr<Backend>(new PlacedBackend(cpu, std::move(device), placement.ranges(), placement.attention));
-}
-
-// The accelerator kind LoadOptions::device names ("cpu", "cuda", "opencl"), or an error for a
-// malformed name: before any retry, since a typo is not worth one.
-Expected<std::string> device_kind(const std::string& device) {
-  if (device.empty() || device == "cpu") return std::string("cpu");
-  const bool cuda = device == "cuda" || device.rfind("cuda:", 0) == 0;
-  if (!parse_device_spec(device, cuda ? "cuda" : "opencl"))
-    return error(ErrorCode::kInvalidArgument,
-                 "unknown device '" + device + "'; use cpu, cuda, cuda:N, opencl or opencl:N (see `fathom devices`)");
-  return std::string(cuda ? "cuda" : "opencl");
-}
-
-}  // namespace
-
 Expected<std::unique_ptr<Model>> Model::load(const std::string& path, const LoadOptions& options) {
-  FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::open(path));
+  FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::open(path, options.map));
   return from_file(std::move(file), options);
 }
 
@@ -77,7 +21,7 @@ Expected<std::unique_ptr<Model>> Model::from_file(std::unique_ptr<gguf::GgufFile
   FATHOM_ASSIGN_OR_RETURN(m->arch_, make_architecture(m->config_, *file));
   FATHOM_ASSIGN_OR_RETURN(const std::string kind, device_kind(options.device));
   FATHOM_ASSIGN_OR_RETURN(m->placement_, plan_placement(*file, m->config_, kind, options.placement));
-  FATHOM_ASSIGN_OR_RETURN(m->backend_, make_backend(options, m->placement_));
+  FATHOM_ASSIGN_OR_RETURN(m->backend_, make_backend(options, DeviceLayout{m->placement_.ranges(), m->placement_.attention}));
   if (kind != "cpu" && std::string(m->backend_->name()) == "cpu") {  // the device did not start: everything on the CPU
     FATHOM_ASSIGN_OR_RETURN(m->placement_, plan_placement(*file, m->config_, "cpu", PlacementOptions{}));
   }

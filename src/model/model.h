@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/backend_factory.h"
 #include "gguf/gguf.h"
 #include "kv/kv_cache.h"
 #include "model/architecture.h"
@@ -17,13 +18,10 @@
 
 namespace fathom {
 
-struct LoadOptions {
-  int n_threads = 0;  // 0: all cores
-  std::string device = "cpu";  // "cpu", "cuda" or "cuda:N" (CUDA ordinal), "opencl" (first GPU, else first device) or "opencl:N" (`fathom devices` order)
-  std::string opencl_cache_dir = "";  // compiled kernel cache; empty: $XDG_CACHE_HOME/fathom/opencl (or ~/.cache)
-  bool opencl_inject_build_error = false;  // tests: break the kernel build to exercise the CPU fallback
-  std::function<void(const std::string&)> log = nullptr;  // backend retries and fallbacks; null: stderr
+// The backend (n_threads, device, its options: backend/backend_factory.h), the placement, the file.
+struct LoadOptions : BackendOptions {
   PlacementOptions placement{};  // which tensors go on the accelerator (--gpu-layers, --cpu-moe, --override-tensor)
+  MapOptions map{};              // load(): the file mapped (default) or read, locked or not (--no-mmap, --mlock)
 };
 
 // The k largest logits of each logits row (Backend::top_candidates): what greedy and top-k

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/status.h"
 #include "plan/hardware.h"
 
@@ -54,6 +55,11 @@ Expected<MemoryInfo> detect_memory(const std::string& meminfo_path = "/proc/memi
 // (0: all cores); the fastest pass in GB/s (1e9 B/s). See core/bandwidth.h.
 double measure_read_bandwidth(size_t bytes = size_t{256} << 20, double seconds = 0.2, int threads = 0);
 
+// What fathom's own CPU matmul kernels do, in TOPS (1e12 multiply-adds x 2 per second): a
+// prefill-shaped product (128 tokens through a 2048 x 1024 matrix of `weight_type`, repacked as
+// at load) repeated for about `seconds` on a pool of `threads` (0: all cores).
+double measure_cpu_matmul_tops(DType weight_type, double seconds = 0.1, int threads = 0);
+
 struct GpuDevice {
   std::string platform;         // OpenCL platform name, or "CUDA"
   std::string name;             // device name
@@ -82,6 +88,8 @@ struct DeviceReport {
   CpuInfo cpu;                      // host CPU
   MemoryInfo memory;                // host RAM
   double measured_bandwidth_gbs = 0;  // 0 when --no-bench
+  double measured_q8_0_tops = 0;      // measure_cpu_matmul_tops(Q8_0); 0 when --no-bench
+  double measured_f16_tops = 0;       // measure_cpu_matmul_tops(F16); 0 when --no-bench
   ApiProbe opencl;                  // OpenCL platforms/devices
   ApiProbe cuda;                    // CUDA devices
   std::string cpu_kernels;          // the CPU kernels' path: "generic", "avx2", "avx512", "amx" (cpu/isa.h)

@@ -31,6 +31,8 @@ struct HardwareSpec {
   bool shared_memory = false;  // memory is the host's system RAM (iGPU, SoC, CPU)
   double price_usd = 0;        // typical price, USD (launch MSRP / list; iGPU: its host CPU)
   std::string source;          // where the figures come from
+  bool compute_measured = false;  // fp16_tflops, int8_tops: fathom's CPU matmul kernels measured on
+                                  // this machine (f16 and q8_0 weights), not a peak
 };
 
 // The built-in table (see hardware.cpp for each entry's source).

@@ -87,10 +87,14 @@ std::string plan_to_text(const ModelDesc& model, const Plan& p) {
     if (p.options.concurrency > 1)
       o << strprintf("          %lld sequences together: <= %s tok/s in total\n", static_cast<long long>(p.options.concurrency),
                      tps_str(b.decode_tps_batch).c_str());
-    o << strprintf("prefill   <= %s tok/s = %.1f %s / (2 x %s active params)\n", tps_str(b.prefill_tps).c_str(),
-                   b.peak_tops_used, b.peak_tops_used == p.device.int8_tops ? "INT8 TOPS" : "FP16 TFLOPS",
-                   params_str(z.n_params_active).c_str());
-    o << "          (upper bounds: peak bandwidth and compute; real engines reach 50-80% of them)\n\n";
+    const bool int8 = b.peak_tops_used == p.device.int8_tops;
+    const char* compute = p.device.compute_measured ? (int8 ? "TOPS (q8_0 matmul measured here)" : "TFLOPS (f16 matmul measured here)")
+                                                    : (int8 ? "INT8 TOPS" : "FP16 TFLOPS");
+    o << strprintf("prefill   <= %s tok/s = %.2f %s / (2 x %s active params)\n", tps_str(b.prefill_tps).c_str(),
+                   b.peak_tops_used, compute, params_str(z.n_params_active).c_str());
+    o << (p.device.compute_measured
+              ? "          (bounds: bandwidth and matmul speed measured here; attention and other ops come on top)\n\n"
+              : "          (upper bounds: peak bandwidth and compute; real engines reach 50-80% of them)\n\n");
   }
 
   o << strprintf("quants at ctx %lld x %lld on %s:\n", static_cast<long long>(p.options.ctx),
@@ -149,7 +153,8 @@ nlohmann::json plan_to_json(const ModelDesc& model, const Plan& p) {
                             {"decode_tps_all_sequences", p.speed.decode_tps_batch},
                             {"decode_bytes_per_token", z.decode_read_bytes},
                             {"host_share", p.speed.host_share},
-                            {"prefill_tps", p.speed.prefill_tps}, {"prefill_peak_tops", p.speed.peak_tops_used}}},
+                            {"prefill_tps", p.speed.prefill_tps}, {"prefill_peak_tops", p.speed.peak_tops_used},
+                            {"prefill_compute_measured", p.device.compute_measured}}},
       {"quants", quants},
       {"recommended_quant", p.recommended_quant},
       {"recommendation", p.recommendation},
@@ -221,10 +226,13 @@ std::string devices_to_text(const DeviceReport& r) {
   o << "kernels   " << r.cpu_kernels << (r.cpu_kernels_why.empty() ? "" : " (" + r.cpu_kernels_why + ")") << "\n";
   o << strprintf("memory    %s total, %s available, %d NUMA node%s\n", format_bytes(r.memory.total_bytes).c_str(),
                  format_bytes(r.memory.available_bytes).c_str(), r.memory.numa_nodes, r.memory.numa_nodes == 1 ? "" : "s");
-  if (r.measured_bandwidth_gbs > 0)
+  if (r.measured_bandwidth_gbs > 0) {
     o << strprintf("bandwidth %.1f GB/s measured (multi-threaded read of 256 MiB)\n", r.measured_bandwidth_gbs);
-  else
+    o << strprintf("matmul    %.2f TOPS with q8_0 weights, %.2f TFLOPS with f16, measured (128 tokens x 2048 x 1024)\n",
+                   r.measured_q8_0_tops, r.measured_f16_tops);
+  } else {
     o << "bandwidth not measured (--no-bench)\n";
+  }
   probe_to_text(o, "opencl    ", r.opencl);
   probe_to_text(o, "cuda      ", r.cuda);
   o << "backend   " << r.backend << ": " << r.backend_reason << "\n";
@@ -246,6 +254,8 @@ nlohmann::json devices_to_json(const DeviceReport& r) {
                   {"numa_nodes", r.memory.numa_nodes},
                   {"measured_read_bandwidth_gbs", r.measured_bandwidth_gbs > 0 ? nlohmann::json(r.measured_bandwidth_gbs)
                                                                                 : nlohmann::json(nullptr)}}},
+      {"cpu_matmul", r.measured_q8_0_tops > 0 ? nlohmann::json{{"q8_0_tops", r.measured_q8_0_tops}, {"f16_tflops", r.measured_f16_tops}}
+                                              : nlohmann::json(nullptr)},
       {"opencl", probe_to_json(r.opencl)},
       {"cuda", probe_to_json(r.cuda)},
       {"backend", {{"name", r.backend}, {"reason", r.backend_reason}, {"init_log", r.init_log}}},

@@ -70,6 +70,7 @@ Expected<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   lo.n_threads = options.n_threads;
   lo.device = options.device;
   lo.placement = options.placement;
+  lo.on_repack_progress = options.on_repack_progress;
   FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> gguf_file, gguf::GgufFile::open(options.model_path, options.map));
   FATHOM_ASSIGN_OR_RETURN(e->model_, Model::from_file(std::move(gguf_file), lo));
   FATHOM_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::from_gguf(e->model_->file()));

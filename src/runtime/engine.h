@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -42,6 +43,7 @@ struct EngineOptions {
   // n_ctx keeps its first context_shift_keep tokens, discards half of the rest and continues;
   // -1: off, it finishes with kLength. At most n_ctx - 2 (something must be left to discard).
   int64_t context_shift_keep = -1;
+  std::function<void(uint64_t done_bytes, uint64_t total_bytes)> on_repack_progress;  // LoadOptions::on_repack_progress
 };
 
 // What the engine these options describe will allocate (model/memory_need.h), the weights'

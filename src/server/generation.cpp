@@ -9,19 +9,13 @@
 #include "runtime/grammar/grammar.h"
 #include "server/openai_response.h"
 #include "server/server_context.h"
+#include "tokenizer/prompt.h"
 
 namespace fathom::server {
 
 namespace {
 
 using nlohmann::json;
-
-// Used when the model file carries no tokenizer.chat_template (base models).
-constexpr const char* kPlainChatTemplate =
-    "{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n\n' }}"
-    "{% else %}{{ 'Assistant: ' + message['content'] + '\n\n' }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
 
 // A streamed request writes this SSE comment after 5 s without events (the HTTP layer's
 // heartbeat), so proxies and clients do not time out a request that waits for a slot.
@@ -31,18 +25,6 @@ constexpr const char* kSseHeartbeat = ": waiting\n\n";
 // than n_ctx such tokens cannot fit; normalization may shrink text a little, hence the margin.
 // Checked before tokenizing: an oversize prompt costs no tokenizer memory.
 constexpr int64_t kPromptBytesMargin = 2;
-
-// BOS per the tokenizer's metadata unless the text already starts with the BOS text (chat
-// templates often write it); special tokens in the text are parsed. The same rule as the CLI's
-// tools::tokenize_prompt, which this layer cannot reach (tools sits above server).
-std::vector<int32_t> tokenize_prompt(const Tokenizer& tok, const std::string& text) {
-  bool add_bos = tok.add_bos() && tok.bos_id() >= 0;
-  if (add_bos) {
-    const std::string bos_text = tok.token_text(tok.bos_id());
-    if (!bos_text.empty() && text.compare(0, bos_text.size(), bos_text) == 0) add_bos = false;
-  }
-  return tok.encode(text, add_bos, /*parse_special=*/true);
-}
 
 // One prompt, ready for the engine (each of its n choices generates from it).
 struct PreparedPrompt {
@@ -58,23 +40,6 @@ struct PreparedPrompt {
 // Tools are offered unless tool_choice is "none", which hides them from the model.
 bool tools_offered(const OpenAiRequest& request) {
   return !request.tools.empty() && request.tool_choice != ToolChoiceMode::kNone;
-}
-
-// The template context of transformers' apply_chat_template (messages, tools,
-// add_generation_prompt, bos_token, eos_token) plus the request's chat_template_kwargs, which
-// cannot replace those.
-Expected<std::string> render_chat(const std::string& tmpl, const OpenAiRequest& request, const std::string& bos,
-                                  const std::string& eos) {
-  nlohmann::ordered_json context = nlohmann::ordered_json::object();
-  for (const auto& [key, value] : request.chat_template_kwargs.items())
-    context[key] = nlohmann::ordered_json::parse(value.dump());
-  context["messages"] = chat_messages_json(request.messages, template_takes_object_arguments(tmpl));
-  if (tools_offered(request)) context["tools"] = request.tools;
-  else context.erase("tools");
-  context["add_generation_prompt"] = true;
-  context["bos_token"] = bos;
-  context["eos_token"] = eos;
-  return render_template(tmpl, context, /*hf_chat_mode=*/true);
 }
 
 // The grammar of a forced call: after the prompt's call opening, the arguments of the named
@@ -120,18 +85,20 @@ std::variant<std::vector<PreparedPrompt>, ApiError> prepare_prompts(const Engine
   const int64_t n_ctx = request_context(engine, request);
   std::vector<PreparedPrompt> out;
   if (request.endpoint == Endpoint::kChat) {
-    const std::string tmpl = !template_override.empty() ? template_override : tok.chat_template().value_or(kPlainChatTemplate);
-    const std::string bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
-    const std::string eos = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
+    const ChatFormatter formatter(tok, template_override);
     PreparedPrompt p;
     if (tools_offered(request)) {
-      p.tool_format = detect_tool_call_format(tmpl);
+      p.tool_format = detect_tool_call_format(formatter.source());
       if (p.tool_format == ToolCallFormat::kNone)
         return invalid_request("this model's chat template renders no tool calls, so the server cannot read them back "
                                "(supported: the DeepSeek R1/V3, V3.1, V3.2 and V4 formats and Qwen2.5's); remove 'tools' "
                                "or set tool_choice to \"none\"", "tools");
     }
-    Expected<std::string> rendered = render_chat(tmpl, request, bos, eos);
+    // The request's chat_template_kwargs are variables beside messages and tools.
+    Expected<std::string> rendered =
+        formatter.render(chat_messages_json(request.messages, template_takes_object_arguments(formatter.source())),
+                         tools_offered(request) ? nlohmann::ordered_json(request.tools) : nlohmann::ordered_json(),
+                         request.chat_template_kwargs);
     // A template that rejects the conversation (raise_exception: roles must alternate, ...) is the client's problem.
     if (!rendered) return invalid_request("the model's chat template rejected the messages: " + rendered.status().message(), "messages");
     if (request.tool_choice == ToolChoiceMode::kRequired || request.tool_choice == ToolChoiceMode::kNamed) {

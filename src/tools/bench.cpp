@@ -123,6 +123,7 @@ int cmd_bench(const Args& args) {
   p.add_threads("CPU threads (default: all cores)", &threads);
   add_device_option(p, &lo.device);
   add_placement_options(p, &lo.placement);
+  add_map_options(p, &lo.map);
   p.add_int("-p,--n-prompt", "P", "prompt tokens; 0 skips pp (default 512)", &n_prompt, Range::between(0, kMaxTokens));
   p.add_int("-n,--n-gen", "N", "generated tokens; 0 skips tg (default 128)", &n_gen, Range::between(0, kMaxTokens));
   p.add_int("-r,--repetitions", "R", "repetitions (default 3)", &reps, Range::between(1, 1000));

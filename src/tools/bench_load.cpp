@@ -43,6 +43,7 @@ struct LoadBenchOptions {
   std::string sweep_qps;          // "a,b,c"
   double ttft_p99_target_ms = 0;  // sweep: the latency target
   int threads = 0;                // local: CPU threads
+  MapOptions map;                 // local: --mlock, --no-mmap
   int64_t max_seqs = 0;           // local: sequences the engine runs at once
   bool quiet = false;             // no progress output
 };
@@ -137,6 +138,7 @@ int cmd_bench_load(const Args& args) {
   p.add_flag("--chat", "remote: use /v1/chat/completions", &o.chat);
   p.add_float("--timeout", "S", "per-request time limit in seconds (default 600)", &o.timeout_s, Range{0, 86400, true});
   p.add_threads("local: CPU threads (default: all cores)", &o.threads);
+  add_map_options(p, &o.map);
   p.add_int("--max-seqs", "N", "local: sequences the engine runs at once (default: min(concurrency, requests, 64))",
             &o.max_seqs, Range::between(1, 4096));
   p.add_flag("--json", "print the report as JSON", &o.as_json);
@@ -196,6 +198,7 @@ int cmd_bench_load(const Args& args) {
     loadgen::LocalTargetOptions lo;
     lo.model_path = o.model_path;
     lo.n_threads = o.threads;
+    lo.map = o.map;
     lo.n_ctx = local_context_size(*workload, o.requests);
     const int64_t in_flight = *scenario == Scenario::kSingleStream ? 1 : o.concurrency > 0 ? o.concurrency : 64;
     lo.n_seq_max = static_cast<int32_t>(o.max_seqs > 0 ? o.max_seqs : std::max<int64_t>(1, o.requests > 0 ? std::min(in_flight, o.requests) : in_flight));

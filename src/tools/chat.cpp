@@ -1,8 +1,8 @@
 // fathom chat: interactive multi-turn chat with the model's own chat template; the reasoning
 // between <think> and </think> is shown dimmed (on a terminal) or marked, apart from the answer.
 // On a terminal the input line is edited with libedit (history, arrows, Ctrl-R); Ctrl-C stops a
-// reply and returns to the prompt, Ctrl-C at the prompt or Ctrl-D ends the chat. Piped input
-// is read line by line with the same commands.
+// reply and returns to the prompt, Ctrl-C on a line of text clears it, Ctrl-C at an empty prompt
+// or Ctrl-D ends the chat. Piped input is read line by line with the same commands.
 #include <editline/readline.h>
 #include <unistd.h>
 
@@ -17,7 +17,7 @@
 #include <sstream>
 #include <string>
 
-#include "tokenizer/chat_template.h"
+#include "tokenizer/prompt.h"
 #include "tools/commands.h"
 #include "tools/common.h"
 #include "tools/interrupt.h"
@@ -26,34 +26,58 @@ namespace fathom::tools {
 
 namespace {
 
-// Used when a model file carries no tokenizer.chat_template (e.g. base models).
-constexpr const char* kFallbackTemplate =
-    "{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n\n' }}"
-    "{% else %}{{ 'Assistant: ' + message['content'] + '\n\n' }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
-
 constexpr const char* kCommandHelp =
     "/help                 this list\n"
-    "/bye                  end the chat (also Ctrl-D, or Ctrl-C at the prompt)\n"
+    "/bye                  end the chat (also Ctrl-D, or Ctrl-C at an empty prompt)\n"
     "/clear                start a new conversation (the system prompt stays)\n"
     "/set temperature T    sampling temperature from 0 (greedy) to 100\n"
     "/set system TEXT      system prompt (empty TEXT removes it); starts a new conversation\n"
     "/set think on|off     let the model reason in <think> first, or skip it with an empty block\n"
     "/save FILE            write the conversation as JSON\n"
     "/load FILE            read a conversation written by /save\n"
-    "Ctrl-C while the model answers stops the answer and keeps what it wrote.\n";
+    "Ctrl-C while the model answers stops the answer and keeps what it wrote; on a line\n"
+    "of text it clears the line.\n";
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// Ctrl-C at the prompt, as in shells and llama-cli: it clears a line that has text and ends the
+// chat at an empty one. SIGINT interrupts libedit's wait for a key (read_key_or_interrupt hands
+// libedit Ctrl-C's code instead), and that key runs on_ctrl_c_key, which sees the line. libedit
+// cannot clear the line from a key function (its rl_replace_line and rl_delete_text change
+// nothing), so the key function leaves the request here and the next key read returns Ctrl-U,
+// libedit's kill-line. libedit's callbacks take no context: this flag is file-static for that.
+bool g_clear_line_next = false;
+
+constexpr int kCtrlU = 21;
+
+int read_key(FILE* in) {
+  if (g_clear_line_next) {
+    g_clear_line_next = false;
+    return kCtrlU;
+  }
+  return read_key_or_interrupt(in);
+}
+
+int on_ctrl_c_key(int /*count*/, int /*key*/) {
+  if (rl_end > 0) g_clear_line_next = true;
+  else rl_done = 1;  // readline returns NULL: the chat ends, as at Ctrl-D
+  return 0;
+}
+
 // One line of user input: libedit on a terminal (editing and history), getline otherwise.
 class LineReader {
  public:
-  LineReader() : tty_(isatty(STDIN_FILENO) != 0) {}
+  LineReader() : tty_(isatty(STDIN_FILENO) != 0) {
+    if (!tty_) return;
+    rl_getc_function = read_key;
+    rl_initialize();
+    rl_add_defun("fathom-ctrl-c", on_ctrl_c_key, kCtrlC);
+  }
   bool tty() const { return tty_; }
-  // nullopt at the end of input, or when Ctrl-C interrupted the prompt (sigint says which).
+  // nullopt at the end of input, or when Ctrl-C ended an empty prompt line. Read while a
+  // SigintCatcher lives.
   std::optional<std::string> read(const char* prompt) {
     if (!tty_) {
       std::string line;
@@ -166,17 +190,9 @@ bool run_command(const std::string& line, ChatState* state) {
   return true;
 }
 
-// How the conversation becomes a prompt: the chat template and its special-token texts.
-struct ChatFormat {
-  std::string tmpl;  // Jinja chat template
-  std::string bos;   // the tokenizer's BOS text ("" when it has none)
-  std::string eos;   // the tokenizer's EOS text
-};
-
 // The prompt text of the conversation so far, opening the assistant's turn.
-Expected<std::string> render_prompt(const ChatFormat& format, const ChatState& state) {
-  FATHOM_ASSIGN_OR_RETURN(std::string text,
-                          apply_chat_template(format.tmpl, state.messages(), /*add_generation_prompt=*/true, format.bos, format.eos));
+Expected<std::string> render_prompt(const ChatFormatter& formatter, const ChatState& state) {
+  FATHOM_ASSIGN_OR_RETURN(std::string text, formatter.render(state.messages()));
   const bool template_opens_think = ends_with(text, "<think>\n") || ends_with(text, "<think>");
   if (!state.think && template_opens_think) text += ends_with(text, "\n") ? "\n</think>\n\n" : "\n\n</think>\n\n";
   return text;
@@ -195,14 +211,14 @@ struct FittedPrompt {
   std::vector<int32_t> tokens;
   bool starts_thinking = false;  // the prompt ends inside an opened <think> block
 };
-Expected<FittedPrompt> fit_prompt(const Engine& engine, const ChatFormat& format, ChatState* state, int n_predict,
-                                          int* dropped) {
+Expected<FittedPrompt> fit_prompt(const Engine& engine, const ChatFormatter& formatter, ChatState* state, int n_predict,
+                                  int* dropped) {
   const int64_t room = reply_room(engine.n_ctx(), n_predict);
   *dropped = 0;
   for (size_t first = 0;; ++*dropped) {
     ChatState trial = *state;
     trial.turns.erase(trial.turns.begin(), trial.turns.begin() + static_cast<std::ptrdiff_t>(first));
-    FATHOM_ASSIGN_OR_RETURN(const std::string text, render_prompt(format, trial));
+    FATHOM_ASSIGN_OR_RETURN(const std::string text, render_prompt(formatter, trial));
     std::vector<int32_t> tokens = tokenize_prompt(engine.tokenizer(), text);
     if (static_cast<int64_t>(tokens.size()) + room <= engine.n_ctx()) {
       state->turns = std::move(trial.turns);
@@ -287,20 +303,20 @@ int cmd_chat(const Args& args) {
   SamplingOptions sampling;
   GrammarOptions grammar;
   ChatState state;
-  std::string template_text, template_file;
+  ChatTemplateOptions chat_template;
   std::vector<std::string> stop;
   int n_predict = 2048;
   bool hide_thinking = false;
   ArgParser p("fathom chat -m FILE.gguf [options]",
               "Interactive chat with the model's chat template. Type a message and press Enter; /help lists\n"
-              "the commands (/bye, /clear, /set, /save, /load). Ctrl-C stops an answer; Ctrl-C at the prompt\n"
-              "or Ctrl-D ends the chat. Input piped into it is read line by line. When the conversation\n"
-              "outgrows the context (-c), the oldest turns are dropped (the system prompt stays) so that the\n"
-              "prompt leaves min(-n, a quarter of the context) tokens for the reply; stderr says so.");
+              "the commands (/bye, /clear, /set, /save, /load). Ctrl-C stops an answer or clears the line;\n"
+              "Ctrl-C at an empty prompt or Ctrl-D ends the chat. Input piped into it is read line by line.\n"
+              "When the conversation outgrows the context (-c), the oldest turns are dropped (the system\n"
+              "prompt stays) so that the prompt leaves min(-n, a quarter of the context) tokens for the\n"
+              "reply; stderr says so.");
   model.add_to(p);
   p.add_string("-sys,--system-prompt,--system", "TEXT", "system prompt", &state.system_prompt);
-  p.add_string("--chat-template", "JINJA", "chat template text to use instead of the model's", &template_text);
-  p.add_string("--chat-template-file", "FILE", "chat template file to use instead of the model's", &template_file);
+  chat_template.add_to(p);
   p.add_int("-n,--n-predict", "N", "tokens per answer at most (default 2048)", &n_predict, Range::between(1, kMaxTokens));
   p.add_flag("--hide-thinking", "do not print the model's <think> reasoning", &hide_thinking);
   add_stop_option(p, &stop);
@@ -310,12 +326,8 @@ int cmd_chat(const Args& args) {
   if (auto rc = p.parse(args)) return *rc;
   auto constraint = grammar.load();
   if (!constraint) return p.fail(constraint.status().message());
-  if (!template_text.empty() && !template_file.empty()) return p.fail("--chat-template and --chat-template-file exclude each other");
-  if (!template_file.empty()) {
-    auto text = read_text_file(template_file);
-    if (!text) return p.runtime_error(text.status().message());
-    template_text = *text;
-  }
+  std::string template_text;
+  if (auto rc = chat_template.load(p, &template_text)) return *rc;
   LineReader input;
   const bool tty = input.tty() && stdout_is_tty();
   const Expected<EngineOptions> engine_options = model.to_engine_options();
@@ -325,15 +337,9 @@ int cmd_chat(const Args& args) {
   }
   std::unique_ptr<Engine> engine = open_engine("chat", *engine_options);
   if (!engine) return 1;
-  const Tokenizer& tok = engine->tokenizer();
-  ChatFormat format;
-  format.tmpl = template_text.empty() ? tok.chat_template().value_or("") : template_text;
-  if (format.tmpl.empty()) {
+  const ChatFormatter formatter(engine->tokenizer(), template_text);
+  if (formatter.plain_fallback())
     std::fprintf(stderr, "fathom chat: the model has no chat template; using a plain 'User:/Assistant:' format\n");
-    format.tmpl = kFallbackTemplate;
-  }
-  format.bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
-  format.eos = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
   if (input.tty()) std::fputs("(/help for commands, Ctrl-D or /bye to end)\n", stderr);
 
   state.sampling = sampling.to_params();
@@ -342,7 +348,7 @@ int cmd_chat(const Args& args) {
   for (;;) {
     sigint.reset();
     const std::optional<std::string> line = input.read(">>> ");
-    if (!line) break;  // Ctrl-D, end of input, or Ctrl-C at the prompt
+    if (!line) break;  // Ctrl-D, end of input, or Ctrl-C at an empty prompt
     if (line->empty()) {
       if (input.tty()) continue;
       break;  // piped input: an empty line ends the chat, as before
@@ -353,7 +359,7 @@ int cmd_chat(const Args& args) {
     }
     state.turns.push_back({"user", *line, ""});
     int dropped = 0;
-    auto prompt = fit_prompt(*engine, format, &state, n_predict, &dropped);
+    auto prompt = fit_prompt(*engine, formatter, &state, n_predict, &dropped);
     if (!prompt) {
       if (prompt.status().code() != ErrorCode::kOutOfRange) {
         std::fprintf(stderr, "fathom chat: chat template: %s\n", prompt.status().to_string().c_str());

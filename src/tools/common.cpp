@@ -74,10 +74,29 @@ void ModelOptions::add_to(ArgParser& p) {
             "context length per sequence (default: min(model's, 4096)); its KV cache must fit in available "
             "memory, checked before loading",
             &ctx, Range::between(1, kMaxTokens));
-  p.add_flag("--mlock", "lock the model's bytes in RAM so they are never paged out; fails when `ulimit -l` is too low",
-             &mlock);
-  p.add_flag("--no-mmap", "read the model file into memory instead of mapping it", &no_mmap);
+  add_map_options(p, &map);
   cache_types.add_to(p);
+}
+
+void add_map_options(ArgParser& p, MapOptions* map) {
+  p.add_flag("--mlock", "lock the model's bytes in RAM so they are never paged out; fails when `ulimit -l` is too low",
+             &map->lock);
+  p.add_flag("--no-mmap", "read the model file into memory instead of mapping it", &map->read);
+}
+
+void ChatTemplateOptions::add_to(ArgParser& p) {
+  p.add_string("--chat-template", "JINJA", "chat template text to use instead of the model's", &text);
+  p.add_string("--chat-template-file", "FILE", "chat template file to use instead of the model's", &file);
+}
+
+std::optional<int> ChatTemplateOptions::load(const ArgParser& p, std::string* source) const {
+  if (!text.empty() && !file.empty()) return p.fail("--chat-template and --chat-template-file exclude each other");
+  *source = text;
+  if (file.empty()) return std::nullopt;
+  Expected<std::string> read = read_text_file(file);
+  if (!read) return p.runtime_error("--chat-template-file: " + read.status().message());
+  *source = std::move(*read);
+  return std::nullopt;
 }
 
 void KvCacheTypeOptions::add_to(ArgParser& p, const std::string& prefix, const std::string& whose) {
@@ -162,8 +181,7 @@ Expected<EngineOptions> ModelOptions::to_engine_options() const {
   EngineOptions o;
   FATHOM_ASSIGN_OR_RETURN(o.kv_types, cache_types.parse());
   o.model_path = model;
-  o.map.read = no_mmap;
-  o.map.lock = mlock;
+  o.map = map;
   o.n_threads = threads;
   o.device = device;
   o.placement = placement;
@@ -184,8 +202,12 @@ std::unique_ptr<Engine> open_engine(const char* command, const EngineOptions& op
   demand.count_weight_copies = true;
   if (!memory_fits(command, options.model_path, demand, MemoryWording{})) return nullptr;
   std::optional<LoadingIndicator> loading;
-  if (!quiet) loading.emplace(options.model_path);
-  auto engine = Engine::create(options);
+  EngineOptions load_options = options;
+  if (!quiet) {
+    loading.emplace(options.model_path);
+    load_options.on_repack_progress = [&loading](uint64_t done, uint64_t total) { loading->repack_progress(done, total); };
+  }
+  auto engine = Engine::create(load_options);
   loading.reset();
   if (!engine) {
     std::fprintf(stderr, "fathom %s: %s\n", command, engine.status().to_string().c_str());
@@ -211,15 +233,6 @@ void print_placement(const Engine& engine) {
   for (size_t i = 0; i < lines.size(); ++i) std::fprintf(stderr, "%s %s\n", i == 0 ? "placement" : "         ", lines[i].c_str());
 }
 
-std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text, bool allow_bos) {
-  bool add_bos = allow_bos && tokenizer.add_bos() && tokenizer.bos_id() >= 0;
-  if (add_bos) {
-    const std::string bos_text = tokenizer.token_text(tokenizer.bos_id());
-    if (!bos_text.empty() && text.compare(0, bos_text.size(), bos_text) == 0) add_bos = false;
-  }
-  return tokenizer.encode(text, add_bos, /*parse_special=*/true);
-}
-
 LoadingIndicator::LoadingIndicator(const std::string& what) {
   if (!stderr_is_tty()) return;
   thread_ = std::thread([this, what] {
@@ -227,10 +240,16 @@ LoadingIndicator::LoadingIndicator(const std::string& what) {
     std::unique_lock<std::mutex> lock(mutex_);
     while (!stop_signal_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stop_; })) {
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::fprintf(stderr, "\rloading %s ... %.1f s", what.c_str(), seconds);
+      const int percent = repack_percent_.load();
+      if (percent < 0) std::fprintf(stderr, "\rloading %s ... %.1f s", what.c_str(), seconds);
+      else std::fprintf(stderr, "\rloading %s ... %.1f s, repacking weights %d%%", what.c_str(), seconds, percent);
     }
     std::fputs("\r\033[K", stderr);
   });
+}
+
+void LoadingIndicator::repack_progress(uint64_t done_bytes, uint64_t total_bytes) {
+  if (total_bytes > 0) repack_percent_.store(static_cast<int>(100.0 * static_cast<double>(done_bytes) / static_cast<double>(total_bytes)));
 }
 
 LoadingIndicator::~LoadingIndicator() {

@@ -1,9 +1,11 @@
 // Option groups and helpers shared by the generation subcommands.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <string>
 #include <vector>
@@ -56,12 +58,24 @@ struct ModelOptions {
   PlacementOptions placement;  // --gpu-layers, --cpu-moe, --n-cpu-moe, --override-tensor
   int64_t ctx = 0;     // -c
   KvCacheTypeOptions cache_types;  // -ctk, -ctv
-  bool mlock = false;  // --mlock
-  bool no_mmap = false;  // --no-mmap
+  MapOptions map;      // --mlock, --no-mmap
   void add_to(ArgParser& p);
   // An error (exit 2) for an option value that names nothing, such as an unknown cache type.
   Expected<EngineOptions> to_engine_options() const;
 };
+
+// --chat-template JINJA / --chat-template-file FILE: a chat template replacing the model's.
+struct ChatTemplateOptions {
+  std::string text;  // --chat-template
+  std::string file;  // --chat-template-file
+  void add_to(ArgParser& p);
+  // Sets *source to the override ("" keeps the model's); on failure prints it and returns the
+  // exit code: 2 for both options given, 1 for a file that cannot be read.
+  std::optional<int> load(const ArgParser& p, std::string* source) const;
+};
+
+// --mlock and --no-mmap: how a command that computes with the weights brings the file into memory.
+void add_map_options(ArgParser& p, MapOptions* map);
 
 // -m/--model FILE, also accepted as the first argument.
 void add_model_option(ArgParser& p, std::string* path, const std::string& help = "GGUF model file (required)");
@@ -85,20 +99,21 @@ void print_placement(const Engine& engine);
 // false (exit 1), else a "fathom CMD: warning: ..." line for a context past the model's trained
 // one and for a placement that does not fit in the CUDA device's free memory.
 bool memory_fits(const char* command, const std::string& model_path, MemoryDemand demand, const MemoryWording& wording);
-// Tokenizes a prompt the way the model expects: BOS per the tokenizer's metadata unless the
-// text already starts with the BOS token's text; special tokens in the text are parsed.
-std::vector<int32_t> tokenize_prompt(const Tokenizer& tokenizer, const std::string& text, bool allow_bos = true);
-// While it lives, "loading FILE ... 2.4 s" on stderr when that is a terminal, redrawn every
-// 100 ms by a thread of its own and erased at the end: reading a large model and repacking its
-// weights can take minutes, and a silent terminal looks hung.
+// While it lives, "loading FILE ... 2.4 s" on stderr when that is a terminal (with ", repacking
+// weights 37%" once repacking reports), redrawn every 100 ms by a thread of its own and erased at
+// the end: reading a large model and repacking its weights can take minutes, and a silent
+// terminal looks hung. Off a terminal it prints nothing.
 class LoadingIndicator {
  public:
   explicit LoadingIndicator(const std::string& what);
   ~LoadingIndicator();
   LoadingIndicator(const LoadingIndicator&) = delete;
   LoadingIndicator& operator=(const LoadingIndicator&) = delete;
+  // A RepackProgress (backend/cpu/cpu_backend.h); any thread may call it.
+  void repack_progress(uint64_t done_bytes, uint64_t total_bytes);
 
  private:
+  std::atomic<int> repack_percent_{-1};  // -1 until repacking reports
   std::mutex mutex_;
   std::condition_variable stop_signal_;
   bool stop_ = false;   // guarded by mutex_

@@ -17,6 +17,7 @@ int cmd_imatrix(const Args& args) {
   int64_t ctx = 512, chunks = -1;
   int threads = 0;
   bool process_output = false;
+  convert::ImatrixOptions o;
   ArgParser p("fathom imatrix -m MODEL.gguf -f TEXT.txt -o FILE [--chunk N] [--chunks N]",
               "Runs the text through the model in chunks and records, for every matmul weight, the sum of\n"
               "squared input activations per column and the token count. Writes llama.cpp's GGUF imatrix\n"
@@ -28,6 +29,7 @@ int cmd_imatrix(const Args& args) {
   p.add_int("--chunks", "N", "process at most N chunks (default: all)", &chunks, Range::between(1, 1 << 30));
   p.add_threads("CPU threads (default: all cores)", &threads);
   p.add_flag("--process-output", "also collect output.weight", &process_output);
+  add_map_options(p, &o.map);
   if (auto rc = p.parse(args)) return *rc;
   if (model_path.empty() || text_path.empty()) return p.fail("pass -m MODEL.gguf and -f TEXT.txt");
   auto text = read_input_file(text_path);
@@ -37,7 +39,6 @@ int cmd_imatrix(const Args& args) {
   demand.step_tokens = demand.n_ctx;
   demand.logit_rows = demand.n_ctx / 2;
   if (!memory_fits("imatrix", model_path, demand, {"-c", "", "", "lower -c/--chunk"})) return 1;
-  convert::ImatrixOptions o;
   o.n_ctx = ctx;
   o.n_chunks = chunks;
   o.n_threads = threads;

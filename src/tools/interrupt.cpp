@@ -1,6 +1,9 @@
 #include "tools/interrupt.h"
 
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <atomic>
 
@@ -35,6 +38,19 @@ SigintCatcher::~SigintCatcher() { sigaction(SIGINT, &g_previous, nullptr); }
 bool SigintCatcher::caught() const { return g_sigint_caught; }
 
 void SigintCatcher::reset() { g_sigint_caught = false; }
+
+int read_key_or_interrupt(FILE* in) {
+  for (;;) {
+    unsigned char c = 0;
+    const ssize_t n = read(fileno(in), &c, 1);
+    if (n == 1) return c;
+    if (n < 0 && errno == EINTR) {
+      if (g_sigint_caught.exchange(false)) return kCtrlC;
+      continue;  // another signal (a resize): keep waiting
+    }
+    return EOF;
+  }
+}
 
 Status run_until_idle_or_interrupted(Engine& engine, RequestId id, const SigintCatcher& sigint) {
   bool cancelled = false;

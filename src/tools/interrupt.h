@@ -4,6 +4,8 @@
 // process as usual.
 #pragma once
 
+#include <cstdio>
+
 #include "runtime/engine.h"
 
 namespace fathom::tools {
@@ -17,6 +19,12 @@ class SigintCatcher {
   bool caught() const;
   void reset();  // the next SIGINT is caught again
 };
+
+// A key read for a line editor (libedit's rl_getc_function) while a SigintCatcher lives: the next
+// byte of `in`, EOF at its end, or Ctrl-C's code (kCtrlC) when a SIGINT interrupted the wait;
+// that SIGINT is consumed (reset), so the next one is caught again.
+constexpr int kCtrlC = 3;
+int read_key_or_interrupt(FILE* in);
 
 // Steps the engine until it is idle; a SIGINT caught meanwhile cancels request `id` (which then
 // finishes with FinishReason::kCancelled). A failed step's status is returned.

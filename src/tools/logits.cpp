@@ -6,6 +6,7 @@
 
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/prompt.h"
 #include "tools/commands.h"
 #include "tools/common.h"
 
@@ -29,6 +30,7 @@ int cmd_logits(const Args& args) {
   add_device_option(p, &device);
   LoadOptions lo;
   add_placement_options(p, &lo.placement);
+  add_map_options(p, &lo.map);
   if (auto rc = p.parse(args)) return *rc;
   if (model_path.empty() || prompt.empty()) return p.fail("pass -m FILE.gguf and -p TEXT");
   if (Status st = check_device_exists(device); !st.is_ok()) return p.runtime_error(st.message());

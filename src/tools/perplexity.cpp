@@ -16,9 +16,10 @@ namespace fathom::tools {
 
 namespace {
 
-std::unique_ptr<Model> load_or_print(const char* cmd, const std::string& path, int threads) {
+std::unique_ptr<Model> load_or_print(const char* cmd, const std::string& path, int threads, const MapOptions& map) {
   LoadOptions lo;
   lo.n_threads = threads;
+  lo.map = map;
   auto m = Model::load(path, lo);
   if (!m) {
     std::fprintf(stderr, "fathom %s: %s\n", cmd, m.status().to_string().c_str());
@@ -58,6 +59,7 @@ int cmd_perplexity(const Args& args) {
   std::string model_path, text_path;
   int64_t ctx = 512, chunks = -1;
   int threads = 0;
+  MapOptions map;
   ArgParser p("fathom perplexity -m MODEL.gguf -f TEXT.txt [--ctx N] [--chunks N] [-t N]",
               "Perplexity as llama.cpp's llama-perplexity computes it: chunks of --ctx tokens, each scored on\n"
               "its second half. Prints PPL +/- its standard error.");
@@ -65,6 +67,7 @@ int cmd_perplexity(const Args& args) {
   p.add_string("-f,--file", "FILE", "text file ('-': standard input)", &text_path);
   add_chunk_options(p, &ctx, &chunks);
   p.add_threads("CPU threads (default: all cores)", &threads);
+  add_map_options(p, &map);
   KvCacheTypeOptions cache_types;
   cache_types.add_to(p);
   if (auto rc = p.parse(args)) return *rc;
@@ -74,7 +77,7 @@ int cmd_perplexity(const Args& args) {
   auto text = read_input_file(text_path);
   if (!text) return p.runtime_error(text.status().message());
   if (!memory_fits("perplexity", model_path, eval_memory_demand(ctx, o.kv_types), {"-c", "", "", "lower -c/--ctx"})) return 1;
-  auto model = load_or_print("perplexity", model_path, threads);
+  auto model = load_or_print("perplexity", model_path, threads, map);
   if (!model) return 1;
   auto tok = Tokenizer::from_gguf(model->file());
   if (!tok) {
@@ -99,6 +102,7 @@ int cmd_kl_divergence(const Args& args) {
   std::vector<std::string> model_paths;
   int64_t ctx = 512, chunks = -1;
   int threads = 0;
+  MapOptions map;
   ArgParser p("fathom kl-divergence --base BASE.gguf -m QUANT.gguf [-m QUANT2.gguf ...] -f TEXT.txt",
               "Runs the models on the same chunks and compares their next-token distributions with the\n"
               "base's: mean KL(base || model) +/- stderr, top-1 agreement, both perplexities and their ratio,\n"
@@ -108,6 +112,7 @@ int cmd_kl_divergence(const Args& args) {
   p.add_string("-f,--file", "FILE", "text file ('-': standard input)", &text_path);
   add_chunk_options(p, &ctx, &chunks);
   p.add_threads("CPU threads per model (default: all cores)", &threads);
+  add_map_options(p, &map);
   KvCacheTypeOptions cache_types, base_cache_types;
   cache_types.add_to(p, "", "the compared models' KV caches");
   base_cache_types.add_to(p, "base-", "the base model's KV cache");
@@ -120,12 +125,12 @@ int cmd_kl_divergence(const Args& args) {
     return 2;
   auto text = read_input_file(text_path);
   if (!text) return p.runtime_error(text.status().message());
-  auto base = load_or_print("kl-divergence", base_path, threads);
+  auto base = load_or_print("kl-divergence", base_path, threads, map);
   if (!base) return 1;
   std::vector<std::unique_ptr<Model>> owned;
   std::vector<Model*> models;
   for (const std::string& path : model_paths) {
-    owned.push_back(load_or_print("kl-divergence", path, threads));
+    owned.push_back(load_or_print("kl-divergence", path, threads, map));
     if (!owned.back()) return 1;
     models.push_back(owned.back().get());
   }

@@ -72,7 +72,7 @@ int cmd_plan(const Args& args) {
               Range{0, 1, true});
   p.add_string("--hardware", "FILE.json", "add or override device entries (same fields as --list-devices --json)",
                &hardware_file);
-  p.add_flag("--no-bench", "with --device auto: skip the memory bandwidth measurement", &no_bench);
+  p.add_flag("--no-bench", "with --device auto: skip measuring memory bandwidth and matmul speed (then assumed)", &no_bench);
   p.add_flag("--roi", "print the buy-vs-rent break-even (needs --cloud-price)", &roi);
   p.add_float("--cloud-price", "USD/h", "cloud rental price per hour of a comparable instance", &cloud_price,
               Range{0, 1e6, true});

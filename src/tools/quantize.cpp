@@ -16,6 +16,7 @@ int cmd_quantize(const Args& args) {
   std::string in_path, out_path, type_name, imatrix_path;
   bool keep_output_f16 = false, quiet = false;
   int threads = 0;
+  MapOptions map;
   ArgParser p("fathom quantize IN.gguf OUT.gguf TYPE [--imatrix FILE] [--keep-output-f16] [-t N]",
               "Quantizes a model with llama.cpp's per-tensor mix (see docs/quantization.md): output.weight in\n"
               "Q6_K, attn_v/ffn_down of the first, last and every third layer in Q6_K for the _M types,\n"
@@ -27,11 +28,12 @@ int cmd_quantize(const Args& args) {
   p.add_string("--imatrix", "FILE", "importance matrix from `fathom imatrix` (GGUF) or llama.cpp (.gguf/.dat)", &imatrix_path);
   p.add_flag("--keep-output-f16", "keep output.weight in F16 instead of Q6_K", &keep_output_f16);
   p.add_threads("threads (default: all cores)", &threads);
+  add_map_options(p, &map);
   p.add_flag("-q,--quiet", "no progress output", &quiet);
   if (auto rc = p.parse(args)) return *rc;
   const std::optional<convert::FileType> ftype = convert::parse_file_type(type_name);
   if (!ftype) return p.fail("unknown type '" + type_name + "' (known: " + convert::file_type_names() + ")");
-  auto in = gguf::GgufFile::open(in_path);
+  auto in = gguf::GgufFile::open(in_path, map);
   if (!in) {
     std::fprintf(stderr, "fathom quantize: %s\n", in.status().to_string().c_str());
     return 1;

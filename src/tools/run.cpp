@@ -3,6 +3,7 @@
 
 #include "core/process.h"
 
+#include "tokenizer/prompt.h"
 #include "tools/commands.h"
 #include "tools/common.h"
 #include "tools/interrupt.h"

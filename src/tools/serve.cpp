@@ -29,7 +29,7 @@ int cmd_serve(const Args& args) {
   int max_tokens = 0;
   double shutdown_timeout = 30.0;
   int64_t step_budget = options.engine.step_token_budget;
-  std::string template_file;
+  ChatTemplateOptions chat_template;
   bool no_prefix_cache = false;
   int64_t context_shift_keep = -1;
   ArgParser p("fathom serve -m FILE.gguf [--host 127.0.0.1] [--port 8080] [options]",
@@ -91,7 +91,7 @@ int cmd_serve(const Args& args) {
               &options.header_timeout_seconds, Range{0, 86400, true});
   p.add_float("--read-timeout", "SEC", "a request's body must arrive within this (default 60)",
               &options.read_timeout_seconds, Range{0, 86400, true});
-  p.add_string("--chat-template-file", "FILE", "Jinja chat template to use instead of the model's", &template_file);
+  chat_template.add_to(p);
   p.add_int("-n,--n-predict", "N", "max_tokens for requests that do not set it (default: to the end of the context)",
             &max_tokens, Range::between(0, kMaxTokens));
   sampling.add_to(p);
@@ -117,14 +117,7 @@ int cmd_serve(const Args& args) {
   }
   options.max_connections = static_cast<size_t>(max_connections);
   options.max_header_bytes = static_cast<size_t>(max_header_bytes);
-  if (!template_file.empty()) {
-    auto text = read_text_file(template_file);
-    if (!text) {
-      std::fprintf(stderr, "fathom serve: --chat-template-file: %s\n", text.status().to_string().c_str());
-      return 1;
-    }
-    options.chat_template = *text;
-  }
+  if (auto rc = chat_template.load(p, &options.chat_template)) return *rc;
   if (options.allow_pull) {
     Expected<hub::ModelStore> store = open_model_store();
     if (!store) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 namespace fathom::plan {
 namespace {
 
@@ -42,6 +44,35 @@ TEST(Devices, BandwidthMeasurementIsPositive) {
   const double gbs = measure_read_bandwidth(size_t{16} << 20, 0.05, 2);
   EXPECT_GT(gbs, 0.1);
   EXPECT_LT(gbs, 10000);
+}
+
+TEST(Devices, MatmulThroughputIsMeasuredQuicklyAndBelowAnyCoresPeak) {
+  for (DType type : {DType::Q8_0, DType::F16}) {
+    const auto start = std::chrono::steady_clock::now();
+    const double tops = measure_cpu_matmul_tops(type, 0.05, 2);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_GT(tops, 1e-4) << dtype_name(type);
+    // Two threads, none past 5 GHz x 2 FMA units x 16 f32 lanes x 2 ops, x 4 for int8 dot products.
+    EXPECT_LT(tops, 2 * 5e9 * 2 * 16 * 2 * 4 / 1e12) << dtype_name(type);
+    EXPECT_LT(seconds, 2.0) << dtype_name(type);  // `fathom plan` measures two of these (0.1 s each, unloaded)
+  }
+}
+
+TEST(Devices, MeasuredMatmulThroughputReplacesTheAssumedPeak) {
+  DeviceReport r;
+  r.cpu = detect_cpu();
+  r.measured_bandwidth_gbs = 20;
+  r.measured_q8_0_tops = 0.5;
+  r.measured_f16_tops = 0.25;
+  HardwareSpec h = local_host_spec(r);
+  EXPECT_TRUE(h.compute_measured);
+  EXPECT_EQ(h.int8_tops, 0.5);
+  EXPECT_EQ(h.fp16_tflops, 0.25);
+  r.measured_q8_0_tops = r.measured_f16_tops = 0;  // --no-bench
+  h = local_host_spec(r);
+  EXPECT_FALSE(h.compute_measured);
+  EXPECT_GT(h.int8_tops, 0);
+  EXPECT_GT(h.fp16_tflops, 0);
 }
 
 TEST(Devices, ProbesAndBackendChoiceNeverFail) {

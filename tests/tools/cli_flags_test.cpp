@@ -208,6 +208,20 @@ TEST(CliFlags, ChatCommandsFromPipedInput) {
   std::ofstream(tmpl) << "{{ raise_exception('the file template ran') }}";
   const CmdResult custom = test::run_command("printf 'Hi\\n' | " + chat + "--chat-template-file " + tmpl + " 2>&1");
   EXPECT_NE(custom.output.find("the file template ran"), std::string::npos) << custom.output;
+  const CmdResult inline_template =
+      test::run_command("printf 'Hi\\n' | " + chat + "--chat-template \"{{ raise_exception('the inline template ran') }}\" 2>&1");
+  EXPECT_NE(inline_template.output.find("the inline template ran"), std::string::npos) << inline_template.output;
+}
+
+// fathom serve takes the same template options as chat, with the same errors.
+TEST(CliFlags, ServeChatTemplateOptions) {
+  const CmdResult both = run_fathom("serve -m " + kStories + " --chat-template x --chat-template-file y");
+  EXPECT_EQ(both.code, 2) << both.output;
+  EXPECT_NE(both.output.find("--chat-template and --chat-template-file exclude each other"), std::string::npos) << both.output;
+  const CmdResult missing = run_fathom("serve -m " + kStories + " --chat-template-file /nonexistent/template.jinja");
+  EXPECT_EQ(missing.code, 1) << missing.output;
+  EXPECT_EQ(missing.output.rfind("fathom serve: --chat-template-file: cannot open '/nonexistent/template.jinja'", 0), 0u)
+      << missing.output;
 }
 
 TEST(ArgParser, RangesDescribeThemselves) {

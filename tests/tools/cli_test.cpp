@@ -119,6 +119,45 @@ TEST(Cli, PlanAndDevices) {
   EXPECT_NE(d.output.find("cpu"), std::string::npos);
 }
 
+// On this machine's CPU the prefill bound divides fathom's measured matmul throughput, and says
+// so; --no-bench falls back to the assumed peak, and says that.
+TEST(Cli, PlanPrefillBoundFromMeasuredMatmulThroughput) {
+  const std::string stories = std::string(FATHOM_SHARED_DIR) + "/models/tinyllamas-stories-260k-f32.gguf";
+  if (!std::ifstream(stories).good()) GTEST_SKIP() << "no " << stories;
+  const CmdResult measured = run_fathom("plan -m " + stories + " --device auto --ram 4");
+  ASSERT_EQ(measured.code, 0) << measured.output;
+  const bool on_cpu = measured.output.find("local-cpu") != std::string::npos;
+  if (!on_cpu) GTEST_SKIP() << "a CUDA device is the local target here";
+  // The default quantization is a quantized one: its dots are integer, bounded by the q8_0 kernel.
+  EXPECT_NE(measured.output.find(" TOPS (q8_0 matmul measured here) / (2 x"), std::string::npos) << measured.output;
+  const CmdResult assumed = run_fathom("plan -m " + stories + " --device auto --ram 4 --no-bench");
+  ASSERT_EQ(assumed.code, 0) << assumed.output;
+  EXPECT_NE(assumed.output.find(" INT8 TOPS / (2 x"), std::string::npos) << assumed.output;
+  EXPECT_EQ(assumed.output.find("measured here"), std::string::npos) << assumed.output;
+}
+
+// Every command that computes with the weights takes --mlock and --no-mmap; a command that reads
+// only the metadata rejects them by name.
+TEST(Cli, MapFlagsWhereTheWeightsAreRead) {
+  const std::string stories = std::string(FATHOM_SHARED_DIR) + "/models/tinyllamas-stories-260k-f32.gguf";
+  if (!std::ifstream(stories).good()) GTEST_SKIP() << "no " << stories;
+  for (const std::string command : {"run", "chat", "serve", "bench", "bench load", "logits", "perplexity", "kl-divergence",
+                                    "imatrix", "quantize"}) {
+    const CmdResult help = run_fathom(command + " --help");
+    EXPECT_NE(help.output.find("--no-mmap"), std::string::npos) << command;
+    EXPECT_NE(help.output.find("--mlock"), std::string::npos) << command;
+  }
+  const CmdResult logits = run_fathom("logits --no-mmap -m " + stories + " -p hi --top 3 --json", false);
+  const CmdResult mapped = run_fathom("logits -m " + stories + " -p hi --top 3 --json", false);
+  EXPECT_EQ(logits.code, 0) << logits.output;
+  EXPECT_EQ(logits.output, mapped.output);
+  for (const std::string& command : {"plan -m " + stories, "inspect " + stories}) {
+    const CmdResult r = run_fathom(command + " --no-mmap");
+    EXPECT_EQ(r.code, 2) << command << ": " << r.output;
+    EXPECT_NE(r.output.find("'--no-mmap'"), std::string::npos) << command << ": " << r.output;
+  }
+}
+
 TEST(ArgParser, ParsesTypedOptionsAndRejectsBadOnes) {
   std::string model;
   int n = 0;

@@ -10,11 +10,18 @@
 
 namespace fathom {
 
-CpuBackend::CpuBackend(int n_threads) : pool_(n_threads), kernels_(&cpu::best_kernels()) {}
+CpuBackend::CpuBackend(int n_threads, RepackProgress on_repack_progress)
+    : pool_(n_threads), kernels_(&cpu::best_kernels()), on_repack_progress_(std::move(on_repack_progress)) {}
 
 void CpuBackend::prepare_matmul_weights(const std::vector<TensorView>& weights, bool file_backed) {
   if (!kernels_->gemm_is_simd) return;  // the row-dot kernels read the GGUF layout
-  for (const TensorView& w : weights) repacked_.get(w, pool_, file_backed);
+  uint64_t total = 0, done = 0;
+  for (const TensorView& w : weights) total += w.n_bytes();
+  for (const TensorView& w : weights) {
+    repacked_.get(w, pool_, file_backed);
+    done += w.n_bytes();
+    if (on_repack_progress_) on_repack_progress_(done, total);
+  }
 }
 
 void CpuBackend::matmul_batch(const std::vector<MatmulJob>& jobs) {

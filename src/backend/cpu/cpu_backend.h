@@ -1,6 +1,7 @@
 // CPU backend: owns the one thread pool; every op splits its work over all threads.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -11,9 +12,12 @@
 
 namespace fathom {
 
+// Called by prepare_matmul_weights after each matrix it repacks: bytes done and in all, of that call.
+using RepackProgress = std::function<void(uint64_t done_bytes, uint64_t total_bytes)>;
+
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads);
+  explicit CpuBackend(int n_threads, RepackProgress on_repack_progress = nullptr);
 
   const char* name() const override { return "cpu"; }
   int n_threads() const override { return pool_.n_threads(); }
@@ -37,6 +41,7 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool pool_;
   const cpu::Kernels* kernels_;  // best ISA table for this CPU, chosen once
+  RepackProgress on_repack_progress_;  // null: repacking reports nothing
   cpu::MatmulScratch scratch_;  // activations quantized for matmul
   cpu::RepackCache repacked_;   // weights in the x16 layout, made on first use
 };
