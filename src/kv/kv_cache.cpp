@@ -85,18 +85,18 @@ Expected<int64_t> kv_pool_bytes(const KvCacheShape& shape, int64_t n_blocks) {
 
 KvCache::KvCache(const KvCacheShape& shape, int32_t n_blocks) : shape_(shape), pool_(n_blocks) {
   const size_t slots = static_cast<size_t>(n_blocks) * static_cast<size_t>(shape.block_size);
-  k_.resize(static_cast<size_t>(shape.n_layer));
-  v_.resize(static_cast<size_t>(shape.n_layer));
+  k_.reserve(static_cast<size_t>(shape.n_layer));
+  v_.reserve(static_cast<size_t>(shape.n_layer));
   for (int64_t l = 0; l < shape.n_layer; ++l) {
-    k_[static_cast<size_t>(l)].assign(slots * k_row_bytes(), 0);
-    v_[static_cast<size_t>(l)].assign(slots * v_row_bytes(), 0);
+    k_.emplace_back(slots * k_row_bytes());
+    v_.emplace_back(slots * v_row_bytes());
   }
 }
 
 size_t KvCache::allocated_bytes() const {
   size_t bytes = 0;
-  for (const std::vector<uint8_t>& k : k_) bytes += k.capacity();
-  for (const std::vector<uint8_t>& v : v_) bytes += v.capacity();
+  for (const StreamedBuffer& k : k_) bytes += k.size();
+  for (const StreamedBuffer& v : v_) bytes += v.size();
   return bytes;
 }
 

@@ -20,6 +20,7 @@
 
 #include "core/dtype.h"
 #include "core/status.h"
+#include "core/streamed_memory.h"
 #include <memory>
 #include <string>
 
@@ -171,7 +172,7 @@ class KvCache {
   const BlockPool& pool() const { return pool_; }
   size_t bytes_per_token() const { return static_cast<size_t>(kv_bytes_per_token(shape_)); }
   size_t total_bytes() const { return bytes_per_token() * static_cast<size_t>(pool_.n_total()) * static_cast<size_t>(shape_.block_size); }
-  // Bytes the K and V buffers hold (their capacity): what the pool took from the allocator.
+  // Bytes the K and V buffers hold: what the pool took from the allocator.
   size_t allocated_bytes() const;
 
  private:
@@ -185,8 +186,10 @@ class KvCache {
   // Position of `pos` of a sequence in the pool: (block, slot).
   std::pair<int32_t, int32_t> locate(int32_t seq_id, int64_t pos) const;
 
-  std::vector<std::vector<uint8_t>> k_;  // [n_layer] of [n_blocks, block_size, k_row_bytes()]
-  std::vector<std::vector<uint8_t>> v_;  // [n_layer] of [n_blocks, block_size, v_row_bytes()]
+  // Huge-page memory: decode reads every cached row of a sequence once per step, as it reads
+  // the weights.
+  std::vector<StreamedBuffer> k_;  // [n_layer] of [n_blocks, block_size, k_row_bytes()]
+  std::vector<StreamedBuffer> v_;  // [n_layer] of [n_blocks, block_size, v_row_bytes()]
   struct SeqTable {
     std::vector<int32_t> blocks;  // block ids in position order
     int64_t n_indexed = 0;        // leading blocks already offered to the prefix cache

@@ -103,6 +103,36 @@ TEST(AttentionVsReference, LargeScoresRescale) {
   }
 }
 
+// Decode at long contexts: one item per KV head leaves threads idle, so the positions are split
+// into parts whose softmax states are merged (2 to 4 parts here; part boundaries inside and at
+// the edge of cache blocks). A second, multi-token sequence checks split and unsplit items side
+// by side in one call.
+TEST(AttentionVsReference, LongContextDecodeSplitsPositions) {
+  const MhaCase shapes[] = {{12, 2, 128, 128, 16}, {4, 1, 64, 64, 16}};
+  for (const MhaCase& c : shapes)
+    for (const std::vector<SeqSpec>& seqs : {std::vector<SeqSpec>{{1024, 1}}, std::vector<SeqSpec>{{2053, 1}, {1100, 9}}}) {
+      PagedCache setup(seqs, c.n_head_kv * c.dk, c.n_head_kv * c.dv, c.block_size, 13);
+      const AttentionBatch batch = setup.batch();
+      std::mt19937 rng(5);
+      std::vector<float> q(static_cast<size_t>(batch.n_tokens * c.n_head * c.dk));
+      fill_gaussian(q.data(), static_cast<int64_t>(q.size()), rng);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(c.dk));
+      const size_t out_size = static_cast<size_t>(batch.n_tokens * c.n_head * c.dv);
+      ThreadPool ref_pool(2);
+      std::vector<float> want(out_size);
+      attention_ref(ref_pool, q.data(), setup.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, want.data());
+      for (int threads : {2, 3, 4}) {
+        ThreadPool pool(threads);
+        for (Isa isa : available_isas()) {
+          std::vector<float> got(out_size, NAN);
+          attention(pool, isa, q.data(), setup.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, got.data());
+          EXPECT_LT(max_row_error(got, want, c.dv), 1e-5)
+              << isa_name(isa) << ", " << threads << " threads, " << c.n_head_kv << " KV heads, " << seqs.size() << " sequences";
+        }
+      }
+    }
+}
+
 struct MlaCase {
   int64_t n_head, kv_lora_rank, n_rot;
 };
@@ -138,6 +168,30 @@ TEST_P(MlaAttentionVsReference, AllIsasMatchReference) {
     std::vector<float> got(q_abs.size(), NAN);
     mla_attention(pool, isa, q_abs.data(), q_pe.data(), setup.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot, scale, got.data());
     EXPECT_LT(max_row_error(got, want, c.kv_lora_rank), 1e-5) << isa_name(isa);
+  }
+}
+
+// MLA decode at a long context: all heads read the one latent row, so the heads stay in one
+// item and the positions are split across the threads, on an f32 and an f16 (converted) cache.
+TEST(MlaAttentionVsReference, LongContextDecodeSplitsPositions) {
+  const MlaCase c{16, 512, 64};  // DeepSeek-V2-Lite
+  for (const KvCacheTypes& types : {kF32Cache, KvCacheTypes{DType::F16, DType::F16}}) {
+    PagedCache setup({{1500, 1}}, c.kv_lora_rank + c.n_rot, 0, 16, 23, types);
+    const AttentionBatch batch = setup.batch();
+    const MlaQueries queries(batch, c, 6);
+    ThreadPool ref_pool(2);
+    std::vector<float> want(queries.q_abs.size());
+    mla_attention_ref(ref_pool, queries.q_abs.data(), queries.q_pe.data(), setup.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot,
+                      queries.scale, want.data());
+    for (int threads : {2, 3}) {
+      ThreadPool pool(threads);
+      for (Isa isa : available_isas()) {
+        std::vector<float> got(want.size(), NAN);
+        mla_attention(pool, isa, queries.q_abs.data(), queries.q_pe.data(), setup.kv, 0, batch, c.n_head, c.kv_lora_rank, c.n_rot,
+                      queries.scale, got.data());
+        EXPECT_LT(max_row_error(got, want, c.kv_lora_rank), 1e-5) << isa_name(isa) << ", " << threads << " threads, " << types_name(types);
+      }
+    }
   }
 }
 

@@ -94,7 +94,10 @@ struct SeqTokens {
   std::vector<int64_t> tokens;  // batch indices
 };
 
-// Rows [tok_begin, +n_tok) x heads [head_begin, +n_heads) of kv head `kv_head` of one sequence.
+// Rows [tok_begin, +n_tok) x heads [head_begin, +n_heads) of kv head `kv_head` of one sequence,
+// over the cached positions [kv_begin, kv_end). An item that covers only part of its rows'
+// positions (a split) leaves its unnormalised softmax state in a partial slot; merge_partials()
+// combines the slots of one split into the output.
 struct WorkItem {
   int32_t seq = 0;  // index into the SeqTokens list
   int64_t kv_head = 0;
@@ -102,7 +105,17 @@ struct WorkItem {
   int64_t n_heads = 0;
   int64_t tok_begin = 0;   // within SeqTokens::tokens
   int64_t n_tok = 0;
+  int64_t kv_begin = 0;    // first position read
+  int64_t kv_end = 0;      // one past the last position read: the rows' longest context
+  int64_t partial = -1;    // first float of this item's state in the partial buffer; -1: writes the output
   double cost = 0;         // rows x positions, for largest-first scheduling
+};
+
+// The items of one split (consecutive in the split list): the same rows over consecutive
+// position ranges.
+struct Split {
+  size_t first = 0;  // index into the split items
+  int n_parts = 0;
 };
 
 TileFn pick_tile(Isa isa, int64_t dk, int64_t dv) {
@@ -125,18 +138,36 @@ std::vector<SeqTokens> group_by_sequence(const AttentionBatch& batch) {
   return seqs;
 }
 
+// Positions a split part reads at the least: below this the partial state and its merge cost
+// more than the second thread saves.
+constexpr int64_t kMinSplitPositions = 512;
+
+// The work of one attention call: items for the dynamic scheduler, largest first, and the
+// splits whose parts are merged afterwards.
+struct Plan {
+  std::vector<WorkItem> items;
+  std::vector<WorkItem> split_items;  // the same items, grouped by split (Split::first indexes this)
+  std::vector<Split> splits;
+  int64_t partial_floats = 0;  // size of the partial buffer
+};
+
 // Splits the rows into items of at most `rows_per_item` rows: heads of a group first (so a
-// group shares the cache reads), then tokens of a sequence. Items are sized so every thread
-// gets work and are returned largest first for the dynamic scheduler.
-std::vector<WorkItem> make_items(const std::vector<SeqTokens>& seqs, const AttentionBatch& batch, const Problem& p,
-                                 int n_threads) {
+// group shares the cache reads), then tokens of a sequence. Short contexts spread the rows over
+// the threads. Long ones keep a group's heads in one item (the cache is read once per item) and,
+// when that leaves threads idle (decode: one item per KV head, one for all MLA heads), split
+// each item's positions into parts, one per idle thread, merged afterwards as flash-decoding
+// does. Items are returned largest first for the dynamic scheduler.
+Plan make_plan(const std::vector<SeqTokens>& seqs, const AttentionBatch& batch, const Problem& p, int n_threads) {
   const int64_t group = p.n_head / p.n_head_kv;
   const int64_t budget = std::clamp<int64_t>(kItemFloats / (p.dk + p.dv), 1, kMaxRows);
   const int64_t total_rows = batch.n_tokens * p.n_head;
-  const int64_t rows = std::clamp<int64_t>((total_rows + n_threads - 1) / n_threads, 1, budget);
+  int64_t longest = 0;
+  for (int64_t t = 0; t < batch.n_tokens; ++t) longest = std::max<int64_t>(longest, batch.positions[t] + 1);
+  const bool long_context = n_threads > 1 && longest >= 2 * kMinSplitPositions;
+  const int64_t rows = long_context ? budget : std::clamp<int64_t>((total_rows + n_threads - 1) / n_threads, 1, budget);
   const int64_t n_heads = std::min(group, rows);
   const int64_t n_tok = std::max<int64_t>(1, rows / n_heads);
-  std::vector<WorkItem> items;
+  Plan plan;
   for (size_t s = 0; s < seqs.size(); ++s) {
     const std::vector<int64_t>& toks = seqs[s].tokens;
     for (int64_t t0 = 0; t0 < static_cast<int64_t>(toks.size()); t0 += n_tok) {
@@ -146,12 +177,39 @@ std::vector<WorkItem> make_items(const std::vector<SeqTokens>& seqs, const Atten
       for (int64_t hk = 0; hk < p.n_head_kv; ++hk)
         for (int64_t h0 = 0; h0 < group; h0 += n_heads) {
           const int64_t nh = std::min(n_heads, group - h0);
-          items.push_back({static_cast<int32_t>(s), hk, h0, nh, t0, nt, static_cast<double>(nt * nh) * static_cast<double>(max_kv)});
+          plan.items.push_back({static_cast<int32_t>(s), hk, h0, nh, t0, nt, 0, max_kv, -1,
+                                static_cast<double>(nt * nh) * static_cast<double>(max_kv)});
         }
     }
   }
-  std::stable_sort(items.begin(), items.end(), [](const WorkItem& a, const WorkItem& b) { return a.cost > b.cost; });
-  return items;
+  const auto n_items = static_cast<int64_t>(plan.items.size());
+  if (long_context && n_items < n_threads) {
+    std::vector<WorkItem> whole;
+    whole.swap(plan.items);
+    for (const WorkItem& item : whole) {
+      const int64_t wanted = (n_threads + n_items - 1) / n_items;
+      const int64_t n_parts = std::clamp<int64_t>(item.kv_end / kMinSplitPositions, 1, wanted);
+      if (n_parts == 1) {
+        plan.items.push_back(item);
+        continue;
+      }
+      // Part boundaries on whole tiles; the last part takes the rest.
+      const int64_t step = (item.kv_end / n_parts + detail::kTileKeys - 1) / detail::kTileKeys * detail::kTileKeys;
+      plan.splits.push_back({plan.split_items.size(), static_cast<int>(n_parts)});
+      for (int64_t part = 0; part < n_parts; ++part) {
+        WorkItem piece = item;
+        piece.kv_begin = part * step;
+        piece.kv_end = part + 1 == n_parts ? item.kv_end : (part + 1) * step;
+        piece.partial = plan.partial_floats;
+        plan.partial_floats += piece.n_tok * piece.n_heads * (p.dv + 2);
+        piece.cost = static_cast<double>(piece.n_tok * piece.n_heads) * static_cast<double>(piece.kv_end - piece.kv_begin);
+        plan.split_items.push_back(piece);
+        plan.items.push_back(piece);
+      }
+    }
+  }
+  std::stable_sort(plan.items.begin(), plan.items.end(), [](const WorkItem& a, const WorkItem& b) { return a.cost > b.cost; });
+  return plan;
 }
 
 // Per-thread buffers of one work item's rows.
@@ -197,8 +255,15 @@ const float* convert_tile(DType t, const uint8_t* data, size_t row_bytes, const 
   return dst.data() + span.offset;
 }
 
+// Where row r (token-major, heads within) of an item writes its output.
+float* output_row(const WorkItem& item, const SeqTokens& seq, const Problem& p, int64_t r) {
+  const int64_t t = seq.tokens[static_cast<size_t>(item.tok_begin + r / item.n_heads)];
+  const int64_t h = item.kv_head * (p.n_head / p.n_head_kv) + item.head_begin + r % item.n_heads;
+  return p.out + (t * p.n_head + h) * p.dv;
+}
+
 void run_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& batch, const Problem& p, KvCache& kv,
-              int64_t layer, TileFn tile_fn, ConvertFn convert_fn, ItemScratch& s) {
+              int64_t layer, TileFn tile_fn, ConvertFn convert_fn, ItemScratch& s, float* partials) {
   const int64_t group = p.n_head / p.n_head_kv;
   const int64_t n_rows = item.n_tok * item.n_heads;
   s.q.resize(static_cast<size_t>(n_rows * p.dk));
@@ -207,11 +272,9 @@ void run_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& 
   s.l.assign(static_cast<size_t>(n_rows), 0.0f);
   s.n_kv.resize(static_cast<size_t>(n_rows));
   s.n_visible.resize(static_cast<size_t>(n_rows));
-  int64_t max_kv = 0;
   for (int64_t i = 0; i < item.n_tok; ++i) {
     const int64_t t = seq.tokens[static_cast<size_t>(item.tok_begin + i)];
     const int32_t n_kv = batch.positions[t] + 1;
-    max_kv = std::max<int64_t>(max_kv, n_kv);
     for (int64_t g = 0; g < item.n_heads; ++g) {
       const int64_t h = item.kv_head * group + item.head_begin + g, r = i * item.n_heads + g;
       float* dst = s.q.data() + r * p.dk;
@@ -234,10 +297,10 @@ void run_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& 
   const bool k_f32 = shape.k_type == DType::F32, v_f32 = p.latent || shape.v_type == DType::F32;
   const RowSpan k_span = covering_blocks(shape.k_type, item.kv_head * p.dk, p.dk);
   const RowSpan v_span = covering_blocks(shape.v_type, item.kv_head * p.dv, p.dv);
-  for (int64_t pos = 0; pos < max_kv;) {
+  for (int64_t pos = item.kv_begin; pos < item.kv_end;) {
     const int32_t block = table[static_cast<size_t>(pos / block_size)];
     const auto slot = static_cast<int32_t>(pos % block_size);
-    const int n_keys = static_cast<int>(std::min<int64_t>({kTileKeys, block_size - slot, max_kv - pos}));
+    const int n_keys = static_cast<int>(std::min<int64_t>({kTileKeys, block_size - slot, item.kv_end - pos}));
     KeyTile tile;
     if (k_f32) {
       tile.k = kv.k_row(layer, block, slot) + item.kv_head * p.dk;
@@ -262,14 +325,46 @@ void run_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& 
     tile_fn(tile, rows);
     pos += n_keys;
   }
-  for (int64_t i = 0; i < item.n_tok; ++i) {
-    const int64_t t = seq.tokens[static_cast<size_t>(item.tok_begin + i)];
-    for (int64_t g = 0; g < item.n_heads; ++g) {
-      const int64_t h = item.kv_head * group + item.head_begin + g, r = i * item.n_heads + g;
-      const float inv = 1.0f / s.l[static_cast<size_t>(r)];  // > 0: position 0 is always visible
-      const float* o = s.o.data() + r * p.dv;
-      float* dst = p.out + (t * p.n_head + h) * p.dv;
-      for (int64_t c = 0; c < p.dv; ++c) dst[c] = o[c] * inv;
+  if (item.partial >= 0) {
+    // [n_rows, dv + 2]: each row's unnormalised output, then its running max and denominator.
+    float* state = partials + item.partial;
+    for (int64_t r = 0; r < n_rows; ++r, state += p.dv + 2) {
+      std::copy_n(s.o.data() + r * p.dv, p.dv, state);
+      state[p.dv] = s.m[static_cast<size_t>(r)];
+      state[p.dv + 1] = s.l[static_cast<size_t>(r)];
+    }
+    return;
+  }
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float inv = 1.0f / s.l[static_cast<size_t>(r)];  // > 0: position 0 is always visible
+    const float* o = s.o.data() + r * p.dv;
+    float* dst = output_row(item, seq, p, r);
+    for (int64_t c = 0; c < p.dv; ++c) dst[c] = o[c] * inv;
+  }
+}
+
+// Combines the parts of each split: every part's state is rescaled to the largest running max
+// of its row (a part a row sees no position of has max -inf and weighs 0).
+void merge_partials(const Plan& plan, const std::vector<SeqTokens>& seqs, const Problem& p, const float* partials) {
+  for (const Split& split : plan.splits) {
+    const WorkItem& first = plan.split_items[split.first];
+    const int64_t n_rows = first.n_tok * first.n_heads;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      float m = -INFINITY;
+      for (int part = 0; part < split.n_parts; ++part)
+        m = std::max(m, partials[plan.split_items[split.first + static_cast<size_t>(part)].partial + r * (p.dv + 2) + p.dv]);
+      float* dst = output_row(first, seqs[static_cast<size_t>(first.seq)], p, r);
+      std::fill_n(dst, p.dv, 0.0f);
+      float l = 0.0f;
+      for (int part = 0; part < split.n_parts; ++part) {
+        const float* state = partials + plan.split_items[split.first + static_cast<size_t>(part)].partial + r * (p.dv + 2);
+        if (state[p.dv] == -INFINITY) continue;
+        const float w = std::exp(state[p.dv] - m);
+        l += w * state[p.dv + 1];
+        for (int64_t c = 0; c < p.dv; ++c) dst[c] += w * state[c];
+      }
+      const float inv = 1.0f / l;  // > 0: the first part holds position 0, visible to every row
+      for (int64_t c = 0; c < p.dv; ++c) dst[c] *= inv;
     }
   }
 }
@@ -280,14 +375,17 @@ void run(ThreadPool& pool, Isa isa, const Problem& p, KvCache& kv, int64_t layer
   const TileFn tile_fn = pick_tile(isa, p.dk, p.dv);
   const ConvertFn convert_fn = isa == Isa::kAvx512 || isa == Isa::kAvx2 ? detail::convert_avx2() : nullptr;
   const std::vector<SeqTokens> seqs = group_by_sequence(batch);
-  const std::vector<WorkItem> items = make_items(seqs, batch, p, pool.n_threads());
+  const Plan plan = make_plan(seqs, batch, p, pool.n_threads());
+  const std::vector<WorkItem>& items = plan.items;
+  std::vector<float> partials(static_cast<size_t>(plan.partial_floats));
   // Dynamic scheduling: causal items differ in length, so threads take the next item when done.
   std::atomic<size_t> next{0};
   pool.run_on_all([&](int) {
     ItemScratch scratch;
     for (size_t i = next.fetch_add(1, std::memory_order_relaxed); i < items.size(); i = next.fetch_add(1, std::memory_order_relaxed))
-      run_item(items[i], seqs[static_cast<size_t>(items[i].seq)], batch, p, kv, layer, tile_fn, convert_fn, scratch);
+      run_item(items[i], seqs[static_cast<size_t>(items[i].seq)], batch, p, kv, layer, tile_fn, convert_fn, scratch, partials.data());
   });
+  merge_partials(plan, seqs, p, partials.data());
 }
 
 // (token, head) items per chunk so a chunk does ~16K multiply-adds at the batch's longest context.

@@ -10,6 +10,7 @@
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/vec_dot.h"
 #include "core/process.h"
+#include "core/streamed_memory.h"
 #include "quant/blocks.h"
 
 namespace fathom::cpu {
@@ -162,23 +163,6 @@ size_t repacked_group_bytes(DType t, int64_t n) {
   return block_bytes(t) * static_cast<size_t>(n / block_values(t));
 }
 
-namespace {
-
-// Memory for repacked weights. Matrices of 2 MiB and more are 2 MiB-aligned and asked to use
-// transparent huge pages (MADV_HUGEPAGE; most distributions default THP to madvise): decode
-// streams every weight once per token, and with 4 KiB pages each page costs a TLB miss and a
-// page walk. Without THP the advice is ignored and the buffer works the same.
-void* allocate_weights(size_t bytes) {
-  constexpr size_t kHuge = size_t{2} << 20;
-  if (bytes < kHuge) return std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-  const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
-  void* p = std::aligned_alloc(kHuge, rounded);
-  if (p != nullptr) madvise(p, rounded, MADV_HUGEPAGE);
-  return p;
-}
-
-}  // namespace
-
 RepackedMatrix repack(const TensorView& w, ThreadPool* pool) {
   RepackedMatrix m;
   if (!repackable(w.dtype) || w.ne[0] % block_values(w.dtype) != 0) return m;
@@ -188,7 +172,7 @@ RepackedMatrix repack(const TensorView& w, ThreadPool* pool) {
   m.n_groups = (m.n_rows + R - 1) / R;
   m.group_bytes = repacked_group_bytes(w.dtype, m.n);
   const size_t total = m.group_bytes * static_cast<size_t>(m.n_groups);
-  void* p = allocate_weights(total);
+  void* p = allocate_streamed(total);  // decode streams every weight once per token
   if (p == nullptr) return m;
   m.data = std::unique_ptr<uint8_t, void (*)(void*)>(static_cast<uint8_t*>(p), std::free);
   const int64_t nb = m.n / block_values(w.dtype);
