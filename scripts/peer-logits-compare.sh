@@ -20,6 +20,7 @@ TYPES=${TYPES:-"Q4_K_M Q3_K_M Q2_K"}
 MODELS=${MODELS:-"qwen2 deepseek2"}
 PROMPTS=${PROMPTS:-"The quick brown fox|Once upon a time there was a|def fibonacci(n):"}
 SHARED=${SHARED:-../shared}
+PEER_TIMEOUT=${PEER_TIMEOUT:-600}  # seconds per peer logits.sh call
 PEER=${PEER:-$SHARED/peer}
 mkdir -p "$DIR"
 
@@ -58,7 +59,9 @@ for model in $MODELS; do
     : > "$results"
     IFS='|' read -r -a prompts <<< "$PROMPTS"
     for p in "${prompts[@]}"; do
-      peer_json=$(bash "$PEER/logits.sh" "$out" "$p" --top 5 2>/dev/null | tail -1)
+      # The Node binding has been seen to hang on exit: bound each call.
+      peer_json=$(timeout "$PEER_TIMEOUT" bash "$PEER/logits.sh" "$out" "$p" --top 5 2>/dev/null | tail -1) || true
+      [[ "$peer_json" == "{"* ]] || peer_json='{"error": "peer logits.sh failed or timed out"}'
       if ! ours_json=$("$FATHOM" logits -m "$out" -p "$p" --top 100 --json -t "$THREADS" 2>"$DIR/$model-$t.fathom.err"); then
         ours_json='{"error": "'"$(tail -1 "$DIR/$model-$t.fathom.err" | tr -d '"\\')"'"}'
       fi
@@ -71,6 +74,9 @@ lines = open(path).read().splitlines()
 agree, n, worst, note = 0, 0, 0.0, ""
 for peer_line, ours_line in zip(lines[0::2], lines[1::2]):
     peer, ours = json.loads(peer_line), json.loads(ours_line)
+    if "error" in peer:
+        note = "peer: " + peer["error"]
+        continue
     if "error" in ours:
         note = "fathom: " + ours["error"]
         break
