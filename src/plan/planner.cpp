@@ -40,7 +40,7 @@ Expected<QuantScheme> parse_quant(std::string_view name) {
   std::string lower(name);
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (lower == "file" || lower == "as-file") return QuantScheme{};
-  if (std::optional<quant::FileType> f = quant::find_file_type(name); f && f->base != DType::F32) return QuantScheme{f};
+  if (std::optional<quant::FileType> f = quant::find_file_type(name); f && f->in_plan) return QuantScheme{f};
   std::string known;
   for (const QuantScheme& q : all_quants()) known += quant_name(q) + ", ";
   return error(ErrorCode::kInvalidArgument, "unknown quant '" + std::string(name) + "' (expected " + known + "or file)");
@@ -49,7 +49,7 @@ Expected<QuantScheme> parse_quant(std::string_view name) {
 std::vector<QuantScheme> all_quants() {
   std::vector<QuantScheme> out;
   for (const quant::FileType& f : quant::file_types())
-    if (f.base != DType::F32) out.push_back({f});
+    if (f.in_plan) out.push_back({f});
   return out;
 }
 

@@ -29,7 +29,7 @@ struct QuantScheme {
 };
 std::string quant_name(const QuantScheme& q);      // "q4_k_m", ..., "file"
 Expected<QuantScheme> parse_quant(std::string_view name);
-std::vector<QuantScheme> all_quants();             // every file type but F32 (never worth planning)
+std::vector<QuantScheme> all_quants();             // the file types marked in_plan
 
 // Bits per weight of a block format: bytes per block x 8 / values per block.
 double bits_per_weight(DType t);

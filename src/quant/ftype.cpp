@@ -14,12 +14,23 @@ using F = LlamaFtype;
 // The targets, quantized ones from most bits to fewest, then the unquantized ones. A new target
 // is one row here: the mix below already has llama.cpp's rules for every LlamaFtype.
 constexpr FileType kFileTypes[] = {
-    {"Q8_0", F::kQ8_0, DType::Q8_0},     {"Q6_K", F::kQ6_K, DType::Q6_K},     {"Q5_K_M", F::kQ5_K_M, DType::Q5_K},
-    {"Q5_K_S", F::kQ5_K_S, DType::Q5_K}, {"Q5_1", F::kQ5_1, DType::Q5_1},     {"Q5_0", F::kQ5_0, DType::Q5_0},
-    {"Q4_K_M", F::kQ4_K_M, DType::Q4_K}, {"Q4_K_S", F::kQ4_K_S, DType::Q4_K}, {"Q4_1", F::kQ4_1, DType::Q4_1},
-    {"Q4_0", F::kQ4_0, DType::Q4_0},     {"Q3_K_L", F::kQ3_K_L, DType::Q3_K}, {"Q3_K_M", F::kQ3_K_M, DType::Q3_K},
-    {"Q3_K_S", F::kQ3_K_S, DType::Q3_K}, {"Q2_K", F::kQ2_K, DType::Q2_K},     {"F16", F::kF16, DType::F16},
-    {"BF16", F::kBF16, DType::BF16},     {"F32", F::kAllF32, DType::F32},
+    {"Q8_0", F::kQ8_0, DType::Q8_0, true},
+    {"Q6_K", F::kQ6_K, DType::Q6_K, true},
+    {"Q5_K_M", F::kQ5_K_M, DType::Q5_K, true},
+    {"Q5_K_S", F::kQ5_K_S, DType::Q5_K, true},
+    {"Q5_1", F::kQ5_1, DType::Q5_1, false},
+    {"Q5_0", F::kQ5_0, DType::Q5_0, false},
+    {"Q4_K_M", F::kQ4_K_M, DType::Q4_K, true},
+    {"Q4_K_S", F::kQ4_K_S, DType::Q4_K, true},
+    {"Q4_1", F::kQ4_1, DType::Q4_1, false},
+    {"Q4_0", F::kQ4_0, DType::Q4_0, true},
+    {"Q3_K_L", F::kQ3_K_L, DType::Q3_K, true},
+    {"Q3_K_M", F::kQ3_K_M, DType::Q3_K, true},
+    {"Q3_K_S", F::kQ3_K_S, DType::Q3_K, true},
+    {"Q2_K", F::kQ2_K, DType::Q2_K, true},
+    {"F16", F::kF16, DType::F16, true},
+    {"BF16", F::kBF16, DType::BF16, true},
+    {"F32", F::kAllF32, DType::F32, false},
 };
 
 bool contains(std::string_view s, std::string_view part) { return s.find(part) != std::string_view::npos; }

@@ -33,6 +33,8 @@ struct FileType {
   const char* name;  // "Q4_K_M", as llama-quantize spells it
   LlamaFtype id;     // written to general.file_type
   DType base;        // type of every quantizable tensor the mix does not change
+  bool in_plan;      // offered by `fathom plan`: not Q4_1/Q5_0/Q5_1 (a K-quant mix of the same
+                     // size loses less) nor F32 (F16 holds the same model)
 };
 
 // Every file type offered, largest first.
