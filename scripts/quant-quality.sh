@@ -8,7 +8,10 @@
 # evaluated (CHUNKS chunks of CTX tokens: 40 x 512 = 20,480 tokens), the rest calibrates the
 # imatrix (CALIB_CHUNKS chunks).
 #
-# usage: scripts/quant-quality.sh   (env: FATHOM, DIR, THREADS, TEXT_REV, CHUNKS, CTX, TYPES, VARIANTS)
+# PRESET (default 1.5b) picks another qwen2 synth shape, e.g. `small` for a run that fits a few
+# minutes on a busy machine.
+#
+# usage: scripts/quant-quality.sh   (env: FATHOM, DIR, THREADS, TEXT_REV, CHUNKS, CTX, TYPES, VARIANTS, PRESET)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,12 +26,13 @@ CALIB_CHUNKS=${CALIB_CHUNKS:-8}
 TYPES=${TYPES:-"Q8_0 Q6_K Q5_K_M Q4_K_M Q4_0"}
 VARIANTS=${VARIANTS:-"plain imatrix"}
 VOCAB=${VOCAB:-../shared/testdata/vocab/ggml-vocab-qwen2.gguf}
+PRESET=${PRESET:-1.5b}
 
 mkdir -p "$DIR"
-F16="$DIR/qwen2-1.5b-f16.gguf"
+F16="$DIR/qwen2-$PRESET-f16.gguf"
 if [ ! -f "$F16" ]; then
   echo "== synthesizing $F16"
-  "$FATHOM" synth --arch qwen2 --preset 1.5b --type f16 --vocab "$VOCAB" -t "$THREADS" -o "$F16"
+  "$FATHOM" synth --arch qwen2 --preset "$PRESET" --type f16 --vocab "$VOCAB" -t "$THREADS" -o "$F16"
 fi
 
 echo "== text from $TEXT_REV"
@@ -38,7 +42,7 @@ head -c "$EVAL_BYTES" "$DIR/all.txt" > "$DIR/eval.txt"
 tail -c +"$((EVAL_BYTES + 1))" "$DIR/all.txt" > "$DIR/calib.txt"
 wc -c "$DIR/eval.txt" "$DIR/calib.txt"
 
-if [ ! -f "$DIR/imatrix.gguf" ]; then
+if [[ " $VARIANTS " == *" imatrix "* ]] && [ ! -f "$DIR/imatrix.gguf" ]; then
   echo "== imatrix"
   "$FATHOM" imatrix -m "$F16" -f "$DIR/calib.txt" -o "$DIR/imatrix.gguf" --chunks "$CALIB_CHUNKS" -t "$THREADS"
 fi

@@ -11,6 +11,7 @@
 #include "convert/hf_checkpoint.h"
 #include "core/threadpool.h"
 #include "gguf/gguf.h"
+#include "quant/ftype.h"
 #include "quant/quant.h"
 
 namespace fathom::convert {
@@ -408,13 +409,9 @@ Status plan_tensors(HfArch arch, const Hparams& hp, const ConvertOptions& o, Pla
 }  // namespace
 
 uint32_t outtype_file_type(DType outtype) {
-  switch (outtype) {
-    case DType::F32: return 0;
-    case DType::F16: return 1;
-    case DType::Q8_0: return 7;
-    case DType::BF16: return 32;
-    default: return 1;
-  }
+  for (const quant::FileType& f : quant::file_types())
+    if (f.base == outtype) return static_cast<uint32_t>(f.id);
+  return static_cast<uint32_t>(quant::LlamaFtype::kF16);
 }
 
 Status convert_hf(const std::string& dir, const std::string& out_path, const ConvertOptions& options) {

@@ -156,7 +156,7 @@ Status write_imatrix(const ImatrixData& data, const std::string& path) {
   w.set_u32("imatrix.chunk_size", static_cast<uint32_t>(data.chunk_size));
   std::vector<std::string> names;
   for (const auto& [name, e] : data.entries) names.push_back(name);
-  std::sort(names.begin(), names.end(), llama_tensor_order);
+  std::sort(names.begin(), names.end(), quant::llama_tensor_order);
   for (const std::string& name : names) {
     const ImatrixEntry& e = data.entries.find(name)->second;
     const int64_t n_mat = static_cast<int64_t>(e.counts.size());

@@ -1,8 +1,6 @@
 #include "convert/quantize.h"
 
 #include <algorithm>
-#include <cctype>
-#include <cstdio>
 #include <cstring>
 #include <numeric>
 
@@ -11,147 +9,6 @@
 #include "quant/quant.h"
 
 namespace fathom::convert {
-
-namespace {
-
-// llama.cpp's LLAMA_FTYPE_* values for the types offered here.
-const FileType kFileTypes[] = {
-    {"Q8_0", 7, DType::Q8_0, false, false},  {"Q6_K", 18, DType::Q6_K, false, false},
-    {"Q5_K_M", 17, DType::Q5_K, true, false}, {"Q5_K_S", 16, DType::Q5_K, false, false},
-    {"Q4_K_M", 15, DType::Q4_K, true, false}, {"Q4_K_S", 14, DType::Q4_K, false, true},
-    {"Q4_0", 2, DType::Q4_0, false, false},  {"IQ4_NL", 25, DType::IQ4_NL, false, false},
-    {"IQ4_XS", 30, DType::IQ4_XS, false, false}, {"F16", 1, DType::F16, false, false},
-    {"BF16", 32, DType::BF16, false, false},  {"F32", 0, DType::F32, false, false},
-};
-
-bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
-
-// ggml_n_dims: trailing extents of 1 do not count; a scalar is 1-D.
-int ggml_n_dims(const TensorView& t) {
-  for (int i = 3; i >= 1; --i)
-    if (t.ne[static_cast<size_t>(i)] > 1) return i + 1;
-  return 1;
-}
-
-// "blk.N." -> N; -1 for tensors outside the blocks.
-int block_index(const std::string& name) {
-  int layer = -1;
-  if (std::sscanf(name.c_str(), "blk.%d.", &layer) != 1) return -1;
-  return layer;
-}
-
-}  // namespace
-
-std::optional<FileType> parse_file_type(std::string_view name) {
-  std::string upper(name);
-  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  for (const FileType& f : kFileTypes)
-    if (upper == f.name) return f;
-  return std::nullopt;
-}
-
-std::string file_type_names() {
-  std::string s;
-  for (const FileType& f : kFileTypes) s += (s.empty() ? "" : ", ") + f.name;
-  return s;
-}
-
-bool use_more_bits(int64_t i_layer, int64_t n_layers) {
-  return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
-}
-
-DType fallback_type(DType t, int64_t n_per_row) {
-  if (n_per_row % traits(t).block_size == 0) return t;
-  DType f = DType::F16;
-  switch (t) {
-    case DType::Q4_K: f = DType::Q5_0; break;
-    case DType::Q5_K: f = DType::Q5_1; break;
-    case DType::Q6_K: f = DType::Q8_0; break;
-    case DType::Q2_K: case DType::Q3_K: f = DType::Q4_0; break;
-    case DType::IQ4_XS: f = DType::IQ4_NL; break;
-    case DType::IQ4_NL: f = DType::Q5_0; break;
-    default: break;
-  }
-  if (n_per_row % traits(f).block_size != 0) f = DType::F16;
-  return f;
-}
-
-bool llama_tensor_order(const std::string& a, const std::string& b) {
-  const int la = block_index(a), lb = block_index(b);
-  if (la != lb) return la < lb;
-  return a < b;
-}
-
-QuantMix::QuantMix(const FileType& ftype, std::string arch, int64_t n_layer, int64_t n_expert, int n_attention_wv,
-                   bool has_output)
-    : ftype_(ftype), arch_(std::move(arch)), n_layer_(n_layer), n_expert_(n_expert), n_attention_wv_(n_attention_wv),
-      has_output_(has_output) {}
-
-bool QuantMix::is_quantizable(const TensorView& t) {
-  const std::string& name = t.name;
-  return name.ends_with("weight") && ggml_n_dims(t) >= 2 &&
-         !contains(name, "_norm.weight") && !contains(name, "ffn_gate_inp.weight");
-}
-
-DType QuantMix::type_for(const TensorView& t) {
-  if (!is_quantizable(t)) return t.dtype;
-  if (!traits(ftype_.base).is_quantized) return ftype_.base;  // F32/F16/BF16: no mix
-  const DType chosen = mixed_type(t.name, t);
-  const DType stored = fallback_type(chosen, t.ne[0]);
-  if (stored != chosen) ++n_fallback_;
-  return stored;
-}
-
-// llama.cpp's llama_tensor_get_type, restricted to the file types offered here.
-DType QuantMix::mixed_type(const std::string& name, const TensorView& t) {
-  const std::string& f = ftype_.name;
-  const bool iq4 = ftype_.base == DType::IQ4_NL || ftype_.base == DType::IQ4_XS;
-  DType type = ftype_.base;
-  if (name == "output.weight" || (!has_output_ && name == "token_embd.weight")) {
-    // The output projection matters most per bit: Q6_K unless Q8_0 was asked for.
-    if (t.ne[0] % traits(type).block_size != 0) {
-      type = DType::Q8_0;
-    } else if (type != DType::Q8_0) {
-      type = DType::Q6_K;
-    }
-  } else if (name == "token_embd.weight") {
-    // Embedding rows are looked up, not multiplied: the base type is fine for these mixes.
-  } else if (contains(name, "attn_v.weight")) {
-    if (ftype_.medium_mix && use_more_bits(i_attention_wv_, n_attention_wv_)) {
-      type = DType::Q6_K;
-    } else if (ftype_.small_mix && i_attention_wv_ < 4) {
-      type = DType::Q5_K;
-    } else if (iq4 && n_gqa_ >= 4) {
-      type = DType::Q5_K;  // shared K/V heads: attn_v is small and each row serves several heads
-    }
-    // llama.cpp's LLM_TYPE_70B (80 llama layers, GQA): attn_v is 8x smaller than attn_q there.
-    if (arch_ == "llama" && n_layer_ == 80 && (type == DType::Q3_K || type == DType::Q4_K)) type = DType::Q5_K;
-    if (n_expert_ == 8) type = DType::Q8_0;
-    ++i_attention_wv_;
-  } else if (contains(name, "attn_k.weight")) {
-    if (n_expert_ == 8) type = DType::Q8_0;
-  } else if (contains(name, "ffn_down")) {
-    // With experts, ffn_down, _exps and _shexp share a layer, so the layer comes from the name.
-    int64_t i_layer = i_ffn_down_;
-    if (n_expert_ > 1) i_layer = std::max(0, block_index(name));
-    if ((f == "Q4_K_M" || f == "Q5_K_M") && use_more_bits(i_layer, n_layer_)) {
-      type = DType::Q6_K;
-    } else if (f == "Q4_K_S" && i_layer < n_layer_ / 8) {
-      type = DType::Q5_K;
-    } else if (f == "Q4_0" && has_imatrix_ && i_layer < n_layer_ / 8) {
-      type = DType::Q4_1;
-    } else if (iq4 && !has_imatrix_ && i_layer < n_layer_ / 8) {
-      type = DType::Q5_K;
-    }
-    ++i_ffn_down_;
-  } else if (contains(name, "attn_output.weight")) {
-    if (n_expert_ == 8 && (f == "Q4_K_S" || f == "Q4_K_M" || iq4)) type = DType::Q5_K;
-  } else if (contains(name, "attn_qkv.weight")) {
-    if (f == "Q4_K_M") type = DType::Q5_K;
-    if (f == "Q5_K_M") type = DType::Q6_K;
-  }
-  return type;
-}
 
 namespace {
 
@@ -167,25 +24,24 @@ struct TensorPlan {
 
 Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::string& out_path, const QuantizeOptions& options) {
   const std::string arch = in.architecture();
-  const int64_t n_layer = in.get_int(arch + ".block_count").value_or(0);
-  const int64_t n_expert = in.get_int(arch + ".expert_count").value_or(0);
   const std::vector<gguf::TensorInfo>& tensors = in.tensors();
 
+  quant::MixModel model;
+  model.arch = arch;
+  model.n_layer = in.get_int(arch + ".block_count").value_or(0);
+  model.n_expert = in.get_int(arch + ".expert_count").value_or(0);
+  model.n_head = in.get_int(arch + ".attention.head_count").value_or(0);
+  model.n_head_kv = in.get_int(arch + ".attention.head_count_kv").value_or(model.n_head);
+  model.has_imatrix = options.imatrix != nullptr;
+  std::vector<quant::MixTensor> mix_in;
+  for (const gguf::TensorInfo& t : tensors) mix_in.push_back({t.view.name, t.view.ne, t.view.dtype});
+  const quant::MixResult mix = quant::mix_types(options.ftype, model, mix_in);
+  bool has_output = false;
+  for (const gguf::TensorInfo& t : tensors) has_output = has_output || t.view.name == "output.weight";
   std::vector<size_t> order(tensors.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return llama_tensor_order(tensors[a].view.name, tensors[b].view.name); });
-  int n_attention_wv = 0;
-  bool has_output = false;
-  for (const gguf::TensorInfo& t : tensors) {
-    const std::string& n = t.view.name;
-    if (contains(n, "attn_v.weight") || contains(n, "attn_qkv.weight") || contains(n, "attn_kv_b.weight")) ++n_attention_wv;
-    if (n == "output.weight") has_output = true;
-  }
-  QuantMix mix(options.ftype, arch, n_layer, n_expert, n_attention_wv, has_output);
-  mix.set_has_imatrix(options.imatrix != nullptr);
-  const int64_t n_head_kv = in.get_int(arch + ".attention.head_count_kv").value_or(0);
-  if (n_head_kv > 0) mix.set_n_gqa(in.get_int(arch + ".attention.head_count").value_or(0) / n_head_kv);
+                   [&](size_t a, size_t b) { return quant::llama_tensor_order(tensors[a].view.name, tensors[b].view.name); });
   auto warn = [&](const std::string& msg) {
     if (options.on_warning) options.on_warning(msg);
   };
@@ -195,7 +51,7 @@ Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::str
   bool warned_requantize = false;
   for (size_t idx : order) {
     const TensorView& t = tensors[idx].view;
-    DType out = mix.type_for(t);
+    DType out = mix.types[idx];
     const bool is_output = t.name == "output.weight" || (!has_output && t.name == "token_embd.weight");
     if (options.keep_output_f16 && is_output) out = DType::F16;
     if (out != t.dtype && !quant::can_dequantize(t.dtype))
@@ -203,6 +59,11 @@ Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::str
                                                       dtype_name(t.dtype), dtype_name(out)));
     if (out != t.dtype && !quant::can_quantize(out))
       return error(ErrorCode::kUnsupported, strprintf("tensor %s: cannot write type %s", t.name.c_str(), dtype_name(out)));
+    if (!options.imatrix && quant::is_quantizable({t.name, t.ne, t.dtype}) && quant::requires_imatrix(options.ftype, t.name, out))
+      return error(ErrorCode::kInvalidArgument,
+                   strprintf("%s needs an importance matrix (tensor %s would be %s): make one with `fathom imatrix` and "
+                             "pass --imatrix FILE",
+                             options.ftype.name, t.name.c_str(), dtype_name(out)));
     if (out != t.dtype && traits(t.dtype).is_quantized) {
       ++report.n_requantized;
       if (!warned_requantize)
@@ -233,9 +94,9 @@ Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::str
     ++report.type_counts[dtype_name(out)];
     plans.push_back({idx, out, importance, out_bytes});
   }
-  if (mix.n_fallback() > 0)
+  if (mix.n_fallback > 0)
     warn(strprintf("%d tensors have rows that do not fit the chosen block format and use llama.cpp's fallback type",
-                   mix.n_fallback()));
+                   mix.n_fallback));
 
   gguf::GgufWriter w;
   for (const auto& [key, value] : in.metadata()) {
@@ -243,7 +104,7 @@ Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::str
     w.set(key, value);
   }
   w.set_u32("general.quantization_version", 2);
-  w.set_u32("general.file_type", options.ftype.llama_ftype);
+  w.set_u32("general.file_type", static_cast<uint32_t>(options.ftype.id));
 
   ThreadPool pool(options.n_threads);
   size_t n_done = 0;

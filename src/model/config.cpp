@@ -49,6 +49,17 @@ Status positive(const gguf::GgufFile& file, const char* what, int64_t v, int64_t
 
 }  // namespace
 
+Expected<LayerCounts> read_layer_counts(const gguf::GgufFile& file, const std::string& arch) {
+  const KeyReader r{file, arch + "."};
+  LayerCounts c;
+  FATHOM_RETURN_IF_ERROR(r.require_int("block_count", &c.n_layer_all));
+  r.opt_int("nextn_predict_layers", &c.n_nextn);
+  if (c.n_nextn < 0 || c.n_nextn >= c.n_layer_all)
+    return error(ErrorCode::kInvalidFile, strprintf("%s: nextn_predict_layers %lld must be below block_count %lld", file.path().c_str(),
+                                                    static_cast<long long>(c.n_nextn), static_cast<long long>(c.n_layer_all)));
+  return c;
+}
+
 Expected<ModelConfig> ModelConfig::from_gguf(const gguf::GgufFile& file) {
   ModelConfig c;
   c.arch_name = file.architecture();
@@ -69,14 +80,11 @@ Expected<ModelConfig> ModelConfig::from_gguf(const gguf::GgufFile& file) {
   c.name = file.get_string("general.name").value_or("");
   const KeyReader r{file, c.arch_name + "."};
   FATHOM_RETURN_IF_ERROR(r.require_int("embedding_length", &c.n_embd));
-  FATHOM_RETURN_IF_ERROR(r.require_int("block_count", &c.n_layer));
+  FATHOM_ASSIGN_OR_RETURN(const LayerCounts layers, read_layer_counts(file, c.arch_name));
+  c.n_layer = layers.n_layer();  // MTP layers (blk.N for N >= n_layer) are not part of the forward pass
+  c.n_nextn_layers = layers.n_nextn;
   FATHOM_RETURN_IF_ERROR(r.require_int("attention.head_count", &c.n_head));
   r.opt_int("feed_forward_length", &c.n_ff);
-  r.opt_int("nextn_predict_layers", &c.n_nextn_layers);
-  if (c.n_nextn_layers < 0 || c.n_nextn_layers >= c.n_layer)
-    return error(ErrorCode::kInvalidFile, strprintf("%s: nextn_predict_layers %lld must be below block_count %lld", file.path().c_str(),
-                                                    static_cast<long long>(c.n_nextn_layers), static_cast<long long>(c.n_layer)));
-  c.n_layer -= c.n_nextn_layers;  // MTP layers (blk.N for N >= n_layer) are not part of the forward pass
   r.opt_int("context_length", &c.n_ctx_train);
   c.n_head_kv = c.n_head;
   r.opt_int("attention.head_count_kv", &c.n_head_kv);

@@ -81,4 +81,15 @@ struct ModelConfig {
   std::string summary() const;  // one line: "llama, 5 layers, n_embd 64, 8 heads (4 kv), ..."
 };
 
+// The layers a file holds: {arch}.block_count counts the MTP/NextN layers
+// ({arch}.nextn_predict_layers, DeepSeek-V3) stored after the ones the forward pass runs. The one
+// reading of both keys, for the engine's config and the planner.
+struct LayerCounts {
+  int64_t n_layer_all = 0;  // block_count: every blk.N in the file
+  int64_t n_nextn = 0;      // MTP layers among them, the last ones
+  int64_t n_layer() const { return n_layer_all - n_nextn; }  // layers the forward pass runs
+};
+// Errors: block_count missing, or nextn_predict_layers outside [0, block_count).
+Expected<LayerCounts> read_layer_counts(const gguf::GgufFile& file, const std::string& arch);
+
 }  // namespace fathom

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "model/synth_builder.h"
+#include "quant/ftype.h"
 #include "quant/quant.h"
 
 namespace fathom {
@@ -45,10 +46,6 @@ uint64_t fnv1a(std::string_view s) {
   return h;
 }
 
-bool is_k_quant(DType t) {
-  return t == DType::Q2_K || t == DType::Q3_K || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
-}
-
 // A word of lowercase letters for index k in bijective base 26: 0 -> "a", 25 -> "z", 26 -> "aa".
 std::string letters(int64_t k) {
   std::string s;
@@ -62,22 +59,7 @@ enum TokenType { kNormal = 1, kUnknown = 2, kControl = 3, kByte = 6 };
 
 }  // namespace
 
-DType weight_type_for_row(DType requested, int64_t n_in) {
-  DType t = requested;
-  if (is_k_quant(t) && n_in % kQK_K != 0) {
-    switch (t) {
-      case DType::Q4_K: t = DType::Q5_0; break;
-      case DType::Q5_K: t = DType::Q5_1; break;
-      case DType::Q6_K: t = DType::Q8_0; break;
-      default: t = DType::Q4_0; break;  // Q2_K, Q3_K: llama.cpp's IQ4_NL
-    }
-  }
-  // 256-value i-quant and ternary rows that do not fit: llama.cpp's fallbacks.
-  if (n_in % kQK_K != 0 && t == DType::IQ4_XS) t = DType::IQ4_NL;
-  if (n_in % kQK_K != 0 && (t == DType::TQ1_0 || t == DType::TQ2_0)) t = DType::Q4_0;
-  if (n_in % traits(t).block_size != 0) t = DType::F16;
-  return t;
-}
+DType weight_type_for_row(DType requested, int64_t n_in) { return quant::fallback_type(requested, n_in); }
 
 SynthBuilder::SynthBuilder(const SynthOptions& options, ThreadPool& pool, bool plan_only)
     : options_(options), pool_(pool), plan_only_(plan_only) {}
@@ -266,27 +248,15 @@ std::vector<std::string> synth_architectures() {
 }
 
 uint32_t llama_file_type(DType main, DType output) {
+  // The table's file type with this base; a Q6_K output over a lower main type is an _M mix.
   const bool q6_output = output == DType::Q6_K && main != DType::Q6_K;
-  switch (main) {
-    case DType::F32: return 0;   // LLAMA_FTYPE_ALL_F32
-    case DType::F16: return 1;   // MOSTLY_F16
-    case DType::Q4_0: return 2;
-    case DType::Q4_1: return 3;
-    case DType::Q8_0: return 7;
-    case DType::Q5_0: return 8;
-    case DType::Q5_1: return 9;
-    case DType::Q2_K: return 10;
-    case DType::Q3_K: return q6_output ? 12 : 11;  // Q3_K_M : Q3_K_S
-    case DType::Q4_K: return q6_output ? 15 : 14;  // Q4_K_M : Q4_K_S
-    case DType::Q5_K: return q6_output ? 17 : 16;  // Q5_K_M : Q5_K_S
-    case DType::Q6_K: return 18;
-    case DType::IQ4_NL: return 25;
-    case DType::IQ4_XS: return 30;
-    case DType::BF16: return 32;
-    case DType::TQ1_0: return 36;
-    case DType::TQ2_0: return 37;
-    default: return 0;
+  std::optional<quant::FileType> pick;
+  for (const quant::FileType& f : quant::file_types()) {
+    if (f.base != main) continue;
+    const std::string_view name = f.name;
+    if (!pick || name.ends_with(q6_output ? "_M" : "_S")) pick = f;
   }
+  return pick ? static_cast<uint32_t>(pick->id) : 0;
 }
 
 namespace {

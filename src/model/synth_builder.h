@@ -53,9 +53,7 @@ inline constexpr Init kNormWeight{1.0f, 0.1f};  // RMSNorm gains around 1
 inline constexpr Init kBias{0.0f, 0.1f};
 
 // The type llama.cpp's quantizer actually writes for a matrix of `requested` type whose rows have
-// n_in values: K-quants need n_in % 256 == 0, and llama.cpp then substitutes Q4_K -> Q5_0,
-// Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> IQ4_NL (we have no IQ4_NL and use Q4_0, the nearest
-// 4-bit 32-block type); any type whose block still does not divide n_in becomes F16.
+// n_in values: llama.cpp's substitute (quant::fallback_type) where the block does not divide n_in.
 DType weight_type_for_row(DType requested, int64_t n_in);
 
 // Writes one synthetic model. An architecture's build function sets its keys and adds its

@@ -4,30 +4,12 @@
 #include <map>
 
 #include "gguf/gguf.h"
+#include "model/config.h"
 #include "plan/model_shape.h"
+#include "plan/planner.h"
+#include "quant/ftype.h"
 
 namespace fathom::plan {
-
-namespace {
-
-// llama.cpp's LLAMA_FTYPE numbers for the mixes the planner knows by name.
-const char* ftype_name(int64_t ftype) {
-  switch (ftype) {
-    case 0: return "f32";
-    case 1: return "f16";
-    case 2: return "q4_0";
-    case 7: return "q8_0";
-    case 15: return "q4_k_m";
-    case 17: return "q5_k_m";
-    case 18: return "q6_k";
-    case 25: return "iq4_nl";
-    case 30: return "iq4_xs";
-    case 32: return "bf16";
-    default: return nullptr;
-  }
-}
-
-}  // namespace
 
 Expected<ModelDesc> model_from_gguf(const std::string& path) {
   FATHOM_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::open(path));
@@ -40,7 +22,9 @@ Expected<ModelDesc> model_from_gguf(const std::string& path) {
   const std::string a = s.arch + ".";
   auto get = [&](const std::string& key, int64_t fallback) { return file->get_int(a + key).value_or(fallback); };
   s.n_embd = get("embedding_length", 0);
-  s.n_layer = get("block_count", 0);
+  FATHOM_ASSIGN_OR_RETURN(const LayerCounts layers, read_layer_counts(*file, s.arch));
+  s.n_layer = layers.n_layer();
+  s.n_nextn_layers = layers.n_nextn;
   if (s.n_embd <= 0 || s.n_layer <= 0)
     return error(ErrorCode::kInvalidFile, path + ": missing " + a + "embedding_length or " + a + "block_count");
   s.n_ctx_train = get("context_length", 0);
@@ -77,9 +61,10 @@ Expected<ModelDesc> model_from_gguf(const std::string& path) {
   }
   s.tied_output = file->find_tensor("output.weight") == nullptr;
   s.qkv_bias = file->find_tensor("blk.0.attn_q.bias") != nullptr;
-  if (const char* n = ftype_name(file->get_int("general.file_type").value_or(-1))) {
-    d.file_type = n;
-  } else {
+  const int64_t file_type = file->get_int("general.file_type").value_or(-1);
+  for (const quant::FileType& f : quant::file_types())
+    if (static_cast<int64_t>(f.id) == file_type) d.file_type = quant_name(QuantScheme{f});
+  if (d.file_type.empty()) {
     uint64_t best = 0;
     for (const auto& [type, bytes] : bytes_by_type)
       if (bytes > best) best = bytes, d.file_type = dtype_name(type);

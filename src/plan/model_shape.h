@@ -20,7 +20,8 @@ struct ModelShape {
   int64_t n_vocab = 0;            // rows of token_embd
   int64_t n_ctx_train = 0;        // trained context length
   int64_t n_embd = 0;             // hidden size
-  int64_t n_layer = 0;            // transformer blocks
+  int64_t n_layer = 0;            // transformer blocks the forward pass runs
+  int64_t n_nextn_layers = 0;     // MTP layers stored after them (DeepSeek-V3 files), not run
   int64_t n_ff = 0;               // dense FFN hidden size
   int64_t n_head = 0;             // query heads
   int64_t n_head_kv = 0;          // key/value heads (GQA); == n_head for MHA

@@ -11,35 +11,12 @@ namespace fathom::plan {
 
 namespace {
 
-constexpr QuantScheme kSchemes[] = {QuantScheme::kF16,    QuantScheme::kBF16,   QuantScheme::kQ8_0, QuantScheme::kQ6_K,
-                                    QuantScheme::kQ5_K_M, QuantScheme::kQ4_K_M, QuantScheme::kQ4_0, QuantScheme::kIQ4_NL,
-                                    QuantScheme::kIQ4_XS};
-
 // Reserved on a discrete GPU for the driver/runtime context and allocator slack.
 constexpr double kDgpuReserveGiB = 0.5;
 // Share of system RAM a CPU or unified-memory SoC can give the model (rest: OS and apps).
 constexpr double kHostRamFraction = 0.9;
 // Keys per attention tile; scratch assumes tiled (flash-style) attention, not a full score matrix.
 constexpr int64_t kAttentionTile = 1024;
-
-bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
-
-// llama.cpp's use_more_bits(): the first and last eighth of the layers and every third one in
-// between get the higher type — about half of them.
-bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
-
-// K-quants and IQ4_XS need rows that are a multiple of 256; llama.cpp then falls back to a
-// 32-block type of similar size.
-DType k_quant_fallback(DType t, int64_t row) {
-  if (row % kQK_K == 0) return t;
-  switch (t) {
-    case DType::Q4_K: return DType::Q5_0;
-    case DType::Q5_K: return DType::Q5_1;
-    case DType::Q6_K: return DType::Q8_0;
-    case DType::IQ4_XS: return DType::IQ4_NL;
-    default: return t;
-  }
-}
 
 uint64_t tensor_bytes(DType t, const TensorShape& ts) {
   const DTypeTraits& tr = traits(t);
@@ -52,69 +29,47 @@ bool is_quantized_dtype(DType t) { return traits(t).is_quantized; }
 
 }  // namespace
 
-const char* quant_name(QuantScheme q) {
-  switch (q) {
-    case QuantScheme::kF16: return "f16";
-    case QuantScheme::kBF16: return "bf16";
-    case QuantScheme::kQ8_0: return "q8_0";
-    case QuantScheme::kQ6_K: return "q6_k";
-    case QuantScheme::kQ5_K_M: return "q5_k_m";
-    case QuantScheme::kQ4_K_M: return "q4_k_m";
-    case QuantScheme::kQ4_0: return "q4_0";
-    case QuantScheme::kIQ4_NL: return "iq4_nl";
-    case QuantScheme::kIQ4_XS: return "iq4_xs";
-    case QuantScheme::kAsFile: return "file";
-  }
-  return "?";
+std::string quant_name(const QuantScheme& q) {
+  if (!q.ftype) return "file";
+  std::string n = q.ftype->name;
+  for (char& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return n;
 }
 
 Expected<QuantScheme> parse_quant(std::string_view name) {
-  std::string n;
-  for (char c : name) n.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-  if (n == "file" || n == "as-file") return QuantScheme::kAsFile;
-  for (QuantScheme q : kSchemes)
-    if (n == quant_name(q)) return q;
-  return error(ErrorCode::kInvalidArgument,
-               "unknown quant '" + std::string(name) +
-                   "' (expected f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m, q4_0, iq4_nl or iq4_xs)");
+  std::string lower(name);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "file" || lower == "as-file") return QuantScheme{};
+  if (std::optional<quant::FileType> f = quant::find_file_type(name); f && f->in_plan) return QuantScheme{f};
+  std::string known;
+  for (const QuantScheme& q : all_quants()) known += quant_name(q) + ", ";
+  return error(ErrorCode::kInvalidArgument, "unknown quant '" + std::string(name) + "' (expected " + known + "or file)");
 }
 
-std::vector<QuantScheme> all_quants() { return {std::begin(kSchemes), std::end(kSchemes)}; }
+std::vector<QuantScheme> all_quants() {
+  std::vector<QuantScheme> out;
+  for (const quant::FileType& f : quant::file_types())
+    if (f.in_plan) out.push_back({f});
+  return out;
+}
 
 double bits_per_weight(DType t) {
   const DTypeTraits& tr = traits(t);
   return static_cast<double>(tr.type_size) * 8.0 / static_cast<double>(tr.block_size);
 }
 
-DType tensor_dtype(QuantScheme q, const TensorShape& t, const ModelShape& shape) {
-  if (q == QuantScheme::kAsFile) return t.dtype;
-  // Norms, biases and the MoE router stay f32 in every llama.cpp file type.
-  if (t.n_dims < 2 || contains(t.name, "ffn_gate_inp")) return DType::F32;
-  const bool is_output = t.name == "output.weight";
-  DType base = DType::F16;
-  switch (q) {
-    case QuantScheme::kF16: return DType::F16;
-    case QuantScheme::kBF16: return DType::BF16;
-    case QuantScheme::kQ8_0: return DType::Q8_0;
-    case QuantScheme::kQ6_K: base = DType::Q6_K; break;
-    case QuantScheme::kQ5_K_M: base = DType::Q5_K; break;
-    case QuantScheme::kQ4_K_M: base = DType::Q4_K; break;
-    case QuantScheme::kQ4_0: base = DType::Q4_0; break;
-    case QuantScheme::kIQ4_NL: base = DType::IQ4_NL; break;
-    case QuantScheme::kIQ4_XS: base = DType::IQ4_XS; break;
-    case QuantScheme::kAsFile: break;
+std::vector<DType> tensor_dtypes(const QuantScheme& q, const ModelDesc& model) {
+  std::vector<quant::MixTensor> tensors;
+  for (const TensorShape& t : model.tensors) tensors.push_back({t.name, t.ne, t.dtype});
+  if (!q.ftype) {
+    std::vector<DType> stored;
+    for (const quant::MixTensor& t : tensors) stored.push_back(t.stored);
+    return stored;
   }
-  DType chosen = base;
-  if (is_output) {
-    chosen = DType::Q6_K;  // the output head is the most quantization-sensitive matrix
-  } else if (q == QuantScheme::kQ5_K_M || q == QuantScheme::kQ4_K_M) {
-    // The _M mixes: V projections (attn_v; MLA's attn_kv_b produces V) and FFN down
-    // projections (dense, shared and routed experts) in use_more_bits() layers go to Q6_K.
-    const bool v_like = contains(t.name, "attn_v.") || contains(t.name, "attn_kv_b.");
-    const bool down = contains(t.name, "ffn_down");
-    if ((v_like || down) && t.layer() >= 0 && use_more_bits(t.layer(), shape.n_layer)) chosen = DType::Q6_K;
-  }
-  return k_quant_fallback(chosen, t.ne[0]);
+  const ModelShape& s = model.shape;
+  // llama.cpp's mix counts the MTP layers too (its n_layer_all).
+  const quant::MixModel mix_model{s.arch, s.n_layer + s.n_nextn_layers, s.n_expert, s.n_head, s.n_head_kv, false};
+  return quant::mix_types(*q.ftype, mix_model, tensors).types;
 }
 
 KvCacheShape plan_kv_shape(const ModelShape& s, const KvCacheTypes& types) {
@@ -146,7 +101,8 @@ uint64_t kv_pool_total(const ModelShape& s, const PlanOptions& opts) {
 ModelSizing size_model(const ModelDesc& model, const PlanOptions& opts) {
   const ModelShape& s = model.shape;
   ModelSizing z;
-  z.quant = opts.quant == QuantScheme::kAsFile && !model.file_type.empty() ? model.file_type : quant_name(opts.quant);
+  const bool as_file = !opts.quant.ftype;
+  z.quant = as_file && !model.file_type.empty() ? model.file_type : quant_name(opts.quant);
   z.layer_bytes.assign(static_cast<size_t>(std::max<int64_t>(s.n_layer, 0)), 0);
   z.layer_expert_bytes = z.layer_bytes;
   std::map<DType, TypeBytes> by_type;
@@ -154,9 +110,11 @@ ModelSizing size_model(const ModelDesc& model, const PlanOptions& opts) {
       s.is_moe() && s.n_expert > 0 ? static_cast<double>(s.n_expert_used) / static_cast<double>(s.n_expert) : 1.0;
   double active_params = 0;
   double decode_bytes = 0;
-  for (const TensorShape& t : model.tensors) {
-    const DType dt = tensor_dtype(opts.quant, t, s);
-    const uint64_t bytes = opts.quant == QuantScheme::kAsFile && t.file_bytes > 0 ? t.file_bytes : tensor_bytes(dt, t);
+  const std::vector<DType> dtypes = tensor_dtypes(opts.quant, model);
+  for (size_t i = 0; i < model.tensors.size(); ++i) {
+    const TensorShape& t = model.tensors[i];
+    const DType dt = dtypes[i];
+    const uint64_t bytes = as_file && t.file_bytes > 0 ? t.file_bytes : tensor_bytes(dt, t);
     TypeBytes& tb = by_type[dt];
     tb.dtype = dt;
     tb.n_params += t.n_elements();
@@ -367,7 +325,7 @@ Plan make_plan(const ModelDesc& model, const PlanOptions& opts, const HardwareSp
   // A placement that does not fit runs at no speed at all: no bound is printed for it.
   if (plan.placement.mode != PlacementMode::kDoesNotFit)
     plan.speed = speed_bounds(model, plan.sizing, plan.placement, opts, device, host);
-  for (QuantScheme q : all_quants()) {
+  for (const QuantScheme& q : all_quants()) {
     PlanOptions o = opts;
     o.quant = q;
     QuantOption qo;
@@ -383,9 +341,9 @@ Plan make_plan(const ModelDesc& model, const PlanOptions& opts, const HardwareSp
   const QuantOption* roomy_fit = nullptr;     // largest that fits with the headroom
   bool q8_fits = false;
   for (const QuantOption& qo : plan.options_by_quant)
-    q8_fits = q8_fits || (qo.sizing.quant == quant_name(QuantScheme::kQ8_0) && qo.placement.mode == PlacementMode::kAllOnDevice);
+    q8_fits = q8_fits || (qo.sizing.quant == "q8_0" && qo.placement.mode == PlacementMode::kAllOnDevice);
   for (const QuantOption& qo : plan.options_by_quant) {
-    const bool sixteen_bit = qo.sizing.quant == quant_name(QuantScheme::kF16) || qo.sizing.quant == quant_name(QuantScheme::kBF16);
+    const bool sixteen_bit = qo.sizing.quant == "f16" || qo.sizing.quant == "bf16";
     if (qo.placement.mode == PlacementMode::kAllOnDevice && !(sixteen_bit && q8_fits)) {
       if (!largest_fit) largest_fit = &qo;
       const double used = static_cast<double>(qo.placement.device_bytes) /
@@ -407,7 +365,7 @@ Plan make_plan(const ModelDesc& model, const PlanOptions& opts, const HardwareSp
     if (pick != largest_fit)
       plan.recommendation += strprintf("; %s fits too but leaves less than %.0f%% free",
                                        largest_fit->sizing.quant.c_str(), kRecommendedHeadroom * 100.0);
-    if (q8_fits && pick->sizing.quant == quant_name(QuantScheme::kQ8_0))
+    if (q8_fits && pick->sizing.quant == "q8_0")
       plan.recommendation += "; 16-bit weights would read twice the bytes per token for no measurable quality gain";
   } else if (offloaded) {
     plan.recommended_quant = offloaded->sizing.quant;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,26 +16,30 @@
 #include "kv/kv_cache.h"
 #include "plan/hardware.h"
 #include "plan/model_shape.h"
+#include "quant/ftype.h"
 
 namespace fathom::plan {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
-// llama.cpp-compatible file types. The _M mixes keep quality-sensitive tensors at more bits.
-enum class QuantScheme { kF16, kBF16, kQ8_0, kQ6_K, kQ5_K_M, kQ4_K_M, kQ4_0, kIQ4_NL, kIQ4_XS, kAsFile };
-const char* quant_name(QuantScheme q);             // "q4_k_m", ..., "file"
+// A weights format: one of llama.cpp's file types with its per-tensor mix (quant/ftype.h, the
+// table `fathom quantize` writes), or the types stored in the GGUF.
+struct QuantScheme {
+  std::optional<quant::FileType> ftype;  // nullopt: as stored in the file
+};
+std::string quant_name(const QuantScheme& q);      // "q4_k_m", ..., "file"
 Expected<QuantScheme> parse_quant(std::string_view name);
-std::vector<QuantScheme> all_quants();             // every scheme except kAsFile
+std::vector<QuantScheme> all_quants();             // the file types marked in_plan
 
 // Bits per weight of a block format: bytes per block x 8 / values per block.
 double bits_per_weight(DType t);
 
-// The dtype a tensor gets under a scheme (llama.cpp's choice for that file type, including the
-// _M bumps and the fallback for rows not a multiple of the 256-value K-quant super-block).
-DType tensor_dtype(QuantScheme q, const TensorShape& t, const ModelShape& shape);
+// The dtype each of model.tensors gets under a scheme (llama.cpp's mix for that file type, the
+// same quant::mix_types `fathom quantize` applies, without an imatrix).
+std::vector<DType> tensor_dtypes(const QuantScheme& q, const ModelDesc& model);
 
 struct PlanOptions {
-  QuantScheme quant = QuantScheme::kQ4_K_M;  // weights format (kAsFile: as stored in the GGUF)
+  QuantScheme quant{quant::find_file_type("Q4_K_M")};  // weights format
   int64_t ctx = 4096;                        // context length per sequence, tokens
   int64_t concurrency = 1;                   // sequences resident at once
   KvCacheTypes kv_types{};                   // KV cache element types (K, V); f16 as the engine's default

@@ -60,7 +60,7 @@ int cmd_plan(const Args& args) {
               "  fathom plan --arch-preset deepseek-v3 --device h200 --roi --cloud-price 3.5");
   add_model_option(p, &model_path, "GGUF file to size (metadata and tensor index only)");
   p.add_string("--arch-preset", "NAME", "built-in architecture instead of a file (--list-presets)", &preset);
-  p.add_string("--quant", "Q", "f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m (default), q4_0, iq4_nl, iq4_xs; 'file' keeps a GGUF's types", &quant);
+  p.add_string("--quant", "Q", "a `fathom quantize` TYPE (default q4_k_m); 'file' keeps a GGUF's types", &quant);
   p.add_int("-c,--ctx-size,--ctx", "N", "context length per sequence (default 4096)", &ctx, Range::between(1, kMaxTokens));
   p.add_int("--concurrency", "C", "sequences resident at once (default 1)", &concurrency, Range::between(1, 1 << 16));
   cache_types.add_to(p, "", "the KV cache (the bytes the engine allocates for them)");
@@ -118,7 +118,7 @@ int cmd_plan(const Args& args) {
 
   Expected<plan::ModelDesc> model = preset.empty() ? plan::model_from_gguf(model_path) : plan::model_from_preset(preset);
   if (!model) return fail(model.status());
-  if (opts.quant == plan::QuantScheme::kAsFile && !model->from_file)
+  if (!opts.quant.ftype && !model->from_file)
     return fail(error(ErrorCode::kInvalidArgument, "--quant file needs -m FILE.gguf"));
 
   plan::HardwareSpec device, host;

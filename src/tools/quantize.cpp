@@ -21,7 +21,7 @@ int cmd_quantize(const Args& args) {
               "Quantizes a model with llama.cpp's per-tensor mix (see docs/quantization.md): output.weight in\n"
               "Q6_K, attn_v/ffn_down of the first, last and every third layer in Q6_K for the _M types,\n"
               "norms, biases and the MoE router in F32. The output loads in llama.cpp.\n"
-              "TYPE: " + convert::file_type_names());
+              "TYPE: " + quant::file_type_names());
   p.add_positional("IN.gguf", "model to quantize (F32, F16, BF16, or already quantized)", &in_path);
   p.add_positional("OUT.gguf", "file to write", &out_path);
   p.add_positional("TYPE", "target type, e.g. Q4_K_M", &type_name);
@@ -31,8 +31,8 @@ int cmd_quantize(const Args& args) {
   add_map_options(p, &map);
   p.add_flag("-q,--quiet", "no progress output", &quiet);
   if (auto rc = p.parse(args)) return *rc;
-  const std::optional<convert::FileType> ftype = convert::parse_file_type(type_name);
-  if (!ftype) return p.fail("unknown type '" + type_name + "' (known: " + convert::file_type_names() + ")");
+  const std::optional<quant::FileType> ftype = quant::find_file_type(type_name);
+  if (!ftype) return p.fail("unknown type '" + type_name + "' (known: " + quant::file_type_names() + ")");
   auto in = gguf::GgufFile::open(in_path, map);
   if (!in) {
     std::fprintf(stderr, "fathom quantize: %s\n", in.status().to_string().c_str());
@@ -81,7 +81,7 @@ int cmd_quantize(const Args& args) {
     std::string types;
     for (const auto& [name, count] : report->type_counts) types += strprintf(" %s:%d", name.c_str(), count);
     std::fprintf(stderr, "quantize: %s -> %s (%s): %.1f MiB -> %.1f MiB in %.1f s; tensors by type:%s\n", in_path.c_str(),
-                 out_path.c_str(), ftype->name.c_str(), report->bytes_in / 1048576.0, report->bytes_out / 1048576.0, s,
+                 out_path.c_str(), ftype->name, report->bytes_in / 1048576.0, report->bytes_out / 1048576.0, s,
                  types.c_str());
   }
   return 0;

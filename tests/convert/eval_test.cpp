@@ -80,7 +80,7 @@ TEST(PerplexityTest, KlOfAQuantizationIsSmallButPositive) {
   auto in = gguf::GgufFile::open(kStories);
   ASSERT_TRUE(in.has_value());
   convert::QuantizeOptions qo;
-  qo.ftype = *convert::parse_file_type("Q4_0");
+  qo.ftype = *quant::find_file_type("Q4_0");
   qo.n_threads = 2;
   ASSERT_TRUE(convert::quantize_model(**in, tmp_path("stories-q4_0.gguf"), qo).has_value());
   auto base = load(kStories), quant = load(tmp_path("stories-q4_0.gguf"));
@@ -168,7 +168,7 @@ TEST(ImatrixTest, CollectWriteReadAndQuantizeWithIt) {
   auto im = convert::read_imatrix(tmp_path("im.gguf"));
   auto in = gguf::GgufFile::open(kStories);
   convert::QuantizeOptions qo;
-  qo.ftype = *convert::parse_file_type("Q4_0");
+  qo.ftype = *quant::find_file_type("Q4_0");
   qo.imatrix = &im->values;
   auto r = convert::quantize_model(**in, tmp_path("stories-q4_0-im.gguf"), qo);
   ASSERT_TRUE(r.has_value()) << r.status().to_string();

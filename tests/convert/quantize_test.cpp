@@ -7,6 +7,9 @@
 #include "convert/quantize.h"
 #include "convert_test_util.h"
 #include "gguf/gguf.h"
+#include "model/synth.h"
+#include "plan/planner.h"
+#include "quant/ftype.h"
 #include "quant/quant.h"
 
 namespace fathom {
@@ -16,8 +19,8 @@ using testing::model_logits;
 using testing::synth_model_file;
 using testing::tmp_path;
 
-convert::FileType ftype(const char* name) {
-  auto f = convert::parse_file_type(name);
+quant::FileType ftype(const char* name) {
+  auto f = quant::find_file_type(name);
   EXPECT_TRUE(f.has_value()) << name;
   return *f;
 }
@@ -48,16 +51,16 @@ TEST(QuantMixTest, UseMoreBitsMatchesLlamaCpp) {
   // n = 8: first eighth {0}, last eighth {7}, and (i - 1) % 3 == 2 -> {3, 6}.
   std::vector<int> chosen;
   for (int i = 0; i < 8; ++i)
-    if (convert::use_more_bits(i, 8)) chosen.push_back(i);
+    if (quant::use_more_bits(i, 8)) chosen.push_back(i);
   EXPECT_EQ(chosen, (std::vector<int>{0, 3, 6, 7}));
-  EXPECT_EQ(convert::fallback_type(DType::Q4_K, 64), DType::Q5_0);
-  EXPECT_EQ(convert::fallback_type(DType::Q5_K, 64), DType::Q5_1);
-  EXPECT_EQ(convert::fallback_type(DType::Q6_K, 64), DType::Q8_0);
-  EXPECT_EQ(convert::fallback_type(DType::Q6_K, 256), DType::Q6_K);
-  EXPECT_EQ(convert::fallback_type(DType::Q4_0, 48), DType::F16);
-  EXPECT_TRUE(convert::llama_tensor_order("token_embd.weight", "blk.0.attn_q.weight"));
-  EXPECT_TRUE(convert::llama_tensor_order("blk.2.ffn_up.weight", "blk.10.attn_k.weight"));
-  EXPECT_TRUE(convert::llama_tensor_order("output.weight", "output_norm.weight"));
+  EXPECT_EQ(quant::fallback_type(DType::Q4_K, 64), DType::Q5_0);
+  EXPECT_EQ(quant::fallback_type(DType::Q5_K, 64), DType::Q5_1);
+  EXPECT_EQ(quant::fallback_type(DType::Q6_K, 64), DType::Q8_0);
+  EXPECT_EQ(quant::fallback_type(DType::Q6_K, 256), DType::Q6_K);
+  EXPECT_EQ(quant::fallback_type(DType::Q4_0, 48), DType::F16);
+  EXPECT_TRUE(quant::llama_tensor_order("token_embd.weight", "blk.0.attn_q.weight"));
+  EXPECT_TRUE(quant::llama_tensor_order("blk.2.ffn_up.weight", "blk.10.attn_k.weight"));
+  EXPECT_TRUE(quant::llama_tensor_order("output.weight", "output_norm.weight"));
 }
 
 TEST(QuantizeTest, Q4KMPutsTheRightTypesOnTheRightTensors) {
@@ -73,7 +76,7 @@ TEST(QuantizeTest, Q4KMPutsTheRightTypesOnTheRightTensors) {
   EXPECT_EQ(type_of(*q, "output_norm.weight"), DType::F32);
   for (int il = 0; il < 8; ++il) {
     const std::string p = "blk." + std::to_string(il) + ".";
-    const DType more = convert::use_more_bits(il, 8) ? DType::Q6_K : DType::Q4_K;
+    const DType more = quant::use_more_bits(il, 8) ? DType::Q6_K : DType::Q4_K;
     EXPECT_EQ(type_of(*q, p + "attn_v.weight"), more) << il;
     EXPECT_EQ(type_of(*q, p + "ffn_down.weight"), more) << il;
     EXPECT_EQ(type_of(*q, p + "attn_q.weight"), DType::Q4_K);
@@ -90,7 +93,7 @@ TEST(QuantizeTest, Q4KMPutsTheRightTypesOnTheRightTensors) {
   EXPECT_EQ(q->find("tokenizer.ggml.tokens")->strings, (*in)->find("tokenizer.ggml.tokens")->strings);
   // Tensor order: llama.cpp's loader order (non-block tensors, then block by block, by name).
   const auto& ts = q->tensors();
-  for (size_t i = 1; i < ts.size(); ++i) EXPECT_TRUE(convert::llama_tensor_order(ts[i - 1].view.name, ts[i].view.name));
+  for (size_t i = 1; i < ts.size(); ++i) EXPECT_TRUE(quant::llama_tensor_order(ts[i - 1].view.name, ts[i].view.name));
   EXPECT_EQ(ts.front().view.name, "output.weight");
 }
 
@@ -135,17 +138,21 @@ TEST(QuantizeTest, Iq4MixesMatchLlamaCpp) {
   EXPECT_EQ(type_of(*nl, "blk.1.attn_q.weight"), DType::IQ4_NL);
   EXPECT_EQ(type_of(*nl, "blk.0.ffn_down.weight"), DType::IQ4_NL);  // 2 layers: 0 < 2 / 8 is false
   EXPECT_EQ(type_of(*nl, "output.weight"), DType::Q8_0);
-  EXPECT_EQ(convert::fallback_type(DType::IQ4_XS, 64), DType::IQ4_NL);
-  EXPECT_EQ(convert::fallback_type(DType::IQ4_NL, 48), DType::F16);
+  EXPECT_EQ(quant::fallback_type(DType::IQ4_XS, 64), DType::IQ4_NL);
+  EXPECT_EQ(quant::fallback_type(DType::IQ4_NL, 48), DType::F16);
 
   // Grouped-query attention with 4 or more query heads per K/V head keeps attn_v in Q5_K.
-  convert::QuantMix mix(ftype("IQ4_XS"), "qwen2", 28, 0, 28, true);
-  mix.set_n_gqa(6);
-  TensorView v;
+  quant::MixModel model;
+  model.arch = "qwen2";
+  model.n_layer = 28;
+  model.n_head = 12;
+  model.n_head_kv = 2;
+  quant::MixTensor v;
   v.name = "blk.0.attn_v.weight";
   v.ne = {1536, 256, 1, 1};
-  v.n_dims = 2;
-  EXPECT_EQ(mix.type_for(v), DType::Q5_K);
+  const quant::MixResult r = quant::mix_types(ftype("IQ4_XS"), model, std::span<const quant::MixTensor>(&v, 1));
+  ASSERT_EQ(r.types.size(), 1u);
+  EXPECT_EQ(r.types[0], DType::Q5_K);
 }
 
 // RMS of (dequantized - original) over RMS of the original, over every tensor stored in `base`.
@@ -204,6 +211,51 @@ TEST(QuantizeTest, QuantizedModelLoadsAndRunsCloseToF32) {
     const double diff = testing::max_rel_diff(got, ref);
     RecordProperty(type, std::to_string(diff));
     EXPECT_LT(diff, bound) << type;
+  }
+}
+
+// quantize (convert/), plan (plan/) and synth (model/) read one file-type table and one mix
+// (quant/ftype.h); these catch any of them growing its own copy again.
+TEST(QuantizeTest, PlanPredictsTheTypesAndBytesQuantizeWrites) {
+  const struct {
+    const char* arch;
+    const char* preset;
+    int64_t n_layer;
+  } models[] = {{"qwen2", "small", 4}, {"deepseek2", "tiny", 3}, {"llama", "small", 8}};
+  for (const auto& m : models) {
+    const std::string src = synth_model_file(m.arch, m.preset, DType::F32, m.n_layer, std::string("drift-") + m.arch + ".gguf");
+    auto desc = plan::model_from_gguf(src);
+    ASSERT_TRUE(desc.has_value()) << desc.status().to_string();
+    for (const char* type : {"Q4_K_M", "Q4_K_S", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K"}) {
+      auto q = quantize(src, type, std::string("drift-") + m.arch + "-" + type + ".gguf");
+      ASSERT_NE(q, nullptr);
+      plan::PlanOptions o;
+      o.quant = *plan::parse_quant(type);
+      const std::vector<DType> predicted = plan::tensor_dtypes(o.quant, *desc);
+      ASSERT_EQ(predicted.size(), desc->tensors.size());
+      for (size_t i = 0; i < predicted.size(); ++i)
+        EXPECT_EQ(type_of(*q, desc->tensors[i].name), predicted[i]) << m.arch << " " << type << " " << desc->tensors[i].name;
+      uint64_t written = 0;
+      for (const gguf::TensorInfo& t : q->tensors()) written += t.n_bytes;
+      EXPECT_EQ(plan::size_model(*desc, o).weight_bytes, written) << m.arch << " " << type;
+    }
+  }
+}
+
+TEST(QuantizeTest, SynthNamesTheFileTypeOfTheTable) {
+  auto id = [](const char* name) { return static_cast<uint32_t>(quant::find_file_type(name)->id); };
+  EXPECT_EQ(llama_file_type(DType::Q4_K, DType::Q6_K), id("Q4_K_M"));
+  EXPECT_EQ(llama_file_type(DType::Q4_K, DType::Q4_K), id("Q4_K_S"));
+  EXPECT_EQ(llama_file_type(DType::Q3_K, DType::Q6_K), id("Q3_K_M"));
+  EXPECT_EQ(llama_file_type(DType::Q3_K, DType::Q3_K), id("Q3_K_S"));
+  EXPECT_EQ(llama_file_type(DType::Q2_K, DType::Q6_K), id("Q2_K"));
+  EXPECT_EQ(llama_file_type(DType::F32, DType::F32), id("F32"));
+  // Every base type of the table maps back to a row with that base.
+  for (const quant::FileType& f : quant::file_types()) {
+    const uint32_t got = llama_file_type(f.base, f.base);
+    bool found = false;
+    for (const quant::FileType& g : quant::file_types()) found = found || (static_cast<uint32_t>(g.id) == got && g.base == f.base);
+    EXPECT_TRUE(found) << f.name;
   }
 }
 

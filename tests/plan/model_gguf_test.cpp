@@ -66,18 +66,41 @@ TEST(PlannerGguf, SizesComeFromTheTensors) {
   for (const gguf::TensorInfo& t : f->tensors()) file_bytes += t.n_bytes;
 
   PlanOptions o;
-  o.quant = QuantScheme::kAsFile;
+  o.quant = QuantScheme{};  // as stored
   o.ctx = 100;
   const ModelSizing z = size_model(*m, o);
   EXPECT_EQ(z.weight_bytes, file_bytes);
   EXPECT_EQ(z.kv_bytes_per_token, 2u * 2 * 2 * 64 * 2);  // layers x (K,V) x kv heads x head_dim x f16 (the engine's default)
   // Re-planning the same shapes as q4_k_m reproduces the file's own mix here.
-  o.quant = QuantScheme::kQ4_K_M;
+  o.quant = *parse_quant("q4_k_m");
   const ModelSizing mix = size_model(*m, o);
   EXPECT_EQ(mix.n_params, z.n_params);
   EXPECT_EQ(mix.weight_bytes, file_bytes);
 
   EXPECT_FALSE(model_from_gguf(std::string(FATHOM_TEST_TMP) + "/does-not-exist.gguf").has_value());
+}
+
+// The planner reads the layer counts the engine's config reads (model/config.h): a DeepSeek-V3
+// file's MTP layer is in block_count but not in the layers that run (and hold KV cache).
+TEST(PlannerGguf, MtpLayersAreCountedAsTheEngineCountsThem) {
+  gguf::GgufWriter w;
+  w.set_string("general.architecture", "deepseek2");
+  w.set_u32("deepseek2.embedding_length", 8);
+  w.set_u32("deepseek2.block_count", 4);
+  w.set_u32("deepseek2.nextn_predict_layers", 1);
+  w.set_u32("deepseek2.attention.head_count", 2);
+  w.set_u32("deepseek2.attention.kv_lora_rank", 4);
+  w.set_u32("deepseek2.rope.dimension_count", 2);
+  w.add_tensor_bytes("token_embd.weight", DType::F32, {8, 4}, std::vector<uint8_t>(8 * 4 * 4, 0));
+  const std::string path = std::string(FATHOM_TEST_TMP) + "/plan-nextn.gguf";
+  ASSERT_TRUE(w.write(path).is_ok());
+  auto m = model_from_gguf(path);
+  ASSERT_TRUE(m.has_value()) << m.status().to_string();
+  EXPECT_EQ(m->shape.n_layer, 3);
+  EXPECT_EQ(m->shape.n_nextn_layers, 1);
+  w.set_u32("deepseek2.nextn_predict_layers", 4);
+  ASSERT_TRUE(w.write(path).is_ok());
+  EXPECT_FALSE(model_from_gguf(path).has_value());
 }
 
 }  // namespace

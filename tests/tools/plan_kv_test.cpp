@@ -31,7 +31,7 @@ TEST(PlanKv, BytesEqualTheEnginesCache) {
       auto desc = plan::model_from_gguf(path);
       ASSERT_TRUE(desc.has_value()) << desc.status().to_string();
       plan::PlanOptions po;
-      po.quant = plan::QuantScheme::kAsFile;
+      po.quant = plan::QuantScheme{};  // as stored
       po.ctx = ctx;
       po.concurrency = n_seq;
       const plan::ModelSizing z = plan::size_model(*desc, po);
