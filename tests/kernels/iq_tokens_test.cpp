@@ -1,10 +1,11 @@
-// The multi-token kernels of the codebook i-quants (vec_dot_iq_tokens_avx512.cpp): every token's
+// The multi-token kernels of the codebook i-quants (vec_dot_iq_tokens_*.cpp): every token's
 // result bit-identical to the reference dot product, for token counts around the kernel's tiles
-// and row counts around its 4-row tile, and through cpu::matmul a token's output the same alone
-// or in a batch.
+// and row counts around its 4-row tile (AVX2 and AVX-512), and through cpu::matmul a token's
+// output the same alone or in a batch.
 #include <gtest/gtest.h>
 
 #include <random>
+#include <string>
 #include <vector>
 
 #include "../model/iquant_rewrite.h"
@@ -39,11 +40,10 @@ std::vector<float> activations(int64_t n_tokens, int64_t n, uint32_t seed) {
   return x;
 }
 
-TEST(IqTokens, EveryTokenIsBitExactWithReference) {
-  if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "the multi-token kernels are AVX-512 (VNNI) code";
-  const Kernels& k = kernels_for(Isa::kAvx512);
+// One ISA's dot_tokens against the reference, every type, token and row.
+void expect_tokens_bit_exact(const Kernels& k) {
   const int64_t n_rows = 6;  // one 4-row tile and two single rows
-  for (int64_t n : {256, 4608}) {  // 1 and 18 super-blocks: a full 16-block chunk and a partial one
+  for (int64_t n : {256, 4608}) {  // 1 and 18 super-blocks: whole chunks (16 or 8 blocks) and a partial one
     const size_t act_row = row_size(DType::Q8_K, n);
     const std::vector<float> x = activations(33, n, static_cast<uint32_t>(n));
     std::vector<uint8_t> xq(act_row * 33);
@@ -57,19 +57,30 @@ TEST(IqTokens, EveryTokenIsBitExactWithReference) {
         for (int64_t r = 0; r < n_rows; ++r)
           want[t * n_rows + r] = quant::vec_dot_ref(type, n, w.data() + row_bytes * r, xq.data() + act_row * t);
       for (int64_t n_tokens : {1, 2, 3, 7, 8, 9, 33}) {
+        SCOPED_TRACE(std::string(isa_name(k.isa)) + " " + dtype_name(type) + " n=" + std::to_string(n) +
+                     " tokens=" + std::to_string(n_tokens));
         const int64_t out_stride = n_rows + 3;  // output rows wider than the slice computed
         std::vector<float> out(static_cast<size_t>(n_tokens * out_stride), -1.f);
         k.dot_tokens[static_cast<size_t>(type)](n, w.data(), row_bytes, n_rows, xq.data(), act_row, n_tokens, out.data(),
                                                 out_stride);
         for (int64_t t = 0; t < n_tokens; ++t) {
           for (int64_t r = 0; r < n_rows; ++r)
-            ASSERT_EQ(out[t * out_stride + r], want[t * n_rows + r])
-                << dtype_name(type) << " n=" << n << " tokens=" << n_tokens << " token " << t << " row " << r;
+            ASSERT_EQ(out[t * out_stride + r], want[t * n_rows + r]) << "token " << t << " row " << r;
           for (int64_t r = n_rows; r < out_stride; ++r) ASSERT_EQ(out[t * out_stride + r], -1.f) << "wrote past the rows";
         }
       }
     }
   }
+}
+
+TEST(IqTokens, EveryTokenIsBitExactWithReference) {
+  bool tested = false;
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+    if (!isa_supported(isa)) continue;
+    expect_tokens_bit_exact(kernels_for(isa));
+    tested = true;
+  }
+  if (!tested) GTEST_SKIP() << "the multi-token kernels are AVX2 and AVX-512 code";
 }
 
 // cpu::matmul takes the multi-token kernel for a batch and the row kernel for one token: the two

@@ -8,10 +8,13 @@
 // quant_iq3.cpp, quant_iq1.cpp), so results are bit-identical to quant::vec_dot_ref.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 #include "backend/cpu/iq2_units.h"
+#include "backend/cpu/vec_dot.h"
 #include "core/fp16.h"
 #include "quant/blocks.h"
 #include "quant/iq1_grids.h"
@@ -157,5 +160,56 @@ struct IqInt8<quant::block_iq1_m> {
   }
   static float block_sum(int32_t s, int32_t) { return static_cast<float>(s) * 0.125f; }
 };
+
+// Rows decoded together, so each token's activations are loaded once for all of them.
+constexpr int kIqRowTile = 4;
+
+// The tiling shared by the ISA drivers (Kernel: vec_dot_iq_tokens_*.cpp). A tile of kRows rows x
+// Kernel::kBlockChunk super-blocks is decoded (Kernel::prepare, into the ISA's Prepared form) and
+// Kernel::chunk adds it to every token's running sums out[t * out_stride + r], the row's first
+// chunk starting them from 0; the row factor is applied last, as the reference does.
+template <typename Kernel, typename Block, int kRows>
+void iq_dot_row_tile(int64_t n, const uint8_t* w, size_t row_bytes, const uint8_t* x_q, size_t act_row,
+                     int64_t n_tokens, float* out, int64_t out_stride) {
+  constexpr int kChunk = Kernel::kBlockChunk;
+  alignas(64) typename Kernel::Prepared prep[kRows][kChunk];
+  const int64_t n_blocks = n / quant::kQK;
+  for (int64_t b0 = 0; b0 < n_blocks; b0 += kChunk) {
+    const int chunk = static_cast<int>(std::min<int64_t>(kChunk, n_blocks - b0));
+    for (int r = 0; r < kRows; ++r) {
+      const auto* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * row_bytes) + b0;
+      for (int c = 0; c < chunk; ++c) Kernel::prepare(x[c], prep[r][c]);
+    }
+    Kernel::template chunk<Block, kRows>(prep, chunk, x_q + static_cast<size_t>(b0) * sizeof(quant::block_q8_K),
+                                         act_row, n_tokens, b0 == 0, out, out_stride);
+  }
+  for (int64_t t = 0; t < n_tokens; ++t)
+    for (int r = 0; r < kRows; ++r) out[t * out_stride + r] *= IqInt8<Block>::kRowScale;
+}
+
+// A VecDotTokensFn: the rows in tiles of kIqRowTile, then one at a time.
+template <typename Kernel, typename Block>
+void iq_dot_tokens(int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows, const uint8_t* x_q, size_t act_row,
+                   int64_t n_tokens, float* out, int64_t out_stride) {
+  int64_t r = 0;
+  for (; r + kIqRowTile <= n_rows; r += kIqRowTile)
+    iq_dot_row_tile<Kernel, Block, kIqRowTile>(n, w + static_cast<size_t>(r) * row_bytes, row_bytes, x_q, act_row,
+                                               n_tokens, out + r, out_stride);
+  for (; r < n_rows; ++r)
+    iq_dot_row_tile<Kernel, Block, 1>(n, w + static_cast<size_t>(r) * row_bytes, row_bytes, x_q, act_row, n_tokens,
+                                      out + r, out_stride);
+}
+
+// Installs iq_dot_tokens<Kernel> for the seven types.
+template <typename Kernel>
+void install_iq_dot_tokens(Kernels& k) {
+  k.dot_tokens[static_cast<size_t>(DType::IQ2_XXS)] = iq_dot_tokens<Kernel, quant::block_iq2_xxs>;
+  k.dot_tokens[static_cast<size_t>(DType::IQ2_XS)] = iq_dot_tokens<Kernel, quant::block_iq2_xs>;
+  k.dot_tokens[static_cast<size_t>(DType::IQ2_S)] = iq_dot_tokens<Kernel, quant::block_iq2_s>;
+  k.dot_tokens[static_cast<size_t>(DType::IQ3_XXS)] = iq_dot_tokens<Kernel, quant::block_iq3_xxs>;
+  k.dot_tokens[static_cast<size_t>(DType::IQ3_S)] = iq_dot_tokens<Kernel, quant::block_iq3_s>;
+  k.dot_tokens[static_cast<size_t>(DType::IQ1_S)] = iq_dot_tokens<Kernel, quant::block_iq1_s>;
+  k.dot_tokens[static_cast<size_t>(DType::IQ1_M)] = iq_dot_tokens<Kernel, quant::block_iq1_m>;
+}
 
 }  // namespace fathom::cpu::detail

@@ -20,6 +20,7 @@ Kernels build_kernels(Isa isa) {
   if (isa >= Isa::kAvx2) {
     detail::install_avx2(k);
     detail::install_iq2_avx2(k);
+    detail::install_iq_tokens_avx2(k);
     detail::install_gemm_avx2(k);
   }
   if (isa >= Isa::kAvx512) {
