@@ -24,7 +24,7 @@
 namespace fathom::cpu::detail {
 
 struct IqInt8Block {
-  int8_t q[256];      // signed values (IQ1_M: 8 * grid value +- 1, its delta folded in)
+  int8_t q[256];      // signed values (IQ1_S: times the scale; IQ1_M: 8 * grid value +- 1, its delta folded in)
   int16_t scale[16];  // integer scale of values 16j..16j+15
   int16_t delta[16];  // IQ1_S: +-scale of the shared delta of values 16j..16j+15 (times bsums[j]); else 0
   float d;            // super-block scale
@@ -47,6 +47,7 @@ template <typename Block>
 struct Iq2Int8 {
   static constexpr float kRowScale = 0.125f;
   static constexpr bool kHasDelta = false;
+  static constexpr bool kScalesFolded = false;
   static void decode(const Block& b, IqInt8Block& out) {
     out.d = fp16_to_fp32(b.d);
     for (int u = 0; u < 8; ++u) {
@@ -71,6 +72,7 @@ template <>
 struct IqInt8<quant::block_iq3_xxs> {
   static constexpr float kRowScale = 0.25f;
   static constexpr bool kHasDelta = false;
+  static constexpr bool kScalesFolded = false;
   static void decode(const quant::block_iq3_xxs& b, IqInt8Block& out) {
     out.d = fp16_to_fp32(b.d);
     for (int k = 0; k < 8; ++k) {
@@ -93,6 +95,7 @@ template <>
 struct IqInt8<quant::block_iq3_s> {
   static constexpr float kRowScale = 1.0f;
   static constexpr bool kHasDelta = false;
+  static constexpr bool kScalesFolded = false;
   static void decode(const quant::block_iq3_s& b, IqInt8Block& out) {
     out.d = fp16_to_fp32(b.d);
     for (int k = 0; k < 8; ++k) {
@@ -115,14 +118,19 @@ template <>
 struct IqInt8<quant::block_iq1_s> {
   static constexpr float kRowScale = 1.0f;
   static constexpr bool kHasDelta = true;
+  // ls * grid value is within +-15: the scale is multiplied into the values, every scale[j] is 1.
+  static constexpr bool kScalesFolded = true;
   static void decode(const quant::block_iq1_s& b, IqInt8Block& out) {
     out.d = fp16_to_fp32(b.d);
     for (int k = 0; k < 8; ++k) {
       const unsigned h = b.qh[k];
-      for (int l = 0; l < 4; ++l)
-        put_signed8(quant::kIq1SGrid[b.qs[4 * k + l] | ((h >> (3 * l)) & 7) << 8], 0, out.q + 32 * k + 8 * l);
       const auto ls = static_cast<int16_t>(2 * ((h >> 12) & 7) + 1);
-      out.scale[2 * k] = out.scale[2 * k + 1] = ls;
+      for (int l = 0; l < 4; ++l) {
+        const uint64_t grid = quant::kIq1SGrid[b.qs[4 * k + l] | ((h >> (3 * l)) & 7) << 8];
+        for (int j = 0; j < 8; ++j)
+          out.q[32 * k + 8 * l + j] = static_cast<int8_t>(ls * static_cast<int8_t>(static_cast<uint8_t>(grid >> (8 * j))));
+      }
+      out.scale[2 * k] = out.scale[2 * k + 1] = 1;
       out.delta[2 * k] = out.delta[2 * k + 1] = h & 0x8000 ? static_cast<int16_t>(-ls) : ls;
     }
   }
@@ -139,6 +147,7 @@ struct IqInt8<quant::block_iq1_m> {
   static_assert(quant::kIq1MDelta == 0.125f, "the folded delta assumes 1/8");
   static constexpr float kRowScale = 1.0f;
   static constexpr bool kHasDelta = false;
+  static constexpr bool kScalesFolded = false;
   static void decode(const quant::block_iq1_m& b, IqInt8Block& out) {
     uint16_t words[4];
     std::memcpy(words, b.scales, sizeof(words));

@@ -83,8 +83,12 @@ struct Avx512Iq {
         for (int v = 0; v < 4; ++v) {
           const __m512i yq = _mm512_loadu_si512(y[c].qs + 64 * v);
           for (int r = 0; r < kRows; ++r) {
-            const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), prep[r][c].biased[v], yq);
-            acc[r] = _mm512_add_epi32(acc[r], _mm512_mullo_epi32(p, prep[r][c].lane_scale[v]));
+            if constexpr (Traits::kScalesFolded) {
+              acc[r] = _mm512_dpbusd_epi32(acc[r], prep[r][c].biased[v], yq);
+            } else {
+              const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), prep[r][c].biased[v], yq);
+              acc[r] = _mm512_add_epi32(acc[r], _mm512_mullo_epi32(p, prep[r][c].lane_scale[v]));
+            }
           }
         }
         const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c].bsums));
