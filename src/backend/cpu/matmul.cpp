@@ -41,9 +41,8 @@ void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const
   pool.parallel_for(n_out, row_grain, [&](int, int64_t begin, int64_t end) {
     for (int64_t r0 = begin; r0 < end; r0 += kRowTile) {
       const int64_t rows = std::min(end - r0, kRowTile);
-      for (int64_t t = 0; t < n_tokens; ++t)
-        vec_dot_rows(kernels, w.dtype, n_in, wdata + static_cast<size_t>(r0) * w_row, w_row, rows,
-                     xq + static_cast<size_t>(t) * act_row, y + t * n_out + r0);
+      vec_dot_tokens(kernels, w.dtype, n_in, wdata + static_cast<size_t>(r0) * w_row, w_row, rows, xq, act_row,
+                     n_tokens, y + r0, n_out);
     }
   });
 }

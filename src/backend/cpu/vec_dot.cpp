@@ -20,11 +20,13 @@ Kernels build_kernels(Isa isa) {
   if (isa >= Isa::kAvx2) {
     detail::install_avx2(k);
     detail::install_iq2_avx2(k);
+    detail::install_iq_tokens_avx2(k);
     detail::install_gemm_avx2(k);
   }
   if (isa >= Isa::kAvx512) {
     detail::install_avx512(k);
     detail::install_iq2_avx512(k);
+    detail::install_iq_tokens_avx512(k);
     detail::install_gemm_avx512(k);
   }
   if (isa == Isa::kAmx) detail::install_gemm_amx(k, /*emulated=*/false);
@@ -108,6 +110,20 @@ void vec_dot_rows(const Kernels& k, DType t, int64_t n, const uint8_t* w, size_t
   FATHOM_CHECK_MSG(n % traits(t).block_size == 0, std::string("row length must be a multiple of the block size of ") +
                                                       dtype_name(t));
   fn(n, w, row_bytes, n_rows, x_q, out);
+}
+
+void vec_dot_tokens(const Kernels& k, DType t, int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows,
+                    const uint8_t* x_q, size_t act_row, int64_t n_tokens, float* out, int64_t out_stride) {
+  const auto id = static_cast<size_t>(t);
+  const VecDotTokensFn fn = id < kDTypeSlots ? k.dot_tokens[id] : nullptr;
+  if (fn == nullptr || n_tokens < 2) {
+    for (int64_t tok = 0; tok < n_tokens; ++tok)
+      vec_dot_rows(k, t, n, w, row_bytes, n_rows, x_q + static_cast<size_t>(tok) * act_row, out + tok * out_stride);
+    return;
+  }
+  FATHOM_CHECK_MSG(n % traits(t).block_size == 0, std::string("row length must be a multiple of the block size of ") +
+                                                      dtype_name(t));
+  fn(n, w, row_bytes, n_rows, x_q, act_row, n_tokens, out, out_stride);
 }
 
 float vec_dot(const Kernels& k, DType t, int64_t n, const void* w_row, const void* x_q) {

@@ -28,6 +28,11 @@ Isa active_isa();
 // holds n values; x_q is one activation row already in quant::vec_dot_type(t) format.
 using VecDotRowsFn = void (*)(int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows, const void* x_q,
                               float* out);
+// Multi-token form for prefill: out[t * out_stride + r] = dot(weight row r, activation row t) for
+// r < n_rows, t < n_tokens; activation row t starts at x_q + t * act_row. Each token's result is
+// bit-identical to the one-row kernel's, whatever n_tokens is.
+using VecDotTokensFn = void (*)(int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows, const uint8_t* x_q,
+                                size_t act_row, int64_t n_tokens, float* out, int64_t out_stride);
 // Quantizes n floats (a multiple of the format's block size) into one activation row.
 using QuantizeActFn = void (*)(const float* x, void* dst, int64_t n);
 
@@ -38,6 +43,7 @@ struct Kernels {
   Isa isa = Isa::kGeneric;                        // which instruction set the table was built for
   std::array<VecDotRowsFn, kDTypeSlots> dot_rows{};  // by DType id; nullptr: type has no dot product
   std::array<bool, kDTypeSlots> dot_is_simd{};       // by DType id: dot_rows uses this ISA's vector code
+  std::array<VecDotTokensFn, kDTypeSlots> dot_tokens{};  // by DType id; nullptr: use dot_rows per token
   QuantizeActFn quantize_q8_0 = nullptr;          // activations -> Q8_0 (bit-exact with quantize_row_ref)
   QuantizeActFn quantize_q8_1 = nullptr;          // activations -> Q8_1
   QuantizeActFn quantize_q8_K = nullptr;          // activations -> Q8_K (bit-exact with quantize_row_ref)
@@ -66,6 +72,11 @@ void quantize_activations(const Kernels& k, DType fmt, const float* x, void* dst
 void vec_dot_rows(const Kernels& k, DType t, int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows,
                   const void* x_q, float* out);
 float vec_dot(const Kernels& k, DType t, int64_t n, const void* w_row, const void* x_q);
+// The same for n_tokens activation rows (act_row bytes apart): out[tok * out_stride + r]. Uses
+// k.dot_tokens where the type has one (weight blocks decoded once for all tokens), else dot_rows
+// per token; the results are the same either way.
+void vec_dot_tokens(const Kernels& k, DType t, int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows,
+                    const uint8_t* x_q, size_t act_row, int64_t n_tokens, float* out, int64_t out_stride);
 
 // Same, with the best kernels for this CPU.
 inline void quantize_activations(DType fmt, const float* x, void* dst, int64_t n) {

@@ -52,5 +52,9 @@ void install_iq2_avx512(Kernels& k);
 // vec_dot_iq3_iq1_avx2.cpp / _avx512.cpp: IQ3_XXS, IQ3_S, IQ1_S, IQ1_M (called by the above).
 void install_iq3_iq1_avx2(Kernels& k);
 void install_iq3_iq1_avx512(Kernels& k);
+// vec_dot_iq_tokens_avx2.cpp / _avx512.cpp: the multi-token kernels of the codebook i-quants
+// (dot_tokens).
+void install_iq_tokens_avx2(Kernels& k);
+void install_iq_tokens_avx512(Kernels& k);
 
 }  // namespace fathom::cpu::detail
