@@ -299,10 +299,12 @@ SpeedBounds speed_bounds(const ModelDesc& model, const ModelSizing& z, const Pla
   const double bandwidth_bound = static_cast<double>(n_seq) / (stream_time(batch_weights) + kv_time(batch_kv));
 
   // Quantized weights run through integer dot products (DP4a/VNNI/tensor cores on int8),
-  // float weights through the FP16 path.
-  bool quantized = false;
+  // float weights through the FP16 path; the kind holding most of the bytes decides (a mix such
+  // as llama.cpp's dynamic quants spreads them over many block types, none a majority alone).
+  double quantized_bytes = 0;
   for (const TypeBytes& tb : z.by_type)
-    if (is_quantized_dtype(tb.dtype) && tb.bytes * 2 > z.weight_bytes) quantized = true;
+    if (is_quantized_dtype(tb.dtype)) quantized_bytes += static_cast<double>(tb.bytes);
+  const bool quantized = quantized_bytes * 2 > static_cast<double>(z.weight_bytes);
   b.peak_tops_used = quantized && device.int8_tops > 0 ? device.int8_tops : device.fp16_tflops;
   const double flops_per_token = 2.0 * static_cast<double>(std::max<int64_t>(z.n_params_active, 1));
   b.prefill_tps = b.peak_tops_used * 1e12 / flops_per_token;

@@ -21,7 +21,11 @@ int cmd_quantize(const Args& args) {
               "Quantizes a model with llama.cpp's per-tensor mix (see docs/quantization.md): output.weight in\n"
               "Q6_K, attn_v/ffn_down of the first, last and every third layer in Q6_K for the _M types,\n"
               "norms, biases and the MoE router in F32. The output loads in llama.cpp.\n"
-              "TYPE: " + quant::file_type_names());
+              "TYPE: " + [] {
+                std::string names = wrap_help(quant::file_type_names(), 6);
+                names.pop_back();  // the parser ends the description's line itself
+                return names;
+              }());
   p.add_positional("IN.gguf", "model to quantize (F32, F16, BF16, or already quantized)", &in_path);
   p.add_positional("OUT.gguf", "file to write", &out_path);
   p.add_positional("TYPE", "target type, e.g. Q4_K_M", &type_name);
