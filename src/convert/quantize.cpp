@@ -54,16 +54,17 @@ Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::str
     DType out = mix.types[idx];
     const bool is_output = t.name == "output.weight" || (!has_output && t.name == "token_embd.weight");
     if (options.keep_output_f16 && is_output) out = DType::F16;
+    // Checked first, as llama.cpp does, so a missing imatrix is reported before anything else.
+    if (!options.imatrix && out != t.dtype && quant::is_quantizable({t.name, t.ne, t.dtype}) &&
+        quant::requires_imatrix(options.ftype, t.name, out))
+      return error(ErrorCode::kInvalidArgument,
+                   strprintf("%s needs an importance matrix for %s (give --imatrix FILE, made by `fathom imatrix`)",
+                             t.name.c_str(), dtype_name(out)));
     if (out != t.dtype && !quant::can_dequantize(t.dtype))
       return error(ErrorCode::kUnsupported, strprintf("tensor %s: cannot read type %s to convert it to %s", t.name.c_str(),
                                                       dtype_name(t.dtype), dtype_name(out)));
     if (out != t.dtype && !quant::can_quantize(out))
       return error(ErrorCode::kUnsupported, strprintf("tensor %s: cannot write type %s", t.name.c_str(), dtype_name(out)));
-    if (!options.imatrix && quant::is_quantizable({t.name, t.ne, t.dtype}) && quant::requires_imatrix(options.ftype, t.name, out))
-      return error(ErrorCode::kInvalidArgument,
-                   strprintf("%s needs an importance matrix (tensor %s would be %s): make one with `fathom imatrix` and "
-                             "pass --imatrix FILE",
-                             options.ftype.name, t.name.c_str(), dtype_name(out)));
     if (out != t.dtype && traits(t.dtype).is_quantized) {
       ++report.n_requantized;
       if (!warned_requantize)

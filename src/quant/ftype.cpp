@@ -30,6 +30,10 @@ constexpr FileType kFileTypes[] = {
     {"Q3_K_M", F::kQ3_K_M, DType::Q3_K, true},
     {"Q3_K_S", F::kQ3_K_S, DType::Q3_K, true},
     {"Q2_K", F::kQ2_K, DType::Q2_K, true},
+    {"IQ2_M", F::kIQ2_M, DType::IQ2_S, true},
+    {"IQ2_S", F::kIQ2_S, DType::IQ2_S, true},
+    {"IQ2_XS", F::kIQ2_XS, DType::IQ2_XS, true},
+    {"IQ2_XXS", F::kIQ2_XXS, DType::IQ2_XXS, true},
     {"TQ2_0", F::kTQ2_0, DType::TQ2_0, false},
     {"TQ1_0", F::kTQ1_0, DType::TQ1_0, false},
     {"F16", F::kF16, DType::F16, true},
@@ -340,12 +344,13 @@ MixResult mix_types(const FileType& ftype, const MixModel& model, std::span<cons
 }
 
 bool requires_imatrix(const FileType& ftype, const std::string& tensor_name, DType out) {
-  const Category c = category_of(tensor_name);
-  if (c == Category::kOutput || c == Category::kTokenEmbd) return false;
+  // llama.cpp's llama_model_quantize_impl, tensor by tensor. IQ3_XXS is not on the list: its mix
+  // has rules for the case without an imatrix.
+  const bool embedding = tensor_name == "token_embd.weight";
   switch (out) {
-    case DType::IQ3_XXS: case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ1_M: case DType::IQ1_S:
-      return true;
-    case DType::Q2_K: return ftype.id == F::kQ2_K_S;
+    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ1_S: return true;
+    case DType::IQ1_M: return !embedding && tensor_name != "output.weight";
+    case DType::Q2_K: return ftype.id == F::kQ2_K_S && !embedding;
     default: return false;
   }
 }

@@ -88,8 +88,9 @@ struct MixResult {
 // llama_tensor_order, as llama-quantize does). Non-quantizable tensors keep their stored type.
 MixResult mix_types(const FileType& ftype, const MixModel& model, std::span<const MixTensor> tensors);
 
-// llama.cpp refuses these without an imatrix: the 1-2 bit i-quants everywhere but the embedding
-// and output (and Q2_K inside a Q2_K_S file).
+// Whether llama.cpp refuses to write tensor `tensor_name` as `out` without an imatrix: IQ2_XXS,
+// IQ2_XS, IQ2_S and IQ1_S always, IQ1_M except token_embd/output, Q2_K inside a Q2_K_S file
+// except token_embd.
 bool requires_imatrix(const FileType& ftype, const std::string& tensor_name, DType out);
 
 }  // namespace fathom::quant

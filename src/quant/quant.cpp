@@ -19,6 +19,7 @@ bool is_reference_type(DType t) {
     case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0: case DType::Q8_1:
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q8_K:
     case DType::IQ4_NL: case DType::IQ4_XS: case DType::TQ1_0: case DType::TQ2_0:
+    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S:
       return true;
     default:
       return false;
@@ -28,7 +29,6 @@ bool is_reference_type(DType t) {
 // Types that are decoded and multiplied but not (yet) produced.
 bool is_decode_only_type(DType t) {
   switch (t) {
-    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S:
     case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: case DType::IQ1_M:
       return true;
     default:
@@ -119,6 +119,9 @@ void quantize_row_ref(DType t, const float* src, void* dst, int64_t n, const flo
     case DType::Q5_K: return quantize_q5_K(src, dst, n, importance);
     case DType::Q6_K: return quantize_q6_K(src, dst, n, importance);
     case DType::Q8_K: return quantize_q8_K(src, dst, n);
+    case DType::IQ2_XXS: return quantize_iq2_xxs(src, dst, n, importance);
+    case DType::IQ2_XS: return quantize_iq2_xs(src, dst, n, importance);
+    case DType::IQ2_S: return quantize_iq2_s(src, dst, n, importance);
     case DType::IQ4_NL: return quantize_iq4_nl(src, dst, n, importance);
     case DType::IQ4_XS: return quantize_iq4_xs(src, dst, n, importance);
     case DType::TQ1_0: return quantize_tq1_0(src, dst, n);

@@ -14,14 +14,15 @@ namespace fathom::quant {
 // IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M.
 bool can_dequantize(DType t);
 // True for types quantize_row_ref can produce (the same list without the codebook i-quants
-// IQ2_*, IQ3_*, IQ1_*).
+// IQ3_*, IQ1_*).
 bool can_quantize(DType t);
 
 // dst[n] = values of n elements of `src` (n a multiple of the block size).
 void dequantize_row(DType t, const void* src, float* dst, int64_t n);
 
 // Reference quantization of n floats into `dst` (row_size(t, n) bytes), rounding exactly as
-// ggml's reference quantizers do (so files we write match the ecosystem's).
+// ggml's reference quantizers do (so files we write match the ecosystem's), except IQ2_*: their
+// quantizer is our own search (quant_iq2.cpp), decoded by any reader of the format.
 // `importance` (optional, [n]) weights the rounding error, as llama.cpp's imatrix does; nullptr
 // means unweighted.
 void quantize_row_ref(DType t, const float* src, void* dst, int64_t n, const float* importance = nullptr);

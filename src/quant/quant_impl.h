@@ -46,10 +46,13 @@ float dot_q5_K_q8_K(const void* w, const void* a, int64_t n);
 float dot_q6_K_q8_K(const void* w, const void* a, int64_t n);
 float dot_q8_K_q8_K(const void* w, const void* a, int64_t n);
 
-// quant_iq2.cpp: the 2-bit i-quants (decoding and dot products only).
+// quant_iq2.cpp: the 2-bit i-quants.
 void dequantize_iq2_xxs(const void* src, float* dst, int64_t n);
 void dequantize_iq2_xs(const void* src, float* dst, int64_t n);
 void dequantize_iq2_s(const void* src, float* dst, int64_t n);
+void quantize_iq2_xxs(const float* x, void* dst, int64_t n, const float* importance);
+void quantize_iq2_xs(const float* x, void* dst, int64_t n, const float* importance);
+void quantize_iq2_s(const float* x, void* dst, int64_t n, const float* importance);
 float dot_iq2_xxs_q8_K(const void* w, const void* a, int64_t n);
 float dot_iq2_xs_q8_K(const void* w, const void* a, int64_t n);
 float dot_iq2_s_q8_K(const void* w, const void* a, int64_t n);

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <fstream>
 
 #include "convert/quantize.h"
 #include "convert_test_util.h"
@@ -279,6 +281,47 @@ TEST(QuantizeTest, RequantizingWarnsAndImatrixShapesAreChecked) {
   auto r = convert::quantize_model(**in, tmp_path("requant-bad-imatrix.gguf"), o);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.status().code(), ErrorCode::kInvalidFile);
+}
+
+TEST(QuantizeTest, LowBitIQuantsNeedAnImatrixAndRunWithOne) {
+  const std::string src = synth_model_file("qwen2", "small", DType::F32, 2, "iq2-src-f32.gguf");
+  auto in = gguf::GgufFile::open(src);
+  ASSERT_TRUE(in.has_value());
+  for (const char* type : {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M"}) {
+    convert::QuantizeOptions o;
+    o.ftype = ftype(type);
+    const std::string out = tmp_path(std::string("iq2-no-imatrix-") + type + ".gguf");
+    std::remove(out.c_str());
+    auto r = convert::quantize_model(**in, out, o);
+    ASSERT_FALSE(r.has_value()) << type;
+    EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument) << type;
+    // The first tensor in llama.cpp's order that the mix makes IQ2_*, named with its type.
+    EXPECT_NE(r.status().message().find("blk.0."), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("needs an importance matrix for iq2_"), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("--imatrix FILE"), std::string::npos) << r.status().message();
+    EXPECT_FALSE(std::ifstream(out).good()) << "nothing is written before the check: " << type;
+  }
+  // With importance for every matrix (all ones here) the 7-sign-bit types, whose mix needs no
+  // IQ3_S, write a file that runs near the original (2-bit rows of random weights: loosely).
+  convert::ImportanceMap im;
+  for (const gguf::TensorInfo& t : (*in)->tensors())
+    if (quant::is_quantizable({t.view.name, t.view.ne, t.view.dtype}))
+      im[t.view.name] = std::vector<float>(static_cast<size_t>(t.view.ne[0] * t.view.ne[2]), 1.0f);
+  const std::vector<int32_t> tokens = {1, 17, 300, 4000, 25, 9, 1234, 77};
+  const std::vector<float> want = model_logits(src, tokens);
+  for (const char* type : {"IQ2_XXS", "IQ2_XS"}) {
+    convert::QuantizeOptions o;
+    o.ftype = ftype(type);
+    o.imatrix = &im;
+    const std::string out = tmp_path(std::string("iq2-") + type + ".gguf");
+    auto r = convert::quantize_model(**in, out, o);
+    ASSERT_TRUE(r.has_value()) << type << ": " << r.status().to_string();
+    EXPECT_GT(r->type_counts[type == std::string("IQ2_XXS") ? "iq2_xxs" : "iq2_xs"], 0) << type;
+    const std::vector<float> got = model_logits(out, tokens);
+    const double diff = testing::max_rel_diff(got, want);
+    RecordProperty(type, std::to_string(diff));
+    EXPECT_LT(diff, 1.0) << type;
+  }
 }
 
 }  // namespace

@@ -169,10 +169,10 @@ TEST(Iq2Reference, DotIsDequantizedWeightsTimesActivations) {
   }
 }
 
-TEST(Iq2Reference, DecodeAndDotOnlyNoQuantizer) {
+TEST(Iq2Reference, DecodeDotAndQuantizer) {
   for (DType t : kIq2Types) {
     EXPECT_TRUE(can_dequantize(t)) << dtype_name(t);
-    EXPECT_FALSE(can_quantize(t)) << dtype_name(t);
+    EXPECT_TRUE(can_quantize(t)) << dtype_name(t);
     EXPECT_EQ(vec_dot_type(t), DType::Q8_K);
   }
 }

@@ -159,10 +159,38 @@ TEST(QuantMixRules, FallbacksForRowsTheSuperBlockDoesNotDivide) {
 }
 
 TEST(QuantMixRules, RequiresImatrixOnlyForTheLowBitIQuants) {
-  const FileType q2k = *find_file_type("Q2_K");
+  // llama.cpp's rule, tensor by tensor.
+  const FileType q2k = *find_file_type("Q2_K"), q2ks{"Q2_K_S", LlamaFtype::kQ2_K_S, DType::Q2_K, false};
   EXPECT_FALSE(requires_imatrix(q2k, "blk.0.attn_q.weight", DType::Q2_K));
-  EXPECT_TRUE(requires_imatrix(q2k, "blk.0.attn_q.weight", DType::IQ2_XXS));
-  EXPECT_FALSE(requires_imatrix(q2k, "token_embd.weight", DType::IQ2_XXS));
+  for (DType t : {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ2_S, DType::IQ1_S}) {
+    EXPECT_TRUE(requires_imatrix(q2k, "blk.0.ffn_down.weight", t)) << dtype_name(t);
+    EXPECT_TRUE(requires_imatrix(q2k, "token_embd.weight", t)) << dtype_name(t);
+    EXPECT_TRUE(requires_imatrix(q2k, "output.weight", t)) << dtype_name(t);
+  }
+  EXPECT_TRUE(requires_imatrix(q2k, "blk.3.attn_v.weight", DType::IQ1_M));
+  EXPECT_FALSE(requires_imatrix(q2k, "token_embd.weight", DType::IQ1_M));
+  EXPECT_FALSE(requires_imatrix(q2k, "output.weight", DType::IQ1_M));
+  EXPECT_TRUE(requires_imatrix(q2ks, "blk.0.attn_q.weight", DType::Q2_K));
+  EXPECT_FALSE(requires_imatrix(q2ks, "token_embd.weight", DType::Q2_K));
+  EXPECT_TRUE(requires_imatrix(q2ks, "output.weight", DType::Q2_K));
+  // IQ3_XXS mixes have rules for quantizing without one.
+  EXPECT_FALSE(requires_imatrix(q2k, "blk.0.attn_q.weight", DType::IQ3_XXS));
+  EXPECT_FALSE(requires_imatrix(q2k, "blk.0.attn_q.weight", DType::Q4_K));
+}
+
+TEST(FileTypeTable, TwoBitIQuantTargets) {
+  const std::pair<const char*, DType> rows[] = {
+      {"IQ2_XXS", DType::IQ2_XXS}, {"IQ2_XS", DType::IQ2_XS}, {"IQ2_S", DType::IQ2_S}, {"IQ2_M", DType::IQ2_S}};
+  for (const auto& [name, base] : rows) {
+    const std::optional<FileType> f = find_file_type(name);
+    ASSERT_TRUE(f.has_value()) << name;
+    EXPECT_EQ(f->base, base) << name;
+    EXPECT_TRUE(f->in_plan) << name;
+  }
+  EXPECT_EQ(static_cast<uint32_t>(find_file_type("IQ2_XXS")->id), 19u);
+  EXPECT_EQ(static_cast<uint32_t>(find_file_type("IQ2_XS")->id), 20u);
+  EXPECT_EQ(static_cast<uint32_t>(find_file_type("IQ2_S")->id), 28u);
+  EXPECT_EQ(static_cast<uint32_t>(find_file_type("IQ2_M")->id), 29u);
 }
 
 }  // namespace
