@@ -5,8 +5,10 @@
 # same file. Prints per model and type: top-1 agreement over the prompts, and the max |fathom -
 # peer| over the peer's top-5 logits of every prompt (looked up by token id in fathom's top 100).
 #
-# usage: scripts/peer-logits-compare.sh   (env: FATHOM, DIR, THREADS, TYPES, MODELS, PROMPTS)
+# usage: scripts/peer-logits-compare.sh   (env: FATHOM, DIR, THREADS, TYPES, MODELS, PROMPTS, QUANTIZER)
 #   TYPES   llama.cpp file types (default "Q4_K_M Q3_K_M Q2_K")
+#   QUANTIZER  peer (default: llama.cpp writes the files) or fathom (`fathom quantize` writes
+#           them, with the same imatrix, and llama.cpp reads them)
 #   MODELS  any of qwen2 deepseek2 (default both): qwen2 small in F32 with the qwen2 vocab;
 #           deepseek2 V2-Lite shape cut to 2 layers (1 dense, 1 MoE) in F16
 #   PROMPTS prompts separated by '|'
@@ -17,6 +19,7 @@ FATHOM=${FATHOM:-build/bin/fathom}
 DIR=${DIR:-/tmp/fathom-peer-compare}
 THREADS=${THREADS:-2}
 TYPES=${TYPES:-"Q4_K_M Q3_K_M Q2_K"}
+QUANTIZER=${QUANTIZER:-peer}
 MODELS=${MODELS:-"qwen2 deepseek2"}
 PROMPTS=${PROMPTS:-"The quick brown fox|Once upon a time there was a|def fibonacci(n):"}
 SHARED=${SHARED:-../shared}
@@ -51,9 +54,15 @@ for model in $MODELS; do
   prepare "$model"
   for t in $TYPES; do
     out="$DIR/$model-$t.gguf"
+    [ "$QUANTIZER" = fathom ] && out="$DIR/$model-$t.fathom.gguf"
     if [ ! -f "$out" ]; then
-      bash scripts/peer-quantize.sh "$DIR/$model-src.gguf" "$out" "$t" "$DIR/$model-imatrix.gguf" "$THREADS" \
-        > "$DIR/$model-$t.quantize.log" 2>&1 || { echo "peer quantize $model $t failed: see $DIR/$model-$t.quantize.log" >&2; continue; }
+      if [ "$QUANTIZER" = fathom ]; then
+        "$FATHOM" quantize "$DIR/$model-src.gguf" "$out" "$t" --imatrix "$DIR/$model-imatrix.gguf" -t "$THREADS" -q \
+          > "$DIR/$model-$t.quantize.log" 2>&1 || { echo "fathom quantize $model $t failed: see $DIR/$model-$t.quantize.log" >&2; continue; }
+      else
+        bash scripts/peer-quantize.sh "$DIR/$model-src.gguf" "$out" "$t" "$DIR/$model-imatrix.gguf" "$THREADS" \
+          > "$DIR/$model-$t.quantize.log" 2>&1 || { echo "peer quantize $model $t failed: see $DIR/$model-$t.quantize.log" >&2; continue; }
+      fi
     fi
     results="$DIR/$model-$t.results"
     : > "$results"
