@@ -20,6 +20,11 @@ struct TensorPlan {
   uint64_t out_bytes;         // bytes written for this tensor
 };
 
+// The output projection: output.weight, or token_embd.weight where the model ties them.
+bool is_output_tensor(const std::string& name, bool has_output) {
+  return name == "output.weight" || (!has_output && name == "token_embd.weight");
+}
+
 }  // namespace
 
 Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::string& out_path, const QuantizeOptions& options) {
@@ -46,20 +51,25 @@ Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::str
     if (options.on_warning) options.on_warning(msg);
   };
 
+  // A pass of its own before any other check, as llama.cpp's, so a missing imatrix is what is
+  // reported (for the first tensor in llama.cpp's order that needs one).
+  for (size_t idx : order) {
+    const TensorView& t = tensors[idx].view;
+    const DType out = options.keep_output_f16 && is_output_tensor(t.name, has_output) ? DType::F16 : mix.types[idx];
+    if (!options.imatrix && out != t.dtype && quant::is_quantizable({t.name, t.ne, t.dtype}) &&
+        quant::requires_imatrix(options.ftype, t.name, out))
+      return error(ErrorCode::kInvalidArgument,
+                   strprintf("%s needs an importance matrix for %s (give --imatrix FILE, made by `fathom imatrix`)",
+                             t.name.c_str(), dtype_name(out)));
+  }
+
   QuantizeReport report;
   std::vector<TensorPlan> plans;
   bool warned_requantize = false;
   for (size_t idx : order) {
     const TensorView& t = tensors[idx].view;
     DType out = mix.types[idx];
-    const bool is_output = t.name == "output.weight" || (!has_output && t.name == "token_embd.weight");
-    if (options.keep_output_f16 && is_output) out = DType::F16;
-    // Checked first, as llama.cpp does, so a missing imatrix is reported before anything else.
-    if (!options.imatrix && out != t.dtype && quant::is_quantizable({t.name, t.ne, t.dtype}) &&
-        quant::requires_imatrix(options.ftype, t.name, out))
-      return error(ErrorCode::kInvalidArgument,
-                   strprintf("%s needs an importance matrix for %s (give --imatrix FILE, made by `fathom imatrix`)",
-                             t.name.c_str(), dtype_name(out)));
+    if (options.keep_output_f16 && is_output_tensor(t.name, has_output)) out = DType::F16;
     if (out != t.dtype && !quant::can_dequantize(t.dtype))
       return error(ErrorCode::kUnsupported, strprintf("tensor %s: cannot read type %s to convert it to %s", t.name.c_str(),
                                                       dtype_name(t.dtype), dtype_name(out)));
