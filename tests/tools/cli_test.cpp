@@ -74,6 +74,24 @@ TEST(Cli, SynthThenRunAndBench) {
   EXPECT_NE(b.output.find("tokens_per_second"), std::string::npos) << b.output;
 }
 
+TEST(Cli, QuantizeToTwoBitIQuantsNeedsAnImatrix) {
+  // llama.cpp's rule: refused before anything is written, naming the tensor; exit 2 as for other
+  // bad arguments. (qwen2 small: its 256-wide rows hold IQ2 blocks.)
+  const std::string src = std::string(FATHOM_TEST_TMP) + "/cli-iq2-src.gguf";
+  const std::string out = std::string(FATHOM_TEST_TMP) + "/cli-iq2-out.gguf";
+  ASSERT_EQ(run_fathom("synth --arch qwen2 --preset small --layers 1 --type f16 -o " + src).code, 0);
+  std::remove(out.c_str());
+  CmdResult q = run_fathom("quantize " + src + " " + out + " iq2_xxs -q");
+  EXPECT_EQ(q.code, 2) << q.output;
+  EXPECT_NE(q.output.find("blk.0.attn_k.weight needs an importance matrix for iq2_xxs (give --imatrix FILE"),
+            std::string::npos)
+      << q.output;
+  EXPECT_FALSE(std::ifstream(out).good());
+  CmdResult p = run_fathom("plan -m " + src + " --no-bench");
+  ASSERT_EQ(p.code, 0) << p.output;
+  for (const char* t : {"iq2_m", "iq2_s", "iq2_xs", "iq2_xxs"}) EXPECT_NE(p.output.find(t), std::string::npos) << t;
+}
+
 const std::string kQwenVocab = std::string(FATHOM_SHARED_DIR) + "/testdata/vocab/ggml-vocab-qwen2.gguf";
 
 TEST(Cli, TokenizeAndDetokenizeRoundTrip) {
