@@ -1,5 +1,6 @@
 #include "quant/iq2_search.h"
 
+#include <algorithm>
 #include <array>
 #include <limits>
 #include <span>
@@ -124,6 +125,7 @@ int nearest_level(float v) {
   return v >= kHigh ? 2 : v >= kLow ? 1 : 0;
 }
 
+// The indices 0 .. n-1 as a range, for the exhaustive search.
 struct IndexRange {
   int n;
   struct It {
