@@ -19,6 +19,7 @@ bool is_reference_type(DType t) {
     case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0: case DType::Q8_1:
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q8_K:
     case DType::IQ4_NL: case DType::IQ4_XS: case DType::TQ1_0: case DType::TQ2_0:
+    case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: case DType::IQ1_M:
       return true;
     default:
       return false;
@@ -29,7 +30,6 @@ bool is_reference_type(DType t) {
 bool is_decode_only_type(DType t) {
   switch (t) {
     case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S:
-    case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: case DType::IQ1_M:
       return true;
     default:
       return false;
@@ -119,6 +119,10 @@ void quantize_row_ref(DType t, const float* src, void* dst, int64_t n, const flo
     case DType::Q5_K: return quantize_q5_K(src, dst, n, importance);
     case DType::Q6_K: return quantize_q6_K(src, dst, n, importance);
     case DType::Q8_K: return quantize_q8_K(src, dst, n);
+    case DType::IQ3_XXS: return quantize_iq3_xxs(src, dst, n, importance);
+    case DType::IQ3_S: return quantize_iq3_s(src, dst, n, importance);
+    case DType::IQ1_S: return quantize_iq1_s(src, dst, n, importance);
+    case DType::IQ1_M: return quantize_iq1_m(src, dst, n, importance);
     case DType::IQ4_NL: return quantize_iq4_nl(src, dst, n, importance);
     case DType::IQ4_XS: return quantize_iq4_xs(src, dst, n, importance);
     case DType::TQ1_0: return quantize_tq1_0(src, dst, n);

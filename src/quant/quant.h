@@ -14,7 +14,7 @@ namespace fathom::quant {
 // IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M.
 bool can_dequantize(DType t);
 // True for types quantize_row_ref can produce (the same list without the codebook i-quants
-// IQ2_*, IQ3_*, IQ1_*).
+// IQ2_*).
 bool can_quantize(DType t);
 
 // dst[n] = values of n elements of `src` (n a multiple of the block size).
