@@ -5,7 +5,10 @@
 # same file. Prints per model and type: top-1 agreement over the prompts, and the max |fathom -
 # peer| over the peer's top-5 logits of every prompt (looked up by token id in fathom's top 100).
 #
-# usage: scripts/peer-logits-compare.sh   (env: FATHOM, DIR, THREADS, TYPES, MODELS, PROMPTS)
+# With QUANTIZER=fathom the files are written by `fathom quantize` (same imatrix) instead, so the
+# peer reads fathom's quantizer output.
+#
+# usage: scripts/peer-logits-compare.sh   (env: FATHOM, DIR, THREADS, TYPES, MODELS, PROMPTS, QUANTIZER)
 #   TYPES   llama.cpp file types (default "Q4_K_M Q3_K_M Q2_K")
 #   MODELS  any of qwen2 deepseek2 (default both): qwen2 small in F32 with the qwen2 vocab;
 #           deepseek2 V2-Lite shape cut to 2 layers (1 dense, 1 MoE) in F16
@@ -22,6 +25,7 @@ PROMPTS=${PROMPTS:-"The quick brown fox|Once upon a time there was a|def fibonac
 SHARED=${SHARED:-../shared}
 PEER_TIMEOUT=${PEER_TIMEOUT:-600}  # seconds per peer logits.sh call
 PEER=${PEER:-$SHARED/peer}
+QUANTIZER=${QUANTIZER:-peer}  # peer (scripts/peer-quantize.sh) or fathom (`fathom quantize`)
 mkdir -p "$DIR"
 
 # Source model and imatrix per architecture.
@@ -51,7 +55,11 @@ for model in $MODELS; do
   prepare "$model"
   for t in $TYPES; do
     out="$DIR/$model-$t.gguf"
-    if [ ! -f "$out" ]; then
+    [ "$QUANTIZER" = fathom ] && out="$DIR/$model-$t.fathom.gguf"
+    if [ ! -f "$out" ] && [ "$QUANTIZER" = fathom ]; then
+      "$FATHOM" quantize "$DIR/$model-src.gguf" "$out" "$t" --imatrix "$DIR/$model-imatrix.gguf" -t "$THREADS" -q \
+        > "$DIR/$model-$t.quantize.log" 2>&1 || { echo "fathom quantize $model $t failed: see $DIR/$model-$t.quantize.log" >&2; continue; }
+    elif [ ! -f "$out" ]; then
       bash scripts/peer-quantize.sh "$DIR/$model-src.gguf" "$out" "$t" "$DIR/$model-imatrix.gguf" "$THREADS" \
         > "$DIR/$model-$t.quantize.log" 2>&1 || { echo "peer quantize $model $t failed: see $DIR/$model-$t.quantize.log" >&2; continue; }
     fi

@@ -20,6 +20,18 @@ struct TensorPlan {
   uint64_t out_bytes;         // bytes written for this tensor
 };
 
+// llama.cpp's refusal for the 1-bit i-quants without an imatrix (llama_model_quantize_impl):
+// IQ1_S on any tensor, IQ1_M on any but the embedding and the output. Returns the message, or
+// "" when the tensor may be written.
+std::string iq1_imatrix_refusal(const std::string& tensor_name, DType out) {
+  const bool needs = out == DType::IQ1_S ||
+                     (out == DType::IQ1_M && tensor_name != "token_embd.weight" && tensor_name != "output.weight");
+  if (!needs) return "";
+  return strprintf("tensor %s would be %s, which needs an importance matrix (1-bit weights are too coarse to round "
+                   "unweighted): make one with `fathom imatrix` and pass --imatrix FILE",
+                   tensor_name.c_str(), dtype_name(out));
+}
+
 }  // namespace
 
 Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::string& out_path, const QuantizeOptions& options) {
@@ -59,6 +71,8 @@ Expected<QuantizeReport> quantize_model(const gguf::GgufFile& in, const std::str
                                                       dtype_name(t.dtype), dtype_name(out)));
     if (out != t.dtype && !quant::can_quantize(out))
       return error(ErrorCode::kUnsupported, strprintf("tensor %s: cannot write type %s", t.name.c_str(), dtype_name(out)));
+    const std::string refusal = options.imatrix || out == t.dtype ? "" : iq1_imatrix_refusal(t.name, out);
+    if (!refusal.empty()) return error(ErrorCode::kInvalidArgument, refusal);
     if (!options.imatrix && quant::is_quantizable({t.name, t.ne, t.dtype}) && quant::requires_imatrix(options.ftype, t.name, out))
       return error(ErrorCode::kInvalidArgument,
                    strprintf("%s needs an importance matrix (tensor %s would be %s): make one with `fathom imatrix` and "
