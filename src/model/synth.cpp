@@ -283,7 +283,8 @@ Status build(const SynthOptions& options, synth::SynthBuilder& builder) {
     if (!weight_type || !quant::can_quantize(t))
       return error(ErrorCode::kUnsupported,
                    strprintf("cannot write weights of type %s (use f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, "
-                             "q2_K, q3_K, q4_K, q5_K, q6_K, iq2_xxs, iq2_xs, iq2_s, iq4_nl, iq4_xs, tq1_0 or tq2_0)",
+                             "q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs, "
+                             "iq2_xxs, iq1_m, iq1_s, tq1_0 or tq2_0)",
                              dtype_name(t)));
   }
   if (options.mla_legacy && options.arch != "deepseek2")

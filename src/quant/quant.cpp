@@ -20,15 +20,6 @@ bool is_reference_type(DType t) {
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::Q8_K:
     case DType::IQ4_NL: case DType::IQ4_XS: case DType::TQ1_0: case DType::TQ2_0:
     case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S:
-      return true;
-    default:
-      return false;
-  }
-}
-
-// Types that are decoded and multiplied but not (yet) produced.
-bool is_decode_only_type(DType t) {
-  switch (t) {
     case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: case DType::IQ1_M:
       return true;
     default:
@@ -37,7 +28,7 @@ bool is_decode_only_type(DType t) {
 }
 
 void check_row(DType t, int64_t n) {
-  FATHOM_CHECK_MSG(is_reference_type(t) || is_decode_only_type(t),
+  FATHOM_CHECK_MSG(is_reference_type(t),
                    std::string("no reference kernel for type ") + dtype_name(t));
   FATHOM_CHECK_MSG(n % traits(t).block_size == 0,
                    std::string("row length must be a multiple of the block size of ") + dtype_name(t));
@@ -45,7 +36,7 @@ void check_row(DType t, int64_t n) {
 
 }  // namespace
 
-bool can_dequantize(DType t) { return is_reference_type(t) || is_decode_only_type(t); }
+bool can_dequantize(DType t) { return is_reference_type(t); }
 bool can_quantize(DType t) { return is_reference_type(t); }
 
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
@@ -122,6 +113,10 @@ void quantize_row_ref(DType t, const float* src, void* dst, int64_t n, const flo
     case DType::IQ2_XXS: return quantize_iq2_xxs(src, dst, n, importance);
     case DType::IQ2_XS: return quantize_iq2_xs(src, dst, n, importance);
     case DType::IQ2_S: return quantize_iq2_s(src, dst, n, importance);
+    case DType::IQ3_XXS: return quantize_iq3_xxs(src, dst, n, importance);
+    case DType::IQ3_S: return quantize_iq3_s(src, dst, n, importance);
+    case DType::IQ1_S: return quantize_iq1_s(src, dst, n, importance);
+    case DType::IQ1_M: return quantize_iq1_m(src, dst, n, importance);
     case DType::IQ4_NL: return quantize_iq4_nl(src, dst, n, importance);
     case DType::IQ4_XS: return quantize_iq4_xs(src, dst, n, importance);
     case DType::TQ1_0: return quantize_tq1_0(src, dst, n);

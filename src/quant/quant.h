@@ -13,8 +13,7 @@ namespace fathom::quant {
 // Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, IQ2_XXS, IQ2_XS,
 // IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M.
 bool can_dequantize(DType t);
-// True for types quantize_row_ref can produce (the same list without the codebook i-quants
-// IQ3_*, IQ1_*).
+// True for types quantize_row_ref can produce: the same list (every type fathom reads).
 bool can_quantize(DType t);
 
 // dst[n] = values of n elements of `src` (n a multiple of the block size).

@@ -56,11 +56,15 @@ void quantize_iq2_s(const float* x, void* dst, int64_t n, const float* importanc
 float dot_iq2_xxs_q8_K(const void* w, const void* a, int64_t n);
 float dot_iq2_xs_q8_K(const void* w, const void* a, int64_t n);
 float dot_iq2_s_q8_K(const void* w, const void* a, int64_t n);
-// quant_iq3.cpp, quant_iq1.cpp: the 3-bit and 1-bit i-quants (decode and dot only).
+// quant_iq3.cpp, quant_iq1.cpp: the 3-bit and 1-bit i-quants.
 void dequantize_iq3_xxs(const void* src, float* dst, int64_t n);
 void dequantize_iq3_s(const void* src, float* dst, int64_t n);
 void dequantize_iq1_s(const void* src, float* dst, int64_t n);
 void dequantize_iq1_m(const void* src, float* dst, int64_t n);
+void quantize_iq3_xxs(const float* x, void* dst, int64_t n, const float* importance);
+void quantize_iq3_s(const float* x, void* dst, int64_t n, const float* importance);
+void quantize_iq1_s(const float* x, void* dst, int64_t n, const float* importance);
+void quantize_iq1_m(const float* x, void* dst, int64_t n, const float* importance);
 float dot_iq3_xxs_q8_K(const void* w, const void* a, int64_t n);
 float dot_iq3_s_q8_K(const void* w, const void* a, int64_t n);
 float dot_iq1_s_q8_K(const void* w, const void* a, int64_t n);
