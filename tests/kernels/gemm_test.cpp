@@ -53,8 +53,9 @@ std::vector<float> tokens(int64_t n_tokens, int64_t n, uint32_t seed) {
   return x;
 }
 
-const DType kRepacked[] = {DType::Q4_0, DType::Q5_0, DType::Q8_0, DType::Q4_K, DType::Q5_K,
-                           DType::Q6_K, DType::F16,  DType::BF16, DType::F32};
+const DType kRepacked[] = {DType::Q4_0,  DType::Q5_0,   DType::Q8_0,  DType::Q4_K,  DType::Q5_K,
+                           DType::Q6_K,  DType::IQ4_NL, DType::IQ4_XS, DType::TQ1_0, DType::TQ2_0,
+                           DType::F16,   DType::BF16,   DType::F32};
 
 std::vector<Isa> available_isas() {
   std::vector<Isa> out;
@@ -132,7 +133,7 @@ TEST(Gemm, EmulatedAmxIsBitExactWithReference) {
     int64_t n, n_out;
   };
   for (DType t : kRepacked) {
-    const int64_t super = gemm_block(t) == 0 || t == DType::Q4_0 || t == DType::Q5_0 || t == DType::Q8_0 ? 32 : 256;
+    const int64_t super = gemm_block(t) == 0 || traits(t).block_size == 32 ? 32 : 256;
     for (const Shape shape : {Shape{super, 5}, Shape{3 * super, 37}, Shape{super == 32 ? 544 : 512, 16}}) {
       const Matrix m = make_matrix(t, shape.n_out, shape.n, 31);
       const RepackedMatrix packed = repack(m.view, &pool);
@@ -201,7 +202,8 @@ TEST(Gemm, MatchesFloatReference) {
 // and from the repacked groups alike.
 TEST(Gemm, TilesReproduceDequantizedWeights) {
   ThreadPool pool(1);
-  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K,
+                 DType::IQ4_NL, DType::IQ4_XS, DType::TQ1_0, DType::TQ2_0}) {
     const int64_t n = 512, n_out = 20;
     const Matrix m = make_matrix(t, n_out, n, 9);
     std::vector<uint8_t> buf(gemm_tile_bytes(t, n) + 64), buf2(buf.size());
@@ -237,7 +239,8 @@ TEST(Gemm, MatmulIsBatchInvariant) {
   for (Isa isa : available_isas()) tables.push_back(&kernels_for(isa));  // AVX2 forced included: CPUs without AVX-512
   if (isa_supported(Isa::kAvx512)) tables.push_back(&amx_emulated_kernels());  // 13 tokens: one AMX remainder tile
   for (const Kernels* k : tables) {
-    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::Q5_K, DType::Q5_1, DType::F16, DType::BF16}) {
+    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::Q5_K, DType::Q5_1, DType::IQ4_NL, DType::IQ4_XS,
+                    DType::TQ1_0, DType::TQ2_0, DType::F16, DType::BF16}) {
       const Matrix m = make_matrix(t, n_out, n, 21);
       const std::vector<float> x = tokens(n_tok, n, 22);
       std::vector<float> big(static_cast<size_t>(n_tok * n_out)), small(big.size());

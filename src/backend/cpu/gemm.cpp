@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 
 #if defined(__F16C__) || defined(__SSE2__)
@@ -44,6 +45,9 @@ inline void split_nibbles(const uint8_t* __restrict qs, uint8_t* __restrict u) {
   }
 #endif
 }
+
+// An iq4_nl codebook index as the unsigned weight byte of the int tile: the value + 128.
+inline uint8_t iq4_biased(uint8_t index) { return static_cast<uint8_t>(static_cast<uint8_t>(kIq4nlValues[index]) ^ 0x80); }
 
 // One row of a block format as (u, scale, corr) per block; u is written in value order.
 void unpack_row(DType t, const uint8_t* __restrict row, int64_t n, uint8_t* __restrict u, float* __restrict scale,
@@ -148,6 +152,47 @@ void unpack_row(DType t, const uint8_t* __restrict row, int64_t n, uint8_t* __re
       }
       return;
     }
+    case DType::IQ4_NL: {
+      const auto* b = reinterpret_cast<const block_iq4_nl*>(row);
+      for (int64_t i = 0; i < n / 32; ++i, u += 32) {
+        const float d = half_to_float(b[i].d);
+        split_nibbles(b[i].qs, u);
+        for (int l = 0; l < 32; ++l) u[l] = iq4_biased(u[l]);
+        scale[i] = d;
+        corr[i] = -128.0f * d;
+      }
+      return;
+    }
+    case DType::IQ4_XS: {
+      const auto* b = reinterpret_cast<const block_iq4_xs*>(row);
+      for (int64_t i = 0; i < n / kQK; ++i) {
+        const float d = half_to_float(b[i].d);
+        for (int j = 0; j < 8; ++j, u += 32) {
+          split_nibbles(b[i].qs + 16 * j, u);
+          for (int l = 0; l < 32; ++l) u[l] = iq4_biased(u[l]);
+          scale[i * 8 + j] = d * static_cast<float>(iq4_xs_scale(b[i], j));
+          corr[i * 8 + j] = -128.0f * scale[i * 8 + j];
+        }
+      }
+      return;
+    }
+    case DType::TQ1_0:
+    case DType::TQ2_0: {
+      const size_t bytes = traits(t).type_size;
+      const size_t d_offset = t == DType::TQ1_0 ? offsetof(block_tq1_0, d) : offsetof(block_tq2_0, d);
+      for (int64_t i = 0; i < n / kQK; ++i, u += kQK) {
+        const uint8_t* blk = row + static_cast<size_t>(i) * bytes;
+        uint16_t d16;
+        std::memcpy(&d16, blk + d_offset, 2);
+        const float d = half_to_float(d16);
+        ternary_fields(t, blk, u);
+        for (int j = 0; j < 8; ++j) {
+          scale[i * 8 + j] = d;
+          corr[i * 8 + j] = -d;
+        }
+      }
+      return;
+    }
     default:
       FATHOM_CHECK_MSG(false, std::string("gemm: no int tile for ") + dtype_name(t));
   }
@@ -183,7 +228,7 @@ TileLayout int_layout(DType t, int64_t n) {
 int64_t gemm_block(DType t) {
   switch (t) {
     case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0:
-    case DType::Q4_K: case DType::Q5_K:
+    case DType::Q4_K: case DType::Q5_K: case DType::IQ4_NL: case DType::IQ4_XS: case DType::TQ1_0: case DType::TQ2_0:
       return 32;
     case DType::Q6_K:
       return 16;
@@ -332,6 +377,55 @@ void x16_group_to_tile(DType type, const uint8_t* group, int64_t n, uint8_t* buf
             corr[b * R + r] = -half(src + 2 * R + 2 * r) * mn[j * R + r];
           }
           split_x16_nibbles(qs + 256 * j, five ? hi + 64 * j : nullptr, uvec(b, 0), R * 4);
+        }
+      }
+      break;
+    }
+    case DType::IQ4_NL: {
+      const size_t bb = 2 * R + 4 * 64;
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* src = group + static_cast<size_t>(b) * bb;
+        for (int64_t r = 0; r < R; ++r) {
+          scale[b * R + r] = half(src + 2 * r);
+          corr[b * R + r] = -128.0f * scale[b * R + r];
+        }
+        split_x16_nibbles(src + 2 * R, nullptr, uvec(b, 0), R * 4);
+        for (int64_t i = 0; i < 8 * R * 4; ++i) uvec(b, 0)[i] = iq4_biased(uvec(b, 0)[i]);
+      }
+      break;
+    }
+    case DType::IQ4_XS: {
+      const size_t bb = 2 * R + 8 * R + 8 * 4 * 64;
+      for (int64_t i = 0; i < n / quant::kQK; ++i) {
+        const uint8_t* src = group + static_cast<size_t>(i) * bb;
+        const auto* sc = reinterpret_cast<const int8_t*>(src + 2 * R);
+        for (int64_t j = 0; j < 8; ++j) {
+          const int64_t b = i * 8 + j;
+          for (int64_t r = 0; r < R; ++r) {
+            scale[b * R + r] = half(src + 2 * r) * static_cast<float>(sc[j * R + r]);
+            corr[b * R + r] = -128.0f * scale[b * R + r];
+          }
+          split_x16_nibbles(src + 2 * R + 8 * R + 256 * j, nullptr, uvec(b, 0), R * 4);
+          for (int64_t k = 0; k < 8 * R * 4; ++k) uvec(b, 0)[k] = iq4_biased(uvec(b, 0)[k]);
+        }
+      }
+      break;
+    }
+    case DType::TQ1_0:
+    case DType::TQ2_0: {
+      const size_t bb = 2 * R + 8 * 2 * 64;
+      for (int64_t i = 0; i < n / quant::kQK; ++i) {
+        const uint8_t* src = group + static_cast<size_t>(i) * bb;
+        for (int64_t j = 0; j < 8; ++j) {
+          const int64_t b = i * 8 + j;
+          for (int64_t r = 0; r < R; ++r) {
+            scale[b * R + r] = half(src + 2 * r);
+            corr[b * R + r] = -scale[b * R + r];
+          }
+          // Vector h holds groups 4h..4h+3 of the sub-block, 2 bits each.
+          for (int64_t h = 0; h < 2; ++h)
+            for (int64_t l = 0; l < 4; ++l)
+              for (int64_t k = 0; k < R * 4; ++k) uvec(b, 4 * h + l)[k] = (src[2 * R + 128 * j + 64 * h + k] >> (2 * l)) & 3;
         }
       }
       break;

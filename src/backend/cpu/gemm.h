@@ -8,7 +8,9 @@
 //
 // Every GGUF block format with 32- or 16-value (sub-)blocks maps onto (u, scale, corr) exactly:
 // q4_0 (u = nibble, corr = -8d), q8_0 (u = q + 128, corr = -128d), q4_K/q5_K (scale = d*sc,
-// corr = -dmin*m), q6_K (16-value blocks, corr = -32 d sc), q4_1/q5_0/q5_1 likewise.
+// corr = -dmin*m), q6_K (16-value blocks, corr = -32 d sc), q4_1/q5_0/q5_1 likewise; the
+// codebook types through their table: iq4_nl (u = value + 128, corr = -128d), iq4_xs (scale =
+// d*(sc-32), corr = -128 scale), and the ternary tq1_0/tq2_0 (u = t in 0..3, corr = -d).
 //
 // The fast path reads weights repacked at load time into an interleaved x16 layout (repack.h)
 // that holds exactly these (u, scale, corr) in compressed form; the SIMD kernels compute, for

@@ -2,9 +2,10 @@
 // The 16 rows of a group are two 8-lane halves, done one after the other. Without VNNI, 4-byte
 // groups are multiplied with vpmaddubsw (u8 x s8, pairs summed into i16) and vpmaddwd against
 // ones (pairs of i16 into i32). Pair sums stay below the i16 limit for u <= 63 (every type but
-// q8_0); q8_0's u = q + 128 is split into 16 * high nibble + low nibble and the two products
-// are combined in i32. Integer sums are exact and the float operations per row and token are
-// those of gemm_int_generic in the same order, so results are bit-identical to it.
+// q8_0 and the iq4 types); their u (q + 128, codebook value + 128) is split into 16 * high
+// nibble + low nibble and the two products are combined in i32. Integer sums are exact and the
+// float operations per row and token are those of gemm_int_generic in the same order, so results
+// are bit-identical to it.
 #include <cstdint>
 #include <cstring>
 
@@ -64,6 +65,13 @@ FATHOM_AVX2 inline void nibbles(const uint8_t* nib, const uint8_t* hi, int h, Bl
     const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bits, bit), bit);
     b->w[g] = _mm256_or_si256(b->w[g], _mm256_and_si256(set, sixteen));
   }
+}
+
+// Codebook indices -> the unsigned weight bytes of iq4_nl/iq4_xs (value + 128, up to 241: wide).
+FATHOM_AVX2 inline void iq4_lookup(Block* b) {
+  const __m128i values = _mm_loadu_si128(reinterpret_cast<const __m128i*>(quant::kIq4nlValues));
+  const __m256i table = _mm256_broadcastsi128_si256(_mm_xor_si128(values, _mm_set1_epi8(static_cast<char>(0x80))));
+  for (int g = 0; g < 8; ++g) b->w[g] = _mm256_shuffle_epi8(table, b->w[g]);
 }
 
 // Exact i32 dot of the block's 8 rows (half) with one token's block q.
@@ -154,6 +162,56 @@ FATHOM_AVX2 void int_tokens(DType type, const uint8_t* grp, const GemmActivation
             const __m256 s = _mm256_mul_ps(d, bytes8_to_float(sc + 16 * j + 8 * h, false));
             const __m256 c = _mm256_mul_ps(neg_dmin, bytes8_to_float(mn + 16 * j + 8 * h, false));
             nibbles(qs + 256 * j, five ? hi + 64 * j : nullptr, h, &blk);
+            block_step<NT>(blk, s, c, x, t0, i * 8 + j, acc);
+          }
+        }
+        break;
+      }
+      case DType::IQ4_NL: {
+        blk.wide = true;
+        const int64_t bb = 2 * R + 4 * 64;
+        for (int64_t b = 0; b < x.n / 32; ++b) {
+          const uint8_t* src = grp + b * bb;
+          if (pf > 0) prefetch_weights(src + pf, bb);
+          const __m256 s = halves8(src, h);
+          nibbles(src + 2 * R, nullptr, h, &blk);
+          iq4_lookup(&blk);
+          block_step<NT>(blk, s, _mm256_mul_ps(_mm256_set1_ps(-128.0f), s), x, t0, b, acc);
+        }
+        break;
+      }
+      case DType::IQ4_XS: {
+        blk.wide = true;
+        const int64_t bb = 2 * R + 8 * R + 8 * 4 * 64;
+        for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
+          const uint8_t* src = grp + i * bb;
+          if (pf > 0) prefetch_weights(src + pf, bb);
+          const __m256 d = halves8(src, h);
+          const uint8_t* sc = src + 2 * R;
+          const uint8_t* qs = sc + 8 * R;
+          for (int j = 0; j < 8; ++j) {
+            const __m256 s = _mm256_mul_ps(d, bytes8_to_float(sc + 16 * j + 8 * h, true));
+            nibbles(qs + 256 * j, nullptr, h, &blk);
+            iq4_lookup(&blk);
+            block_step<NT>(blk, s, _mm256_mul_ps(_mm256_set1_ps(-128.0f), s), x, t0, i * 8 + j, acc);
+          }
+        }
+        break;
+      }
+      case DType::TQ1_0:
+      case DType::TQ2_0: {
+        const int64_t bb = 2 * R + 8 * 2 * 64;
+        const __m256i three = _mm256_set1_epi8(3);
+        for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
+          const uint8_t* src = grp + i * bb;
+          if (pf > 0) prefetch_weights(src + pf, bb);
+          const __m256 s = halves8(src, h);
+          const __m256 c = _mm256_mul_ps(_mm256_set1_ps(-1.0f), s);
+          for (int j = 0; j < 8; ++j) {
+            for (int v = 0; v < 2; ++v) {
+              const __m256i bits = load256(src + 2 * R + 128 * j + 64 * v + 32 * h);
+              for (int l = 0; l < 4; ++l) blk.w[4 * v + l] = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * l), three);
+            }
             block_step<NT>(blk, s, c, x, t0, i * 8 + j, acc);
           }
         }

@@ -39,6 +39,14 @@ FATHOM_AVX512 inline void nibbles(const uint8_t* nib, const uint8_t* hi, __m512i
   }
 }
 
+// Nibble vectors (codebook indices) -> the unsigned weight bytes of iq4_nl/iq4_xs: value + 128,
+// looked up in each 128-bit lane.
+FATHOM_AVX512 inline void iq4_lookup(__m512i* w) {
+  const __m128i values = _mm_loadu_si128(reinterpret_cast<const __m128i*>(quant::kIq4nlValues));
+  const __m512i table = _mm512_broadcast_i32x4(_mm_xor_si128(values, _mm_set1_epi8(static_cast<char>(0x80))));
+  for (int g = 0; g < 8; ++g) w[g] = _mm512_shuffle_epi8(table, w[g]);
+}
+
 // Calls visit(w, ng, s, c, b) for every (sub-)block b of one 16-row x16 group of an integer
 // type with n values per row, in order: w[0..ng) the block's u vectors (vector g: values
 // 4g..4g+3 of rows 0..15, 4 bytes per row), ng (std::integral_constant: 8 for 32-value blocks, 4
@@ -96,6 +104,63 @@ FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int
           const __m512 c = _mm512_mul_ps(neg_dmin, mf);
           __m512i w[8];
           nibbles(qs + 256 * j, five ? hi + 64 * j : nullptr, w);
+          visit(w, kEight, s, c, i * 8 + j);
+        }
+      }
+      return;
+    }
+    case DType::IQ4_NL: {
+      const int64_t bb = 2 * R + 4 * 64;
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* src = grp + b * bb;
+        if (pf > 0) prefetch_weights(src + pf, bb);
+        const __m512 s = halves(src);
+        const __m512 c = _mm512_mul_ps(_mm512_set1_ps(-128.0f), s);
+        __m512i w[8];
+        nibbles(src + 2 * R, nullptr, w);
+        iq4_lookup(w);
+        visit(w, kEight, s, c, b);
+      }
+      return;
+    }
+    case DType::IQ4_XS: {
+      const int64_t bb = 2 * R + 8 * R + 8 * 4 * 64;
+      for (int64_t i = 0; i < n / quant::kQK; ++i) {
+        const uint8_t* src = grp + i * bb;
+        if (pf > 0) prefetch_weights(src + pf, bb);
+        const __m512 d = halves(src);
+        const uint8_t* sc = src + 2 * R;
+        const uint8_t* qs = sc + 8 * R;
+        for (int j = 0; j < 8; ++j) {
+          const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
+          const __m512 s = _mm512_mul_ps(d, scf);
+          const __m512 c = _mm512_mul_ps(_mm512_set1_ps(-128.0f), s);
+          __m512i w[8];
+          nibbles(qs + 256 * j, nullptr, w);
+          iq4_lookup(w);
+          visit(w, kEight, s, c, i * 8 + j);
+        }
+      }
+      return;
+    }
+    case DType::TQ1_0:
+    case DType::TQ2_0: {
+      const int64_t bb = 2 * R + 8 * 2 * 64;
+      const __m512i three = _mm512_set1_epi8(3);
+      for (int64_t i = 0; i < n / quant::kQK; ++i) {
+        const uint8_t* src = grp + i * bb;
+        if (pf > 0) prefetch_weights(src + pf, bb);
+        const __m512 s = halves(src);
+        const __m512 c = _mm512_mul_ps(_mm512_set1_ps(-1.0f), s);
+        for (int j = 0; j < 8; ++j) {
+          __m512i w[8];
+          for (int h = 0; h < 2; ++h) {
+            const __m512i v = _mm512_loadu_si512(src + 2 * R + 128 * j + 64 * h);
+            w[4 * h] = _mm512_and_si512(v, three);
+            w[4 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 2), three);
+            w[4 * h + 2] = _mm512_and_si512(_mm512_srli_epi16(v, 4), three);
+            w[4 * h + 3] = _mm512_and_si512(_mm512_srli_epi16(v, 6), three);
+          }
           visit(w, kEight, s, c, i * 8 + j);
         }
       }

@@ -1,5 +1,6 @@
 #include "backend/cpu/repack.h"
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -23,12 +24,14 @@ constexpr int64_t R = kGemmRows;
 
 size_t block_bytes(DType t) {
   switch (t) {
-    case DType::Q4_0: return 2 * R + 4 * 64;
+    case DType::Q4_0: case DType::IQ4_NL: return 2 * R + 4 * 64;
     case DType::Q5_0: return 2 * R + 4 * 64 + 64;
     case DType::Q8_0: return 2 * R + 8 * 64;
     case DType::Q4_K: return 4 * R + 16 * R + 8 * 4 * 64;
     case DType::Q5_K: return 4 * R + 16 * R + 8 * 4 * 64 + 8 * 64;
     case DType::Q6_K: return 2 * R + 16 * R + 16 * 4 * 64;
+    case DType::IQ4_XS: return 2 * R + 8 * R + 8 * 4 * 64;
+    case DType::TQ1_0: case DType::TQ2_0: return 2 * R + 8 * 2 * 64;
     case DType::F16: case DType::BF16: return 2 * R;
     case DType::F32: return 4 * R;
     default: return 0;
@@ -37,7 +40,7 @@ size_t block_bytes(DType t) {
 
 int64_t block_values(DType t) {
   switch (t) {
-    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: return 32;
+    case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: return 32;
     case DType::F16: case DType::BF16: case DType::F32: return 1;
     default: return kQK;
   }
@@ -75,7 +78,10 @@ void put_32(const uint8_t* v, int64_t r, uint8_t* nib, uint8_t* hi) {
 // Writes row r (0..15) of one block of the x16 layout at `out` from the source block `src`.
 void put_row(DType t, const uint8_t* src, int64_t r, uint8_t* out) {
   switch (t) {
-    case DType::Q4_0: {
+    case DType::Q4_0:
+    case DType::IQ4_NL: {
+      // The same 18 bytes: fp16 d, then 32 nibbles (iq4_nl's are codebook indices).
+      static_assert(sizeof(block_q4_0) == sizeof(block_iq4_nl));
       const auto& b = *reinterpret_cast<const block_q4_0*>(src);
       std::memcpy(out + 2 * r, &b.d, 2);
       for (int g = 0; g < 4; ++g) std::memcpy(out + 2 * R + 64 * g + 4 * r, b.qs + 4 * g, 4);
@@ -143,6 +149,33 @@ void put_row(DType t, const uint8_t* src, int64_t r, uint8_t* out) {
       }
       return;
     }
+    case DType::IQ4_XS: {
+      const auto& b = *reinterpret_cast<const block_iq4_xs*>(src);
+      std::memcpy(out + 2 * r, &b.d, 2);
+      auto* sc = reinterpret_cast<int8_t*>(out + 2 * R);
+      uint8_t* qs = out + 2 * R + 8 * R;
+      for (int j = 0; j < 8; ++j) {
+        sc[j * R + r] = static_cast<int8_t>(iq4_xs_scale(b, j));
+        for (int g = 0; g < 4; ++g) std::memcpy(qs + 256 * j + 64 * g + 4 * r, b.qs + 16 * j + 4 * g, 4);
+      }
+      return;
+    }
+    case DType::TQ1_0:
+    case DType::TQ2_0: {
+      uint16_t d;
+      std::memcpy(&d, src + (t == DType::TQ1_0 ? offsetof(block_tq1_0, d) : offsetof(block_tq2_0, d)), 2);
+      std::memcpy(out + 2 * r, &d, 2);
+      uint8_t v[256];
+      ternary_fields(t, src, v);
+      for (int j = 0; j < 8; ++j)
+        for (int h = 0; h < 2; ++h)
+          for (int k = 0; k < 4; ++k) {
+            uint8_t byte = 0;
+            for (int l = 0; l < 4; ++l) byte = static_cast<uint8_t>(byte | v[32 * j + 4 * (4 * h + l) + k] << (2 * l));
+            out[2 * R + 128 * j + 64 * h + 4 * r + k] = byte;
+          }
+      return;
+    }
     case DType::F16:
     case DType::BF16:
       std::memcpy(out + 2 * r, src, 2);
@@ -156,6 +189,20 @@ void put_row(DType t, const uint8_t* src, int64_t r, uint8_t* out) {
 }
 
 }  // namespace
+
+void ternary_fields(DType t, const uint8_t* block, uint8_t* fields) {
+  if (t == DType::TQ2_0) {
+    const auto& b = *reinterpret_cast<const block_tq2_0*>(block);
+    for (int c = 0; c < 2; ++c)
+      for (int l = 0; l < 4; ++l)
+        for (int m = 0; m < 32; ++m) fields[128 * c + 32 * l + m] = static_cast<uint8_t>((b.qs[32 * c + m] >> (2 * l)) & 3);
+    return;
+  }
+  const auto& b = *reinterpret_cast<const block_tq1_0*>(block);
+  for (int v = 0; v < 160; ++v) fields[v] = static_cast<uint8_t>(tq1_0_trit(b.qs[v % 32], v / 32));
+  for (int u = 0; u < 80; ++u) fields[160 + u] = static_cast<uint8_t>(tq1_0_trit(b.qs[32 + u % 16], u / 16));
+  for (int u = 0; u < 16; ++u) fields[240 + u] = static_cast<uint8_t>(tq1_0_trit(b.qh[u % 4], u / 4));
+}
 
 bool repackable(DType t) { return block_bytes(t) != 0; }
 

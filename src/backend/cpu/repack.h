@@ -1,5 +1,5 @@
-// Weight repacking at load time: a GGUF matrix in q4_0, q5_0, q8_0, q4_K, q5_K, q6_K, f16, bf16
-// or f32 is rewritten into
+// Weight repacking at load time: a GGUF matrix in q4_0, q5_0, q8_0, q4_K, q5_K, q6_K, iq4_nl,
+// iq4_xs, tq1_0, tq2_0, f16, bf16 or f32 is rewritten into
 // an interleaved "x16" layout where each group of kGemmRows (16) consecutive rows is stored
 // block by block with the 16 rows side by side, so one 512-bit register holds 4 values of each
 // of the 16 rows and the int8 dot-product instruction serves 16 rows at once (gemm.h). The
@@ -14,9 +14,13 @@
 //   q4_Kx16:  d[16] dmin[16] fp16 | sc[8][16] m[8][16] u8 | 8 sub-blocks x 4 x 64 B nibbles
 //   q5_Kx16:  as q4_Kx16, then 8 sub-blocks x 64 B of 5th bits (as q5_0x16)
 //   q6_Kx16:  d[16] fp16 | sc[16][16] i8 | 16 sub-blocks x 4 x 64 B (q, 0..63)
+//   iq4_nlx16: as q4_0x16, the nibbles being indices into the codebook (the kernels look them up)
+//   iq4_xsx16: d[16] fp16 | sc[8][16] i8 (the 6-bit scale - 32) | 8 sub-blocks x 4 x 64 B nibbles
+//   tq2_0x16, tq1_0x16: d[16] fp16 | 8 sub-blocks x 2 x 64 B of 2-bit fields t (value = t - 1):
+//                      bits 2l, 2l+1 of byte 4r+k of vector h hold value 4(4h+l)+k of row r's sub-block
 //   f16/bf16/f32 x16: value i of rows 0..15 side by side, i = 0..n-1
-// q4_0/q5_0/q8_0/f16/bf16/f32 keep the file's size, q4_K/q5_K grow 2-3%, q6_K stores a byte
-// per value (+22%).
+// q4_0/q5_0/q8_0/iq4_nl/tq2_0/f16/bf16/f32 keep the file's size, q4_K/q5_K grow 2-3%, iq4_xs
+// 1.5%, q6_K stores a byte per value (+22%), tq1_0's base-3 bytes become 2-bit fields (+22%).
 // Rows past the end of the matrix are zero.
 #pragma once
 
@@ -43,6 +47,9 @@ struct RepackedMatrix {
 
 // Types with an x16 layout.
 bool repackable(DType t);
+// The 256 fields t (0..2; tq2_0 may hold 3) of one tq1_0 or tq2_0 block in value order; the
+// value is t - 1 times the block's d (blocks.h).
+void ternary_fields(DType t, const uint8_t* block, uint8_t* fields);
 // Bytes one 16-row group of rows with n values takes.
 size_t repacked_group_bytes(DType t, int64_t n);
 // Bytes the repacked copy of w takes (0 for a type without an x16 layout).
