@@ -41,9 +41,11 @@ inline std::vector<int32_t> test_tokens(int64_t n_vocab) {
   return tokens;
 }
 
-// Feeds test_tokens in chunks of chunk_at(start) tokens; logits of every position.
-inline std::vector<float> run_tokens(Model& m, int64_t n_vocab, const std::function<size_t(size_t start)>& chunk_at) {
-  KvCache kv(m.kv_shape(128), 16);
+// Feeds test_tokens in chunks of chunk_at(start) tokens, the KV cache stored in kv_types; logits
+// of every position.
+inline std::vector<float> run_tokens(Model& m, int64_t n_vocab, const std::function<size_t(size_t start)>& chunk_at,
+                                     KvCacheTypes kv_types = {DType::F32, DType::F32}) {
+  KvCache kv(with_types(m.kv_shape(128), kv_types), 16);
   const std::vector<int32_t> tokens = test_tokens(n_vocab);
   std::vector<float> all, logits;
   size_t start = 0;
@@ -67,9 +69,13 @@ struct ModelComparison {
 };
 
 // Runs the model at `path` on the CPU (cpu_options) and on the device (device_options, whose
-// backend must come up as `backend_name`), and against the reference forward.
+// backend must come up as `backend_name`), both with the KV cache stored in kv_types, and
+// against the reference forward (f32 throughout). after_device, if given, sees the device's
+// model once it has run.
 inline ModelComparison compare_model(const std::string& path, const LoadOptions& cpu_options, const LoadOptions& device_options,
-                                     const char* backend_name, const std::function<size_t(size_t start)>& chunk_at) {
+                                     const char* backend_name, const std::function<size_t(size_t start)>& chunk_at,
+                                     KvCacheTypes kv_types = {DType::F32, DType::F32},
+                                     const std::function<void(Model&)>& after_device = {}) {
   ModelComparison r;
   auto cpu = Model::load(path, cpu_options);
   EXPECT_TRUE(cpu) << cpu.status().to_string();
@@ -78,8 +84,9 @@ inline ModelComparison compare_model(const std::string& path, const LoadOptions&
   if (!cpu || !dev) return r;
   EXPECT_STREQ((*dev)->backend().name(), backend_name);
   const int64_t n_vocab = (*cpu)->config().n_vocab;
-  const std::vector<float> want = run_tokens(**cpu, n_vocab, chunk_at);
-  const std::vector<float> got = run_tokens(**dev, n_vocab, chunk_at);
+  const std::vector<float> want = run_tokens(**cpu, n_vocab, chunk_at, kv_types);
+  const std::vector<float> got = run_tokens(**dev, n_vocab, chunk_at, kv_types);
+  if (after_device) after_device(**dev);
   auto ref = reference_forward((*cpu)->file(), (*cpu)->config(), test_tokens(n_vocab));
   EXPECT_TRUE(ref) << ref.status().to_string();
   if (!ref || got.size() != want.size() || ref->size() != got.size()) {

@@ -553,22 +553,62 @@ inline PagedBatch fill_cache(Backend& writer, KvCache& kv, int64_t k_width, int6
   return all;
 }
 
-inline KvCacheShape mha_shape(int64_t n_head_kv, int64_t hd_k, int64_t hd_v) {
+inline KvCacheShape mha_shape(int64_t n_head_kv, int64_t hd_k, int64_t hd_v, KvCacheTypes types = {DType::F32, DType::F32}) {
   KvCacheShape shape;
   shape.n_layer = 2;
   shape.k_width = n_head_kv * hd_k;
   shape.v_width = n_head_kv * hd_v;
   shape.n_ctx_max = 256;
-  return shape;
+  return with_types(shape, types);
+}
+
+inline std::string kv_types_name(const KvCacheTypes& types) {
+  return std::string("K ") + dtype_name(types.k) + ", V " + dtype_name(types.v);
+}
+
+// KV caches stored in the types the device attention kernels read, K and V separately, with
+// each one's bound on the NMSE to an f32 cache of the same rows (the CPU tests' bounds,
+// tests/kernels/attention_test.cpp). The device must be as close to the CPU over the same
+// stored rows as on f32 caches.
+struct KvTypesCase {
+  KvCacheTypes types;
+  double max_nmse_vs_f32;
+};
+
+inline std::vector<KvTypesCase> kv_types_cases() {
+  return {{{DType::F16, DType::F16}, 2e-7},
+          {{DType::Q8_0, DType::Q8_0}, 1.5e-4},
+          {{DType::F16, DType::Q8_0}, 1.5e-4},
+          {{DType::Q8_0, DType::F32}, 5e-5}};
+}
+
+inline std::string kv_types_case_name(const ::testing::TestParamInfo<KvTypesCase>& info) {
+  return std::string(dtype_name(info.param.types.k)) + "_" + dtype_name(info.param.types.v);
+}
+
+// For a cache stored in other types than f32: the NMSE of `got` to the CPU's attention over an
+// f32 cache of the same rows (what the stored type's rounding costs), which must be above 0
+// (the rows really were converted) and below max_nmse_vs_f32.
+inline void check_vs_f32_cache(const std::vector<float>& got, const std::vector<float>& want_f32, const KvCacheTypes& types,
+                               double max_nmse_vs_f32) {
+  const double e = nmse(got.data(), want_f32.data(), static_cast<int64_t>(got.size()));
+  std::printf("[ nmse     ] vs the f32 cache (%s) %.3e\n", kv_types_name(types).c_str(), e);
+  EXPECT_GT(e, 0.0) << kv_types_name(types) << ": the cache was not converted";
+  EXPECT_LT(e, max_nmse_vs_f32) << kv_types_name(types);
 }
 
 // GQA attention over the paged cache the device itself filled, on both layers; then a row
-// stored afterwards must reach the device's view of the cache (store_kv keeps it in sync).
-inline void check_attention_gqa(Backend& device, CpuBackend& cpu, double max_nmse) {
+// stored afterwards must reach the device's view of the cache (store_kv keeps it in sync). The
+// cache is stored in `types` and the CPU attends the same stored rows; max_nmse_vs_f32 bounds
+// the distance to an f32 cache (types other than f32 only).
+inline void check_attention_gqa(Backend& device, CpuBackend& cpu, double max_nmse, KvCacheTypes types = {DType::F32, DType::F32},
+                                double max_nmse_vs_f32 = 0.0) {
   const int64_t n_head = 4, n_head_kv = 2, hd_k = 64, hd_v = 48;
-  const KvCacheShape shape = mha_shape(n_head_kv, hd_k, hd_v);
-  KvCache kv(shape, 16);
+  const KvCacheShape shape = mha_shape(n_head_kv, hd_k, hd_v, types);
+  const bool typed = types.k != DType::F32 || types.v != DType::F32;
+  KvCache kv(shape, 16), kv_f32(mha_shape(n_head_kv, hd_k, hd_v), 16);
   const PagedBatch all = fill_cache(device, kv, shape.k_width, shape.v_width, 40);
+  if (typed) fill_cache(cpu, kv_f32, shape.k_width, shape.v_width, 40);
   const int64_t n = static_cast<int64_t>(all.seq_ids.size());
   const AttentionBatch batch{all.seq_ids.data(), all.positions.data(), n};
   const std::vector<float> q = random_floats(static_cast<size_t>(n * n_head * hd_k), 42);
@@ -579,8 +619,13 @@ inline void check_attention_gqa(Backend& device, CpuBackend& cpu, double max_nms
     read_back(device, {{got.data(), got.size()}});
     cpu.attention(q.data(), kv, layer, batch, n_head, n_head_kv, hd_k, hd_v, scale, want.data());
     const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
-    std::printf("[ nmse     ] attention layer %lld %.3e\n", static_cast<long long>(layer), e);
-    EXPECT_LT(e, max_nmse);
+    std::printf("[ nmse     ] attention layer %lld (%s) %.3e\n", static_cast<long long>(layer), kv_types_name(types).c_str(), e);
+    EXPECT_LT(e, max_nmse) << kv_types_name(types);
+    if (typed) {
+      std::vector<float> want_f32(got.size());
+      cpu.attention(q.data(), kv_f32, layer, batch, n_head, n_head_kv, hd_k, hd_v, scale, want_f32.data());
+      check_vs_f32_cache(got, want_f32, types, max_nmse_vs_f32);
+    }
   }
   ASSERT_TRUE(kv.reserve(1, 24).is_ok());
   const int32_t seq = 1, pos = 23;
@@ -592,19 +637,22 @@ inline void check_attention_gqa(Backend& device, CpuBackend& cpu, double max_nms
   device.attention(q.data(), kv, 0, one, n_head, n_head_kv, hd_k, hd_v, scale, got.data());
   read_back(device, {{got.data(), got.size()}});
   cpu.attention(q.data(), kv, 0, one, n_head, n_head_kv, hd_k, hd_v, scale, want.data());
-  EXPECT_LT(nmse(got.data(), want.data(), static_cast<int64_t>(got.size())), max_nmse);
+  EXPECT_LT(nmse(got.data(), want.data(), static_cast<int64_t>(got.size())), max_nmse) << kv_types_name(types);
 }
 
-// MLA attention in latent space over a [latent | k_pe] cache.
-inline void check_mla_attention(Backend& device, CpuBackend& cpu, int64_t rank, int64_t n_rot, double max_nmse) {
+// MLA attention in latent space over a [latent | k_pe] cache stored as `type` (the latent has
+// no V rows); max_nmse_vs_f32 as in check_attention_gqa.
+inline void check_mla_attention(Backend& device, CpuBackend& cpu, int64_t rank, int64_t n_rot, double max_nmse,
+                                DType type = DType::F32, double max_nmse_vs_f32 = 0.0) {
   const int64_t n_head = 4;
   KvCacheShape shape;
   shape.n_layer = 1;
   shape.k_width = rank + n_rot;
   shape.v_width = 0;
   shape.n_ctx_max = 256;
-  KvCache kv(shape, 16);
+  KvCache kv(with_types(shape, {type, type}), 16), kv_f32(shape, 16);
   const PagedBatch all = fill_cache(device, kv, shape.k_width, 0, 50);
+  if (type != DType::F32) fill_cache(cpu, kv_f32, shape.k_width, 0, 50);
   const int64_t n = static_cast<int64_t>(all.seq_ids.size());
   const AttentionBatch batch{all.seq_ids.data(), all.positions.data(), n};
   const std::vector<float> q_abs = random_floats(static_cast<size_t>(n * n_head * rank), 51, 0.1f);
@@ -614,8 +662,13 @@ inline void check_mla_attention(Backend& device, CpuBackend& cpu, int64_t rank, 
   read_back(device, {{got.data(), got.size()}});
   cpu.mla_attention(q_abs.data(), q_pe.data(), kv, 0, batch, n_head, rank, n_rot, 0.1f, want.data());
   const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
-  std::printf("[ nmse     ] mla_attention rank %lld %.3e\n", static_cast<long long>(rank), e);
-  EXPECT_LT(e, max_nmse);
+  std::printf("[ nmse     ] mla_attention rank %lld (%s) %.3e\n", static_cast<long long>(rank), dtype_name(type), e);
+  EXPECT_LT(e, max_nmse) << dtype_name(type);
+  if (type != DType::F32) {
+    std::vector<float> want_f32(got.size());
+    cpu.mla_attention(q_abs.data(), q_pe.data(), kv_f32, 0, batch, n_head, rank, n_rot, 0.1f, want_f32.data());
+    check_vs_f32_cache(got, want_f32, {type, type}, max_nmse_vs_f32);
+  }
 }
 
 }  // namespace fathom::test

@@ -22,12 +22,14 @@ struct HostSpan {
 // run the residency protocol holds: `reads` are made current on the host first (device.sync,
 // then device.finish() for work the device still has queued, e.g. KV rows it stages), `writes`
 // are announced to the device after (device.wrote). After a device run, device.after_op(writes)
-// (a device that does not keep activations reads them back there).
+// (a device that does not keep activations reads them back there). device.fallback_ops counts
+// the ops that ran on the CPU instead.
 template <typename Device, typename DeviceOp, typename CpuOp>
 void run_on_device_or_cpu(Device& device, const char* op, std::initializer_list<HostSpan> reads,
                           std::initializer_list<HostSpan> writes, DeviceOp&& on_device, CpuOp&& on_cpu) {
   const Status st = on_device();
   if (st.is_ok()) return device.after_op(writes);
+  ++device.fallback_ops;
   if (st.code() != ErrorCode::kUnsupported) device.device_failed(op, st);
   for (const HostSpan& r : reads) device.sync(r);
   if (const Status done = device.finish(); !done.is_ok()) device.device_failed(op, done);

@@ -58,8 +58,6 @@ std::optional<DType> parse_kv_cache_type(const std::string& name);
 // kInvalidArgument when a type is not a cache type or a row width is not a multiple of its
 // block (q8_0/q4_0 need rows of whole 32-value blocks), naming the type and the width.
 Status check_kv_cache_types(const KvCacheShape& shape);
-// The accelerator backends' attention kernels read f32 caches only; other types run on the CPU.
-inline bool kv_cache_is_f32(const KvCacheShape& shape) { return shape.k_type == DType::F32 && shape.v_type == DType::F32; }
 // Bytes of one token's K and V rows over all layers in the shape's types: what the pool holds
 // per cached position, and the one figure `fathom plan` and the engine share.
 int64_t kv_bytes_per_token(const KvCacheShape& shape);

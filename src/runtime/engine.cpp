@@ -138,10 +138,20 @@ std::vector<std::string> Engine::placement_report() const {
     lines.push_back(strprintf("%zu %s matrices (%s%s) multiply on the CPU: the %s backend has no %s matmul kernel", names.size(),
                               dtype_name(type), names[0].c_str(), names.size() > 1 ? ", ..." : "", p.device.c_str(),
                               dtype_name(type)));
-  if (!kv_cache_is_f32(shape))
-    lines.push_back(strprintf("KV cache K %s, V %s: attention runs on the CPU (the %s attention kernels read f32 caches; "
-                              "-ctk f32 -ctv f32 keeps it on the device)",
-                              dtype_name(shape.k_type), dtype_name(shape.v_type), p.device.c_str()));
+  // The cache's element types the device's attention kernels do not read (MLA has no V rows).
+  std::vector<std::string> uncovered;
+  if (!model_->backend().on_device(Op::kAttention, shape.k_type)) uncovered.push_back(strprintf("K %s", dtype_name(shape.k_type)));
+  if (shape.v_width > 0 && !model_->backend().on_device(Op::kAttention, shape.v_type))
+    uncovered.push_back(strprintf("V %s", dtype_name(shape.v_type)));
+  if (!uncovered.empty()) {
+    std::string covered;
+    for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0})
+      if (model_->backend().on_device(Op::kAttention, t)) covered += std::string(covered.empty() ? "" : ", ") + dtype_name(t);
+    lines.push_back(strprintf("KV cache %s: attention runs on the CPU (the %s attention kernels read %s caches; -ctk f16 -ctv "
+                              "f16 keeps it on the device)",
+                              uncovered.size() == 2 ? (uncovered[0] + ", " + uncovered[1]).c_str() : uncovered[0].c_str(),
+                              p.device.c_str(), covered.c_str()));
+  }
   return lines;
 }
 

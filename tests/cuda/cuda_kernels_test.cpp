@@ -124,6 +124,34 @@ INSTANTIATE_TEST_SUITE_P(Modes, CudaRope, ::testing::ValuesIn(test::kRopeCases),
 
 TEST_F(CudaKernels, AttentionGqaOverPagedCache) { test::check_attention_gqa(*backend_, cpu_, 1e-10); }
 
+// KV caches stored as f16 and q8_0: the mirrors hold the stored rows (converted by store_kv on
+// the device, the host cache getting the same bytes) and the kernels read them; none of it on
+// the CPU delegate. bf16 (no kernel) attends there and matches the CPU exactly.
+class CudaKvTypes : public CudaKernels, public ::testing::WithParamInterface<test::KvTypesCase> {};
+
+TEST_P(CudaKvTypes, AttentionReadsTheStoredRows) {
+  const test::KvTypesCase c = GetParam();
+  ASSERT_TRUE(backend_->on_device(Op::kAttention, c.types.k));
+  ASSERT_TRUE(backend_->on_device(Op::kAttention, c.types.v));
+  const uint64_t fallbacks = backend_->fallback_ops();
+  test::check_attention_gqa(*backend_, cpu_, 1e-10, c.types, c.max_nmse_vs_f32);
+  if (c.types.k == c.types.v) {
+    test::check_mla_attention(*backend_, cpu_, 128, 32, 1e-10, c.types.k, c.max_nmse_vs_f32);
+    test::check_mla_attention(*backend_, cpu_, 512, 64, 1e-10, c.types.k, c.max_nmse_vs_f32);
+  }
+  EXPECT_EQ(backend_->fallback_ops(), fallbacks) << "attention ran on the CPU delegate";
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, CudaKvTypes, ::testing::ValuesIn(test::kv_types_cases()), test::kv_types_case_name);
+
+TEST_F(CudaKernels, UncoveredKvTypeAttendsOnTheCpuDelegate) {
+  EXPECT_FALSE(backend_->on_device(Op::kAttention, DType::BF16));
+  EXPECT_FALSE(backend_->on_device(Op::kAttention, DType::Q4_0));
+  const uint64_t fallbacks = backend_->fallback_ops();
+  test::check_attention_gqa(*backend_, cpu_, 1e-300, {DType::BF16, DType::F16}, 1.5e-5);  // the CPU's own result
+  EXPECT_GT(backend_->fallback_ops(), fallbacks);
+}
+
 // A fresh backend (no mirror of any cache yet) meets a cache whose rows the CPU wrote: the
 // mirror is seeded from them on first use.
 TEST(CudaMirror, IsSeededFromRowsWrittenBeforeFirstUse) {
@@ -148,28 +176,31 @@ TEST(CudaMirror, IsSeededFromRowsWrittenBeforeFirstUse) {
 // these lengths, from 1 part up, must give the CPU's result.
 TEST_F(CudaKernels, DecodeAttentionOverLongContextsSplitsAndMerges) {
   const int64_t n_head = 8, n_head_kv = 2, hd = 128;
-  for (int64_t n_ctx : {int64_t{100}, int64_t{700}, int64_t{3000}, int64_t{9000}}) {
-    KvCacheShape shape = test::mha_shape(n_head_kv, hd, hd);
-    shape.n_layer = 1;
-    shape.n_ctx_max = n_ctx;
-    KvCache kv(shape, static_cast<int32_t>((n_ctx + 15) / 16));
-    ASSERT_TRUE(kv.reserve(0, n_ctx).is_ok());
-    std::vector<int32_t> seq(static_cast<size_t>(n_ctx), 0), pos(static_cast<size_t>(n_ctx));
-    for (int64_t i = 0; i < n_ctx; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-    const std::vector<float> k = random_floats(static_cast<size_t>(n_ctx * shape.k_width), 70);
-    const std::vector<float> v = random_floats(static_cast<size_t>(n_ctx * shape.v_width), 71);
-    backend_->store_kv(kv, 0, AttentionBatch{seq.data(), pos.data(), n_ctx}, k.data(), v.data());
-    const int32_t last = static_cast<int32_t>(n_ctx - 1);
-    const AttentionBatch one{seq.data(), &last, 1};
-    const std::vector<float> q = random_floats(static_cast<size_t>(n_head * hd), 72, 2.0f);
-    std::vector<float> got(static_cast<size_t>(n_head * hd)), want(got.size());
-    backend_->attention(q.data(), kv, 0, one, n_head, n_head_kv, hd, hd, 0.09f, got.data());
-    test::read_back(*backend_, {{got.data(), got.size()}});  // the cache's host rows land too
-    cpu_.attention(q.data(), kv, 0, one, n_head, n_head_kv, hd, hd, 0.09f, want.data());
-    const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
-    std::printf("[ nmse     ] decode attention over %lld positions, %d parts: %.3e\n", static_cast<long long>(n_ctx),
-                cuda::attention_splits(n_head, n_ctx, backend_->device().multiprocessors), e);
-    EXPECT_LT(e, 1e-10);
+  for (const KvCacheTypes types : {KvCacheTypes{DType::F32, DType::F32}, KvCacheTypes{DType::F16, DType::F16},
+                                   KvCacheTypes{DType::Q8_0, DType::Q8_0}}) {
+    for (int64_t n_ctx : {int64_t{100}, int64_t{700}, int64_t{3000}, int64_t{9000}}) {
+      KvCacheShape shape = test::mha_shape(n_head_kv, hd, hd, types);
+      shape.n_layer = 1;
+      shape.n_ctx_max = n_ctx;
+      KvCache kv(shape, static_cast<int32_t>((n_ctx + 15) / 16));
+      ASSERT_TRUE(kv.reserve(0, n_ctx).is_ok());
+      std::vector<int32_t> seq(static_cast<size_t>(n_ctx), 0), pos(static_cast<size_t>(n_ctx));
+      for (int64_t i = 0; i < n_ctx; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+      const std::vector<float> k = random_floats(static_cast<size_t>(n_ctx * shape.k_width), 70);
+      const std::vector<float> v = random_floats(static_cast<size_t>(n_ctx * shape.v_width), 71);
+      backend_->store_kv(kv, 0, AttentionBatch{seq.data(), pos.data(), n_ctx}, k.data(), v.data());
+      const int32_t last = static_cast<int32_t>(n_ctx - 1);
+      const AttentionBatch one{seq.data(), &last, 1};
+      const std::vector<float> q = random_floats(static_cast<size_t>(n_head * hd), 72, 2.0f);
+      std::vector<float> got(static_cast<size_t>(n_head * hd)), want(got.size());
+      backend_->attention(q.data(), kv, 0, one, n_head, n_head_kv, hd, hd, 0.09f, got.data());
+      test::read_back(*backend_, {{got.data(), got.size()}});  // the cache's host rows land too
+      cpu_.attention(q.data(), kv, 0, one, n_head, n_head_kv, hd, hd, 0.09f, want.data());
+      const double e = nmse(got.data(), want.data(), static_cast<int64_t>(got.size()));
+      std::printf("[ nmse     ] decode attention over %lld positions (%s), %d parts: %.3e\n", static_cast<long long>(n_ctx),
+                  test::kv_types_name(types).c_str(), cuda::attention_splits(n_head, n_ctx, backend_->device().multiprocessors), e);
+      EXPECT_LT(e, 1e-10) << test::kv_types_name(types);
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 // The host side of the CUDA kernels, checked without a GPU: the block decoders of
 // backend/cuda/cuda_blocks.h (the code the kernels run) bit-exact against quant::dequantize_row
-// for every type, and the index math of backend/cuda/cuda_layout.h (matmul work split, KV mirror
+// for every type, the attention kernel's reads of KV cache rows in their stored types and the
+// q8_0 rows store_kv makes on the device (byte for byte the reference quantizer's), and the index math of backend/cuda/cuda_layout.h (matmul work split, KV mirror
 // rows, batch block tables, flash-decoding splits and their merge, scratch size classes, cuBLAS
 // slabs).
 #include <gtest/gtest.h>
@@ -84,6 +85,63 @@ TEST(CudaBlocks, BlockShapesMatchTheFormats) {
   EXPECT_EQ(Decoder<DType::Q6_K>::kBytes, static_cast<int>(traits(DType::Q6_K).type_size));
   EXPECT_EQ(matmul_block_values(DType::Q5_0), 0);  // no kernel: the CPU delegate runs it
   EXPECT_EQ(matmul_block_values(DType::Q2_K), 0);
+}
+
+// The attention kernel's reads of a KV cache row stored as T, at every value of the row (heads
+// start inside q8_0 blocks when they are narrower than 32), against KvCache::load_k.
+template <DType T>
+void expect_kv_values_match_cache(int64_t width) {
+  KvCacheShape shape;
+  shape.n_layer = 1;
+  shape.k_width = width;
+  shape.v_width = 0;
+  shape.block_size = 4;
+  shape.n_ctx_max = 16;
+  shape.k_type = shape.v_type = T;
+  KvCache kv(shape, 4);
+  ASSERT_TRUE(kv.reserve(0, 5).is_ok());
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  std::vector<float> x(static_cast<size_t>(width)), want(x.size());
+  for (int64_t pos = 0; pos < 5; ++pos) {
+    for (float& v : x) v = dist(rng);
+    kv.store_k(0, 0, pos, x.data());
+  }
+  for (int32_t block : kv.block_table(0)) {
+    for (int32_t slot = 0; slot < shape.block_size; ++slot) {
+      kv.load_k(0, block, slot, want.data());
+      for (int64_t e = 0; e < width; ++e)
+        ASSERT_EQ(kv_value<T>(kv.k_data(0, block, slot), e), want[static_cast<size_t>(e)]) << dtype_name(T) << " value " << e;
+    }
+  }
+}
+
+TEST(CudaBlocks, KvValuesMatchTheCacheRows) {
+  for (DType t : {DType::F32, DType::F16, DType::Q8_0}) EXPECT_TRUE(attention_reads(t)) << dtype_name(t);
+  for (DType t : {DType::BF16, DType::Q4_0}) EXPECT_FALSE(attention_reads(t)) << dtype_name(t);
+  expect_kv_values_match_cache<DType::F32>(72);
+  expect_kv_values_match_cache<DType::F16>(72);
+  expect_kv_values_match_cache<DType::Q8_0>(96);
+}
+
+// The device's q8_0 cache rows (store_kv on a q8_0 cache) quantize as the host's reference,
+// byte for byte, including all-zero blocks and blocks whose largest value is negative.
+TEST(CudaBlocks, KvQ8_0BlocksMatchReferenceQuantizer) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  const int64_t n = 32 * 64;
+  std::vector<float> x(static_cast<size_t>(n));
+  for (float& v : x) v = dist(rng);
+  for (int j = 0; j < 32; ++j) x[static_cast<size_t>(32 + j)] = 0.0f;
+  x[64 + 5] = -40.0f;
+  std::vector<uint8_t> want(row_size(DType::Q8_0, n)), got(want.size());
+  quant::quantize_row_ref(DType::Q8_0, x.data(), want.data(), n);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    quant::block_q8_0 block;
+    block.d = fp32_to_fp16(quantize_q8_0_block(x.data() + b * 32, block.qs));
+    std::memcpy(got.data() + static_cast<size_t>(b) * sizeof(block), &block, sizeof(block));
+  }
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size()), 0);
 }
 
 // Every (row, token) of the output is computed by exactly one warp of the grid.

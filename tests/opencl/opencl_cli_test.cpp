@@ -64,6 +64,30 @@ TEST(OpenClCli, RunNamesWeightsThatMultiplyOnTheCpu) {
       << r.output;
 }
 
+// The KV cache types the attention kernels read (f32, f16, q8_0) keep attention on the device:
+// `run` says nothing about the cache then, and names only the types that attend on the CPU.
+TEST(OpenClCli, RunNamesKvCacheTypesThatAttendOnTheCpu) {
+  auto probe = test::make_test_backend();
+  FATHOM_OPENCL_OR_SKIP(probe);
+  probe->reset();
+  const std::string model = tiny_model();
+  const std::string run = "run -m " + model + " -p hello -n 2 -t 2 --seed 1 --device opencl";
+  for (const char* types : {"", " -ctk f16 -ctv q8_0", " -ctk f32 -ctv f16"}) {
+    const CmdResult r = run_fathom(run + types);
+    EXPECT_EQ(r.code, 0) << r.output;
+    EXPECT_EQ(r.output.find("attention runs on the CPU"), std::string::npos) << types << "\n" << r.output;
+  }
+  const CmdResult both = run_fathom(run + " -ctk bf16 -ctv q4_0");
+  EXPECT_EQ(both.code, 0) << both.output;
+  EXPECT_NE(both.output.find("KV cache K bf16, V q4_0: attention runs on the CPU (the opencl attention kernels read f32, "
+                             "f16, q8_0 caches; -ctk f16 -ctv f16 keeps it on the device)"),
+            std::string::npos)
+      << both.output;
+  const CmdResult v_only = run_fathom(run + " -ctk q8_0 -ctv bf16");
+  EXPECT_EQ(v_only.code, 0) << v_only.output;
+  EXPECT_NE(v_only.output.find("KV cache V bf16: attention runs on the CPU"), std::string::npos) << v_only.output;
+}
+
 // A device named by index must exist: an error naming how many there are, not a silent CPU run.
 TEST(OpenClCli, MissingDeviceIsAnErrorNamingTheDevices) {
   const std::string model = tiny_model();

@@ -84,6 +84,51 @@ INSTANTIATE_TEST_SUITE_P(Archs, OpenClModel,
                            return name;
                          });
 
+// KV caches stored as f16 (the default) and q8_0 attend in the kernels, MHA and the MLA latent:
+// the device over the same stored rows as the CPU gives its logits (f32 weights, so nothing
+// else rounds differently), and is as close to the f32 reference as the CPU is; no attention
+// ran on the CPU delegate.
+struct KvTypesModelCase {
+  const char* arch;
+  const char* preset;
+  KvCacheTypes kv_types;
+};
+
+class OpenClModelKvTypes : public ::testing::TestWithParam<KvTypesModelCase> {};
+
+TEST_P(OpenClModelKvTypes, LogitsMatchCpuBackendOnTheSameCache) {
+  auto probe = test::make_test_backend();
+  FATHOM_OPENCL_OR_SKIP(probe);
+  probe->reset();
+  const KvTypesModelCase c = GetParam();
+  std::printf("[ model    ] %s %s f32, cache %s\n", c.arch, c.preset, test::kv_types_name(c.kv_types).c_str());
+  uint64_t fallbacks = 1;
+  const test::ModelComparison r = test::compare_model(
+      synth(c.arch, DType::F32, c.preset), options_for("cpu"), options_for("opencl"), "opencl",
+      [](size_t start) -> size_t { return start < 20 ? 8 : 1; }, c.kv_types, [&](Model& m) {
+        Backend* backend = &m.backend();
+        if (auto* placed = dynamic_cast<PlacedBackend*>(backend)) backend = &placed->device();
+        const auto* device = dynamic_cast<const OpenClBackend*>(backend);
+        ASSERT_NE(device, nullptr);
+        fallbacks = device->fallback_ops();
+      });
+  EXPECT_EQ(fallbacks, 0u) << "ops ran on the CPU delegate";
+  EXPECT_LT(r.vs_cpu, 1e-9);
+  EXPECT_GT(r.cpu_vs_reference, 0.0) << "the cache was not converted";
+  EXPECT_LE(r.vs_reference, r.cpu_vs_reference * 1.01 + 1e-12);
+  EXPECT_GE(r.same_argmax, r.n_positions - 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, OpenClModelKvTypes,
+                         ::testing::Values(KvTypesModelCase{"llama", "tiny", {DType::F16, DType::F16}},
+                                           KvTypesModelCase{"qwen2", "tiny", {DType::F16, DType::F16}},
+                                           KvTypesModelCase{"qwen2", "tiny", {DType::Q8_0, DType::Q8_0}},
+                                           KvTypesModelCase{"deepseek2", "tiny", {DType::F16, DType::F16}}),
+                         [](const auto& info) {
+                           return std::string(info.param.arch) + "_" + dtype_name(info.param.kv_types.k) + "_" +
+                                  dtype_name(info.param.kv_types.v);
+                         });
+
 TEST(OpenClFallback, BrokenKernelBuildRetriesThenRunsOnCpu) {
   auto probe = test::make_test_backend();
   FATHOM_OPENCL_OR_SKIP(probe);

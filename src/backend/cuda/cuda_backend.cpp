@@ -144,11 +144,13 @@ CudaBackend::~CudaBackend() = default;
 
 int CudaBackend::n_threads() const { return impl_->cpu->n_threads(); }
 const CudaDeviceInfo& CudaBackend::device() const { return impl_->info; }
+uint64_t CudaBackend::fallback_ops() const { return impl_->fallback_ops; }
 
 bool CudaBackend::on_device(Op op, DType weight_type) const {
   switch (op) {
     case Op::kMatmul: return cuda::matmul_block_values(weight_type) != 0;
     case Op::kGetRows: return false;
+    case Op::kAttention: return cuda::attention_reads(weight_type);  // the KV cache's element type
     default: return true;
   }
 }

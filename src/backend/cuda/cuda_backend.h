@@ -16,10 +16,11 @@
 // place. A graph that fails loses its pass's work: end_forward returns false, run_forward runs
 // the pass again, and graphs stay off from then on. FATHOM_CUDA_GRAPHS=0 turns them off.
 //
-// Each KV cache layer has a device mirror with the host's row layout: store_kv writes the mirror
-// and stages the rows for the host cache, which gets them at the next synchronization (at the
-// latest end_forward, so a cache must not be destroyed in the middle of a forward pass);
-// attention reads the mirror. A mirror is seeded from the host rows when first needed and found
+// Each KV cache layer has a device mirror with the host's row layout and stored type (f32, f16
+// or q8_0; bf16 and q4_0 caches have none and attend on the CPU): store_kv converts the rows on
+// the device, writes the mirror and stages the converted rows for the host cache, which gets
+// them at the next synchronization (at the latest end_forward, so a cache must not be destroyed
+// in the middle of a forward pass); attention reads the mirror. A mirror is seeded from the host rows when first needed and found
 // again by the cache's address; after that, rows attention reads must come through this
 // backend's store_kv, as in a forward pass (rows restored from disk or written by another
 // backend later, or into a new cache built where an old one was, are not seen).
@@ -95,8 +96,12 @@ class CudaBackend final : public Backend {
 
   // True when (op, weight type) runs in a CUDA kernel rather than on the CPU delegate (for matmul
   // also subject to shape and memory: rows a whole number of blocks, the matrix fits on the device).
+  // For Op::kAttention the type is a KV cache element type (K's or V's).
   bool on_device(Op op, DType weight_type) const override;
   const CudaDeviceInfo& device() const;
+  // Ops with a kernel that ran on the CPU delegate instead: not covered (shape, KV cache type,
+  // device memory) or failed on the device. Matmuls of weights kept on the host are not counted.
+  uint64_t fallback_ops() const;
   // Times a device-to-device copy of copy_bytes and an n x n x n f16 GEMM (best of a few runs
   // after a warm-up each). Takes about a second; needs ~2 x copy_bytes of free device memory.
   Expected<CudaPeaks> measure_peaks(size_t copy_bytes = size_t{2} << 30, int64_t gemm_n = 8192);

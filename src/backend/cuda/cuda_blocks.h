@@ -10,6 +10,7 @@
 // a group never straddles a block, nor a sub-block scale of the K-quants.
 #pragma once
 
+#include <math.h>  // fabsf, fmaxf, roundf on host and device
 #include <cstdint>
 
 #include "core/dtype.h"
@@ -154,6 +155,37 @@ constexpr int64_t matmul_block_values(DType t) {
     case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return 256;
     default: return 0;
   }
+}
+
+// ---- KV cache rows (kv/kv_cache.h) in their stored types ----------------------------------
+// The attention kernel reads rows of f32, f16 or q8_0 (32-value blocks running over the whole
+// row, so a head may start inside a block); bf16 and q4_0 caches attend on the CPU.
+constexpr bool attention_reads(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::Q8_0; }
+
+// Value e of a cache row stored as T.
+template <DType T>
+FATHOM_HOST_DEVICE inline float kv_value(const uint8_t* row, int64_t e) {
+  static_assert(T == DType::F32 || T == DType::F16 || T == DType::Q8_0, "attention_reads(T)");
+  if constexpr (T == DType::F32) {
+    return reinterpret_cast<const float*>(row)[e];
+  } else if constexpr (T == DType::F16) {
+    return fp16_to_fp32(reinterpret_cast<const uint16_t*>(row)[e]);
+  } else {
+    const auto& b = reinterpret_cast<const quant::block_q8_0*>(row)[e / quant::kQK8_0];
+    return static_cast<float>(b.qs[e % quant::kQK8_0]) * fp16_to_fp32(b.d);
+  }
+}
+
+// One q8_0 block of a cache row as the reference quantizer makes it (quant::quantize_row_ref):
+// qs[j] = round(x[j] / d) for the scale d = max |x| / 127, which the caller stores as f16 (the
+// host's fp32_to_fp16 and the device's __float2half_rn both round to nearest even).
+FATHOM_HOST_DEVICE inline float quantize_q8_0_block(const float* x, int8_t* qs) {
+  float amax = 0.0f;
+  for (int j = 0; j < quant::kQK8_0; ++j) amax = fmaxf(amax, fabsf(x[j]));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int j = 0; j < quant::kQK8_0; ++j) qs[j] = static_cast<int8_t>(roundf(x[j] * id));
+  return d;
 }
 
 }  // namespace fathom::cuda

@@ -171,12 +171,13 @@ struct CudaBackend::Impl {
     DeviceMemory memory;
   };
   // Device copy of one KV cache: per layer its K (and V) rows, [n_blocks * block_size] rows in
-  // the host's order, and the host rows they mirror (a different cache at the same address has
-  // other rows or sizes, and gets a fresh mirror).
+  // the host's order and stored type (the same bytes), and the host rows they mirror (a
+  // different cache at the same address has other rows or sizes, and gets a fresh mirror).
   struct MirrorLayer {
-    const float* host_k = nullptr;
-    const float* host_v = nullptr;
+    const uint8_t* host_k = nullptr;
+    const uint8_t* host_v = nullptr;
     size_t n_rows = 0;
+    size_t k_row_bytes = 0, v_row_bytes = 0;  // bytes per row, in the cache's stored types
     DeviceMemory k, v;
   };
   struct KvMirror {
@@ -186,9 +187,9 @@ struct CudaBackend::Impl {
   // Rows store_kv wrote to a mirror, staged in pinned memory on their way to the host cache
   // (copied there at the next synchronization, finish()).
   struct WriteBack {
-    float* host = nullptr;         // the layer's row 0 on the host
-    int64_t width = 0;             // floats per row
-    const float* staged = nullptr; // [rows.size(), width]
+    uint8_t* host = nullptr;         // the layer's row 0 on the host
+    size_t row_bytes = 0;            // bytes per row, in the cache's stored type
+    const uint8_t* staged = nullptr; // [rows.size(), row_bytes]
     std::vector<int64_t> rows;
   };
   // Device memory of the activation entries (residency.h): scratch-pool buffers, offset so an
@@ -240,6 +241,7 @@ struct CudaBackend::Impl {
   std::unordered_map<const KvCache*, KvMirror> mirrors;
   bool warned_failure = false;                            // a device failure was reported once
   bool warned_memory = false;                             // running out of device memory was reported once
+  uint64_t fallback_ops = 0;                              // ops run_on_device_or_cpu ran on the CPU delegate
 
   // CUDA graphs. From the third forward pass on, a pass of at most kGraphMaxTokens tokens (a
   // decode step: the matvec kernels, no cuBLAS) is captured instead of launched, one graph per

@@ -43,23 +43,28 @@ cudaError_t launch_copy_strided(const float* src, float* dst, int64_t n_outer, i
 // their ids, largest first, equal values by lower id. ids, values: [n_rows, k].
 cudaError_t launch_top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values,
                                   cudaStream_t stream);
-// dst[rows[t], :] = src[t, :] for t < n_rows; rows of `width` floats.
-cudaError_t launch_scatter_rows(const float* src, int64_t width, const int64_t* rows, int64_t n_rows, float* dst,
-                                cudaStream_t stream);
+// KV cache rows in the cache's stored type (`type`: attention_reads, cuda_blocks.h), as the
+// host's KvCache::store_k makes them: src[t, :] (`width` floats) converted to row_bytes bytes
+// into dst row rows[t] and into packed[t, :] (the copy the host cache gets), for t < n_rows.
+cudaError_t launch_store_kv_rows(DType type, const float* src, int64_t width, const int64_t* rows, int64_t n_rows,
+                                 size_t row_bytes, uint8_t* dst, uint8_t* packed, cudaStream_t stream);
 
 // Causal attention over the KV cache mirror, one CUDA block per (token, head), online softmax.
 // The query of (t, h) is q_a's row followed by q_b's (MLA: [q_abs | q_pe]; otherwise q_b is
-// null); its key is head_dim_k floats at (h / group) * head_dim_k of the position's k row, its
-// value head_dim_v floats at (h / group) * head_dim_v of the v row.
+// null); its key is head_dim_k values from value (h / group) * head_dim_k of the position's k
+// row, its value head_dim_v values from (h / group) * head_dim_v of the v row. Rows are in the
+// cache's stored types (k_type, v_type: attention_reads), converted as they are read; sums are f32.
 struct AttentionArgs {
   const float* q_a = nullptr;         // [n_tokens, n_head, width_a]
   int64_t width_a = 0;
   const float* q_b = nullptr;         // [n_tokens, n_head, width_b], or null
   int64_t width_b = 0;
-  const float* k = nullptr;           // layer's key rows [n_blocks * block_size, k_stride]
-  int64_t k_stride = 0;
-  const float* v = nullptr;           // layer's value rows [n_blocks * block_size, v_stride]
-  int64_t v_stride = 0;
+  const uint8_t* k = nullptr;         // layer's key rows [n_blocks * block_size, k_row_bytes]
+  size_t k_row_bytes = 0;
+  DType k_type = DType::F32;
+  const uint8_t* v = nullptr;         // layer's value rows [n_blocks * block_size, v_row_bytes]
+  size_t v_row_bytes = 0;
+  DType v_type = DType::F32;
   const int32_t* tables = nullptr;    // [n_rows, max_blocks] block ids (cuda_layout.h BatchTables)
   int64_t max_blocks = 0;
   const int32_t* token_table = nullptr;  // [n_tokens] table row of each token

@@ -50,8 +50,7 @@ Status CudaBackend::Impl::finish() {
   FATHOM_CUDA_TRY(cudaStreamSynchronize(stream));
   for (const WriteBack& w : writebacks)
     for (size_t i = 0; i < w.rows.size(); ++i)
-      std::memcpy(w.host + w.rows[i] * w.width, w.staged + static_cast<int64_t>(i) * w.width,
-                  static_cast<size_t>(w.width) * sizeof(float));
+      std::memcpy(w.host + static_cast<size_t>(w.rows[i]) * w.row_bytes, w.staged + i * w.row_bytes, w.row_bytes);
   writebacks.clear();
   pinned.reset();
   return Status::ok();
@@ -183,14 +182,16 @@ Expected<CudaBackend::Impl::MirrorLayer*> CudaBackend::Impl::mirror_layer(KvCach
   KvMirror& mirror = mirrors[&kv];
   mirror.layers.resize(static_cast<size_t>(shape.n_layer));
   MirrorLayer& m = mirror.layers[static_cast<size_t>(layer)];
-  const float* host_k = kv.k_row(layer, 0, 0);
-  const float* host_v = shape.v_width > 0 ? kv.v_row(layer, 0, 0) : nullptr;
+  const uint8_t* host_k = kv.k_data(layer, 0, 0);
+  const uint8_t* host_v = shape.v_width > 0 ? kv.v_data(layer, 0, 0) : nullptr;
   const size_t n_rows = static_cast<size_t>(kv.pool().n_total()) * static_cast<size_t>(shape.block_size);
-  if (m.k && m.host_k == host_k && m.host_v == host_v && m.n_rows == n_rows) return &m;
+  if (m.k && m.host_k == host_k && m.host_v == host_v && m.n_rows == n_rows && m.k_row_bytes == kv.k_row_bytes() &&
+      m.v_row_bytes == kv.v_row_bytes())
+    return &m;
   if (mirror.out_of_memory) return static_cast<MirrorLayer*>(nullptr);
   m = MirrorLayer{};
-  const size_t k_bytes = n_rows * static_cast<size_t>(shape.k_width) * sizeof(float);
-  const size_t v_bytes = n_rows * static_cast<size_t>(shape.v_width) * sizeof(float);
+  const size_t k_bytes = n_rows * kv.k_row_bytes();
+  const size_t v_bytes = n_rows * kv.v_row_bytes();
   cudaError_t err = device_malloc(k_bytes, &kv, &m.k);
   if (err == cudaSuccess && v_bytes > 0) err = device_malloc(v_bytes, &kv, &m.v);
   if (err == cudaErrorMemoryAllocation) {
@@ -211,6 +212,8 @@ Expected<CudaBackend::Impl::MirrorLayer*> CudaBackend::Impl::mirror_layer(KvCach
   m.host_k = host_k;
   m.host_v = host_v;
   m.n_rows = n_rows;
+  m.k_row_bytes = kv.k_row_bytes();
+  m.v_row_bytes = kv.v_row_bytes();
   return &m;
 }
 

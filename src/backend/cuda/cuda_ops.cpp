@@ -268,19 +268,24 @@ Status CudaBackend::Impl::top_candidates(const float* logits, int64_t n_rows, in
 }
 
 Status CudaBackend::Impl::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
-  if (!kv_cache_is_f32(kv.shape())) return not_covered();  // the mirrors hold f32 rows; the CPU converts
+  const KvCacheShape& shape = kv.shape();
+  const bool has_v = shape.v_width > 0 && v != nullptr;
+  // The mirrors hold rows in the cache's types; for types the attention kernel does not read
+  // there is no mirror and the CPU converts.
+  if (!cuda::attention_reads(shape.k_type) || (has_v && !cuda::attention_reads(shape.v_type))) return not_covered();
   FATHOM_CUDA_TRY(cudaSetDevice(info.index));
   FATHOM_ASSIGN_OR_RETURN(MirrorLayer* m, mirror_layer(kv, layer));
   if (!m) return not_covered();  // attention on this cache runs on the CPU, from the host rows
   const std::vector<int64_t> rows = cuda::kv_rows_of_batch(kv, batch);
-  const int64_t k_width = kv.shape().k_width, v_width = kv.shape().v_width;
-  const bool has_v = v_width > 0 && v != nullptr;
+  const int64_t k_width = shape.k_width, v_width = shape.v_width;
+  const size_t k_row_bytes = kv.k_row_bytes(), v_row_bytes = kv.v_row_bytes();
   // The host rows are written too (CPU fallbacks read them, and a mirror is seeded from them):
-  // staged in pinned memory now, copied at the next synchronization.
-  const size_t k_bytes = static_cast<size_t>(batch.n_tokens * k_width) * sizeof(float);
-  const size_t v_bytes = has_v ? static_cast<size_t>(batch.n_tokens * v_width) * sizeof(float) : 0;
-  float* staged_k = static_cast<float*>(pinned.take(k_bytes));
-  float* staged_v = has_v ? static_cast<float*>(pinned.take(v_bytes)) : nullptr;
+  // the converted rows, staged in pinned memory now, copied at the next synchronization. So the
+  // host holds the device's bytes whatever the type.
+  const size_t k_bytes = static_cast<size_t>(batch.n_tokens) * k_row_bytes;
+  const size_t v_bytes = has_v ? static_cast<size_t>(batch.n_tokens) * v_row_bytes : 0;
+  uint8_t* staged_k = static_cast<uint8_t*>(pinned.take(k_bytes));
+  uint8_t* staged_v = has_v ? static_cast<uint8_t*>(pinned.take(v_bytes)) : nullptr;
   const bool staged = staged_k && (!has_v || staged_v);  // else the host rows are written here, after a wait
   OpScope op(*this);
   int64_t* rows_device = nullptr;
@@ -293,20 +298,32 @@ Status CudaBackend::Impl::store_kv(KvCache& kv, int64_t layer, const AttentionBa
     return Status::ok();
   }));
   FATHOM_RETURN_IF_ERROR(upload(rows.data(), batch.n_tokens, &rows_device));
-  FATHOM_CUDA_TRY(cuda::launch_scatter_rows(k_device, k_width, rows_device, batch.n_tokens, static_cast<float*>(m->k.get()), stream));
+  // The converted rows, packed [n_tokens, row bytes] (V's from a 16-byte boundary), on their way to the host.
+  const size_t v_at = (k_bytes + 15) / 16 * 16;
+  uint8_t* packed_k = nullptr;
+  FATHOM_RETURN_IF_ERROR(scratch(static_cast<int64_t>(v_at + v_bytes), &packed_k));
+  uint8_t* packed_v = packed_k + v_at;
+  FATHOM_CUDA_TRY(cuda::launch_store_kv_rows(shape.k_type, k_device, k_width, rows_device, batch.n_tokens, k_row_bytes,
+                                             static_cast<uint8_t*>(m->k.get()), packed_k, stream));
   if (has_v)
-    FATHOM_CUDA_TRY(cuda::launch_scatter_rows(v_device, v_width, rows_device, batch.n_tokens, static_cast<float*>(m->v.get()), stream));
+    FATHOM_CUDA_TRY(cuda::launch_store_kv_rows(shape.v_type, v_device, v_width, rows_device, batch.n_tokens, v_row_bytes,
+                                               static_cast<uint8_t*>(m->v.get()), packed_v, stream));
   if (!staged) {
-    FATHOM_RETURN_IF_ERROR(activations.to_host(k, k_bytes));
-    if (has_v) FATHOM_RETURN_IF_ERROR(activations.to_host(v, v_bytes));
-    cpu->store_kv(kv, layer, batch, k, v);
+    std::vector<uint8_t> host(v_at + v_bytes);
+    FATHOM_RETURN_IF_ERROR(download_now(host.data(), packed_k, host.size()));
+    const auto write = [&](uint8_t* base, const uint8_t* from, size_t row_bytes) {
+      for (size_t i = 0; i < rows.size(); ++i)
+        std::memcpy(base + static_cast<size_t>(rows[i]) * row_bytes, from + i * row_bytes, row_bytes);
+    };
+    write(const_cast<uint8_t*>(m->host_k), host.data(), k_row_bytes);
+    if (has_v) write(const_cast<uint8_t*>(m->host_v), host.data() + v_at, v_row_bytes);
     return Status::ok();
   }
-  FATHOM_CUDA_TRY(cudaMemcpyAsync(staged_k, k_device, k_bytes, cudaMemcpyDeviceToHost, stream));
-  writebacks.push_back({const_cast<float*>(m->host_k), k_width, staged_k, rows});
+  FATHOM_CUDA_TRY(cudaMemcpyAsync(staged_k, packed_k, k_bytes, cudaMemcpyDeviceToHost, stream));
+  writebacks.push_back({const_cast<uint8_t*>(m->host_k), k_row_bytes, staged_k, rows});
   if (has_v) {
-    FATHOM_CUDA_TRY(cudaMemcpyAsync(staged_v, v_device, v_bytes, cudaMemcpyDeviceToHost, stream));
-    writebacks.push_back({const_cast<float*>(m->host_v), v_width, staged_v, rows});
+    FATHOM_CUDA_TRY(cudaMemcpyAsync(staged_v, packed_v, v_bytes, cudaMemcpyDeviceToHost, stream));
+    writebacks.push_back({const_cast<uint8_t*>(m->host_v), v_row_bytes, staged_v, rows});
   }
   return Status::ok();
 }
@@ -314,7 +331,9 @@ Status CudaBackend::Impl::store_kv(KvCache& kv, int64_t layer, const AttentionBa
 Status CudaBackend::Impl::attend(const float* q_a, int64_t width_a, const float* q_b, int64_t width_b, KvCache& kv,
                                  int64_t layer, const AttentionBatch& batch, int64_t n_head, int64_t group,
                                  int64_t head_dim_v, bool latent, float scale, float* out) {
-  if (width_a + width_b > cuda::kAttentionMaxQueryDim || head_dim_v > cuda::kAttentionMaxValueDim || !kv_cache_is_f32(kv.shape()))
+  const DType k_type = kv.shape().k_type, v_type = latent ? k_type : kv.shape().v_type;
+  if (width_a + width_b > cuda::kAttentionMaxQueryDim || head_dim_v > cuda::kAttentionMaxValueDim ||
+      !cuda::attention_reads(k_type) || !cuda::attention_reads(v_type))
     return not_covered();
   FATHOM_CUDA_TRY(cudaSetDevice(info.index));
   FATHOM_ASSIGN_OR_RETURN(MirrorLayer* m, mirror_layer(kv, layer));
@@ -339,10 +358,12 @@ Status CudaBackend::Impl::attend(const float* q_a, int64_t width_a, const float*
   FATHOM_RETURN_IF_ERROR(upload(batch.positions, batch.n_tokens, &positions_device));
   a.width_a = width_a;
   a.width_b = q_b ? width_b : 0;
-  a.k = static_cast<const float*>(m->k.get());
-  a.k_stride = shape.k_width;
-  a.v = static_cast<const float*>(latent ? m->k.get() : m->v.get());
-  a.v_stride = latent ? shape.k_width : shape.v_width;
+  a.k = static_cast<const uint8_t*>(m->k.get());
+  a.k_row_bytes = kv.k_row_bytes();
+  a.k_type = k_type;
+  a.v = static_cast<const uint8_t*>(latent ? m->k.get() : m->v.get());
+  a.v_row_bytes = latent ? kv.k_row_bytes() : kv.v_row_bytes();
+  a.v_type = v_type;
   a.tables = tables_device;
   a.max_blocks = tables.max_blocks;
   a.token_table = token_table_device;

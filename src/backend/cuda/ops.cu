@@ -123,13 +123,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One block per row.
-__global__ void scatter_rows_kernel(const float* src, int64_t width, const int64_t* rows, float* dst) {
-  const float* s = src + static_cast<int64_t>(blockIdx.x) * width;
-  float* d = dst + rows[blockIdx.x] * width;
-  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) d[i] = s[i];
-}
-
 }  // namespace
 
 cudaError_t check_kernel_image() {
@@ -177,12 +170,6 @@ cudaError_t launch_copy_strided(const float* src, float* dst, int64_t n_outer, i
 cudaError_t launch_top_candidates(const float* logits, int64_t n_rows, int64_t n_vocab, int64_t k, int32_t* ids, float* values,
                                   cudaStream_t stream) {
   top_candidates_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(logits, n_vocab, k, ids, values);
-  return cudaGetLastError();
-}
-
-cudaError_t launch_scatter_rows(const float* src, int64_t width, const int64_t* rows, int64_t n_rows, float* dst,
-                                cudaStream_t stream) {
-  scatter_rows_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(src, width, rows, dst);
   return cudaGetLastError();
 }
 

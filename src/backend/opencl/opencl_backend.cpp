@@ -32,7 +32,8 @@ constexpr int64_t kMaxValueDim = 64 * 8; // WG * ATT_DIMS_PER_LANE in kernels/at
 const char* const kKernelNames[] = {
     "matvec_q4_0", "matmat_q4_0", "matvec_q8_0", "matmat_q8_0", "matvec_q4_K", "matmat_q4_K", "matvec_f32",
     "matmat_f32",  "matvec_f16",  "matmat_f16",  "rms_norm_f32", "swiglu_f32", "add_f32",     "rope_f32",
-    "attention_f32"};
+    "attention_f32_f32", "attention_f32_f16", "attention_f32_q8_0", "attention_f16_f32", "attention_f16_f16",
+    "attention_f16_q8_0", "attention_q8_0_f32", "attention_q8_0_f16", "attention_q8_0_q8_0"};
 // Built only with an int8 variant (FATHOM_INT_DOT or FATHOM_INT_DOT_EMULATED).
 const char* const kInt8KernelNames[] = {"quantize_q8_act", "matvec_q4_0_q8", "matmat_q4_0_q8", "matvec_q8_0_q8",
                                         "matmat_q8_0_q8"};
@@ -53,6 +54,17 @@ MatmulFormat matmul_format(DType t) {
     case DType::F32: return {"f32", 4, 16};
     case DType::F16: return {"f16", 4, 8};
     default: return {};
+  }
+}
+
+// The cache element types the attention kernels read (the suffixes of attention_<K>_<V>); the
+// others (bf16, q4_0) attend on the CPU delegate.
+const char* attention_suffix(DType t) {
+  switch (t) {
+    case DType::F32: return "f32";
+    case DType::F16: return "f16";
+    case DType::Q8_0: return "q8_0";
+    default: return nullptr;
   }
 }
 
@@ -125,6 +137,7 @@ struct OpenClBackend::Impl {
   std::array<Scratch, kSlots> scratch;                 // activation buffers, grown on demand
   size_t page = 4096;
   bool warned = false;                                 // a device failure was reported once
+  uint64_t fallback_ops = 0;                           // ops run_on_device_or_cpu ran on the CPU delegate
 
   // The region holding [p, p + n), created on first use; nullptr when it cannot be (too large for
   // one buffer, or the driver refused).
@@ -562,10 +575,15 @@ cl_int OpenClBackend::Impl::attend(const float* q, KvCache& kv, int64_t layer, c
                                    int64_t group, int64_t head_dim_k, int64_t head_dim_v, bool latent, float scale,
                                    float* out) {
   const KvCacheShape& shape = kv.shape();
-  if (head_dim_k > kMaxQueryDim || head_dim_v > kMaxValueDim || !kv_cache_is_f32(shape)) return CL_INVALID_VALUE;
+  const char* k_suffix = attention_suffix(shape.k_type);
+  const char* v_suffix = latent ? k_suffix : attention_suffix(shape.v_type);  // MLA: the values are the latent rows
+  if (head_dim_k > kMaxQueryDim || head_dim_v > kMaxValueDim || !k_suffix || !v_suffix) return CL_INVALID_VALUE;
   const size_t slots = static_cast<size_t>(kv.pool().n_total()) * static_cast<size_t>(shape.block_size);
-  const Region* kr = region_for(kv.k_row(layer, 0, 0), slots * static_cast<size_t>(shape.k_width) * sizeof(float));
-  const Region* vr = latent ? kr : region_for(kv.v_row(layer, 0, 0), slots * static_cast<size_t>(shape.v_width) * sizeof(float));
+  const size_t k_row_bytes = kv.k_row_bytes(), v_row_bytes = latent ? k_row_bytes : kv.v_row_bytes();
+  const uint8_t* k_base = kv.k_data(layer, 0, 0);
+  const uint8_t* v_base = latent ? k_base : kv.v_data(layer, 0, 0);
+  const Region* kr = region_for(k_base, slots * k_row_bytes);
+  const Region* vr = latent ? kr : region_for(v_base, slots * v_row_bytes);
   if (!kr || !vr) return CL_INVALID_BUFFER_SIZE;
   // Block tables of the batch's tokens, one row of max_blocks per token.
   int64_t max_blocks = 1;
@@ -577,7 +595,7 @@ cl_int OpenClBackend::Impl::attend(const float* q, KvCache& kv, int64_t layer, c
     FATHOM_CHECK(static_cast<int64_t>(table.size()) >= used);
     std::copy(table.begin(), table.begin() + used, tables.begin() + t * max_blocks);
   }
-  cl_kernel k = kernel("attention_f32");
+  cl_kernel k = kernel(strprintf("attention_%s_%s", k_suffix, v_suffix).c_str());
   cl_mem qb = nullptr, tb = nullptr, pb = nullptr;
   FATHOM_CL_TRY(upload(kIn0, q, static_cast<size_t>(batch.n_tokens * n_head * head_dim_k) * sizeof(float), &qb));
   FATHOM_CL_TRY(upload(kIn1, tables.data(), tables.size() * sizeof(int32_t), &tb));
@@ -585,13 +603,11 @@ cl_int OpenClBackend::Impl::attend(const float* q, KvCache& kv, int64_t layer, c
   const size_t out_bytes = static_cast<size_t>(batch.n_tokens * n_head * head_dim_v) * sizeof(float);
   cl_mem ob = scratch_buffer(kOut, out_bytes);
   if (!ob) return CL_MEM_OBJECT_ALLOCATION_FAILURE;
-  const cl_ulong k_offset = (reinterpret_cast<uintptr_t>(kv.k_row(layer, 0, 0)) - kr->begin) / sizeof(float);
-  const cl_ulong v_offset =
-      latent ? k_offset : (reinterpret_cast<uintptr_t>(kv.v_row(layer, 0, 0)) - vr->begin) / sizeof(float);
-  const cl_int v_width = static_cast<cl_int>(latent ? shape.k_width : shape.v_width);
+  const cl_ulong k_offset = reinterpret_cast<uintptr_t>(k_base) - kr->begin;
+  const cl_ulong v_offset = reinterpret_cast<uintptr_t>(v_base) - vr->begin;
   FATHOM_CL_TRY(set_args(k, qb, kr->buffer, k_offset, vr->buffer, v_offset, tb, static_cast<cl_int>(max_blocks), pb,
                          static_cast<cl_int>(n_head), static_cast<cl_int>(group), static_cast<cl_int>(head_dim_k),
-                         static_cast<cl_int>(head_dim_v), static_cast<cl_int>(shape.k_width), v_width,
+                         static_cast<cl_int>(head_dim_v), static_cast<cl_ulong>(k_row_bytes), static_cast<cl_ulong>(v_row_bytes),
                          static_cast<cl_int>(shape.block_size), scale, ob));
   FATHOM_CL_TRY(run(k, static_cast<size_t>(batch.n_tokens * n_head) * kLanes));
   return download(ob, out, out_bytes);
@@ -674,11 +690,13 @@ int OpenClBackend::n_threads() const { return impl_->cpu->n_threads(); }
 const OpenClDeviceInfo& OpenClBackend::device() const { return impl_->info; }
 bool OpenClBackend::program_from_cache() const { return impl_->from_cache; }
 const OpenClKernelVariants& OpenClBackend::variants() const { return impl_->variants; }
+uint64_t OpenClBackend::fallback_ops() const { return impl_->fallback_ops; }
 
 bool OpenClBackend::on_device(Op op, DType weight_type) const {
   switch (op) {
     case Op::kMatmul: return matmul_format(weight_type).suffix != nullptr;
     case Op::kGetRows: return false;
+    case Op::kAttention: return attention_suffix(weight_type) != nullptr;  // the cache's element type
     default: return true;
   }
 }
@@ -721,27 +739,28 @@ void OpenClBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t he
 }
 
 void OpenClBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batch, const float* k, const float* v) {
-  impl_->cpu->store_kv(kv, layer, batch, k, v);
-  if (!kv_cache_is_f32(kv.shape())) return;  // never wrapped: attention on it runs on the CPU
+  impl_->cpu->store_kv(kv, layer, batch, k, v);  // rows converted to the cache's type on the host
   // The cache is written on the host; wrapped layers learn of the new rows through a write from
   // the wrapped memory itself, which OpenCL defines as the synchronisation for CL_MEM_USE_HOST_PTR
-  // buffers (free on zero-copy devices, a copy of just these rows on discrete ones).
+  // buffers (free on zero-copy devices, a copy of just these rows on discrete ones). Layers of a
+  // type the kernels do not read are never wrapped.
   const KvCacheShape& shape = kv.shape();
   const size_t slots = static_cast<size_t>(kv.pool().n_total()) * static_cast<size_t>(shape.block_size);
-  const auto sync = [&](const float* base, int64_t width, float* (KvCache::*row_at)(int64_t, int32_t, int64_t)) {
-    if (width == 0) return;
-    const Impl::Region* r = impl_->find_region(base, slots * static_cast<size_t>(width) * sizeof(float));
+  const auto sync = [&](const uint8_t* base, size_t row_bytes) {
+    const Impl::Region* r = impl_->find_region(base, slots * row_bytes);
     if (!r) return;  // not wrapped yet: wrapping copies the rows as they are then
     for (int64_t t = 0; t < batch.n_tokens; ++t) {
-      const float* row = (kv.*row_at)(layer, batch.seq_ids[t], batch.positions[t]);
-      const size_t offset = reinterpret_cast<uintptr_t>(row) - r->begin;
-      const cl_int err = clEnqueueWriteBuffer(impl_->queue, r->buffer, CL_FALSE, offset, static_cast<size_t>(width) * sizeof(float),
-                                              row, 0, nullptr, nullptr);
+      const std::vector<int32_t>& table = kv.block_table(batch.seq_ids[t]);
+      const int64_t pos = batch.positions[t];
+      const uint8_t* row = base + (static_cast<size_t>(table[static_cast<size_t>(pos / shape.block_size)]) *
+                                       static_cast<size_t>(shape.block_size) + static_cast<size_t>(pos % shape.block_size)) * row_bytes;
+      const cl_int err = clEnqueueWriteBuffer(impl_->queue, r->buffer, CL_FALSE, reinterpret_cast<uintptr_t>(row) - r->begin,
+                                              row_bytes, row, 0, nullptr, nullptr);
       if (err != CL_SUCCESS) impl_->device_failed("store_kv", err);
     }
   };
-  sync(kv.k_row(layer, 0, 0), shape.k_width, &KvCache::k_at);
-  if (shape.v_width > 0) sync(kv.v_row(layer, 0, 0), shape.v_width, &KvCache::v_at);
+  sync(kv.k_data(layer, 0, 0), kv.k_row_bytes());
+  if (shape.v_width > 0) sync(kv.v_data(layer, 0, 0), kv.v_row_bytes());
   clFinish(impl_->queue);
 }
 

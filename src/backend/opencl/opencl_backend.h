@@ -11,7 +11,9 @@
 // Placement: matmul runs in a kernel for Q4_0, Q8_0, Q4_K, F16 and F32 weights; rms_norm, rope,
 // swiglu, add, attention and MLA attention have kernels; get_rows, store_kv, other weight types
 // and shapes past the kernels' limits go to the CPU delegate (a CpuBackend), so every model runs.
-// on_device() says which.
+// on_device() says which. Attention reads the KV cache in its stored type when that is f32, f16
+// or q8_0 (for K and for V; the host writes the rows, the device reads them where they lie);
+// bf16 and q4_0 caches attend on the CPU delegate.
 //
 // Batches and fused ops: matmul_batch uploads each distinct input once, enqueues every product,
 // and reads all outputs back after one wait; products placed on the CPU run meanwhile on the
@@ -97,11 +99,15 @@ class OpenClBackend final : public Backend {
 
   // True when (op, weight type) runs in an OpenCL kernel rather than on the CPU delegate (for
   // matmul also subject to shape: rows a multiple of the block size, tensor under max_alloc_bytes).
+  // For Op::kAttention the type is a KV cache element type (K's or V's).
   bool on_device(Op op, DType weight_type) const override;
   const OpenClDeviceInfo& device() const;
   bool program_from_cache() const;  // the kernels were loaded from the disk cache, not compiled
   // The variants the program was built with (none kAuto).
   const OpenClKernelVariants& variants() const;
+  // Ops with a kernel that ran on the CPU delegate instead: not covered (shape, KV cache type)
+  // or failed on the device. Matmuls of weight types without a kernel are not counted.
+  uint64_t fallback_ops() const;
 
   void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y) override;
   void matmul_batch(const std::vector<MatmulJob>& jobs) override;
