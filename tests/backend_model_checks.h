@@ -164,7 +164,8 @@ inline std::vector<PlacementCase> placement_cases() {
   return {{"llama", "small", DType::Q4_0, 1, false, nullptr, 1e-3},
           {"qwen2", "tiny", DType::Q8_0, -1, false, "attn_output|ffn_down=cpu", 1e-3},
           {"deepseek2", "tiny", DType::Q4_0, -1, true, nullptr, 1e-3},
-          {"deepseek2", "tiny-v3", DType::F32, 1, false, nullptr, 1e-9}};
+          {"deepseek2", "tiny-v3", DType::F32, 1, false, nullptr, 1e-9},
+          {"llama", "small", DType::IQ4_XS, 2, false, "ffn_down=cpu", 1e-3}};
 }
 
 inline std::string placement_case_name(const ::testing::TestParamInfo<PlacementCase>& info) {

@@ -66,6 +66,8 @@ INSTANTIATE_TEST_SUITE_P(Archs, CudaModel,
                                            ModelCase{"deepseek2", "tiny-v3", DType::F32, 1e-9, 1e-9},
                                            ModelCase{"llama", "small", DType::Q4_K, 1e-3, 1e-5},
                                            ModelCase{"qwen2", "small", DType::Q6_K, 1e-3, 1e-5},
+                                           ModelCase{"qwen2", "tiny", DType::IQ4_NL, 1e-3, 1e-5},
+                                           ModelCase{"llama", "small", DType::IQ4_XS, 1e-3, 1e-5},
                                            ModelCase{"llama", "small", DType::BF16, 1e-5, 1e-5}),
                          [](const auto& info) {
                            std::string name = std::string(info.param.arch) + "_" + info.param.preset + "_" + dtype_name(info.param.type);

@@ -72,10 +72,17 @@ TEST(CudaBlocks, DecodersMatchReferenceDequantizationBitExact) {
   expect_bit_exact<DType::Q4_K>(1024, 6);
   expect_bit_exact<DType::Q5_K>(1024, 7);
   expect_bit_exact<DType::Q6_K>(1024, 8);
+  expect_bit_exact<DType::IQ4_NL>(512, 9);
+  expect_bit_exact<DType::IQ4_XS>(1024, 10);
+}
+
+// The packed codebook the iq4 decoders read on the device is the format's table, level by level.
+TEST(CudaBlocks, Iq4CodebookMatchesTheFormatTable) {
+  for (int k = 0; k < 16; ++k) EXPECT_EQ(iq4nl_level(k), static_cast<float>(quant::kIq4nlValues[k])) << "level " << k;
 }
 
 TEST(CudaBlocks, BlockShapesMatchTheFormats) {
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_NL, DType::IQ4_XS}) {
     EXPECT_EQ(matmul_block_values(t), traits(t).block_size) << dtype_name(t);
   }
   EXPECT_EQ(Decoder<DType::Q4_0>::kBytes, static_cast<int>(traits(DType::Q4_0).type_size));
@@ -83,8 +90,11 @@ TEST(CudaBlocks, BlockShapesMatchTheFormats) {
   EXPECT_EQ(Decoder<DType::Q4_K>::kBytes, static_cast<int>(traits(DType::Q4_K).type_size));
   EXPECT_EQ(Decoder<DType::Q5_K>::kBytes, static_cast<int>(traits(DType::Q5_K).type_size));
   EXPECT_EQ(Decoder<DType::Q6_K>::kBytes, static_cast<int>(traits(DType::Q6_K).type_size));
+  EXPECT_EQ(Decoder<DType::IQ4_NL>::kBytes, static_cast<int>(traits(DType::IQ4_NL).type_size));
+  EXPECT_EQ(Decoder<DType::IQ4_XS>::kBytes, static_cast<int>(traits(DType::IQ4_XS).type_size));
   EXPECT_EQ(matmul_block_values(DType::Q5_0), 0);  // no kernel: the CPU delegate runs it
   EXPECT_EQ(matmul_block_values(DType::Q2_K), 0);
+  EXPECT_EQ(matmul_block_values(DType::TQ2_0), 0);
 }
 
 // The attention kernel's reads of a KV cache row stored as T, at every value of the row (heads

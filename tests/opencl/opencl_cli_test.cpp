@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -48,20 +49,40 @@ TEST(OpenClCli, LogitsOnOpenClMatchCpu) {
   EXPECT_EQ(top_ids(ocl.output), top_ids(cpu.output)) << "cpu:\n" << cpu.output << "opencl:\n" << ocl.output;
 }
 
+// `run --device opencl` on a synth model of every matrix in `type`: its output.
+CmdResult run_synth_on_opencl(const std::string& arch, const std::string& preset, const std::string& type) {
+  const std::string model = std::string(FATHOM_TEST_TMP) + "/opencl-cli-" + arch + "-" + preset + "-" + type + ".gguf";
+  const CmdResult synth = run_fathom("synth --arch " + arch + " --preset " + preset + " --type " + type + " -q -t 2 -o " + model);
+  EXPECT_EQ(synth.code, 0) << synth.output;
+  const CmdResult r = run_fathom("run -m " + model + " -p hello -n 2 -t 2 --seed 1 --device opencl");
+  EXPECT_EQ(r.code, 0) << r.output;
+  return r;
+}
+
 // Weights of a type the OpenCL matmul kernels do not take run on the CPU, and `run` says which.
 TEST(OpenClCli, RunNamesWeightsThatMultiplyOnTheCpu) {
   auto probe = test::make_test_backend();
   FATHOM_OPENCL_OR_SKIP(probe);
+  ASSERT_FALSE((*probe)->on_device(Op::kMatmul, DType::Q5_0));
   probe->reset();
-  const std::string model = std::string(FATHOM_TEST_TMP) + "/opencl-cli-qwen2-tiny-iq4_nl.gguf";
-  const CmdResult synth = run_fathom("synth --arch qwen2 --preset tiny --type iq4_nl -q -t 2 -o " + model);
-  ASSERT_EQ(synth.code, 0) << synth.output;
-  const CmdResult r = run_fathom("run -m " + model + " -p hello -n 2 -t 2 --seed 1 --device opencl");
-  EXPECT_EQ(r.code, 0) << r.output;
-  // 2 layers x 7 matrices + output.weight, all iq4_nl.
-  EXPECT_NE(r.output.find("15 iq4_nl matrices (blk.0."), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("multiply on the CPU: the opencl backend has no iq4_nl matmul kernel"), std::string::npos)
-      << r.output;
+  const CmdResult r = run_synth_on_opencl("qwen2", "tiny", "q5_0");
+  // 2 layers x 7 matrices + output.weight, all q5_0.
+  EXPECT_NE(r.output.find("15 q5_0 matrices (blk.0."), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("multiply on the CPU: the opencl backend has no q5_0 matmul kernel"), std::string::npos) << r.output;
+}
+
+// The iq4 types have kernels: a model of them multiplies every matrix on the device, and the
+// report names none (iq4_xs on the small preset, whose rows are whole super-blocks).
+TEST(OpenClCli, RunMultipliesIq4WeightsOnTheDevice) {
+  auto probe = test::make_test_backend();
+  FATHOM_OPENCL_OR_SKIP(probe);
+  probe->reset();
+  for (const auto& [arch, preset, type] : {std::tuple{"qwen2", "tiny", "iq4_nl"}, std::tuple{"llama", "small", "iq4_xs"}}) {
+    const CmdResult r = run_synth_on_opencl(arch, preset, type);
+    EXPECT_NE(r.output.find("opencl"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("falling back"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("multiply on the CPU"), std::string::npos) << type << ":\n" << r.output;
+  }
 }
 
 // The KV cache types the attention kernels read (f32, f16, q8_0) keep attention on the device:

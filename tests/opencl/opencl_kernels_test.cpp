@@ -47,7 +47,8 @@ TEST_P(OpenClMatmul, MatchesCpuAndDequantizedReference) {
 
 INSTANTIATE_TEST_SUITE_P(Types, OpenClMatmul,
                          ::testing::Values(MatmulCase{DType::Q4_0, 1e-4}, MatmulCase{DType::Q8_0, 1e-4},
-                                           MatmulCase{DType::Q4_K, 1e-4}, MatmulCase{DType::F16, 1e-10},
+                                           MatmulCase{DType::Q4_K, 1e-4}, MatmulCase{DType::IQ4_NL, 1e-4},
+                                           MatmulCase{DType::IQ4_XS, 1e-4}, MatmulCase{DType::F16, 1e-10},
                                            MatmulCase{DType::F32, 1e-10}),
                          [](const auto& info) { return std::string(dtype_name(info.param.type)); });
 
@@ -75,7 +76,8 @@ TEST_P(OpenClFused, MatchUnfusedCpuOps) {
 // The CPU path rounds activations to 8 bits (none for f32/f16): up to ~1.3e-4 on 40 outputs.
 INSTANTIATE_TEST_SUITE_P(Types, OpenClFused,
                          ::testing::Values(test::FusedCase{DType::Q4_0, 3e-4, true}, test::FusedCase{DType::Q8_0, 3e-4, true},
-                                           test::FusedCase{DType::Q4_K, 3e-4, true}, test::FusedCase{DType::F16, 1e-10, true},
+                                           test::FusedCase{DType::Q4_K, 3e-4, true}, test::FusedCase{DType::IQ4_NL, 3e-4, true},
+                                           test::FusedCase{DType::IQ4_XS, 3e-4, true}, test::FusedCase{DType::F16, 1e-10, true},
                                            test::FusedCase{DType::F32, 1e-10, true}, test::FusedCase{DType::Q6_K, 0.0, false},
                                            test::FusedCase{DType::Q5_K, 0.0, false}),
                          [](const auto& info) { return std::string(dtype_name(info.param.type)); });
@@ -84,7 +86,9 @@ TEST(OpenClFusedMixed, DeviceAndCpuProductsInOneBatch) {
   auto b = test::make_test_backend();
   FATHOM_OPENCL_OR_SKIP(b);
   OpenClBackend& device = **b;
-  test::check_mixed_batch(device, {DType::Q4_0, DType::Q6_K, DType::F32, DType::Q8_0, DType::Q5_K, DType::Q4_K, DType::F16},
+  test::check_mixed_batch(device,
+                          {DType::Q4_0, DType::Q6_K, DType::F32, DType::Q8_0, DType::Q5_K, DType::Q4_K, DType::IQ4_XS, DType::F16,
+                           DType::IQ4_NL},
                           [&](DType t) { return device.on_device(Op::kMatmul, t); }, 3e-4, kNoHalfProducts);
 }
 

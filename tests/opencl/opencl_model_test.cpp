@@ -77,6 +77,8 @@ INSTANTIATE_TEST_SUITE_P(Archs, OpenClModel,
                                            // weights, since 8-bit CPU activations flip its routing
                                            ModelCase{"deepseek2", "tiny-v3", DType::F32, 1e-9},
                                            ModelCase{"llama", "small", DType::Q4_K, 1e-3},
+                                           ModelCase{"qwen2", "tiny", DType::IQ4_NL, 1e-3},
+                                           ModelCase{"llama", "small", DType::IQ4_XS, 1e-3},
                                            ModelCase{"qwen2", "small", DType::F16, 1e-9}),
                          [](const auto& info) {
                            std::string name = std::string(info.param.arch) + "_" + info.param.preset + "_" + dtype_name(info.param.type);

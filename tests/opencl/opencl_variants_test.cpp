@@ -65,7 +65,7 @@ double int8_vs_scalar_reference(Backend& device, const test::TestMatrix& m, int6
 }
 
 bool uses_int8(const OpenClKernelVariants& v, DType t) {
-  return v.int8_dot != V::kOff && (t == DType::Q4_0 || t == DType::Q8_0);
+  return v.int8_dot != V::kOff && (t == DType::Q4_0 || t == DType::Q8_0 || t == DType::IQ4_NL);
 }
 
 // Why the case cannot run here, or empty when it can.
@@ -93,7 +93,7 @@ TEST_P(OpenClVariants, MatchCpuAndReference) {
   EXPECT_EQ((*b)->variants().int8_dot, c.variants.int8_dot);
 
   CpuBackend cpu(2);
-  const std::vector<DType> types = {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::F16, DType::F32};
+  const std::vector<DType> types = {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::IQ4_NL, DType::IQ4_XS, DType::F16, DType::F32};
   const std::vector<test::TestMatrix> ms = test::batch_matrices(types, 110);
   std::vector<test::TestMatrix> downs;
   for (DType t : types) downs.push_back(test::make_matrix(t, 512, 40, 120));

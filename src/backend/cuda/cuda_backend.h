@@ -25,8 +25,8 @@
 // backend's store_kv, as in a forward pass (rows restored from disk or written by another
 // backend later, or into a new cache built where an old one was, are not seen).
 //
-// Placement: matmul runs on the device for Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16 and F32
-// weights (matrix-vector kernels on the GGUF blocks below 16 tokens, f16 dequantization +
+// Placement: matmul runs on the device for Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, F16,
+// BF16 and F32 weights (matrix-vector kernels on the GGUF blocks below 16 tokens, f16 dequantization +
 // cuBLAS from 16); rms_norm, rope, swiglu, add, attention and MLA attention have kernels;
 // get_rows, other weight types, matrices that do not fit in device memory and shapes past the
 // kernels' limits go to an internal CpuBackend, so every model runs. on_device() says which. A

@@ -139,6 +139,53 @@ struct Decoder<DType::Q6_K> {
   }
 };
 
+// The iq4_nl/iq4_xs codebook (quant::kIq4nlValues) as two words of eight int8 levels each, level
+// k in byte k % 8: scalars, which device code may read where a namespace-scope constexpr array
+// cannot be indexed. Made from the table itself, at compile time.
+constexpr uint64_t pack_iq4nl_levels(int first) {
+  uint64_t word = 0;
+  for (int k = 7; k >= 0; --k) word = (word << 8) | static_cast<uint8_t>(quant::kIq4nlValues[first + k]);
+  return word;
+}
+constexpr uint64_t kIq4nlLevelsLow = pack_iq4nl_levels(0);   // levels 0..7
+constexpr uint64_t kIq4nlLevelsHigh = pack_iq4nl_levels(8);  // levels 8..15
+
+// quant::kIq4nlValues[index] for index < 16.
+FATHOM_HOST_DEVICE inline float iq4nl_level(int index) {
+  const uint64_t word = index < 8 ? kIq4nlLevelsLow : kIq4nlLevelsHigh;
+  return static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(word >> (8 * (index & 7)))));
+}
+
+// iq4_nl: q4_0's nibble order (groups 0, 1 low nibbles, 2, 3 high), each nibble a codebook index.
+template <>
+struct Decoder<DType::IQ4_NL> {
+  static constexpr int kValues = quant::kQK4_NL;
+  static constexpr int kBytes = sizeof(quant::block_iq4_nl);
+  FATHOM_HOST_DEVICE static void group(const uint8_t* block, int g, float* out) {
+    const auto& b = *reinterpret_cast<const quant::block_iq4_nl*>(block);
+    const float d = fp16_to_fp32(b.d);
+    const uint8_t* qs = b.qs + 8 * (g % 2);
+    const int shift = 4 * (g / 2);
+    for (int i = 0; i < 8; ++i) out[i] = d * iq4nl_level((qs[i] >> shift) & 0xF);
+  }
+};
+
+// iq4_xs: sub-block j = g / 4 (32 values, scale d * iq4_xs_scale(j)) laid out as an iq4_nl
+// block in qs[16j .. 16j + 15].
+template <>
+struct Decoder<DType::IQ4_XS> {
+  static constexpr int kValues = quant::kQK;
+  static constexpr int kBytes = sizeof(quant::block_iq4_xs);
+  FATHOM_HOST_DEVICE static void group(const uint8_t* block, int g, float* out) {
+    const auto& b = *reinterpret_cast<const quant::block_iq4_xs*>(block);
+    const int j = g / 4;
+    const float dl = fp16_to_fp32(b.d) * static_cast<float>(quant::iq4_xs_scale(b, j));
+    const uint8_t* qs = b.qs + 16 * j + 8 * (g % 2);
+    const int shift = 4 * ((g % 4) / 2);
+    for (int i = 0; i < 8; ++i) out[i] = dl * iq4nl_level((qs[i] >> shift) & 0xF);
+  }
+};
+
 // Group g of a row (g < n / 8).
 template <DType T>
 FATHOM_HOST_DEVICE inline void decode_group(const uint8_t* row, int64_t g, float* out) {
@@ -151,8 +198,8 @@ FATHOM_HOST_DEVICE inline void decode_group(const uint8_t* row, int64_t g, float
 constexpr int64_t matmul_block_values(DType t) {
   switch (t) {
     case DType::F32: case DType::F16: case DType::BF16: return kGroupValues;
-    case DType::Q4_0: case DType::Q8_0: return 32;
-    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return 256;
+    case DType::Q4_0: case DType::Q8_0: case DType::IQ4_NL: return 32;
+    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::IQ4_XS: return 256;
     default: return 0;
   }
 }

@@ -89,6 +89,8 @@ cudaError_t launch_matvec(DType type, const void* w, size_t row_bytes, int64_t n
     case DType::Q4_K: return matvec<DType::Q4_K>(w, row_bytes, n_in, n_out, x, n_tokens, y, stream);
     case DType::Q5_K: return matvec<DType::Q5_K>(w, row_bytes, n_in, n_out, x, n_tokens, y, stream);
     case DType::Q6_K: return matvec<DType::Q6_K>(w, row_bytes, n_in, n_out, x, n_tokens, y, stream);
+    case DType::IQ4_NL: return matvec<DType::IQ4_NL>(w, row_bytes, n_in, n_out, x, n_tokens, y, stream);
+    case DType::IQ4_XS: return matvec<DType::IQ4_XS>(w, row_bytes, n_in, n_out, x, n_tokens, y, stream);
     default: return cudaErrorNotSupported;
   }
 }
@@ -102,6 +104,8 @@ cudaError_t launch_dequantize_f16(DType type, const void* w, size_t row_bytes, i
     case DType::Q4_K: return dequantize_f16<DType::Q4_K>(w, row_bytes, n_in, n_rows, out, stream);
     case DType::Q5_K: return dequantize_f16<DType::Q5_K>(w, row_bytes, n_in, n_rows, out, stream);
     case DType::Q6_K: return dequantize_f16<DType::Q6_K>(w, row_bytes, n_in, n_rows, out, stream);
+    case DType::IQ4_NL: return dequantize_f16<DType::IQ4_NL>(w, row_bytes, n_in, n_rows, out, stream);
+    case DType::IQ4_XS: return dequantize_f16<DType::IQ4_XS>(w, row_bytes, n_in, n_rows, out, stream);
     default: return cudaErrorNotSupported;
   }
 }

@@ -30,13 +30,14 @@ constexpr int64_t kMaxQueryDim = 1024;   // ATT_MAX_QUERY in kernels/attention.c
 constexpr int64_t kMaxValueDim = 64 * 8; // WG * ATT_DIMS_PER_LANE in kernels/attention.cl
 
 const char* const kKernelNames[] = {
-    "matvec_q4_0", "matmat_q4_0", "matvec_q8_0", "matmat_q8_0", "matvec_q4_K", "matmat_q4_K", "matvec_f32",
-    "matmat_f32",  "matvec_f16",  "matmat_f16",  "rms_norm_f32", "swiglu_f32", "add_f32",     "rope_f32",
+    "matvec_q4_0",   "matmat_q4_0",   "matvec_q8_0",   "matmat_q8_0",   "matvec_q4_K",  "matmat_q4_K",
+    "matvec_iq4_nl", "matmat_iq4_nl", "matvec_iq4_xs", "matmat_iq4_xs", "matvec_f32",   "matmat_f32",
+    "matvec_f16",    "matmat_f16",    "rms_norm_f32",  "swiglu_f32",    "add_f32",      "rope_f32",
     "attention_f32_f32", "attention_f32_f16", "attention_f32_q8_0", "attention_f16_f32", "attention_f16_f16",
     "attention_f16_q8_0", "attention_q8_0_f32", "attention_q8_0_f16", "attention_q8_0_q8_0"};
 // Built only with an int8 variant (FATHOM_INT_DOT or FATHOM_INT_DOT_EMULATED).
-const char* const kInt8KernelNames[] = {"quantize_q8_act", "matvec_q4_0_q8", "matmat_q4_0_q8", "matvec_q8_0_q8",
-                                        "matmat_q8_0_q8"};
+const char* const kInt8KernelNames[] = {"quantize_q8_act", "matvec_q4_0_q8",   "matmat_q4_0_q8",  "matvec_q8_0_q8",
+                                        "matmat_q8_0_q8",  "matvec_iq4_nl_q8", "matmat_iq4_nl_q8"};
 constexpr int64_t kQ8Block = 32;  // activations per int8 block (quantize_q8_act)
 
 // The matmul kernel family of a weight type: values per block and bytes per block.
@@ -51,6 +52,8 @@ MatmulFormat matmul_format(DType t) {
     case DType::Q4_0: return {"q4_0", 32, 18};
     case DType::Q8_0: return {"q8_0", 32, 34};
     case DType::Q4_K: return {"q4_K", 256, 144};
+    case DType::IQ4_NL: return {"iq4_nl", 32, 18};
+    case DType::IQ4_XS: return {"iq4_xs", 256, 136};
     case DType::F32: return {"f32", 4, 16};
     case DType::F16: return {"f16", 4, 8};
     default: return {};
@@ -172,9 +175,10 @@ struct OpenClBackend::Impl {
 
   // The region holding w when a matmul kernel takes its type and shape, else nullptr (a CPU job).
   const Region* matmul_region(const TensorView& w);
-  // Whether products with weights of type t take int8 activations (the int8 variant's kernels).
+  // Whether products with weights of type t take int8 activations (the int8 variant's kernels):
+  // the types whose CPU dots take q8_0 activations.
   bool int8_activations(DType t) const {
-    return variants.int8_dot != OpenClVariant::kOff && (t == DType::Q4_0 || t == DType::Q8_0);
+    return variants.int8_dot != OpenClVariant::kOff && (t == DType::Q4_0 || t == DType::Q8_0 || t == DType::IQ4_NL);
   }
   // Runs the jobs, those the kernels take on the device and the rest on the CPU delegate
   // meanwhile; the stage's result, if given, is made once for all the jobs that read it. A device

@@ -8,12 +8,12 @@
 // for the life of the backend, so weight memory must stay alive and unchanged as long as the
 // backend (Model owns both). Activations are copied into per-op device buffers and back.
 //
-// Placement: matmul runs in a kernel for Q4_0, Q8_0, Q4_K, F16 and F32 weights; rms_norm, rope,
-// swiglu, add, attention and MLA attention have kernels; get_rows, store_kv, other weight types
-// and shapes past the kernels' limits go to the CPU delegate (a CpuBackend), so every model runs.
-// on_device() says which. Attention reads the KV cache in its stored type when that is f32, f16
-// or q8_0 (for K and for V; the host writes the rows, the device reads them where they lie);
-// bf16 and q4_0 caches attend on the CPU delegate.
+// Placement: matmul runs in a kernel for Q4_0, Q8_0, Q4_K, IQ4_NL, IQ4_XS, F16 and F32 weights;
+// rms_norm, rope, swiglu, add, attention and MLA attention have kernels; get_rows, store_kv, other
+// weight types and shapes past the kernels' limits go to the CPU delegate (a CpuBackend), so every
+// model runs. on_device() says which. Attention reads the KV cache in its stored type when that is
+// f32, f16 or q8_0 (for K and for V; the host writes the rows, the device reads them where they
+// lie); bf16 and q4_0 caches attend on the CPU delegate.
 //
 // Batches and fused ops: matmul_batch uploads each distinct input once, enqueues every product,
 // and reads all outputs back after one wait; products placed on the CPU run meanwhile on the
@@ -24,9 +24,9 @@
 // A device error is reported once and the device's share of the op reruns on the CPU delegate.
 //
 // Kernel variants (OpenClKernelVariants) are chosen when the program is built, from the device's
-// extensions: half sums inside a Q4_0/Q8_0/Q4_K block (cl_khr_fp16), subgroup reductions
-// (cl_khr_subgroups / cl_intel_subgroups), int8 activations with integer dot products for Q4_0
-// and Q8_0 (cl_khr_integer_dot_product). Each can be forced, including an emulation that needs no
+// extensions: half sums inside a Q4_0/Q8_0/Q4_K/IQ4_NL/IQ4_XS block (cl_khr_fp16), subgroup
+// reductions (cl_khr_subgroups / cl_intel_subgroups), int8 activations with integer dot products
+// for Q4_0, Q8_0 and IQ4_NL (cl_khr_integer_dot_product). Each can be forced, including an emulation that needs no
 // extension, so devices without them (PoCL) still test the variant's arithmetic.
 #pragma once
 
@@ -48,9 +48,9 @@ class CpuBackend;
 enum class OpenClVariant { kAuto, kOff, kNative, kEmulated };
 
 struct OpenClKernelVariants {
-  OpenClVariant f16_accumulation = OpenClVariant::kAuto;    // half sums inside each Q4_0/Q8_0/Q4_K block (cl_khr_fp16)
+  OpenClVariant f16_accumulation = OpenClVariant::kAuto;    // half sums inside each quantized block (cl_khr_fp16)
   OpenClVariant subgroup_reduction = OpenClVariant::kAuto;  // sub_group_reduce_add (cl_khr_subgroups, cl_intel_subgroups)
-  OpenClVariant int8_dot = OpenClVariant::kAuto;            // Q4_0/Q8_0 on int8 activations (cl_khr_integer_dot_product)
+  OpenClVariant int8_dot = OpenClVariant::kAuto;            // int8 activations for Q4_0/Q8_0/IQ4_NL (cl_khr_integer_dot_product)
 };
 
 struct OpenClOptions {

@@ -1,11 +1,12 @@
 // Shared helpers of the fathom OpenCL kernels. OpenCL C 1.2 baseline: no extension is required.
 // The host passes -DWG=<lanes per work-group> and one option per kernel variant it chose from the
 // device's extensions (OpenClKernelVariants, docs/decisions.md); tests force each one:
-//   FATHOM_ACC_F16            the products of one q4_0/q8_0/q4_K (sub-)block are summed in half (cl_khr_fp16)
+//   FATHOM_ACC_F16            the products of one q4_0/q8_0/q4_K/iq4_nl/iq4_xs (sub-)block are summed in
+//                             half (cl_khr_fp16)
 //   FATHOM_ACC_F16_EMULATED   the same roundings in float arithmetic, for devices without half
 //   FATHOM_SUBGROUPS          reductions with sub_group_reduce_add (cl_khr_subgroups, cl_intel_subgroups)
 //   FATHOM_SUBGROUPS_EMULATED the same two-level reduction over fixed 16-lane groups in local memory
-//   FATHOM_INT_DOT            q4_0/q8_0 products on int8 activations with the dot products of
+//   FATHOM_INT_DOT            q4_0/q8_0/iq4_nl products on int8 activations with the dot products of
 //                             cl_khr_integer_dot_product
 //   FATHOM_INT_DOT_EMULATED   the same kernels with the dot products in plain C
 // None of them: f32 sums, local-memory tree reductions, f32 activations. PoCL on the CPU reports

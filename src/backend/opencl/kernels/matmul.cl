@@ -9,9 +9,10 @@
 // block fetched feeds MM_TOKENS dot products. x_offset and y_offset (in elements) place one
 // product's activations and outputs inside buffers a whole batch of products shares.
 //
-// The int8 variant (FATHOM_INT_DOT, FATHOM_INT_DOT_EMULATED) adds matvec_/matmat_q4_0_q8 and
-// q8_0_q8: activations rounded to int8 blocks by quantize_q8_act as the CPU backend rounds them,
-// then integer dot products per block, so they compute what the CPU backend computes.
+// The int8 variant (FATHOM_INT_DOT, FATHOM_INT_DOT_EMULATED) adds matvec_/matmat_q4_0_q8,
+// q8_0_q8 and iq4_nl_q8 (the types whose CPU dots take q8_0 activations): activations rounded
+// to int8 blocks by quantize_q8_act as the CPU backend rounds them, then integer dot products
+// per block, so they compute what the CPU backend computes.
 
 #define MM_TOKENS 8
 
@@ -90,6 +91,39 @@ inline float dot_q4_K(global const uchar* b, global const float* x) {
   return s;
 }
 
+// The 16 levels of iq4_nl and iq4_xs (kIq4nlValues in src/quant/blocks.h, normative format data).
+constant char kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// Products of 32 iq4 values (q4_0's nibble order: value j < 16 the low nibble of qs[j], j >= 16
+// the high one) with their activations, w = dl * kIq4nlValues[nibble].
+inline float dot_iq4_group(global const uchar* qs, global const float* x, float dl) {
+  const float dl_in = SCALE_INSIDE(dl);
+  block_acc s = 0;
+  for (int j = 0; j < 16; ++j) {
+    const uchar q = qs[j];
+    s = BLOCK_MAD2(s, (float)kIq4nlValues[q & 15] * dl_in, x[j], (float)kIq4nlValues[q >> 4] * dl_in, x[j + 16]);
+  }
+  return (float)s * SCALE_OUTSIDE(dl);
+}
+
+// iq4_nl: 32 values, one fp16 scale d.
+inline float dot_iq4_nl(global const uchar* b, global const float* x) { return dot_iq4_group(b + 2, x, load_half(b)); }
+
+// iq4_xs: 256 values in 8 sub-blocks of 32 with 6-bit scales (minus 32): the low 4 bits of
+// sub-block g in nibble g % 2 of scales_l[g / 2] (bytes 4..7), the high 2 bits at bit 2g of the
+// little-endian scales_h (bytes 2, 3); sub-block g's indices in qs[16g..16g+15] (from byte 8).
+// Each sub-block is one block_acc sum, its scale d * (scale - 32) as dequantize_row makes it.
+inline float dot_iq4_xs(global const uchar* b, global const float* x) {
+  const float d = load_half(b);
+  const uint scales_h = (uint)b[2] | ((uint)b[3] << 8);
+  float s = 0.0f;
+  for (int g = 0; g < 8; ++g) {
+    const int scale = (int)(((b[4 + g / 2] >> (4 * (g % 2))) & 15) | (((scales_h >> (2 * g)) & 3) << 4)) - 32;
+    s += dot_iq4_group(b + 8 + 16 * g, x + 32 * g, d * (float)scale);
+  }
+  return s;
+}
+
 // f32 and f16 rows, taken 4 values at a time. Always f32 sums: these formats are chosen for
 // precision, while for the block formats the weights' own rounding dwarfs that of half sums.
 inline float dot_f32(global const uchar* b, global const float* x) {
@@ -136,6 +170,10 @@ DEFINE_MATMUL(matvec_q8_0, 32, 34, dot_q8_0, 1)
 DEFINE_MATMUL(matmat_q8_0, 32, 34, dot_q8_0, MM_TOKENS)
 DEFINE_MATMUL(matvec_q4_K, 256, 144, dot_q4_K, 1)
 DEFINE_MATMUL(matmat_q4_K, 256, 144, dot_q4_K, MM_TOKENS)
+DEFINE_MATMUL(matvec_iq4_nl, 32, 18, dot_iq4_nl, 1)
+DEFINE_MATMUL(matmat_iq4_nl, 32, 18, dot_iq4_nl, MM_TOKENS)
+DEFINE_MATMUL(matvec_iq4_xs, 256, 136, dot_iq4_xs, 1)
+DEFINE_MATMUL(matmat_iq4_xs, 256, 136, dot_iq4_xs, MM_TOKENS)
 DEFINE_MATMUL(matvec_f32, 4, 16, dot_f32, 1)
 DEFINE_MATMUL(matmat_f32, 4, 16, dot_f32, MM_TOKENS)
 DEFINE_MATMUL(matvec_f16, 4, 8, dot_f16, 1)
@@ -195,6 +233,22 @@ inline float dot_q4_0_q8(global const uchar* b, global const char* xq, float xd)
   return (float)s * (load_half(b) * xd);
 }
 
+// iq4_nl as q4_0, the nibbles looked up in the codebook (int8 levels), as dot_iq4_nl_q8_0 in
+// src/quant computes it.
+inline char4 iq4_levels(uchar4 q) {
+  return (char4)(kIq4nlValues[q.x], kIq4nlValues[q.y], kIq4nlValues[q.z], kIq4nlValues[q.w]);
+}
+
+inline float dot_iq4_nl_q8(global const uchar* b, global const char* xq, float xd) {
+  int s = 0;
+  for (int i = 0; i < 4; ++i) {
+    const uchar4 q = vload4(i, b + 2);  // values 4i..4i+3 (low nibbles) and 16+4i.. (high)
+    s = DOT4_ACC(as_uint(iq4_levels(q & (uchar)15)), as_uint(vload4(i, xq)), s);
+    s = DOT4_ACC(as_uint(iq4_levels(q >> (uchar)4)), as_uint(vload4(i + 4, xq)), s);
+  }
+  return (float)s * (load_half(b) * xd);
+}
+
 // As DEFINE_MATMUL, on the int8 activations quantize_q8_act left at xq[x_offset..] (scales at
 // xd[x_offset / 32..]).
 #define Q8_AT(t, blk) (x_offset + (ulong)(t0 + (t)) * n_in + (ulong)(blk) * 32)
@@ -210,4 +264,6 @@ DEFINE_MATMUL_Q8(matvec_q4_0_q8, 18, dot_q4_0_q8, 1)
 DEFINE_MATMUL_Q8(matmat_q4_0_q8, 18, dot_q4_0_q8, MM_TOKENS)
 DEFINE_MATMUL_Q8(matvec_q8_0_q8, 34, dot_q8_0_q8, 1)
 DEFINE_MATMUL_Q8(matmat_q8_0_q8, 34, dot_q8_0_q8, MM_TOKENS)
+DEFINE_MATMUL_Q8(matvec_iq4_nl_q8, 18, dot_iq4_nl_q8, 1)
+DEFINE_MATMUL_Q8(matmat_iq4_nl_q8, 18, dot_iq4_nl_q8, MM_TOKENS)
 #endif
