@@ -215,6 +215,24 @@ Status SynthBuilder::write(const std::string& path) {
   return writer_.write_split(has_suffix ? path.substr(0, path.size() - 5) : path, options_.n_split);
 }
 
+SynthShape published_shape(const std::string& name, std::string_view preset) {
+  const std::optional<ModelPreset> p = find_model_preset(preset);
+  FATHOM_CHECK_MSG(p.has_value(), "synth preset names a model missing from model_presets()");
+  return {name, p->origin, p->name, p->shape};
+}
+
+const SynthShape& find_shape(const std::vector<SynthShape>& shapes, const std::string& name) {
+  for (const SynthShape& s : shapes)
+    if (s.name == name) return s;
+  FATHOM_CHECK_MSG(false, "synth preset not checked against the architecture's list");
+  return shapes.front();
+}
+
+SynthPresetInfo preset_info(const std::string& arch, const SynthShape& shape, std::string description) {
+  if (!shape.origin.empty()) description += " (" + shape.origin + ")";
+  return {arch, shape.name, std::move(description), shape.published};
+}
+
 namespace {
 
 // The registry: one entry list per architecture file.

@@ -42,6 +42,7 @@ struct SynthPresetInfo {
   std::string arch;         // "qwen2"
   std::string name;         // "1.5b"
   std::string description;  // "28 layers, n_embd 1536, 12 heads (2 kv), n_ff 8960, vocab 151936 (R1-Distill-Qwen-1.5B)"
+  std::string published;    // `fathom plan --arch-preset` name of the same published model ("" for test shapes)
 };
 
 // One tensor of a synthetic model as it is (or would be) written.

@@ -16,6 +16,7 @@
 #include "core/status.h"
 #include "core/threadpool.h"
 #include "gguf/gguf.h"
+#include "model/shape_presets.h"
 #include "model/synth.h"
 
 namespace fathom::synth {
@@ -111,6 +112,22 @@ class SynthBuilder {
   bool plan_only_ = false;                      // record tensors without adding them to writer_
   std::vector<SynthTensorInfo> plan_;           // every tensor added, in file order
 };
+
+// A preset of an architecture file: a small test-only shape, or a published model's row of
+// model_presets() (shape_presets.h) under synth's short name.
+struct SynthShape {
+  std::string name;       // --preset, e.g. "1.5b"
+  std::string origin;     // the published model, e.g. "DeepSeek-R1-Distill-Qwen-1.5B" ("" for test shapes)
+  std::string published;  // its `fathom plan --arch-preset` name ("" for test shapes)
+  ArchShape shape;
+};
+
+// The published model `preset` (a model_presets() name) as synth preset `name`.
+SynthShape published_shape(const std::string& name, std::string_view preset);
+// The shape called `name` (already checked to be one of `shapes`).
+const SynthShape& find_shape(const std::vector<SynthShape>& shapes, const std::string& name);
+// The --help entry of a shape: `description` plus the published model's name, if any.
+SynthPresetInfo preset_info(const std::string& arch, const SynthShape& shape, std::string description);
 
 // What an architecture file provides.
 struct SynthArchitecture {

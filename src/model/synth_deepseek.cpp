@@ -12,88 +12,42 @@ namespace fathom::synth {
 
 namespace {
 
-// The MoE FFN both architectures share (DeepSeekMoE: fine-grained routed experts + shared ones).
-struct MoeShape {
-  int64_t n_layer_dense_lead;  // {arch}.leading_dense_block_count: first layers keep a dense FFN
-  int64_t n_ff;                // {arch}.feed_forward_length of those dense layers
-  int64_t n_expert;            // {arch}.expert_count (routed)
-  int64_t n_expert_used;       // {arch}.expert_used_count
-  int64_t n_expert_shared;     // {arch}.expert_shared_count
-  int64_t n_ff_exp;            // {arch}.expert_feed_forward_length (per expert)
-  int64_t n_group;             // {arch}.expert_group_count (0: no group limit)
-  int64_t n_group_used;        // {arch}.expert_group_used_count
-  int gating_func;             // {arch}.expert_gating_func: 1 softmax, 2 sigmoid (+ exp_probs_b)
-  bool weights_norm;           // {arch}.expert_weights_norm
-  float weights_scale;         // {arch}.expert_weights_scale (routed_scaling_factor)
-};
+// Test shapes first, then the published models (shape_presets.h) under synth's short names.
+// deepseek2_shape(vocab, ctx, n_embd, layers, dense ff, heads, {q_lora, kv_lora, nope, rope, v},
+//   {dense lead, experts, used, shared, expert ff, groups, groups used, gating, norm, scale}, yarn)
+std::vector<SynthShape> deepseek2_shapes() {
+  return {
+      {"tiny", "", "",
+       deepseek2_shape(512, 512, 64, 3, 128, 4, {0, 32, 32, 16, 32}, {1, 8, 2, 1, 32, 0, 0, 1, false, 1.0f}, {})},
+      {"tiny-v3", "", "",
+       deepseek2_shape(512, 512, 64, 3, 128, 4, {48, 32, 32, 16, 32}, {1, 8, 2, 1, 32, 4, 2, 2, true, 2.5f},
+                       {4.0f, 128, 0.1f})},
+      // tiny with a 64-value latent row (kv_lora_rank 48 + 16 rope dims): whole 32-value blocks, so
+      // the q8_0/q4_0 KV caches take it (tiny's 48-value row is refused).
+      {"tiny-l64", "", "",
+       deepseek2_shape(512, 512, 64, 3, 128, 4, {0, 48, 32, 16, 32}, {1, 8, 2, 1, 32, 0, 0, 1, false, 1.0f}, {})},
+      // tiny's layout at n_embd 256 and expert ff 256: every expert matrix has whole 256-value
+      // super-blocks, so K-quant and i-quant experts are stored without fallbacks.
+      {"small", "", "",
+       deepseek2_shape(512, 512, 256, 3, 512, 4, {0, 64, 32, 16, 32}, {1, 8, 2, 1, 256, 0, 0, 1, false, 1.0f}, {})},
+      published_shape("v2-lite", "deepseek-v2-lite"),
+      published_shape("v3", "deepseek-v3"),
+  };
+}
 
-// YaRN context extension as the converters write it for DeepSeek-V2/V3 (factor 0: none).
-struct YarnShape {
-  float factor;            // {arch}.rope.scaling.factor
-  int64_t orig_ctx;        // {arch}.rope.scaling.original_context_length
-  float log_multiplier;    // {arch}.rope.scaling.yarn_log_multiplier = 0.1 * mscale_all_dim
-};
-
-struct Deepseek2Shape {
-  const char* name;        // preset name
-  const char* origin;      // which real model has this shape ("" for test sizes)
-  int64_t n_vocab;         // token count (replaced by --vocab's)
-  int64_t n_ctx_train;     // {arch}.context_length
-  int64_t n_embd;          // {arch}.embedding_length
-  int64_t n_layer;         // {arch}.block_count
-  int64_t n_head;          // {arch}.attention.head_count
-  int64_t q_lora_rank;     // {arch}.attention.q_lora_rank (0: plain attn_q, V2-Lite)
-  int64_t kv_lora_rank;    // {arch}.attention.kv_lora_rank
-  int64_t n_nope;          // qk_nope_head_dim: per-head q/k dims without rotary
-  int64_t n_rot;           // qk_rope_head_dim = {arch}.rope.dimension_count
-  int64_t n_v;             // v_head_dim
-  MoeShape moe;
-  YarnShape yarn;
-};
-
-struct DeepseekShape {
-  const char* name;
-  const char* origin;
-  int64_t n_vocab;
-  int64_t n_ctx_train;
-  int64_t n_embd;
-  int64_t n_layer;
-  int64_t n_head;          // head_count = head_count_kv (no GQA)
-  MoeShape moe;
-};
-
-constexpr float kRopeBase = 10000.0f;
-constexpr float kRmsEps = 1e-6f;
-
-constexpr Deepseek2Shape kDeepseek2Shapes[] = {
-    {"tiny", "", 512, 512, 64, 3, 4, 0, 32, 32, 16, 32,
-     {1, 128, 8, 2, 1, 32, 0, 0, 1, false, 1.0f}, {0.0f, 0, 0.0f}},
-    {"tiny-v3", "", 512, 512, 64, 3, 4, 48, 32, 32, 16, 32,
-     {1, 128, 8, 2, 1, 32, 4, 2, 2, true, 2.5f}, {4.0f, 128, 0.1f}},
-    // tiny with a 64-value latent row (kv_lora_rank 48 + 16 rope dims): whole 32-value blocks, so
-    // the q8_0/q4_0 KV caches take it (tiny's 48-value row is refused).
-    {"tiny-l64", "", 512, 512, 64, 3, 4, 0, 48, 32, 16, 32,
-     {1, 128, 8, 2, 1, 32, 0, 0, 1, false, 1.0f}, {0.0f, 0, 0.0f}},
-    // tiny's layout at n_embd 256 and expert ff 256: every expert matrix has whole 256-value
-    // super-blocks, so K-quant and i-quant experts are stored without fallbacks.
-    {"small", "", 512, 512, 256, 3, 4, 0, 64, 32, 16, 32,
-     {1, 512, 8, 2, 1, 256, 0, 0, 1, false, 1.0f}, {0.0f, 0, 0.0f}},
-    {"v2-lite", "DeepSeek-V2-Lite", 102400, 163840, 2048, 27, 16, 0, 512, 128, 64, 128,
-     {1, 10944, 64, 6, 2, 1408, 0, 0, 1, false, 1.0f}, {40.0f, 4096, 0.0707f}},
-    {"v3", "DeepSeek-V3", 129280, 163840, 7168, 61, 128, 1536, 512, 128, 64, 128,
-     {3, 18432, 256, 8, 1, 2048, 8, 4, 2, true, 2.5f}, {40.0f, 4096, 0.1f}},
-};
-
-constexpr DeepseekShape kDeepseekShapes[] = {
-    {"tiny", "", 512, 512, 64, 3, 4, {1, 128, 8, 2, 2, 32, 0, 0, 1, false, 1.0f}},
-    {"moe-16b", "DeepSeek-MoE-16B", 102400, 4096, 2048, 28, 16, {1, 10944, 64, 6, 2, 1408, 0, 0, 1, false, 1.0f}},
-};
+std::vector<SynthShape> deepseek_shapes() {
+  return {
+      {"tiny", "", "", deepseek_shape(512, 512, 64, 3, 128, 4, {1, 8, 2, 2, 32, 0, 0, 1, false, 1.0f})},
+      published_shape("moe-16b", "deepseek-moe-16b"),
+  };
+}
 
 long long ll(int64_t v) { return static_cast<long long>(v); }
 
-std::string moe_description(const MoeShape& m) {
+std::string moe_description(const ArchShape& s) {
+  const MoeShape& m = s.moe;
   std::string d = strprintf("%lld experts (%lld used, %lld shared, ff %lld), dense ff %lld x %lld layers, %s",
-                            ll(m.n_expert), ll(m.n_expert_used), ll(m.n_expert_shared), ll(m.n_ff_exp), ll(m.n_ff),
+                            ll(m.n_expert), ll(m.n_expert_used), ll(m.n_expert_shared), ll(m.n_ff_exp), ll(s.n_ff),
                             ll(m.n_layer_dense_lead), m.gating_func == 2 ? "sigmoid+bias" : "softmax");
   if (m.n_group > 1) d += strprintf(", %lld groups (%lld used)", ll(m.n_group), ll(m.n_group_used));
   if (m.weights_norm) d += ", norm";
@@ -103,35 +57,37 @@ std::string moe_description(const MoeShape& m) {
 
 std::vector<SynthPresetInfo> deepseek2_infos() {
   std::vector<SynthPresetInfo> out;
-  for (const Deepseek2Shape& s : kDeepseek2Shapes) {
+  for (const SynthShape& p : deepseek2_shapes()) {
+    const ArchShape& s = p.shape;
+    const MlaShape& a = s.mla;
     std::string d = strprintf("%lld layers, n_embd %lld, %lld heads, q_lora %lld, kv_lora %lld, nope/rope/v %lld/%lld/%lld, ",
-                              ll(s.n_layer), ll(s.n_embd), ll(s.n_head), ll(s.q_lora_rank), ll(s.kv_lora_rank),
-                              ll(s.n_nope), ll(s.n_rot), ll(s.n_v));
-    d += moe_description(s.moe);
+                              ll(s.n_layer), ll(s.n_embd), ll(s.n_head), ll(a.q_lora_rank), ll(a.kv_lora_rank),
+                              ll(a.n_nope), ll(a.n_rot), ll(a.n_v));
+    d += moe_description(s);
     if (s.yarn.factor > 0) d += strprintf(", YaRN x%g", s.yarn.factor);
     d += strprintf(", vocab %lld, ctx %lld", ll(s.n_vocab), ll(s.n_ctx_train));
-    if (*s.origin) d += strprintf(" (%s)", s.origin);
-    out.push_back({"deepseek2", s.name, d});
+    out.push_back(preset_info("deepseek2", p, std::move(d)));
   }
   return out;
 }
 
 std::vector<SynthPresetInfo> deepseek_infos() {
   std::vector<SynthPresetInfo> out;
-  for (const DeepseekShape& s : kDeepseekShapes) {
+  for (const SynthShape& p : deepseek_shapes()) {
+    const ArchShape& s = p.shape;
     std::string d = strprintf("%lld layers, n_embd %lld, %lld heads (head dim %lld), ", ll(s.n_layer), ll(s.n_embd),
-                              ll(s.n_head), ll(s.n_embd / s.n_head));
-    d += moe_description(s.moe);
+                              ll(s.n_head), ll(s.head_dim()));
+    d += moe_description(s);
     d += strprintf(", vocab %lld, ctx %lld", ll(s.n_vocab), ll(s.n_ctx_train));
-    if (*s.origin) d += strprintf(" (%s)", s.origin);
-    out.push_back({"deepseek", s.name, d});
+    out.push_back(preset_info("deepseek", p, std::move(d)));
   }
   return out;
 }
 
 // Keys of the MoE FFN, as both converters write them.
-void set_moe_keys(gguf::GgufWriter& w, const std::string& k, const MoeShape& m, bool gating_keys) {
-  w.set_u32(k + "feed_forward_length", static_cast<uint32_t>(m.n_ff));
+void set_moe_keys(gguf::GgufWriter& w, const std::string& k, const ArchShape& s, bool gating_keys) {
+  const MoeShape& m = s.moe;
+  w.set_u32(k + "feed_forward_length", static_cast<uint32_t>(s.n_ff));
   w.set_u32(k + "leading_dense_block_count", static_cast<uint32_t>(m.n_layer_dense_lead));
   w.set_u32(k + "expert_count", static_cast<uint32_t>(m.n_expert));
   w.set_u32(k + "expert_used_count", static_cast<uint32_t>(m.n_expert_used));
@@ -148,13 +104,15 @@ void set_moe_keys(gguf::GgufWriter& w, const std::string& k, const MoeShape& m, 
 }
 
 // Layer il's FFN tensors: dense SwiGLU for the leading layers, else router + experts + shared.
-void add_ffn(SynthBuilder& b, const std::string& p, int64_t il, int64_t n_embd, const MoeShape& m) {
+void add_ffn(SynthBuilder& b, const std::string& p, int64_t il, const ArchShape& s) {
+  const MoeShape& m = s.moe;
+  const int64_t n_embd = s.n_embd;
   const DType wt = b.main_dtype();
   b.add_f32(p + "ffn_norm.weight", {n_embd}, kNormWeight);
   if (il < m.n_layer_dense_lead) {
-    b.add_matrix(p + "ffn_gate.weight", n_embd, m.n_ff, wt, projection(n_embd));
-    b.add_matrix(p + "ffn_up.weight", n_embd, m.n_ff, wt, projection(n_embd));
-    b.add_matrix(p + "ffn_down.weight", m.n_ff, n_embd, wt, projection(m.n_ff));
+    b.add_matrix(p + "ffn_gate.weight", n_embd, s.n_ff, wt, projection(n_embd));
+    b.add_matrix(p + "ffn_up.weight", n_embd, s.n_ff, wt, projection(n_embd));
+    b.add_matrix(p + "ffn_down.weight", s.n_ff, n_embd, wt, projection(s.n_ff));
     return;
   }
   b.add_f32(p + "ffn_gate_inp.weight", {n_embd, m.n_expert}, projection(n_embd));  // router, kept F32
@@ -179,48 +137,47 @@ void add_output(SynthBuilder& b, int64_t n_embd) {
 }
 
 Status build_deepseek2(SynthBuilder& b) {
-  const Deepseek2Shape* found = nullptr;
-  for (const Deepseek2Shape& s : kDeepseek2Shapes)
-    if (b.options().preset == s.name) found = &s;
-  const Deepseek2Shape& s = *found;
   const SynthOptions& opt = b.options();
+  const std::vector<SynthShape> shapes = deepseek2_shapes();
+  const ArchShape& s = find_shape(shapes, opt.preset).shape;
+  const MlaShape& a = s.mla;
   const bool legacy = opt.mla_legacy;
   FATHOM_RETURN_IF_ERROR(b.load_vocab(s.n_vocab));
   const int64_t n_layer = opt.n_layer.value_or(s.n_layer), n_embd = s.n_embd, n_head = s.n_head;
-  const int64_t r = s.kv_lora_rank, n_qk = s.n_nope + s.n_rot;  // latent size; per-head q/k size
+  const int64_t r = a.kv_lora_rank, n_qk = a.n_nope + a.n_rot;  // latent size; per-head q/k size
 
-  b.set_general("deepseek2", "synth-deepseek2-" + std::string(s.name) + (legacy ? "-legacy" : ""));
+  b.set_general("deepseek2", "synth-deepseek2-" + opt.preset + (legacy ? "-legacy" : ""));
   gguf::GgufWriter& w = b.writer();
   const std::string k = "deepseek2.";
   w.set_u32(k + "context_length", static_cast<uint32_t>(s.n_ctx_train));
   w.set_u32(k + "embedding_length", static_cast<uint32_t>(n_embd));
   w.set_u32(k + "block_count", static_cast<uint32_t>(n_layer));
   w.set_u32(k + "attention.head_count", static_cast<uint32_t>(n_head));
-  w.set_f32(k + "rope.freq_base", kRopeBase);
-  w.set_f32(k + "attention.layer_norm_rms_epsilon", kRmsEps);
+  w.set_f32(k + "rope.freq_base", s.rope_freq_base);
+  w.set_f32(k + "attention.layer_norm_rms_epsilon", s.rms_norm_eps);
   w.set_u32(k + "vocab_size", static_cast<uint32_t>(b.n_vocab()));
   // The converter omits q_lora_rank when there is no query compression, but llama.cpp then
   // requires it unless block_count is 26 or 27 (its "V2-Lite" heuristic), so a V2-Lite cut to
   // --layers 6 would not load there; q_lora_rank = 0 (plain attn_q) loads in both.
-  if (s.q_lora_rank > 0 || (n_layer != 26 && n_layer != 27))
-    w.set_u32(k + "attention.q_lora_rank", static_cast<uint32_t>(s.q_lora_rank));
+  if (a.q_lora_rank > 0 || (n_layer != 26 && n_layer != 27))
+    w.set_u32(k + "attention.q_lora_rank", static_cast<uint32_t>(a.q_lora_rank));
   w.set_u32(k + "attention.kv_lora_rank", static_cast<uint32_t>(r));
   if (legacy) {
     // Older converters: MLA described as plain multi-head attention.
     w.set_u32(k + "attention.head_count_kv", static_cast<uint32_t>(n_head));
     w.set_u32(k + "attention.key_length", static_cast<uint32_t>(n_qk));
-    w.set_u32(k + "attention.value_length", static_cast<uint32_t>(s.n_v));
+    w.set_u32(k + "attention.value_length", static_cast<uint32_t>(a.n_v));
   } else {
     // Current converters: MLA as MQA over the latent row (one kv head of kv_lora + rope), with
     // the per-head sizes after decompression in the *_mla keys.
     w.set_u32(k + "attention.head_count_kv", 1);
-    w.set_u32(k + "attention.key_length", static_cast<uint32_t>(r + s.n_rot));
+    w.set_u32(k + "attention.key_length", static_cast<uint32_t>(r + a.n_rot));
     w.set_u32(k + "attention.value_length", static_cast<uint32_t>(r));
     w.set_u32(k + "attention.key_length_mla", static_cast<uint32_t>(n_qk));
-    w.set_u32(k + "attention.value_length_mla", static_cast<uint32_t>(s.n_v));
+    w.set_u32(k + "attention.value_length_mla", static_cast<uint32_t>(a.n_v));
   }
-  set_moe_keys(w, k, s.moe, /*gating_keys=*/true);
-  w.set_u32(k + "rope.dimension_count", static_cast<uint32_t>(s.n_rot));
+  set_moe_keys(w, k, s, /*gating_keys=*/true);
+  w.set_u32(k + "rope.dimension_count", static_cast<uint32_t>(a.n_rot));
   if (s.yarn.factor > 0) {
     w.set_string(k + "rope.scaling.type", "yarn");
     w.set_f32(k + "rope.scaling.factor", s.yarn.factor);
@@ -234,40 +191,38 @@ Status build_deepseek2(SynthBuilder& b) {
   for (int64_t il = 0; il < n_layer; ++il) {
     const std::string p = strprintf("blk.%lld.", ll(il));
     b.add_f32(p + "attn_norm.weight", {n_embd}, kNormWeight);
-    if (s.q_lora_rank > 0) {
-      b.add_matrix(p + "attn_q_a.weight", n_embd, s.q_lora_rank, wt, projection(n_embd));  // W_DQ
-      b.add_f32(p + "attn_q_a_norm.weight", {s.q_lora_rank}, kNormWeight);
-      b.add_matrix(p + "attn_q_b.weight", s.q_lora_rank, n_head * n_qk, wt, projection(s.q_lora_rank));  // W_UQ | W_QR
+    if (a.q_lora_rank > 0) {
+      b.add_matrix(p + "attn_q_a.weight", n_embd, a.q_lora_rank, wt, projection(n_embd));  // W_DQ
+      b.add_f32(p + "attn_q_a_norm.weight", {a.q_lora_rank}, kNormWeight);
+      b.add_matrix(p + "attn_q_b.weight", a.q_lora_rank, n_head * n_qk, wt, projection(a.q_lora_rank));  // W_UQ | W_QR
     } else {
       b.add_matrix(p + "attn_q.weight", n_embd, n_head * n_qk, wt, projection(n_embd));
     }
     // [W_DKV; W_KR]: the latent c_kv (r) and the shared rotary key k_pe (n_rot) in one matrix.
-    b.add_matrix(p + "attn_kv_a_mqa.weight", n_embd, r + s.n_rot, wt, projection(n_embd));
+    b.add_matrix(p + "attn_kv_a_mqa.weight", n_embd, r + a.n_rot, wt, projection(n_embd));
     b.add_f32(p + "attn_kv_a_norm.weight", {r}, kNormWeight);
     if (legacy) {
       // Per head h, rows [h*(nope+v), h*(nope+v) + nope) are W_UK_h and the next v rows W_UV_h.
-      b.add_matrix(p + "attn_kv_b.weight", r, n_head * (s.n_nope + s.n_v), wt, projection(r));
+      b.add_matrix(p + "attn_kv_b.weight", r, n_head * (a.n_nope + a.n_v), wt, projection(r));
     } else {
-      b.add_matrix_stack(p + "attn_k_b.weight", s.n_nope, r, n_head, wt, projection(r));  // W_UK_h^T per head
-      b.add_matrix_stack(p + "attn_v_b.weight", r, s.n_v, n_head, wt, projection(r));     // W_UV_h per head
+      b.add_matrix_stack(p + "attn_k_b.weight", a.n_nope, r, n_head, wt, projection(r));  // W_UK_h^T per head
+      b.add_matrix_stack(p + "attn_v_b.weight", r, a.n_v, n_head, wt, projection(r));     // W_UV_h per head
     }
-    b.add_matrix(p + "attn_output.weight", n_head * s.n_v, n_embd, wt, projection(n_head * s.n_v));
-    add_ffn(b, p, il, n_embd, s.moe);
+    b.add_matrix(p + "attn_output.weight", n_head * a.n_v, n_embd, wt, projection(n_head * a.n_v));
+    add_ffn(b, p, il, s);
   }
   add_output(b, n_embd);
   return Status::ok();
 }
 
 Status build_deepseek(SynthBuilder& b) {
-  const DeepseekShape* found = nullptr;
-  for (const DeepseekShape& s : kDeepseekShapes)
-    if (b.options().preset == s.name) found = &s;
-  const DeepseekShape& s = *found;
   const SynthOptions& opt = b.options();
+  const std::vector<SynthShape> shapes = deepseek_shapes();
+  const ArchShape& s = find_shape(shapes, opt.preset).shape;
   FATHOM_RETURN_IF_ERROR(b.load_vocab(s.n_vocab));
-  const int64_t n_layer = opt.n_layer.value_or(s.n_layer), n_embd = s.n_embd, head_dim = s.n_embd / s.n_head;
+  const int64_t n_layer = opt.n_layer.value_or(s.n_layer), n_embd = s.n_embd, head_dim = s.head_dim();
 
-  b.set_general("deepseek", "synth-deepseek-" + std::string(s.name));
+  b.set_general("deepseek", "synth-deepseek-" + opt.preset);
   gguf::GgufWriter& w = b.writer();
   const std::string k = "deepseek.";
   w.set_u32(k + "context_length", static_cast<uint32_t>(s.n_ctx_train));
@@ -275,11 +230,11 @@ Status build_deepseek(SynthBuilder& b) {
   w.set_u32(k + "block_count", static_cast<uint32_t>(n_layer));
   w.set_u32(k + "attention.head_count", static_cast<uint32_t>(s.n_head));
   w.set_u32(k + "attention.head_count_kv", static_cast<uint32_t>(s.n_head));
-  w.set_f32(k + "rope.freq_base", kRopeBase);
-  w.set_f32(k + "attention.layer_norm_rms_epsilon", kRmsEps);
+  w.set_f32(k + "rope.freq_base", s.rope_freq_base);
+  w.set_f32(k + "attention.layer_norm_rms_epsilon", s.rms_norm_eps);
   w.set_u32(k + "rope.dimension_count", static_cast<uint32_t>(head_dim));
   w.set_u32(k + "vocab_size", static_cast<uint32_t>(b.n_vocab()));
-  set_moe_keys(w, k, s.moe, /*gating_keys=*/false);
+  set_moe_keys(w, k, s, /*gating_keys=*/false);
   b.set_tokenizer();
 
   const DType wt = b.main_dtype();
@@ -292,7 +247,7 @@ Status build_deepseek(SynthBuilder& b) {
     b.add_matrix(p + "attn_k.weight", n_embd, n_q, wt, projection(n_embd));
     b.add_matrix(p + "attn_v.weight", n_embd, n_q, wt, projection(n_embd));
     b.add_matrix(p + "attn_output.weight", n_q, n_embd, wt, projection(n_q));
-    add_ffn(b, p, il, n_embd, s.moe);
+    add_ffn(b, p, il, s);
   }
   add_output(b, n_embd);
   return Status::ok();

@@ -10,68 +10,50 @@ namespace fathom::synth {
 
 namespace {
 
-// The shape of a dense llama-family transformer, as the GGUF keys name it.
-struct DenseShape {
-  const char* name;       // preset name
-  const char* origin;     // which real model has this shape ("" for test sizes)
-  int64_t n_vocab;        // token count (replaced by --vocab's)
-  int64_t n_ctx_train;    // {arch}.context_length
-  int64_t n_embd;         // {arch}.embedding_length
-  int64_t n_layer;        // {arch}.block_count
-  int64_t n_ff;           // {arch}.feed_forward_length
-  int64_t n_head;         // {arch}.attention.head_count
-  int64_t n_head_kv;      // {arch}.attention.head_count_kv
-  float rope_freq_base;   // {arch}.rope.freq_base
-  float rms_norm_eps;     // {arch}.attention.layer_norm_rms_epsilon
-};
+// Test shapes first, then the published models (shape_presets.h) under synth's short names.
+std::vector<SynthShape> llama_shapes() {
+  return {
+      {"tiny", "", "", dense_shape("llama", 512, 512, 64, 2, 128, 4, 2, 10000.0f, 1e-5f)},
+      {"small", "", "", dense_shape("llama", 4096, 2048, 256, 4, 512, 8, 4, 10000.0f, 1e-5f)},
+      published_shape("7b", "deepseek-llm-7b"),
+      published_shape("8b", "deepseek-r1-distill-llama-8b"),
+  };
+}
 
-constexpr DenseShape kLlamaShapes[] = {
-    {"tiny", "", 512, 512, 64, 2, 128, 4, 2, 10000.0f, 1e-5f},
-    {"small", "", 4096, 2048, 256, 4, 512, 8, 4, 10000.0f, 1e-5f},
-    {"7b", "deepseek-llm-7b", 102400, 4096, 4096, 30, 11008, 32, 32, 10000.0f, 1e-6f},
-    {"8b", "DeepSeek-R1-Distill-Llama-8B", 128256, 131072, 4096, 32, 14336, 32, 8, 500000.0f, 1e-5f},
-};
+std::vector<SynthShape> qwen2_shapes() {
+  return {
+      {"tiny", "", "", dense_shape("qwen2", 512, 512, 64, 2, 128, 4, 2, 10000.0f, 1e-6f)},
+      {"small", "", "", dense_shape("qwen2", 4096, 2048, 256, 4, 512, 8, 4, 10000.0f, 1e-6f)},
+      published_shape("1.5b", "deepseek-r1-distill-qwen-1.5b"),
+      published_shape("7b", "deepseek-r1-distill-qwen-7b"),
+  };
+}
 
-constexpr DenseShape kQwen2Shapes[] = {
-    {"tiny", "", 512, 512, 64, 2, 128, 4, 2, 10000.0f, 1e-6f},
-    {"small", "", 4096, 2048, 256, 4, 512, 8, 4, 10000.0f, 1e-6f},
-    {"1.5b", "DeepSeek-R1-Distill-Qwen-1.5B", 151936, 131072, 1536, 28, 8960, 12, 2, 10000.0f, 1e-6f},
-    {"7b", "DeepSeek-R1-Distill-Qwen-7B", 152064, 131072, 3584, 28, 18944, 28, 4, 10000.0f, 1e-6f},
-};
-
-template <size_t N>
-std::vector<SynthPresetInfo> preset_infos(const char* arch, const DenseShape (&shapes)[N]) {
+std::vector<SynthPresetInfo> preset_infos(const std::string& arch, const std::vector<SynthShape>& shapes) {
   std::vector<SynthPresetInfo> out;
-  for (const DenseShape& s : shapes) {
+  for (const SynthShape& p : shapes) {
+    const ArchShape& s = p.shape;
     std::string d = strprintf("%lld layers, n_embd %lld, %lld heads (%lld kv), n_ff %lld, vocab %lld, ctx %lld",
                               static_cast<long long>(s.n_layer), static_cast<long long>(s.n_embd),
                               static_cast<long long>(s.n_head), static_cast<long long>(s.n_head_kv),
                               static_cast<long long>(s.n_ff), static_cast<long long>(s.n_vocab),
                               static_cast<long long>(s.n_ctx_train));
-    if (*s.origin) d += strprintf(" (%s)", s.origin);
-    out.push_back({arch, s.name, d});
+    out.push_back(preset_info(arch, p, std::move(d)));
   }
   return out;
 }
 
-template <size_t N>
-const DenseShape* find_shape(const std::string& name, const DenseShape (&shapes)[N]) {
-  for (const DenseShape& s : shapes)
-    if (name == s.name) return &s;
-  return nullptr;
-}
-
-Status build_dense(SynthBuilder& b, const std::string& arch, const DenseShape& shape, bool qkv_bias) {
+Status build_dense(SynthBuilder& b, const std::string& arch, const ArchShape& shape) {
   const SynthOptions& opt = b.options();
   FATHOM_RETURN_IF_ERROR(b.load_vocab(shape.n_vocab));
   const int64_t n_vocab = b.n_vocab();
   const int64_t n_layer = opt.n_layer.value_or(shape.n_layer);
   const int64_t n_embd = shape.n_embd;
-  const int64_t head_dim = shape.n_embd / shape.n_head;
+  const int64_t head_dim = shape.head_dim();
   const int64_t n_embd_q = shape.n_head * head_dim;      // rows of attn_q
   const int64_t n_embd_kv = shape.n_head_kv * head_dim;  // rows of attn_k, attn_v
 
-  b.set_general(arch, "synth-" + arch + "-" + shape.name);
+  b.set_general(arch, "synth-" + arch + "-" + opt.preset);
   gguf::GgufWriter& w = b.writer();
   const std::string k = arch + ".";
   w.set_u32(k + "context_length", static_cast<uint32_t>(shape.n_ctx_train));
@@ -96,7 +78,7 @@ Status build_dense(SynthBuilder& b, const std::string& arch, const DenseShape& s
     b.add_matrix(p + "attn_q.weight", n_embd, n_embd_q, wt, projection(n_embd));
     b.add_matrix(p + "attn_k.weight", n_embd, n_embd_kv, wt, projection(n_embd));
     b.add_matrix(p + "attn_v.weight", n_embd, n_embd_kv, wt, projection(n_embd));
-    if (qkv_bias) {
+    if (shape.qkv_bias()) {
       b.add_f32(p + "attn_q.bias", {n_embd_q}, kBias);
       b.add_f32(p + "attn_k.bias", {n_embd_kv}, kBias);
       b.add_f32(p + "attn_v.bias", {n_embd_kv}, kBias);
@@ -117,19 +99,19 @@ Status build_dense(SynthBuilder& b, const std::string& arch, const DenseShape& s
 }
 
 Status build_llama(SynthBuilder& b) {
-  return build_dense(b, "llama", *find_shape(b.options().preset, kLlamaShapes), /*qkv_bias=*/false);
+  return build_dense(b, "llama", find_shape(llama_shapes(), b.options().preset).shape);
 }
 
 Status build_qwen2(SynthBuilder& b) {
-  return build_dense(b, "qwen2", *find_shape(b.options().preset, kQwen2Shapes), /*qkv_bias=*/true);
+  return build_dense(b, "qwen2", find_shape(qwen2_shapes(), b.options().preset).shape);
 }
 
 }  // namespace
 
 std::vector<SynthArchitecture> dense_architectures() {
   return {
-      {"llama", preset_infos("llama", kLlamaShapes), build_llama},
-      {"qwen2", preset_infos("qwen2", kQwen2Shapes), build_qwen2},
+      {"llama", preset_infos("llama", llama_shapes()), build_llama},
+      {"qwen2", preset_infos("qwen2", qwen2_shapes()), build_qwen2},
   };
 }
 

@@ -32,19 +32,26 @@ Expected<ModelDesc> model_from_gguf(const std::string& path) {
   s.n_head = get("attention.head_count", 1);
   s.n_head_kv = get("attention.head_count_kv", s.n_head);
   s.head_dim = get("attention.key_length", s.n_embd / std::max<int64_t>(1, s.n_head));
-  s.q_lora_rank = get("attention.q_lora_rank", 0);
   s.kv_lora_rank = get("attention.kv_lora_rank", 0);
-  s.rope_dim = get("rope.dimension_count", 0);
-  s.v_head_dim = get("attention.value_length", s.head_dim);
-  // Files converted for latent-cache MLA store key_length = kv_lora + rope and the per-head
-  // size under key_length_mla.
-  s.nope_dim = get("attention.key_length_mla", s.head_dim) - s.rope_dim;
+  if (s.is_mla()) {
+    // Files converted for latent-cache MLA describe the cached row in key_length (kv_lora + rope),
+    // value_length (kv_lora) and head_count_kv (1), and the per-head sizes after decompression
+    // in the *_mla keys; older files give those sizes in key_length/value_length. Either way a
+    // head has its own K and V after decompression, as the presets say.
+    s.q_lora_rank = get("attention.q_lora_rank", 0);
+    s.rope_dim = get("rope.dimension_count", 0);
+    s.head_dim = get("attention.key_length_mla", s.head_dim);
+    s.v_head_dim = get("attention.value_length_mla", get("attention.value_length", s.head_dim));
+    s.nope_dim = s.head_dim - s.rope_dim;
+    s.n_head_kv = s.n_head;
+  }
   s.n_expert = get("expert_count", 0);
   s.n_expert_used = get("expert_used_count", 0);
   s.n_expert_shared = get("expert_shared_count", 0);
   s.n_ff_exp = get("expert_feed_forward_length", 0);
   s.n_layer_dense_lead = get("leading_dense_block_count", 0);
   s.n_vocab = get("vocab_size", 0);
+  s.expert_score_bias = get("expert_gating_func", 0) == 2;  // sigmoid scores plus exp_probs_b
 
   std::map<DType, uint64_t> bytes_by_type;
   for (const gguf::TensorInfo& ti : file->tensors()) {
@@ -58,6 +65,11 @@ Expected<ModelDesc> model_from_gguf(const std::string& path) {
     if (t.name.find("exp_probs_b") != std::string::npos) s.expert_score_bias = true;
     if (traits(t.dtype).is_quantized) bytes_by_type[t.dtype] += t.file_bytes;
     d.tensors.push_back(std::move(t));
+  }
+  if (s.n_vocab == 0) {  // qwen2 files have no vocab_size key; a metadata-only file no token_embd
+    const gguf::Value* tokens = file->find("tokenizer.ggml.tokens");
+    if (tokens != nullptr && tokens->type == gguf::ValueType::kArray)
+      s.n_vocab = static_cast<int64_t>(tokens->array_size());
   }
   s.tied_output = file->find_tensor("output.weight") == nullptr;
   s.qkv_bias = file->find_tensor("blk.0.attn_q.bias") != nullptr;

@@ -3,79 +3,38 @@
 #include <cctype>
 #include <cstdlib>
 
+#include "model/shape_presets.h"
+
 namespace fathom::plan {
 
 namespace {
 
-struct Preset {
-  const char* name;
-  const char* summary;
-  ModelShape shape;
-};
-
-ModelShape dense(const char* arch, int64_t vocab, int64_t ctx, int64_t embd, int64_t layers, int64_t ff, int64_t heads,
-                 int64_t heads_kv, bool qkv_bias) {
+// A published model's shape (model/shape_presets.h, the rows `fathom synth` reads too) as the
+// planner describes it.
+ModelShape plan_shape(const ArchShape& a) {
   ModelShape s;
-  s.arch = arch;
-  s.n_vocab = vocab;
-  s.n_ctx_train = ctx;
-  s.n_embd = embd;
-  s.n_layer = layers;
-  s.n_ff = ff;
-  s.n_head = heads;
-  s.n_head_kv = heads_kv;
-  s.head_dim = embd / heads;
-  s.qkv_bias = qkv_bias;
+  s.arch = a.arch;
+  s.n_vocab = a.n_vocab;
+  s.n_ctx_train = a.n_ctx_train;
+  s.n_embd = a.n_embd;
+  s.n_layer = a.n_layer;
+  s.n_ff = a.n_ff;
+  s.n_head = a.n_head;
+  s.n_head_kv = a.n_head_kv;
+  s.head_dim = a.is_mla() ? a.mla.n_nope + a.mla.n_rot : a.head_dim();
+  s.qkv_bias = a.qkv_bias();
+  s.q_lora_rank = a.mla.q_lora_rank;
+  s.kv_lora_rank = a.mla.kv_lora_rank;
+  s.rope_dim = a.mla.n_rot;
+  s.nope_dim = a.mla.n_nope;
+  s.v_head_dim = a.mla.n_v;
+  s.n_expert = a.moe.n_expert;
+  s.n_expert_used = a.moe.n_expert_used;
+  s.n_expert_shared = a.moe.n_expert_shared;
+  s.n_ff_exp = a.moe.n_ff_exp;
+  s.n_layer_dense_lead = a.moe.n_layer_dense_lead;
+  s.expert_score_bias = a.moe.gating_func == 2;  // V3 routes with a sigmoid plus e_score_correction_bias
   return s;
-}
-
-// DeepSeek-V2/V3 family: MLA attention + DeepSeekMoE with leading dense blocks.
-ModelShape mla_moe(int64_t vocab, int64_t embd, int64_t layers, int64_t ff, int64_t heads, int64_t q_lora,
-                   int64_t experts, int64_t used, int64_t shared, int64_t ff_exp, int64_t dense_lead) {
-  ModelShape s = dense("deepseek2", vocab, 163840, embd, layers, ff, heads, heads, false);
-  s.q_lora_rank = q_lora;
-  s.kv_lora_rank = 512;
-  s.rope_dim = 64;
-  s.nope_dim = 128;
-  s.v_head_dim = 128;
-  s.head_dim = s.nope_dim + s.rope_dim;
-  s.n_expert = experts;
-  s.n_expert_used = used;
-  s.n_expert_shared = shared;
-  s.n_ff_exp = ff_exp;
-  s.n_layer_dense_lead = dense_lead;
-  return s;
-}
-
-// Shapes from the published Hugging Face config.json of each model.
-std::vector<Preset> presets() {
-  ModelShape moe16 = dense("deepseek", 102400, 4096, 2048, 28, 10944, 16, 16, false);
-  moe16.n_expert = 64;
-  moe16.n_expert_used = 6;
-  moe16.n_expert_shared = 2;
-  moe16.n_ff_exp = 1408;
-  moe16.n_layer_dense_lead = 1;
-  ModelShape v3 = mla_moe(129280, 7168, 61, 18432, 128, 1536, 256, 8, 1, 2048, 3);
-  v3.expert_score_bias = true;  // V3 routes with a sigmoid plus e_score_correction_bias
-  return {
-      {"deepseek-v3", "671B MoE (37B active), deepseek2: MLA + 256 routed experts", v3},
-      {"deepseek-r1", "671B MoE (37B active), same architecture as deepseek-v3", v3},
-      {"deepseek-v2", "236B MoE (21B active), deepseek2: MLA + 160 routed experts",
-       mla_moe(102400, 5120, 60, 12288, 128, 1536, 160, 6, 2, 1536, 1)},
-      {"deepseek-v2-lite", "15.7B MoE (2.4B active), deepseek2: MLA (no q LoRA) + 64 experts",
-       mla_moe(102400, 2048, 27, 10944, 16, 0, 64, 6, 2, 1408, 1)},
-      {"deepseek-moe-16b", "16.4B MoE (2.8B active), deepseek: MHA + 64 experts", moe16},
-      {"deepseek-r1-distill-qwen-1.5b", "1.8B dense, qwen2 GQA", dense("qwen2", 151936, 131072, 1536, 28, 8960, 12, 2, true)},
-      {"deepseek-r1-distill-qwen-7b", "7.6B dense, qwen2 GQA", dense("qwen2", 152064, 131072, 3584, 28, 18944, 28, 4, true)},
-      {"deepseek-r1-distill-qwen-14b", "14.8B dense, qwen2 GQA", dense("qwen2", 152064, 131072, 5120, 48, 13824, 40, 8, true)},
-      {"deepseek-r1-distill-qwen-32b", "32.8B dense, qwen2 GQA", dense("qwen2", 152064, 131072, 5120, 64, 27648, 40, 8, true)},
-      {"deepseek-r1-distill-llama-8b", "8.0B dense, llama GQA", dense("llama", 128256, 131072, 4096, 32, 14336, 32, 8, false)},
-      {"deepseek-r1-distill-llama-70b", "70.6B dense, llama GQA", dense("llama", 128256, 131072, 8192, 80, 28672, 64, 8, false)},
-      {"deepseek-llm-7b", "6.9B dense, llama MHA", dense("llama", 102400, 4096, 4096, 30, 11008, 32, 32, false)},
-      {"deepseek-llm-67b", "67B dense, llama GQA", dense("llama", 102400, 4096, 8192, 95, 22016, 64, 8, false)},
-      {"deepseek-coder-6.7b", "6.7B dense, llama MHA", dense("llama", 32256, 16384, 4096, 32, 11008, 32, 32, false)},
-      {"deepseek-coder-33b", "33B dense, llama GQA", dense("llama", 32256, 16384, 7168, 62, 19200, 56, 8, false)},
-  };
 }
 
 std::string lower(std::string_view s) {
@@ -96,7 +55,7 @@ int TensorShape::layer() const {
 std::vector<PresetInfo> list_presets() {
   std::vector<PresetInfo> out;
   // The names/summaries are string literals, so pointers into the temporary table stay valid.
-  for (const Preset& p : presets()) out.push_back({p.name, p.summary});
+  for (const ModelPreset& p : model_presets()) out.push_back({p.name, p.summary});
   return out;
 }
 
@@ -163,18 +122,15 @@ std::vector<TensorShape> synthesize_tensors(const ModelShape& s) {
 }
 
 Expected<ModelDesc> model_from_preset(std::string_view name) {
-  const std::string want = lower(name);
-  std::string names;
-  for (const Preset& p : presets()) {
-    if (want == p.name) {
-      ModelDesc d;
-      d.shape = p.shape;
-      d.shape.name = p.name;
-      d.tensors = synthesize_tensors(d.shape);
-      return d;
-    }
-    names += std::string(names.empty() ? "" : ", ") + p.name;
+  if (const std::optional<ModelPreset> p = find_model_preset(lower(name))) {
+    ModelDesc d;
+    d.shape = plan_shape(p->shape);
+    d.shape.name = p->name;
+    d.tensors = synthesize_tensors(d.shape);
+    return d;
   }
+  std::string names;
+  for (const ModelPreset& p : model_presets()) names += std::string(names.empty() ? "" : ", ") + p.name;
   return error(ErrorCode::kNotFound, "unknown architecture preset '" + std::string(name) + "'; known: " + names);
 }
 

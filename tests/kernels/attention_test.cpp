@@ -34,27 +34,48 @@ struct MhaCase {
   int32_t block_size;
 };
 
+// Random queries of a batch, q [n_tokens, n_head, dk], with the softmax scale 1/sqrt(dk).
+struct MhaQueries {
+  const MhaCase c;
+  const AttentionBatch& batch;
+  std::vector<float> q;
+  float scale;
+  MhaQueries(const AttentionBatch& batch_, const MhaCase& c_, uint32_t seed)
+      : c(c_), batch(batch_), q(static_cast<size_t>(batch.n_tokens * c.n_head * c.dk)),
+        scale(1.0f / std::sqrt(static_cast<float>(c.dk))) {
+    std::mt19937 rng(seed);
+    fill_gaussian(q.data(), static_cast<int64_t>(q.size()), rng);
+  }
+  size_t out_size() const { return static_cast<size_t>(batch.n_tokens * c.n_head * c.dv); }
+
+  // The output [n_tokens, n_head, dv] of the reference twin on `kv`.
+  std::vector<float> reference(ThreadPool& pool, KvCache& kv) const {
+    std::vector<float> out(out_size());
+    attention_ref(pool, q.data(), kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, out.data());
+    return out;
+  }
+  // The same from the fast kernels of `isa` (NaN where they write nothing).
+  std::vector<float> fast(ThreadPool& pool, Isa isa, KvCache& kv) const {
+    std::vector<float> out(out_size(), NAN);
+    attention(pool, isa, q.data(), kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, out.data());
+    return out;
+  }
+};
+
 class AttentionVsReference : public ::testing::TestWithParam<MhaCase> {};
 
 TEST_P(AttentionVsReference, AllIsasMatchReference) {
   const MhaCase c = GetParam();
   PagedCache setup(kMixedBatch, c.n_head_kv * c.dk, c.n_head_kv * c.dv, c.block_size, 7);
   const AttentionBatch batch = setup.batch();
-  std::mt19937 rng(11);
-  std::vector<float> q(static_cast<size_t>(batch.n_tokens * c.n_head * c.dk));
-  fill_gaussian(q.data(), static_cast<int64_t>(q.size()), rng);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.dk));
-  const size_t out_size = static_cast<size_t>(batch.n_tokens * c.n_head * c.dv);
+  const MhaQueries queries(batch, c, 11);
   ThreadPool ref_pool(2);
-  std::vector<float> want(out_size);
-  attention_ref(ref_pool, q.data(), setup.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, want.data());
+  const std::vector<float> want = queries.reference(ref_pool, setup.kv);
   for (int threads : {1, 3}) {
     ThreadPool pool(threads);
-    for (Isa isa : available_isas()) {
-      std::vector<float> got(out_size, NAN);
-      attention(pool, isa, q.data(), setup.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, got.data());
-      EXPECT_LT(max_row_error(got, want, c.dv), 1e-5) << isa_name(isa) << ", " << threads << " threads";
-    }
+    for (Isa isa : available_isas())
+      EXPECT_LT(max_row_error(queries.fast(pool, isa, setup.kv), want, c.dv), 1e-5)
+          << isa_name(isa) << ", " << threads << " threads";
   }
 }
 
@@ -72,16 +93,12 @@ TEST(AttentionVsReference, SingleTokenContextsAroundTileEdges) {
   for (int64_t n_ctx : {1, 2, 15, 16, 17, 31, 33, 100}) {
     PagedCache setup({{n_ctx, 1}}, 2 * 64, 2 * 64, 16, static_cast<uint32_t>(n_ctx));
     const AttentionBatch batch = setup.batch();
-    std::mt19937 rng(3);
-    std::vector<float> q(static_cast<size_t>(8 * 64));
-    fill_gaussian(q.data(), static_cast<int64_t>(q.size()), rng);
+    const MhaQueries queries(batch, {8, 2, 64, 64, 16}, 3);
     ThreadPool pool(2);
-    std::vector<float> want(q.size()), got(q.size());
-    attention_ref(pool, q.data(), setup.kv, 0, batch, 8, 2, 64, 64, 0.125f, want.data());
-    for (Isa isa : available_isas()) {
-      attention(pool, isa, q.data(), setup.kv, 0, batch, 8, 2, 64, 64, 0.125f, got.data());
-      EXPECT_LT(max_row_error(got, want, 64), 1e-5) << isa_name(isa) << " n_ctx " << n_ctx;
-    }
+    const std::vector<float> want = queries.reference(pool, setup.kv);
+    for (Isa isa : available_isas())
+      EXPECT_LT(max_row_error(queries.fast(pool, isa, setup.kv), want, 64), 1e-5)
+          << isa_name(isa) << " n_ctx " << n_ctx;
   }
 }
 
@@ -113,22 +130,14 @@ TEST(AttentionVsReference, LongContextDecodeSplitsPositions) {
     for (const std::vector<SeqSpec>& seqs : {std::vector<SeqSpec>{{1024, 1}}, std::vector<SeqSpec>{{2053, 1}, {1100, 9}}}) {
       PagedCache setup(seqs, c.n_head_kv * c.dk, c.n_head_kv * c.dv, c.block_size, 13);
       const AttentionBatch batch = setup.batch();
-      std::mt19937 rng(5);
-      std::vector<float> q(static_cast<size_t>(batch.n_tokens * c.n_head * c.dk));
-      fill_gaussian(q.data(), static_cast<int64_t>(q.size()), rng);
-      const float scale = 1.0f / std::sqrt(static_cast<float>(c.dk));
-      const size_t out_size = static_cast<size_t>(batch.n_tokens * c.n_head * c.dv);
+      const MhaQueries queries(batch, c, 5);
       ThreadPool ref_pool(2);
-      std::vector<float> want(out_size);
-      attention_ref(ref_pool, q.data(), setup.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, want.data());
+      const std::vector<float> want = queries.reference(ref_pool, setup.kv);
       for (int threads : {2, 3, 4}) {
         ThreadPool pool(threads);
-        for (Isa isa : available_isas()) {
-          std::vector<float> got(out_size, NAN);
-          attention(pool, isa, q.data(), setup.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, got.data());
-          EXPECT_LT(max_row_error(got, want, c.dv), 1e-5)
+        for (Isa isa : available_isas())
+          EXPECT_LT(max_row_error(queries.fast(pool, isa, setup.kv), want, c.dv), 1e-5)
               << isa_name(isa) << ", " << threads << " threads, " << c.n_head_kv << " KV heads, " << seqs.size() << " sequences";
-        }
       }
     }
 }
@@ -234,25 +243,17 @@ TEST(AttentionStoredTypes, FastKernelsMatchReferenceOnEachType) {
   for (const MhaCase& c : shapes) {
     PagedCache f32(seqs, c.n_head_kv * c.dk, c.n_head_kv * c.dv, c.block_size, 7);
     const AttentionBatch batch = f32.batch();
-    std::mt19937 rng(11);
-    std::vector<float> q(static_cast<size_t>(batch.n_tokens * c.n_head * c.dk));
-    fill_gaussian(q.data(), static_cast<int64_t>(q.size()), rng);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.dk));
-    const size_t out_size = static_cast<size_t>(batch.n_tokens * c.n_head * c.dv);
-    std::vector<float> exact(out_size);
-    attention_ref(pool, q.data(), f32.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, exact.data());
+    const MhaQueries queries(batch, c, 11);
+    const std::vector<float> exact = queries.reference(pool, f32.kv);
     for (const TypedCase& tc : kTypedCases) {
       PagedCache typed(seqs, c.n_head_kv * c.dk, c.n_head_kv * c.dv, c.block_size, 7, tc.types);
-      std::vector<float> want(out_size);
-      attention_ref(pool, q.data(), typed.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, want.data());
+      const std::vector<float> want = queries.reference(pool, typed.kv);
       const double vs_f32 = nmse(want, exact);
       EXPECT_LT(vs_f32, tc.nmse_vs_f32) << types_name(tc.types) << ", head " << c.dk;
       EXPECT_GT(vs_f32, 0.0) << types_name(tc.types) << ": the cache was not converted";
-      for (Isa isa : available_isas()) {
-        std::vector<float> got(out_size, NAN);
-        attention(pool, isa, q.data(), typed.kv, 0, batch, c.n_head, c.n_head_kv, c.dk, c.dv, scale, got.data());
-        EXPECT_LT(max_row_error(got, want, c.dv), 1e-5) << isa_name(isa) << ", " << types_name(tc.types) << ", head " << c.dk;
-      }
+      for (Isa isa : available_isas())
+        EXPECT_LT(max_row_error(queries.fast(pool, isa, typed.kv), want, c.dv), 1e-5)
+            << isa_name(isa) << ", " << types_name(tc.types) << ", head " << c.dk;
     }
   }
 }

@@ -14,6 +14,7 @@
 #include "backend/forwarding_backend.h"
 #include "gguf/gguf.h"
 #include "iquant_rewrite.h"
+#include "logits_compare.h"
 #include "model/architecture.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -329,16 +330,6 @@ TEST(DeepseekReference, SynthMatchesLlamaCpp) {
 }
 
 // ---- optimized engine path against the reference ------------------------------------------
-
-// Max |a - b| relative to the largest |b|.
-double max_rel_diff(const float* a, const float* b, int64_t n) {
-  double max_diff = 0.0, max_ref = 1e-6;
-  for (int64_t i = 0; i < n; ++i) {
-    max_diff = std::max(max_diff, std::fabs(static_cast<double>(a[i]) - b[i]));
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>(b[i])));
-  }
-  return max_diff / max_ref;
-}
 
 // Routes as the reference did: each MoE layer's moe_route gets the reference's experts and
 // weights for the batch's tokens (positions first_position..), layers in order within a pass.

@@ -9,24 +9,16 @@
 
 #include "gguf/gguf.h"
 #include "iquant_rewrite.h"
+#include "logits_compare.h"
 #include "model/model.h"
 #include "model/reference.h"
 #include "model/synth.h"
+#include "../nextn_gguf.h"
 
 namespace fathom {
 namespace {
 
 std::string tmp_path(const std::string& name) { return std::string(FATHOM_TEST_TMP) + "/" + name; }
-
-// Max |a - b| relative to the largest |b|.
-double max_rel_diff(const float* a, const float* b, int64_t n) {
-  double max_diff = 0.0, max_ref = 1e-6;
-  for (int64_t i = 0; i < n; ++i) {
-    max_diff = std::max(max_diff, std::fabs(static_cast<double>(a[i]) - b[i]));
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>(b[i])));
-  }
-  return max_diff / max_ref;
-}
 
 std::string synth(const std::string& arch, DType type, bool tied = false, const std::string& preset = "tiny") {
   SynthOptions o;
@@ -264,17 +256,8 @@ TEST(Forward, BadBatchesAreRejected) {
 
 // DeepSeek-V3 files with MTP count the NextN layer in block_count; the forward pass skips it.
 TEST(Forward, NextnLayersAreNotPartOfTheForwardPass) {
-  gguf::GgufWriter w;
-  w.set_string("general.architecture", "deepseek2");
-  w.set_u32("deepseek2.embedding_length", 8);
-  w.set_u32("deepseek2.block_count", 4);
-  w.set_u32("deepseek2.nextn_predict_layers", 1);
-  w.set_u32("deepseek2.attention.head_count", 2);
-  w.set_u32("deepseek2.attention.kv_lora_rank", 4);
-  w.set_u32("deepseek2.rope.dimension_count", 2);
-  w.add_tensor_bytes("token_embd.weight", DType::F32, {8, 4}, std::vector<uint8_t>(8 * 4 * 4, 0));
   const std::string path = tmp_path("nextn.gguf");
-  ASSERT_TRUE(w.write(path).is_ok());
+  ASSERT_TRUE(nextn_model(1).write(path).is_ok());
   auto file = gguf::GgufFile::open(path);
   ASSERT_TRUE(file) << file.status().to_string();
   auto c = ModelConfig::from_gguf(**file);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "logits_compare.h"
 #include "model/model.h"
 #include "model/synth.h"
 
@@ -41,16 +42,6 @@ std::vector<float> run(Model& m, const KvCacheTypes& types) {
     all.insert(all.end(), logits.begin(), logits.end());
   }
   return all;
-}
-
-// Largest |a - b| relative to the largest |b|.
-double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, scale = 1e-6;
-  for (size_t i = 0; i < b.size(); ++i) {
-    diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
-  }
-  return diff / scale;
 }
 
 // Largest logit difference from the f32 cache's, relative to the largest logit. Measured on these

@@ -3,6 +3,7 @@
 #include "gguf/gguf.h"
 #include "plan/model_shape.h"
 #include "plan/planner.h"
+#include "../nextn_gguf.h"
 
 namespace fathom::plan {
 namespace {
@@ -83,23 +84,13 @@ TEST(PlannerGguf, SizesComeFromTheTensors) {
 // The planner reads the layer counts the engine's config reads (model/config.h): a DeepSeek-V3
 // file's MTP layer is in block_count but not in the layers that run (and hold KV cache).
 TEST(PlannerGguf, MtpLayersAreCountedAsTheEngineCountsThem) {
-  gguf::GgufWriter w;
-  w.set_string("general.architecture", "deepseek2");
-  w.set_u32("deepseek2.embedding_length", 8);
-  w.set_u32("deepseek2.block_count", 4);
-  w.set_u32("deepseek2.nextn_predict_layers", 1);
-  w.set_u32("deepseek2.attention.head_count", 2);
-  w.set_u32("deepseek2.attention.kv_lora_rank", 4);
-  w.set_u32("deepseek2.rope.dimension_count", 2);
-  w.add_tensor_bytes("token_embd.weight", DType::F32, {8, 4}, std::vector<uint8_t>(8 * 4 * 4, 0));
   const std::string path = std::string(FATHOM_TEST_TMP) + "/plan-nextn.gguf";
-  ASSERT_TRUE(w.write(path).is_ok());
+  ASSERT_TRUE(nextn_model(1).write(path).is_ok());
   auto m = model_from_gguf(path);
   ASSERT_TRUE(m.has_value()) << m.status().to_string();
   EXPECT_EQ(m->shape.n_layer, 3);
   EXPECT_EQ(m->shape.n_nextn_layers, 1);
-  w.set_u32("deepseek2.nextn_predict_layers", 4);
-  ASSERT_TRUE(w.write(path).is_ok());
+  ASSERT_TRUE(nextn_model(4).write(path).is_ok());
   EXPECT_FALSE(model_from_gguf(path).has_value());
 }
 

@@ -22,12 +22,8 @@
 #include "core/status.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "backend/cpu/isa_targets.h"  // FATHOM_AMX
 #endif
-
-// The AMX kernels' functions: the AVX-512 kernels' ISA plus the tile instructions.
-#define FATHOM_AMX \
-  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c,amx-tile,amx-int8,amx-bf16")))
 
 namespace fathom::cpu::detail {
 

@@ -11,17 +11,14 @@
 #include "core/status.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-
-#define FATHOM_AVX2 __attribute__((target("avx2,fma")))
-#define FATHOM_AVX2_F16C __attribute__((target("avx2,fma,f16c")))
+#include "backend/cpu/isa_targets.h"
 
 namespace fathom::cpu::detail {
 
 namespace {
 
 // Lane j of the result = horizontal sum of acc[j].
-FATHOM_AVX2 inline __m256 reduce8(const __m256* acc) {
+FATHOM_AVX2_FMA inline __m256 reduce8(const __m256* acc) {
   const __m256 t0 = _mm256_hadd_ps(acc[0], acc[1]), t1 = _mm256_hadd_ps(acc[2], acc[3]);
   const __m256 t2 = _mm256_hadd_ps(acc[4], acc[5]), t3 = _mm256_hadd_ps(acc[6], acc[7]);
   const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
@@ -29,14 +26,14 @@ FATHOM_AVX2 inline __m256 reduce8(const __m256* acc) {
   return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
-FATHOM_AVX2 inline float hmax8(__m256 v) {
+FATHOM_AVX2_FMA inline float hmax8(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
   m = _mm_max_ss(m, _mm_movehdup_ps(m));
   return _mm_cvtss_f32(m);
 }
 
-FATHOM_AVX2 inline float hsum8(__m256 v) {
+FATHOM_AVX2_FMA inline float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -44,7 +41,7 @@ FATHOM_AVX2 inline float hsum8(__m256 v) {
 }
 
 // e^x for x <= 0; inputs below -87 give ~1e-38, masked off by callers.
-FATHOM_AVX2 inline __m256 exp8(__m256 x) {
+FATHOM_AVX2_FMA inline __m256 exp8(__m256 x) {
   x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -63,7 +60,7 @@ FATHOM_AVX2 inline __m256 exp8(__m256 x) {
 }
 
 // Scores of one query row against 8 keys.
-FATHOM_AVX2 inline __m256 scores8(const float* q, const float* const* k, int64_t dk) {
+FATHOM_AVX2_FMA inline __m256 scores8(const float* q, const float* const* k, int64_t dk) {
   __m256 acc[8];
   for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
   for (int64_t d = 0; d < dk; d += 8) {
@@ -74,15 +71,15 @@ FATHOM_AVX2 inline __m256 scores8(const float* q, const float* const* k, int64_t
 }
 
 // Lanes [0, n) set, n clamped to 0..8.
-FATHOM_AVX2 inline __m256 lane_mask(int n) {
+FATHOM_AVX2_FMA inline __m256 lane_mask(int n) {
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes));
 }
 
 // o[0 .. 8*U) = o * correction + sum_j p[j] * v_j, U registers of outputs held across keys.
 template <int U>
-FATHOM_AVX2 inline void accumulate_values(float* o, const float* const* v, int64_t offset, const float* p, int n_keys,
-                                          __m256 correction) {
+FATHOM_AVX2_FMA inline void accumulate_values(float* o, const float* const* v, int64_t offset, const float* p,
+                                              int n_keys, __m256 correction) {
   __m256 acc[U];
   for (int u = 0; u < U; ++u) acc[u] = _mm256_mul_ps(_mm256_loadu_ps(o + 8 * u), correction);
   for (int j = 0; j < n_keys; ++j) {
@@ -92,7 +89,7 @@ FATHOM_AVX2 inline void accumulate_values(float* o, const float* const* v, int64
   for (int u = 0; u < U; ++u) _mm256_storeu_ps(o + 8 * u, acc[u]);
 }
 
-FATHOM_AVX2 void tile_avx2_impl(const KeyTile& tile, const RowTile& rows) {
+FATHOM_AVX2_FMA void tile_avx2_impl(const KeyTile& tile, const RowTile& rows) {
   // Keys past n_keys point at the last valid key (in bounds); their scores are masked off.
   const float* k[kTileKeys];
   const float* v[kTileKeys];
@@ -129,7 +126,7 @@ FATHOM_AVX2 void tile_avx2_impl(const KeyTile& tile, const RowTile& rows) {
   }
 }
 
-FATHOM_AVX2_F16C void convert_avx2_impl(DType t, const uint8_t* src, float* dst, int64_t n) {
+FATHOM_AVX2 void convert_avx2_impl(DType t, const uint8_t* src, float* dst, int64_t n) {
   const auto* h = reinterpret_cast<const uint16_t*>(src);
   int64_t i = 0;
   if (t == DType::F16) {

@@ -9,20 +9,16 @@
 #include "backend/cpu/attention_internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
+#include "backend/cpu/isa_targets.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 headers, as in vec_dot_avx512.cpp
-#endif
-
-#define FATHOM_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+FATHOM_AVX512_WARNINGS_OFF
 
 namespace fathom::cpu::detail {
 
 namespace {
 
 // Lane j of the result = horizontal sum of acc[j].
-FATHOM_AVX512 inline __m512 reduce16(const __m512* acc) {
+FATHOM_AVX512_FLOAT inline __m512 reduce16(const __m512* acc) {
   __m512 r8[8];
   for (int i = 0; i < 8; ++i)  // 128-bit lanes: [a0+a2, a1+a3, b0+b2, b1+b3] with a = acc[i], b = acc[i+8]
     r8[i] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[i], acc[i + 8], 0x44), _mm512_shuffle_f32x4(acc[i], acc[i + 8], 0xEE));
@@ -38,7 +34,7 @@ FATHOM_AVX512 inline __m512 reduce16(const __m512* acc) {
 }
 
 // e^x for x <= 0 (scores minus their max); inputs below -87 give ~1e-38, masked off by callers.
-FATHOM_AVX512 inline __m512 exp16(__m512 x) {
+FATHOM_AVX512_FLOAT inline __m512 exp16(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -56,8 +52,8 @@ FATHOM_AVX512 inline __m512 exp16(__m512 x) {
 
 // o[0 .. 16*U) = o * correction + sum_j p[j] * v_j, U registers of outputs held across keys.
 template <int U>
-FATHOM_AVX512 inline void accumulate_values(float* o, const float* const* v, int64_t offset, const float* p, int n_keys,
-                                            __m512 correction) {
+FATHOM_AVX512_FLOAT inline void accumulate_values(float* o, const float* const* v, int64_t offset, const float* p,
+                                                  int n_keys, __m512 correction) {
   __m512 acc[U];
   for (int u = 0; u < U; ++u) acc[u] = _mm512_mul_ps(_mm512_loadu_ps(o + 16 * u), correction);
   for (int j = 0; j < n_keys; ++j) {
@@ -67,7 +63,7 @@ FATHOM_AVX512 inline void accumulate_values(float* o, const float* const* v, int
   for (int u = 0; u < U; ++u) _mm512_storeu_ps(o + 16 * u, acc[u]);
 }
 
-FATHOM_AVX512 void tile_avx512_impl(const KeyTile& tile, const RowTile& rows) {
+FATHOM_AVX512_FLOAT void tile_avx512_impl(const KeyTile& tile, const RowTile& rows) {
   // Keys past n_keys point at the last valid key (in bounds); their scores are masked off.
   const float* k[kTileKeys];
   const float* v[kTileKeys];

@@ -21,9 +21,7 @@
 #include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/gemm_x16_avx512.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's _mm512 headers (__Y = __Y)
-#endif
+FATHOM_AVX512_WARNINGS_OFF
 
 namespace fathom::cpu::detail {
 

@@ -14,9 +14,7 @@
 #include "quant/blocks.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-
-#define FATHOM_AVX2 __attribute__((target("avx2,fma,f16c")))
+#include "backend/cpu/isa_targets.h"
 
 namespace fathom::cpu::detail {
 

@@ -12,9 +12,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include "backend/cpu/gemm_x16_avx512.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+FATHOM_AVX512_WARNINGS_OFF
 
 namespace fathom::cpu::detail {
 

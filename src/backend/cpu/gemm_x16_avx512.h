@@ -3,16 +3,13 @@
 // see the same integers and the same float scales. Internal to src/backend/cpu; x86 only.
 #pragma once
 
-#include <immintrin.h>
-
 #include <cstdint>
 #include <type_traits>
 
 #include "backend/cpu/gemm.h"
 #include "core/dtype.h"
+#include "backend/cpu/isa_targets.h"
 #include "quant/blocks.h"
-
-#define FATHOM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 namespace fathom::cpu::detail {
 

@@ -21,6 +21,10 @@
 #include "quant/iq3_grids.h"
 #include "quant/iq_signs.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include "backend/cpu/isa_targets.h"
+#endif
+
 namespace fathom::cpu::detail {
 
 struct IqInt8Block {
@@ -220,5 +224,16 @@ void install_iq_dot_tokens(Kernels& k) {
   k.dot_tokens[static_cast<size_t>(DType::IQ1_S)] = iq_dot_tokens<Kernel, quant::block_iq1_s>;
   k.dot_tokens[static_cast<size_t>(DType::IQ1_M)] = iq_dot_tokens<Kernel, quant::block_iq1_m>;
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+// The sum of v's 8 int32 lanes, for the kernels' 16-value scale sums; AVX2, so the AVX2 and the
+// AVX-512 kernels share it (inlined, it takes the caller's instruction set).
+FATHOM_AVX2 inline int32_t reduce8(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+#endif
 
 }  // namespace fathom::cpu::detail

@@ -13,14 +13,9 @@
 #include "quant/blocks.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
+#include "backend/cpu/isa_targets.h"
 
-// GCC 12's AVX-512 headers build vectors from _mm512_undefined_*() and trip this false positive.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
-#define FATHOM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
+FATHOM_AVX512_WARNINGS_OFF
 
 namespace fathom::cpu::detail {
 

@@ -15,14 +15,9 @@
 #include "quant/iq_signs.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
+#include "backend/cpu/isa_targets.h"
 
-// GCC 12's AVX-512 headers build vectors from _mm512_undefined_*() and trip this false positive.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
-#define FATHOM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c,bmi2")))
+FATHOM_AVX512_WARNINGS_OFF
 
 namespace fathom::cpu::detail {
 
@@ -31,18 +26,18 @@ namespace {
 using namespace fathom::quant;
 
 // int32 lanes 0..7 = a, 8..15 = b: one integer scale per 32-value sub-block.
-FATHOM_AVX512 inline __m512i halves(int a, int b) {
+FATHOM_AVX512_BMI2 inline __m512i halves(int a, int b) {
   return _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(a), _mm512_set1_epi32(b));
 }
 
 // Per 4-value lane: sum of unsigned magnitudes * activations negated where `negative` is set.
-FATHOM_AVX512 inline __m512i signed_dot(__m512i magnitudes, __mmask64 negative, const int8_t* q8) {
+FATHOM_AVX512_BMI2 inline __m512i signed_dot(__m512i magnitudes, __mmask64 negative, const int8_t* q8) {
   const __m512i y = _mm512_loadu_si512(q8);
   return _mm512_dpbusd_epi32(_mm512_setzero_si512(), magnitudes,
                              _mm512_mask_sub_epi8(y, negative, _mm512_setzero_si512(), y));
 }
 
-FATHOM_AVX512 float dot_iq3_xxs(const void* w, const void* a, int64_t n) {
+FATHOM_AVX512_BMI2 float dot_iq3_xxs(const void* w, const void* a, int64_t n) {
   const auto* x = static_cast<const block_iq3_xxs*>(w);
   const auto* y = static_cast<const block_q8_K*>(a);
   float sum = 0;
@@ -63,7 +58,7 @@ FATHOM_AVX512 float dot_iq3_xxs(const void* w, const void* a, int64_t n) {
   return 0.25f * sum;
 }
 
-FATHOM_AVX512 float dot_iq3_s(const void* w, const void* a, int64_t n) {
+FATHOM_AVX512_BMI2 float dot_iq3_s(const void* w, const void* a, int64_t n) {
   const auto* x = static_cast<const block_iq3_s*>(w);
   const auto* y = static_cast<const block_q8_K*>(a);
   float sum = 0;
@@ -86,7 +81,7 @@ FATHOM_AVX512 float dot_iq3_s(const void* w, const void* a, int64_t n) {
   return sum;
 }
 
-FATHOM_AVX512 float dot_iq1_s(const void* w, const void* a, int64_t n) {
+FATHOM_AVX512_BMI2 float dot_iq1_s(const void* w, const void* a, int64_t n) {
   const auto* x = static_cast<const block_iq1_s*>(w);
   const auto* y = static_cast<const block_q8_K*>(a);
   float sum = 0;
@@ -122,7 +117,7 @@ FATHOM_AVX512 float dot_iq1_s(const void* w, const void* a, int64_t n) {
 // reference's grid part + kIq1MDelta * delta part (|S| < 2^24: every step is exact in float).
 // 64 values per step: the 16-bit pair sums of 16 values fill one 128-bit lane, so each lane
 // takes one of the four scales.
-FATHOM_AVX512 float dot_iq1_m(const void* w, const void* a, int64_t n) {
+FATHOM_AVX512_BMI2 float dot_iq1_m(const void* w, const void* a, int64_t n) {
   static_assert(kIq1MDelta == 0.125f, "the folded delta assumes 1/8");
   const auto* x = static_cast<const block_iq1_m*>(w);
   const auto* y = static_cast<const block_q8_K*>(a);

@@ -11,22 +11,13 @@
 #include "backend/cpu/vec_dot_internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-
-#define FATHOM_AVX2 __attribute__((target("avx2,fma,f16c")))
+#include "backend/cpu/isa_targets.h"
 
 namespace fathom::cpu::detail {
 
 namespace {
 
 using quant::block_q8_K;
-
-FATHOM_AVX2 inline int32_t reduce8(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
-}
 
 struct Avx2Iq {
   // Super-blocks of a row decoded at a time (2048 values): 4 rows of them (26 KB) stay in L1.

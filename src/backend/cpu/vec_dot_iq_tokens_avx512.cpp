@@ -14,28 +14,18 @@
 #include "backend/cpu/vec_dot_internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
+#include "backend/cpu/isa_targets.h"
 
-// GCC 12's AVX-512 headers build vectors from _mm512_undefined_*() and trip this false positive.
+FATHOM_AVX512_WARNINGS_OFF
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"  // the same headers, in the 256-bit halves' extracts
 #endif
-
-#define FATHOM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 namespace fathom::cpu::detail {
 
 namespace {
 
 using quant::block_q8_K;
-
-FATHOM_AVX512 inline int32_t reduce8(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
-}
 
 struct Avx512Iq {
   // Super-blocks of a row decoded at a time (4096 values): 4 rows of them stay in L1.
