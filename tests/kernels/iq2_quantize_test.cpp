@@ -100,8 +100,9 @@ TEST(Iq2Search, ExhaustiveFindsTheLeastCostEntryAndItsSums) {
       };
       const double err = error_with_flip(best.flipped);
       EXPECT_NEAR(group_error(g, best, scale), err, 1e-4 * (1 + err)) << dtype_name(t);
-      if (g.flip_one)
+      if (g.flip_one) {
         for (int j = 0; j < 8; ++j) EXPECT_LE(err, error_with_flip(j) + 1e-4 * (1 + err)) << dtype_name(t);
+      }
     }
   }
 }
