@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace fathom::quant::detail {
@@ -58,6 +59,26 @@ void codebook_weights(const float* x, const float* importance, int n, float* w);
 // out[n] = x[n] with NaN and infinities replaced by 0: the codebook quantizers store a non-finite
 // value as zero and quantize the rest of its block as if it were.
 void finite_values(const float* x, int n, float* out);
+
+// The super-block loop of the codebook quantizers (IQ3_*, IQ1_*): per 256 values, non-finite
+// values to 0, the weights of codebook_weights, then choose(f, x, w, choice) and pack(choice, block)
+// into a zeroed block.
+template <typename Block, typename Format, typename Choice>
+void quantize_codebook_blocks(const Format& f, void (*choose)(const Format&, const float*, const float*, Choice&),
+                              void (*pack)(const Choice&, Block&), const float* x, void* dst, int64_t n,
+                              const float* importance) {
+  constexpr int kSuper = 256;
+  auto* y = static_cast<Block*>(dst);
+  for (int64_t i = 0; i < n / kSuper; ++i) {
+    float xb[kSuper], w[kSuper];
+    finite_values(x + kSuper * i, kSuper, xb);
+    codebook_weights(xb, importance ? importance + kSuper * i : nullptr, kSuper, w);
+    Choice c;
+    choose(f, xb, w, c);
+    std::memset(&y[i], 0, sizeof(Block));
+    pack(c, y[i]);
+  }
+}
 
 // The codebooks of the formats, built on first use (thread-safe, immutable afterwards).
 const Codebook& iq3_xxs_codebook();

@@ -235,20 +235,6 @@ void choose_iq1(const Iq1Format& f, const float* x, const float* w, Iq1Choice& o
   }
 }
 
-template <typename Block, void (*Pack)(const Iq1Choice&, Block&)>
-void quantize_iq1(const Iq1Format& f, const float* x, void* dst, int64_t n, const float* importance) {
-  auto* y = static_cast<Block*>(dst);
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    float xb[256], w[256];
-    finite_values(x + kQK * i, kQK, xb);
-    codebook_weights(xb, importance ? importance + kQK * i : nullptr, kQK, w);
-    Iq1Choice c;
-    choose_iq1(f, xb, w, c);
-    std::memset(&y[i], 0, sizeof(Block));
-    Pack(c, y[i]);
-  }
-}
-
 void pack_iq1_s(const Iq1Choice& c, block_iq1_s& b) {
   b.d = c.d;
   for (int k = 0; k < 8; ++k) {
@@ -280,11 +266,11 @@ void pack_iq1_m(const Iq1Choice& c, block_iq1_m& b) {
 }  // namespace
 
 void quantize_iq1_s(const float* x, void* dst, int64_t n, const float* importance) {
-  quantize_iq1<block_iq1_s, pack_iq1_s>({32, false, kIq1SDelta}, x, dst, n, importance);
+  quantize_codebook_blocks<block_iq1_s>({32, false, kIq1SDelta}, choose_iq1, pack_iq1_s, x, dst, n, importance);
 }
 
 void quantize_iq1_m(const float* x, void* dst, int64_t n, const float* importance) {
-  quantize_iq1<block_iq1_m, pack_iq1_m>({16, true, kIq1MDelta}, x, dst, n, importance);
+  quantize_codebook_blocks<block_iq1_m>({16, true, kIq1MDelta}, choose_iq1, pack_iq1_m, x, dst, n, importance);
 }
 
 void dequantize_iq1_s(const void* src, float* dst, int64_t n) {

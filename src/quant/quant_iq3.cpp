@@ -251,20 +251,6 @@ void choose_iq3(const Iq3Format& f, const float* x, const float* w, Iq3Choice& o
   }
 }
 
-template <typename Block, void (*Pack)(const Iq3Choice&, Block&)>
-void quantize_iq3(const Iq3Format& f, const float* x, void* dst, int64_t n, const float* importance) {
-  auto* y = static_cast<Block*>(dst);
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    float xb[256], w[256];
-    finite_values(x + kQK * i, kQK, xb);
-    codebook_weights(xb, importance ? importance + kQK * i : nullptr, kQK, w);
-    Iq3Choice c;
-    choose_iq3(f, xb, w, c);
-    std::memset(&y[i], 0, sizeof(Block));
-    Pack(c, y[i]);
-  }
-}
-
 void pack_iq3_xxs(const Iq3Choice& c, block_iq3_xxs& b) {
   b.d = c.d;
   for (int g = 0; g < 64; ++g) b.qs[g] = static_cast<uint8_t>(c.index[g]);
@@ -292,11 +278,12 @@ void pack_iq3_s(const Iq3Choice& c, block_iq3_s& b) {
 }  // namespace
 
 void quantize_iq3_xxs(const float* x, void* dst, int64_t n, const float* importance) {
-  quantize_iq3<block_iq3_xxs, pack_iq3_xxs>({iq3_xxs_codebook(), 0.25f, 62, true}, x, dst, n, importance);
+  quantize_codebook_blocks<block_iq3_xxs>({iq3_xxs_codebook(), 0.25f, 62, true}, choose_iq3, pack_iq3_xxs, x, dst, n,
+                                         importance);
 }
 
 void quantize_iq3_s(const float* x, void* dst, int64_t n, const float* importance) {
-  quantize_iq3<block_iq3_s, pack_iq3_s>({iq3_s_codebook(), 1.0f, 15, false}, x, dst, n, importance);
+  quantize_codebook_blocks<block_iq3_s>({iq3_s_codebook(), 1.0f, 15, false}, choose_iq3, pack_iq3_s, x, dst, n, importance);
 }
 
 void dequantize_iq3_xxs(const void* src, float* dst, int64_t n) {
