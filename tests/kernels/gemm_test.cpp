@@ -152,6 +152,58 @@ TEST(Gemm, EmulatedAmxIsBitExactWithReference) {
   }
 }
 
+// The BF16 tile path (kAmxBf16MinTokens or more tokens on the AMX table): weights (scale * u +
+// corr, or f16/bf16) and tokens rounded to bf16, products summed in f32 by TDPBF16PS. It is not
+// bit-exact with the integer reference; the bound: every output is within
+// 2^-7 * sum_i |w_i x_i| + 1e-6 of the float product of the dequantized weights (two bf16
+// roundings, relative error <= 2^-9 each, and f32 sums). Also: the real tile instructions agree
+// with the emulated TDPBF16PS (amx_tiles.h, the SDM's order) to 2^-16 * sum_i |w_i x_i| (the
+// hardware sums in another order: on a Sapphire Rapids-class Xeon the two differ in the last
+// bits), and a token's result does not depend on the rest of its batch (64 tokens alone = the
+// first 64 of 77, bit for bit).
+TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
+  if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "the AMX kernels' epilogue is AVX-512";
+  ThreadPool pool(2);
+  std::vector<const Kernels*> tables = {&amx_emulated_kernels()};
+  if (isa_supported(Isa::kAmx)) tables.push_back(&kernels_for(Isa::kAmx));
+  const int64_t n = 512, n_out = 37;
+  for (DType t : kRepacked) {
+    if (t == DType::F32) continue;  // f32 weights keep the AVX-512 kernel
+    ASSERT_TRUE(gemm_takes_bf16(t, n, kAmxBf16MinTokens)) << dtype_name(t);
+    const Matrix m = make_matrix(t, n_out, n, 41);
+    const RepackedMatrix packed = repack(m.view, &pool);
+    ASSERT_NE(packed.data, nullptr);
+    const int64_t n_tok = kAmxBf16MinTokens + 13;
+    const std::vector<float> x = tokens(n_tok, n, 42);
+    std::vector<std::vector<float>> results;
+    std::vector<double> mags(static_cast<size_t>(n_tok * n_out));
+    for (const Kernels* k : tables) {
+      std::vector<float> y(static_cast<size_t>(n_tok * n_out), -2.f), y64(static_cast<size_t>(kAmxBf16MinTokens * n_out), -3.f);
+      GemmScratch scratch;
+      gemm(pool, *k, packed, x.data(), n_tok, y.data(), scratch);
+      gemm(pool, *k, packed, x.data(), kAmxBf16MinTokens, y64.data(), scratch);
+      for (int64_t tk = 0; tk < n_tok; ++tk)
+        for (int64_t r = 0; r < n_out; ++r) {
+          double want = 0, mag = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            const double p = static_cast<double>(m.deq[static_cast<size_t>(r * n + i)]) * x[static_cast<size_t>(tk * n + i)];
+            want += p;
+            mag += std::fabs(p);
+          }
+          const size_t at = static_cast<size_t>(tk * n_out + r);
+          mags[at] = mag;
+          ASSERT_NEAR(y[at], want, mag / 128 + 1e-6) << dtype_name(t) << " " << (k == tables[0] ? "emulated" : "amx")
+                                                     << " token " << tk << " row " << r;
+          if (tk < kAmxBf16MinTokens) ASSERT_EQ(y64[at], y[at]) << dtype_name(t) << " token " << tk << " row " << r;
+        }
+      results.push_back(std::move(y));
+    }
+    if (results.size() == 2)
+      for (size_t i = 0; i < results[0].size(); ++i)
+        ASSERT_NEAR(results[1][i], results[0][i], std::ldexp(mags[i], -16)) << dtype_name(t) << ": real AMX vs emulated, index " << i;
+  }
+}
+
 TEST(Gemm, ActivationQuantizersAreBitExact) {
   for (int64_t block : {32, 16}) {
     std::vector<float> x = tokens(5, 1024, 4);
@@ -261,7 +313,7 @@ double thread_seconds() {
 }
 
 // One thread, thread CPU time (a busy machine distorts it less): prefill multiply-adds per
-// second at 128 tokens and decode weight bytes per second at 1 token. Informational; run with
+// second at 512 tokens and decode weight bytes per second at 1 token. Informational; run with
 // --gtest_also_run_disabled_tests --gtest_filter=Gemm.DISABLED_Throughput.
 TEST(Gemm, DISABLED_Throughput) {
   ThreadPool pool(1);
@@ -269,7 +321,7 @@ TEST(Gemm, DISABLED_Throughput) {
   for (DType t : kRepacked) {
     const Matrix m = make_matrix(t, n_out, n, 1);
     const RepackedMatrix packed = repack(m.view, &pool);
-    for (int64_t n_tok : {128, 1}) {
+    for (int64_t n_tok : {512, 1}) {
       const std::vector<float> x = tokens(n_tok, n, 2);
       std::vector<float> y(static_cast<size_t>(n_tok * n_out));
       GemmScratch scratch;

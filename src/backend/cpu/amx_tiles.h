@@ -16,8 +16,10 @@
 // columns of 4 consecutive K values: exactly the x16 layout's vector of 4 values of 16 rows.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "core/status.h"
 
@@ -55,10 +57,23 @@ static_assert(sizeof(TileConfig) == 64, "LDTILECFG reads 64 bytes");
   else if constexpr (T == 6) OP(6);   \
   else OP(7)
 
+// GCC 12's intrinsics are asm statements that do not tell the compiler which memory they read
+// or write (_tile_loadconfig names only the first 8 bytes of the configuration, _tile_loadd none
+// of the tile, _tile_stored no output): without a barrier the compiler may leave the
+// configuration half-written when LDTILECFG reads it (seen: SIGILL on the first TILELOADD), sink
+// the stores of a B tile past its load, or read a stored tile before TILESTORED wrote it. Each
+// operation is therefore fenced by a compiler-only memory barrier (no instruction is emitted).
+#define FATHOM_COMPILER_BARRIER() __asm__ __volatile__("" ::: "memory")
+
 struct AmxTiles {
-  FATHOM_AMX void configure(const TileConfig& config) { _tile_loadconfig(&config); }
+  FATHOM_AMX void configure(const TileConfig& config) {
+    FATHOM_COMPILER_BARRIER();
+    _tile_loadconfig(&config);
+    FATHOM_COMPILER_BARRIER();
+  }
   template <int T>
   FATHOM_AMX void load(const void* base, int64_t stride) {
+    FATHOM_COMPILER_BARRIER();
 #define FATHOM_TILE_LOAD(i) _tile_loadd(i, base, stride)
     FATHOM_TILE_CASES(T, FATHOM_TILE_LOAD);
 #undef FATHOM_TILE_LOAD
@@ -68,6 +83,7 @@ struct AmxTiles {
 #define FATHOM_TILE_STORE(i) _tile_stored(i, base, stride)
     FATHOM_TILE_CASES(T, FATHOM_TILE_STORE);
 #undef FATHOM_TILE_STORE
+    FATHOM_COMPILER_BARRIER();
   }
   template <int T>
   FATHOM_AMX void zero() {
@@ -78,14 +94,26 @@ struct AmxTiles {
   // C += A . B, signed A bytes, unsigned B bytes (the register pairs the kernels use).
   template <int C, int A, int B>
   FATHOM_AMX void dpbsud() {
-    static_assert(B == 4 && ((C == 0 && A == 2) || (C == 1 && A == 3)), "add the register triple here");
+    // tmm0/1 the sums of two blocks in flight, tmm2/3 their tokens, tmm4/5 their weights.
+    static_assert(C < 2 && A == 2 + C && B == 4 + C, "add the register triple here");
     if constexpr (C == 0) _tile_dpbsud(0, 2, 4);
-    else _tile_dpbsud(1, 3, 4);
+    else _tile_dpbsud(1, 3, 5);
+  }
+  // C += A . B, bf16 pairs, f32 sums (the BF16 path's register triples: tmm0..3 the sums of 2
+  // token tiles x 2 groups, tmm4/5 the token tiles, tmm6/7 the groups).
+  template <int C, int A, int B>
+  FATHOM_AMX void dpbf16ps() {
+    static_assert(C < 4 && A == 4 + C / 2 && B == 6 + C % 2, "add the register triple here");
+    if constexpr (C == 0) _tile_dpbf16ps(0, 4, 6);
+    else if constexpr (C == 1) _tile_dpbf16ps(1, 4, 7);
+    else if constexpr (C == 2) _tile_dpbf16ps(2, 5, 6);
+    else _tile_dpbf16ps(3, 5, 7);
   }
   FATHOM_AMX void release() { _tile_release(); }
 };
 
 #undef FATHOM_TILE_CASES
+#undef FATHOM_COMPILER_BARRIER
 
 #endif
 
@@ -147,6 +175,49 @@ class EmulatedTiles {
         std::memcpy(c + m * kTileMaxColsb + 4 * n, &acc, 4);
       }
     // write_row_and_zero, zero_upper_rows: the bytes past C's shape are cleared.
+    for (int m = 0; m < kTileMaxRows; ++m) {
+      const int keep = m < m_rows ? config_.colsb[C] : 0;
+      std::memset(c + m * kTileMaxColsb + keep, 0, static_cast<size_t>(kTileMaxColsb - keep));
+    }
+  }
+  // TDPBF16PS C, A, B (SDM): for m < C.rows, k < A.colsb / 4, n < C.colsb / 4:
+  //   C[m].fp32[n] += fp32(A[m].bf16[2k]) * fp32(B[k].bf16[2n]);
+  //   C[m].fp32[n] += fp32(A[m].bf16[2k + 1]) * fp32(B[k].bf16[2n + 1])
+  // with denormal inputs and results flushed to zero and round to nearest even; the products of
+  // two bf16 values are exact in f32, so each step is one rounding. (The hardware's summation
+  // order is not specified beyond this; tests compare it with a bound.)
+  template <int C, int A, int B>
+  void dpbf16ps() {
+    static_assert(C != A && C != B && A != B, "TDPBF16PS: three distinct registers");
+    uint8_t* c = tile(C);
+    const uint8_t* a = tile(A);
+    const uint8_t* b = tile(B);
+    const int m_rows = config_.rows[C], n_cols = config_.colsb[C] / 4, k_cols = config_.colsb[A] / 4;
+    FATHOM_CHECK_MSG(config_.colsb[A] == 4 * config_.rows[B], "TDPBF16PS: A.colsb != 4 * B.rows");
+    FATHOM_CHECK_MSG(config_.colsb[C] == config_.colsb[B], "TDPBF16PS: C.colsb != B.colsb");
+    FATHOM_CHECK_MSG(config_.rows[C] == config_.rows[A], "TDPBF16PS: C.rows != A.rows");
+    auto bf16 = [](const uint8_t* p) {
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      const uint32_t bits = (h & 0x7f80u) == 0 ? (static_cast<uint32_t>(h) & 0x8000u) << 16 : static_cast<uint32_t>(h) << 16;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    };
+    auto ftz = [](float f) { return std::fabs(f) < std::numeric_limits<float>::min() ? std::copysign(0.0f, f) : f; };
+    for (int m = 0; m < m_rows; ++m)
+      for (int n = 0; n < n_cols; ++n) {
+        float acc;
+        std::memcpy(&acc, c + m * kTileMaxColsb + 4 * n, 4);
+        acc = ftz(acc);
+        for (int k = 0; k < k_cols; ++k)
+          for (int i = 0; i < 2; ++i) {
+            const float pa = bf16(a + m * kTileMaxColsb + 4 * k + 2 * i);
+            const float pb = bf16(b + k * kTileMaxColsb + 4 * n + 2 * i);
+            acc = ftz(acc + pa * pb);
+          }
+        std::memcpy(c + m * kTileMaxColsb + 4 * n, &acc, 4);
+      }
     for (int m = 0; m < kTileMaxRows; ++m) {
       const int keep = m < m_rows ? config_.colsb[C] : 0;
       std::memset(c + m * kTileMaxColsb + keep, 0, static_cast<size_t>(kTileMaxColsb - keep));

@@ -237,6 +237,10 @@ int64_t gemm_block(DType t) {
   }
 }
 
+bool gemm_takes_bf16(DType t, int64_t n, int64_t n_tokens) {
+  return n_tokens >= kAmxBf16MinTokens && n % 32 == 0 && (gemm_block(t) != 0 || t == DType::F16 || t == DType::BF16);
+}
+
 size_t gemm_tile_bytes(DType t, int64_t n) {
   const TileLayout l = int_layout(t, n);
   return l.u_bytes + 2 * l.f_bytes + 64;
@@ -540,9 +544,19 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
     a.n_tokens = job.n_tokens;
     a.n = n;
     a.f = job.x;
+    GemmScratch& sc = scratch[j];
+    const int64_t per = std::max<int64_t>(1, 16384 / n);
+    if (kernels.gemm_bf16_tokens != nullptr && gemm_takes_bf16(job.w->type, n, job.n_tokens)) {
+      // The BF16 tile path: the tokens rounded to bf16 in tiles, no integer form.
+      sc.bt.resize(static_cast<size_t>((job.n_tokens + kGemmTokenTile - 1) / kGemmTokenTile * kGemmTokenTile * n));
+      a.bt = sc.bt.data();
+      a.block = block;
+      for (int64_t t = 0; t < job.n_tokens; t += per) slices.push_back({j, t, std::min(job.n_tokens, t + per)});
+      quant_values += job.n_tokens * n;
+      continue;
+    }
     if (block == 0) continue;
     const int64_t nb = n / block;
-    GemmScratch& sc = scratch[j];
     sc.q.resize(static_cast<size_t>(job.n_tokens * n));
     sc.xd.resize(static_cast<size_t>(job.n_tokens * nb));
     sc.xs.resize(static_cast<size_t>(job.n_tokens * nb));
@@ -550,17 +564,46 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
     a.xd = sc.xd.data();
     a.xs = sc.xs.data();
     a.block = block;
-    const int64_t per = std::max<int64_t>(1, 16384 / n);
+    if (kernels.gemm_token_tiles && job.n_tokens >= kAmxMinTokens) {
+      const int64_t tiled = (job.n_tokens + kGemmTokenTile - 1) / kGemmTokenTile * kGemmTokenTile;
+      sc.qt.resize(static_cast<size_t>(tiled * n));
+      sc.xdt.resize(static_cast<size_t>(tiled * nb));
+      sc.xst.resize(static_cast<size_t>(tiled * nb));
+      a.qt = sc.qt.data();
+      a.xdt = sc.xdt.data();
+      a.xst = sc.xst.data();
+    }
     for (int64_t t = 0; t < job.n_tokens; t += per) slices.push_back({j, t, std::min(job.n_tokens, t + per)});
     quant_values += job.n_tokens * n;
   }
   const GemmQuantizeFn quantize = kernels.quantize_gemm;
   auto run_slice = [&](const Slice& sl) {
     const GemmJob& job = jobs[sl.job];
-    const int64_t n = job.w->n, block = gemm_block(job.w->type), nb = n / block;
     GemmScratch& sc = scratch[sl.job];
+    if (acts[sl.job].bt != nullptr)
+      return kernels.gemm_bf16_tokens(job.x, job.n_tokens, job.w->n, sl.t0, sl.t1, sc.bt.data());
+    const int64_t n = job.w->n, block = gemm_block(job.w->type), nb = n / block;
     quantize(job.x + sl.t0 * n, sl.t1 - sl.t0, n, block, sc.q.data() + sl.t0 * n, sc.xd.data() + sl.t0 * nb,
              sc.xs.data() + sl.t0 * nb);
+    if (acts[sl.job].qt == nullptr) return;
+    // The tiled copy of these tokens; the slice with the last token also zeroes the padding.
+    const int64_t t_end = sl.t1 == job.n_tokens ? (job.n_tokens + kGemmTokenTile - 1) / kGemmTokenTile * kGemmTokenTile
+                                                : sl.t1;
+    for (int64_t t = sl.t0; t < t_end; ++t) {
+      const int64_t k = t / kGemmTokenTile, i = t % kGemmTokenTile;
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t at = (k * nb + b) * kGemmTokenTile + i;
+        int8_t* dst = sc.qt.data() + at * block;
+        if (t < job.n_tokens) {
+          std::memcpy(dst, sc.q.data() + t * n + b * block, static_cast<size_t>(block));
+          sc.xdt[static_cast<size_t>(at)] = sc.xd[static_cast<size_t>(t * nb + b)];
+          sc.xst[static_cast<size_t>(at)] = sc.xs[static_cast<size_t>(t * nb + b)];
+        } else {
+          std::memset(dst, 0, static_cast<size_t>(block));
+          sc.xdt[static_cast<size_t>(at)] = sc.xst[static_cast<size_t>(at)] = 0.0f;
+        }
+      }
+    }
   };
   if (quant_values <= 32768) {
     for (const Slice& sl : slices) run_slice(sl);  // decode: cheaper than a wake-up
@@ -578,22 +621,37 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
   }
   const int64_t total = first[n_jobs];
   const GemmX16Fn kernel = kernels.gemm_x16;
-  auto run_group = [&](int64_t i) {
-    const size_t j = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), i) - first.begin() - 1);
-    const GemmJob& job = jobs[j];
-    const int64_t g = i - first[j];
-    const int64_t rows = std::min(kGemmRows, job.w->n_rows - g * kGemmRows);
-    kernel(job.w->type, job.w->group(g), acts[j], rows, job.y + g * kGemmRows, job.w->n_rows);
+  const GemmX16RangeFn range = kernels.gemm_x16_range;
+  // Groups [i0, i1) of all jobs: one range call per job they touch, else one call per group.
+  auto run_groups = [&](int64_t i0, int64_t i1) {
+    while (i0 < i1) {
+      const size_t j = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), i0) - first.begin() - 1);
+      const GemmJob& job = jobs[j];
+      const int64_t g0 = i0 - first[j], g1 = std::min(i1, first[j + 1]) - first[j];
+      if (range != nullptr) {
+        const int64_t rows = std::min(job.w->n_rows, g1 * kGemmRows) - g0 * kGemmRows;
+        range(job.w->type, job.w->group(g0), job.w->group_bytes, g1 - g0, acts[j], rows, job.y + g0 * kGemmRows,
+              job.w->n_rows);
+      } else {
+        for (int64_t g = g0; g < g1; ++g) {
+          const int64_t rows = std::min(kGemmRows, job.w->n_rows - g * kGemmRows);
+          kernel(job.w->type, job.w->group(g), acts[j], rows, job.y + g * kGemmRows, job.w->n_rows);
+        }
+      }
+      i0 = first[j] + g1;
+    }
   };
   if (pool.n_threads() == 1 || macs < 65536) {
-    for (int64_t i = 0; i < total; ++i) run_group(i);
+    run_groups(0, total);
     return;
   }
-  const int64_t chunk = std::clamp<int64_t>(total / (8 * pool.n_threads()), 1, 16);
+  // Chunks of an even number of groups where it can (the AMX kernels pair groups).
+  int64_t chunk = std::clamp<int64_t>(total / (8 * pool.n_threads()), 1, 16);
+  if (chunk > 1) chunk &= ~int64_t{1};
   std::atomic<int64_t> next{0};
   pool.run_on_all([&](int) {
     for (int64_t i0 = next.fetch_add(chunk); i0 < total; i0 = next.fetch_add(chunk))
-      for (int64_t i = i0; i < std::min(total, i0 + chunk); ++i) run_group(i);
+      run_groups(i0, std::min(total, i0 + chunk));
   });
 }
 

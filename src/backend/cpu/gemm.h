@@ -36,6 +36,11 @@ constexpr int64_t kGemmRows = 16;  // weight rows per tile (one 512-bit register
 // Products of this many tokens or more take the AMX tiles where the AMX path is active (fewer
 // go through the AVX-512 kernels; both give the same bits). Not tuned on AMX hardware yet.
 constexpr int64_t kAmxMinTokens = 8;
+// Products of this many tokens or more take the AMX BF16 tiles instead (gemm_amx.cpp): weights
+// (scale * u + corr, or f16/bf16) and activations rounded to bf16, products summed in f32 by
+// TDPBF16PS over the whole row, no per-block epilogue. Not bit-identical with the integer
+// reference: within the bound tests/kernels/gemm_test.cpp states (docs/decisions.md, "AMX").
+constexpr int64_t kAmxBf16MinTokens = 64;
 
 // Activations of a batch quantized for the int tile: q[t][i] int8, xd[t][b] scale, xs[t][b] =
 // xd * sum of the block's q.
@@ -48,7 +53,19 @@ struct GemmActivations {
   int64_t n = 0;         // values per token
   int64_t block = 32;    // values per block (32 or 16)
   const float* f = nullptr;  // [n_tokens, n] f32
+  // The same q/xd/xs in tiles of kGemmTokenTile tokens, for kernels that ask for them
+  // (Kernels::gemm_token_tiles; AMX): tile k's block b is qt + (k * nb + b) * 16 * block (16
+  // token rows of `block` bytes), its scales xdt/xst + (k * nb + b) * 16; the tokens past
+  // n_tokens in the last tile are zero (q and scales). Null otherwise.
+  const int8_t* qt = nullptr;
+  const float* xdt = nullptr;
+  const float* xst = nullptr;
+  // The tokens as bf16 in tiles of 16 (Kernels::gemm_bf16_tokens; AMX, kAmxBf16MinTokens or more
+  // tokens): tile k's values [32 j, 32 j + 32) are bt + ((k * n / 32 + j) * 16 + i) * 32 for its
+  // token i; the tokens past n_tokens are zero. When set, q/xd/xs are not filled.
+  const uint16_t* bt = nullptr;
 };
+constexpr int64_t kGemmTokenTile = 16;
 
 // One unpacked tile of kGemmRows rows (rows past the matrix end are zero).
 struct GemmIntTile {
@@ -63,6 +80,12 @@ struct GemmIntTile {
 // r < n_rows (<= kGemmRows). `type` is the source GGUF type of the repacked group.
 using GemmX16Fn = void (*)(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
                            int64_t y_stride);
+// The same for n_groups consecutive groups of one matrix (group g at first + g * group_bytes,
+// its rows at y + 16 g; n_rows counts the rows of all of them): kernels that block over several
+// groups (AMX: two groups share each token tile) take this entry; a table without it gets one
+// gemm_x16 call per group.
+using GemmX16RangeFn = void (*)(DType type, const uint8_t* first, size_t group_bytes, int64_t n_groups,
+                                const GemmActivations& x, int64_t n_rows, float* y, int64_t y_stride);
 // Quantizes n_tokens rows of x ([n_tokens, n]) into q/xd/xs with blocks of `block` values.
 using GemmQuantizeFn = void (*)(const float* x, int64_t n_tokens, int64_t n, int64_t block, int8_t* q, float* xd,
                                 float* xs);
@@ -89,9 +112,16 @@ int64_t gemm_block(DType t);
 
 // Scratch reused across calls (grown as needed).
 struct GemmScratch {
-  std::vector<int8_t> q;
-  std::vector<float> xd, xs;
+  std::vector<int8_t> q, qt;
+  std::vector<float> xd, xs, xdt, xst;
+  std::vector<uint16_t> bt;
 };
+// Rounds tokens [t0, t1) of x ([n_tokens, n] f32, n a multiple of 32) to bf16 into the tiled
+// layout of GemmActivations::bt (round to nearest even); tokens past n_tokens in the tile of
+// t1 - 1 are zeroed when t1 == n_tokens.
+using GemmBf16TokensFn = void (*)(const float* x, int64_t n_tokens, int64_t n, int64_t t0, int64_t t1, uint16_t* bt);
+// Whether weights of type t go through the AMX BF16 tiles for a product of n_tokens tokens.
+bool gemm_takes_bf16(DType t, int64_t n, int64_t n_tokens);
 
 struct RepackedMatrix;
 

@@ -1,18 +1,27 @@
 // AMX kernels of gemm.h on repacked x16 weights (repack.h), for products of kAmxMinTokens or
-// more tokens: prefill and multi-sequence decode. The x16 layout needs no second copy for the
-// tiles: its vector g of a block (4 values of each of 16 rows, 64 bytes) is row g of the B
-// operand of TDPBSUD, and the quantized tokens' rows are the A operand as they lie in memory
-// (signed bytes, stride n). One TDPBSUD per (sub-)block and 16 tokens gives the int32 sum of
-// every (token, row) pair of the block; the AVX-512 epilogue then applies the block's scales
-// exactly as gemm_int_generic does (f = sum * xd; acc = fma(f, scale, acc); acc = fma(corr, xs,
-// acc)), so the results are bit-identical to the reference and to the VNNI kernels, and a
-// token's result still does not depend on its batch. K-quant and nibble blocks are decoded once
-// per block by the shared AVX-512 code (gemm_x16_avx512.h) into a 512-byte B tile.
+// more tokens (prefill and multi-sequence decode), in two paths.
 //
-// Tiles: tmm0/tmm1 the int32 sums of two 16-token tiles, tmm2/tmm3 their tokens, tmm4 the block's
-// weights, shared by both. Tokens are taken 16 at a time in one configuration and the remainder
-// (< 16) in a second pass over the group with its own.
+// The integer path (kAmxMinTokens .. kAmxBf16MinTokens - 1 tokens), bit-exact with the reference:
+// a block's x16 vector g (4 values of 16 rows, 64 bytes) is row g of the B operand of TDPBSUD;
+// the tokens' int8 rows, tiled by gemm_many (GemmActivations::qt: 16 tokens x one block, 512
+// contiguous bytes), are the A operand. One TDPBSUD per (sub-)block and 16 tokens gives the int32
+// sums of every (token, row) pair of the block; the AVX-512 epilogue applies the block's scales as
+// gemm_int_generic does (f = sum * xd; acc = fma(f, scale, acc); acc = fma(corr, xs, acc)), so a
+// token's result equals the reference's and the VNNI kernels' whatever its batch. Per call the
+// group's blocks are decoded once into a per-thread buffer; each 16-token tile then runs over
+// them with its 16 accumulators in registers, two blocks in flight (block b + 1's product queued
+// before block b's sums are stored and applied). Measured on a Sapphire Rapids-class Xeon: the
+// per-block TILESTORED and the 4 vector operations per token and block bound it (the tile unit
+// and the epilogue's FP work barely overlap), at about 1.4x the VNNI kernel.
+//
+// The BF16 path (kAmxBf16MinTokens or more): weights and tokens rounded to bf16, TDPBF16PS sums
+// in f32 over the whole row inside the tile; no per-block epilogue. Within a stated bound of the
+// reference (gemm.h, tests/kernels/gemm_test.cpp), not bit-exact; a token's result does not
+// depend on the other tokens of a batch that takes this path. See bf16_range below.
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/vec_dot.h"
@@ -27,85 +36,379 @@ namespace fathom::cpu::detail {
 
 namespace {
 
-constexpr int kC0 = 0, kC1 = 1, kA0 = 2, kA1 = 3, kB = 4;
+constexpr int kTile = kTileMaxRows;  // tokens per tile
+constexpr int kC = 0, kA = 2, kB = 4;   // tmm0/1: sums, tmm2/3: token tiles, tmm4/5: weights
 
-// Token tiles of m rows against weight blocks of `block` values (32, or q6_K's 16).
-TileConfig tile_config(int m, int64_t block) {
+// Token tiles of 16 tokens against one group's weight blocks of `block` values (32, or q6_K's
+// 16), two blocks in flight.
+TileConfig tile_config(int64_t block) {
   TileConfig c;
-  for (int t : {kC0, kC1}) {
-    c.rows[t] = static_cast<uint8_t>(m);
+  for (int t : {kC, kC + 1}) {
+    c.rows[t] = kTile;
     c.colsb[t] = kTileMaxColsb;  // 16 int32 sums: the 16 rows of the group
   }
-  for (int t : {kA0, kA1}) {
-    c.rows[t] = static_cast<uint8_t>(m);
-    c.colsb[t] = static_cast<uint16_t>(block);  // one block of the token's int8 values
+  for (int t : {kA, kA + 1}) {
+    c.rows[t] = kTile;
+    c.colsb[t] = static_cast<uint16_t>(block);  // one block of each token's int8 values
   }
-  c.rows[kB] = static_cast<uint8_t>(block / 4);
-  c.colsb[kB] = kTileMaxColsb;
+  for (int t : {kB, kB + 1}) {
+    c.rows[t] = static_cast<uint8_t>(block / 4);
+    c.colsb[t] = kTileMaxColsb;
+  }
   return c;
 }
 
-// Token t's row of y (the accumulator, 16 lanes = rows) += block b's contribution from its
-// int32 sums, in gemm_int_generic's order.
-FATHOM_AMX inline void accumulate(const int32_t* sums, __m512 s, __m512 c, const GemmActivations& x, int64_t t,
-                                  int64_t b, __mmask16 rows, float* y_row) {
-  const int64_t nb = x.n / x.block;
-  const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums)), _mm512_set1_ps(x.xd[t * nb + b]));
-  __m512 acc = _mm512_maskz_loadu_ps(rows, y_row);
-  acc = _mm512_fmadd_ps(f, s, acc);
-  acc = _mm512_fmadd_ps(c, _mm512_set1_ps(x.xs[t * nb + b]), acc);
-  _mm512_mask_storeu_ps(y_row, rows, acc);
+// Per-thread scratch, grown as needed and 64-byte aligned.
+struct Scratch {
+  std::vector<uint8_t> bytes;
+  uint8_t* get(size_t n) {
+    if (bytes.size() < n + 64) bytes.resize(n + 64);
+    const uintptr_t p = reinterpret_cast<uintptr_t>(bytes.data());
+    return reinterpret_cast<uint8_t*>((p + 63) & ~static_cast<uintptr_t>(63));
+  }
+};
+
+// A decoded group: block b's B tile at w + b * wbytes, its scale and corr at s/c + 16 b.
+struct Decoded {
+  const uint8_t* w = nullptr;
+  const float* s = nullptr;
+  const float* c = nullptr;
+  int64_t wbytes = 0;
+};
+
+// flatten: the per-block decoding inlined whole, as in the VNNI kernels (gemm_avx512.cpp).
+__attribute__((flatten)) FATHOM_AMX Decoded decode_group(DType type, const uint8_t* grp, int64_t n, int64_t block,
+                                                         Scratch& scratch) {
+  const int64_t nb = n / block, wbytes = block * kGemmRows;
+  uint8_t* base = scratch.get(static_cast<size_t>(nb * (wbytes + 2 * 64)));
+  uint8_t* w = base;
+  float* s = reinterpret_cast<float*>(base + nb * wbytes);
+  float* c = s + nb * 16;
+  for_each_x16_block(type, grp, n, kDecodePrefetchBytes, [&](const __m512i* v, auto ng, __m512 sv, __m512 cv, int64_t b) FATHOM_AMX {
+    for (int g = 0; g < ng; ++g) _mm512_store_si512(w + b * wbytes + 64 * g, v[g]);
+    _mm512_store_ps(s + 16 * b, sv);
+    _mm512_store_ps(c + 16 * b, cv);
+  });
+  return {w, s, c, wbytes};
 }
 
-// Tokens [t_begin, t_end) in tiles of m (t_end - t_begin a multiple of m), over every block.
-// flatten: the per-block decoding inlined whole, as in the VNNI kernels (gemm_avx512.cpp).
+// One tile of 16 tokens in the tiled layout (gemm.h, GemmActivations::qt): block b's int8 rows
+// at q + b * 16 * block, its scales at xd/xs + 16 b; m of the 16 are real tokens.
+struct TokenTile {
+  const int8_t* q = nullptr;
+  const float* xd = nullptr;
+  const float* xs = nullptr;
+  int m = 0;
+  float* y = nullptr;  // the first token's output row
+};
+
+// acc[i] (token i of the tile, the group's 16 rows in lanes) += block b's contribution, from the
+// stored int32 sums, in gemm_int_generic's order.
+FATHOM_AMX inline void apply(const int32_t (*sums)[16], const Decoded& d, const TokenTile& tk, int64_t b, __m512* acc) {
+  const __m512 s = _mm512_load_ps(d.s + 16 * b), c = _mm512_load_ps(d.c + 16 * b);
+  const float* xd = tk.xd + kTile * b;
+  const float* xs = tk.xs + kTile * b;
+#pragma GCC unroll 16
+  for (int i = 0; i < kTile; ++i) {
+    const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums[i])), _mm512_set1_ps(xd[i]));
+    acc[i] = _mm512_fmadd_ps(f, s, acc[i]);
+    acc[i] = _mm512_fmadd_ps(c, _mm512_set1_ps(xs[i]), acc[i]);
+  }
+}
+
+// Block b's tile product into sums register C (A, B its operands).
+template <int C, int A, int B, class Tiles>
+FATHOM_AMX inline void product(Tiles& tiles, const Decoded& d, const TokenTile& tk, int64_t a_bytes, int64_t block,
+                               int64_t b) {
+  tiles.template load<A>(tk.q + b * a_bytes, block);
+  tiles.template load<B>(d.w + b * d.wbytes, kTileMaxColsb);
+  tiles.template zero<C>();
+  tiles.template dpbsud<C, A, B>();
+}
+
+// One token tile against one group, over every block, software-pipelined: block b + 1's tile
+// product is queued (tmm0/tmm1 alternate, with tmm2/3 and tmm4/5 their operands) before block b's
+// sums are stored and applied, so the tile unit and the vector epilogue run side by side. The 16
+// accumulators stay in registers; y is written once at the end.
 template <class Tiles>
-__attribute__((flatten)) FATHOM_AMX void token_pass(Tiles& tiles, DType type, const uint8_t* grp, const GemmActivations& x, int64_t t_begin,
-                           int64_t t_end, int m, __mmask16 rows, float* y, int64_t y_stride) {
-  tiles.configure(tile_config(m, x.block));
-  alignas(64) uint8_t weights[8 * 64];                   // B: block / 4 rows of 64 bytes
-  alignas(64) int32_t sums[2][kTileMaxRows][16];         // C0, C1 stored
-  const int64_t pf = t_begin == 0 ? kDecodePrefetchBytes : 0;
-  for_each_x16_block(type, grp, x.n, pf, [&](const __m512i* w, auto ng, __m512 s, __m512 c, int64_t b) FATHOM_AMX {
-    for (int g = 0; g < ng; ++g) _mm512_store_si512(weights + 64 * g, w[g]);
-    tiles.template load<kB>(weights, 64);
-    for (int64_t t0 = t_begin; t0 < t_end; t0 += 2 * m) {
-      const bool two = t0 + m < t_end;
-      const int8_t* q = x.q + t0 * x.n + b * x.block;
-      tiles.template zero<kC0>();
-      tiles.template load<kA0>(q, x.n);
-      tiles.template dpbsud<kC0, kA0, kB>();
-      if (two) {
-        tiles.template zero<kC1>();
-        tiles.template load<kA1>(q + m * x.n, x.n);
-        tiles.template dpbsud<kC1, kA1, kB>();
-      }
-      tiles.template store<kC0>(sums[0], 64);
-      if (two) tiles.template store<kC1>(sums[1], 64);
-      for (int i = 0; i < (two ? 2 * m : m); ++i)
-        accumulate(sums[i / m][i % m], s, c, x, t0 + i, b, rows, y + (t0 + i) * y_stride);
+FATHOM_AMX void tile_group(Tiles& tiles, const Decoded& d, int64_t nb, int64_t block, const TokenTile& tk,
+                           __mmask16 rows, float* y, int64_t y_stride) {
+  alignas(64) int32_t sums[2][kTile][16];
+  __m512 acc[kTile];
+#pragma GCC unroll 16
+  for (int i = 0; i < kTile; ++i) acc[i] = _mm512_setzero_ps();
+  const int64_t a_bytes = kTile * block;
+  product<kC, kA, kB>(tiles, d, tk, a_bytes, block, 0);
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    product<kC + 1, kA + 1, kB + 1>(tiles, d, tk, a_bytes, block, b + 1);
+    tiles.template store<kC>(sums[0], kTileMaxColsb);
+    apply(sums[0], d, tk, b, acc);
+    if (b + 2 < nb) product<kC, kA, kB>(tiles, d, tk, a_bytes, block, b + 2);
+    tiles.template store<kC + 1>(sums[1], kTileMaxColsb);
+    apply(sums[1], d, tk, b + 1, acc);
+  }
+  if (b < nb) {  // odd block count: the last product is in tmm0
+    tiles.template store<kC>(sums[0], kTileMaxColsb);
+    apply(sums[0], d, tk, b, acc);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < kTile; ++i)
+    if (i < tk.m) _mm512_mask_storeu_ps(y + i * y_stride, rows, acc[i]);
+}
+
+// The tiled copy of x's tokens (GemmActivations::qt) for a caller that did not make one.
+struct TiledTokens {
+  std::vector<int8_t> q;
+  std::vector<float> xd, xs;
+};
+
+const GemmActivations& with_token_tiles(const GemmActivations& x, TiledTokens& own, GemmActivations& copy) {
+  if (x.qt != nullptr) return x;
+  const int64_t n = x.n, block = x.block, nb = n / block, tiles = (x.n_tokens + kTile - 1) / kTile;
+  own.q.assign(static_cast<size_t>(tiles * kTile * n), 0);
+  own.xd.assign(static_cast<size_t>(tiles * kTile * nb), 0.0f);
+  own.xs.assign(own.xd.size(), 0.0f);
+  for (int64_t t = 0; t < x.n_tokens; ++t)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t at = ((t / kTile) * nb + b) * kTile + t % kTile;
+      std::memcpy(own.q.data() + at * block, x.q + t * n + b * block, static_cast<size_t>(block));
+      own.xd[static_cast<size_t>(at)] = x.xd[t * nb + b];
+      own.xs[static_cast<size_t>(at)] = x.xs[t * nb + b];
+    }
+  copy = x;
+  copy.qt = own.q.data();
+  copy.xdt = own.xd.data();
+  copy.xst = own.xs.data();
+  return copy;
+}
+
+// ---- The BF16 path (kAmxBf16MinTokens or more tokens) ----
+// Weights and tokens rounded to bf16; TDPBF16PS sums their products in f32 over the whole row
+// inside the tile, so there is no per-block epilogue: a 16-token x 16-row tile costs one
+// TDPBF16PS per 32 values instead of a TDPBSUD, a TILESTORED and 16 x 4 vector operations.
+// Registers: tmm0..3 the sums of 2 token tiles x 2 groups, tmm4/5 the token tiles, tmm6/7 the
+// groups' weights (16 pairs of 16 rows: row p holds values 2p and 2p + 1 of every row).
+constexpr int kStep = 32;  // values per TDPBF16PS
+
+TileConfig bf16_tile_config() {
+  TileConfig c;
+  for (int t = 0; t < 8; ++t) {
+    c.rows[t] = kTile;
+    c.colsb[t] = kTileMaxColsb;
+  }
+  return c;
+}
+
+// f32 -> bf16 in the low 16 bits of each lane, round to nearest even (a NaN stays a quiet NaN).
+// Integer code rather than VCVTNEPS2BF16, so the emulated path runs on any AVX-512 CPU and both
+// paths round alike.
+FATHOM_AMX inline __m512i bf16_bits(__m512 f) {
+  const __m512i bits = _mm512_castps_si512(f);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  return _mm512_mask_or_epi32(rounded, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
+}
+
+// One B tile row: the pair (f0[r], f1[r]) of every row r, as bf16.
+FATHOM_AMX inline __m512i bf16_pairs(__m512 f0, __m512 f1) {
+  return _mm512_or_si512(bf16_bits(f0), _mm512_slli_epi32(bf16_bits(f1), 16));
+}
+
+FATHOM_AMX inline __m512 float_values(DType type, const uint8_t* p) {
+  if (type == DType::F16) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+
+// The group as bf16 B tiles, one of kTile x 64 bytes per 32 values (n / 32 of them).
+__attribute__((flatten)) FATHOM_AMX const uint8_t* decode_group_bf16(DType type, const uint8_t* grp, int64_t n,
+                                                                     Scratch& scratch) {
+  constexpr int64_t kTileBytes = kTile * kTileMaxColsb;
+  uint8_t* out = scratch.get(static_cast<size_t>(n / kStep * kTileBytes));
+  if (type == DType::F16 || type == DType::BF16) {
+    for (int64_t i = 0; i < n; i += 2) {
+      const __m512i v = bf16_pairs(float_values(type, grp + i * 2 * kGemmRows), float_values(type, grp + (i + 1) * 2 * kGemmRows));
+      _mm512_store_si512(out + (i / kStep) * kTileBytes + (i % kStep) / 2 * kTileMaxColsb, v);
+    }
+    return out;
+  }
+  const int64_t block = gemm_block(type);
+  const __m512i byte = _mm512_set1_epi32(0xff);
+  for_each_x16_block(type, grp, n, kDecodePrefetchBytes, [&](const __m512i* w, auto ng, __m512 s, __m512 c, int64_t b) FATHOM_AMX {
+    const int64_t first = b * block;  // the block's first value
+    uint8_t* tile = out + (first / kStep) * kTileBytes + (first % kStep) / 2 * kTileMaxColsb;
+    for (int g = 0; g < ng; ++g) {
+      __m512 f[4];
+      for (int j = 0; j < 4; ++j)
+        f[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(w[g], 8 * j), byte)), s, c);
+      _mm512_store_si512(tile + (2 * g) * kTileMaxColsb, bf16_pairs(f[0], f[1]));
+      _mm512_store_si512(tile + (2 * g + 1) * kTileMaxColsb, bf16_pairs(f[2], f[3]));
     }
   });
+  return out;
+}
+
+// Tokens [t0, t1) of x as bf16 into the tiled layout (GemmActivations::bt).
+FATHOM_AMX void bf16_tokens(const float* x, int64_t n_tokens, int64_t n, int64_t t0, int64_t t1, uint16_t* bt) {
+  const int64_t steps = n / kStep;
+  const int64_t end = t1 == n_tokens ? (n_tokens + kTile - 1) / kTile * kTile : t1;
+  for (int64_t t = t0; t < end; ++t) {
+    uint16_t* row = bt + ((t / kTile) * steps * kTile + t % kTile) * kStep;
+    for (int64_t j = 0; j < steps; ++j) {
+      uint16_t* dst = row + j * kTile * kStep;
+      if (t >= n_tokens) {
+        std::memset(dst, 0, kStep * sizeof(uint16_t));
+        continue;
+      }
+      const float* v = x + t * n + j * kStep;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi32_epi16(bf16_bits(_mm512_loadu_ps(v))));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16), _mm512_cvtepi32_epi16(bf16_bits(_mm512_loadu_ps(v + 16))));
+    }
+  }
+}
+
+// NT token tiles (1 or 2) x NG groups (1 or 2): the sums stay in tmm0..3 over all n / 32 steps,
+// then go to y (through a buffer where the tile is partial).
+template <int NT, int NG, class Tiles>
+FATHOM_AMX void bf16_block(Tiles& tiles, const uint8_t* const* w, int64_t steps, const uint16_t* const* a,
+                           const int* m, float* const* y_tile, const int64_t* rows, int64_t y_stride) {
+  constexpr int64_t kTileBytes = kTile * kTileMaxColsb, kTileValues = kTile * kStep;
+  tiles.template zero<0>();
+  if constexpr (NG == 2) tiles.template zero<1>();
+  if constexpr (NT == 2) tiles.template zero<2>();
+  if constexpr (NT == 2 && NG == 2) tiles.template zero<3>();
+  // The tile unit waits for each TILELOADD in order, so the operands of step j + kAhead are
+  // prefetched into L1 (from L2, where the streams of all tiles of a call live).
+  constexpr int64_t kAhead = 2;
+  auto prefetch = [](const void* p) FATHOM_AMX {
+    for (int64_t o = 0; o < kTileBytes; o += 64) _mm_prefetch(static_cast<const char*>(p) + o, _MM_HINT_T0);
+  };
+  for (int64_t j = 0; j < steps; ++j) {
+    if (j + kAhead < steps) {
+      prefetch(a[0] + (j + kAhead) * kTileValues);
+      prefetch(w[0] + (j + kAhead) * kTileBytes);
+      if constexpr (NG == 2) prefetch(w[1] + (j + kAhead) * kTileBytes);
+      if constexpr (NT == 2) prefetch(a[1] + (j + kAhead) * kTileValues);
+    }
+    tiles.template load<4>(a[0] + j * kTileValues, kTileMaxColsb);
+    tiles.template load<6>(w[0] + j * kTileBytes, kTileMaxColsb);
+    tiles.template dpbf16ps<0, 4, 6>();
+    if constexpr (NG == 2) {
+      tiles.template load<7>(w[1] + j * kTileBytes, kTileMaxColsb);
+      tiles.template dpbf16ps<1, 4, 7>();
+    }
+    if constexpr (NT == 2) {
+      tiles.template load<5>(a[1] + j * kTileValues, kTileMaxColsb);
+      tiles.template dpbf16ps<2, 5, 6>();
+    }
+    if constexpr (NT == 2 && NG == 2) tiles.template dpbf16ps<3, 5, 7>();
+  }
+  alignas(64) float buf[kTile][16];
+  auto out = [&](int ti, int gi, auto store) FATHOM_AMX {
+    float* dst = y_tile[ti] + gi * kGemmRows;
+    if (m[ti] == kTile && rows[gi] == kGemmRows) {
+      store(dst, y_stride * static_cast<int64_t>(sizeof(float)));
+      return;
+    }
+    store(&buf[0][0], kTileMaxColsb);
+    const __mmask16 mask = static_cast<__mmask16>((1u << rows[gi]) - 1);
+    for (int i = 0; i < m[ti]; ++i) _mm512_mask_storeu_ps(dst + i * y_stride, mask, _mm512_load_ps(buf[i]));
+  };
+  out(0, 0, [&](float* p, int64_t stride) FATHOM_AMX { tiles.template store<0>(p, stride); });
+  if constexpr (NG == 2) out(0, 1, [&](float* p, int64_t stride) FATHOM_AMX { tiles.template store<1>(p, stride); });
+  if constexpr (NT == 2) out(1, 0, [&](float* p, int64_t stride) FATHOM_AMX { tiles.template store<2>(p, stride); });
+  if constexpr (NT == 2 && NG == 2)
+    out(1, 1, [&](float* p, int64_t stride) FATHOM_AMX { tiles.template store<3>(p, stride); });
 }
 
 template <class Tiles>
-FATHOM_AMX void gemm_x16_tiles(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
-                               int64_t y_stride) {
-  if (gemm_block(type) == 0 || x.n_tokens < kAmxMinTokens) return gemm_x16_avx512(type, group, x, n_rows, y, y_stride);
-  const __mmask16 rows = static_cast<__mmask16>((1u << n_rows) - 1);
-  for (int64_t t = 0; t < x.n_tokens; ++t) _mm512_mask_storeu_ps(y + t * y_stride, rows, _mm512_setzero_ps());
+FATHOM_AMX void bf16_range(DType type, const uint8_t* first, size_t group_bytes, int64_t n_groups,
+                           const GemmActivations& x, int64_t n_rows, float* y, int64_t y_stride) {
+  static thread_local Scratch weights[2];
+  const int64_t n = x.n, steps = n / kStep, n_tiles = (x.n_tokens + kTile - 1) / kTile;
   Tiles tiles;
-  const int64_t full = x.n_tokens / kTileMaxRows * kTileMaxRows;
-  if (full > 0) token_pass(tiles, type, group, x, 0, full, kTileMaxRows, rows, y, y_stride);
-  if (full < x.n_tokens)
-    token_pass(tiles, type, group, x, full, x.n_tokens, static_cast<int>(x.n_tokens - full), rows, y, y_stride);
+  tiles.configure(bf16_tile_config());
+  for (int64_t g = 0; g < n_groups; g += 2) {
+    const int ng = g + 1 < n_groups ? 2 : 1;
+    const uint8_t* w[2] = {nullptr, nullptr};
+    int64_t rows[2] = {0, 0};
+    for (int gi = 0; gi < ng; ++gi) {
+      w[gi] = decode_group_bf16(type, first + (g + gi) * group_bytes, n, weights[gi]);
+      rows[gi] = std::min(kGemmRows, n_rows - (g + gi) * kGemmRows);
+    }
+    for (int64_t k = 0; k < n_tiles; k += 2) {
+      const int nt = k + 1 < n_tiles ? 2 : 1;
+      const uint16_t* a[2] = {nullptr, nullptr};
+      int m[2] = {0, 0};
+      float* y_tile[2] = {nullptr, nullptr};
+      for (int ti = 0; ti < nt; ++ti) {
+        a[ti] = x.bt + (k + ti) * steps * kTile * kStep;
+        m[ti] = static_cast<int>(std::min<int64_t>(kTile, x.n_tokens - (k + ti) * kTile));
+        y_tile[ti] = y + (k + ti) * kTile * y_stride + g * kGemmRows;
+      }
+      if (nt == 2 && ng == 2) bf16_block<2, 2>(tiles, w, steps, a, m, y_tile, rows, y_stride);
+      else if (nt == 2) bf16_block<2, 1>(tiles, w, steps, a, m, y_tile, rows, y_stride);
+      else if (ng == 2) bf16_block<1, 2>(tiles, w, steps, a, m, y_tile, rows, y_stride);
+      else bf16_block<1, 1>(tiles, w, steps, a, m, y_tile, rows, y_stride);
+    }
+  }
   tiles.release();
+}
+
+template <class Tiles>
+FATHOM_AMX void gemm_x16_range_tiles(DType type, const uint8_t* first, size_t group_bytes, int64_t n_groups,
+                                     const GemmActivations& x_in, int64_t n_rows, float* y, int64_t y_stride) {
+  if (x_in.bt != nullptr) return bf16_range<Tiles>(type, first, group_bytes, n_groups, x_in, n_rows, y, y_stride);
+  if (gemm_block(type) == 0 || x_in.n_tokens < kAmxMinTokens) {
+    for (int64_t g = 0; g < n_groups; ++g)
+      gemm_x16_avx512(type, first + g * group_bytes, x_in, std::min(kGemmRows, n_rows - g * kGemmRows),
+                      y + g * kGemmRows, y_stride);
+    return;
+  }
+  static thread_local Scratch weights[2];
+  static thread_local TiledTokens own;
+  GemmActivations copy;
+  const GemmActivations& x = with_token_tiles(x_in, own, copy);
+  const int64_t n = x.n, block = x.block, nb = n / block;
+  const int64_t n_tiles = (x.n_tokens + kTile - 1) / kTile;
+  auto token_tile = [&](int64_t k) {
+    const int m = static_cast<int>(std::min<int64_t>(kTile, x.n_tokens - k * kTile));
+    return TokenTile{x.qt + k * kTile * n, x.xdt + k * kTile * nb, x.xst + k * kTile * nb, m, y + k * kTile * y_stride};
+  };
+  Tiles tiles;
+  tiles.configure(tile_config(block));
+  for (int64_t g = 0; g < n_groups; g += 2) {
+    const bool two_groups = g + 1 < n_groups;
+    Decoded d[2];
+    __mmask16 rows[2] = {0, 0};
+    for (int gi = 0; gi < (two_groups ? 2 : 1); ++gi) {
+      d[gi] = decode_group(type, first + (g + gi) * group_bytes, n, block, weights[gi]);
+      rows[gi] = static_cast<__mmask16>((1u << std::min(kGemmRows, n_rows - (g + gi) * kGemmRows)) - 1);
+    }
+    for (int64_t k = 0; k < n_tiles; ++k) {
+      const TokenTile tk = token_tile(k);
+      for (int gi = 0; gi < (two_groups ? 2 : 1); ++gi)
+        tile_group(tiles, d[gi], nb, block, tk, rows[gi], tk.y + (g + gi) * kGemmRows, y_stride);
+    }
+  }
+  tiles.release();
+}
+
+template <class Tiles>
+void gemm_x16_tiles(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
+                    int64_t y_stride) {
+  gemm_x16_range_tiles<Tiles>(type, group, 0, 1, x, n_rows, y, y_stride);
 }
 
 }  // namespace
 
 void install_gemm_amx(Kernels& k, bool emulated) {
   k.gemm_x16 = emulated ? gemm_x16_tiles<EmulatedTiles> : gemm_x16_tiles<AmxTiles>;
+  k.gemm_x16_range = emulated ? gemm_x16_range_tiles<EmulatedTiles> : gemm_x16_range_tiles<AmxTiles>;
+  k.gemm_token_tiles = true;
+  k.gemm_bf16_tokens = bf16_tokens;
 }
 
 }  // namespace fathom::cpu::detail

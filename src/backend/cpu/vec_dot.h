@@ -48,7 +48,10 @@ struct Kernels {
   QuantizeActFn quantize_q8_1 = nullptr;          // activations -> Q8_1
   QuantizeActFn quantize_q8_K = nullptr;          // activations -> Q8_K (bit-exact with quantize_row_ref)
   GemmX16Fn gemm_x16 = nullptr;                   // repacked-weight matmul tile kernel (gemm.h, repack.h)
+  GemmX16RangeFn gemm_x16_range = nullptr;        // several consecutive groups at once; nullptr: gemm_x16 per group
   GemmQuantizeFn quantize_gemm = nullptr;         // activations for gemm_x16 (bit-exact with the reference)
+  GemmBf16TokensFn gemm_bf16_tokens = nullptr;    // bf16 token tiles for gemm_x16_range's BF16 path (AMX)
+  bool gemm_token_tiles = false;                  // gemm_x16(_range) reads GemmActivations::qt/xdt/xst too
   bool gemm_is_simd = false;                      // gemm_x16 is vector code: repacking weights pays off
 };
 
