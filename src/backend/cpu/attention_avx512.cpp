@@ -9,6 +9,7 @@
 #include "backend/cpu/attention_internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include "backend/cpu/exp_avx512.h"
 #include "backend/cpu/isa_targets.h"
 
 FATHOM_AVX512_WARNINGS_OFF
@@ -31,23 +32,6 @@ FATHOM_AVX512_FLOAT inline __m512 reduce16(const __m512* acc) {
                                  _mm512_shuffle_ps(r2a, r2b, _MM_SHUFFLE(3, 2, 3, 2)));
   // 128-bit lanes now hold sums of acc[0..3], acc[8..11], acc[4..7], acc[12..15].
   return _mm512_shuffle_f32x4(r, r, 0xD8);
-}
-
-// e^x for x <= 0 (scores minus their max); inputs below -87 give ~1e-38, masked off by callers.
-FATHOM_AVX512_FLOAT inline __m512 exp16(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
 }
 
 // o[0 .. 16*U) = o * correction + sum_j p[j] * v_j, U registers of outputs held across keys.

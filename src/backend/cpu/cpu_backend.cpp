@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/cpu/activations.h"
 #include "backend/cpu/attention.h"
 #include "backend/cpu/matmul.h"
 #include "quant/quant.h"
@@ -133,11 +134,9 @@ void CpuBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache& k
 }
 
 void CpuBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {
+  const cpu::SwigluFn kernel = cpu::swiglu_kernel(cpu::vector_isa(kernels_->isa));
   pool_.parallel_for(n, 16384, [&](int, int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float g = gate[i];
-      out[i] = g / (1.0f + std::exp(-g)) * up[i];
-    }
+    kernel(gate + begin, up + begin, end - begin, out + begin);
   });
 }
 

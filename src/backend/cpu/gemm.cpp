@@ -547,10 +547,18 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
     GemmScratch& sc = scratch[j];
     const int64_t per = std::max<int64_t>(1, 16384 / n);
     if (kernels.gemm_bf16_tokens != nullptr && gemm_takes_bf16(job.w->type, n, job.n_tokens)) {
-      // The BF16 tile path: the tokens rounded to bf16 in tiles, no integer form.
+      // The BF16 tile path: the tokens rounded to bf16 in tiles, no integer form; jobs on the
+      // same tokens (q/k/v, gate/up) share one copy.
+      a.block = block;
+      bool shared = false;
+      for (size_t i = 0; i < j && !shared; ++i)
+        if (acts[i].bt != nullptr && jobs[i].x == job.x && acts[i].n == n && acts[i].n_tokens == job.n_tokens) {
+          a.bt = acts[i].bt;
+          shared = true;
+        }
+      if (shared) continue;
       sc.bt.resize(static_cast<size_t>((job.n_tokens + kGemmTokenTile - 1) / kGemmTokenTile * kGemmTokenTile * n));
       a.bt = sc.bt.data();
-      a.block = block;
       for (int64_t t = 0; t < job.n_tokens; t += per) slices.push_back({j, t, std::min(job.n_tokens, t + per)});
       quant_values += job.n_tokens * n;
       continue;
