@@ -9,7 +9,8 @@
 #      fallback path).
 #   3. pp512 and tg64 of fathom on the AMX and the AVX-512 paths against the peer (llama.cpp,
 #      ../shared/peer/run.sh), same files and threads, back to back, with the share of the AMX
-#      int8 peak (1024 int8 multiply-adds per cycle per core) that fathom's pp reached.
+#      BF16 peak (one 16x16x32 TDPBF16PS per 16 cycles: 512 multiply-adds per cycle per core)
+#      that fathom's pp reached (pp512 takes the BF16 tiles: gemm.h, kAmxBf16MinTokens).
 # Usage: scripts/amx-check.sh [-t THREADS] [-r REPS] [MODEL.gguf...]
 # Without models it synthesizes the four files (qwen2 1.5B shape Q4_0, Q8_0, Q4_K_M-like,
 # deepseek2 V2-Lite shape 6 layers Q4_K) into $AMX_CHECK_DIR (default /tmp/fathom-amx-check).
@@ -61,9 +62,9 @@ app, atg, vpp = res(a).get("pp", 0.0), res(a).get("tg", 0.0), res(v).get("pp", 0
 ppp = (p.get("pp_tok_s") or {}).get("mean", 0.0)
 ptg = (p.get("tg_tok_s") or {}).get("mean", 0.0)
 ratio = lambda x, y: x / y if y else float("nan")
-peak = threads * ghz * 1e9 * 1024  # int8 multiply-adds per second
+peak = threads * ghz * 1e9 * 512  # bf16 multiply-adds per second
 share = app * a["matmul_params_per_token"] / peak
 print(f"{name[:24]:<24} {app:9.1f} {vpp:9.1f} {ppp:9.1f} {ratio(app, ppp):7.2f} {100 * share:7.1f}% {atg:9.2f} {ptg:9.2f} {ratio(atg, ptg):7.2f}")
 PY
 done
-echo "AMX peak taken at $ghz GHz x $threads cores x 1024 int8 MAC/cycle"
+echo "AMX peak taken at $ghz GHz x $threads cores x 512 bf16 MAC/cycle"

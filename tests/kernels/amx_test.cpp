@@ -106,7 +106,7 @@ IsaFeatures avx512_cpu() {
 
 IsaFeatures amx_cpu() {
   IsaFeatures f = avx512_cpu();
-  f.amx_tile = f.amx_int8 = f.amx_bf16 = f.os_tile_state = true;
+  f.amx_tile = f.amx_int8 = f.amx_bf16 = f.avx512_bf16 = f.os_tile_state = true;
   return f;
 }
 
@@ -134,6 +134,13 @@ TEST(IsaChoice, WidestPathWithReasonsForWhatIsMissing) {
   ASSERT_TRUE(c);
   EXPECT_EQ(c->isa, Isa::kAvx512);
   EXPECT_NE(c->why.find("XCR0"), std::string::npos) << c->why;
+
+  IsaFeatures no_bf16 = amx_cpu();  // tiles without the BF16 half: the BF16 path cannot run
+  no_bf16.avx512_bf16 = false;
+  c = choose_isa(no_bf16, "", must_not_ask);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->isa, Isa::kAvx512);
+  EXPECT_NE(c->why.find("AVX512_BF16"), std::string::npos) << c->why;
 
   IsaFeatures no_avx512 = amx_cpu();
   no_avx512.avx512 = false;

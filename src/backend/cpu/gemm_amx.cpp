@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cpu/gemm.h"
@@ -213,9 +214,19 @@ FATHOM_AMX inline __m512i bf16_bits(__m512 f) {
   return _mm512_mask_or_epi32(rounded, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
 }
 
-// One B tile row: the pair (f0[r], f1[r]) of every row r, as bf16.
+// One B tile row: the pair (f0[r], f1[r]) of every row r, as bf16. Native: VCVTNE2PS2BF16 (the
+// real AMX path; the same round to nearest even, and the denormals it flushes are zeros to
+// TDPBF16PS anyway), else the integer rounding (the emulated path, any AVX-512 CPU).
+template <bool kNative>
 FATHOM_AMX inline __m512i bf16_pairs(__m512 f0, __m512 f1) {
-  return _mm512_or_si512(bf16_bits(f0), _mm512_slli_epi32(bf16_bits(f1), 16));
+  if constexpr (kNative) {
+    // [bf16(f0[0..15]), bf16(f1[0..15])] -> pairs: element 2r = f0[r], 2r + 1 = f1[r].
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                                21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(interleave, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(f1, f0)));
+  } else {
+    return _mm512_or_si512(bf16_bits(f0), _mm512_slli_epi32(bf16_bits(f1), 16));
+  }
 }
 
 FATHOM_AMX inline __m512 float_values(DType type, const uint8_t* p) {
@@ -225,11 +236,12 @@ FATHOM_AMX inline __m512 float_values(DType type, const uint8_t* p) {
 
 // Values [0, n) of one group (grp: its first value's block) as bf16 B tiles at out, one of
 // kTile x 64 bytes per 32 values.
+template <bool kNative>
 __attribute__((flatten)) FATHOM_AMX void decode_group_bf16(DType type, const uint8_t* grp, int64_t n, uint8_t* out) {
   constexpr int64_t kTileBytes = kTile * kTileMaxColsb;
   if (type == DType::F16 || type == DType::BF16) {
     for (int64_t i = 0; i < n; i += 2) {
-      const __m512i v = bf16_pairs(float_values(type, grp + i * 2 * kGemmRows), float_values(type, grp + (i + 1) * 2 * kGemmRows));
+      const __m512i v = bf16_pairs<kNative>(float_values(type, grp + i * 2 * kGemmRows), float_values(type, grp + (i + 1) * 2 * kGemmRows));
       _mm512_store_si512(out + (i / kStep) * kTileBytes + (i % kStep) / 2 * kTileMaxColsb, v);
     }
     return;
@@ -243,13 +255,14 @@ __attribute__((flatten)) FATHOM_AMX void decode_group_bf16(DType type, const uin
       __m512 f[4];
       for (int j = 0; j < 4; ++j)
         f[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(w[g], 8 * j), byte)), s, c);
-      _mm512_store_si512(tile + (2 * g) * kTileMaxColsb, bf16_pairs(f[0], f[1]));
-      _mm512_store_si512(tile + (2 * g + 1) * kTileMaxColsb, bf16_pairs(f[2], f[3]));
+      _mm512_store_si512(tile + (2 * g) * kTileMaxColsb, bf16_pairs<kNative>(f[0], f[1]));
+      _mm512_store_si512(tile + (2 * g + 1) * kTileMaxColsb, bf16_pairs<kNative>(f[2], f[3]));
     }
   });
 }
 
 // Tokens [t0, t1) of x as bf16 into the tiled layout (GemmActivations::bt).
+template <bool kNative>
 FATHOM_AMX void bf16_tokens(const float* x, int64_t n_tokens, int64_t n, int64_t t0, int64_t t1, uint16_t* bt) {
   const int64_t steps = n / kStep;
   const int64_t end = t1 == n_tokens ? (n_tokens + kTile - 1) / kTile * kTile : t1;
@@ -262,8 +275,12 @@ FATHOM_AMX void bf16_tokens(const float* x, int64_t n_tokens, int64_t n, int64_t
         continue;
       }
       const float* v = x + t * n + j * kStep;
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi32_epi16(bf16_bits(_mm512_loadu_ps(v))));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16), _mm512_cvtepi32_epi16(bf16_bits(_mm512_loadu_ps(v + 16))));
+      if constexpr (kNative) {
+        _mm512_storeu_si512(dst, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_loadu_ps(v + 16), _mm512_loadu_ps(v))));
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi32_epi16(bf16_bits(_mm512_loadu_ps(v))));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16), _mm512_cvtepi32_epi16(bf16_bits(_mm512_loadu_ps(v + 16))));
+      }
     }
   }
 }
@@ -353,7 +370,7 @@ FATHOM_AMX void bf16_groups(DType type, const uint8_t* first, size_t group_bytes
     const bool first_chunk = v0 == 0, last_chunk = v0 + kc == n;
     const size_t offset = repacked_group_bytes(type, v0);
     for (int64_t g = 0; g < n_groups; ++g)
-      decode_group_bf16(type, first + g * group_bytes + offset, kc, wb + g * steps * kTileBytes);
+      decode_group_bf16<std::is_same_v<Tiles, AmxTiles>>(type, first + g * group_bytes + offset, kc, wb + g * steps * kTileBytes);
     for (int64_t k = 0; k < n_tiles; k += 2) {
       const int nt = k + 1 < n_tiles ? 2 : 1;
       const uint16_t* a[2] = {nullptr, nullptr};
@@ -442,7 +459,7 @@ void install_gemm_amx(Kernels& k, bool emulated) {
   k.gemm_x16 = emulated ? gemm_x16_tiles<EmulatedTiles> : gemm_x16_tiles<AmxTiles>;
   k.gemm_x16_range = emulated ? gemm_x16_range_tiles<EmulatedTiles> : gemm_x16_range_tiles<AmxTiles>;
   k.gemm_token_tiles = true;
-  k.gemm_bf16_tokens = bf16_tokens;
+  k.gemm_bf16_tokens = emulated ? bf16_tokens<false> : bf16_tokens<true>;
 }
 
 }  // namespace fathom::cpu::detail

@@ -15,8 +15,9 @@
 
 // Files that need more or use less. The IQ3/IQ1 row kernels add BMI2 (pdep of sign and grid bits).
 #define FATHOM_AVX512_BMI2 __attribute__((target(FATHOM_TARGETS_AVX512 ",bmi2")))
-// The AMX kernels: the AVX-512 set plus the tile instructions.
-#define FATHOM_AMX __attribute__((target(FATHOM_TARGETS_AVX512 ",amx-tile,amx-int8,amx-bf16")))
+// The AMX kernels: the AVX-512 set plus the tile instructions and AVX512_BF16 (every AMX CPU has
+// it; the emulated path, which runs on any AVX-512 CPU, does not execute its instructions).
+#define FATHOM_AMX __attribute__((target(FATHOM_TARGETS_AVX512 ",avx512bf16,amx-tile,amx-int8,amx-bf16")))
 // The attention kernels are float only: no F16C (only their cache row conversion takes it,
 // FATHOM_AVX2), no byte/word or VNNI instructions.
 #define FATHOM_AVX2_FMA __attribute__((target("avx2,fma")))
