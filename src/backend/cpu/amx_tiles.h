@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 
 #include "core/status.h"
 
@@ -159,9 +160,7 @@ class EmulatedTiles {
     const uint8_t* a = tile(A);
     const uint8_t* b = tile(B);
     const int m_rows = config_.rows[C], n_cols = config_.colsb[C] / 4, k_cols = config_.colsb[A] / 4;
-    FATHOM_CHECK_MSG(config_.colsb[A] == 4 * config_.rows[B], "TDPBSUD: A.colsb != 4 * B.rows");
-    FATHOM_CHECK_MSG(config_.colsb[C] == config_.colsb[B], "TDPBSUD: C.colsb != B.colsb");
-    FATHOM_CHECK_MSG(config_.rows[C] == config_.rows[A], "TDPBSUD: C.rows != A.rows");
+    check_chain(C, A, B, "TDPBSUD");
     for (int m = 0; m < m_rows; ++m)
       for (int n = 0; n < n_cols; ++n) {
         uint32_t acc;
@@ -174,11 +173,7 @@ class EmulatedTiles {
           }
         std::memcpy(c + m * kTileMaxColsb + 4 * n, &acc, 4);
       }
-    // write_row_and_zero, zero_upper_rows: the bytes past C's shape are cleared.
-    for (int m = 0; m < kTileMaxRows; ++m) {
-      const int keep = m < m_rows ? config_.colsb[C] : 0;
-      std::memset(c + m * kTileMaxColsb + keep, 0, static_cast<size_t>(kTileMaxColsb - keep));
-    }
+    clear_past_shape(C);
   }
   // TDPBF16PS C, A, B (SDM): for m < C.rows, k < A.colsb / 4, n < C.colsb / 4:
   //   C[m].fp32[n] += fp32(A[m].bf16[2k]) * fp32(B[k].bf16[2n]);
@@ -193,9 +188,7 @@ class EmulatedTiles {
     const uint8_t* a = tile(A);
     const uint8_t* b = tile(B);
     const int m_rows = config_.rows[C], n_cols = config_.colsb[C] / 4, k_cols = config_.colsb[A] / 4;
-    FATHOM_CHECK_MSG(config_.colsb[A] == 4 * config_.rows[B], "TDPBF16PS: A.colsb != 4 * B.rows");
-    FATHOM_CHECK_MSG(config_.colsb[C] == config_.colsb[B], "TDPBF16PS: C.colsb != B.colsb");
-    FATHOM_CHECK_MSG(config_.rows[C] == config_.rows[A], "TDPBF16PS: C.rows != A.rows");
+    check_chain(C, A, B, "TDPBF16PS");
     auto bf16 = [](const uint8_t* p) {
       uint16_t h;
       std::memcpy(&h, p, 2);
@@ -218,14 +211,26 @@ class EmulatedTiles {
           }
         std::memcpy(c + m * kTileMaxColsb + 4 * n, &acc, 4);
       }
-    for (int m = 0; m < kTileMaxRows; ++m) {
-      const int keep = m < m_rows ? config_.colsb[C] : 0;
-      std::memset(c + m * kTileMaxColsb + keep, 0, static_cast<size_t>(kTileMaxColsb - keep));
-    }
+    clear_past_shape(C);
   }
   void release() { configured_ = false; }
 
  private:
+  // The shapes a dot product C += A . B needs (the hardware raises #UD otherwise).
+  void check_chain(int c, int a, int b, const char* op) const {
+    FATHOM_CHECK_MSG(config_.colsb[a] == 4 * config_.rows[b], std::string(op) + ": A.colsb != 4 * B.rows");
+    FATHOM_CHECK_MSG(config_.colsb[c] == config_.colsb[b], std::string(op) + ": C.colsb != B.colsb");
+    FATHOM_CHECK_MSG(config_.rows[c] == config_.rows[a], std::string(op) + ": C.rows != A.rows");
+  }
+  // write_row_and_zero, zero_upper_rows: after a dot product the bytes past C's shape are clear.
+  void clear_past_shape(int t) {
+    uint8_t* c = tmm_[t];
+    for (int m = 0; m < kTileMaxRows; ++m) {
+      const int keep = m < config_.rows[t] ? config_.colsb[t] : 0;
+      std::memset(c + m * kTileMaxColsb + keep, 0, static_cast<size_t>(kTileMaxColsb - keep));
+    }
+  }
+
   uint8_t* tile(int t) {
     FATHOM_CHECK_MSG(configured_ && config_.rows[t] != 0, "tile instruction on a register the configuration leaves out");
     return tmm_[t];
