@@ -73,6 +73,7 @@ FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int
     case DType::Q8_0: {
       for (int64_t b = 0; b < n / 32; ++b) {
         const uint8_t* src = grp + b * (2 * R + 8 * 64);
+        if (pf > 0) prefetch_weights(src + pf, 2 * R + 8 * 64);
         const __m512 s = halves(src);
         const __m512 c = _mm512_mul_ps(_mm512_set1_ps(-128.0f), s);
         __m512i w[8];
