@@ -123,8 +123,9 @@ TEST(Gemm, EveryIsaIsBitExactWithReference) {
 
 // The AMX kernels with the tile instructions emulated (amx_tiles.h): the same layout, blocking
 // and epilogue as on Sapphire Rapids, bit-exact with the reference for every repacked type, row
-// counts leaving partial groups, K of 1..n blocks, and token counts below the AMX threshold (the
-// AVX-512 kernels), at it, in pairs of 16-token tiles, a single tile and a remainder tile.
+// counts leaving partial groups, K of 1, 3 and 17 blocks (odd counts end the two-block pipeline
+// early), and token counts below the AMX threshold (the AVX-512 kernels), at it (one tile), a
+// tile plus a remainder tile, and up to the BF16 threshold.
 TEST(Gemm, EmulatedAmxIsBitExactWithReference) {
   if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "the AMX kernels' epilogue is AVX-512";
   ThreadPool pool(2);
@@ -138,7 +139,8 @@ TEST(Gemm, EmulatedAmxIsBitExactWithReference) {
       const Matrix m = make_matrix(t, shape.n_out, shape.n, 31);
       const RepackedMatrix packed = repack(m.view, &pool);
       ASSERT_NE(packed.data, nullptr);
-      for (int64_t n_tok : {1, 7, 8, 9, 16, 17, 31, 32, 33, 48, 50}) {
+      for (int64_t n_tok : {1, 7, 15, 16, 17, 20, 31, 33, 48, 63}) {  // the integer tiles: kAmxMinTokens .. kAmxBf16MinTokens - 1
+        ASSERT_LT(n_tok, kAmxBf16MinTokens);
         const std::vector<float> x = tokens(n_tok, shape.n, 12);
         const std::vector<float> want = reference_product(m, x, n_tok);
         std::vector<float> got(want.size(), -2.f);
@@ -159,8 +161,8 @@ TEST(Gemm, EmulatedAmxIsBitExactWithReference) {
 // roundings, relative error <= 2^-9 each, and f32 sums). Also: the real tile instructions agree
 // with the emulated TDPBF16PS (amx_tiles.h, the SDM's order) to 2^-16 * sum_i |w_i x_i| (the
 // hardware sums in another order: on a Sapphire Rapids-class Xeon the two differ in the last
-// bits), and a token's result does not depend on the rest of its batch (64 tokens alone = the
-// first 64 of 77, bit for bit).
+// bits), and a token's result does not depend on the rest of its batch (kAmxBf16MinTokens tokens
+// alone = the first kAmxBf16MinTokens of kAmxBf16MinTokens + 13, bit for bit).
 TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
   if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "the AMX kernels' epilogue is AVX-512";
   ThreadPool pool(2);
@@ -194,13 +196,16 @@ TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
           mags[at] = mag;
           ASSERT_NEAR(y[at], want, mag / 128 + 1e-6) << dtype_name(t) << " " << (k == tables[0] ? "emulated" : "amx")
                                                      << " token " << tk << " row " << r;
-          if (tk < kAmxBf16MinTokens) ASSERT_EQ(y64[at], y[at]) << dtype_name(t) << " token " << tk << " row " << r;
+          if (tk < kAmxBf16MinTokens) {
+            ASSERT_EQ(y64[at], y[at]) << dtype_name(t) << " token " << tk << " row " << r;
+          }
         }
       results.push_back(std::move(y));
     }
-    if (results.size() == 2)
+    if (results.size() == 2) {
       for (size_t i = 0; i < results[0].size(); ++i)
         ASSERT_NEAR(results[1][i], results[0][i], std::ldexp(mags[i], -16)) << dtype_name(t) << ": real AMX vs emulated, index " << i;
+    }
   }
 }
 
