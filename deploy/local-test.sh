@@ -48,7 +48,16 @@ EXTRA_PIDS+=" $LOAD_PID"
 python3 - "${REPLICA_PID[b]}" "$B" >"$WORK/health-b.txt" <<'PY' &
 import http.client, os, sys, time
 pid, port = sys.argv[1], int(sys.argv[2])
-while os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z":
+
+def alive():
+    # The replica may exit between any two reads of /proc: gone or a zombie both mean it exited.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+while alive():
     t = time.time()
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
