@@ -159,32 +159,6 @@ FATHOM_AMX void tile_group(Tiles& tiles, const Decoded& d, int64_t nb, int64_t b
     if (i < tk.m) _mm512_mask_storeu_ps(y + i * y_stride, rows, acc[i]);
 }
 
-// The tiled copy of x's tokens (GemmActivations::qt) for a caller that did not make one.
-struct TiledTokens {
-  std::vector<int8_t> q;
-  std::vector<float> xd, xs;
-};
-
-const GemmActivations& with_token_tiles(const GemmActivations& x, TiledTokens& own, GemmActivations& copy) {
-  if (x.qt != nullptr) return x;
-  const int64_t n = x.n, block = x.block, nb = n / block, tiles = (x.n_tokens + kTile - 1) / kTile;
-  own.q.assign(static_cast<size_t>(tiles * kTile * n), 0);
-  own.xd.assign(static_cast<size_t>(tiles * kTile * nb), 0.0f);
-  own.xs.assign(own.xd.size(), 0.0f);
-  for (int64_t t = 0; t < x.n_tokens; ++t)
-    for (int64_t b = 0; b < nb; ++b) {
-      const int64_t at = ((t / kTile) * nb + b) * kTile + t % kTile;
-      std::memcpy(own.q.data() + at * block, x.q + t * n + b * block, static_cast<size_t>(block));
-      own.xd[static_cast<size_t>(at)] = x.xd[t * nb + b];
-      own.xs[static_cast<size_t>(at)] = x.xs[t * nb + b];
-    }
-  copy = x;
-  copy.qt = own.q.data();
-  copy.xdt = own.xd.data();
-  copy.xst = own.xs.data();
-  return copy;
-}
-
 // ---- The BF16 path (kAmxBf16MinTokens or more tokens) ----
 // Weights and tokens rounded to bf16; TDPBF16PS sums their products in f32 over the whole row
 // inside the tile, so there is no per-block epilogue: a 16-token x 16-row tile costs one
@@ -410,18 +384,17 @@ FATHOM_AMX void bf16_range(DType type, const uint8_t* first, size_t group_bytes,
 
 template <class Tiles>
 FATHOM_AMX void gemm_x16_range_tiles(DType type, const uint8_t* first, size_t group_bytes, int64_t n_groups,
-                                     const GemmActivations& x_in, int64_t n_rows, float* y, int64_t y_stride) {
-  if (x_in.bt != nullptr) return bf16_range<Tiles>(type, first, group_bytes, n_groups, x_in, n_rows, y, y_stride);
-  if (gemm_block(type) == 0 || x_in.n_tokens < kAmxMinTokens) {
+                                     const GemmActivations& x, int64_t n_rows, float* y, int64_t y_stride) {
+  if (x.bt != nullptr) return bf16_range<Tiles>(type, first, group_bytes, n_groups, x, n_rows, y, y_stride);
+  if (gemm_block(type) == 0 || x.n_tokens < kAmxMinTokens) {
     for (int64_t g = 0; g < n_groups; ++g)
-      gemm_x16_avx512(type, first + g * group_bytes, x_in, std::min(kGemmRows, n_rows - g * kGemmRows),
+      gemm_x16_avx512(type, first + g * group_bytes, x, std::min(kGemmRows, n_rows - g * kGemmRows),
                       y + g * kGemmRows, y_stride);
     return;
   }
+  // gemm_many tiles the tokens for this table (Kernels::gemm_token_tiles); it is the only caller.
+  FATHOM_CHECK_MSG(x.qt != nullptr, "the AMX integer kernel needs the tokens tiled (GemmActivations::qt)");
   static thread_local Scratch weights[2];
-  static thread_local TiledTokens own;
-  GemmActivations copy;
-  const GemmActivations& x = with_token_tiles(x_in, own, copy);
   const int64_t n = x.n, block = x.block, nb = n / block;
   const int64_t n_tiles = (x.n_tokens + kTile - 1) / kTile;
   auto token_tile = [&](int64_t k) {
