@@ -671,4 +671,31 @@ inline void check_mla_attention(Backend& device, CpuBackend& cpu, int64_t rank, 
   }
 }
 
+// A device backend's attention over a KV cache stored as c.types: it reads the stored rows in
+// its own kernels (no op on the CPU delegate), GQA and, for equal K/V types, MLA at two widths.
+// DeviceBackend: a backend with fallback_ops() (cuda, opencl).
+template <class DeviceBackend>
+void check_kv_types_on_device(DeviceBackend& device, CpuBackend& cpu, const KvTypesCase& c) {
+  ASSERT_TRUE(device.on_device(Op::kAttention, c.types.k));
+  ASSERT_TRUE(device.on_device(Op::kAttention, c.types.v));
+  const uint64_t fallbacks = device.fallback_ops();
+  check_attention_gqa(device, cpu, 1e-10, c.types, c.max_nmse_vs_f32);
+  if (c.types.k == c.types.v) {
+    check_mla_attention(device, cpu, 128, 32, 1e-10, c.types.k, c.max_nmse_vs_f32);
+    check_mla_attention(device, cpu, 512, 64, 1e-10, c.types.k, c.max_nmse_vs_f32);
+  }
+  EXPECT_EQ(device.fallback_ops(), fallbacks) << "attention ran on the CPU delegate";
+}
+
+// KV types without a device kernel (bf16, q4_0) attend on the CPU delegate and give the CPU's
+// own result.
+template <class DeviceBackend>
+void check_uncovered_kv_type_on_cpu(DeviceBackend& device, CpuBackend& cpu) {
+  EXPECT_FALSE(device.on_device(Op::kAttention, DType::BF16));
+  EXPECT_FALSE(device.on_device(Op::kAttention, DType::Q4_0));
+  const uint64_t fallbacks = device.fallback_ops();
+  check_attention_gqa(device, cpu, 1e-300, {DType::BF16, DType::F16}, 1.5e-5);  // the CPU's own result
+  EXPECT_GT(device.fallback_ops(), fallbacks);
+}
+
 }  // namespace fathom::test

@@ -118,28 +118,11 @@ TEST_F(OpenClKernels, MlaAttentionOverLatentCache) {
 // kernels, none of it on the CPU delegate; bf16 (no kernel) does, and matches the CPU exactly.
 class OpenClKvTypes : public OpenClKernels, public ::testing::WithParamInterface<test::KvTypesCase> {};
 
-TEST_P(OpenClKvTypes, AttentionReadsTheStoredRows) {
-  const test::KvTypesCase c = GetParam();
-  ASSERT_TRUE(backend_->on_device(Op::kAttention, c.types.k));
-  ASSERT_TRUE(backend_->on_device(Op::kAttention, c.types.v));
-  const uint64_t fallbacks = backend_->fallback_ops();
-  test::check_attention_gqa(*backend_, cpu_, 1e-10, c.types, c.max_nmse_vs_f32);
-  if (c.types.k == c.types.v) {
-    test::check_mla_attention(*backend_, cpu_, 128, 32, 1e-10, c.types.k, c.max_nmse_vs_f32);
-    test::check_mla_attention(*backend_, cpu_, 512, 64, 1e-10, c.types.k, c.max_nmse_vs_f32);
-  }
-  EXPECT_EQ(backend_->fallback_ops(), fallbacks) << "attention ran on the CPU delegate";
-}
+TEST_P(OpenClKvTypes, AttentionReadsTheStoredRows) { test::check_kv_types_on_device(*backend_, cpu_, GetParam()); }
 
 INSTANTIATE_TEST_SUITE_P(Types, OpenClKvTypes, ::testing::ValuesIn(test::kv_types_cases()), test::kv_types_case_name);
 
-TEST_F(OpenClKernels, UncoveredKvTypeAttendsOnTheCpuDelegate) {
-  EXPECT_FALSE(backend_->on_device(Op::kAttention, DType::BF16));
-  EXPECT_FALSE(backend_->on_device(Op::kAttention, DType::Q4_0));
-  const uint64_t fallbacks = backend_->fallback_ops();
-  test::check_attention_gqa(*backend_, cpu_, 1e-300, {DType::BF16, DType::F16}, 1.5e-5);  // the CPU's own result
-  EXPECT_GT(backend_->fallback_ops(), fallbacks);
-}
+TEST_F(OpenClKernels, UncoveredKvTypeAttendsOnTheCpuDelegate) { test::check_uncovered_kv_type_on_cpu(*backend_, cpu_); }
 
 TEST(OpenClProgramCache, SecondStartLoadsTheCompiledBinary) {
   const std::string dir = std::string(FATHOM_TEST_TMP) + "/opencl-cache-roundtrip";
