@@ -155,7 +155,7 @@ TEST(CudaMirror, IsSeededFromRowsWrittenBeforeFirstUse) {
   const std::vector<float> q = random_floats(static_cast<size_t>(n * n_head * hd), 61);
   std::vector<float> got(static_cast<size_t>(n * n_head * hd)), want(got.size());
   (*backend)->attention(q.data(), kv, 1, batch, n_head, n_head_kv, hd, hd, 0.09f, got.data());
-  cpu.attention(q.data(), kv, 1, batch, n_head, n_head_kv, hd, hd, 0.09f, want.data());
+  test::cpu_f32_attention(cpu, q.data(), kv, 1, batch, n_head, n_head_kv, hd, hd, 0.09f, want.data());
   EXPECT_LT(nmse(got.data(), want.data(), static_cast<int64_t>(got.size())), 1e-10);
 }
 

@@ -4,6 +4,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include "backend/cpu/exp_avx512.h"
+
+FATHOM_AVX512_WARNINGS_OFF
 #endif
 
 namespace fathom::cpu {

@@ -67,6 +67,8 @@ using detail::kTileKeys;
 using detail::RowTile;
 using detail::TileFn;
 using detail::ConvertFn;
+using detail::kTileItemRows;
+using detail::kPackPositions;
 
 // Scratch per work item is about this many floats ([rows, dk] queries + [rows, dv] outputs),
 // so an item's rows stay in L2 while the cache streams past.
@@ -109,6 +111,7 @@ struct WorkItem {
   int64_t kv_end = 0;      // one past the last position read: the rows' longest context
   int64_t partial = -1;    // first float of this item's state in the partial buffer; -1: writes the output
   double cost = 0;         // rows x positions, for largest-first scheduling
+  bool tiles = false;      // runs on AMX tiles over the packed head (never split)
 };
 
 // The items of one split (consecutive in the split list): the same rows over consecutive
@@ -157,7 +160,9 @@ struct Plan {
 // when that leaves threads idle (decode: one item per KV head, one for all MLA heads), split
 // each item's positions into parts, one per idle thread, merged afterwards as flash-decoding
 // does. Items are returned largest first for the dynamic scheduler.
-Plan make_plan(const std::vector<SeqTokens>& seqs, const AttentionBatch& batch, const Problem& p, int n_threads) {
+// Sequences with tiles[s] take the tile path: items of up to kTileItemRows rows, never split.
+Plan make_plan(const std::vector<SeqTokens>& seqs, const std::vector<bool>& tiles, const AttentionBatch& batch,
+               const Problem& p, int n_threads) {
   const int64_t group = p.n_head / p.n_head_kv;
   const int64_t budget = std::clamp<int64_t>(kItemFloats / (p.dk + p.dv), 1, kMaxRows);
   const int64_t total_rows = batch.n_tokens * p.n_head;
@@ -165,10 +170,11 @@ Plan make_plan(const std::vector<SeqTokens>& seqs, const AttentionBatch& batch, 
   for (int64_t t = 0; t < batch.n_tokens; ++t) longest = std::max<int64_t>(longest, batch.positions[t] + 1);
   const bool long_context = n_threads > 1 && longest >= 2 * kMinSplitPositions;
   const int64_t rows = long_context ? budget : std::clamp<int64_t>((total_rows + n_threads - 1) / n_threads, 1, budget);
-  const int64_t n_heads = std::min(group, rows);
-  const int64_t n_tok = std::max<int64_t>(1, rows / n_heads);
   Plan plan;
   for (size_t s = 0; s < seqs.size(); ++s) {
+    const int64_t seq_rows = tiles[s] ? kTileItemRows : rows;
+    const int64_t n_heads = std::min(group, seq_rows);
+    const int64_t n_tok = std::max<int64_t>(1, seq_rows / n_heads);
     const std::vector<int64_t>& toks = seqs[s].tokens;
     for (int64_t t0 = 0; t0 < static_cast<int64_t>(toks.size()); t0 += n_tok) {
       const int64_t nt = std::min<int64_t>(n_tok, static_cast<int64_t>(toks.size()) - t0);
@@ -178,7 +184,7 @@ Plan make_plan(const std::vector<SeqTokens>& seqs, const AttentionBatch& batch, 
         for (int64_t h0 = 0; h0 < group; h0 += n_heads) {
           const int64_t nh = std::min(n_heads, group - h0);
           plan.items.push_back({static_cast<int32_t>(s), hk, h0, nh, t0, nt, 0, max_kv, -1,
-                                static_cast<double>(nt * nh) * static_cast<double>(max_kv)});
+                                static_cast<double>(nt * nh) * static_cast<double>(max_kv), tiles[s]});
         }
     }
   }
@@ -188,7 +194,7 @@ Plan make_plan(const std::vector<SeqTokens>& seqs, const AttentionBatch& batch, 
     whole.swap(plan.items);
     for (const WorkItem& item : whole) {
       const int64_t wanted = (n_threads + n_items - 1) / n_items;
-      const int64_t n_parts = std::clamp<int64_t>(item.kv_end / kMinSplitPositions, 1, wanted);
+      const int64_t n_parts = item.tiles ? 1 : std::clamp<int64_t>(item.kv_end / kMinSplitPositions, 1, wanted);
       if (n_parts == 1) {
         plan.items.push_back(item);
         continue;
@@ -239,19 +245,20 @@ RowSpan covering_blocks(DType t, int64_t first, int64_t n) {
   return span;
 }
 
+// Converts the covering blocks `span` of one stored row to f32 at dst (span.n values): f16/bf16
+// through `convert` when there is one, the rest through the reference dequantizer.
+void convert_row(DType t, const uint8_t* row, const RowSpan& span, ConvertFn convert, float* dst) {
+  row += row_size(t, span.begin);
+  if (convert && (t == DType::F16 || t == DType::BF16)) convert(t, row, dst, span.n);
+  else quant::dequantize_row(t, row, dst, span.n);
+}
+
 // Converts a tile's rows to f32: row j of `n_keys` rows `row_bytes` apart starting at `data`,
-// covering blocks `span`, into dst[j * span.n ...]. f16/bf16 go through `convert` when there is
-// one, the rest through the reference dequantizer. Returns the tile's first column in dst.
+// covering blocks `span`, into dst[j * span.n ...]. Returns the tile's first column in dst.
 const float* convert_tile(DType t, const uint8_t* data, size_t row_bytes, const RowSpan& span, int n_keys,
                           ConvertFn convert, std::vector<float>& dst) {
   dst.resize(static_cast<size_t>(kTileKeys * span.n));
-  const size_t skip = row_size(t, span.begin);
-  const bool fast = convert && (t == DType::F16 || t == DType::BF16);
-  for (int j = 0; j < n_keys; ++j) {
-    const uint8_t* row = data + static_cast<size_t>(j) * row_bytes + skip;
-    if (fast) convert(t, row, dst.data() + j * span.n, span.n);
-    else quant::dequantize_row(t, row, dst.data() + j * span.n, span.n);
-  }
+  for (int j = 0; j < n_keys; ++j) convert_row(t, data + static_cast<size_t>(j) * row_bytes, span, convert, dst.data() + j * span.n);
   return dst.data() + span.offset;
 }
 
@@ -262,16 +269,14 @@ float* output_row(const WorkItem& item, const SeqTokens& seq, const Problem& p, 
   return p.out + (t * p.n_head + h) * p.dv;
 }
 
-void run_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& batch, const Problem& p, KvCache& kv,
-              int64_t layer, TileFn tile_fn, ConvertFn convert_fn, ItemScratch& s, float* partials) {
+// An item's query rows into s.q ([rows, dk], q_main then q_tail) and the positions each sees
+// into s.n_kv.
+void gather_queries(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& batch, const Problem& p,
+                    ItemScratch& s) {
   const int64_t group = p.n_head / p.n_head_kv;
   const int64_t n_rows = item.n_tok * item.n_heads;
   s.q.resize(static_cast<size_t>(n_rows * p.dk));
-  s.o.assign(static_cast<size_t>(n_rows * p.dv), 0.0f);
-  s.m.assign(static_cast<size_t>(n_rows), -INFINITY);
-  s.l.assign(static_cast<size_t>(n_rows), 0.0f);
   s.n_kv.resize(static_cast<size_t>(n_rows));
-  s.n_visible.resize(static_cast<size_t>(n_rows));
   for (int64_t i = 0; i < item.n_tok; ++i) {
     const int64_t t = seq.tokens[static_cast<size_t>(item.tok_begin + i)];
     const int32_t n_kv = batch.positions[t] + 1;
@@ -287,6 +292,16 @@ void run_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& 
       s.n_kv[static_cast<size_t>(r)] = n_kv;
     }
   }
+}
+
+void run_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& batch, const Problem& p, KvCache& kv,
+              int64_t layer, TileFn tile_fn, ConvertFn convert_fn, ItemScratch& s, float* partials) {
+  const int64_t n_rows = item.n_tok * item.n_heads;
+  gather_queries(item, seq, batch, p, s);
+  s.o.assign(static_cast<size_t>(n_rows * p.dv), 0.0f);
+  s.m.assign(static_cast<size_t>(n_rows), -INFINITY);
+  s.l.assign(static_cast<size_t>(n_rows), 0.0f);
+  s.n_visible.resize(static_cast<size_t>(n_rows));
   const RowTile rows{s.q.data(), s.o.data(), s.m.data(), s.l.data(), s.n_visible.data(), n_rows, p.dk, p.dv, p.scale};
   const std::vector<int32_t>& table = kv.block_table(seq.seq_id);
   const KvCacheShape& shape = kv.shape();
@@ -369,21 +384,134 @@ void merge_partials(const Plan& plan, const std::vector<SeqTokens>& seqs, const 
   }
 }
 
-void run(ThreadPool& pool, Isa isa, const Problem& p, KvCache& kv, int64_t layer, const AttentionBatch& batch) {
+// The packed heads of the sequences that take the tile path (detail::PackedKv).
+struct TilePacks {
+  std::vector<int64_t> n_cached;  // per sequence: its longest context in the batch (positions to pack)
+  std::vector<int64_t> n_pos;     // per sequence: packed positions (n_cached rounded up); 0 for the f32 path
+  std::vector<int64_t> offset;  // per (sequence, KV head): first value of its keys (its values follow)
+  uint16_t* data = nullptr;
+
+  uint16_t* keys(const Problem& p, size_t seq, int64_t kv_head) const {
+    return data + offset[seq * static_cast<size_t>(p.n_head_kv) + static_cast<size_t>(kv_head)];
+  }
+  uint16_t* values(const Problem& p, size_t seq, int64_t kv_head) const { return keys(p, seq, kv_head) + n_pos[seq] * p.dk; }
+  detail::PackedKv head(const Problem& p, size_t seq, int64_t kv_head) const {
+    return {keys(p, seq, kv_head), values(p, seq, kv_head), n_pos[seq]};
+  }
+};
+
+// Packs every tile sequence's positions [0, its longest context) of every KV head, in jobs of up
+// to 8 groups of kPackPositions positions spread over the pool. Rows past the context are zero.
+void pack_sequences(ThreadPool& pool, const Problem& p, KvCache& kv, int64_t layer, const std::vector<SeqTokens>& seqs,
+                    ConvertFn convert_fn, const TilePacks& packs) {
+  struct Job {
+    size_t seq;
+    int64_t kv_head, g0, g1;  // groups [g0, g1)
+  };
+  constexpr int64_t kGroupsPerJob = 8;
+  std::vector<Job> jobs;
+  for (size_t s = 0; s < seqs.size(); ++s)
+    for (int64_t hk = 0; hk < p.n_head_kv; ++hk)
+      for (int64_t g = 0; g < packs.n_pos[s] / kPackPositions; g += kGroupsPerJob)
+        jobs.push_back({s, hk, g, std::min(g + kGroupsPerJob, packs.n_pos[s] / kPackPositions)});
+  if (jobs.empty()) return;
+  const KvCacheShape& shape = kv.shape();
+  const detail::PackFn pack = detail::pack_tiles();
+  std::atomic<size_t> next{0};
+  pool.run_on_all([&](int) {
+    std::vector<float> k_stage, v_stage;
+    for (size_t i = next.fetch_add(1, std::memory_order_relaxed); i < jobs.size(); i = next.fetch_add(1, std::memory_order_relaxed)) {
+      const Job& job = jobs[i];
+      const std::vector<int32_t>& table = kv.block_table(seqs[job.seq].seq_id);
+      const int64_t n_cached = packs.n_cached[job.seq];
+      // MLA: one latent row per position, its first dv values the value.
+      const RowSpan k_span = covering_blocks(shape.k_type, job.kv_head * p.dk, p.dk);
+      const RowSpan v_span = p.latent ? k_span : covering_blocks(shape.v_type, job.kv_head * p.dv, p.dv);
+      k_stage.resize(static_cast<size_t>(kPackPositions * k_span.n));
+      if (!p.latent) v_stage.resize(static_cast<size_t>(kPackPositions * v_span.n));
+      uint16_t* keys = packs.keys(p, job.seq, job.kv_head);
+      uint16_t* values = packs.values(p, job.seq, job.kv_head);
+      for (int64_t g = job.g0; g < job.g1; ++g) {
+        for (int64_t j = 0; j < kPackPositions; ++j) {
+          const int64_t pos = g * kPackPositions + j;
+          float* kd = k_stage.data() + j * k_span.n;
+          float* vd = p.latent ? nullptr : v_stage.data() + j * v_span.n;
+          if (pos >= n_cached) {
+            std::fill_n(kd, k_span.n, 0.0f);
+            if (vd) std::fill_n(vd, v_span.n, 0.0f);
+            continue;
+          }
+          const int32_t block = table[static_cast<size_t>(pos / shape.block_size)];
+          const auto slot = static_cast<int32_t>(pos % shape.block_size);
+          convert_row(shape.k_type, kv.k_data(layer, block, slot), k_span, convert_fn, kd);
+          if (vd) convert_row(shape.v_type, kv.v_data(layer, block, slot), v_span, convert_fn, vd);
+        }
+        const float* k0 = k_stage.data() + k_span.offset;
+        const float* v0 = p.latent ? k0 : v_stage.data() + v_span.offset;
+        pack(k0, k_span.n, v0, v_span.n, p.dk, p.dv, keys + g * kPackPositions * p.dk, values + g * kPackPositions * p.dv);
+      }
+    }
+  });
+}
+
+// A tile item: its queries through the tile kernel over its sequence's packed KV head.
+void run_tile_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& batch, const Problem& p,
+                   const detail::PackedKv& packed, detail::TileAttentionFn fn, ItemScratch& s) {
+  const int64_t n_rows = item.n_tok * item.n_heads;
+  gather_queries(item, seq, batch, p, s);
+  s.o.resize(static_cast<size_t>(n_rows * p.dv));
+  fn(packed, {s.q.data(), s.n_kv.data(), n_rows, p.dk, p.dv, p.scale, s.o.data()});
+  for (int64_t r = 0; r < n_rows; ++r) std::copy_n(s.o.data() + r * p.dv, p.dv, output_row(item, seq, p, r));
+}
+
+void run(ThreadPool& pool, Isa isa, TileExec exec, const Problem& p, KvCache& kv, int64_t layer, const AttentionBatch& batch) {
   if (batch.n_tokens == 0) return;
   FATHOM_CHECK(p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0);
-  const TileFn tile_fn = pick_tile(isa, p.dk, p.dv);
-  const ConvertFn convert_fn = isa == Isa::kAvx512 || isa == Isa::kAvx2 ? detail::convert_avx2() : nullptr;
+  const Isa vec = vector_isa(isa);
+  const TileFn tile_fn = pick_tile(vec, p.dk, p.dv);
+  const ConvertFn convert_fn = vec == Isa::kAvx512 || vec == Isa::kAvx2 ? detail::convert_avx2() : nullptr;
   const std::vector<SeqTokens> seqs = group_by_sequence(batch);
-  const Plan plan = make_plan(seqs, batch, p, pool.n_threads());
+  // The tile path: Isa::kAmx, widths of whole 32-value chunks, and enough rows per sequence.
+  const bool tiles_ok = isa == Isa::kAmx && p.dk % 32 == 0 && p.dv % 32 == 0 && detail::pack_tiles() != nullptr;
+  std::vector<bool> tiles(seqs.size(), false);
+  TilePacks packs;
+  packs.n_cached.assign(seqs.size(), 0);
+  packs.n_pos.assign(seqs.size(), 0);
+  int64_t packed_values = 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    if (!tiles_ok || static_cast<int64_t>(seqs[s].tokens.size()) < detail::kTileMinTokens) continue;
+    tiles[s] = true;
+    for (int64_t t : seqs[s].tokens) packs.n_cached[s] = std::max<int64_t>(packs.n_cached[s], batch.positions[t] + 1);
+    packs.n_pos[s] = (packs.n_cached[s] + kPackPositions - 1) / kPackPositions * kPackPositions;
+  }
+  packs.offset.assign(seqs.size() * static_cast<size_t>(p.n_head_kv), 0);
+  for (size_t s = 0; s < seqs.size(); ++s)
+    for (int64_t hk = 0; hk < p.n_head_kv; ++hk) {
+      packs.offset[s * static_cast<size_t>(p.n_head_kv) + static_cast<size_t>(hk)] = packed_values;
+      packed_values += packs.n_pos[s] * (p.dk + p.dv);
+    }
+  // The calling thread's buffer, kept across calls (each engine calls from its own thread).
+  static thread_local std::vector<uint16_t> pack_buffer;
+  if (packed_values > 0) {
+    if (pack_buffer.size() < static_cast<size_t>(packed_values) + 32) pack_buffer.resize(static_cast<size_t>(packed_values) + 32);
+    const auto addr = reinterpret_cast<uintptr_t>(pack_buffer.data());
+    packs.data = reinterpret_cast<uint16_t*>((addr + 63) & ~static_cast<uintptr_t>(63));
+    pack_sequences(pool, p, kv, layer, seqs, convert_fn, packs);
+  }
+  const detail::TileAttentionFn tile_attention = tiles_ok ? detail::tile_attention(exec == TileExec::kEmulated) : nullptr;
+  const Plan plan = make_plan(seqs, tiles, batch, p, pool.n_threads());
   const std::vector<WorkItem>& items = plan.items;
   std::vector<float> partials(static_cast<size_t>(plan.partial_floats));
   // Dynamic scheduling: causal items differ in length, so threads take the next item when done.
   std::atomic<size_t> next{0};
   pool.run_on_all([&](int) {
     ItemScratch scratch;
-    for (size_t i = next.fetch_add(1, std::memory_order_relaxed); i < items.size(); i = next.fetch_add(1, std::memory_order_relaxed))
-      run_item(items[i], seqs[static_cast<size_t>(items[i].seq)], batch, p, kv, layer, tile_fn, convert_fn, scratch, partials.data());
+    for (size_t i = next.fetch_add(1, std::memory_order_relaxed); i < items.size(); i = next.fetch_add(1, std::memory_order_relaxed)) {
+      const WorkItem& item = items[i];
+      const SeqTokens& seq = seqs[static_cast<size_t>(item.seq)];
+      if (item.tiles) run_tile_item(item, seq, batch, p, packs.head(p, static_cast<size_t>(item.seq), item.kv_head), tile_attention, scratch);
+      else run_item(item, seq, batch, p, kv, layer, tile_fn, convert_fn, scratch, partials.data());
+    }
   });
   merge_partials(plan, seqs, p, partials.data());
 }
@@ -398,7 +526,8 @@ int64_t reference_grain(const AttentionBatch& batch, int64_t width) {
 }  // namespace
 
 void attention(ThreadPool& pool, Isa isa, const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch,
-               int64_t n_head, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) {
+               int64_t n_head, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out,
+               TileExec exec) {
   Problem p;
   p.q_main = q;
   p.d_main = head_dim_k;
@@ -408,12 +537,12 @@ void attention(ThreadPool& pool, Isa isa, const float* q, KvCache& kv, int64_t l
   p.dv = head_dim_v;
   p.scale = scale;
   p.out = out;
-  run(pool, isa, p, kv, layer, batch);
+  run(pool, isa, exec, p, kv, layer, batch);
 }
 
 void mla_attention(ThreadPool& pool, Isa isa, const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer,
                    const AttentionBatch& batch, int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale,
-                   float* out) {
+                   float* out, TileExec exec) {
   Problem p;
   p.q_main = q_abs;
   p.d_main = kv_lora_rank;
@@ -426,7 +555,7 @@ void mla_attention(ThreadPool& pool, Isa isa, const float* q_abs, const float* q
   p.scale = scale;
   p.latent = true;
   p.out = out;
-  run(pool, isa, p, kv, layer, batch);
+  run(pool, isa, exec, p, kv, layer, batch);
 }
 
 void attention_ref(ThreadPool& pool, const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch,

@@ -11,8 +11,9 @@
 //
 // The inner tile kernel has generic, AVX2 and AVX-512 versions (per-function target attributes,
 // chosen by the caller's Isa); head widths the vector code does not cover fall back to a
-// narrower ISA. Reference twins (attention_ref, mla_attention_ref) are the naive per-(token,
-// head) loops, used by tests only.
+// narrower ISA. With Isa::kAmx, prefill rows (sequences with 64+ tokens in the batch) run on bf16
+// AMX tiles over a per-call packed copy of their KV heads instead (attention_amx.cpp). Reference
+// twins (attention_ref, mla_attention_ref) are the naive per-(token, head) loops, used by tests only.
 #pragma once
 
 #include <cstdint>
@@ -23,18 +24,26 @@
 
 namespace fathom::cpu {
 
+// How Isa::kAmx runs its tiles: the instructions (the process holds the AMX permission), or
+// their C++ emulation (amx_tiles.h), which tests run on any AVX-512 CPU.
+enum class TileExec { kHardware, kEmulated };
+
 // Causal GQA attention of each token over its sequence's cached positions [0, pos].
 // q: [n_tokens, n_head, head_dim_k]; out: [n_tokens, n_head, head_dim_v]; kv head = h / (n_head / n_head_kv).
-// `isa` picks the tile kernel (must be supported by this CPU).
+// `isa` picks the tile kernel (its vector ISA must be supported by this CPU). With Isa::kAmx, the
+// rows of a sequence with detail::kTileMinTokens (64) or more tokens in the batch run on bf16 AMX
+// tiles when dk and dv are multiples of 32: within a stated bound of the f32 kernels, not bit-equal
+// (docs/decisions.md); a row's result does not depend on the rest of the batch.
 void attention(ThreadPool& pool, Isa isa, const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch,
-               int64_t n_head, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out);
+               int64_t n_head, int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out,
+               TileExec exec = TileExec::kHardware);
 
 // MLA attention in latent space: cache rows [latent (kv_lora_rank), k_pe (n_rot)] shared by all
 // heads. q_abs: [n_tokens, n_head, kv_lora_rank]; q_pe: [n_tokens, n_head, n_rot];
 // out: [n_tokens, n_head, kv_lora_rank].
 void mla_attention(ThreadPool& pool, Isa isa, const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer,
                    const AttentionBatch& batch, int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale,
-                   float* out);
+                   float* out, TileExec exec = TileExec::kHardware);
 
 // Scalar references: one (token, head) at a time, position by position, each cached row
 // converted whole to f32 (KvCache::load_k/load_v).

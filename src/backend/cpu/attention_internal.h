@@ -53,4 +53,47 @@ TileFn tile_avx512();
 using ConvertFn = void (*)(DType t, const uint8_t* src, float* dst, int64_t n);
 ConvertFn convert_avx2();
 
+// The AMX path (attention_amx.cpp): bf16 tiles for QK^T and PV, for the rows of sequences with
+// kTileMinTokens or more tokens in a batch (prefill), so decode and short chunks keep the f32
+// kernels. Each call first packs every such sequence's cached keys and values of one KV head
+// into the B-operand layouts below, once, so the work items of that head (up to kTileItemRows
+// query rows each) run on tiles without converting or transposing the cache themselves.
+inline constexpr int64_t kTileMinTokens = 64;
+inline constexpr int64_t kTileItemRows = 256;
+inline constexpr int64_t kPackPositions = 32;  // positions are packed (and padded) in groups of 32
+
+// One KV head's positions [0, n_pos) of one sequence (n_pos a multiple of kPackPositions), bf16:
+//   keys:   per 16 positions, per 32 values of dk, a 16 x 64-byte tile whose row i holds, for each
+//           of the 16 positions n, its values 2i and 2i + 1 of the chunk (B of S = Q K^T);
+//           tile (g, c) of position group g and chunk c at keys + (g * dk / 32 + c) * 512.
+//   values: per 32 positions, per 16 values of dv, a tile whose row i holds, for each of the 16
+//           columns, the values of positions 2i and 2i + 1 (B of O += P V); tile (g, d) at
+//           values + (g * dv / 16 + d) * 512.
+struct PackedKv {
+  const uint16_t* keys = nullptr;
+  const uint16_t* values = nullptr;
+  int64_t n_pos = 0;
+};
+
+// Packs kPackPositions positions: key j's dk values at k + j * k_stride, value j's dv values at
+// v + j * v_stride (f32; zero rows for padding), into `keys` and `values` at that group's tiles.
+using PackFn = void (*)(const float* k, int64_t k_stride, const float* v, int64_t v_stride, int64_t dk, int64_t dv,
+                        uint16_t* keys, uint16_t* values);
+
+// The query rows of a tile work item: row r sees positions [0, n_kv[r]) of the packed head.
+struct TileRows {
+  const float* q = nullptr;        // [n_rows, dk]
+  const int32_t* n_kv = nullptr;   // [n_rows], each <= the packed n_pos
+  int64_t n_rows = 0;              // <= kTileItemRows
+  int64_t dk = 0, dv = 0;          // multiples of 32
+  float scale = 1.0f;
+  float* out = nullptr;            // [n_rows, dv], normalised
+};
+using TileAttentionFn = void (*)(const PackedKv& kv, const TileRows& rows);
+
+// nullptr when the build has no x86 code. `emulated`: the tile instructions in C++ (amx_tiles.h),
+// for tests on any AVX-512 CPU; otherwise the caller holds the AMX permission (Isa::kAmx).
+PackFn pack_tiles();
+TileAttentionFn tile_attention(bool emulated);
+
 }  // namespace fathom::cpu::detail

@@ -125,12 +125,12 @@ void CpuBackend::store_kv(KvCache& kv, int64_t layer, const AttentionBatch& batc
 
 void CpuBackend::attention(const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch, int64_t n_head,
                            int64_t n_head_kv, int64_t head_dim_k, int64_t head_dim_v, float scale, float* out) {
-  cpu::attention(pool_, cpu::vector_isa(kernels_->isa), q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out);
+  cpu::attention(pool_, kernels_->isa, q, kv, layer, batch, n_head, n_head_kv, head_dim_k, head_dim_v, scale, out);
 }
 
 void CpuBackend::mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
                                int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) {
-  cpu::mla_attention(pool_, cpu::vector_isa(kernels_->isa), q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out);
+  cpu::mla_attention(pool_, kernels_->isa, q_abs, q_pe, kv, layer, batch, n_head, kv_lora_rank, n_rot, scale, out);
 }
 
 void CpuBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {

@@ -29,6 +29,7 @@
 
 #if defined(__x86_64__)
 #include "backend/cpu/amx_tiles.h"
+#include "backend/cpu/bf16_avx512.h"
 #include "backend/cpu/gemm_x16_avx512.h"
 #include "backend/cpu/repack.h"
 
@@ -174,33 +175,6 @@ TileConfig bf16_tile_config() {
     c.colsb[t] = kTileMaxColsb;
   }
   return c;
-}
-
-// f32 -> bf16 in the low 16 bits of each lane, round to nearest even (a NaN stays a quiet NaN).
-// Integer code rather than VCVTNEPS2BF16, so the emulated path runs on any AVX-512 CPU and both
-// paths round alike.
-FATHOM_AMX inline __m512i bf16_bits(__m512 f) {
-  const __m512i bits = _mm512_castps_si512(f);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)),
-                                                _mm512_set1_epi32(0x7f800000));
-  return _mm512_mask_or_epi32(rounded, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
-}
-
-// One B tile row: the pair (f0[r], f1[r]) of every row r, as bf16. Native: VCVTNE2PS2BF16 (the
-// real AMX path; the same round to nearest even, and the denormals it flushes are zeros to
-// TDPBF16PS anyway), else the integer rounding (the emulated path, any AVX-512 CPU).
-template <bool kNative>
-FATHOM_AMX inline __m512i bf16_pairs(__m512 f0, __m512 f1) {
-  if constexpr (kNative) {
-    // [bf16(f0[0..15]), bf16(f1[0..15])] -> pairs: element 2r = f0[r], 2r + 1 = f1[r].
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                                                21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    return _mm512_permutexvar_epi16(interleave, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(f1, f0)));
-  } else {
-    return _mm512_or_si512(bf16_bits(f0), _mm512_slli_epi32(bf16_bits(f1), 16));
-  }
 }
 
 FATHOM_AMX inline __m512 float_values(DType type, const uint8_t* p) {

@@ -15,7 +15,7 @@ enum class Isa {
   kGeneric,  // portable C++
   kAvx2,     // AVX2 + FMA + F16C
   kAvx512,   // AVX-512 F/BW/DQ/VL + VNNI (Ice Lake, Zen 4 and later)
-  kAmx,      // kAvx512 plus AMX int8 tiles for products of 8+ tokens (Sapphire Rapids and later)
+  kAmx,      // kAvx512 plus AMX tiles for products of 16+ tokens and prefill attention (Sapphire Rapids and later)
 };
 
 const char* isa_name(Isa isa);  // "generic", "avx2", "avx512", "amx": the FATHOM_CPU_ISA values
