@@ -47,6 +47,11 @@ FATHOM_AVX512_FLOAT inline void accumulate_values(float* o, const float* const* 
   for (int u = 0; u < U; ++u) _mm512_storeu_ps(o + 16 * u, acc[u]);
 }
 
+// Rows are taken kRowChunk at a time in three passes (scores, softmax, weighted values) rather
+// than one row start to finish: a row's steps form one long dependency chain (scores -> max ->
+// correction -> rescaled outputs), and separate passes give the core independent rows to overlap.
+constexpr int kRowChunk = 16;
+
 FATHOM_AVX512_FLOAT void tile_avx512_impl(const KeyTile& tile, const RowTile& rows) {
   // Keys past n_keys point at the last valid key (in bounds); their scores are masked off.
   const float* k[kTileKeys];
@@ -56,32 +61,53 @@ FATHOM_AVX512_FLOAT void tile_avx512_impl(const KeyTile& tile, const RowTile& ro
     k[j] = tile.k + jj * tile.k_stride;
     v[j] = tile.v + jj * tile.v_stride;
   }
-  alignas(64) float p[kTileKeys];
-  for (int64_t r = 0; r < rows.n_rows; ++r) {
-    const int n_visible = rows.n_visible[r];
-    if (n_visible <= 0) continue;
-    const float* q = rows.q + r * rows.dk;
-    __m512 acc[kTileKeys];
-    for (int j = 0; j < kTileKeys; ++j) acc[j] = _mm512_setzero_ps();
-    for (int64_t d = 0; d < rows.dk; d += 16) {
-      const __m512 qd = _mm512_loadu_ps(q + d);
-      for (int j = 0; j < kTileKeys; ++j) acc[j] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(k[j] + d), acc[j]);
+  alignas(64) float p[kRowChunk][kTileKeys];  // scores, then weights
+  alignas(64) float m_old[kRowChunk] = {}, m_new[kRowChunk] = {}, sums[kRowChunk] = {}, corrections[kRowChunk];
+  for (int64_t r0 = 0; r0 < rows.n_rows; r0 += kRowChunk) {
+    const int n = static_cast<int>(std::min<int64_t>(kRowChunk, rows.n_rows - r0));
+    for (int i = 0; i < n; ++i) {
+      const int n_visible = rows.n_visible[r0 + i];
+      if (n_visible <= 0) continue;
+      const float* q = rows.q + (r0 + i) * rows.dk;
+      __m512 acc[kTileKeys];
+      for (int j = 0; j < kTileKeys; ++j) acc[j] = _mm512_setzero_ps();
+      for (int64_t d = 0; d < rows.dk; d += 16) {
+        const __m512 qd = _mm512_loadu_ps(q + d);
+        for (int j = 0; j < kTileKeys; ++j) acc[j] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(k[j] + d), acc[j]);
+      }
+      const __mmask16 visible = static_cast<__mmask16>((1u << n_visible) - 1u);
+      const __m512 scores = _mm512_mask_blend_ps(visible, _mm512_set1_ps(-INFINITY),
+                                                 _mm512_mul_ps(reduce16(acc), _mm512_set1_ps(rows.scale)));
+      _mm512_store_ps(p[i], scores);
     }
-    const __mmask16 visible = static_cast<__mmask16>((1u << n_visible) - 1u);
-    const __m512 scores = _mm512_mask_blend_ps(visible, _mm512_set1_ps(-INFINITY),
-                                               _mm512_mul_ps(reduce16(acc), _mm512_set1_ps(rows.scale)));
-    const float m_old = rows.m[r];
-    const float m_new = std::max(m_old, _mm512_reduce_max_ps(scores));
-    const float correction = std::exp(m_old - m_new);  // 0 for the first tile (m = -inf)
-    const __m512 weights = _mm512_maskz_mov_ps(visible, exp16(_mm512_sub_ps(scores, _mm512_set1_ps(m_new))));
-    rows.l[r] = rows.l[r] * correction + _mm512_reduce_add_ps(weights);
-    rows.m[r] = m_new;
-    _mm512_store_ps(p, weights);
-    float* o = rows.o + r * rows.dv;
-    const __m512 corr = _mm512_set1_ps(correction);
-    int64_t d = 0;
-    for (; d + 128 <= rows.dv; d += 128) accumulate_values<8>(o + d, v, d, p, n_visible, corr);
-    for (; d < rows.dv; d += 16) accumulate_values<1>(o + d, v, d, p, n_visible, corr);
+    for (int i = 0; i < n; ++i) {
+      const int n_visible = rows.n_visible[r0 + i];
+      m_old[i] = m_new[i] = rows.m[r0 + i];
+      if (n_visible <= 0) continue;
+      const __m512 scores = _mm512_load_ps(p[i]);
+      m_new[i] = std::max(m_old[i], _mm512_reduce_max_ps(scores));
+      const __mmask16 visible = static_cast<__mmask16>((1u << n_visible) - 1u);
+      const __m512 weights = _mm512_maskz_mov_ps(visible, exp16(_mm512_sub_ps(scores, _mm512_set1_ps(m_new[i]))));
+      sums[i] = _mm512_reduce_add_ps(weights);
+      _mm512_store_ps(p[i], weights);
+    }
+    // The corrections e^(m_old - m_new) of the chunk in one vector: 0 where m_old = -inf (the
+    // row's first visible tile), 1 for rows that see nothing here (m unchanged).
+    const __mmask16 first = _mm512_cmp_ps_mask(_mm512_load_ps(m_old), _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    _mm512_store_ps(corrections, _mm512_maskz_mov_ps(static_cast<__mmask16>(~first),
+                                                     exp16(_mm512_sub_ps(_mm512_load_ps(m_old), _mm512_load_ps(m_new)))));
+    for (int i = 0; i < n; ++i) {
+      const int n_visible = rows.n_visible[r0 + i];
+      if (n_visible <= 0) continue;
+      const float correction = corrections[i];
+      rows.l[r0 + i] = rows.l[r0 + i] * correction + sums[i];
+      rows.m[r0 + i] = m_new[i];
+      float* o = rows.o + (r0 + i) * rows.dv;
+      const __m512 corr = _mm512_set1_ps(correction);
+      int64_t d = 0;
+      for (; d + 128 <= rows.dv; d += 128) accumulate_values<8>(o + d, v, d, p[i], n_visible, corr);
+      for (; d < rows.dv; d += 16) accumulate_values<1>(o + d, v, d, p[i], n_visible, corr);
+    }
   }
 }
 
