@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/cpu/attention.h"
 #include "backend/cpu/repack.h"
 #include "backend/cuda/cuda_backend.h"
 #include "core/process.h"
@@ -66,6 +67,15 @@ Expected<MemoryNeed> memory_need(const gguf::GgufFile& file, const ModelConfig& 
     return error(ErrorCode::kOutOfRange, strprintf("activations for a step of %lld tokens need more than 2^63 bytes",
                                                    static_cast<long long>(demand.step_tokens)));
   const bool on_cpu = demand.device.empty() || demand.device == "cpu";
+  if (on_cpu) {  // the AMX prefill attention's packed keys and values (cpu/attention.h)
+    const bool mla = config.kv_lora_rank > 0;
+    const int64_t pack = cpu::tile_pack_bytes_max(demand.step_tokens, demand.n_seq, n_ctx, mla ? 1 : config.n_head_kv,
+                                                  mla ? config.kv_lora_rank + config.n_rot : config.head_dim_k,
+                                                  mla ? config.kv_lora_rank : config.head_dim_v);
+    if (pack < 0 || __builtin_add_overflow(need.scratch_bytes, pack, &need.scratch_bytes))
+      return error(ErrorCode::kOutOfRange, strprintf("attention scratch for a context of %lld tokens needs more than 2^63 bytes",
+                                                     static_cast<long long>(n_ctx)));
+  }
   if (demand.count_weight_copies && on_cpu) need.weight_copy_bytes = weight_copy_bytes(file, config, available_bytes);
   return need;
 }

@@ -39,7 +39,8 @@ struct MemoryDemand {
 struct MemoryNeed {
   int64_t kv_blocks = 0;          // blocks of the KV pool (may pass kMaxKvBlocks: check_memory says so)
   int64_t kv_bytes = 0;           // the KV pool, equal to KvCache::allocated_bytes() once built
-  int64_t scratch_bytes = 0;      // activations and logits of the largest step (estimate)
+  int64_t scratch_bytes = 0;      // activations and logits of the largest step (estimate), and on the
+                                  // CPU the AMX attention's packed keys and values (exact bound)
   int64_t weight_copy_bytes = 0;  // repacked matrices copied out of the file map at load,
                                   // capped where RepackCache stops (repack_budget)
   int64_t total_bytes() const { return kv_bytes + scratch_bytes + weight_copy_bytes; }

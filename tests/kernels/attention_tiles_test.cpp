@@ -266,5 +266,18 @@ TEST(AttentionTiles, NarrowHeadsKeepTheF32Kernels) {
   for (TileExec e : tile_execs()) EXPECT_LT(max_row_error(run_tiles(pool, e, p, setup.kv, batch), want, c.dv), 1e-5) << exec_name(e);
 }
 
+// The bound memory_need() adds for the packed heads: sequences of 64+ tokens in the step, whole
+// 32-position groups, bf16 keys and values; nothing for widths the tiles do not take.
+TEST(AttentionTiles, PackBytesBound) {
+  // 1.5B shape, 4 sequences of 4096 positions, a 512-token step: all 4 can be prefilling.
+  EXPECT_EQ(tile_pack_bytes_max(512, 4, 4096, 2, 128, 128), int64_t{4} * 4096 * 2 * 256 * 2);
+  EXPECT_EQ(tile_pack_bytes_max(512, 16, 4096, 2, 128, 128), int64_t{8} * 4096 * 2 * 256 * 2);  // 512 / 64 at most
+  EXPECT_EQ(tile_pack_bytes_max(100, 4, 4000, 1, 576, 512), int64_t{1} * 4000 * 1088 * 2);      // MLA, one sequence
+  EXPECT_EQ(tile_pack_bytes_max(63, 4, 4096, 2, 128, 128), 0);  // no sequence reaches 64 tokens
+  EXPECT_EQ(tile_pack_bytes_max(512, 4, 4096, 8, 8, 8), 0);     // stories260K's heads
+  EXPECT_EQ(tile_pack_bytes_max(512, 4, 4001, 2, 128, 128), int64_t{4} * 4032 * 2 * 256 * 2);  // rounded to 32
+  EXPECT_EQ(tile_pack_bytes_max(INT64_MAX / 2, INT64_MAX / 2, INT64_MAX / 2, 2, 128, 128), -1);
+}
+
 }  // namespace
 }  // namespace fathom::cpu

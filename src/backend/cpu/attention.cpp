@@ -500,7 +500,7 @@ void run(ThreadPool& pool, Isa isa, TileExec exec, const Problem& p, KvCache& kv
   packs.n_pos.assign(seqs.size(), 0);
   int64_t packed_values = 0;
   for (size_t s = 0; s < seqs.size(); ++s) {
-    if (!tiles_ok || static_cast<int64_t>(seqs[s].tokens.size()) < detail::kTileMinTokens) continue;
+    if (!tiles_ok || static_cast<int64_t>(seqs[s].tokens.size()) < kTileMinTokens) continue;
     tiles[s] = true;
     for (int64_t t : seqs[s].tokens) packs.n_cached[s] = std::max<int64_t>(packs.n_cached[s], batch.positions[t] + 1);
     packs.n_pos[s] = (packs.n_cached[s] + kPackPositions - 1) / kPackPositions * kPackPositions;
@@ -577,6 +577,18 @@ void mla_attention(ThreadPool& pool, Isa isa, const float* q_abs, const float* q
   p.latent = true;
   p.out = out;
   run(pool, isa, exec, p, kv, layer, batch);
+}
+
+int64_t tile_pack_bytes_max(int64_t step_tokens, int64_t n_seq, int64_t n_ctx, int64_t n_head_kv, int64_t dk, int64_t dv) {
+  if (dk % 32 != 0 || dv % 32 != 0) return 0;
+  const int64_t seqs = std::min(n_seq, step_tokens / kTileMinTokens);
+  if (seqs <= 0) return 0;
+  const int64_t positions = (n_ctx + kPackPositions - 1) / kPackPositions * kPackPositions;
+  int64_t bytes = 0;
+  if (__builtin_mul_overflow(seqs, positions, &bytes) || __builtin_mul_overflow(bytes, n_head_kv, &bytes) ||
+      __builtin_mul_overflow(bytes, dk + dv, &bytes) || __builtin_mul_overflow(bytes, int64_t{2}, &bytes))
+    return -1;
+  return bytes;
 }
 
 void attention_ref(ThreadPool& pool, const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch,

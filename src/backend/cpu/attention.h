@@ -31,7 +31,7 @@ enum class TileExec { kHardware, kEmulated };
 // Causal GQA attention of each token over its sequence's cached positions [0, pos].
 // q: [n_tokens, n_head, head_dim_k]; out: [n_tokens, n_head, head_dim_v]; kv head = h / (n_head / n_head_kv).
 // `isa` picks the tile kernel (its vector ISA must be supported by this CPU). With Isa::kAmx, the
-// rows of a sequence with detail::kTileMinTokens (64) or more tokens in the batch run on bf16 AMX
+// rows of a sequence with kTileMinTokens (64) or more tokens in the batch run on bf16 AMX
 // tiles when dk and dv are multiples of 32: within a stated bound of the f32 kernels, not bit-equal
 // (docs/decisions.md); a row's result does not depend on the rest of the batch.
 void attention(ThreadPool& pool, Isa isa, const float* q, KvCache& kv, int64_t layer, const AttentionBatch& batch,
@@ -44,6 +44,14 @@ void attention(ThreadPool& pool, Isa isa, const float* q, KvCache& kv, int64_t l
 void mla_attention(ThreadPool& pool, Isa isa, const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer,
                    const AttentionBatch& batch, int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale,
                    float* out, TileExec exec = TileExec::kHardware);
+
+// The most bytes one attention call packs for the AMX tile path (and the calling thread keeps for
+// its next call): every sequence with kTileMinTokens or more of the step's tokens, up to n_ctx
+// positions (rounded up to 32) of each of its n_head_kv KV heads, dk + dv bf16 values per
+// position; 0 when dk or dv is not a multiple of 32. MLA: n_head_kv 1, dk = kv_lora_rank + n_rot,
+// dv = kv_lora_rank. memory_need() counts it with the scratch. -1 when it overflows int64.
+inline constexpr int64_t kTileMinTokens = 64;
+int64_t tile_pack_bytes_max(int64_t step_tokens, int64_t n_seq, int64_t n_ctx, int64_t n_head_kv, int64_t dk, int64_t dv);
 
 // Scalar references: one (token, head) at a time, position by position, each cached row
 // converted whole to f32 (KvCache::load_k/load_v).

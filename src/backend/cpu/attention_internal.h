@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "backend/cpu/attention.h"
 #include "core/dtype.h"
 
 namespace fathom::cpu::detail {
@@ -58,7 +59,7 @@ ConvertFn convert_avx2();
 // kernels. Each call first packs every such sequence's cached keys and values of one KV head
 // into the B-operand layouts below, once, so the work items of that head (up to kTileItemRows
 // query rows each) run on tiles without converting or transposing the cache themselves.
-inline constexpr int64_t kTileMinTokens = 64;
+using cpu::kTileMinTokens;  // attention.h
 inline constexpr int64_t kTileItemRows = 256;
 inline constexpr int64_t kPackPositions = 32;  // positions are packed (and padded) in groups of 32
 
