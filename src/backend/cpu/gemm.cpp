@@ -578,6 +578,15 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
     }
     if (block == 0) continue;
     const int64_t nb = n / block;
+    // Jobs on the same tokens with the same block size (q/k/v, gate/up) share one quantized copy.
+    bool shared = false;
+    for (size_t i = 0; i < j && !shared; ++i)
+      if (acts[i].q != nullptr && jobs[i].x == job.x && acts[i].n == n && acts[i].block == block &&
+          acts[i].n_tokens == job.n_tokens) {
+        a = acts[i];
+        shared = true;
+      }
+    if (shared) continue;
     sc.q.resize(static_cast<size_t>(job.n_tokens * n));
     sc.xd.resize(static_cast<size_t>(job.n_tokens * nb));
     sc.xs.resize(static_cast<size_t>(job.n_tokens * nb));
