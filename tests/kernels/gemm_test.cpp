@@ -209,6 +209,49 @@ TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
   }
 }
 
+// Types without an x16 layout (the codebook i-quants, Q2_K/Q3_K, ...) and every type when it is
+// not repacked: with kAmxBf16MinTokens or more tokens, cpu::matmul on the AMX table dequantizes
+// 16 rows at a time to bf16 tiles (Kernels::gemm_rows_bf16). Same bound as the BF16 path above,
+// against the float product of the dequantized rows; rows past a 16-row group edge (37 rows) and
+// 2 chunks of 2048 values (n = 2560: a full and a partial one) included; a token's result equals
+// its result in a batch of exactly kAmxBf16MinTokens.
+TEST(Gemm, AmxBf16RowPathIsWithinBound) {
+  if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "the AMX kernels are AVX-512 code";
+  ThreadPool pool(2);
+  std::vector<const Kernels*> tables = {&amx_emulated_kernels()};
+  if (isa_supported(Isa::kAmx)) tables.push_back(&kernels_for(Isa::kAmx));
+  const int64_t n_out = 37;
+  for (DType t : {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ2_S, DType::IQ3_XXS, DType::IQ3_S, DType::IQ1_S, DType::IQ1_M,
+                  DType::Q2_K, DType::Q3_K, DType::Q4_0, DType::F16}) {
+    const int64_t n = t == DType::IQ2_XXS ? 2560 : 512;
+    const Matrix m = make_matrix(t, n_out, n, 43);
+    const int64_t n_tok = kAmxBf16MinTokens + 13;
+    const std::vector<float> x = tokens(n_tok, n, 44);
+    for (const Kernels* k : tables) {
+      ASSERT_NE(k->gemm_rows_bf16, nullptr);
+      std::vector<float> y(static_cast<size_t>(n_tok * n_out), -2.f), y64(static_cast<size_t>(kAmxBf16MinTokens * n_out), -3.f);
+      MatmulScratch scratch;
+      matmul(pool, *k, m.view, x.data(), n_tok, y.data(), scratch, nullptr);
+      matmul(pool, *k, m.view, x.data(), kAmxBf16MinTokens, y64.data(), scratch, nullptr);
+      for (int64_t tk = 0; tk < n_tok; ++tk)
+        for (int64_t r = 0; r < n_out; ++r) {
+          double want = 0, mag = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            const double p = static_cast<double>(m.deq[static_cast<size_t>(r * n + i)]) * x[static_cast<size_t>(tk * n + i)];
+            want += p;
+            mag += std::fabs(p);
+          }
+          const size_t at = static_cast<size_t>(tk * n_out + r);
+          ASSERT_NEAR(y[at], want, mag / 128 + 1e-6) << dtype_name(t) << " " << (k == tables[0] ? "emulated" : "amx")
+                                                     << " token " << tk << " row " << r;
+          if (tk < kAmxBf16MinTokens) {
+            ASSERT_EQ(y64[at], y[at]) << dtype_name(t) << " token " << tk << " row " << r;
+          }
+        }
+    }
+  }
+}
+
 TEST(Gemm, ActivationQuantizersAreBitExact) {
   for (int64_t block : {32, 16}) {
     std::vector<float> x = tokens(5, 1024, 4);

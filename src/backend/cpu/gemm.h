@@ -128,6 +128,12 @@ struct GemmScratch {
 // layout of GemmActivations::bt (round to nearest even); tokens past n_tokens in the tile of
 // t1 - 1 are zeroed when t1 == n_tokens.
 using GemmBf16TokensFn = void (*)(const float* x, int64_t n_tokens, int64_t n, int64_t t0, int64_t t1, uint16_t* bt);
+// y[t, r] for n_rows GGUF rows of type t (row r at rows + r * row_bytes, x.n values each) and
+// x.n_tokens tokens given as bf16 tiles (x.bt): each row dequantized by the reference dequantizer,
+// rounded to bf16 and multiplied on AMX tiles (the BF16 path's bound, gemm_amx.cpp). For types
+// without an x16 layout, kAmxBf16MinTokens or more tokens; x.n a multiple of 256.
+using GemmRowsBf16Fn = void (*)(DType t, const uint8_t* rows, size_t row_bytes, int64_t n_rows, const GemmActivations& x,
+                                float* y, int64_t y_stride);
 // Whether weights of type t go through the AMX BF16 tiles for a product of n_tokens tokens.
 bool gemm_takes_bf16(DType t, int64_t n, int64_t n_tokens);
 

@@ -26,6 +26,7 @@
 
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/vec_dot.h"
+#include "quant/quant.h"
 
 #if defined(__x86_64__)
 #include "backend/cpu/amx_tiles.h"
@@ -301,9 +302,10 @@ FATHOM_AMX void bf16_block(Tiles& tiles, const uint8_t* const* w, int64_t steps,
 // the batch.
 constexpr int64_t kChunk = 2048;
 
-template <class Tiles>
-FATHOM_AMX void bf16_groups(DType type, const uint8_t* first, size_t group_bytes, int64_t n_groups,
-                            const GemmActivations& x, int64_t n_rows, float* y, int64_t y_stride) {
+// decode(g, v0, kc, dst) writes values [v0, v0 + kc) of group g (16 rows) as kc / 32 B tiles at dst.
+template <class Tiles, class Decode>
+FATHOM_AMX void bf16_groups(Decode&& decode, int64_t n_groups, const GemmActivations& x, int64_t n_rows, float* y,
+                            int64_t y_stride) {
   constexpr int64_t kTileBytes = kTile * kTileMaxColsb;
   static thread_local Scratch weights, partial;
   const int64_t n = x.n, all_steps = n / kStep, n_tiles = (x.n_tokens + kTile - 1) / kTile;
@@ -316,9 +318,7 @@ FATHOM_AMX void bf16_groups(DType type, const uint8_t* first, size_t group_bytes
   for (int64_t v0 = 0; v0 < n; v0 += kChunk) {
     const int64_t kc = std::min(kChunk, n - v0), steps = kc / kStep;
     const bool first_chunk = v0 == 0, last_chunk = v0 + kc == n;
-    const size_t offset = repacked_group_bytes(type, v0);
-    for (int64_t g = 0; g < n_groups; ++g)
-      decode_group_bf16<std::is_same_v<Tiles, AmxTiles>>(type, first + g * group_bytes + offset, kc, wb + g * steps * kTileBytes);
+    for (int64_t g = 0; g < n_groups; ++g) decode(g, v0, kc, wb + g * steps * kTileBytes);
     for (int64_t k = 0; k < n_tiles; k += 2) {
       const int nt = k + 1 < n_tiles ? 2 : 1;
       const uint16_t* a[2] = {nullptr, nullptr};
@@ -351,9 +351,46 @@ constexpr int64_t kGroupBatch = 8;
 template <class Tiles>
 FATHOM_AMX void bf16_range(DType type, const uint8_t* first, size_t group_bytes, int64_t n_groups,
                            const GemmActivations& x, int64_t n_rows, float* y, int64_t y_stride) {
-  for (int64_t g = 0; g < n_groups; g += kGroupBatch)
-    bf16_groups<Tiles>(type, first + g * group_bytes, group_bytes, std::min(kGroupBatch, n_groups - g), x,
-                       n_rows - g * kGemmRows, y + g * kGemmRows, y_stride);
+  for (int64_t g0 = 0; g0 < n_groups; g0 += kGroupBatch) {
+    const uint8_t* batch = first + g0 * group_bytes;
+    auto decode = [&](int64_t g, int64_t v0, int64_t kc, uint8_t* dst) FATHOM_AMX {
+      decode_group_bf16<std::is_same_v<Tiles, AmxTiles>>(type, batch + g * group_bytes + repacked_group_bytes(type, v0), kc, dst);
+    };
+    bf16_groups<Tiles>(decode, std::min(kGroupBatch, n_groups - g0), x, n_rows - g0 * kGemmRows, y + g0 * kGemmRows, y_stride);
+  }
+}
+
+// GGUF rows of a type without an x16 layout (the codebook i-quants, ...), 16 at a time: each
+// chunk of kChunk values is dequantized by the reference dequantizer (quant::dequantize_row) and
+// rounded to bf16 B tiles, then multiplied as the repacked types' groups are. kChunk is a multiple
+// of every super-block (256 values), so a chunk starts on a block.
+template <class Tiles>
+FATHOM_AMX void bf16_rows(DType type, const uint8_t* rows, size_t row_bytes, const GemmActivations& x, int64_t n_rows,
+                          float* y, int64_t y_stride) {
+  static_assert(kChunk % 256 == 0, "a chunk must start on a super-block");
+  static thread_local std::vector<float> stage;
+  const int64_t n_groups = (n_rows + kGemmRows - 1) / kGemmRows;
+  const __m512i lanes = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(static_cast<int32_t>(std::min(kChunk, x.n))));
+  for (int64_t g0 = 0; g0 < n_groups; g0 += kGroupBatch) {
+    auto decode = [&](int64_t g, int64_t v0, int64_t kc, uint8_t* dst) FATHOM_AMX {
+      const int64_t row0 = (g0 + g) * kGemmRows, stride = std::min(kChunk, x.n);
+      stage.resize(static_cast<size_t>(kGemmRows * stride));
+      for (int64_t r = 0; r < kGemmRows; ++r) {
+        float* out = stage.data() + r * stride;
+        if (row0 + r < n_rows) quant::dequantize_row(type, rows + (row0 + r) * row_bytes + row_size(type, v0), out, kc);
+        else std::fill_n(out, kc, 0.0f);
+      }
+      // B tile of step j, row i: values 32 j + 2 i and 32 j + 2 i + 1 of the 16 rows, paired.
+      for (int64_t j = 0; j < kc / kStep; ++j)
+        for (int64_t i = 0; i < kTile; ++i) {
+          const float* base = stage.data() + kStep * j + 2 * i;
+          const __m512 f0 = _mm512_i32gather_ps(lanes, base, 4), f1 = _mm512_i32gather_ps(lanes, base + 1, 4);
+          _mm512_store_si512(dst + (j * kTile + i) * kTileMaxColsb, bf16_pairs<std::is_same_v<Tiles, AmxTiles>>(f0, f1));
+        }
+    };
+    bf16_groups<Tiles>(decode, std::min(kGroupBatch, n_groups - g0), x, n_rows - g0 * kGemmRows, y + g0 * kGemmRows, y_stride);
+  }
 }
 
 template <class Tiles>
@@ -402,7 +439,14 @@ void gemm_x16_tiles(DType type, const uint8_t* group, const GemmActivations& x, 
 
 }  // namespace
 
+template <class Tiles>
+void gemm_rows_tiles(DType type, const uint8_t* rows, size_t row_bytes, int64_t n_rows, const GemmActivations& x, float* y,
+                     int64_t y_stride) {
+  bf16_rows<Tiles>(type, rows, row_bytes, x, n_rows, y, y_stride);
+}
+
 void install_gemm_amx(Kernels& k, bool emulated) {
+  k.gemm_rows_bf16 = emulated ? gemm_rows_tiles<EmulatedTiles> : gemm_rows_tiles<AmxTiles>;
   k.gemm_x16 = emulated ? gemm_x16_tiles<EmulatedTiles> : gemm_x16_tiles<AmxTiles>;
   k.gemm_x16_range = emulated ? gemm_x16_range_tiles<EmulatedTiles> : gemm_x16_range_tiles<AmxTiles>;
   k.gemm_token_tiles = true;

@@ -15,6 +15,33 @@ constexpr int64_t kMinWorkPerChunk = 1 << 16;
 // Rows of a tile reused across all tokens while it is in L1/L2 (prefill); one pass for decode.
 constexpr int64_t kRowTile = 64;
 
+// The AMX BF16 path for GGUF rows (Kernels::gemm_rows_bf16): the tokens rounded to bf16 tiles
+// once, then the rows' 16-row groups spread over the pool.
+void matmul_rows_bf16(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* x, int64_t n_tokens,
+                      float* y, MatmulScratch& scratch) {
+  const int64_t n = w.ne[0], n_out = w.n_rows();
+  const int64_t tiled = (n_tokens + kGemmTokenTile - 1) / kGemmTokenTile * kGemmTokenTile;
+  std::vector<uint16_t>& bt = scratch.bt;
+  bt.resize(static_cast<size_t>(tiled * n) + 32);
+  auto* tiles = reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(bt.data()) + 63) & ~static_cast<uintptr_t>(63));
+  const int64_t token_grain = std::max<int64_t>(1, kMinWorkPerChunk / (4 * n));
+  pool.parallel_for(n_tokens, token_grain, [&](int, int64_t t0, int64_t t1) {
+    kernels.gemm_bf16_tokens(x, n_tokens, n, t0, t1, tiles);
+  });
+  GemmActivations a;
+  a.n_tokens = n_tokens;
+  a.n = n;
+  a.f = x;
+  a.bt = tiles;
+  const size_t w_row = w.row_bytes();
+  const auto* wdata = static_cast<const uint8_t*>(w.data);
+  const int64_t n_groups = (n_out + kGemmRows - 1) / kGemmRows;
+  pool.parallel_for(n_groups, 8, [&](int, int64_t g0, int64_t g1) {  // 8 groups share each chunk of the tokens
+    const int64_t r0 = g0 * kGemmRows, r1 = std::min(n_out, g1 * kGemmRows);
+    kernels.gemm_rows_bf16(w.dtype, wdata + static_cast<size_t>(r0) * w_row, w_row, r1 - r0, a, y + r0, n_out);
+  });
+}
+
 }  // namespace
 
 void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* x, int64_t n_tokens, float* y,
@@ -25,8 +52,11 @@ void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const
       return gemm(pool, kernels, *r, x, n_tokens, y, scratch.gemm[0]);
     }
   }
-  std::vector<uint8_t>& act_q = scratch.act_q;
   const int64_t n_in = w.ne[0], n_out = w.n_rows();
+  if (kernels.gemm_rows_bf16 != nullptr && n_tokens >= kAmxBf16MinTokens && n_in % 256 == 0 && w.dtype != DType::F32 &&
+      quant::can_dequantize(w.dtype))
+    return matmul_rows_bf16(pool, kernels, w, x, n_tokens, y, scratch);
+  std::vector<uint8_t>& act_q = scratch.act_q;
   const DType act_type = quant::vec_dot_type(w.dtype);
   const size_t act_row = row_size(act_type, n_in);
   if (act_q.size() < act_row * static_cast<size_t>(n_tokens)) act_q.resize(act_row * static_cast<size_t>(n_tokens));
