@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <time.h>
@@ -154,6 +155,41 @@ TEST(Gemm, EmulatedAmxIsBitExactWithReference) {
   }
 }
 
+// The float product of m's dequantized row r and token tk of x, and sum_i |w_i x_i| in mag.
+double float_product(const Matrix& m, const std::vector<float>& x, int64_t tk, int64_t r, double& mag) {
+  const int64_t n = m.view.ne[0];
+  double sum = 0;
+  mag = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double p = static_cast<double>(m.deq[static_cast<size_t>(r * n + i)]) * x[static_cast<size_t>(tk * n + i)];
+    sum += p;
+    mag += std::fabs(p);
+  }
+  return sum;
+}
+
+// The BF16 paths' checks: y [n_tok, rows] within 2^-7 * sum_i |w_i x_i| + 1e-6 of the float
+// product of m's dequantized rows, and y64 (the first kAmxBf16MinTokens tokens alone) equal to
+// y's first rows. Returns sum_i |w_i x_i| per output.
+std::vector<double> expect_bf16_bound(const Matrix& m, const std::vector<float>& x, int64_t n_tok, const std::vector<float>& y,
+                                      const std::vector<float>& y64, const std::string& what) {
+  const int64_t n_out = m.view.ne[1];
+  std::vector<double> mags(static_cast<size_t>(n_tok * n_out));
+  for (int64_t tk = 0; tk < n_tok; ++tk)
+    for (int64_t r = 0; r < n_out; ++r) {
+      double mag = 0;
+      const double want = float_product(m, x, tk, r, mag);
+      const size_t at = static_cast<size_t>(tk * n_out + r);
+      mags[at] = mag;
+      EXPECT_NEAR(y[at], want, mag / 128 + 1e-6) << what << " token " << tk << " row " << r;
+      if (tk < kAmxBf16MinTokens) {
+        EXPECT_EQ(y64[at], y[at]) << what << " token " << tk << " row " << r;
+      }
+      if (::testing::Test::HasFailure()) return mags;
+    }
+  return mags;
+}
+
 // The BF16 tile path (kAmxBf16MinTokens or more tokens on the AMX table): weights (scale * u +
 // corr, or f16/bf16) and tokens rounded to bf16, products summed in f32 by TDPBF16PS. It is not
 // bit-exact with the integer reference; the bound: every output is within
@@ -184,22 +220,7 @@ TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
       GemmScratch scratch;
       gemm(pool, *k, packed, x.data(), n_tok, y.data(), scratch);
       gemm(pool, *k, packed, x.data(), kAmxBf16MinTokens, y64.data(), scratch);
-      for (int64_t tk = 0; tk < n_tok; ++tk)
-        for (int64_t r = 0; r < n_out; ++r) {
-          double want = 0, mag = 0;
-          for (int64_t i = 0; i < n; ++i) {
-            const double p = static_cast<double>(m.deq[static_cast<size_t>(r * n + i)]) * x[static_cast<size_t>(tk * n + i)];
-            want += p;
-            mag += std::fabs(p);
-          }
-          const size_t at = static_cast<size_t>(tk * n_out + r);
-          mags[at] = mag;
-          ASSERT_NEAR(y[at], want, mag / 128 + 1e-6) << dtype_name(t) << " " << (k == tables[0] ? "emulated" : "amx")
-                                                     << " token " << tk << " row " << r;
-          if (tk < kAmxBf16MinTokens) {
-            ASSERT_EQ(y64[at], y[at]) << dtype_name(t) << " token " << tk << " row " << r;
-          }
-        }
+      mags = expect_bf16_bound(m, x, n_tok, y, y64, std::string(dtype_name(t)) + (k == tables[0] ? " emulated" : " amx"));
       results.push_back(std::move(y));
     }
     if (results.size() == 2) {
@@ -233,21 +254,7 @@ TEST(Gemm, AmxBf16RowPathIsWithinBound) {
       MatmulScratch scratch;
       matmul(pool, *k, m.view, x.data(), n_tok, y.data(), scratch, nullptr);
       matmul(pool, *k, m.view, x.data(), kAmxBf16MinTokens, y64.data(), scratch, nullptr);
-      for (int64_t tk = 0; tk < n_tok; ++tk)
-        for (int64_t r = 0; r < n_out; ++r) {
-          double want = 0, mag = 0;
-          for (int64_t i = 0; i < n; ++i) {
-            const double p = static_cast<double>(m.deq[static_cast<size_t>(r * n + i)]) * x[static_cast<size_t>(tk * n + i)];
-            want += p;
-            mag += std::fabs(p);
-          }
-          const size_t at = static_cast<size_t>(tk * n_out + r);
-          ASSERT_NEAR(y[at], want, mag / 128 + 1e-6) << dtype_name(t) << " " << (k == tables[0] ? "emulated" : "amx")
-                                                     << " token " << tk << " row " << r;
-          if (tk < kAmxBf16MinTokens) {
-            ASSERT_EQ(y64[at], y[at]) << dtype_name(t) << " token " << tk << " row " << r;
-          }
-        }
+      expect_bf16_bound(m, x, n_tok, y, y64, std::string(dtype_name(t)) + (k == tables[0] ? " emulated" : " amx"));
     }
   }
 }
@@ -286,12 +293,8 @@ TEST(Gemm, MatchesFloatReference) {
     gemm(pool, best_kernels(), packed, x.data(), n_tok, y.data(), scratch);
     for (int64_t tk = 0; tk < n_tok; ++tk)
       for (int64_t r = 0; r < n_out; ++r) {
-        double ref = 0, mag = 0;
-        for (int64_t i = 0; i < n; ++i) {
-          const double p = static_cast<double>(m.deq[static_cast<size_t>(r * n + i)]) * x[static_cast<size_t>(tk * n + i)];
-          ref += p;
-          mag += std::fabs(p);
-        }
+        double mag = 0;
+        const double ref = float_product(m, x, tk, r, mag);
         const double tol = gemm_block(t) == 0 ? 1e-6 * mag + 1e-6 : 1e-2 * mag + 1e-6;
         ASSERT_NEAR(y[static_cast<size_t>(tk * n_out + r)], ref, tol) << dtype_name(t) << " token " << tk << " row " << r;
       }
