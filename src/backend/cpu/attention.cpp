@@ -218,9 +218,6 @@ Plan make_plan(const std::vector<SeqTokens>& seqs, const std::vector<bool>& tile
   return plan;
 }
 
-// How far ahead of the tile being processed run_item() prefetches the cache rows.
-constexpr int64_t kPrefetchPositions = 32;
-
 // Per-thread buffers of one work item's rows.
 struct ItemScratch {
   std::vector<float> q;            // [rows, dk] queries
@@ -315,28 +312,10 @@ void run_item(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& 
   const bool k_f32 = shape.k_type == DType::F32, v_f32 = p.latent || shape.v_type == DType::F32;
   const RowSpan k_span = covering_blocks(shape.k_type, item.kv_head * p.dk, p.dk);
   const RowSpan v_span = covering_blocks(shape.v_type, item.kv_head * p.dv, p.dv);
-  // The rows kPrefetchPositions ahead are requested while this tile is processed: decode at
-  // long contexts streams the cache from memory, and a tile's demand misses alone left the
-  // 1.5B model's decode at depth 4096 reading it at ~6 GB/s.
-  const size_t k_skip = row_size(shape.k_type, k_span.begin), k_bytes = row_size(shape.k_type, k_span.n);
-  const size_t v_skip = p.latent ? 0 : row_size(shape.v_type, v_span.begin), v_bytes = p.latent ? 0 : row_size(shape.v_type, v_span.n);
-  auto prefetch = [&](int64_t first, int64_t last) {
-    for (int64_t q = first; q < std::min(last, item.kv_end); ++q) {
-      const int32_t b = table[static_cast<size_t>(q / block_size)];
-      const auto sl = static_cast<int32_t>(q % block_size);
-      const uint8_t* kr = kv.k_data(layer, b, sl) + k_skip;
-      for (size_t o = 0; o < k_bytes; o += 64) __builtin_prefetch(kr + o, 0, 3);
-      if (v_bytes == 0) continue;
-      const uint8_t* vr = kv.v_data(layer, b, sl) + v_skip;
-      for (size_t o = 0; o < v_bytes; o += 64) __builtin_prefetch(vr + o, 0, 3);
-    }
-  };
-  prefetch(item.kv_begin, item.kv_begin + kPrefetchPositions);
   for (int64_t pos = item.kv_begin; pos < item.kv_end;) {
     const int32_t block = table[static_cast<size_t>(pos / block_size)];
     const auto slot = static_cast<int32_t>(pos % block_size);
     const int n_keys = static_cast<int>(std::min<int64_t>({kTileKeys, block_size - slot, item.kv_end - pos}));
-    prefetch(pos + kPrefetchPositions, pos + kPrefetchPositions + n_keys);
     KeyTile tile;
     if (k_f32) {
       tile.k = kv.k_row(layer, block, slot) + item.kv_head * p.dk;
