@@ -60,20 +60,10 @@ struct Buffer {
 
 FATHOM_AMX void pack_impl(const float* k, int64_t k_stride, const float* v, int64_t v_stride, int64_t dk, int64_t dv,
                           uint16_t* keys, uint16_t* values) {
-  // Keys: row i of tile (g, c) gathers values 32c + 2i and 32c + 2i + 1 of the group's 16 positions.
-  const __m512i lanes = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                           _mm512_set1_epi32(static_cast<int32_t>(k_stride)));
-  for (int64_t g = 0; g < kPackPositions / 16; ++g) {
-    const float* kg = k + g * 16 * k_stride;
-    for (int64_t c = 0; c < dk / 32; ++c) {
-      uint16_t* tile = keys + (g * (dk / 32) + c) * kTileValues;
-      for (int64_t i = 0; i < 16; ++i) {
-        const float* base = kg + 32 * c + 2 * i;
-        const __m512 f0 = _mm512_i32gather_ps(lanes, base, 4), f1 = _mm512_i32gather_ps(lanes, base + 1, 4);
-        _mm512_store_si512(tile + i * 32, bf16_pairs<false>(f0, f1));
-      }
-    }
-  }
+  // Keys: row i of tile (g, c) pairs values 32c + 2i and 32c + 2i + 1 of the group's 16 positions.
+  for (int64_t g = 0; g < kPackPositions / 16; ++g)
+    for (int64_t c = 0; c < dk / 32; ++c)
+      bf16_pairs_tile<false>(k + g * 16 * k_stride + 32 * c, k_stride, keys + (g * (dk / 32) + c) * kTileValues);
   // Values: row i of tile d pairs positions 2i and 2i + 1 over 16 columns.
   for (int64_t d = 0; d < dv / 16; ++d) {
     uint16_t* tile = values + d * kTileValues;

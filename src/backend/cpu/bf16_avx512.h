@@ -40,4 +40,16 @@ FATHOM_AMX inline __m512i bf16_concat(__m512i lo, __m512i hi) {
   return _mm512_permutex2var_epi16(lo, even, hi);
 }
 
+// One 16 x 64-byte B tile from 16 rows of f32 values `stride` floats apart (row r's 32 values at
+// src + r * stride): tile row i holds values 2i and 2i + 1 of every row r, paired (bf16_pairs).
+template <bool kNative>
+FATHOM_AMX inline void bf16_pairs_tile(const float* src, int64_t stride, void* dst) {
+  const __m512i lanes = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(static_cast<int32_t>(stride)));
+  for (int i = 0; i < 16; ++i) {
+    const __m512 f0 = _mm512_i32gather_ps(lanes, src + 2 * i, 4), f1 = _mm512_i32gather_ps(lanes, src + 2 * i + 1, 4);
+    _mm512_store_si512(static_cast<uint8_t*>(dst) + 64 * i, bf16_pairs<kNative>(f0, f1));
+  }
+}
+
 }  // namespace fathom::cpu::detail

@@ -365,13 +365,11 @@ FATHOM_AMX void bf16_range(DType type, const uint8_t* first, size_t group_bytes,
 // rounded to bf16 B tiles, then multiplied as the repacked types' groups are. kChunk is a multiple
 // of every super-block (256 values), so a chunk starts on a block.
 template <class Tiles>
-FATHOM_AMX void bf16_rows(DType type, const uint8_t* rows, size_t row_bytes, const GemmActivations& x, int64_t n_rows,
+FATHOM_AMX void bf16_rows(DType type, const uint8_t* rows, size_t row_bytes, int64_t n_rows, const GemmActivations& x,
                           float* y, int64_t y_stride) {
   static_assert(kChunk % 256 == 0, "a chunk must start on a super-block");
   static thread_local std::vector<float> stage;
   const int64_t n_groups = (n_rows + kGemmRows - 1) / kGemmRows;
-  const __m512i lanes = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                           _mm512_set1_epi32(static_cast<int32_t>(std::min(kChunk, x.n))));
   for (int64_t g0 = 0; g0 < n_groups; g0 += kGroupBatch) {
     auto decode = [&](int64_t g, int64_t v0, int64_t kc, uint8_t* dst) FATHOM_AMX {
       const int64_t row0 = (g0 + g) * kGemmRows, stride = std::min(kChunk, x.n);
@@ -383,11 +381,7 @@ FATHOM_AMX void bf16_rows(DType type, const uint8_t* rows, size_t row_bytes, con
       }
       // B tile of step j, row i: values 32 j + 2 i and 32 j + 2 i + 1 of the 16 rows, paired.
       for (int64_t j = 0; j < kc / kStep; ++j)
-        for (int64_t i = 0; i < kTile; ++i) {
-          const float* base = stage.data() + kStep * j + 2 * i;
-          const __m512 f0 = _mm512_i32gather_ps(lanes, base, 4), f1 = _mm512_i32gather_ps(lanes, base + 1, 4);
-          _mm512_store_si512(dst + (j * kTile + i) * kTileMaxColsb, bf16_pairs<std::is_same_v<Tiles, AmxTiles>>(f0, f1));
-        }
+        bf16_pairs_tile<std::is_same_v<Tiles, AmxTiles>>(stage.data() + kStep * j, stride, dst + j * kTile * kTileMaxColsb);
     };
     bf16_groups<Tiles>(decode, std::min(kGroupBatch, n_groups - g0), x, n_rows - g0 * kGemmRows, y + g0 * kGemmRows, y_stride);
   }
@@ -439,14 +433,8 @@ void gemm_x16_tiles(DType type, const uint8_t* group, const GemmActivations& x, 
 
 }  // namespace
 
-template <class Tiles>
-void gemm_rows_tiles(DType type, const uint8_t* rows, size_t row_bytes, int64_t n_rows, const GemmActivations& x, float* y,
-                     int64_t y_stride) {
-  bf16_rows<Tiles>(type, rows, row_bytes, x, n_rows, y, y_stride);
-}
-
 void install_gemm_amx(Kernels& k, bool emulated) {
-  k.gemm_rows_bf16 = emulated ? gemm_rows_tiles<EmulatedTiles> : gemm_rows_tiles<AmxTiles>;
+  k.gemm_rows_bf16 = emulated ? bf16_rows<EmulatedTiles> : bf16_rows<AmxTiles>;
   k.gemm_x16 = emulated ? gemm_x16_tiles<EmulatedTiles> : gemm_x16_tiles<AmxTiles>;
   k.gemm_x16_range = emulated ? gemm_x16_range_tiles<EmulatedTiles> : gemm_x16_range_tiles<AmxTiles>;
   k.gemm_token_tiles = true;
