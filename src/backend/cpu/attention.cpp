@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend/cpu/aligned_scratch.h"
 #include "backend/cpu/attention_internal.h"
 #include "core/status.h"
 #include "quant/quant.h"
@@ -491,11 +492,9 @@ void run(ThreadPool& pool, Isa isa, TileExec exec, const Problem& p, KvCache& kv
       packed_values += packs.n_pos[s] * (p.dk + p.dv);
     }
   // The calling thread's buffer, kept across calls (each engine calls from its own thread).
-  static thread_local std::vector<uint16_t> pack_buffer;
+  static thread_local AlignedScratch<uint16_t> pack_buffer;
   if (packed_values > 0) {
-    if (pack_buffer.size() < static_cast<size_t>(packed_values) + 32) pack_buffer.resize(static_cast<size_t>(packed_values) + 32);
-    const auto addr = reinterpret_cast<uintptr_t>(pack_buffer.data());
-    packs.data = reinterpret_cast<uint16_t*>((addr + 63) & ~static_cast<uintptr_t>(63));
+    packs.data = pack_buffer.get(static_cast<size_t>(packed_values));
     pack_sequences(pool, p, kv, layer, seqs, convert_fn, packs);
   }
   const detail::TileAttentionFn tile_attention = tiles_ok ? detail::tile_attention(exec == TileExec::kEmulated) : nullptr;

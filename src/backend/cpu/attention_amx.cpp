@@ -23,6 +23,7 @@
 #include "backend/cpu/attention_internal.h"
 
 #if defined(__x86_64__)
+#include "backend/cpu/aligned_scratch.h"
 #include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/bf16_avx512.h"
 #include "backend/cpu/exp_avx512.h"
@@ -45,18 +46,6 @@ TileConfig full_tiles() {
   }
   return c;
 }
-
-// Per-thread buffers, grown as needed, 64-byte aligned.
-template <class T>
-struct Buffer {
-  std::vector<T> data;
-  T* get(size_t n) {
-    const size_t extra = 64 / sizeof(T);
-    if (data.size() < n + extra) data.resize(n + extra);
-    const uintptr_t p = reinterpret_cast<uintptr_t>(data.data());
-    return reinterpret_cast<T*>((p + 63) & ~static_cast<uintptr_t>(63));
-  }
-};
 
 FATHOM_AMX void pack_impl(const float* k, int64_t k_stride, const float* v, int64_t v_stride, int64_t dk, int64_t dv,
                           uint16_t* keys, uint16_t* values) {
@@ -156,9 +145,10 @@ template <class Tiles>
 FATHOM_AMX void attention_impl(const PackedKv& kv, const TileRows& rows) {
   const int64_t dk = rows.dk, dv = rows.dv, k_chunks = dk / 32, v_chunks = dv / 16;
   const int64_t padded = (rows.n_rows + 31) / 32 * 32, n_row_tiles = padded / 16;
-  static thread_local Buffer<uint16_t> q_buf, p_buf;
-  static thread_local Buffer<float> s_buf, o_buf, state_buf;
-  static thread_local Buffer<int32_t> n_kv_buf;
+  // Per-thread buffers, grown as needed.
+  static thread_local AlignedScratch<uint16_t> q_buf, p_buf;
+  static thread_local AlignedScratch<float> s_buf, o_buf, state_buf;
+  static thread_local AlignedScratch<int32_t> n_kv_buf;
   uint16_t* qa = q_buf.get(static_cast<size_t>(padded * dk));  // A tiles: [row tile][chunk][16 x 32]
   uint16_t* p = p_buf.get(static_cast<size_t>(padded * kBlock));
   float* s = s_buf.get(static_cast<size_t>(padded * kBlock));

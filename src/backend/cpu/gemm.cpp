@@ -22,19 +22,6 @@ namespace {
 
 using namespace fathom::quant;
 
-// The token tiles the AMX kernels load (GemmActivations::bt, ::qt) start on a 64-byte boundary,
-// so no tile row straddles two cache lines (a large vector's data() is 16 bytes past a page).
-// aligned_tiles(v, n) grows v to hold n elements after that boundary; aligned_tiles(v) finds it.
-template <class T>
-T* aligned_tiles(std::vector<T>& v) {
-  const auto p = reinterpret_cast<uintptr_t>(v.data());
-  return reinterpret_cast<T*>((p + 63) & ~static_cast<uintptr_t>(63));
-}
-template <class T>
-T* aligned_tiles(std::vector<T>& v, size_t n) {
-  v.resize(n + 64 / sizeof(T));
-  return aligned_tiles(v);
-}
 
 // fp16 -> f32 with the F16C instruction when the build targets it (exact, like fp16_to_fp32).
 inline float half_to_float(uint16_t h) {
@@ -571,7 +558,7 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
           shared = true;
         }
       if (shared) continue;
-      a.bt = aligned_tiles(sc.bt, static_cast<size_t>((job.n_tokens + kGemmTokenTile - 1) / kGemmTokenTile * kGemmTokenTile * n));
+      a.bt = sc.bt.get(static_cast<size_t>((job.n_tokens + kGemmTokenTile - 1) / kGemmTokenTile * kGemmTokenTile * n));
       for (int64_t t = 0; t < job.n_tokens; t += per) slices.push_back({j, t, std::min(job.n_tokens, t + per)});
       quant_values += job.n_tokens * n;
       continue;
@@ -596,7 +583,7 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
     a.block = block;
     if (kernels.gemm_token_tiles && job.n_tokens >= kAmxMinTokens) {
       const int64_t tiled = (job.n_tokens + kGemmTokenTile - 1) / kGemmTokenTile * kGemmTokenTile;
-      a.qt = aligned_tiles(sc.qt, static_cast<size_t>(tiled * n));
+      a.qt = sc.qt.get(static_cast<size_t>(tiled * n));
       sc.xdt.resize(static_cast<size_t>(tiled * nb));
       sc.xst.resize(static_cast<size_t>(tiled * nb));
       a.xdt = sc.xdt.data();
@@ -610,7 +597,7 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
     const GemmJob& job = jobs[sl.job];
     GemmScratch& sc = scratch[sl.job];
     if (acts[sl.job].bt != nullptr)
-      return kernels.gemm_bf16_tokens(job.x, job.n_tokens, job.w->n, sl.t0, sl.t1, aligned_tiles(sc.bt));
+      return kernels.gemm_bf16_tokens(job.x, job.n_tokens, job.w->n, sl.t0, sl.t1, sc.bt.data());
     const int64_t n = job.w->n, block = gemm_block(job.w->type), nb = n / block;
     quantize(job.x + sl.t0 * n, sl.t1 - sl.t0, n, block, sc.q.data() + sl.t0 * n, sc.xd.data() + sl.t0 * nb,
              sc.xs.data() + sl.t0 * nb);
@@ -622,7 +609,7 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
       const int64_t k = t / kGemmTokenTile, i = t % kGemmTokenTile;
       for (int64_t b = 0; b < nb; ++b) {
         const int64_t at = (k * nb + b) * kGemmTokenTile + i;
-        int8_t* dst = aligned_tiles(sc.qt) + at * block;
+        int8_t* dst = sc.qt.data() + at * block;
         if (t < job.n_tokens) {
           std::memcpy(dst, sc.q.data() + t * n + b * block, static_cast<size_t>(block));
           sc.xdt[static_cast<size_t>(at)] = sc.xd[static_cast<size_t>(t * nb + b)];

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/cpu/aligned_scratch.h"
 #include "core/tensor.h"
 #include "core/threadpool.h"
 
@@ -120,9 +121,10 @@ int64_t gemm_block(DType t);
 
 // Scratch reused across calls (grown as needed).
 struct GemmScratch {
-  std::vector<int8_t> q, qt;
+  std::vector<int8_t> q;
+  AlignedScratch<int8_t> qt;  // the AMX kernels' tile loads read qt and bt
   std::vector<float> xd, xs, xdt, xst;
-  std::vector<uint16_t> bt;
+  AlignedScratch<uint16_t> bt;
 };
 // Rounds tokens [t0, t1) of x ([n_tokens, n] f32, n a multiple of 32) to bf16 into the tiled
 // layout of GemmActivations::bt (round to nearest even); tokens past n_tokens in the tile of

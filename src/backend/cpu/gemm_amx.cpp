@@ -29,6 +29,7 @@
 #include "quant/quant.h"
 
 #if defined(__x86_64__)
+#include "backend/cpu/aligned_scratch.h"
 #include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/bf16_avx512.h"
 #include "backend/cpu/gemm_x16_avx512.h"
@@ -63,14 +64,7 @@ TileConfig tile_config(int64_t block) {
 }
 
 // Per-thread scratch, grown as needed and 64-byte aligned.
-struct Scratch {
-  std::vector<uint8_t> bytes;
-  uint8_t* get(size_t n) {
-    if (bytes.size() < n + 64) bytes.resize(n + 64);
-    const uintptr_t p = reinterpret_cast<uintptr_t>(bytes.data());
-    return reinterpret_cast<uint8_t*>((p + 63) & ~static_cast<uintptr_t>(63));
-  }
-};
+using Scratch = AlignedScratch<uint8_t>;
 
 // A decoded group: block b's B tile at w + b * wbytes, its scale and corr at s/c + 16 b.
 struct Decoded {

@@ -21,9 +21,7 @@ void matmul_rows_bf16(ThreadPool& pool, const Kernels& kernels, const TensorView
                       float* y, MatmulScratch& scratch) {
   const int64_t n = w.ne[0], n_out = w.n_rows();
   const int64_t tiled = (n_tokens + kGemmTokenTile - 1) / kGemmTokenTile * kGemmTokenTile;
-  std::vector<uint16_t>& bt = scratch.bt;
-  bt.resize(static_cast<size_t>(tiled * n) + 32);
-  auto* tiles = reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(bt.data()) + 63) & ~static_cast<uintptr_t>(63));
+  uint16_t* tiles = scratch.bt.get(static_cast<size_t>(tiled * n));
   const int64_t token_grain = std::max<int64_t>(1, kMinWorkPerChunk / (4 * n));
   pool.parallel_for(n_tokens, token_grain, [&](int, int64_t t0, int64_t t1) {
     kernels.gemm_bf16_tokens(x, n_tokens, n, t0, t1, tiles);

@@ -19,7 +19,7 @@ namespace fathom::cpu {
 struct MatmulScratch {
   std::vector<uint8_t> act_q;  // [n_tokens, row_size(vec_dot_type, n_in)] activations for the row dots
   std::vector<GemmScratch> gemm;  // one per job of a batch
-  std::vector<uint16_t> bt;       // [tokens, n_in] bf16 token tiles of the AMX BF16 row path
+  AlignedScratch<uint16_t> bt;    // [tokens, n_in] bf16 token tiles of the AMX BF16 row path
 };
 
 // y[t, r] = dot(W row r, x[t, :]). x: [n_tokens, n_in]; y: [n_tokens, n_out]. Weights the cache
