@@ -183,6 +183,7 @@ constexpr std::array<uint16_t, 1024> kIq2sCodes = {
 }  // namespace
 
 constinit const std::array<uint64_t, 256> kIq2xxsGrid = expand(kIq2xxsCodes);
+constinit const std::array<uint16_t, 256> kIq2xxsGridCodes = kIq2xxsCodes;
 constinit const std::array<uint64_t, 512> kIq2xsGrid = expand(kIq2xsCodes);
 constinit const std::array<uint64_t, 1024> kIq2sGrid = expand(kIq2sCodes);
 

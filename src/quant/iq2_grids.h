@@ -15,4 +15,9 @@ extern const std::array<uint64_t, 256> kIq2xxsGrid;   // IQ2_XXS: 8-bit indices
 extern const std::array<uint64_t, 512> kIq2xsGrid;    // IQ2_XS: 9-bit indices
 extern const std::array<uint64_t, 1024> kIq2sGrid;    // IQ2_S: 10-bit indices
 
+// The IQ2_XXS entries in the compact form they are written in: 2 bits per magnitude (value j in
+// bits 2j, 2j+1, an index into kIq2Levels; 3 never occurs), for kernels that expand them in
+// vector registers.
+extern const std::array<uint16_t, 256> kIq2xxsGridCodes;
+
 }  // namespace fathom::quant

@@ -106,7 +106,7 @@ IsaFeatures avx512_cpu() {
 
 IsaFeatures amx_cpu() {
   IsaFeatures f = avx512_cpu();
-  f.amx_tile = f.amx_int8 = f.amx_bf16 = f.avx512_bf16 = f.os_tile_state = true;
+  f.amx_tile = f.amx_int8 = f.amx_bf16 = f.avx512_bf16 = f.avx512_vbmi = f.os_tile_state = true;
   return f;
 }
 
@@ -141,6 +141,13 @@ TEST(IsaChoice, WidestPathWithReasonsForWhatIsMissing) {
   ASSERT_TRUE(c);
   EXPECT_EQ(c->isa, Isa::kAvx512);
   EXPECT_NE(c->why.find("AVX512_BF16"), std::string::npos) << c->why;
+
+  IsaFeatures no_vbmi = amx_cpu();  // the AMX table's IQ2_XXS rows use VBMI byte permutes
+  no_vbmi.avx512_vbmi = false;
+  c = choose_isa(no_vbmi, "", must_not_ask);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->isa, Isa::kAvx512);
+  EXPECT_NE(c->why.find("AVX512_VBMI"), std::string::npos) << c->why;
 
   IsaFeatures no_avx512 = amx_cpu();
   no_avx512.avx512 = false;

@@ -24,6 +24,7 @@ std::string amx_missing(const IsaFeatures& f) {
   if (!f.avx512) return "no AVX-512 (F, BW, DQ, VL and VNNI), which the AMX path uses around its tiles";
   if (!f.amx_tile || !f.amx_int8) return "CPUID reports no AMX-TILE and AMX-INT8";
   if (!f.amx_bf16 || !f.avx512_bf16) return "CPUID reports no AMX-BF16 and AVX512_BF16, which the AMX path's BF16 tiles use";
+  if (!f.avx512_vbmi) return "CPUID reports no AVX512_VBMI, which the AMX path's i-quant row kernels use";
   if (!f.os_tile_state) return "the OS does not enable the AMX tile state (XCR0 bits 17 and 18)";
   return "";
 }
@@ -61,6 +62,7 @@ IsaFeatures detect_isa_features() {
     f.amx_bf16 = d & (1u << 22);
     f.amx_tile = d & (1u << 24);
     f.amx_int8 = d & (1u << 25);
+    f.avx512_vbmi = f.avx512 && (c & (1u << 1));
   }
   if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512_bf16 = f.avx512 && (a & (1u << 5));
   // XGETBV faults unless the OS set CR4.OSXSAVE (CPUID.1:ECX[27]).

@@ -15,7 +15,8 @@ enum class Isa {
   kGeneric,  // portable C++
   kAvx2,     // AVX2 + FMA + F16C
   kAvx512,   // AVX-512 F/BW/DQ/VL + VNNI (Ice Lake, Zen 4 and later)
-  kAmx,      // kAvx512 plus AMX tiles for products of 16+ tokens and prefill attention (Sapphire Rapids and later)
+  kAmx,      // kAvx512 plus AMX tiles for products of 16+ tokens and prefill attention, and VBMI
+             // byte permutes for i-quant rows (Sapphire Rapids and later)
 };
 
 const char* isa_name(Isa isa);  // "generic", "avx2", "avx512", "amx": the FATHOM_CPU_ISA values
@@ -30,6 +31,7 @@ struct IsaFeatures {
   bool amx_int8 = false;       // CPUID.(7,0):EDX[25]
   bool amx_bf16 = false;       // CPUID.(7,0):EDX[22]
   bool avx512_bf16 = false;    // CPUID.(7,1):EAX[5] (VCVTNE2PS2BF16, which the BF16 tile path uses)
+  bool avx512_vbmi = false;    // CPUID.(7,0):ECX[1] (byte permutes, which the AMX table's IQ2_XXS rows use)
   bool os_tile_state = false;  // XCR0 bits 17 (XTILECFG) and 18 (XTILEDATA): the OS manages tiles
 };
 IsaFeatures detect_isa_features();

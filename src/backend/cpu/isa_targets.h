@@ -15,6 +15,8 @@
 
 // Files that need more or use less. The IQ3/IQ1 row kernels add BMI2 (pdep of sign and grid bits).
 #define FATHOM_AVX512_BMI2 __attribute__((target(FATHOM_TARGETS_AVX512 ",bmi2")))
+// The byte-permute i-quant kernels of the AMX table (vec_dot_iq_vbmi.cpp): AVX512_VBMI.
+#define FATHOM_AVX512_VBMI __attribute__((target(FATHOM_TARGETS_AVX512 ",avx512vbmi")))
 // The AMX kernels: the AVX-512 set plus the tile instructions and AVX512_BF16 (every AMX CPU has
 // it; the emulated path, which runs on any AVX-512 CPU, does not execute its instructions).
 #define FATHOM_AMX __attribute__((target(FATHOM_TARGETS_AVX512 ",avx512bf16,amx-tile,amx-int8,amx-bf16")))

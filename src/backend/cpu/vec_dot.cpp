@@ -29,7 +29,10 @@ Kernels build_kernels(Isa isa) {
     detail::install_iq_tokens_avx512(k);
     detail::install_gemm_avx512(k);
   }
-  if (isa == Isa::kAmx) detail::install_gemm_amx(k, /*emulated=*/false);
+  if (isa == Isa::kAmx) {
+    detail::install_gemm_amx(k, /*emulated=*/false);
+    detail::install_iq_vbmi(k);  // every AMX CPU has AVX512_VBMI (choose_isa requires it)
+  }
   return k;
 }
 

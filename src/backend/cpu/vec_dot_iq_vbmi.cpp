@@ -1,0 +1,136 @@
+// AVX-512 VBMI row kernel of IQ2_XXS against Q8_K activations, for the AMX table (every CPU
+// with AMX has VBMI; isa.h). Decode of IQ2_XXS is bound by arithmetic, not by memory: the AVX-512
+// kernel (vec_dot_iq2_avx512.cpp) builds each group's 8 magnitudes from a scalar grid look-up
+// and assembles them into a vector, about 150 instructions per 256-value super-block. Here the
+// look-ups stay in registers:
+//   - the 32 grid indices of a super-block become 16-bit codes (2 bits per magnitude,
+//     quant::kIq2xxsGridCodes) with four two-register word permutes over the 256-entry table;
+//   - VPMULTISHIFTQB moves each magnitude's 2-bit code to the bottom of its byte, and a byte
+//     permute over a 4-periodic table turns codes into magnitudes, 64 values at a time;
+//   - the 7-bit sign fields are cut out with the same instruction, and a two-register byte
+//     permute over a 128-entry table adds the implied parity bit.
+// The integer sum of every super-block equals the reference's and the float accumulation is in
+// the reference's order, so results are bit-identical to quant::vec_dot_ref.
+#include <array>
+#include <cmath>
+#include <cstdint>
+
+#include "backend/cpu/vec_dot_internal.h"
+#include "quant/blocks.h"
+#include "quant/iq2_grids.h"
+#include "quant/iq_signs.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include "backend/cpu/isa_targets.h"
+
+FATHOM_AVX512_WARNINGS_OFF
+
+namespace fathom::cpu::detail {
+
+namespace {
+
+using namespace fathom::quant;
+
+struct alignas(64) Iq2xxsConstants {
+  uint16_t codes[256];        // kIq2xxsGridCodes
+  uint8_t sign_bytes[128];    // 7-bit field -> the sign byte with its parity bit (iq_add_sign_parity)
+  uint8_t levels[64];         // byte i: kIq2Levels[i & 3] (codes 3 never occur)
+  uint8_t index_words[64];    // byte 2k: where grid index k sits in the 64 qs bytes (unit k/4, byte k%4)
+  uint8_t field_shifts[64];   // per qword (unit): bit offsets of the 4 sign fields and of the scale
+  uint8_t sign_gather[64];    // byte 4u + l <- byte 8u + l (the unit's sign fields, packed)
+  uint8_t scale_words[64];    // byte 2u <- byte 8u + 4 (the unit's scale), u < 8
+  uint8_t code_shifts[64];    // per qword: 0, 2, ..., 14 (the 8 codes of one group)
+  uint16_t code_index[4][32];  // step m: word 4g <- the code of group 8m + g
+  uint16_t scale_index[4][32]; // step m: words 0..15 <- unit 2m's scale, 16..31 <- unit 2m + 1's
+};
+
+Iq2xxsConstants make_constants() {
+  Iq2xxsConstants c{};
+  for (int e = 0; e < 256; ++e) c.codes[e] = kIq2xxsGridCodes[e];
+  for (int s = 0; s < 128; ++s) c.sign_bytes[s] = static_cast<uint8_t>(iq_add_sign_parity(static_cast<uint64_t>(s)));
+  for (int i = 0; i < 64; ++i) {
+    c.levels[i] = i % 4 < 3 ? kIq2Levels[i % 4] : 0;
+    c.index_words[i] = i % 2 == 0 ? static_cast<uint8_t>(8 * (i / 2 / 4) + i / 2 % 4) : 0;
+    constexpr uint8_t kFieldShifts[8] = {32, 39, 46, 53, 60, 0, 0, 0};
+    c.field_shifts[i] = kFieldShifts[i % 8];
+    c.sign_gather[i] = i < 32 ? static_cast<uint8_t>(8 * (i / 4) + i % 4) : 0;
+    c.scale_words[i] = i < 16 && i % 2 == 0 ? static_cast<uint8_t>(8 * (i / 2) + 4) : 0;
+    c.code_shifts[i] = static_cast<uint8_t>(2 * (i % 8));
+  }
+  for (int m = 0; m < 4; ++m)
+    for (int w = 0; w < 32; ++w) {
+      c.code_index[m][w] = static_cast<uint16_t>(8 * m + w / 4);
+      c.scale_index[m][w] = static_cast<uint16_t>(2 * m + w / 16);
+    }
+  return c;
+}
+
+// Dynamic initialisation: kIq2xxsGridCodes (constinit) is in place before it runs.
+const Iq2xxsConstants kIq2xxs = make_constants();
+
+FATHOM_AVX512_VBMI inline __m512i load(const void* p) { return _mm512_load_si512(p); }
+
+FATHOM_AVX512_VBMI void iq2_xxs_rows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows, const void* x_q,
+                                     float* out) {
+  const Iq2xxsConstants& c = kIq2xxs;
+  __m512i table[8];
+  for (int t = 0; t < 8; ++t) table[t] = load(c.codes + 32 * t);
+  const __m512i signs_lo = load(c.sign_bytes), signs_hi = load(c.sign_bytes + 64);
+  const __m512i levels = load(c.levels), index_words = load(c.index_words), field_shifts = load(c.field_shifts);
+  const __m512i sign_gather = load(c.sign_gather), scale_words = load(c.scale_words), code_shifts = load(c.code_shifts);
+  const __m512i bit6 = _mm512_set1_epi16(64), bit7 = _mm512_set1_epi16(128);
+  const __m512i nibble = _mm512_set1_epi16(15), one = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
+  const auto* y = static_cast<const block_q8_K*>(x_q);
+  const int64_t nb = n / kQK;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const auto* x = reinterpret_cast<const block_iq2_xxs*>(w + static_cast<size_t>(r) * row_bytes);
+    float sum = 0;
+    for (int64_t i = 0; i < nb; ++i) {
+      // The stream kRowPrefetchBytes ahead, as dot_rows does per row (per super-block here:
+      // 44-45 -> 47-48.6 tok/s on the IQ2_XXS file).
+      prefetch_bytes(reinterpret_cast<const uint8_t*>(x + i) + kRowPrefetchBytes, sizeof(block_iq2_xxs));
+      const __m512i qs = _mm512_loadu_si512(x[i].qs);  // unit u in qword u: 4 grid indices, then the sign/scale word
+      // The 32 grid indices as words, looked up in the 256-entry code table (4 x 64 entries).
+      const __m512i index = _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, index_words, qs);
+      const __m512i c0 = _mm512_permutex2var_epi16(table[0], index, table[1]);
+      const __m512i c1 = _mm512_permutex2var_epi16(table[2], index, table[3]);
+      const __m512i c2 = _mm512_permutex2var_epi16(table[4], index, table[5]);
+      const __m512i c3 = _mm512_permutex2var_epi16(table[6], index, table[7]);
+      const __mmask32 b6 = _mm512_test_epi16_mask(index, bit6), b7 = _mm512_test_epi16_mask(index, bit7);
+      const __m512i codes =
+          _mm512_mask_mov_epi16(_mm512_mask_mov_epi16(c0, b6, c1), b7, _mm512_mask_mov_epi16(c2, b6, c3));
+      // Sign fields (bits 0..6 of bytes 0..3 per unit) and scales (low nibble of byte 4).
+      const __m512i fields = _mm512_multishift_epi64_epi8(field_shifts, qs);
+      const __m512i signs = _mm512_permutex2var_epi8(signs_lo, _mm512_permutexvar_epi8(sign_gather, fields), signs_hi);
+      alignas(32) uint64_t sign_masks[4];  // step m: bit v set when value 64 m + v is negative
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sign_masks), _mm512_castsi512_si256(signs));
+      const __m512i scale = _mm512_and_si512(_mm512_maskz_permutexvar_epi8(0x5555555555555555ull, scale_words, fields), nibble);
+      const __m512i scale2 = _mm512_or_si512(_mm512_slli_epi16(scale, 1), one);  // 2s + 1 of unit u in word u
+      __m512i isum = zero;
+      for (int m = 0; m < 4; ++m) {
+        const __m512i group_codes = _mm512_permutexvar_epi16(load(c.code_index[m]), codes);
+        const __m512i magnitudes = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(code_shifts, group_codes), levels);
+        const __m512i yq = _mm512_loadu_si512(y[i].qs + 64 * m);
+        const __m512i y_signed = _mm512_mask_sub_epi8(yq, _load_mask64(reinterpret_cast<__mmask64*>(sign_masks + m)), zero, yq);
+        const __m512i scales = _mm512_permutexvar_epi16(load(c.scale_index[m]), scale2);
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(magnitudes, y_signed), scales);
+      }
+      sum = std::fma(_cvtsh_ss(x[i].d) * y[i].d, static_cast<float>(_mm512_reduce_add_epi32(isum)), sum);
+    }
+    out[r] = 0.125f * sum;
+  }
+}
+
+}  // namespace
+
+void install_iq_vbmi(Kernels& k) { set_dot(k, DType::IQ2_XXS, iq2_xxs_rows, true); }
+
+}  // namespace fathom::cpu::detail
+
+#else  // not x86
+
+namespace fathom::cpu::detail {
+void install_iq_vbmi(Kernels&) {}
+}  // namespace fathom::cpu::detail
+
+#endif
