@@ -196,5 +196,6 @@ constexpr std::array<uint64_t, 2048> expand(const uint16_t (&codes)[2048]) {
 }  // namespace
 
 constexpr std::array<uint64_t, 2048> kIq1SGrid = expand(kIq1SCodes);
+constinit const std::array<uint16_t, 2048> kIq1SGridCodes = std::to_array(kIq1SCodes);
 
 }  // namespace fathom::quant

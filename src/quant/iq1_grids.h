@@ -10,6 +10,9 @@
 namespace fathom::quant {
 
 extern const std::array<uint64_t, 2048> kIq1SGrid;
+// The same entries in the compact form they are written in: value j + 1 (0..2) in bits 2j, 2j+1,
+// for kernels that expand them in vector registers.
+extern const std::array<uint16_t, 2048> kIq1SGridCodes;
 
 // The shift added to every grid value (its sign is stored per 32 values in IQ1_S, per 8 in IQ1_M).
 constexpr float kIq1SDelta = 0.125f;

@@ -142,7 +142,7 @@ TEST(IsaChoice, WidestPathWithReasonsForWhatIsMissing) {
   EXPECT_EQ(c->isa, Isa::kAvx512);
   EXPECT_NE(c->why.find("AVX512_BF16"), std::string::npos) << c->why;
 
-  IsaFeatures no_vbmi = amx_cpu();  // the AMX table's IQ2_XXS rows use VBMI byte permutes
+  IsaFeatures no_vbmi = amx_cpu();  // the AMX table's IQ2_XXS and IQ1_S rows use VBMI byte permutes
   no_vbmi.avx512_vbmi = false;
   c = choose_isa(no_vbmi, "", must_not_ask);
   ASSERT_TRUE(c);

@@ -236,7 +236,8 @@ TEST(IqKernels, EveryIsaIsBitExactWithReference) {
         w.insert(w.end(), row.begin(), row.end());
       }
       const size_t row_bytes = row_size(t, n);
-      for (cpu::Isa isa : {cpu::Isa::kGeneric, cpu::Isa::kAvx2, cpu::Isa::kAvx512}) {
+      // kAmx: its table has its own IQ1_S rows (vec_dot_iq_vbmi.cpp).
+      for (cpu::Isa isa : {cpu::Isa::kGeneric, cpu::Isa::kAvx2, cpu::Isa::kAvx512, cpu::Isa::kAmx}) {
         if (!cpu::isa_supported(isa)) continue;
         const cpu::Kernels& k = cpu::kernels_for(isa);
         EXPECT_EQ(cpu::has_fast_path(k, t), isa != cpu::Isa::kGeneric) << dtype_name(t);

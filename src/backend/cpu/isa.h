@@ -31,7 +31,7 @@ struct IsaFeatures {
   bool amx_int8 = false;       // CPUID.(7,0):EDX[25]
   bool amx_bf16 = false;       // CPUID.(7,0):EDX[22]
   bool avx512_bf16 = false;    // CPUID.(7,1):EAX[5] (VCVTNE2PS2BF16, which the BF16 tile path uses)
-  bool avx512_vbmi = false;    // CPUID.(7,0):ECX[1] (byte permutes, which the AMX table's IQ2_XXS rows use)
+  bool avx512_vbmi = false;    // CPUID.(7,0):ECX[1] (byte permutes, which the AMX table's IQ2_XXS and IQ1_S rows use)
   bool os_tile_state = false;  // XCR0 bits 17 (XTILECFG) and 18 (XTILEDATA): the OS manages tiles
 };
 IsaFeatures detect_isa_features();

@@ -72,7 +72,7 @@ void install_iq3_iq1_avx512(Kernels& k);
 // (dot_tokens).
 void install_iq_tokens_avx2(Kernels& k);
 void install_iq_tokens_avx512(Kernels& k);
-// vec_dot_iq_vbmi.cpp: IQ2_XXS rows with AVX512_VBMI byte permutes (the AMX table only).
+// vec_dot_iq_vbmi.cpp: IQ2_XXS and IQ1_S rows with AVX512_VBMI byte permutes (the AMX table only).
 void install_iq_vbmi(Kernels& k);
 
 }  // namespace fathom::cpu::detail
