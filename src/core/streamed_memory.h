@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <vector>
 
 namespace fathom {
 
@@ -31,6 +32,26 @@ class StreamedBuffer {
  private:
   std::unique_ptr<uint8_t, void (*)(void*)> data_{nullptr, std::free};
   size_t size_ = 0;
+};
+
+// Streamed buffers that are each too small to fill 2 MiB pages of their own (a model's repacked
+// matrices: the 1.5B shape's attention projections are 0.2-1.3 MiB, its FFN matrices 7.7 MiB),
+// carved back to back, 64-byte aligned, from 2 MiB-aligned huge-page chunks. Allocated one by
+// one, a third of the 1.5B Q4_0 model's repacked weights sat in 4 KiB pages and decode streamed
+// them ~20% slower than the rest. Pieces live as long as the arena. A chunk's unused tail is
+// address space only: pages are faulted in on first touch, so at most the 2 MiB page a piece
+// ends in is resident beyond the pieces themselves.
+class StreamedArena {
+ public:
+  explicit StreamedArena(size_t chunk_bytes = size_t{64} << 20) : chunk_bytes_(chunk_bytes) {}
+  // 64-byte aligned; nullptr when the memory cannot be had.
+  uint8_t* allocate(size_t bytes);
+
+ private:
+  size_t chunk_bytes_;
+  std::vector<std::unique_ptr<uint8_t, void (*)(void*)>> chunks_;
+  uint8_t* next_ = nullptr;
+  size_t left_ = 0;
 };
 
 }  // namespace fathom

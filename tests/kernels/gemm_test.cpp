@@ -357,6 +357,43 @@ TEST(Gemm, MatmulIsBatchInvariant) {
   }
 }
 
+// gemm_many hands each thread a contiguous share of all jobs' groups and lets it take pairs from
+// the others' once done: whatever the threads and the shares' bounds (odd group counts, a job
+// ending inside a share), every row of every job is computed once and equals one thread's result.
+TEST(Gemm, ManyJobsOverThreadSharesCoverEveryRow) {
+  const int64_t n = 256;
+  const int64_t rows[] = {16 * 7 + 5, 16 * 3, 16 * 11 + 1, 9};
+  std::vector<Matrix> mats;
+  std::vector<RepackedMatrix> packed;
+  ThreadPool one(1);
+  for (int64_t r : rows) {
+    mats.push_back(make_matrix(DType::Q4_0, r, n, static_cast<uint32_t>(r)));
+    packed.push_back(repack(mats.back().view, &one));
+  }
+  const Kernels& k = best_kernels();
+  for (int64_t n_tok : {1, 3}) {
+    const std::vector<float> x = tokens(n_tok, n, 5);
+    for (int threads : {1, 2, 3, 5}) {
+      ThreadPool pool(threads);
+      std::vector<std::vector<float>> y(packed.size());
+      std::vector<GemmJob> jobs;
+      for (size_t j = 0; j < packed.size(); ++j) {
+        y[j].assign(static_cast<size_t>(n_tok * packed[j].n_rows), std::nanf(""));  // a skipped row stays NaN
+        jobs.push_back({&packed[j], x.data(), n_tok, y[j].data()});
+      }
+      std::vector<GemmScratch> scratch(jobs.size());
+      gemm_many(pool, k, jobs.data(), jobs.size(), scratch.data());
+      for (size_t j = 0; j < packed.size(); ++j) {
+        std::vector<float> want(y[j].size());
+        GemmScratch sc;
+        gemm(one, k, packed[j], x.data(), n_tok, want.data(), sc);
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_EQ(y[j][i], want[i]) << threads << " threads, " << n_tok << " tokens, job " << j << " value " << i;
+      }
+    }
+  }
+}
+
 double thread_seconds() {
   timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);

@@ -1,11 +1,14 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdint>
+#include <cstring>
 #include <numeric>
 
 #include "core/dtype.h"
 #include "core/json_depth.h"
 #include "core/status.h"
+#include "core/streamed_memory.h"
 #include "core/threadpool.h"
 
 namespace fathom {
@@ -72,6 +75,36 @@ TEST(ThreadPool, ManySmallJobsBackToBack) {
   for (int rep = 0; rep < 2000; ++rep)
     pool.run_on_all([&](int t) { sum += t + 1; });
   EXPECT_EQ(sum.load(), 2000 * 3);
+}
+
+// Pieces are 64-byte aligned and disjoint, packed back to back in a 2 MiB-aligned chunk (so a
+// small matrix shares huge pages with its neighbours), and a piece larger than a chunk gets one
+// of its own; every byte can be written.
+TEST(StreamedArena, PacksPiecesIntoHugePageChunks) {
+  constexpr size_t kChunk = size_t{4} << 20, kHuge = size_t{2} << 20;
+  StreamedArena arena(kChunk);
+  uint8_t* a = arena.allocate(100);
+  uint8_t* b = arena.allocate(1000);
+  uint8_t* c = arena.allocate(3 << 20);  // still fits the first chunk
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % kHuge, 0u);  // a chunk starts on a huge page
+  EXPECT_EQ(b, a + 128);                                  // 100 rounded up to 64 bytes
+  EXPECT_EQ(c, b + 1024);
+  uint8_t* d = arena.allocate(2 << 20);  // does not fit what is left: a new chunk
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(d) % kHuge, 0u);
+  uint8_t* e = arena.allocate(9 << 20);  // larger than a chunk: a chunk of its own size
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(e) % kHuge, 0u);
+  std::memset(a, 1, 100);
+  std::memset(b, 2, 1000);
+  std::memset(c, 3, 3 << 20);
+  std::memset(d, 4, 2 << 20);
+  std::memset(e, 5, 9 << 20);
+  EXPECT_EQ(a[99], 1);
+  EXPECT_EQ(b[0], 2);
+  EXPECT_EQ(c[(3 << 20) - 1], 3);
+  EXPECT_EQ(d[0], 4);
 }
 
 }  // namespace

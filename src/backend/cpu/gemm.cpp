@@ -661,13 +661,34 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
     run_groups(0, total);
     return;
   }
-  // Chunks of an even number of groups where it can (the AMX kernels pair groups).
-  int64_t chunk = std::clamp<int64_t>(total / (8 * pool.n_threads()), 1, 16);
+  // Each thread owns one contiguous share of the groups and takes it front to back in chunks, so
+  // it streams one run of weights per call; a thread done with its share then takes pairs of
+  // groups from the front of the others'. Handing out chunks from one shared counter instead
+  // interleaves the threads every few groups, and each chunk a thread starts reads its first
+  // kDecodePrefetchBytes without a prefetch ahead: Sapphire Rapids-class Xeon, 2 threads, 1.5B
+  // Q4_0 tg64 29.7-29.8 -> 30.85-30.9 tok/s (885 KiB matrices in a microbenchmark: 23.3-23.7 ->
+  // 25.6-26.3 GB/s), other files within noise, pp512 unchanged. Chunks hold an even number of
+  // groups where they can (the AMX kernels pair groups).
+  const int n_threads = pool.n_threads();
+  int64_t chunk = std::clamp<int64_t>(total / (8 * n_threads), 1, 16);
   if (chunk > 1) chunk &= ~int64_t{1};
-  std::atomic<int64_t> next{0};
-  pool.run_on_all([&](int) {
-    for (int64_t i0 = next.fetch_add(chunk); i0 < total; i0 = next.fetch_add(chunk))
-      run_groups(i0, std::min(total, i0 + chunk));
+  struct alignas(64) Share {  // one cache line per counter: the owner's fetch_add stays local
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
+  std::vector<Share> shares(static_cast<size_t>(n_threads));
+  const int64_t per = (total + n_threads - 1) / n_threads;
+  auto even = [&](int64_t i) { return std::min(total, (i + 1) & ~int64_t{1}); };  // share bounds: even
+  for (int t = 0; t < n_threads; ++t) {
+    shares[static_cast<size_t>(t)].next.store(even(t * per), std::memory_order_relaxed);
+    shares[static_cast<size_t>(t)].end = t + 1 == n_threads ? total : even((t + 1) * per);
+  }
+  pool.run_on_all([&](int thread) {
+    for (int k = 0; k < n_threads; ++k) {
+      Share& s = shares[static_cast<size_t>((thread + k) % n_threads)];
+      const int64_t c = k == 0 ? chunk : 2;
+      for (int64_t i0 = s.next.fetch_add(c); i0 < s.end; i0 = s.next.fetch_add(c)) run_groups(i0, std::min(s.end, i0 + c));
+    }
   });
 }
 

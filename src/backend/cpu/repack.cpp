@@ -210,7 +210,11 @@ size_t repacked_group_bytes(DType t, int64_t n) {
   return block_bytes(t) * static_cast<size_t>(n / block_values(t));
 }
 
-RepackedMatrix repack(const TensorView& w, ThreadPool* pool) {
+namespace {
+void arena_owned(void*) {}  // RepackedMatrix's deleter for bytes a StreamedArena owns
+}  // namespace
+
+RepackedMatrix repack(const TensorView& w, ThreadPool* pool, StreamedArena* arena) {
   RepackedMatrix m;
   if (!repackable(w.dtype) || w.ne[0] % block_values(w.dtype) != 0) return m;
   m.type = w.dtype;
@@ -219,9 +223,10 @@ RepackedMatrix repack(const TensorView& w, ThreadPool* pool) {
   m.n_groups = (m.n_rows + R - 1) / R;
   m.group_bytes = repacked_group_bytes(w.dtype, m.n);
   const size_t total = m.group_bytes * static_cast<size_t>(m.n_groups);
-  void* p = allocate_streamed(total);  // decode streams every weight once per token
+  // Decode streams every weight once per token: huge pages (streamed_memory.h).
+  void* p = arena != nullptr ? arena->allocate(total) : allocate_streamed(total);
   if (p == nullptr) return m;
-  m.data = std::unique_ptr<uint8_t, void (*)(void*)>(static_cast<uint8_t*>(p), std::free);
+  m.data = std::unique_ptr<uint8_t, void (*)(void*)>(static_cast<uint8_t*>(p), arena != nullptr ? arena_owned : std::free);
   const int64_t nb = m.n / block_values(w.dtype);
   const size_t in_block = traits(w.dtype).type_size, out_block = block_bytes(w.dtype);
   const size_t row_bytes = w.row_bytes();
@@ -280,7 +285,7 @@ const RepackedMatrix* RepackCache::get(const TensorView& w, ThreadPool& pool, bo
   if (it != cache_.end()) return it->second.data ? &it->second : nullptr;
   RepackedMatrix m;
   const size_t need = repacked_bytes(w);
-  if (bytes_ + need <= budget_) m = repack(w, &pool);
+  if (bytes_ + need <= budget_) m = repack(w, &pool, &arena_);
   if (m.data) {
     bytes_ += need;
     if (release) release_source(w.data, w.n_bytes());

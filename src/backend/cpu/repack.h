@@ -29,6 +29,7 @@
 #include <memory>
 #include <unordered_map>
 
+#include "core/streamed_memory.h"
 #include "core/tensor.h"
 #include "core/threadpool.h"
 
@@ -61,8 +62,9 @@ inline size_t repack_budget(uint64_t available_bytes) { return static_cast<size_
 bool repacking_enabled();
 
 // Rewrites w (a repackable type, n a multiple of the super-block) into the x16 layout, split
-// over the pool. Returns an empty matrix (data null) when memory cannot be allocated.
-RepackedMatrix repack(const TensorView& w, ThreadPool* pool);
+// over the pool. Returns an empty matrix (data null) when memory cannot be allocated. With an
+// arena the bytes come from it (and live as long as it does), else the matrix owns them.
+RepackedMatrix repack(const TensorView& w, ThreadPool* pool, StreamedArena* arena = nullptr);
 
 // Repacked copies of the weights a backend has multiplied with, made on first use and kept.
 // Repacking is skipped (the caller uses the GGUF layout in place, from the mmap) for types
@@ -81,6 +83,7 @@ class RepackCache {
   size_t n_skipped() const { return n_skipped_; }
 
  private:
+  StreamedArena arena_;  // the matrices' bytes, in huge pages however small they are
   std::unordered_map<const void*, RepackedMatrix> cache_;
   size_t bytes_ = 0;
   size_t budget_ = 0;
