@@ -35,7 +35,7 @@ constexpr FileType kFileTypes[] = {
     {"IQ3_XXS", F::kIQ3_XXS, DType::IQ3_XXS, true},
     {"Q2_K", F::kQ2_K, DType::Q2_K, true},
     {"IQ2_M", F::kIQ2_M, DType::IQ2_S, true},
-    {"IQ2_S", F::kIQ2_S, DType::IQ2_S, true},
+    {"IQ2_S", F::kIQ2_S, DType::IQ2_XS, true},  // llama.cpp: IQ2_S files are mostly IQ2_XS, IQ2_M ones IQ2_S
     {"IQ2_XS", F::kIQ2_XS, DType::IQ2_XS, true},
     {"IQ2_XXS", F::kIQ2_XXS, DType::IQ2_XXS, true},
     {"IQ1_M", F::kIQ1_M, DType::IQ1_M, true},

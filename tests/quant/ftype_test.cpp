@@ -180,7 +180,7 @@ TEST(QuantMixRules, RequiresImatrixOnlyForTheLowBitIQuants) {
 
 TEST(FileTypeTable, TwoBitIQuantTargets) {
   const std::pair<const char*, DType> rows[] = {
-      {"IQ2_XXS", DType::IQ2_XXS}, {"IQ2_XS", DType::IQ2_XS}, {"IQ2_S", DType::IQ2_S}, {"IQ2_M", DType::IQ2_S}};
+      {"IQ2_XXS", DType::IQ2_XXS}, {"IQ2_XS", DType::IQ2_XS}, {"IQ2_S", DType::IQ2_XS}, {"IQ2_M", DType::IQ2_S}};
   for (const auto& [name, base] : rows) {
     const std::optional<FileType> f = find_file_type(name);
     ASSERT_TRUE(f.has_value()) << name;
