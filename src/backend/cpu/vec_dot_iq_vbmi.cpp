@@ -75,6 +75,21 @@ const Iq2xxsConstants kIq2xxs = make_constants();
 
 FATHOM_AVX512_VBMI inline __m512i load(const void* p) { return _mm512_load_si512(p); }
 
+// The sums of the 8 int32 lanes of a and of b (two horizontal sums for the price of one).
+FATHOM_AVX512_VBMI inline void sum_pair(__m256i a, __m256i b, int32_t* sa, int32_t* sb) {
+  __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+  both = _mm512_add_epi32(both, _mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(2, 3, 0, 1)));
+  both = _mm512_add_epi32(both, _mm512_shuffle_epi32(both, _MM_PERM_BADC));
+  both = _mm512_add_epi32(both, _mm512_shuffle_epi32(both, _MM_PERM_CDAB));
+  *sa = _mm512_cvtsi512_si32(both);
+  *sb = _mm_cvtsi128_si32(_mm512_extracti32x4_epi32(both, 2));
+}
+
+// The 16 lanes of v folded to 8 (same sum).
+FATHOM_AVX512_VBMI inline __m256i fold(__m512i v) {
+  return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
 FATHOM_AVX512_VBMI void iq2_xxs_rows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows, const void* x_q,
                                      float* out) {
   const Iq2xxsConstants& c = kIq2xxs;
@@ -90,7 +105,8 @@ FATHOM_AVX512_VBMI void iq2_xxs_rows(int64_t n, const uint8_t* w, size_t row_byt
   for (int64_t r = 0; r < n_rows; ++r) {
     const auto* x = reinterpret_cast<const block_iq2_xxs*>(w + static_cast<size_t>(r) * row_bytes);
     float sum = 0;
-    for (int64_t i = 0; i < nb; ++i) {
+    // Super-block i's integer sum, in 16 lanes.
+    auto block_sum = [&](int64_t i) FATHOM_AVX512_VBMI {
       // The stream kRowPrefetchBytes ahead, as dot_rows does per row (per super-block here:
       // 44-45 -> 47-48.6 tok/s on the IQ2_XXS file).
       prefetch_bytes(reinterpret_cast<const uint8_t*>(x + i) + kRowPrefetchBytes, sizeof(block_iq2_xxs));
@@ -120,8 +136,17 @@ FATHOM_AVX512_VBMI void iq2_xxs_rows(int64_t n, const uint8_t* w, size_t row_byt
         const __m512i scales = _mm512_permutexvar_epi16(load(c.scale_index[m]), scale2);
         isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(magnitudes, y_signed), scales);
       }
-      sum = std::fma(_cvtsh_ss(x[i].d) * y[i].d, static_cast<float>(_mm512_reduce_add_epi32(isum)), sum);
+      return isum;
+    };
+    auto add = [&](int64_t i, int32_t isum) { sum = std::fma(_cvtsh_ss(x[i].d) * y[i].d, static_cast<float>(isum), sum); };
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {  // two super-blocks share the horizontal sum; added in order
+      int32_t s0, s1;
+      sum_pair(fold(block_sum(i)), fold(block_sum(i + 1)), &s0, &s1);
+      add(i, s0);
+      add(i + 1, s1);
     }
+    if (i < nb) add(i, _mm512_reduce_add_epi32(block_sum(i)));
     out[r] = 0.125f * sum;
   }
 }
@@ -190,9 +215,11 @@ FATHOM_AVX512_VBMI void iq1_s_rows(int64_t n, const uint8_t* w, size_t row_bytes
         const __m512i scales = _mm512_permutexvar_epi16(load(c.scale_index[m]), ls_words);
         isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(values, yq), scales);
       }
-      const int32_t delta_sum =
-          _mm512_reduce_add_epi32(_mm512_zextsi256_si512(_mm256_mask_sub_epi32(ls_y, minus, _mm256_setzero_si256(), ls_y)));
-      const float sums = static_cast<float>(_mm512_reduce_add_epi32(isum)) + kIq1SDelta * static_cast<float>(delta_sum);
+      // Both horizontal sums at once (+3-7% tok/s on the IQ1_S file).
+      const __m256i delta = _mm256_mask_sub_epi32(ls_y, minus, _mm256_setzero_si256(), ls_y);
+      int32_t grid_sum, delta_sum;
+      sum_pair(fold(isum), delta, &grid_sum, &delta_sum);
+      const float sums = static_cast<float>(grid_sum) + kIq1SDelta * static_cast<float>(delta_sum);
       sum = std::fma(_cvtsh_ss(x[i].d) * y[i].d, sums, sum);
     }
     out[r] = sum;
