@@ -259,7 +259,12 @@ void convert_row(DType t, const uint8_t* row, const RowSpan& span, ConvertFn con
 const float* convert_tile(DType t, const uint8_t* data, size_t row_bytes, const RowSpan& span, int n_keys,
                           ConvertFn convert, std::vector<float>& dst) {
   dst.resize(static_cast<size_t>(kTileKeys * span.n));
-  for (int j = 0; j < n_keys; ++j) convert_row(t, data + static_cast<size_t>(j) * row_bytes, span, convert, dst.data() + j * span.n);
+  if (convert && (t == DType::F16 || t == DType::BF16)) {  // the common case, without per-row lookups
+    data += row_size(t, span.begin);
+    for (int j = 0; j < n_keys; ++j) convert(t, data + static_cast<size_t>(j) * row_bytes, dst.data() + j * span.n, span.n);
+  } else {
+    for (int j = 0; j < n_keys; ++j) convert_row(t, data + static_cast<size_t>(j) * row_bytes, span, convert, dst.data() + j * span.n);
+  }
   return dst.data() + span.offset;
 }
 
@@ -470,7 +475,7 @@ void run(ThreadPool& pool, Isa isa, TileExec exec, const Problem& p, KvCache& kv
   FATHOM_CHECK(p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0);
   const Isa vec = vector_isa(isa);
   const TileFn tile_fn = pick_tile(vec, p.dk, p.dv);
-  const ConvertFn convert_fn = vec == Isa::kAvx512 || vec == Isa::kAvx2 ? detail::convert_avx2() : nullptr;
+  const ConvertFn convert_fn = vec == Isa::kAvx512 ? detail::convert_avx512() : vec == Isa::kAvx2 ? detail::convert_avx2() : nullptr;
   const std::vector<SeqTokens> seqs = group_by_sequence(batch);
   // The tile path: Isa::kAmx, widths of whole 32-value chunks, and enough rows per sequence.
   const bool tiles_ok = isa == Isa::kAmx && p.dk % 32 == 0 && p.dv % 32 == 0 && detail::pack_tiles() != nullptr;

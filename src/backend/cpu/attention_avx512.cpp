@@ -7,6 +7,8 @@
 #include <cmath>
 
 #include "backend/cpu/attention_internal.h"
+#include "core/fp16.h"
+#include "core/status.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include "backend/cpu/exp_avx512.h"
@@ -111,9 +113,29 @@ FATHOM_AVX512_FLOAT void tile_avx512_impl(const KeyTile& tile, const RowTile& ro
   }
 }
 
+// f16/bf16 -> f32, 16 values per instruction (the AVX2 conversion's 8 took a third of decode
+// attention's time at a 4096-token f16 cache).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void convert_avx512_impl(DType t, const uint8_t* src,
+                                                                                          float* dst, int64_t n) {
+  const auto* h = reinterpret_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  if (t == DType::F16) {
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))));
+    for (; i < n; ++i) dst[i] = fp16_to_fp32(h[i]);
+    return;
+  }
+  FATHOM_CHECK(t == DType::BF16);
+  for (; i + 16 <= n; i += 16) {
+    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i)));
+    _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16)));
+  }
+  for (; i < n; ++i) dst[i] = bf16_to_fp32(h[i]);
+}
+
 }  // namespace
 
 TileFn tile_avx512() { return tile_avx512_impl; }
+ConvertFn convert_avx512() { return convert_avx512_impl; }
 
 }  // namespace fathom::cpu::detail
 
@@ -121,6 +143,7 @@ TileFn tile_avx512() { return tile_avx512_impl; }
 
 namespace fathom::cpu::detail {
 TileFn tile_avx512() { return nullptr; }
+ConvertFn convert_avx512() { return nullptr; }
 }  // namespace fathom::cpu::detail
 
 #endif

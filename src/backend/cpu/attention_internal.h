@@ -53,6 +53,7 @@ TileFn tile_avx512();
 // AVX2 version needs F16C (part of Isa::kAvx2).
 using ConvertFn = void (*)(DType t, const uint8_t* src, float* dst, int64_t n);
 ConvertFn convert_avx2();
+ConvertFn convert_avx512();  // the same with AVX-512 (Isa::kAvx512)
 
 // The AMX path (attention_amx.cpp): bf16 tiles for QK^T and PV, for the rows of sequences with
 // kTileMinTokens or more tokens in a batch (prefill), so decode and short chunks keep the f32
