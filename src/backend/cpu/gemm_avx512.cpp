@@ -100,17 +100,12 @@ FATHOM_AVX512 void nibble_decode(DType type, const uint8_t* grp, const GemmActiv
     for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
       const uint8_t* src = grp + i * bb;
       if (pf > 0) prefetch_weights(src + pf, bb);
-      const __m512 d = halves(src);
-      const __m512 neg_dmin = _mm512_sub_ps(_mm512_setzero_ps(), halves(src + 2 * R));
-      const uint8_t* sc = src + 4 * R;
-      const uint8_t* mn = sc + 8 * R;
-      const uint8_t* qs = mn + 8 * R;
+      const KQuantSuper k = k_quant_super(src);
       for (int j = 0; j < 8; ++j) {
-        const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
-        const __m512 mf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mn + 16 * j))));
+        __m512 s, c;
+        k_quant_sub_block(k, j, &s, &c);
         const int64_t b = i * 8 + j;
-        acc = block_epilogue(acc, nibble_dot(qs + 256 * j, q + 32 * b), _mm512_mul_ps(d, scf), _mm512_mul_ps(neg_dmin, mf),
-                             xd[b], xs[b]);
+        acc = block_epilogue(acc, nibble_dot(k.qs + 256 * j, q + 32 * b), s, c, xd[b], xs[b]);
       }
     }
   }

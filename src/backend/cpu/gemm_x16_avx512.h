@@ -44,6 +44,28 @@ FATHOM_AVX512 inline void iq4_lookup(__m512i* w) {
   for (int g = 0; g < 8; ++g) w[g] = _mm512_shuffle_epi8(table, w[g]);
 }
 
+// One q4_Kx16/q5_Kx16 super-block (the layout of repack.h): the rows' d and -dmin, and where its
+// scales, mins and nibbles start; sub_block(j) gives sub-block j's scale s and correction c.
+struct KQuantSuper {
+  __m512 d, neg_dmin;
+  const uint8_t* sc;
+  const uint8_t* mn;
+  const uint8_t* qs;
+};
+
+FATHOM_AVX512 inline KQuantSuper k_quant_super(const uint8_t* src) {
+  constexpr int64_t R = kGemmRows;
+  const uint8_t* sc = src + 4 * R;
+  return {halves(src), _mm512_sub_ps(_mm512_setzero_ps(), halves(src + 2 * R)), sc, sc + 8 * R, sc + 16 * R};
+}
+
+FATHOM_AVX512 inline void k_quant_sub_block(const KQuantSuper& k, int j, __m512* s, __m512* c) {
+  const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k.sc + 16 * j))));
+  const __m512 mf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k.mn + 16 * j))));
+  *s = _mm512_mul_ps(k.d, scf);
+  *c = _mm512_mul_ps(k.neg_dmin, mf);
+}
+
 // Calls visit(w, ng, s, c, b) for every (sub-)block b of one 16-row x16 group of an integer
 // type with n values per row, in order: w[0..ng) the block's u vectors (vector g: values
 // 4g..4g+3 of rows 0..15, 4 bytes per row), ng (std::integral_constant: 8 for 32-value blocks, 4
@@ -89,19 +111,13 @@ FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int
       for (int64_t i = 0; i < n / quant::kQK; ++i) {
         const uint8_t* src = grp + i * bb;
         if (pf > 0) prefetch_weights(src + pf, bb);
-        const __m512 d = halves(src);
-        const __m512 neg_dmin = _mm512_sub_ps(_mm512_setzero_ps(), halves(src + 2 * R));
-        const uint8_t* sc = src + 4 * R;
-        const uint8_t* mn = sc + 8 * R;
-        const uint8_t* qs = mn + 8 * R;
-        const uint8_t* hi = qs + 8 * 4 * 64;
+        const KQuantSuper k = k_quant_super(src);
+        const uint8_t* hi = k.qs + 8 * 4 * 64;
         for (int j = 0; j < 8; ++j) {
-          const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
-          const __m512 mf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mn + 16 * j))));
-          const __m512 s = _mm512_mul_ps(d, scf);
-          const __m512 c = _mm512_mul_ps(neg_dmin, mf);
+          __m512 s, c;
+          k_quant_sub_block(k, j, &s, &c);
           __m512i w[8];
-          nibbles(qs + 256 * j, five ? hi + 64 * j : nullptr, w);
+          nibbles(k.qs + 256 * j, five ? hi + 64 * j : nullptr, w);
           visit(w, kEight, s, c, i * 8 + j);
         }
       }
