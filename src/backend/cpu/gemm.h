@@ -101,12 +101,14 @@ using GemmQuantizeFn = void (*)(const float* x, int64_t n_tokens, int64_t n, int
 // per byte that the hardware prefetcher falls behind: the first pass over a 16-row group (its
 // first tokens) prefetches the weight stream this many bytes ahead (on into the next group,
 // which is next in memory); later passes over the group find it in cache. Measured on the
-// 2-core AVX-512 VM, 1.5B shape, 2 threads: one token Q4_K +45%, Q4_0 +4..17%, V2-Lite Q4_K
-// +13..68%; 8 sequences per step (Q4_0) 81 -> 139..149 tok/s; pp512 unchanged. Q8_0 lost 2-6%
-// there, but on the Sapphire Rapids-class Xeon (2026-12-06, 1.5B Q8_0, 2 threads, tg64 twice
-// each) it gains 4% (14.18-14.41 -> 14.81-14.86 tok/s), and the Xeon is the CPU the project runs
-// on now, so Q8_0 prefetches too. (Q4_0 there: within noise for any distance or level.)
-constexpr int64_t kDecodePrefetchBytes = 4096;
+// 2-core AVX-512 VM, 1.5B shape, 2 threads, at 4 KiB: one token Q4_K +45%, Q4_0 +4..17%, V2-Lite
+// Q4_K +13..68%; 8 sequences per step (Q4_0) 81 -> 139..149 tok/s; pp512 unchanged. On the
+// Sapphire Rapids-class Xeon, once every matrix sat in huge pages and each thread streamed one
+// contiguous share (2026-12-06), 2 KiB beat 4 KiB on all four issue-22 files, tg64 2 threads,
+// two runs each: Q4_0 29.9-30.7 -> 31.2-32.1, Q8_0 17.4-17.6 -> 18.3-18.5, Q4_K_M 22.7-23.2 ->
+// 25.1-25.2, V2-Lite 50.0-53.4 -> 58.4-59.0 tok/s; 1.5 KiB was within noise of 2, 3 KiB lower on
+// Q4_K_M and V2-Lite, 8 KiB lower everywhere (gate-shaped Q4_0 on one thread 14.2-14.5 -> 10.7-11.0 GB/s).
+constexpr int64_t kDecodePrefetchBytes = 2048;
 
 inline void prefetch_weights(const uint8_t* p, int64_t bytes) {
   for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 3);
