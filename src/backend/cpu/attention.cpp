@@ -248,10 +248,14 @@ RowSpan covering_blocks(DType t, int64_t first, int64_t n) {
 
 // Converts the covering blocks `span` of one stored row to f32 at dst (span.n values): f16/bf16
 // through `convert` when there is one, the rest through the reference dequantizer.
+// n values at src (whole blocks) to f32 at dst.
+void convert_values(DType t, const uint8_t* src, int64_t n, ConvertFn convert, float* dst) {
+  if (convert && (t == DType::F16 || t == DType::BF16)) convert(t, src, dst, n);
+  else quant::dequantize_row(t, src, dst, n);
+}
+
 void convert_row(DType t, const uint8_t* row, const RowSpan& span, ConvertFn convert, float* dst) {
-  row += row_size(t, span.begin);
-  if (convert && (t == DType::F16 || t == DType::BF16)) convert(t, row, dst, span.n);
-  else quant::dequantize_row(t, row, dst, span.n);
+  convert_values(t, row + row_size(t, span.begin), span.n, convert, dst);
 }
 
 // Converts a tile's rows to f32: row j of `n_keys` rows `row_bytes` apart starting at `data`,
@@ -259,12 +263,8 @@ void convert_row(DType t, const uint8_t* row, const RowSpan& span, ConvertFn con
 const float* convert_tile(DType t, const uint8_t* data, size_t row_bytes, const RowSpan& span, int n_keys,
                           ConvertFn convert, std::vector<float>& dst) {
   dst.resize(static_cast<size_t>(kTileKeys * span.n));
-  if (convert && (t == DType::F16 || t == DType::BF16)) {  // the common case, without per-row lookups
-    data += row_size(t, span.begin);
-    for (int j = 0; j < n_keys; ++j) convert(t, data + static_cast<size_t>(j) * row_bytes, dst.data() + j * span.n, span.n);
-  } else {
-    for (int j = 0; j < n_keys; ++j) convert_row(t, data + static_cast<size_t>(j) * row_bytes, span, convert, dst.data() + j * span.n);
-  }
+  data += row_size(t, span.begin);  // once per tile, not per row
+  for (int j = 0; j < n_keys; ++j) convert_values(t, data + static_cast<size_t>(j) * row_bytes, span.n, convert, dst.data() + j * span.n);
   return dst.data() + span.offset;
 }
 

@@ -41,6 +41,12 @@ FATHOM_AVX512 inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* 
   }
 }
 
+// acc + the block's contribution, in gemm_int_generic's order.
+FATHOM_AVX512 inline __m512 block_epilogue(__m512 acc, __m512i ai, __m512 s, __m512 c, float xd, float xs) {
+  acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(ai), _mm512_set1_ps(xd)), s, acc);
+  return _mm512_fmadd_ps(c, _mm512_set1_ps(xs), acc);
+}
+
 // One block (NG groups of 4 values) of all NT tokens: acc[t] += its contribution.
 template <int NG, int NT>
 FATHOM_AVX512 inline void block_step(const __m512i* w, __m512 s, __m512 c, const GemmActivations& x, int64_t t0,
@@ -50,9 +56,7 @@ FATHOM_AVX512 inline void block_step(const __m512i* w, __m512 s, __m512 c, const
     const int8_t* q = x.q + (t0 + t) * x.n + b * x.block;
     __m512i ai = dpbusd_bcast<false>(_mm512_setzero_si512(), w[0], q);
     for (int g = 1; g < NG; ++g) ai = dpbusd_bcast<false>(ai, w[g], q + 4 * g);
-    const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(ai), _mm512_set1_ps(x.xd[(t0 + t) * nb + b]));
-    acc[t] = _mm512_fmadd_ps(f, s, acc[t]);
-    acc[t] = _mm512_fmadd_ps(c, _mm512_set1_ps(x.xs[(t0 + t) * nb + b]), acc[t]);
+    acc[t] = block_epilogue(acc[t], ai, s, c, x.xd[(t0 + t) * nb + b], x.xs[(t0 + t) * nb + b]);
   }
 }
 
@@ -71,12 +75,6 @@ FATHOM_AVX512 inline __m512i nibble_dot(const uint8_t* nib, const int8_t* q) {
     hi = dpbusd_bcast<true>(hi, _mm512_and_si512(v, high4), q + 16 + 4 * g);
   }
   return _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));
-}
-
-// acc + the block's contribution, in gemm_int_generic's order.
-FATHOM_AVX512 inline __m512 block_epilogue(__m512 acc, __m512i ai, __m512 s, __m512 c, float xd, float xs) {
-  acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(ai), _mm512_set1_ps(xd)), s, acc);
-  return _mm512_fmadd_ps(c, _mm512_set1_ps(xs), acc);
 }
 
 FATHOM_AVX512 void nibble_decode(DType type, const uint8_t* grp, const GemmActivations& x, int64_t t0, __mmask16 rows,

@@ -17,18 +17,14 @@ using VecDotFn = float (*)(const void* w, const void* x_q, int64_t n);
 // Sapphire Rapids-class Xeon, 2 threads, tg32 of the issue-21 files (qwen2 1.5B shape, 8 layers):
 // IQ1_S 31.2 -> 46.1 tok/s, IQ2_XXS (AVX-512 kernel) 24.6 -> 37; the distance, on the VBMI
 // IQ2_XXS kernel: none 38.5, 512 B 41-42, 1 KiB 45, 2 KiB 48.5-48.7, 3 KiB 44-46, 4 KiB 46.5-47.
-constexpr size_t kRowPrefetchBytes = 2048;
-
-inline void prefetch_bytes(const uint8_t* p, size_t bytes) {
-  for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 3);
-}
+constexpr int64_t kRowPrefetchBytes = 2048;
 
 // Applies a one-row dot to n_rows rows.
 template <VecDotFn Dot>
 void dot_rows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t n_rows, const void* x_q, float* out) {
   for (int64_t r = 0; r < n_rows; ++r) {
     const uint8_t* row = w + static_cast<size_t>(r) * row_bytes;
-    prefetch_bytes(row + kRowPrefetchBytes, row_bytes);
+    prefetch_weights(row + kRowPrefetchBytes, static_cast<int64_t>(row_bytes));  // gemm.h
     out[r] = Dot(row, x_q, n);
   }
 }

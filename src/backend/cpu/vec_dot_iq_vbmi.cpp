@@ -36,6 +36,22 @@ namespace {
 
 using namespace fathom::quant;
 
+// What both kernels do per 64-value step m (units 2m and 2m + 1, groups 8m..8m + 7).
+struct alignas(64) StepConstants {
+  uint8_t code_shifts[64];      // per qword: 0, 2, ..., 14 (the 8 codes of one group)
+  uint16_t scale_index[4][32];  // step m: words 0..15 <- unit 2m's scale, 16..31 <- unit 2m + 1's
+};
+
+constexpr StepConstants make_step_constants() {
+  StepConstants c{};
+  for (int i = 0; i < 64; ++i) c.code_shifts[i] = static_cast<uint8_t>(2 * (i % 8));
+  for (int m = 0; m < 4; ++m)
+    for (int w = 0; w < 32; ++w) c.scale_index[m][w] = static_cast<uint16_t>(2 * m + w / 16);
+  return c;
+}
+
+constexpr StepConstants kSteps = make_step_constants();
+
 struct alignas(64) Iq2xxsConstants {
   uint16_t codes[256];        // kIq2xxsGridCodes
   uint8_t sign_bytes[128];    // 7-bit field -> the sign byte with its parity bit (iq_add_sign_parity)
@@ -44,9 +60,7 @@ struct alignas(64) Iq2xxsConstants {
   uint8_t field_shifts[64];   // per qword (unit): bit offsets of the 4 sign fields and of the scale
   uint8_t sign_gather[64];    // byte 4u + l <- byte 8u + l (the unit's sign fields, packed)
   uint8_t scale_words[64];    // byte 2u <- byte 8u + 4 (the unit's scale), u < 8
-  uint8_t code_shifts[64];    // per qword: 0, 2, ..., 14 (the 8 codes of one group)
   uint16_t code_index[4][32];  // step m: word 4g <- the code of group 8m + g
-  uint16_t scale_index[4][32]; // step m: words 0..15 <- unit 2m's scale, 16..31 <- unit 2m + 1's
 };
 
 Iq2xxsConstants make_constants() {
@@ -60,13 +74,9 @@ Iq2xxsConstants make_constants() {
     c.field_shifts[i] = kFieldShifts[i % 8];
     c.sign_gather[i] = i < 32 ? static_cast<uint8_t>(8 * (i / 4) + i % 4) : 0;
     c.scale_words[i] = i < 16 && i % 2 == 0 ? static_cast<uint8_t>(8 * (i / 2) + 4) : 0;
-    c.code_shifts[i] = static_cast<uint8_t>(2 * (i % 8));
   }
   for (int m = 0; m < 4; ++m)
-    for (int w = 0; w < 32; ++w) {
-      c.code_index[m][w] = static_cast<uint16_t>(8 * m + w / 4);
-      c.scale_index[m][w] = static_cast<uint16_t>(2 * m + w / 16);
-    }
+    for (int w = 0; w < 32; ++w) c.code_index[m][w] = static_cast<uint16_t>(8 * m + w / 4);
   return c;
 }
 
@@ -97,7 +107,7 @@ FATHOM_AVX512_VBMI void iq2_xxs_rows(int64_t n, const uint8_t* w, size_t row_byt
   for (int t = 0; t < 8; ++t) table[t] = load(c.codes + 32 * t);
   const __m512i signs_lo = load(c.sign_bytes), signs_hi = load(c.sign_bytes + 64);
   const __m512i levels = load(c.levels), index_words = load(c.index_words), field_shifts = load(c.field_shifts);
-  const __m512i sign_gather = load(c.sign_gather), scale_words = load(c.scale_words), code_shifts = load(c.code_shifts);
+  const __m512i sign_gather = load(c.sign_gather), scale_words = load(c.scale_words), code_shifts = load(kSteps.code_shifts);
   const __m512i bit6 = _mm512_set1_epi16(64), bit7 = _mm512_set1_epi16(128);
   const __m512i nibble = _mm512_set1_epi16(15), one = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
   const auto* y = static_cast<const block_q8_K*>(x_q);
@@ -109,7 +119,7 @@ FATHOM_AVX512_VBMI void iq2_xxs_rows(int64_t n, const uint8_t* w, size_t row_byt
     auto block_sum = [&](int64_t i) FATHOM_AVX512_VBMI {
       // The stream kRowPrefetchBytes ahead, as dot_rows does per row (per super-block here:
       // 44-45 -> 47-48.6 tok/s on the IQ2_XXS file).
-      prefetch_bytes(reinterpret_cast<const uint8_t*>(x + i) + kRowPrefetchBytes, sizeof(block_iq2_xxs));
+      prefetch_weights(reinterpret_cast<const uint8_t*>(x + i) + kRowPrefetchBytes, sizeof(block_iq2_xxs));
       const __m512i qs = _mm512_loadu_si512(x[i].qs);  // unit u in qword u: 4 grid indices, then the sign/scale word
       // The 32 grid indices as words, looked up in the 256-entry code table (4 x 64 entries).
       const __m512i index = _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, index_words, qs);
@@ -133,7 +143,7 @@ FATHOM_AVX512_VBMI void iq2_xxs_rows(int64_t n, const uint8_t* w, size_t row_byt
         const __m512i magnitudes = _mm512_permutexvar_epi8(_mm512_multishift_epi64_epi8(code_shifts, group_codes), levels);
         const __m512i yq = _mm512_loadu_si512(y[i].qs + 64 * m);
         const __m512i y_signed = _mm512_mask_sub_epi8(yq, _load_mask64(reinterpret_cast<__mmask64*>(sign_masks + m)), zero, yq);
-        const __m512i scales = _mm512_permutexvar_epi16(load(c.scale_index[m]), scale2);
+        const __m512i scales = _mm512_permutexvar_epi16(load(kSteps.scale_index[m]), scale2);
         isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(magnitudes, y_signed), scales);
       }
       return isum;
@@ -159,7 +169,6 @@ struct alignas(64) Iq1sConstants {
   uint32_t codes[2048];        // kIq1SGridCodes, one per dword (the gather's element)
   uint32_t unit_of_group[2][16];  // half h: dword k <- unit 4h + k / 4 (of the 8 qh words)
   uint32_t high_shift[16];        // dword k: 3 (k % 4), where group k's 3 high index bits sit in qh
-  uint16_t scale_index[4][32];    // step m: words 0..15 <- unit 2m's scale, 16..31 <- unit 2m + 1's
 };
 
 Iq1sConstants make_iq1s_constants() {
@@ -168,8 +177,6 @@ Iq1sConstants make_iq1s_constants() {
   for (int h = 0; h < 2; ++h)
     for (int k = 0; k < 16; ++k) c.unit_of_group[h][k] = static_cast<uint32_t>(4 * h + k / 4);
   for (int k = 0; k < 16; ++k) c.high_shift[k] = static_cast<uint32_t>(3 * (k % 4));
-  for (int m = 0; m < 4; ++m)
-    for (int w = 0; w < 32; ++w) c.scale_index[m][w] = static_cast<uint16_t>(2 * m + w / 16);
   return c;
 }
 
@@ -179,7 +186,7 @@ FATHOM_AVX512_VBMI void iq1_s_rows(int64_t n, const uint8_t* w, size_t row_bytes
                                    float* out) {
   const Iq1sConstants& c = kIq1s;
   const __m512i unit_lo = load(c.unit_of_group[0]), unit_hi = load(c.unit_of_group[1]);
-  const __m512i high_shift = load(c.high_shift), code_shifts = load(kIq2xxs.code_shifts);
+  const __m512i high_shift = load(c.high_shift), code_shifts = load(kSteps.code_shifts);
   const __m512i three = _mm512_set1_epi8(3), seven = _mm512_set1_epi32(7);
   const __m256i ones16 = _mm256_set1_epi16(1);
   const auto* y = static_cast<const block_q8_K*>(x_q);
@@ -188,7 +195,7 @@ FATHOM_AVX512_VBMI void iq1_s_rows(int64_t n, const uint8_t* w, size_t row_bytes
     const auto* x = reinterpret_cast<const block_iq1_s*>(w + static_cast<size_t>(r) * row_bytes);
     float sum = 0;
     for (int64_t i = 0; i < nb; ++i) {
-      prefetch_bytes(reinterpret_cast<const uint8_t*>(x + i) + kRowPrefetchBytes, sizeof(block_iq1_s));
+      prefetch_weights(reinterpret_cast<const uint8_t*>(x + i) + kRowPrefetchBytes, sizeof(block_iq1_s));
       // qh word u (unit u of 32 values): 4 x 3 high index bits, the 3-bit scale, the delta sign.
       const __m256i qh = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qh)));
       const __m512i qh512 = _mm512_castsi256_si512(qh);
@@ -212,7 +219,7 @@ FATHOM_AVX512_VBMI void iq1_s_rows(int64_t n, const uint8_t* w, size_t row_bytes
         const __m512i group_codes = _mm512_cvtepu32_epi64(half);  // qword g: the code of group 8m + g
         const __m512i values = _mm512_and_si512(_mm512_multishift_epi64_epi8(code_shifts, group_codes), three);
         const __m512i yq = _mm512_loadu_si512(y[i].qs + 64 * m);
-        const __m512i scales = _mm512_permutexvar_epi16(load(c.scale_index[m]), ls_words);
+        const __m512i scales = _mm512_permutexvar_epi16(load(kSteps.scale_index[m]), ls_words);
         isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(values, yq), scales);
       }
       // Both horizontal sums at once (+3-7% tok/s on the IQ1_S file).
