@@ -93,13 +93,13 @@ FATHOM_AVX512 void nibble_decode(DType type, const uint8_t* grp, const GemmActiv
       const __m512 s = halves(src);
       acc = block_epilogue(acc, nibble_dot(src + 2 * R, q + 32 * b), s, _mm512_mul_ps(_mm512_set1_ps(-8.0f), s), xd[b], xs[b]);
     }
-  } else {  // Q4_K: the layout of for_each_x16_block
+  } else {  // Q4_K: the layout and the per-sub-block prefetch of for_each_x16_block
     constexpr int64_t bb = 4 * R + 16 * R + 8 * 4 * 64;
     for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
       const uint8_t* src = grp + i * bb;
-      if (pf > 0) prefetch_weights(src + pf, bb);
       const KQuantSuper k = k_quant_super(src);
       for (int j = 0; j < 8; ++j) {
+        if (pf > 0) prefetch_weights(src + pf + j * (bb / 8), bb / 8);
         __m512 s, c;
         k_quant_sub_block(k, j, &s, &c);
         const int64_t b = i * 8 + j;
