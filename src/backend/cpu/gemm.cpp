@@ -436,7 +436,7 @@ void x16_group_to_tile(DType type, const uint8_t* group, int64_t n, uint8_t* buf
       break;
     }
     case DType::Q6_K: {
-      const size_t bb = 2 * R + 16 * R + 16 * 4 * 64;
+      const size_t bb = 2 * R + 16 * R + 8 * kQ6PairBytes;
       for (int64_t i = 0; i < n / quant::kQK; ++i) {
         const uint8_t* src = group + static_cast<size_t>(i) * bb;
         const auto* sc = reinterpret_cast<const int8_t*>(src + 2 * R);
@@ -448,7 +448,16 @@ void x16_group_to_tile(DType type, const uint8_t* group, int64_t n, uint8_t* buf
             scale[b * R + r] = d * sc[j * R + r];
             corr[b * R + r] = -32.0f * d * sc[j * R + r];
           }
-          for (int64_t g = 0; g < 4; ++g) std::memcpy(uvec(b, g), qv + 256 * j + 64 * g, 64);
+        }
+        for (int64_t p = 0; p < 8; ++p) {
+          // Sub-blocks 2p and 2p + 1 are consecutive in u: 8 vectors, the nibbles' low then high.
+          const uint8_t* pair = qv + kQ6PairBytes * p;
+          uint8_t* u2 = uvec(i * 16 + 2 * p, 0);
+          split_x16_nibbles(pair, nullptr, u2, R * 4);
+          for (int64_t h = 0; h < 2; ++h)
+            for (int64_t l = 0; l < 4; ++l)
+              for (int64_t k = 0; k < R * 4; ++k)
+                u2[(4 * h + l) * R * 4 + k] = static_cast<uint8_t>(u2[(4 * h + l) * R * 4 + k] | ((pair[256 + 64 * h + k] >> (2 * l)) & 3) << 4);
         }
       }
       break;

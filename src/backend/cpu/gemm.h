@@ -34,6 +34,9 @@ namespace fathom::cpu {
 struct Kernels;
 
 constexpr int64_t kGemmRows = 16;  // weight rows per tile (one 512-bit register of f32/i32 lanes)
+// q6_Kx16 (repack.h): the bytes of one pair of 16-value sub-blocks, 4 x 64 B of low nibbles and
+// 2 x 64 B of high 2-bit fields.
+constexpr int64_t kQ6PairBytes = 6 * 4 * kGemmRows;
 // Products of this many tokens or more take the AMX tiles where the AMX path is active (fewer
 // go through the AVX-512 kernels; both give the same bits). Measured on the Sapphire Rapids-class
 // Xeon (one thread, 1536 x 8960 Q4_0, GMAC/s): VNNI ~150 at any count; int8 tiles 85 at 8 tokens

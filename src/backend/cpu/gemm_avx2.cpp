@@ -65,6 +65,18 @@ FATHOM_AVX2 inline void nibbles(const uint8_t* nib, const uint8_t* hi, int h, Bl
   }
 }
 
+// The 8 u vectors (0..63) of one q6_Kx16 pair of sub-blocks (repack.h), half h: w[0..3] sub-block
+// 2p, w[4..7] sub-block 2p + 1.
+FATHOM_AVX2 inline void q6_pair(const uint8_t* pair, int h, Block* b) {
+  nibbles(pair, nullptr, h, b);
+  const __m256i three = _mm256_set1_epi8(3);
+  for (int v = 0; v < 2; ++v) {
+    const __m256i bits = load256(pair + 4 * 64 + 64 * v + 32 * h);
+    for (int l = 0; l < 4; ++l)
+      b->w[4 * v + l] = _mm256_or_si256(b->w[4 * v + l], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * l), three), 4));
+  }
+}
+
 // Codebook indices -> the unsigned weight bytes of iq4_nl/iq4_xs (value + 128, up to 241: wide).
 FATHOM_AVX2 inline void iq4_lookup(Block* b) {
   const __m128i values = _mm_loadu_si128(reinterpret_cast<const __m128i*>(quant::kIq4nlValues));
@@ -217,7 +229,8 @@ FATHOM_AVX2 void int_tokens(DType type, const uint8_t* grp, const GemmActivation
       }
       case DType::Q6_K: {
         blk.ng = 4;
-        const int64_t bb = 2 * R + 16 * R + 16 * 4 * 64;
+        Block pair;
+        const int64_t bb = 2 * R + 16 * R + 8 * kQ6PairBytes;
         for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
           const uint8_t* src = grp + i * bb;
           if (pf > 0) prefetch_weights(src + pf, bb);
@@ -227,7 +240,8 @@ FATHOM_AVX2 void int_tokens(DType type, const uint8_t* grp, const GemmActivation
           const uint8_t* qv = sc + 16 * R;
           for (int j = 0; j < 16; ++j) {
             const __m256 scf = bytes8_to_float(sc + 16 * j + 8 * h, true);
-            for (int g = 0; g < 4; ++g) blk.w[g] = load256(qv + 256 * j + 64 * g + 32 * h);
+            if (j % 2 == 0) q6_pair(qv + kQ6PairBytes * (j / 2), h, &pair);
+            for (int g = 0; g < 4; ++g) blk.w[g] = pair.w[4 * (j % 2) + g];
             block_step<NT>(blk, _mm256_mul_ps(d, scf), _mm256_mul_ps(d32, scf), x, t0, i * 16 + j, acc);
           }
         }

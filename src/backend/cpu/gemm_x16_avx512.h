@@ -36,6 +36,21 @@ FATHOM_AVX512 inline void nibbles(const uint8_t* nib, const uint8_t* hi, __m512i
   }
 }
 
+// The 8 u vectors (0..63) of one q6_Kx16 pair of sub-blocks (repack.h): w[0..3] sub-block 2p,
+// w[4..7] sub-block 2p + 1; the 2-bit field l of a high-bit vector is shifted to bits 4-5.
+FATHOM_AVX512 inline void q6_pair(const uint8_t* pair, __m512i* w) {
+  nibbles(pair, nullptr, w);
+  const __m512i bits45 = _mm512_set1_epi8(0x30);
+  for (int h = 0; h < 2; ++h) {
+    const __m512i v = _mm512_loadu_si512(pair + 4 * 64 + 64 * h);
+    // w | (field & 0x30): ternary-logic table 0xF8 is a | (b & c).
+    w[4 * h] = _mm512_ternarylogic_epi32(w[4 * h], _mm512_slli_epi16(v, 4), bits45, 0xF8);
+    w[4 * h + 1] = _mm512_ternarylogic_epi32(w[4 * h + 1], _mm512_slli_epi16(v, 2), bits45, 0xF8);
+    w[4 * h + 2] = _mm512_ternarylogic_epi32(w[4 * h + 2], v, bits45, 0xF8);
+    w[4 * h + 3] = _mm512_ternarylogic_epi32(w[4 * h + 3], _mm512_srli_epi16(v, 2), bits45, 0xF8);
+  }
+}
+
 // Nibble vectors (codebook indices) -> the unsigned weight bytes of iq4_nl/iq4_xs: value + 128,
 // looked up in each 128-bit lane.
 FATHOM_AVX512 inline void iq4_lookup(__m512i* w) {
@@ -184,21 +199,21 @@ FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int
       return;
     }
     case DType::Q6_K: {
-      const int64_t bb = 2 * R + 16 * R + 16 * 4 * 64;
+      const int64_t bb = 2 * R + 16 * R + 8 * kQ6PairBytes;
       for (int64_t i = 0; i < n / quant::kQK; ++i) {
         const uint8_t* src = grp + i * bb;
         const __m512 d = halves(src);
         const __m512 d32 = _mm512_mul_ps(_mm512_set1_ps(-32.0f), d);
         const uint8_t* sc = src + 2 * R;
         const uint8_t* qv = sc + 16 * R;
+        __m512i w[8];
         for (int j = 0; j < 16; ++j) {
           if (pf > 0) prefetch_weights(src + pf + j * (bb / 16), bb / 16);
           const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
           const __m512 s = _mm512_mul_ps(d, scf);
           const __m512 c = _mm512_mul_ps(d32, scf);
-          __m512i w[4];
-          for (int g = 0; g < 4; ++g) w[g] = _mm512_loadu_si512(qv + 256 * j + 64 * g);
-          visit(w, std::integral_constant<int, 4>{}, s, c, i * 16 + j);
+          if (j % 2 == 0) q6_pair(qv + kQ6PairBytes * (j / 2), w);
+          visit(w + 4 * (j % 2), std::integral_constant<int, 4>{}, s, c, i * 16 + j);
         }
       }
       return;

@@ -29,7 +29,7 @@ size_t block_bytes(DType t) {
     case DType::Q8_0: return 2 * R + 8 * 64;
     case DType::Q4_K: return 4 * R + 16 * R + 8 * 4 * 64;
     case DType::Q5_K: return 4 * R + 16 * R + 8 * 4 * 64 + 8 * 64;
-    case DType::Q6_K: return 2 * R + 16 * R + 16 * 4 * 64;
+    case DType::Q6_K: return 2 * R + 16 * R + 8 * kQ6PairBytes;
     case DType::IQ4_XS: return 2 * R + 8 * R + 8 * 4 * 64;
     case DType::TQ1_0: case DType::TQ2_0: return 2 * R + 8 * 2 * 64;
     case DType::F16: case DType::BF16: return 2 * R;
@@ -143,9 +143,17 @@ void put_row(DType t, const uint8_t* src, int64_t r, uint8_t* out) {
       uint8_t* qv = out + 2 * R + 16 * R;
       uint8_t v[256];
       q6_K_values(b, v);
-      for (int j = 0; j < 16; ++j) {
-        sc[j * R + r] = b.scales[j];
-        for (int g = 0; g < 4; ++g) std::memcpy(qv + 256 * j + 64 * g + 4 * r, v + 16 * j + 4 * g, 4);
+      for (int j = 0; j < 16; ++j) sc[j * R + r] = b.scales[j];
+      for (int p = 0; p < 8; ++p) {
+        const uint8_t* pv = v + 32 * p;  // sub-blocks 2p and 2p + 1
+        uint8_t* pair = qv + kQ6PairBytes * p;
+        put_32(pv, r, pair, nullptr);  // the low 4 bits
+        for (int h = 0; h < 2; ++h)
+          for (int k = 0; k < 4; ++k) {
+            uint8_t bits = 0;
+            for (int l = 0; l < 4; ++l) bits = static_cast<uint8_t>(bits | ((pv[16 * h + 4 * l + k] >> 4) & 3) << (2 * l));
+            pair[4 * 64 + 64 * h + 4 * r + k] = bits;
+          }
       }
       return;
     }

@@ -13,14 +13,16 @@
 //   q8_0x16:  d[16] fp16 | 8 x 64 B (q + 128)   (vector g: values 4g..4g+3 of rows 0..15)
 //   q4_Kx16:  d[16] dmin[16] fp16 | sc[8][16] m[8][16] u8 | 8 sub-blocks x 4 x 64 B nibbles
 //   q5_Kx16:  as q4_Kx16, then 8 sub-blocks x 64 B of 5th bits (as q5_0x16)
-//   q6_Kx16:  d[16] fp16 | sc[16][16] i8 | 16 sub-blocks x 4 x 64 B (q, 0..63)
+//   q6_Kx16:  d[16] fp16 | sc[16][16] i8 | 8 pairs of sub-blocks (2p, 2p + 1) x (4 x 64 B nibbles
+//             as q4_0x16's, low = sub-block 2p, high = 2p + 1; then 2 x 64 B of high 2-bit fields:
+//             bits 2l, 2l+1 of byte 4r+k of vector h = bits 4-5 of q of value 4l+k, sub-block 2p+h)
 //   iq4_nlx16: as q4_0x16, the nibbles being indices into the codebook (the kernels look them up)
 //   iq4_xsx16: d[16] fp16 | sc[8][16] i8 (the 6-bit scale - 32) | 8 sub-blocks x 4 x 64 B nibbles
 //   tq2_0x16, tq1_0x16: d[16] fp16 | 8 sub-blocks x 2 x 64 B of 2-bit fields t (value = t - 1):
 //                      bits 2l, 2l+1 of byte 4r+k of vector h hold value 4(4h+l)+k of row r's sub-block
 //   f16/bf16/f32 x16: value i of rows 0..15 side by side, i = 0..n-1
-// q4_0/q5_0/q8_0/iq4_nl/tq2_0/f16/bf16/f32 keep the file's size, q4_K/q5_K grow 2-3%, iq4_xs
-// 1.5%, q6_K stores a byte per value (+22%), tq1_0's base-3 bytes become 2-bit fields (+22%).
+// q4_0/q5_0/q8_0/iq4_nl/q6_K/tq2_0/f16/bf16/f32 keep the file's size, q4_K/q5_K grow 2-3%, iq4_xs
+// 1.5%, tq1_0's base-3 bytes become 2-bit fields (+22%).
 // Rows past the end of the matrix are zero.
 #pragma once
 
