@@ -54,7 +54,29 @@ FATHOM_AVX512_FLOAT inline void accumulate_values(float* o, const float* const* 
 // correction -> rescaled outputs), and separate passes give the core independent rows to overlap.
 constexpr int kRowChunk = 16;
 
-FATHOM_AVX512_FLOAT void tile_avx512_impl(const KeyTile& tile, const RowTile& rows) {
+// acc[j] = the lane-wise products of q and key j, summed over the head width. kStride > 0: the
+// keys are kStride floats apart from k[0] (a full tile of a converted cache), so each key is an
+// immediate offset from one register; with a pointer per key the 16 pointers did not fit in
+// registers and every product reloaded one from the stack.
+template <int64_t kStride>
+FATHOM_AVX512_FLOAT inline void key_products(const float* q, const float* const* k, int64_t dk, __m512* acc) {
+  for (int j = 0; j < kTileKeys; ++j) acc[j] = _mm512_setzero_ps();
+  if constexpr (kStride > 0) {
+    const float* k0 = k[0];
+    for (int64_t d = 0; d < dk; d += 16) {
+      const __m512 qd = _mm512_loadu_ps(q + d);
+      for (int j = 0; j < kTileKeys; ++j) acc[j] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(k0 + j * kStride + d), acc[j]);
+    }
+  } else {
+    for (int64_t d = 0; d < dk; d += 16) {
+      const __m512 qd = _mm512_loadu_ps(q + d);
+      for (int j = 0; j < kTileKeys; ++j) acc[j] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(k[j] + d), acc[j]);
+    }
+  }
+}
+
+template <int64_t kStride>
+FATHOM_AVX512_FLOAT void tile_avx512_rows(const KeyTile& tile, const RowTile& rows) {
   // Keys past n_keys point at the last valid key (in bounds); their scores are masked off.
   const float* k[kTileKeys];
   const float* v[kTileKeys];
@@ -70,13 +92,8 @@ FATHOM_AVX512_FLOAT void tile_avx512_impl(const KeyTile& tile, const RowTile& ro
     for (int i = 0; i < n; ++i) {
       const int n_visible = rows.n_visible[r0 + i];
       if (n_visible <= 0) continue;
-      const float* q = rows.q + (r0 + i) * rows.dk;
       __m512 acc[kTileKeys];
-      for (int j = 0; j < kTileKeys; ++j) acc[j] = _mm512_setzero_ps();
-      for (int64_t d = 0; d < rows.dk; d += 16) {
-        const __m512 qd = _mm512_loadu_ps(q + d);
-        for (int j = 0; j < kTileKeys; ++j) acc[j] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(k[j] + d), acc[j]);
-      }
+      key_products<kStride>(rows.q + (r0 + i) * rows.dk, k, rows.dk, acc);
       const __mmask16 visible = static_cast<__mmask16>((1u << n_visible) - 1u);
       const __m512 scores = _mm512_mask_blend_ps(visible, _mm512_set1_ps(-INFINITY),
                                                  _mm512_mul_ps(reduce16(acc), _mm512_set1_ps(rows.scale)));
@@ -111,6 +128,17 @@ FATHOM_AVX512_FLOAT void tile_avx512_impl(const KeyTile& tile, const RowTile& ro
       for (; d < rows.dv; d += 16) accumulate_values<1>(o + d, v, d, p[i], n_visible, corr);
     }
   }
+}
+
+FATHOM_AVX512_FLOAT void tile_avx512_impl(const KeyTile& tile, const RowTile& rows) {
+  // The same products in the same order either way (bit-identical).
+  if (tile.n_keys == kTileKeys) switch (tile.k_stride) {  // head width 128, 1, 2 or 4 KV heads converted
+      case 128: return tile_avx512_rows<128>(tile, rows);
+      case 256: return tile_avx512_rows<256>(tile, rows);
+      case 512: return tile_avx512_rows<512>(tile, rows);
+      default: break;
+    }
+  tile_avx512_rows<0>(tile, rows);
 }
 
 // f16/bf16 -> f32, 16 values per instruction (the AVX2 conversion's 8 took a third of decode
