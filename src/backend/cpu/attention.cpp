@@ -162,10 +162,10 @@ struct Plan {
 
 // Splits the rows into items of at most `rows_per_item` rows: heads of a group first (so a
 // group shares the cache reads), then tokens of a sequence. Short contexts spread the rows over
-// the threads. Long ones keep a group's heads in one item (the cache is read once per item) and,
-// when that leaves threads idle (decode: one item per KV head, one for all MLA heads), split
-// each item's positions into parts, one per idle thread, merged afterwards as flash-decoding
-// does. Items are returned largest first for the dynamic scheduler.
+// the threads. Long ones keep a group's heads in one item (the cache is read once per item),
+// join the whole groups of the same tokens across KV heads (whole cache rows per item) and,
+// when that leaves threads idle (decode: one item per token), split each item's positions into
+// parts, one per idle thread, merged afterwards as flash-decoding does. Items are returned largest first for the dynamic scheduler.
 // Sequences with tiles[s] take the tile path: items of up to kTileItemRows rows, never split.
 Plan make_plan(const std::vector<SeqTokens>& seqs, const std::vector<bool>& tiles, const AttentionBatch& batch,
                const Problem& p, int n_threads) {
