@@ -99,7 +99,7 @@ FATHOM_AVX512 void nibble_decode(DType type, const uint8_t* grp, const GemmActiv
       const uint8_t* src = grp + i * bb;
       const KQuantSuper k = k_quant_super(src);
       for (int j = 0; j < 8; ++j) {
-        if (pf > 0) prefetch_weights(src + pf + j * (bb / 8), bb / 8);
+        prefetch_sub_block(src, pf, bb, j, 8);
         __m512 s, c;
         k_quant_sub_block(k, j, &s, &c);
         const int64_t b = i * 8 + j;

@@ -85,10 +85,8 @@ FATHOM_AVX512 inline void k_quant_sub_block(const KQuantSuper& k, int j, __m512*
 // type with n values per row, in order: w[0..ng) the block's u vectors (vector g: values
 // 4g..4g+3 of rows 0..15, 4 bytes per row), ng (std::integral_constant: 8 for 32-value blocks, 4
 // for q6_K's 16) and the rows' scale s and corr c. pf > 0 prefetches the weight stream that
-// many bytes ahead (the first pass over a group in decode; gemm.h kDecodePrefetchBytes), one
-// sub-block's share at a time: the 2.2-4.4 KB of a whole super-block as one burst of prefetches
-// left the line fill buffers full and the stream behind (Sapphire Rapids-class Xeon, 2 threads,
-// 930 MB of q4_Kx16: 26.5 -> 30.0 GB/s; 1.5B Q4_K_M tg64 23.3-25.0 -> 25.9-26.0 tok/s).
+// many bytes ahead (the first pass over a group in decode; gemm.h kDecodePrefetchBytes), a
+// super-block one sub-block's share at a time (gemm.h prefetch_sub_block).
 template <class Visit>
 FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int64_t n, int64_t pf, Visit&& visit) {
   constexpr int64_t R = kGemmRows;
@@ -131,7 +129,7 @@ FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int
         const KQuantSuper k = k_quant_super(src);
         const uint8_t* hi = k.qs + 8 * 4 * 64;
         for (int j = 0; j < 8; ++j) {
-          if (pf > 0) prefetch_weights(src + pf + j * (bb / 8), bb / 8);
+          prefetch_sub_block(src, pf, bb, j, 8);
           __m512 s, c;
           k_quant_sub_block(k, j, &s, &c);
           __m512i w[8];
@@ -163,7 +161,7 @@ FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int
         const uint8_t* sc = src + 2 * R;
         const uint8_t* qs = sc + 8 * R;
         for (int j = 0; j < 8; ++j) {
-          if (pf > 0) prefetch_weights(src + pf + j * (bb / 8), bb / 8);
+          prefetch_sub_block(src, pf, bb, j, 8);
           const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
           const __m512 s = _mm512_mul_ps(d, scf);
           const __m512 c = _mm512_mul_ps(_mm512_set1_ps(-128.0f), s);
@@ -184,7 +182,7 @@ FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int
         const __m512 s = halves(src);
         const __m512 c = _mm512_mul_ps(_mm512_set1_ps(-1.0f), s);
         for (int j = 0; j < 8; ++j) {
-          if (pf > 0) prefetch_weights(src + pf + j * (bb / 8), bb / 8);
+          prefetch_sub_block(src, pf, bb, j, 8);
           __m512i w[8];
           for (int h = 0; h < 2; ++h) {
             const __m512i v = _mm512_loadu_si512(src + 2 * R + 128 * j + 64 * h);
@@ -208,7 +206,7 @@ FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int
         const uint8_t* qv = sc + 16 * R;
         __m512i w[8];
         for (int j = 0; j < 16; ++j) {
-          if (pf > 0) prefetch_weights(src + pf + j * (bb / 16), bb / 16);
+          prefetch_sub_block(src, pf, bb, j, 16);
           const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
           const __m512 s = _mm512_mul_ps(d, scf);
           const __m512 c = _mm512_mul_ps(d32, scf);
