@@ -36,42 +36,27 @@ FATHOM_AVX512_FLOAT inline __m512 reduce16(const __m512* acc) {
   return _mm512_shuffle_f32x4(r, r, 0xD8);
 }
 
-// o[0 .. 16*U) = o * correction + sum_j p[j] * v_j, U registers of outputs held across keys.
-template <int U>
-FATHOM_AVX512_FLOAT inline void accumulate_values(float* o, const float* const* v, int64_t offset, const float* p,
-                                                  int n_keys, __m512 correction) {
-  __m512 acc[U];
-  for (int u = 0; u < U; ++u) acc[u] = _mm512_mul_ps(_mm512_loadu_ps(o + 16 * u), correction);
+// For NR rows r (outputs at o + r * o_stride, weights at p + r * kTileKeys, correction[r]):
+// o[0 .. 16*U) = o * correction + sum_j p[j] * v_j, U registers of outputs per row held across
+// keys. Two rows share each value load: one row alone was bound by its loads (9 per 8 products).
+// Keys past a row's visible ones carry weight 0 (the softmax pass masks them), so rows may run
+// over the longest of their ranges.
+template <int NR, int U>
+FATHOM_AVX512_FLOAT inline void accumulate_values(float* o, int64_t o_stride, const float* const* v, int64_t offset,
+                                                  const float* p, const float* correction, int n_keys) {
+  __m512 acc[NR][U];
+  for (int r = 0; r < NR; ++r)
+    for (int u = 0; u < U; ++u) acc[r][u] = _mm512_mul_ps(_mm512_loadu_ps(o + r * o_stride + 16 * u), _mm512_set1_ps(correction[r]));
   for (int j = 0; j < n_keys; ++j) {
-    const __m512 pj = _mm512_set1_ps(p[j]);
-    for (int u = 0; u < U; ++u) acc[u] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v[j] + offset + 16 * u), acc[u]);
-  }
-  for (int u = 0; u < U; ++u) _mm512_storeu_ps(o + 16 * u, acc[u]);
-}
-
-// The same for two rows at once (o0 with weights p0, o1 with p1), sharing each value load: the
-// per-row loop was bound by its loads (9 per 8 products). Keys past a row's visible ones carry
-// weight 0 (the softmax pass masks them), so both rows may run over the longer of their ranges.
-template <int U>
-FATHOM_AVX512_FLOAT inline void accumulate_values2(float* o0, float* o1, const float* const* v, int64_t offset, const float* p0,
-                                                   const float* p1, int n_keys, __m512 correction0, __m512 correction1) {
-  __m512 acc0[U], acc1[U];
-  for (int u = 0; u < U; ++u) {
-    acc0[u] = _mm512_mul_ps(_mm512_loadu_ps(o0 + 16 * u), correction0);
-    acc1[u] = _mm512_mul_ps(_mm512_loadu_ps(o1 + 16 * u), correction1);
-  }
-  for (int j = 0; j < n_keys; ++j) {
-    const __m512 w0 = _mm512_set1_ps(p0[j]), w1 = _mm512_set1_ps(p1[j]);
+    __m512 w[NR];
+    for (int r = 0; r < NR; ++r) w[r] = _mm512_set1_ps(p[r * kTileKeys + j]);
     for (int u = 0; u < U; ++u) {
       const __m512 vj = _mm512_loadu_ps(v[j] + offset + 16 * u);
-      acc0[u] = _mm512_fmadd_ps(w0, vj, acc0[u]);
-      acc1[u] = _mm512_fmadd_ps(w1, vj, acc1[u]);
+      for (int r = 0; r < NR; ++r) acc[r][u] = _mm512_fmadd_ps(w[r], vj, acc[r][u]);
     }
   }
-  for (int u = 0; u < U; ++u) {
-    _mm512_storeu_ps(o0 + 16 * u, acc0[u]);
-    _mm512_storeu_ps(o1 + 16 * u, acc1[u]);
-  }
+  for (int r = 0; r < NR; ++r)
+    for (int u = 0; u < U; ++u) _mm512_storeu_ps(o + r * o_stride + 16 * u, acc[r][u]);
 }
 
 // Rows are taken kRowChunk at a time in three passes (scores, softmax, weighted values) rather
@@ -153,18 +138,15 @@ FATHOM_AVX512_FLOAT void tile_avx512_rows(const KeyTile& tile, const RowTile& ro
         continue;
       }
       float* o = rows.o + (r0 + i) * rows.dv;
-      const __m512 corr = _mm512_set1_ps(corrections[i]);
       int64_t d = 0;
       if (i + 1 < n && rows.n_visible[r0 + i + 1] > 0 && rows.dv % 64 == 0) {
         const int keys = std::max(n_visible, rows.n_visible[r0 + i + 1]);
-        float* o1 = o + rows.dv;
-        const __m512 corr1 = _mm512_set1_ps(corrections[i + 1]);
-        for (; d + 64 <= rows.dv; d += 64) accumulate_values2<4>(o + d, o1 + d, v, d, p[i], p[i + 1], keys, corr, corr1);
+        for (; d < rows.dv; d += 64) accumulate_values<2, 4>(o + d, rows.dv, v, d, p[i], corrections + i, keys);
         i += 2;
         continue;
       }
-      for (; d + 128 <= rows.dv; d += 128) accumulate_values<8>(o + d, v, d, p[i], n_visible, corr);
-      for (; d < rows.dv; d += 16) accumulate_values<1>(o + d, v, d, p[i], n_visible, corr);
+      for (; d + 128 <= rows.dv; d += 128) accumulate_values<1, 8>(o + d, rows.dv, v, d, p[i], corrections + i, n_visible);
+      for (; d < rows.dv; d += 16) accumulate_values<1, 1>(o + d, rows.dv, v, d, p[i], corrections + i, n_visible);
       ++i;
     }
   }
