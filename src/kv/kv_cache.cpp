@@ -166,14 +166,22 @@ float* KvCache::v_at(int64_t layer, int32_t seq_id, int64_t pos) {
   return v_row(layer, block, slot);
 }
 
-void KvCache::store_k(int64_t layer, int32_t seq_id, int64_t pos, const float* values) {
+uint8_t* KvCache::k_slot(int64_t layer, int32_t seq_id, int64_t pos) {
   const auto [block, slot] = locate(seq_id, pos);
-  quant::quantize_row_ref(shape_.k_type, values, k_data(layer, block, slot), shape_.k_width);
+  return k_data(layer, block, slot);
+}
+
+uint8_t* KvCache::v_slot(int64_t layer, int32_t seq_id, int64_t pos) {
+  const auto [block, slot] = locate(seq_id, pos);
+  return v_data(layer, block, slot);
+}
+
+void KvCache::store_k(int64_t layer, int32_t seq_id, int64_t pos, const float* values) {
+  quant::quantize_row_ref(shape_.k_type, values, k_slot(layer, seq_id, pos), shape_.k_width);
 }
 
 void KvCache::store_v(int64_t layer, int32_t seq_id, int64_t pos, const float* values) {
-  const auto [block, slot] = locate(seq_id, pos);
-  quant::quantize_row_ref(shape_.v_type, values, v_data(layer, block, slot), shape_.v_width);
+  quant::quantize_row_ref(shape_.v_type, values, v_slot(layer, seq_id, pos), shape_.v_width);
 }
 
 void KvCache::load_k(int64_t layer, int32_t block, int32_t slot, float* values) const {

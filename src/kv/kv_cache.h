@@ -159,6 +159,10 @@ class KvCache {
   // f32 row of position `pos` of a sequence (must be reserved), for an f32 cache only.
   float* k_at(int64_t layer, int32_t seq_id, int64_t pos);
   float* v_at(int64_t layer, int32_t seq_id, int64_t pos);
+  // The stored row of position `pos` of a sequence (must be reserved), in the cache's type: for
+  // writers that convert rows themselves (the CPU backend's vector f16/bf16 conversion).
+  uint8_t* k_slot(int64_t layer, int32_t seq_id, int64_t pos);
+  uint8_t* v_slot(int64_t layer, int32_t seq_id, int64_t pos);
   // Converts an f32 row ([k_width] / [v_width]) to the cache's type into position `pos` of a
   // sequence (must be reserved).
   void store_k(int64_t layer, int32_t seq_id, int64_t pos, const float* values);

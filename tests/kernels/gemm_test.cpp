@@ -11,6 +11,7 @@
 
 #include <time.h>
 
+#include "backend/cpu/activations.h"
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/repack.h"
@@ -354,6 +355,47 @@ TEST(Gemm, MatmulIsBatchInvariant) {
         matmul(pool, *k, m.view, x.data() + tk * n, 1, small.data() + tk * n_out, scratch, &cache);
       for (size_t i = 0; i < big.size(); ++i) ASSERT_EQ(big[i], small[i]) << dtype_name(t) << " " << isa_name(k->isa) << " " << i;
     }
+  }
+}
+
+// The SwiGLU fused into the down projection's token conversion (GemmJob::up, matmul_swiglu):
+// bit for bit the product of the activation computed first by the same kernel, on every table
+// (the integer paths at 1 and 13 tokens, the AMX BF16 path at 70, the emulated tiles included),
+// for the quantized types, with gate and up left as they were; float weights are refused (the
+// caller's unfused form runs).
+TEST(Gemm, FusedSwigluEqualsSwigluThenMatmul) {
+  ThreadPool pool(2);
+  const int64_t n = 512, n_out = 37;
+  std::vector<const Kernels*> tables;
+  for (Isa isa : available_isas()) tables.push_back(&kernels_for(isa));
+  if (isa_supported(Isa::kAvx512)) tables.push_back(&amx_emulated_kernels());
+  for (const Kernels* k : tables) {
+    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::IQ4_XS}) {
+      const Matrix m = make_matrix(t, n_out, n, 61);
+      for (int64_t n_tok : {int64_t{1}, int64_t{13}, kAmxBf16MinTokens + 6}) {
+        const std::vector<float> gate = tokens(n_tok, n, 62), up = tokens(n_tok, n, 63);
+        std::vector<float> h(gate.size()), want(static_cast<size_t>(n_tok * n_out)), got(want.size(), -5.f);
+        swiglu_kernel(vector_isa(k->isa))(gate.data(), up.data(), n_tok * n, h.data());
+        MatmulScratch scratch;
+        RepackCache cache;
+        matmul(pool, *k, m.view, h.data(), n_tok, want.data(), scratch, &cache);
+        const std::vector<float> gate_before = gate;
+        if (!k->gemm_is_simd) {
+          EXPECT_FALSE(matmul_swiglu(pool, *k, m.view, gate.data(), up.data(), n_tok, got.data(), scratch, &cache));
+          continue;
+        }
+        ASSERT_TRUE(matmul_swiglu(pool, *k, m.view, gate.data(), up.data(), n_tok, got.data(), scratch, &cache));
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_EQ(got[i], want[i]) << dtype_name(t) << " " << isa_name(k->isa) << " " << n_tok << " tokens, value " << i;
+        EXPECT_EQ(gate, gate_before);
+      }
+    }
+    const Matrix f = make_matrix(DType::F16, n_out, n, 64);
+    const std::vector<float> gate = tokens(2, n, 65), up = tokens(2, n, 66);
+    std::vector<float> y(static_cast<size_t>(2 * n_out));
+    MatmulScratch scratch;
+    RepackCache cache;
+    EXPECT_FALSE(matmul_swiglu(pool, *k, f.view, gate.data(), up.data(), 2, y.data(), scratch, &cache)) << isa_name(k->isa);
   }
 }
 

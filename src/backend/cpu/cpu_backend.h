@@ -36,7 +36,11 @@ class CpuBackend final : public Backend {
   void mla_attention(const float* q_abs, const float* q_pe, KvCache& kv, int64_t layer, const AttentionBatch& batch,
                      int64_t n_head, int64_t kv_lora_rank, int64_t n_rot, float scale, float* out) override;
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
+  // The activation fused into the down projection's token conversion where its weights are
+  // quantized (cpu::matmul_swiglu): gate is left as it was. Otherwise the unfused default.
+  void swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) override;
   void add(float* x, const float* y, int64_t n) override;
+  void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) override;
 
  private:
   ThreadPool pool_;

@@ -10,6 +10,7 @@
 #include <immintrin.h>
 #endif
 
+#include "backend/cpu/activations.h"
 #include "backend/cpu/repack.h"
 #include "backend/cpu/vec_dot.h"
 #include "core/fp16.h"
@@ -562,7 +563,8 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
       a.block = block;
       bool shared = false;
       for (size_t i = 0; i < j && !shared; ++i)
-        if (acts[i].bt != nullptr && jobs[i].x == job.x && acts[i].n == n && acts[i].n_tokens == job.n_tokens) {
+        if (acts[i].bt != nullptr && jobs[i].x == job.x && jobs[i].up == job.up && acts[i].n == n &&
+            acts[i].n_tokens == job.n_tokens) {
           a.bt = acts[i].bt;
           shared = true;
         }
@@ -572,12 +574,13 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
       quant_values += job.n_tokens * n;
       continue;
     }
+    FATHOM_CHECK_MSG(job.up == nullptr || block != 0, "gemm_many: a fused SwiGLU input needs quantized weights");
     if (block == 0) continue;
     const int64_t nb = n / block;
     // Jobs on the same tokens with the same block size (q/k/v, gate/up) share one quantized copy.
     bool shared = false;
     for (size_t i = 0; i < j && !shared; ++i)
-      if (acts[i].q != nullptr && jobs[i].x == job.x && acts[i].n == n && acts[i].block == block &&
+      if (acts[i].q != nullptr && jobs[i].x == job.x && jobs[i].up == job.up && acts[i].n == n && acts[i].block == block &&
           acts[i].n_tokens == job.n_tokens) {
         a = acts[i];
         shared = true;
@@ -602,14 +605,23 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
     quant_values += job.n_tokens * n;
   }
   const GemmQuantizeFn quantize = kernels.quantize_gemm;
+  const SwigluFn swiglu = swiglu_kernel(vector_isa(kernels.isa));
   auto run_slice = [&](const Slice& sl) {
     const GemmJob& job = jobs[sl.job];
     GemmScratch& sc = scratch[sl.job];
-    if (acts[sl.job].bt != nullptr)
-      return kernels.gemm_bf16_tokens(job.x, job.n_tokens, job.w->n, sl.t0, sl.t1, sc.bt.data());
-    const int64_t n = job.w->n, block = gemm_block(job.w->type), nb = n / block;
-    quantize(job.x + sl.t0 * n, sl.t1 - sl.t0, n, block, sc.q.data() + sl.t0 * n, sc.xd.data() + sl.t0 * nb,
-             sc.xs.data() + sl.t0 * nb);
+    const int64_t n = job.w->n;
+    const float* x = job.x + sl.t0 * n;  // the slice's rows
+    if (job.up != nullptr) {
+      // The fused SwiGLU (GemmJob::up): the slice's input made in a per-thread buffer that
+      // stays in cache for the conversion below.
+      static thread_local std::vector<float> fused;
+      fused.resize(static_cast<size_t>((sl.t1 - sl.t0) * n));
+      swiglu(x, job.up + sl.t0 * n, (sl.t1 - sl.t0) * n, fused.data());
+      x = fused.data();
+    }
+    if (acts[sl.job].bt != nullptr) return kernels.gemm_bf16_tokens(x, job.n_tokens, n, sl.t0, sl.t1, sc.bt.data());
+    const int64_t block = gemm_block(job.w->type), nb = n / block;
+    quantize(x, sl.t1 - sl.t0, n, block, sc.q.data() + sl.t0 * n, sc.xd.data() + sl.t0 * nb, sc.xs.data() + sl.t0 * nb);
     if (acts[sl.job].qt == nullptr) return;
     // The tiled copy of these tokens; the slice with the last token also zeroes the padding.
     const int64_t t_end = sl.t1 == job.n_tokens ? (job.n_tokens + kGemmTokenTile - 1) / kGemmTokenTile * kGemmTokenTile

@@ -143,9 +143,9 @@ struct GemmScratch {
   std::vector<float> xd, xs, xdt, xst;
   AlignedScratch<uint16_t> bt;
 };
-// Rounds tokens [t0, t1) of x ([n_tokens, n] f32, n a multiple of 32) to bf16 into the tiled
-// layout of GemmActivations::bt (round to nearest even); tokens past n_tokens in the tile of
-// t1 - 1 are zeroed when t1 == n_tokens.
+// Rounds tokens [t0, t1) of a batch of n_tokens to bf16 into the tiled layout of
+// GemmActivations::bt (round to nearest even): x holds those tokens' rows ([t1 - t0, n] f32, n a
+// multiple of 32). Tokens past n_tokens in the tile of t1 - 1 are zeroed when t1 == n_tokens.
 using GemmBf16TokensFn = void (*)(const float* x, int64_t n_tokens, int64_t n, int64_t t0, int64_t t1, uint16_t* bt);
 // y[t, r] for n_rows GGUF rows of type t (row r at rows + r * row_bytes, x.n values each) and
 // x.n_tokens tokens given as bf16 tiles (x.bt): each row dequantized by the reference dequantizer,
@@ -171,6 +171,10 @@ struct GemmJob {
   const float* x;     // [n_tokens, w->n]
   int64_t n_tokens;
   float* y;           // [n_tokens, w->n_rows]
+  // Non-null: the product's input is swiglu(x, up) (x the gate, up [n_tokens, w->n]), made a
+  // slice of tokens at a time where the tokens are quantized or rounded to bf16, so no pass
+  // writes it whole. Quantized weights only (gemm_block(w->type) != 0).
+  const float* up = nullptr;
 };
 void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, size_t n_jobs, GemmScratch* scratch);
 

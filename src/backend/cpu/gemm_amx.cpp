@@ -204,7 +204,7 @@ __attribute__((flatten)) FATHOM_AMX void decode_group_bf16(DType type, const uin
   });
 }
 
-// Tokens [t0, t1) of x as bf16 into the tiled layout (GemmActivations::bt).
+// Tokens [t0, t1) (their rows at x) as bf16 into the tiled layout (GemmActivations::bt).
 template <bool kNative>
 FATHOM_AMX void bf16_tokens(const float* x, int64_t n_tokens, int64_t n, int64_t t0, int64_t t1, uint16_t* bt) {
   const int64_t steps = n / kStep;
@@ -217,7 +217,7 @@ FATHOM_AMX void bf16_tokens(const float* x, int64_t n_tokens, int64_t n, int64_t
         std::memset(dst, 0, kStep * sizeof(uint16_t));
         continue;
       }
-      const float* v = x + t * n + j * kStep;
+      const float* v = x + (t - t0) * n + j * kStep;
       if constexpr (kNative) {
         _mm512_storeu_si512(dst, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_loadu_ps(v + 16), _mm512_loadu_ps(v))));
       } else {

@@ -24,7 +24,7 @@ void matmul_rows_bf16(ThreadPool& pool, const Kernels& kernels, const TensorView
   uint16_t* tiles = scratch.bt.get(static_cast<size_t>(tiled * n));
   const int64_t token_grain = std::max<int64_t>(1, kMinWorkPerChunk / (4 * n));
   pool.parallel_for(n_tokens, token_grain, [&](int, int64_t t0, int64_t t1) {
-    kernels.gemm_bf16_tokens(x, n_tokens, n, t0, t1, tiles);
+    kernels.gemm_bf16_tokens(x + t0 * n, n_tokens, n, t0, t1, tiles);
   });
   GemmActivations a;
   a.n_tokens = n_tokens;
@@ -73,6 +73,18 @@ void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const
                      n_tokens, y + r0, n_out);
     }
   });
+}
+
+bool matmul_swiglu(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* gate, const float* up,
+                   int64_t n_tokens, float* y, MatmulScratch& scratch, RepackCache* repacked) {
+  if (repacked == nullptr || !kernels.gemm_is_simd) return false;
+  const RepackedMatrix* r = repacked->get(w, pool);
+  if (r == nullptr || gemm_block(r->type) == 0) return false;
+  if (scratch.gemm.empty()) scratch.gemm.resize(1);
+  GemmJob job{r, gate, n_tokens, y};
+  job.up = up;
+  gemm_many(pool, kernels, &job, 1, scratch.gemm.data());
+  return true;
 }
 
 void matmul_batch(ThreadPool& pool, const Kernels& kernels, const std::vector<MatmulJob>& jobs, MatmulScratch& scratch,

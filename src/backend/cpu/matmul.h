@@ -27,6 +27,11 @@ struct MatmulScratch {
 // products on the GGUF layout. Either way a token's result does not depend on the batch.
 void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* x, int64_t n_tokens, float* y,
             MatmulScratch& scratch, RepackCache* repacked);
+// y = W · swiglu(gate, up) with the activation fused into the tokens' conversion (GemmJob::up),
+// when W is a quantized matrix the cache repacks; false (nothing done) otherwise, for the caller's
+// unfused form. gate, up: [n_tokens, n_in], left as they were.
+bool matmul_swiglu(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* gate, const float* up,
+                   int64_t n_tokens, float* y, MatmulScratch& scratch, RepackCache* repacked);
 // Several products: the repacked ones together in one gemm_many pass, the others one by one.
 void matmul_batch(ThreadPool& pool, const Kernels& kernels, const std::vector<MatmulJob>& jobs, MatmulScratch& scratch,
                   RepackCache* repacked);
