@@ -35,6 +35,11 @@ void half_row_reference(DType t, const float* src, uint16_t* dst, int64_t n) {
 #if defined(__x86_64__) || defined(__i386__)
 namespace {
 
+// The lanes of a 16-value step with `left` values left: all 16, or the first `left`.
+inline __mmask16 lanes(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+}
+
 // The squares summed in two vectors of 16 lanes (the scalar chain of adds bound the row at ~4
 // cycles a value: ~3% of a pp512 on 1.5B, 2 threads); out as the reference computes it.
 FATHOM_AVX512_FLOAT void rms_norm_row_avx512(const float* x, const float* weight, int64_t n, float eps, float* out) {
@@ -46,17 +51,17 @@ FATHOM_AVX512_FLOAT void rms_norm_row_avx512(const float* x, const float* weight
     s1 = _mm512_fmadd_ps(b, b, s1);
   }
   for (; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __mmask16 m = lanes(n - i);
     const __m512 a = _mm512_maskz_loadu_ps(m, x + i);
     s0 = _mm512_fmadd_ps(a, a, s0);
   }
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, _mm512_add_ps(s0, s1));
+  alignas(64) float partial[16];
+  _mm512_store_ps(partial, _mm512_add_ps(s0, s1));
   float sum = 0.0f;
-  for (float l : lanes) sum += l;
+  for (float l : partial) sum += l;
   const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(sum / static_cast<float>(n) + eps));
   for (i = 0; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __mmask16 m = lanes(n - i);
     const __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), scale), _mm512_maskz_loadu_ps(m, weight + i));
     _mm512_mask_storeu_ps(out + i, m, v);
   }
@@ -83,7 +88,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c"))) void half_row_avx
                                                                                       uint16_t* dst, int64_t n) {
   FATHOM_CHECK(t == DType::F16 || t == DType::BF16);
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __mmask16 m = lanes(n - i);
     _mm256_mask_storeu_epi16(dst + i, m, half16(t, _mm512_maskz_loadu_ps(m, src + i)));
   }
 }
@@ -92,7 +97,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c"))) void half_row_avx
 FATHOM_AVX512_FLOAT void swiglu_avx512(const float* gate, const float* up, int64_t n, float* out) {
   const __m512 one = _mm512_set1_ps(1.0f);
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __mmask16 m = lanes(n - i);
     const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
     const __m512 e = detail::exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
     const __m512 s = _mm512_div_ps(g, _mm512_add_ps(one, e));
