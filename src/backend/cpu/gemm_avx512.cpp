@@ -66,14 +66,28 @@ FATHOM_AVX512 inline void block_step(const __m512i* w, __m512 s, __m512 c, const
 // of one of 8. The same integers as for_each_x16_block's, so the same bits. Sapphire Rapids-class
 // Xeon, 1.5B Q4_0: 774 MB of gate-shaped matrices on one thread 11.7-12.1 -> 14.3-14.5 GB/s;
 // tg32 on one thread 13.4-13.9 -> 15.0-15.7 tok/s, on two 27.0-27.3 -> 27.7-28.6 (tg64).
-FATHOM_AVX512 inline __m512i nibble_dot(const uint8_t* nib, const int8_t* q) {
+//
+// pf (not null): the block's share of the stream ahead, pf_bytes at pf, is requested into L2
+// (prefetcht1) one line per nibble vector, between the products, rather than one burst per
+// block into L1: the burst held a line fill buffer per line until its data came and a core's
+// reads stopped at 13-14 GB/s. Sapphire Rapids-class Xeon, 2 threads, ~800 MB of gate-shaped
+// matrices, 8 KiB ahead: q4_Kx16 26.3-26.6 -> 28.6 GB/s, Q4_0 26.7-27.3 -> 28.5; tg64 1.5B
+// Q4_K_M 25.3-25.6 -> 27.9-28.0 tok/s, V2-Lite 58.9-60.2 -> 67.6-69.5, Q4_0 31.7-32.3 -> 33.3-33.7.
+// (The same prefetches as one burst into L2 per block read 24.5-26.5 GB/s; spaced further apart
+// by extra instructions in an experiment, up to 31: the spacing, not only the level, matters.)
+constexpr int64_t kNibblePrefetchBytes = 8192;
+
+FATHOM_AVX512 inline __m512i nibble_dot(const uint8_t* nib, const int8_t* q, const uint8_t* pf, int64_t pf_bytes) {
   const __m512i low4 = _mm512_set1_epi8(0x0F), high4 = _mm512_set1_epi8(static_cast<char>(0xF0));
   __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
   for (int g = 0; g < 4; ++g) {
+    if (pf != nullptr && 64 * g < pf_bytes) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * g), _MM_HINT_T1);
     const __m512i v = _mm512_loadu_si512(nib + 64 * g);
     lo = dpbusd_bcast<true>(lo, _mm512_and_si512(v, low4), q + 4 * g);
     hi = dpbusd_bcast<true>(hi, _mm512_and_si512(v, high4), q + 16 + 4 * g);
   }
+  if (pf != nullptr)
+    for (int64_t o = 256; o < pf_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T1);
   return _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));
 }
 
@@ -89,9 +103,9 @@ FATHOM_AVX512 void nibble_decode(DType type, const uint8_t* grp, const GemmActiv
     constexpr int64_t bb = 2 * R + 4 * 64;
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* src = grp + b * bb;
-      if (pf > 0) prefetch_weights(src + pf, bb);
       const __m512 s = halves(src);
-      acc = block_epilogue(acc, nibble_dot(src + 2 * R, q + 32 * b), s, _mm512_mul_ps(_mm512_set1_ps(-8.0f), s), xd[b], xs[b]);
+      acc = block_epilogue(acc, nibble_dot(src + 2 * R, q + 32 * b, pf > 0 ? src + pf : nullptr, bb), s,
+                           _mm512_mul_ps(_mm512_set1_ps(-8.0f), s), xd[b], xs[b]);
     }
   } else {  // Q4_K: the layout and the per-sub-block prefetch of for_each_x16_block
     constexpr int64_t bb = 4 * R + 16 * R + 8 * 4 * 64;
@@ -99,11 +113,11 @@ FATHOM_AVX512 void nibble_decode(DType type, const uint8_t* grp, const GemmActiv
       const uint8_t* src = grp + i * bb;
       const KQuantSuper k = k_quant_super(src);
       for (int j = 0; j < 8; ++j) {
-        prefetch_sub_block(src, pf, bb, j, 8);
         __m512 s, c;
         k_quant_sub_block(k, j, &s, &c);
         const int64_t b = i * 8 + j;
-        acc = block_epilogue(acc, nibble_dot(k.qs + 256 * j, q + 32 * b), s, c, xd[b], xs[b]);
+        const uint8_t* ahead = pf > 0 ? src + pf + j * (bb / 8) : nullptr;  // sub-block j's share
+        acc = block_epilogue(acc, nibble_dot(k.qs + 256 * j, q + 32 * b, ahead, bb / 8), s, c, xd[b], xs[b]);
       }
     }
   }
@@ -116,7 +130,8 @@ template <int NT>
 __attribute__((flatten)) FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations& x, int64_t t0, __mmask16 rows, float* y,
                           int64_t y_stride) {
   const int64_t pf = t0 == 0 ? kDecodePrefetchBytes : 0;  // the first pass over a group streams it in
-  if (NT == 1 && (type == DType::Q4_0 || type == DType::Q4_K)) return nibble_decode(type, grp, x, t0, rows, y + t0 * y_stride, pf);
+  if (NT == 1 && (type == DType::Q4_0 || type == DType::Q4_K))
+    return nibble_decode(type, grp, x, t0, rows, y + t0 * y_stride, t0 == 0 ? kNibblePrefetchBytes : 0);
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for_each_x16_block(type, grp, x.n, pf, [&](const __m512i* w, auto ng, __m512 s, __m512 c, int64_t b) FATHOM_AVX512 {
