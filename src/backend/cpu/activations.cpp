@@ -6,6 +6,7 @@
 #include "core/status.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include "backend/cpu/bf16_avx512.h"
 #include "backend/cpu/exp_avx512.h"
 
 FATHOM_AVX512_WARNINGS_OFF
@@ -67,25 +68,19 @@ FATHOM_AVX512_FLOAT void rms_norm_row_avx512(const float* x, const float* weight
   }
 }
 
-// 16 values as f16 (VCVTPS2PH, round to nearest even) or bf16 (the reference's x + 0x7fff +
-// lsb, then the top half), NaN lanes replaced by the reference's quiet NaN.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c"))) inline __m256i half16(DType t, __m512 v) {
+// 16 values as f16 (VCVTPS2PH, round to nearest even, NaN lanes replaced by the reference's
+// quiet NaN) or bf16 (bf16_avx512.h's bf16_bits, the reference's rounding).
+FATHOM_AVX512 inline __m256i half16(DType t, __m512 v) {
+  if (t == DType::BF16) return _mm512_cvtepi32_epi16(detail::bf16_bits(v));
   const __m512i x = _mm512_castps_si512(v);
   const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-  if (t == DType::F16) {
-    const __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512i quiet = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x8000)),
-                                          _mm512_set1_epi32(0x7e00));
-    return _mm256_mask_blend_epi16(nan, h, _mm512_cvtepi32_epi16(quiet));
-  }
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(x, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
-  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(64));
-  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
+  const __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512i quiet = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(0x8000)),
+                                        _mm512_set1_epi32(0x7e00));
+  return _mm256_mask_blend_epi16(nan, h, _mm512_cvtepi32_epi16(quiet));
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c"))) void half_row_avx512(DType t, const float* src,
-                                                                                      uint16_t* dst, int64_t n) {
+FATHOM_AVX512 void half_row_avx512(DType t, const float* src, uint16_t* dst, int64_t n) {
   FATHOM_CHECK(t == DType::F16 || t == DType::BF16);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = lanes(n - i);

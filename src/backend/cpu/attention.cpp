@@ -165,7 +165,8 @@ struct Plan {
 // the threads. Long ones keep a group's heads in one item (the cache is read once per item),
 // join the whole groups of the same tokens across KV heads (whole cache rows per item) and,
 // when that leaves threads idle (decode: one item per token), split each item's positions into
-// parts, one per idle thread, merged afterwards as flash-decoding does. Items are returned largest first for the dynamic scheduler.
+// parts, one per idle thread, merged afterwards as flash-decoding does. Items are returned
+// largest first for the dynamic scheduler.
 // Sequences with tiles[s] take the tile path: items of up to kTileItemRows rows, never split.
 Plan make_plan(const std::vector<SeqTokens>& seqs, const std::vector<bool>& tiles, const AttentionBatch& batch,
                const Problem& p, int n_threads) {
@@ -294,26 +295,31 @@ const float* convert_tile(DType t, const uint8_t* data, size_t row_bytes, const 
   return dst.data() + span.offset;
 }
 
-// Where row r (kv head, then token, then head) of an item writes its output.
-float* output_row(const WorkItem& item, const SeqTokens& seq, const Problem& p, int64_t r) {
+// The batch token and query head of row r of an item (rows ordered kv head, token, head).
+struct RowHead {
+  int64_t t = 0, h = 0;
+};
+RowHead row_head(const WorkItem& item, const SeqTokens& seq, const Problem& p, int64_t r) {
   const int64_t c = r / item.rows_per_kv_head(), rr = r % item.rows_per_kv_head();
-  const int64_t t = seq.tokens[static_cast<size_t>(item.tok_begin + rr / item.n_heads)];
-  const int64_t h = (item.kv_head + c) * (p.n_head / p.n_head_kv) + item.head_begin + rr % item.n_heads;
-  return p.out + (t * p.n_head + h) * p.dv;
+  return {seq.tokens[static_cast<size_t>(item.tok_begin + rr / item.n_heads)],
+          (item.kv_head + c) * (p.n_head / p.n_head_kv) + item.head_begin + rr % item.n_heads};
+}
+
+// Where row r of an item writes its output.
+float* output_row(const WorkItem& item, const SeqTokens& seq, const Problem& p, int64_t r) {
+  const RowHead th = row_head(item, seq, p, r);
+  return p.out + (th.t * p.n_head + th.h) * p.dv;
 }
 
 // An item's query rows into s.q ([rows, dk], q_main then q_tail) and the positions each sees
 // into s.n_kv.
 void gather_queries(const WorkItem& item, const SeqTokens& seq, const AttentionBatch& batch, const Problem& p,
                     ItemScratch& s) {
-  const int64_t group = p.n_head / p.n_head_kv;
   const int64_t n_rows = item.rows();
   s.q.resize(static_cast<size_t>(n_rows * p.dk));
   s.n_kv.resize(static_cast<size_t>(n_rows));
   for (int64_t r = 0; r < n_rows; ++r) {
-    const int64_t c = r / item.rows_per_kv_head(), rr = r % item.rows_per_kv_head();
-    const int64_t t = seq.tokens[static_cast<size_t>(item.tok_begin + rr / item.n_heads)];
-    const int64_t h = (item.kv_head + c) * group + item.head_begin + rr % item.n_heads;
+    const auto [t, h] = row_head(item, seq, p, r);
     float* dst = s.q.data() + r * p.dk;
     const float* src = p.q_main + (t * p.n_head + h) * p.d_main;
     std::copy(src, src + p.d_main, dst);

@@ -154,7 +154,7 @@ FATHOM_AVX512_FLOAT void tile_avx512_rows(const KeyTile& tile, const RowTile& ro
 
 FATHOM_AVX512_FLOAT void tile_avx512_impl(const KeyTile& tile, const RowTile& rows) {
   // The same products in the same order either way (bit-identical).
-  if (tile.n_keys == kTileKeys) switch (tile.k_stride) {  // head width 128, 1, 2 or 4 KV heads converted
+  if (tile.n_keys == kTileKeys) switch (tile.k_stride) {  // a converted head of width 128; f32 caches of 1, 2 or 4 such heads
       case 128: return tile_avx512_rows<128>(tile, rows);
       case 256: return tile_avx512_rows<256>(tile, rows);
       case 512: return tile_avx512_rows<512>(tile, rows);

@@ -1,5 +1,6 @@
-// f32 -> bf16 conversions of the AMX kernels (gemm_amx.cpp, attention_amx.cpp). Internal to
-// src/backend/cpu; include it inside the files' `#if defined(__x86_64__)`.
+// f32 -> bf16 conversions of the AMX kernels (gemm_amx.cpp, attention_amx.cpp) and of the KV
+// rows' bf16 conversion (activations.cpp). Internal to src/backend/cpu; include it inside the
+// files' `#if defined(__x86_64__)`.
 #pragma once
 
 #include "backend/cpu/isa_targets.h"
