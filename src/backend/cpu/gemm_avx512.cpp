@@ -60,7 +60,8 @@ FATHOM_AVX512 inline void block_step(const __m512i* w, __m512 s, __m512 c, const
   }
 }
 
-// Decode (one token) of the plain nibble types Q4_0 and Q4_K: the high nibbles stay in place
+// Decode (one token) of the nibble types Q4_0, Q4_K (nibble_dot), Q5_0 and Q5_K (five_dot) below.
+// Q4_0 and Q4_K: the high nibbles stay in place
 // (v & 0xF0 = 16 x nibble), so they need no shift, and their dot product is divided by 16 at the
 // end (exact: every term is a multiple of 16 and |sum| < 2^19); two chains of 4 VPDPBUSD instead
 // of one of 8. The same integers as for_each_x16_block's, so the same bits. Sapphire Rapids-class
@@ -73,13 +74,20 @@ FATHOM_AVX512 inline void block_step(const __m512i* w, __m512 s, __m512 c, const
 // reads stopped at 13-14 GB/s. Sapphire Rapids-class Xeon, 2 threads, ~800 MB of gate-shaped
 // matrices, 8 KiB ahead: q4_Kx16 26.3-26.6 -> 28.6 GB/s, Q4_0 26.7-27.3 -> 28.5; tg64 1.5B
 // Q4_K_M 25.3-25.6 -> 27.9-28.0 tok/s, V2-Lite 58.9-60.2 -> 67.6-69.5, Q4_0 31.7-32.3 -> 33.3-33.7.
-// (The same prefetches as one burst into L2 per block read 24.5-26.5 GB/s; spaced further apart
-// by extra instructions in an experiment, up to 31: the spacing, not only the level, matters.)
+// (The same prefetches as one burst into L2 per block read 24.5-26.5 GB/s.)
+//
+// The loop over a block's 4 vectors stays rolled (#pragma GCC unroll 1; q6_decode's too): GCC
+// unrolls it into 4 prefetches and 4 loads back to back, and the stream was slower. Same machine,
+// 2 threads, interleaved runs: q4_Kx16 29.0-30.5 -> 31.8-32.5 GB/s (one thread 14.8 -> 16.3),
+// q6_Kx16 29.0-29.8 -> 32.4-33.1, Q4_0 28.9-29.6 -> 29.5-30.1. With the 5-bit types on the same
+// path (five_dot; before, for_each_x16_block's T0 burst): Q5_0 26.7-27.8 -> 31.9-32.8, q5_Kx16
+// 20.6 -> 30.3-31.8. tg64, % of the bound: 1.5B Q4_K_M 82-85% -> 93%, V2-Lite 87-94% -> 98%.
 constexpr int64_t kNibblePrefetchBytes = 8192;
 
 FATHOM_AVX512 inline __m512i nibble_dot(const uint8_t* nib, const int8_t* q, const uint8_t* pf, int64_t pf_bytes) {
   const __m512i low4 = _mm512_set1_epi8(0x0F), high4 = _mm512_set1_epi8(static_cast<char>(0xF0));
   __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+#pragma GCC unroll 1
   for (int g = 0; g < 4; ++g) {
     if (pf != nullptr && 64 * g < pf_bytes) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * g), _MM_HINT_T1);
     const __m512i v = _mm512_loadu_si512(nib + 64 * g);
@@ -91,6 +99,28 @@ FATHOM_AVX512 inline __m512i nibble_dot(const uint8_t* nib, const int8_t* q, con
   return _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));
 }
 
+// nibble_dot for the 5-bit types (Q5_0, Q5_K): bit g of each byte of the high-bit vector at hi
+// is the 5th bit of vector g (nibbles()), added to both nibbles of a vector before its products.
+FATHOM_AVX512 inline __m512i five_dot(const uint8_t* nib, const uint8_t* hi, const int8_t* q, const uint8_t* pf,
+                                      int64_t pf_bytes) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
+  const __m512i h = _mm512_loadu_si512(hi);
+  __m512i lo = _mm512_setzero_si512(), up = _mm512_setzero_si512();
+#pragma GCC unroll 1
+  for (int g = 0; g < 4; ++g) {
+    if (pf != nullptr && 64 * g < pf_bytes) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * g), _MM_HINT_T1);
+    const __m512i v = _mm512_loadu_si512(nib + 64 * g);
+    __m512i wl = _mm512_and_si512(v, low4), wh = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+    wl = _mm512_mask_add_epi8(wl, _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(1 << g))), wl, sixteen);
+    wh = _mm512_mask_add_epi8(wh, _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(16 << g))), wh, sixteen);
+    lo = dpbusd_bcast<true>(lo, wl, q + 4 * g);
+    up = dpbusd_bcast<true>(up, wh, q + 16 + 4 * g);
+  }
+  if (pf != nullptr)
+    for (int64_t o = 256; o < pf_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T1);
+  return _mm512_add_epi32(lo, up);
+}
+
 FATHOM_AVX512 void nibble_decode(DType type, const uint8_t* grp, const GemmActivations& x, int64_t t0, __mmask16 rows,
                                  float* y, int64_t pf) {
   constexpr int64_t R = kGemmRows;
@@ -99,16 +129,21 @@ FATHOM_AVX512 void nibble_decode(DType type, const uint8_t* grp, const GemmActiv
   const float* xd = x.xd + t0 * nb;
   const float* xs = x.xs + t0 * nb;
   __m512 acc = _mm512_setzero_ps();
-  if (type == DType::Q4_0) {
-    constexpr int64_t bb = 2 * R + 4 * 64;
+  if (type == DType::Q4_0 || type == DType::Q5_0) {
+    const bool five = type == DType::Q5_0;
+    const int64_t bb = 2 * R + 4 * 64 + (five ? 64 : 0);
+    const __m512 k = _mm512_set1_ps(five ? -16.0f : -8.0f);
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* src = grp + b * bb;
       const __m512 s = halves(src);
-      acc = block_epilogue(acc, nibble_dot(src + 2 * R, q + 32 * b, pf > 0 ? src + pf : nullptr, bb), s,
-                           _mm512_mul_ps(_mm512_set1_ps(-8.0f), s), xd[b], xs[b]);
+      const uint8_t* ahead = pf > 0 ? src + pf : nullptr;
+      const __m512i ai = five ? five_dot(src + 2 * R, src + 2 * R + 4 * 64, q + 32 * b, ahead, bb)
+                              : nibble_dot(src + 2 * R, q + 32 * b, ahead, bb);
+      acc = block_epilogue(acc, ai, s, _mm512_mul_ps(k, s), xd[b], xs[b]);
     }
-  } else {  // Q4_K: the layout and the per-sub-block prefetch of for_each_x16_block
-    constexpr int64_t bb = 4 * R + 16 * R + 8 * 4 * 64;
+  } else {  // Q4_K, Q5_K: the layout of for_each_x16_block, the prefetch one sub-block's share at a time
+    const bool five = type == DType::Q5_K;
+    const int64_t bb = 4 * R + 16 * R + 8 * 4 * 64 + (five ? 8 * 64 : 0);
     for (int64_t i = 0; i < x.n / quant::kQK; ++i) {
       const uint8_t* src = grp + i * bb;
       const KQuantSuper k = k_quant_super(src);
@@ -117,7 +152,9 @@ FATHOM_AVX512 void nibble_decode(DType type, const uint8_t* grp, const GemmActiv
         k_quant_sub_block(k, j, &s, &c);
         const int64_t b = i * 8 + j;
         const uint8_t* ahead = pf > 0 ? src + pf + j * (bb / 8) : nullptr;  // sub-block j's share
-        acc = block_epilogue(acc, nibble_dot(k.qs + 256 * j, q + 32 * b, ahead, bb / 8), s, c, xd[b], xs[b]);
+        const __m512i ai = five ? five_dot(k.qs + 256 * j, k.qs + 8 * 256 + 64 * j, q + 32 * b, ahead, bb / 8)
+                                : nibble_dot(k.qs + 256 * j, q + 32 * b, ahead, bb / 8);
+        acc = block_epilogue(acc, ai, s, c, xd[b], xs[b]);
       }
     }
   }
@@ -150,6 +187,7 @@ FATHOM_AVX512 void q6_decode(const uint8_t* grp, const GemmActivations& x, int64
       const uint8_t* pair = qv + kQ6PairBytes * p;
       const uint8_t* ahead = src + pf + p * share;
       __m512i w[8];
+#pragma GCC unroll 1
       for (int g = 0; g < 4; ++g) {
         if (pf > 0) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * g), _MM_HINT_T1);
         const __m512i v = _mm512_loadu_si512(pair + 64 * g);
@@ -183,7 +221,7 @@ template <int NT>
 __attribute__((flatten)) FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations& x, int64_t t0, __mmask16 rows, float* y,
                           int64_t y_stride) {
   const int64_t pf = t0 == 0 ? kDecodePrefetchBytes : 0;  // the first pass over a group streams it in
-  if (NT == 1 && (type == DType::Q4_0 || type == DType::Q4_K))
+  if (NT == 1 && (type == DType::Q4_0 || type == DType::Q4_K || type == DType::Q5_0 || type == DType::Q5_K))
     return nibble_decode(type, grp, x, t0, rows, y + t0 * y_stride, t0 == 0 ? kNibblePrefetchBytes : 0);
   if (NT == 1 && type == DType::Q6_K) return q6_decode(grp, x, t0, rows, y + t0 * y_stride, t0 == 0 ? kNibblePrefetchBytes : 0);
   __m512 acc[NT];
