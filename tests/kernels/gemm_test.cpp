@@ -199,15 +199,21 @@ std::vector<double> expect_bf16_bound(const Matrix& m, const std::vector<float>&
 // with the emulated TDPBF16PS (amx_tiles.h, the SDM's order) to 2^-16 * sum_i |w_i x_i| (the
 // hardware sums in another order: on a Sapphire Rapids-class Xeon the two differ in the last
 // bits), and a token's result does not depend on the rest of its batch (kAmxBf16MinTokens tokens
-// alone = the first kAmxBf16MinTokens of kAmxBf16MinTokens + 13, bit for bit).
+// alone = the first kAmxBf16MinTokens of kAmxBf16MinTokens + 13, bit for bit). Q8_0, Q4_K and F16
+// also run on one thread over 150 rows of 2560 values: one range call of 10 groups, so two group
+// batches (8 + 2) of two chunks (2048 + 512).
 TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
   if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "the AMX kernels' epilogue is AVX-512";
-  ThreadPool pool(2);
+  ThreadPool two(2), one(1);
   std::vector<const Kernels*> tables = {&amx_emulated_kernels()};
   if (isa_supported(Isa::kAmx)) tables.push_back(&kernels_for(Isa::kAmx));
-  const int64_t n = 512, n_out = 37;
-  for (DType t : kRepacked) {
-    if (t == DType::F32) continue;  // f32 weights keep the AVX-512 kernel
+  std::vector<std::pair<DType, bool>> cases;  // (type, the multi-unit shape)
+  for (DType t : kRepacked)
+    if (t != DType::F32) cases.emplace_back(t, false);  // f32 weights keep the AVX-512 kernel
+  for (DType t : {DType::Q8_0, DType::Q4_K, DType::F16}) cases.emplace_back(t, true);
+  for (const auto& [t, big] : cases) {
+    const int64_t n = big ? 2560 : 512, n_out = big ? 150 : 37;
+    ThreadPool& pool = big ? one : two;
     ASSERT_TRUE(gemm_takes_bf16(t, n, kAmxBf16MinTokens)) << dtype_name(t);
     const Matrix m = make_matrix(t, n_out, n, 41);
     const RepackedMatrix packed = repack(m.view, &pool);
@@ -221,7 +227,8 @@ TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
       GemmScratch scratch;
       gemm(pool, *k, packed, x.data(), n_tok, y.data(), scratch);
       gemm(pool, *k, packed, x.data(), kAmxBf16MinTokens, y64.data(), scratch);
-      mags = expect_bf16_bound(m, x, n_tok, y, y64, std::string(dtype_name(t)) + (k == tables[0] ? " emulated" : " amx"));
+      mags = expect_bf16_bound(m, x, n_tok, y, y64,
+                               std::string(dtype_name(t)) + (big ? " 150x2560" : "") + (k == tables[0] ? " emulated" : " amx"));
       results.push_back(std::move(y));
     }
     if (results.size() == 2) {
