@@ -200,19 +200,26 @@ std::vector<double> expect_bf16_bound(const Matrix& m, const std::vector<float>&
 // hardware sums in another order: on a Sapphire Rapids-class Xeon the two differ in the last
 // bits), and a token's result does not depend on the rest of its batch (kAmxBf16MinTokens tokens
 // alone = the first kAmxBf16MinTokens of kAmxBf16MinTokens + 13, bit for bit). Q8_0, Q4_K and F16
-// also run on one thread over 150 rows of 2560 values: one range call of 10 groups, so two group
-// batches (8 + 2) of two chunks (2048 + 512).
+// also run on one thread, so one range call takes all the groups: 150 rows of 1536 values (one
+// chunk, group batches of 8 + 2) and 300 rows of 2560 values (10 chunks of 256, batches of 16 + 3).
 TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
   if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "the AMX kernels' epilogue is AVX-512";
   ThreadPool two(2), one(1);
   std::vector<const Kernels*> tables = {&amx_emulated_kernels()};
   if (isa_supported(Isa::kAmx)) tables.push_back(&kernels_for(Isa::kAmx));
-  std::vector<std::pair<DType, bool>> cases;  // (type, the multi-unit shape)
+  struct Case {
+    DType t;
+    int64_t n, n_out;
+  };
+  std::vector<Case> cases;
   for (DType t : kRepacked)
-    if (t != DType::F32) cases.emplace_back(t, false);  // f32 weights keep the AVX-512 kernel
-  for (DType t : {DType::Q8_0, DType::Q4_K, DType::F16}) cases.emplace_back(t, true);
-  for (const auto& [t, big] : cases) {
-    const int64_t n = big ? 2560 : 512, n_out = big ? 150 : 37;
+    if (t != DType::F32) cases.push_back({t, 512, 37});  // f32 weights keep the AVX-512 kernel
+  for (DType t : {DType::Q8_0, DType::Q4_K, DType::F16}) {
+    cases.push_back({t, 1536, 150});
+    cases.push_back({t, 2560, 300});
+  }
+  for (const auto& [t, n, n_out] : cases) {
+    const bool big = n_out > 37;
     ThreadPool& pool = big ? one : two;
     ASSERT_TRUE(gemm_takes_bf16(t, n, kAmxBf16MinTokens)) << dtype_name(t);
     const Matrix m = make_matrix(t, n_out, n, 41);
@@ -228,7 +235,8 @@ TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
       gemm(pool, *k, packed, x.data(), n_tok, y.data(), scratch);
       gemm(pool, *k, packed, x.data(), kAmxBf16MinTokens, y64.data(), scratch);
       mags = expect_bf16_bound(m, x, n_tok, y, y64,
-                               std::string(dtype_name(t)) + (big ? " 150x2560" : "") + (k == tables[0] ? " emulated" : " amx"));
+                               std::string(dtype_name(t)) + " " + std::to_string(n_out) + "x" + std::to_string(n) +
+                                   (k == tables[0] ? " emulated" : " amx"));
       results.push_back(std::move(y));
     }
     if (results.size() == 2) {
@@ -242,7 +250,7 @@ TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
 // not repacked: with kAmxBf16MinTokens or more tokens, cpu::matmul on the AMX table dequantizes
 // 16 rows at a time to bf16 tiles (Kernels::gemm_rows_bf16). Same bound as the BF16 path above,
 // against the float product of the dequantized rows; rows past a 16-row group edge (37 rows) and
-// 2 chunks of 2048 values (n = 2560: a full and a partial one) included; a token's result equals
+// rows of several chunks (n = 2560: 10 of 256 values) included; a token's result equals
 // its result in a batch of exactly kAmxBf16MinTokens.
 TEST(Gemm, AmxBf16RowPathIsWithinBound) {
   if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "the AMX kernels are AVX-512 code";
