@@ -47,15 +47,16 @@ FATHOM_AVX512 inline __m512 block_epilogue(__m512 acc, __m512i ai, __m512 s, __m
   return _mm512_fmadd_ps(c, _mm512_set1_ps(xs), acc);
 }
 
-// One block (NG groups of 4 values) of all NT tokens: acc[t] += its contribution.
-template <int NG, int NT>
+// One block (NG groups of 4 values) of all NT tokens: acc[t] += its contribution. kFold: the
+// token bytes as VPDPBUSD's broadcast memory operand (dpbusd_bcast).
+template <int NG, int NT, bool kFold>
 FATHOM_AVX512 inline void block_step(const __m512i* w, __m512 s, __m512 c, const GemmActivations& x, int64_t t0,
                                      int64_t b, __m512* acc) {
   const int64_t nb = x.n / x.block;
   for (int t = 0; t < NT; ++t) {
     const int8_t* q = x.q + (t0 + t) * x.n + b * x.block;
-    __m512i ai = dpbusd_bcast<false>(_mm512_setzero_si512(), w[0], q);
-    for (int g = 1; g < NG; ++g) ai = dpbusd_bcast<false>(ai, w[g], q + 4 * g);
+    __m512i ai = dpbusd_bcast<kFold>(_mm512_setzero_si512(), w[0], q);
+    for (int g = 1; g < NG; ++g) ai = dpbusd_bcast<kFold>(ai, w[g], q + 4 * g);
     acc[t] = block_epilogue(acc[t], ai, s, c, x.xd[(t0 + t) * nb + b], x.xs[(t0 + t) * nb + b]);
   }
 }
@@ -286,7 +287,7 @@ FATHOM_AVX512 void q6_decode(const uint8_t* grp, const GemmActivations& x, int64
 
 // flatten: without it GCC leaves part of the per-block decoding of for_each_x16_block out of
 // line in some instantiations (K-quant prefill measured 10-14% slower).
-template <int NT>
+template <int NT, bool kFold>
 __attribute__((flatten)) FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations& x, int64_t t0, __mmask16 rows, float* y,
                           int64_t y_stride) {
   const int64_t pf = t0 == 0 ? kDecodePrefetchBytes : 0;  // the first pass over a group streams it in
@@ -298,7 +299,7 @@ __attribute__((flatten)) FATHOM_AVX512 void tokens(DType type, const uint8_t* gr
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for_each_x16_block(type, grp, x.n, pf, [&](const __m512i* w, auto ng, __m512 s, __m512 c, int64_t b) FATHOM_AVX512 {
-    block_step<decltype(ng)::value, NT>(w, s, c, x, t0, b, acc);
+    block_step<decltype(ng)::value, NT, kFold>(w, s, c, x, t0, b, acc);
   });
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * y_stride, rows, acc[t]);
 }
@@ -377,6 +378,24 @@ FATHOM_AVX512 void quantize_gemm_avx512(const float* x, int64_t n_tokens, int64_
   }
 }
 
+// All tokens of x against one group, kTokenGroup at a time.
+template <bool kFold>
+FATHOM_AVX512 void token_groups(DType type, const uint8_t* group, const GemmActivations& x, __mmask16 rows, float* y,
+                                int64_t y_stride) {
+  int64_t t = 0;
+  for (; t + kTokenGroup <= x.n_tokens; t += kTokenGroup) tokens<kTokenGroup, kFold>(type, group, x, t, rows, y, y_stride);
+  switch (x.n_tokens - t) {
+    case 7: tokens<7, kFold>(type, group, x, t, rows, y, y_stride); break;
+    case 6: tokens<6, kFold>(type, group, x, t, rows, y, y_stride); break;
+    case 5: tokens<5, kFold>(type, group, x, t, rows, y, y_stride); break;
+    case 4: tokens<4, kFold>(type, group, x, t, rows, y, y_stride); break;
+    case 3: tokens<3, kFold>(type, group, x, t, rows, y, y_stride); break;
+    case 2: tokens<2, kFold>(type, group, x, t, rows, y, y_stride); break;
+    case 1: tokens<1, kFold>(type, group, x, t, rows, y, y_stride); break;
+    default: break;
+  }
+}
+
 }  // namespace
 
 FATHOM_AVX512 void gemm_x16_avx512(DType type, const uint8_t* group, const GemmActivations& x, int64_t n_rows, float* y,
@@ -388,18 +407,15 @@ FATHOM_AVX512 void gemm_x16_avx512(DType type, const uint8_t* group, const GemmA
     case DType::F32: return float_group<DType::F32>(group, x, rows, y, y_stride);
     default: break;
   }
-  int64_t t = 0;
-  for (; t + kTokenGroup <= x.n_tokens; t += kTokenGroup) tokens<kTokenGroup>(type, group, x, t, rows, y, y_stride);
-  switch (x.n_tokens - t) {
-    case 7: tokens<7>(type, group, x, t, rows, y, y_stride); break;
-    case 6: tokens<6>(type, group, x, t, rows, y, y_stride); break;
-    case 5: tokens<5>(type, group, x, t, rows, y, y_stride); break;
-    case 4: tokens<4>(type, group, x, t, rows, y, y_stride); break;
-    case 3: tokens<3>(type, group, x, t, rows, y, y_stride); break;
-    case 2: tokens<2>(type, group, x, t, rows, y, y_stride); break;
-    case 1: tokens<1>(type, group, x, t, rows, y, y_stride); break;
-    default: break;
-  }
+  // A decode step of 2-8 sequences passes over each group once, streaming it: there the folded
+  // broadcast was faster (Sapphire Rapids-class Xeon, 2 threads, ~0.8-1.5 GB of gate-shaped
+  // matrices, 8 tokens: q4_Kx16 9.7-10.6 -> 12.2-12.8 GB/s, Q4_0 15.4-15.6 -> 16.8-17.6, Q8_0
+  // 19.7-20.4 -> 20.6-21.3; 4 tokens +3-13%; 2 tokens within noise; q6_Kx16 within noise). In
+  // prefill (many passes over a cached group) it was slower (AVX-512 table, 128 tokens, 1536 x
+  // 8960: Q4_K 6.45 -> 7.7-8.0 ms), so more tokens keep the separate broadcast, and so does one
+  // token on the types without a one-token decoder (for_each_x16_block's Q8_0 loop lost 14% with it).
+  if (x.n_tokens >= 2 && x.n_tokens <= kTokenGroup) return token_groups<true>(type, group, x, rows, y, y_stride);
+  token_groups<false>(type, group, x, rows, y, y_stride);
 }
 
 void install_gemm_avx512(Kernels& k) {
