@@ -86,19 +86,33 @@ FATHOM_AVX512 inline void block_step(const __m512i* w, __m512 s, __m512 c, const
 // 20.6 -> 30.3-31.8. tg64, % of the bound: 1.5B Q4_K_M 82-85% -> 93%, V2-Lite 87-94% -> 98%.
 constexpr int64_t kNibblePrefetchBytes = 8192;
 
-FATHOM_AVX512 inline __m512i nibble_dot(const uint8_t* nib, const int8_t* q, const uint8_t* pf, int64_t pf_bytes) {
-  const __m512i low4 = _mm512_set1_epi8(0x0F), high4 = _mm512_set1_epi8(static_cast<char>(0xF0));
+// One block of 4 nibble vectors at nib against the token's values at q: split(v, g, &wl, &wh)
+// gives vector g's weights for values 4g.. (wl) and 16 + 4g.. (wh); the wh chain is shifted
+// right by kHighShift at the end. pf (not null): pf_bytes of the stream at pf requested into L2,
+// one line before each vector's load, the rest after the loop.
+template <int kHighShift, class Split>
+FATHOM_AVX512 inline __m512i nibble_block_dot(const uint8_t* nib, const int8_t* q, const uint8_t* pf, int64_t pf_bytes,
+                                              Split&& split) {
   __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
 #pragma GCC unroll 1
   for (int g = 0; g < 4; ++g) {
     if (pf != nullptr && 64 * g < pf_bytes) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * g), _MM_HINT_T1);
-    const __m512i v = _mm512_loadu_si512(nib + 64 * g);
-    lo = dpbusd_bcast<true>(lo, _mm512_and_si512(v, low4), q + 4 * g);
-    hi = dpbusd_bcast<true>(hi, _mm512_and_si512(v, high4), q + 16 + 4 * g);
+    __m512i wl, wh;
+    split(_mm512_loadu_si512(nib + 64 * g), g, &wl, &wh);
+    lo = dpbusd_bcast<true>(lo, wl, q + 4 * g);
+    hi = dpbusd_bcast<true>(hi, wh, q + 16 + 4 * g);
   }
   if (pf != nullptr)
     for (int64_t o = 256; o < pf_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T1);
-  return _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));
+  return _mm512_add_epi32(lo, kHighShift > 0 ? _mm512_srai_epi32(hi, kHighShift) : hi);
+}
+
+FATHOM_AVX512 inline __m512i nibble_dot(const uint8_t* nib, const int8_t* q, const uint8_t* pf, int64_t pf_bytes) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F), high4 = _mm512_set1_epi8(static_cast<char>(0xF0));
+  return nibble_block_dot<4>(nib, q, pf, pf_bytes, [&](__m512i v, int, __m512i* wl, __m512i* wh) FATHOM_AVX512 {
+    *wl = _mm512_and_si512(v, low4);
+    *wh = _mm512_and_si512(v, high4);
+  });
 }
 
 // nibble_dot for the 5-bit types (Q5_0, Q5_K): bit g of each byte of the high-bit vector at hi
@@ -107,20 +121,11 @@ FATHOM_AVX512 inline __m512i five_dot(const uint8_t* nib, const uint8_t* hi, con
                                       int64_t pf_bytes) {
   const __m512i low4 = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
   const __m512i h = _mm512_loadu_si512(hi);
-  __m512i lo = _mm512_setzero_si512(), up = _mm512_setzero_si512();
-#pragma GCC unroll 1
-  for (int g = 0; g < 4; ++g) {
-    if (pf != nullptr && 64 * g < pf_bytes) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * g), _MM_HINT_T1);
-    const __m512i v = _mm512_loadu_si512(nib + 64 * g);
-    __m512i wl = _mm512_and_si512(v, low4), wh = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-    wl = _mm512_mask_add_epi8(wl, _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(1 << g))), wl, sixteen);
-    wh = _mm512_mask_add_epi8(wh, _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(16 << g))), wh, sixteen);
-    lo = dpbusd_bcast<true>(lo, wl, q + 4 * g);
-    up = dpbusd_bcast<true>(up, wh, q + 16 + 4 * g);
-  }
-  if (pf != nullptr)
-    for (int64_t o = 256; o < pf_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T1);
-  return _mm512_add_epi32(lo, up);
+  return nibble_block_dot<0>(nib, q, pf, pf_bytes, [&](__m512i v, int g, __m512i* wl, __m512i* wh) FATHOM_AVX512 {
+    const __m512i l = _mm512_and_si512(v, low4), u = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+    *wl = _mm512_mask_add_epi8(l, _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(1 << g))), l, sixteen);
+    *wh = _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(h, _mm512_set1_epi8(static_cast<char>(16 << g))), u, sixteen);
+  });
 }
 
 // nibble_dot for the codebook nibbles of IQ4_NL and IQ4_XS: each nibble looked up (iq4_lookup's
@@ -131,17 +136,10 @@ FATHOM_AVX512 inline __m512i iq4_dot(const uint8_t* nib, const int8_t* q, const 
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   const __m128i values = _mm_loadu_si128(reinterpret_cast<const __m128i*>(quant::kIq4nlValues));
   const __m512i table = _mm512_broadcast_i32x4(_mm_xor_si128(values, _mm_set1_epi8(static_cast<char>(0x80))));
-  __m512i lo = _mm512_setzero_si512(), up = _mm512_setzero_si512();
-#pragma GCC unroll 1
-  for (int g = 0; g < 4; ++g) {
-    if (pf != nullptr && 64 * g < pf_bytes) _mm_prefetch(reinterpret_cast<const char*>(pf + 64 * g), _MM_HINT_T1);
-    const __m512i v = _mm512_loadu_si512(nib + 64 * g);
-    lo = dpbusd_bcast<true>(lo, _mm512_shuffle_epi8(table, _mm512_and_si512(v, low4)), q + 4 * g);
-    up = dpbusd_bcast<true>(up, _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), low4)), q + 16 + 4 * g);
-  }
-  if (pf != nullptr)
-    for (int64_t o = 256; o < pf_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T1);
-  return _mm512_add_epi32(lo, up);
+  return nibble_block_dot<0>(nib, q, pf, pf_bytes, [&](__m512i v, int, __m512i* wl, __m512i* wh) FATHOM_AVX512 {
+    *wl = _mm512_shuffle_epi8(table, _mm512_and_si512(v, low4));
+    *wh = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
+  });
 }
 
 FATHOM_AVX512 void nibble_decode(DType type, const uint8_t* grp, const GemmActivations& x, int64_t t0, __mmask16 rows,
@@ -173,7 +171,7 @@ FATHOM_AVX512 void nibble_decode(DType type, const uint8_t* grp, const GemmActiv
       const uint8_t* sc = src + 2 * R;
       const uint8_t* qs = sc + 8 * R;
       for (int j = 0; j < 8; ++j) {
-        const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
+        const __m512 scf = int8_scales(sc + 16 * j);
         const __m512 s = _mm512_mul_ps(d, scf);
         const int64_t b = i * 8 + j;
         const uint8_t* ahead = pf > 0 ? src + pf + j * (bb / 8) : nullptr;
@@ -275,7 +273,7 @@ FATHOM_AVX512 void q6_decode(const uint8_t* grp, const GemmActivations& x, int64
       if (pf > 0) _mm_prefetch(reinterpret_cast<const char*>(ahead + 384), _MM_HINT_T1);
       for (int h = 0; h < 2; ++h) {
         const int64_t b = i * 16 + 2 * p + h;
-        const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * (2 * p + h)))));
+        const __m512 scf = int8_scales(reinterpret_cast<const uint8_t*>(sc) + 16 * (2 * p + h));
         __m512i ai = dpbusd_bcast<true>(_mm512_setzero_si512(), w[4 * h], q + 16 * b);
         for (int g = 1; g < 4; ++g) ai = dpbusd_bcast<true>(ai, w[4 * h + g], q + 16 * b + 4 * g);
         acc = block_epilogue(acc, ai, _mm512_mul_ps(d, scf), _mm512_mul_ps(d32, scf), xd[b], xs[b]);
@@ -290,12 +288,22 @@ FATHOM_AVX512 void q6_decode(const uint8_t* grp, const GemmActivations& x, int64
 template <int NT, bool kFold>
 __attribute__((flatten)) FATHOM_AVX512 void tokens(DType type, const uint8_t* grp, const GemmActivations& x, int64_t t0, __mmask16 rows, float* y,
                           int64_t y_stride) {
+  if constexpr (NT == 1) {  // the one-token decoders, where the type has one
+    const int64_t ahead = t0 == 0 ? kNibblePrefetchBytes : 0;
+    float* y1 = y + t0 * y_stride;
+    switch (type) {
+      case DType::Q4_0:
+      case DType::Q4_K:
+      case DType::Q5_0:
+      case DType::Q5_K:
+      case DType::IQ4_NL:
+      case DType::IQ4_XS: return nibble_decode(type, grp, x, t0, rows, y1, ahead);
+      case DType::Q8_0: return q8_decode(grp, x, t0, rows, y1, ahead);
+      case DType::Q6_K: return q6_decode(grp, x, t0, rows, y1, ahead);
+      default: break;
+    }
+  }
   const int64_t pf = t0 == 0 ? kDecodePrefetchBytes : 0;  // the first pass over a group streams it in
-  if (NT == 1 && (type == DType::Q4_0 || type == DType::Q4_K || type == DType::Q5_0 || type == DType::Q5_K ||
-                  type == DType::IQ4_NL || type == DType::IQ4_XS))
-    return nibble_decode(type, grp, x, t0, rows, y + t0 * y_stride, t0 == 0 ? kNibblePrefetchBytes : 0);
-  if (NT == 1 && type == DType::Q8_0) return q8_decode(grp, x, t0, rows, y + t0 * y_stride, t0 == 0 ? kNibblePrefetchBytes : 0);
-  if (NT == 1 && type == DType::Q6_K) return q6_decode(grp, x, t0, rows, y + t0 * y_stride, t0 == 0 ? kNibblePrefetchBytes : 0);
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for_each_x16_block(type, grp, x.n, pf, [&](const __m512i* w, auto ng, __m512 s, __m512 c, int64_t b) FATHOM_AVX512 {

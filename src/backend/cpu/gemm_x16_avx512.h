@@ -18,6 +18,11 @@ FATHOM_AVX512 inline __m512 halves(const uint8_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
+// 16 signed 8-bit scales (one per row of a group) as f32: IQ4_XS's and Q6_K's sub-block scales.
+FATHOM_AVX512 inline __m512 int8_scales(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
 // Low and high nibbles of 4 nibble vectors -> the 8 vectors of a 32-value block, plus the 5th
 // bits of the high-bit vector at hi when it is not null (bit g of each byte -> vector g).
 FATHOM_AVX512 inline void nibbles(const uint8_t* nib, const uint8_t* hi, __m512i* w) {
@@ -162,7 +167,7 @@ FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int
         const uint8_t* qs = sc + 8 * R;
         for (int j = 0; j < 8; ++j) {
           prefetch_sub_block(src, pf, bb, j, 8);
-          const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
+          const __m512 scf = int8_scales(sc + 16 * j);
           const __m512 s = _mm512_mul_ps(d, scf);
           const __m512 c = _mm512_mul_ps(_mm512_set1_ps(-128.0f), s);
           __m512i w[8];
@@ -207,7 +212,7 @@ FATHOM_AVX512 inline void for_each_x16_block(DType type, const uint8_t* grp, int
         __m512i w[8];
         for (int j = 0; j < 16; ++j) {
           prefetch_sub_block(src, pf, bb, j, 16);
-          const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + 16 * j))));
+          const __m512 scf = int8_scales(sc + 16 * j);
           const __m512 s = _mm512_mul_ps(d, scf);
           const __m512 c = _mm512_mul_ps(d32, scf);
           if (j % 2 == 0) q6_pair(qv + kQ6PairBytes * (j / 2), w);
