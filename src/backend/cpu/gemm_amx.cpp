@@ -304,8 +304,15 @@ FATHOM_AMX void bf16_block(Tiles& tiles, const uint8_t* const* w, int64_t steps,
 // 7.5). On 1536-value rows the short chunks were 4% slower on Q4_0 and within noise on Q8_0, so
 // rows up to kChunk keep one chunk.
 constexpr int64_t kChunk = 2048, kLongChunk = 256;
+constexpr int64_t kGroupBatch = 8, kLongGroupBatch = 16;  // see bf16_range
 
-int64_t chunk_for(int64_t n) { return n > kChunk ? kLongChunk : kChunk; }
+// The chunk length and group batch of rows of n values.
+struct Blocking {
+  int64_t chunk, group_batch;
+};
+Blocking blocking_for(int64_t n) {
+  return n > kChunk ? Blocking{kLongChunk, kLongGroupBatch} : Blocking{kChunk, kGroupBatch};
+}
 
 // decode(g, v0, kc, dst) writes values [v0, v0 + kc) of group g (16 rows) as kc / 32 B tiles at dst.
 template <class Tiles, class Decode>
@@ -314,7 +321,7 @@ FATHOM_AMX void bf16_groups(Decode&& decode, int64_t n_groups, const GemmActivat
   constexpr int64_t kTileBytes = kTile * kTileMaxColsb;
   static thread_local Scratch weights, partial;
   const int64_t n = x.n, all_steps = n / kStep, n_tiles = (x.n_tokens + kTile - 1) / kTile;
-  const int64_t chunk = chunk_for(n), chunk_steps = std::min(n, chunk) / kStep;
+  const int64_t chunk = blocking_for(n).chunk, chunk_steps = std::min(n, chunk) / kStep;
   uint8_t* wb = weights.get(static_cast<size_t>(n_groups * chunk_steps * kTileBytes));
   float* acc = n > chunk ? reinterpret_cast<float*>(partial.get(static_cast<size_t>(n_tiles * n_groups * kTileBytes)))
                          : nullptr;
@@ -351,14 +358,10 @@ FATHOM_AMX void bf16_groups(Decode&& decode, int64_t n_groups, const GemmActivat
 
 // At most kGroupBatch groups at a time (kLongGroupBatch on rows of short chunks), so one chunk of
 // their weights (8 x 64 KiB, 16 x 8 KiB) stays in L2 while every token tile passes over it.
-constexpr int64_t kGroupBatch = 8, kLongGroupBatch = 16;
-
-int64_t group_batch_for(int64_t n) { return n > kChunk ? kLongGroupBatch : kGroupBatch; }
-
 template <class Tiles>
 FATHOM_AMX void bf16_range(DType type, const uint8_t* first, size_t group_bytes, int64_t n_groups,
                            const GemmActivations& x, int64_t n_rows, float* y, int64_t y_stride) {
-  const int64_t group_batch = group_batch_for(x.n);
+  const int64_t group_batch = blocking_for(x.n).group_batch;
   for (int64_t g0 = 0; g0 < n_groups; g0 += group_batch) {
     const uint8_t* batch = first + g0 * group_bytes;
     auto decode = [&](int64_t g, int64_t v0, int64_t kc, uint8_t* dst) FATHOM_AMX {
@@ -377,10 +380,11 @@ FATHOM_AMX void bf16_rows(DType type, const uint8_t* rows, size_t row_bytes, int
                           float* y, int64_t y_stride) {
   static_assert(kChunk % 256 == 0 && kLongChunk % 256 == 0, "a chunk must start on a super-block");
   static thread_local std::vector<float> stage;
-  const int64_t n_groups = (n_rows + kGemmRows - 1) / kGemmRows, group_batch = group_batch_for(x.n);
+  const Blocking blocking = blocking_for(x.n);
+  const int64_t n_groups = (n_rows + kGemmRows - 1) / kGemmRows, group_batch = blocking.group_batch;
   for (int64_t g0 = 0; g0 < n_groups; g0 += group_batch) {
     auto decode = [&](int64_t g, int64_t v0, int64_t kc, uint8_t* dst) FATHOM_AMX {
-      const int64_t row0 = (g0 + g) * kGemmRows, stride = std::min(chunk_for(x.n), x.n);
+      const int64_t row0 = (g0 + g) * kGemmRows, stride = std::min(blocking.chunk, x.n);
       stage.resize(static_cast<size_t>(kGemmRows * stride));
       for (int64_t r = 0; r < kGemmRows; ++r) {
         float* out = stage.data() + r * stride;
