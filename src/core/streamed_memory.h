@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <new>
 #include <vector>
 
 namespace fathom {
@@ -18,6 +19,28 @@ namespace fathom {
 // `bytes` is touched); smaller ones are 64-byte aligned. Free with std::free. nullptr when the
 // memory cannot be had.
 void* allocate_streamed(size_t bytes);
+
+// allocate_streamed() as a standard allocator, for vectors that are streamed whole: a forward
+// pass's activations (a 512-token prefill writes the 1.5B shape's gate and up products as two
+// 18 MiB [tokens, n_ff] buffers in 16-row AMX tile stores, one 4 KiB page per row in small pages).
+template <class T>
+struct StreamedAllocator {
+  using value_type = T;
+  StreamedAllocator() = default;
+  template <class U>
+  StreamedAllocator(const StreamedAllocator<U>&) {}
+  T* allocate(size_t n) {
+    if (n > SIZE_MAX / sizeof(T)) throw std::bad_array_new_length();
+    void* p = allocate_streamed(n * sizeof(T));
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <class U>
+  bool operator==(const StreamedAllocator<U>&) const { return true; }
+};
+template <class T>
+using StreamedVector = std::vector<T, StreamedAllocator<T>>;
 
 // An owned, zero-filled allocate_streamed() buffer.
 class StreamedBuffer {

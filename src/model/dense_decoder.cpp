@@ -13,10 +13,6 @@ void add_bias(Backend& be, float* y, const float* bias, int64_t n_tokens, int64_
   if (bias) be.add_bias(y, bias, n_tokens, n);
 }
 
-void grow(std::vector<float>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-}
-
 }  // namespace
 
 Expected<EmbeddingAndHead> bind_embedding_and_head(const WeightBinder& b, const ModelConfig& c,

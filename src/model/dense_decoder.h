@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "model/activations.h"
 #include "model/architecture.h"
 #include "model/weights.h"
 
@@ -30,16 +31,16 @@ struct FfnWeights {
 
 // Scratch activations of one forward call, grown to the largest batch seen.
 struct DenseScratch {
-  std::vector<float> x;      // [n_tokens, n_embd] residual stream
-  std::vector<float> xn;     // [n_tokens, n_embd] normalized input of a block
-  std::vector<float> q;      // [n_tokens, n_head * head_dim_k]
-  std::vector<float> k;      // [n_tokens, n_head_kv * head_dim_k]
-  std::vector<float> v;      // [n_tokens, n_head_kv * head_dim_v]
-  std::vector<float> attn;   // [n_tokens, n_head * head_dim_v] attention output before wo
-  std::vector<float> proj;   // [n_tokens, n_embd] block output before the residual add
-  std::vector<float> gate;   // [n_tokens, n_ff]
-  std::vector<float> up;     // [n_tokens, n_ff]
-  std::vector<float> last;   // [n_logits, n_embd] final hidden states of rows that want logits
+  Activations x;      // [n_tokens, n_embd] residual stream
+  Activations xn;     // [n_tokens, n_embd] normalized input of a block
+  Activations q;      // [n_tokens, n_head * head_dim_k]
+  Activations k;      // [n_tokens, n_head_kv * head_dim_k]
+  Activations v;      // [n_tokens, n_head_kv * head_dim_v]
+  Activations attn;   // [n_tokens, n_head * head_dim_v] attention output before wo
+  Activations proj;   // [n_tokens, n_embd] block output before the residual add
+  Activations gate;   // [n_tokens, n_ff]
+  Activations up;     // [n_tokens, n_ff]
+  Activations last;   // [n_logits, n_embd] final hidden states of rows that want logits
 };
 
 // Token embedding and output head, shared by every architecture.

@@ -12,10 +12,6 @@ namespace {
 
 std::string layer_name(int64_t il, const char* suffix) { return "blk." + std::to_string(il) + "." + suffix; }
 
-void grow(std::vector<float>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-}
-
 // Rows [first, first + n) of a (flattened) matrix as a 2-D view.
 TensorView rows_of(const TensorView& t, int64_t first, int64_t n) {
   TensorView v = t;

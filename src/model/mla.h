@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "model/activations.h"
 #include "model/architecture.h"
 #include "model/weights.h"
 
@@ -26,16 +27,16 @@ struct MlaWeights {
 };
 
 struct MlaScratch {
-  std::vector<float> q_a;     // [n_tokens, q_lora_rank]
-  std::vector<float> q;       // [n_tokens, n_head, head_dim_k] (nope | rope)
-  std::vector<float> kv_a;    // [n_tokens, kv_lora_rank + n_rot]: latent | k_pe, the cache row
-  std::vector<float> q_nope;  // [n_head, n_tokens, n_nope] nope parts, head-major (k_pe staging first)
-  std::vector<float> q_abs;   // [n_tokens, n_head, kv_lora_rank]
-  std::vector<float> q_pe;    // [n_tokens, n_head, n_rot]
-  std::vector<float> head_in; // [n_head, n_tokens, kv_lora_rank] head-major latents (absorbed q, attended)
-  std::vector<float> head_out;// [n_head, n_tokens, head_dim_v]
-  std::vector<float> lat;     // [n_tokens, n_head, kv_lora_rank] attended latents
-  std::vector<float> attn;    // [n_tokens, n_head * head_dim_v]
+  Activations q_a;     // [n_tokens, q_lora_rank]
+  Activations q;       // [n_tokens, n_head, head_dim_k] (nope | rope)
+  Activations kv_a;    // [n_tokens, kv_lora_rank + n_rot]: latent | k_pe, the cache row
+  Activations q_nope;  // [n_head, n_tokens, n_nope] nope parts, head-major (k_pe staging first)
+  Activations q_abs;   // [n_tokens, n_head, kv_lora_rank]
+  Activations q_pe;    // [n_tokens, n_head, n_rot]
+  Activations head_in; // [n_head, n_tokens, kv_lora_rank] head-major latents (absorbed q, attended)
+  Activations head_out;// [n_head, n_tokens, head_dim_v]
+  Activations lat;     // [n_tokens, n_head, kv_lora_rank] attended latents
+  Activations attn;    // [n_tokens, n_head * head_dim_v]
 };
 
 // Binds layer il's MLA tensors; builds W_kb^T in f32 (into f32 storage) from a legacy attn_kv_b.

@@ -8,10 +8,6 @@ namespace {
 
 std::string layer_name(int64_t il, const char* suffix) { return "blk." + std::to_string(il) + "." + suffix; }
 
-void grow(std::vector<float>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-}
-
 }  // namespace
 
 TensorView expert_slice(const TensorView& experts, int64_t e) {

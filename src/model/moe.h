@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "backend/moe_routing.h"
+#include "model/activations.h"
 #include "model/config.h"
 #include "model/dense_decoder.h"
 #include "model/weights.h"
@@ -37,12 +38,12 @@ TensorView expert_slice(const TensorView& experts, int64_t e);
 // Expert buffers hold the routed (token, expert) pairs expert by expert: pair p of expert e sits at
 // row offset[e] + p. The shared experts' rows follow the routed ones.
 struct MoeScratch {
-  std::vector<float> router_logits;  // [n_tokens, n_expert]
-  std::vector<float> xs;             // [n_pairs, n_embd] inputs of the routed pairs, grouped by expert
-  std::vector<float> gate;           // [n_pairs, n_ff] + [n_tokens, n_ff_shexp]
-  std::vector<float> up;             // same shape as gate
-  std::vector<float> out;            // [n_pairs, n_embd]
-  std::vector<float> acc;            // [n_tokens, n_embd] weighted sum of expert outputs
+  Activations router_logits;  // [n_tokens, n_expert]
+  Activations xs;             // [n_pairs, n_embd] inputs of the routed pairs, grouped by expert
+  Activations gate;           // [n_pairs, n_ff] + [n_tokens, n_ff_shexp]
+  Activations up;             // same shape as gate
+  Activations out;            // [n_pairs, n_embd]
+  Activations acc;            // [n_tokens, n_embd] weighted sum of expert outputs
 };
 
 // acc = shared(xn) + sum over chosen experts of weight * expert(xn), grouping tokens by expert

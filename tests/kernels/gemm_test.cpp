@@ -200,8 +200,9 @@ std::vector<double> expect_bf16_bound(const Matrix& m, const std::vector<float>&
 // hardware sums in another order: on a Sapphire Rapids-class Xeon the two differ in the last
 // bits), and a token's result does not depend on the rest of its batch (kAmxBf16MinTokens tokens
 // alone = the first kAmxBf16MinTokens of kAmxBf16MinTokens + 13, bit for bit). Q8_0, Q4_K and F16
-// also run on one thread, so one range call takes all the groups: 150 rows of 1536 values (one
-// chunk, group batches of 8 + 2) and 300 rows of 2560 values (10 chunks of 256, batches of 16 + 3).
+// also run on one thread, so one range call takes all the groups: 300 rows of 1536 values (3
+// slices of 512, group batches of 16 + 3), 150 rows of 1280 values (a last slice of 256, one
+// batch of 10) and 300 rows of 2560 values (10 chunks of 256, batches of 16 + 3).
 TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
   if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "the AMX kernels' epilogue is AVX-512";
   ThreadPool two(2), one(1);
@@ -215,7 +216,8 @@ TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
   for (DType t : kRepacked)
     if (t != DType::F32) cases.push_back({t, 512, 37});  // f32 weights keep the AVX-512 kernel
   for (DType t : {DType::Q8_0, DType::Q4_K, DType::F16}) {
-    cases.push_back({t, 1536, 150});
+    cases.push_back({t, 1536, 300});
+    cases.push_back({t, 1280, 150});
     cases.push_back({t, 2560, 300});
   }
   for (const auto& [t, n, n_out] : cases) {

@@ -79,6 +79,15 @@ struct AmxTiles {
     FATHOM_TILE_CASES(T, FATHOM_TILE_LOAD);
 #undef FATHOM_TILE_LOAD
   }
+  // load() with TILELOADDT1's hint that the data is not reused soon: a streamed operand then
+  // leaves the reused one in L1.
+  template <int T>
+  FATHOM_AMX void stream_load(const void* base, int64_t stride) {
+    FATHOM_COMPILER_BARRIER();
+#define FATHOM_TILE_STREAM_LOAD(i) _tile_stream_loadd(i, base, stride)
+    FATHOM_TILE_CASES(T, FATHOM_TILE_STREAM_LOAD);
+#undef FATHOM_TILE_STREAM_LOAD
+  }
   template <int T>
   FATHOM_AMX void store(void* base, int64_t stride) {
 #define FATHOM_TILE_STORE(i) _tile_stored(i, base, stride)
@@ -142,6 +151,10 @@ class EmulatedTiles {
     std::memset(t, 0, kTileMaxRows * kTileMaxColsb);
     for (int r = 0; r < config_.rows[T]; ++r)
       std::memcpy(t + r * kTileMaxColsb, static_cast<const uint8_t*>(base) + r * stride, config_.colsb[T]);
+  }
+  template <int T>
+  void stream_load(const void* base, int64_t stride) {
+    load<T>(base, stride);
   }
   template <int T>
   void store(void* base, int64_t stride) {

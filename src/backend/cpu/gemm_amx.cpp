@@ -255,9 +255,16 @@ struct SumsOut {
   int64_t rows;
 };
 
+template <int T, bool kStream, class Tiles>
+FATHOM_AMX inline void load_weights(Tiles& tiles, const uint8_t* p) {
+  if constexpr (kStream) tiles.template stream_load<T>(p, kTileMaxColsb);
+  else tiles.template load<T>(p, kTileMaxColsb);
+}
+
 // NT token tiles (1 or 2) x NG groups (1 or 2) over `steps` steps of 32 values: the sums stay in
-// tmm0..3 over the chunk.
-template <int NT, int NG, class Tiles>
+// tmm0..3 over the chunk. kStreamWeights: the weight tiles are loaded with the hint that they are
+// not reused soon (TILELOADDT1), for loops that keep the tokens in L1 and stream the weights.
+template <int NT, int NG, bool kStreamWeights, class Tiles>
 FATHOM_AMX void bf16_block(Tiles& tiles, const uint8_t* const* w, int64_t steps, const uint16_t* const* a,
                            const SumsOut (*out)[2], bool first, bool last, int64_t y_stride) {
   constexpr int64_t kTileBytes = kTile * kTileMaxColsb, kTileValues = kTile * kStep;
@@ -267,10 +274,10 @@ FATHOM_AMX void bf16_block(Tiles& tiles, const uint8_t* const* w, int64_t steps,
   if constexpr (NT == 2 && NG == 2) sums_begin<3>(tiles, first, out[1][1].acc);
   for (int64_t j = 0; j < steps; ++j) {
     tiles.template load<4>(a[0] + j * kTileValues, kTileMaxColsb);
-    tiles.template load<6>(w[0] + j * kTileBytes, kTileMaxColsb);
+    load_weights<6, kStreamWeights>(tiles, w[0] + j * kTileBytes);
     tiles.template dpbf16ps<0, 4, 6>();
     if constexpr (NG == 2) {
-      tiles.template load<7>(w[1] + j * kTileBytes, kTileMaxColsb);
+      load_weights<7, kStreamWeights>(tiles, w[1] + j * kTileBytes);
       tiles.template dpbf16ps<1, 4, 7>();
     }
     if constexpr (NT == 2) {
@@ -287,81 +294,137 @@ FATHOM_AMX void bf16_block(Tiles& tiles, const uint8_t* const* w, int64_t steps,
     sums_end<3>(tiles, last, out[1][1].acc, out[1][1].y, out[1][1].m, out[1][1].rows, y_stride);
 }
 
-// All groups of the call, in chunks of kChunk values along the rows: each chunk of every group is
-// decoded once, then every pair of token tiles runs against every pair of groups, so a chunk of
-// the tokens (2 x 16 x 1024 bf16, 64 KiB) is reused across all the groups from L1/L2 instead of
-// streaming all tokens' rows once per group pair (9 MiB per pair for 512 tokens of a 8960-value
-// down projection). Partial sums between chunks live in a per-thread buffer (16 x 16 floats per
-// token tile and group). The chunking depends only on n, so a token's result does not depend on
-// the batch.
-//
-// Rows longer than kChunk (the down projections) take chunks of kLongChunk values in batches of
-// kLongGroupBatch groups: with 2048-value chunks each batch streamed a 2 MiB chunk of the tokens
-// (512 of them) for 8 groups, 128 bytes per TDPBF16PS; 256-value chunks of 16 groups keep a
-// 256 KiB chunk of the tokens and 128 KiB of weights in L2, for partial sums reloaded 8 times as
-// often. Sapphire Rapids-class Xeon, 2 threads, 512 tokens x 1536 rows x 8960 values, 4
-// interleaved runs: Q8_0 best 7.77 -> 7.30 ms (median 8.9 -> 8.0), Q4_0 7.60 -> 7.35 (7.9 ->
-// 7.5). On 1536-value rows the short chunks were 4% slower on Q4_0 and within noise on Q8_0, so
-// rows up to kChunk keep one chunk.
-constexpr int64_t kChunk = 2048, kLongChunk = 256;
-constexpr int64_t kGroupBatch = 8, kLongGroupBatch = 16;  // see bf16_range
+// Token tile k's values from v0 on in the tiled layout (GemmActivations::bt).
+inline const uint16_t* token_tile(const GemmActivations& x, int64_t k, int64_t v0) {
+  return x.bt + (k * (x.n / kStep) + v0 / kStep) * kTile * kStep;
+}
 
-// The chunk length and group batch of rows of n values.
-struct Blocking {
-  int64_t chunk, group_batch;
-};
-Blocking blocking_for(int64_t n) {
-  return n > kChunk ? Blocking{kLongChunk, kLongGroupBatch} : Blocking{kChunk, kGroupBatch};
+// The products of token tiles k, k + 1 (when there: nt) and groups g, g + 1 (ng) over one chunk
+// or slice of `steps` steps: sums from and to the partial sums at acc (tile (ti, gi) at
+// acc + (ti * acc_groups + g + gi) * 256 floats; nullptr when first and last), the results into y
+// after the last.
+template <bool kStreamWeights, class Tiles>
+FATHOM_AMX void bf16_pairs(Tiles& tiles, const GemmActivations& x, int64_t k, int nt, int64_t g, int ng,
+                           const uint8_t* const* w, const uint16_t* const* a, int64_t steps, float* acc,
+                           int64_t acc_groups, bool first, bool last, int64_t n_rows, float* y, int64_t y_stride) {
+  SumsOut out[2][2] = {};
+  for (int ti = 0; ti < nt; ++ti)
+    for (int gi = 0; gi < ng; ++gi) {
+      const int64_t t0 = (k + ti) * kTile, row0 = (g + gi) * kGemmRows;
+      out[ti][gi] = {acc == nullptr ? nullptr : acc + (ti * acc_groups + g + gi) * kTile * 16, y + t0 * y_stride + row0,
+                     static_cast<int>(std::min<int64_t>(kTile, x.n_tokens - t0)), std::min(kGemmRows, n_rows - row0)};
+    }
+  if (nt == 2 && ng == 2) bf16_block<2, 2, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride);
+  else if (nt == 2) bf16_block<2, 1, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride);
+  else if (ng == 2) bf16_block<1, 2, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride);
+  else bf16_block<1, 1, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride);
+}
+
+// Rows of up to kChunk values (every product but the down projections), in slices of kSlice
+// values. A batch of groups is decoded whole, slice-major (slice s of every group, then slice
+// s + 1), and each pair of token tiles runs over the slices, against every pair of groups in
+// each: the pair's slice of tokens (2 x 16 x 512 bf16, 32 KiB) is loaded from L1 by all the
+// groups, while the weights stream from L2 with TILELOADDT1's hint, so they do not evict it. The
+// sums of a token pair and all groups carry over between slices in a per-thread buffer (2 x 16
+// x 16 floats per group). Before, each (token pair, group pair) ran the whole row from L2 (2 x
+// 48 KiB of tokens and of weights on 1536-value rows): a tile load takes ~2.4 ns per KiB from
+// L1 and ~5.9 from L2, one KiB per TDPBF16PS (~5.5 ns alone), and the loads barely overlap the
+// products. Sapphire Rapids-class Xeon, 2 threads, 512 tokens x 17920 rows x 1536 values,
+// interleaved: Q8_0 16.2-17.7 -> 14.1-15.2 ms, Q4_0 14.7-14.9 -> 13.7-14.0. The slicing depends
+// only on n, so a token's result does not depend on the batch.
+//
+// Rows longer than kChunk take chunks of kLongChunk values, each decoded for a batch of
+// kLongGroupBatch groups, every token pair against every group pair per chunk, the partial
+// sums of all token tiles kept between chunks: with 2048-value chunks each batch streamed a 2
+// MiB chunk of the tokens (512 of them) for 8 groups, 128 bytes per TDPBF16PS; 256-value chunks
+// of 16 groups keep a 256 KiB chunk of the tokens and 128 KiB of weights in L2, for partial sums
+// reloaded 8 times as often. 2 threads, 512 tokens x 1536 rows x 8960 values, 4 interleaved
+// runs: Q8_0 best 7.77 -> 7.30 ms (median 8.9 -> 8.0), Q4_0 7.60 -> 7.35 (7.9 -> 7.5).
+constexpr int64_t kChunk = 2048, kLongChunk = 256, kSlice = 512;
+constexpr int64_t kLongGroupBatch = 16;
+constexpr int64_t kMaxGroupBatch = 16, kBatchWeightBytes = int64_t{768} << 10;
+
+// The group batch of rows of n values: kLongGroupBatch on long rows; on short rows as many groups
+// as keep the batch's decoded weights (n x 32 bytes a group) within kBatchWeightBytes of L2, at
+// least 2 and at most kMaxGroupBatch.
+int64_t group_batch_for(int64_t n) {
+  if (n > kChunk) return kLongGroupBatch;
+  return std::clamp<int64_t>(kBatchWeightBytes / (n * kTile * 2), 2, kMaxGroupBatch);
 }
 
 // decode(g, v0, kc, dst) writes values [v0, v0 + kc) of group g (16 rows) as kc / 32 B tiles at dst.
 template <class Tiles, class Decode>
-FATHOM_AMX void bf16_groups(Decode&& decode, int64_t n_groups, const GemmActivations& x, int64_t n_rows, float* y,
-                            int64_t y_stride) {
+FATHOM_AMX void bf16_groups_sliced(Decode&& decode, int64_t n_groups, const GemmActivations& x, int64_t n_rows,
+                                   float* y, int64_t y_stride) {
   constexpr int64_t kTileBytes = kTile * kTileMaxColsb;
   static thread_local Scratch weights, partial;
   const int64_t n = x.n, all_steps = n / kStep, n_tiles = (x.n_tokens + kTile - 1) / kTile;
-  const int64_t chunk = blocking_for(n).chunk, chunk_steps = std::min(n, chunk) / kStep;
-  uint8_t* wb = weights.get(static_cast<size_t>(n_groups * chunk_steps * kTileBytes));
-  float* acc = n > chunk ? reinterpret_cast<float*>(partial.get(static_cast<size_t>(n_tiles * n_groups * kTileBytes)))
-                         : nullptr;
+  uint8_t* wb = weights.get(static_cast<size_t>(n_groups * all_steps * kTileBytes));
+  // Slice [v0, v0 + kc) of group g: kc / 32 tiles at slice(v0) + g * kc / 32 tiles.
+  auto slice = [&](int64_t v0) { return wb + v0 / kStep * n_groups * kTileBytes; };
+  for (int64_t g = 0; g < n_groups; ++g)
+    for (int64_t v0 = 0; v0 < n; v0 += kSlice) {
+      const int64_t kc = std::min(kSlice, n - v0);
+      decode(g, v0, kc, slice(v0) + g * (kc / kStep) * kTileBytes);
+    }
+  float* acc = n > kSlice ? reinterpret_cast<float*>(partial.get(static_cast<size_t>(2 * n_groups * kTileBytes)))
+                          : nullptr;
   Tiles tiles;
   tiles.configure(bf16_tile_config());
-  for (int64_t v0 = 0; v0 < n; v0 += chunk) {
-    const int64_t kc = std::min(chunk, n - v0), steps = kc / kStep;
-    const bool first_chunk = v0 == 0, last_chunk = v0 + kc == n;
-    for (int64_t g = 0; g < n_groups; ++g) decode(g, v0, kc, wb + g * steps * kTileBytes);
-    for (int64_t k = 0; k < n_tiles; k += 2) {
-      const int nt = k + 1 < n_tiles ? 2 : 1;
-      const uint16_t* a[2] = {nullptr, nullptr};
-      for (int ti = 0; ti < nt; ++ti) a[ti] = x.bt + ((k + ti) * all_steps + v0 / kStep) * kTile * kStep;
+  for (int64_t k = 0; k < n_tiles; k += 2) {
+    const int nt = k + 1 < n_tiles ? 2 : 1;
+    for (int64_t v0 = 0; v0 < n; v0 += kSlice) {
+      const int64_t kc = std::min(kSlice, n - v0), steps = kc / kStep;
+      const uint16_t* a[2] = {token_tile(x, k, v0), nt == 2 ? token_tile(x, k + 1, v0) : nullptr};
       for (int64_t g = 0; g < n_groups; g += 2) {
-        const int ng = g + 1 < n_groups ? 2 : 1;
-        const uint8_t* w[2] = {wb + g * steps * kTileBytes, wb + (g + 1) * steps * kTileBytes};
-        SumsOut out[2][2] = {};
-        for (int ti = 0; ti < nt; ++ti)
-          for (int gi = 0; gi < ng; ++gi) {
-            const int64_t t0 = (k + ti) * kTile, row0 = (g + gi) * kGemmRows;
-            out[ti][gi] = {acc == nullptr ? nullptr : acc + ((k + ti) * n_groups + g + gi) * kTile * 16,
-                           y + t0 * y_stride + row0, static_cast<int>(std::min<int64_t>(kTile, x.n_tokens - t0)),
-                           std::min(kGemmRows, n_rows - row0)};
-          }
-        if (nt == 2 && ng == 2) bf16_block<2, 2>(tiles, w, steps, a, out, first_chunk, last_chunk, y_stride);
-        else if (nt == 2) bf16_block<2, 1>(tiles, w, steps, a, out, first_chunk, last_chunk, y_stride);
-        else if (ng == 2) bf16_block<1, 2>(tiles, w, steps, a, out, first_chunk, last_chunk, y_stride);
-        else bf16_block<1, 1>(tiles, w, steps, a, out, first_chunk, last_chunk, y_stride);
+        const uint8_t* w[2] = {slice(v0) + g * steps * kTileBytes, slice(v0) + (g + 1) * steps * kTileBytes};
+        bf16_pairs<true>(tiles, x, k, nt, g, g + 1 < n_groups ? 2 : 1, w, a, steps, acc, n_groups, v0 == 0,
+                         v0 + kc == n, n_rows, y, y_stride);
       }
     }
   }
   tiles.release();
 }
 
-// At most kGroupBatch groups at a time (kLongGroupBatch on rows of short chunks), so one chunk of
-// their weights (8 x 64 KiB, 16 x 8 KiB) stays in L2 while every token tile passes over it.
+template <class Tiles, class Decode>
+FATHOM_AMX void bf16_groups_chunked(Decode&& decode, int64_t n_groups, const GemmActivations& x, int64_t n_rows,
+                                    float* y, int64_t y_stride) {
+  constexpr int64_t kTileBytes = kTile * kTileMaxColsb;
+  static thread_local Scratch weights, partial;
+  const int64_t n = x.n, n_tiles = (x.n_tokens + kTile - 1) / kTile;
+  uint8_t* wb = weights.get(static_cast<size_t>(n_groups * (kLongChunk / kStep) * kTileBytes));
+  float* acc = reinterpret_cast<float*>(partial.get(static_cast<size_t>(n_tiles * n_groups * kTileBytes)));
+  Tiles tiles;
+  tiles.configure(bf16_tile_config());
+  for (int64_t v0 = 0; v0 < n; v0 += kLongChunk) {
+    const int64_t kc = std::min(kLongChunk, n - v0), steps = kc / kStep;
+    for (int64_t g = 0; g < n_groups; ++g) decode(g, v0, kc, wb + g * steps * kTileBytes);
+    for (int64_t k = 0; k < n_tiles; k += 2) {
+      const int nt = k + 1 < n_tiles ? 2 : 1;
+      const uint16_t* a[2] = {token_tile(x, k, v0), nt == 2 ? token_tile(x, k + 1, v0) : nullptr};
+      for (int64_t g = 0; g < n_groups; g += 2) {
+        const uint8_t* w[2] = {wb + g * steps * kTileBytes, wb + (g + 1) * steps * kTileBytes};
+        bf16_pairs<false>(tiles, x, k, nt, g, g + 1 < n_groups ? 2 : 1, w, a, steps,
+                          acc + k * n_groups * kTile * 16, n_groups, v0 == 0, v0 + kc == n, n_rows, y, y_stride);
+      }
+    }
+  }
+  tiles.release();
+}
+
+template <class Tiles, class Decode>
+FATHOM_AMX void bf16_groups(Decode&& decode, int64_t n_groups, const GemmActivations& x, int64_t n_rows, float* y,
+                            int64_t y_stride) {
+  if (x.n > kChunk) bf16_groups_chunked<Tiles>(decode, n_groups, x, n_rows, y, y_stride);
+  else bf16_groups_sliced<Tiles>(decode, n_groups, x, n_rows, y, y_stride);
+}
+
+// group_batch_for(n) groups at a time, so their decoded weights (a batch's whole rows, or one
+// chunk of them on long rows) stay in L2 while every token tile passes over them.
 template <class Tiles>
 FATHOM_AMX void bf16_range(DType type, const uint8_t* first, size_t group_bytes, int64_t n_groups,
                            const GemmActivations& x, int64_t n_rows, float* y, int64_t y_stride) {
-  const int64_t group_batch = blocking_for(x.n).group_batch;
+  const int64_t group_batch = group_batch_for(x.n);
   for (int64_t g0 = 0; g0 < n_groups; g0 += group_batch) {
     const uint8_t* batch = first + g0 * group_bytes;
     auto decode = [&](int64_t g, int64_t v0, int64_t kc, uint8_t* dst) FATHOM_AMX {
@@ -372,19 +435,18 @@ FATHOM_AMX void bf16_range(DType type, const uint8_t* first, size_t group_bytes,
 }
 
 // GGUF rows of a type without an x16 layout (the codebook i-quants, ...), 16 at a time: each
-// chunk of kChunk values is dequantized by the reference dequantizer (quant::dequantize_row) and
-// rounded to bf16 B tiles, then multiplied as the repacked types' groups are. kChunk is a multiple
-// of every super-block (256 values), so a chunk starts on a block.
+// slice or chunk is dequantized by the reference dequantizer (quant::dequantize_row) and rounded
+// to bf16 B tiles, then multiplied as the repacked types' groups are. kSlice and kLongChunk are
+// multiples of every super-block (256 values), so each starts on a block.
 template <class Tiles>
 FATHOM_AMX void bf16_rows(DType type, const uint8_t* rows, size_t row_bytes, int64_t n_rows, const GemmActivations& x,
                           float* y, int64_t y_stride) {
-  static_assert(kChunk % 256 == 0 && kLongChunk % 256 == 0, "a chunk must start on a super-block");
+  static_assert(kSlice % 256 == 0 && kLongChunk % 256 == 0, "a slice or chunk must start on a super-block");
   static thread_local std::vector<float> stage;
-  const Blocking blocking = blocking_for(x.n);
-  const int64_t n_groups = (n_rows + kGemmRows - 1) / kGemmRows, group_batch = blocking.group_batch;
+  const int64_t n_groups = (n_rows + kGemmRows - 1) / kGemmRows, group_batch = group_batch_for(x.n);
   for (int64_t g0 = 0; g0 < n_groups; g0 += group_batch) {
     auto decode = [&](int64_t g, int64_t v0, int64_t kc, uint8_t* dst) FATHOM_AMX {
-      const int64_t row0 = (g0 + g) * kGemmRows, stride = std::min(blocking.chunk, x.n);
+      const int64_t row0 = (g0 + g) * kGemmRows, stride = kc;
       stage.resize(static_cast<size_t>(kGemmRows * stride));
       for (int64_t r = 0; r < kGemmRows; ++r) {
         float* out = stage.data() + r * stride;
