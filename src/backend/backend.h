@@ -108,6 +108,17 @@ class Backend {
     swiglu(gate, up, n_tokens * w.ne[0], gate);
     matmul(w, gate, n_tokens, y);
   }
+  // y = W_down · swiglu(W_gate · n, W_up · n), n = rms_norm(x, norm_weight): a SwiGLU FFN, with
+  // the buffers its unfused form writes: normed [n_tokens, n], gate and up [n_tokens,
+  // w_gate.ne[1]]. A backend may fuse the products and leave any of them unwritten, so callers
+  // must not read them afterwards. Default: rms_norm_matmul_batch (gate, up), then swiglu_matmul.
+  virtual void rms_norm_ffn(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps, float* normed,
+                            const TensorView& w_gate, const TensorView& w_up, const TensorView& w_down, float* gate,
+                            float* up, float* y) {
+    rms_norm_matmul_batch(x, norm_weight, n_tokens, n, eps, normed,
+                          {{w_gate, normed, n_tokens, gate}, {w_up, normed, n_tokens, up}});
+    swiglu_matmul(w_down, gate, up, n_tokens, y);
+  }
   // out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight. x, out: [n_rows, n]; in place allowed.
   virtual void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) = 0;
   // Rotates the first n_rot dims of every head in place. x: [n_tokens, n_heads, head_dim].

@@ -31,6 +31,11 @@ class ForwardingBackend : public Backend {
   void swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) override {
     inner_->swiglu_matmul(w, gate, up, n_tokens, y);
   }
+  void rms_norm_ffn(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps, float* normed,
+                    const TensorView& w_gate, const TensorView& w_up, const TensorView& w_down, float* gate, float* up,
+                    float* y) override {
+    inner_->rms_norm_ffn(x, norm_weight, n_tokens, n, eps, normed, w_gate, w_up, w_down, gate, up, y);
+  }
   void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) override {
     inner_->rms_norm(x, weight, n_rows, n, eps, out);
   }

@@ -91,6 +91,20 @@ void PlacedBackend::swiglu_matmul(const TensorView& w, float* gate, const float*
            [&](Backend& b) { b.swiglu_matmul(w, gate, up, n_tokens, y); });
 }
 
+// Whole on one side: that side's (the CPU fuses it on AMX); split: each product where its weights are.
+void PlacedBackend::rms_norm_ffn(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps,
+                                 float* normed, const TensorView& w_gate, const TensorView& w_up, const TensorView& w_down,
+                                 float* gate, float* up, float* y) {
+  const Placed t = target_of(norm_weight);
+  if (target_of(w_gate.data) != t || target_of(w_up.data) != t || target_of(w_down.data) != t)
+    return Backend::rms_norm_ffn(x, norm_weight, n_tokens, n, eps, normed, w_gate, w_up, w_down, gate, up, y);
+  if (t == Placed::kDevice)
+    return on(t).rms_norm_ffn(x, norm_weight, n_tokens, n, eps, normed, w_gate, w_up, w_down, gate, up, y);
+  const int64_t n_ff = n_tokens * w_gate.n_rows();
+  cpu_side({{x, n_tokens * n}}, {{normed, n_tokens * n}, {gate, n_ff}, {up, n_ff}, {y, n_tokens * w_down.n_rows()}},
+           [&](Backend& b) { b.rms_norm_ffn(x, norm_weight, n_tokens, n, eps, normed, w_gate, w_up, w_down, gate, up, y); });
+}
+
 void PlacedBackend::get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) {
   if (target_of(table.data) == Placed::kDevice) return on(Placed::kDevice).get_rows(table, ids, n_ids, out);
   cpu_side({}, {{out, n_ids * table.ne[0]}}, [&](Backend& b) { b.get_rows(table, ids, n_ids, out); });

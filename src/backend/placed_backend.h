@@ -59,6 +59,9 @@ class PlacedBackend final : public ForwardingBackend {
   void rms_norm_matmul_batch(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps, float* normed,
                              const std::vector<MatmulJob>& jobs) override;
   void swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) override;
+  void rms_norm_ffn(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps, float* normed,
+                    const TensorView& w_gate, const TensorView& w_up, const TensorView& w_down, float* gate, float* up,
+                    float* y) override;
   void get_rows(const TensorView& table, const int32_t* ids, int64_t n_ids, float* out) override;
   void rms_norm(const float* x, const float* weight, int64_t n_rows, int64_t n, float eps, float* out) override;
   void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,

@@ -66,6 +66,11 @@ class ImatrixCollector final : public ForwardingBackend {
   void swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) override {
     Backend::swiglu_matmul(w, gate, up, n_tokens, y);
   }
+  void rms_norm_ffn(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps, float* normed,
+                    const TensorView& w_gate, const TensorView& w_up, const TensorView& w_down, float* gate, float* up,
+                    float* y) override {
+    Backend::rms_norm_ffn(x, norm_weight, n_tokens, n, eps, normed, w_gate, w_up, w_down, gate, up, y);
+  }
 
   ImatrixData& data() { return data_; }
   const ImatrixData& data() const { return data_; }

@@ -122,10 +122,9 @@ void ffn_block(Backend& be, const ModelConfig& c, const FfnWeights& w, int64_t n
   const int64_t n_ff = w.gate.ne[1];
   grow(s.gate, n * n_ff);
   grow(s.up, n * n_ff);
-  be.rms_norm_matmul_batch(s.x.data(), w.norm, n, c.n_embd, c.rms_norm_eps, s.xn.data(),
-                           {{w.gate, s.xn.data(), n, s.gate.data()},              // gate: [n, n_ff]
-                            {w.up, s.xn.data(), n, s.up.data()}});                // up: [n, n_ff]
-  be.swiglu_matmul(w.down, s.gate.data(), s.up.data(), n, s.proj.data());         // proj: [n, n_embd]
+  // gate, up: [n, n_ff]; proj: [n, n_embd]
+  be.rms_norm_ffn(s.x.data(), w.norm, n, c.n_embd, c.rms_norm_eps, s.xn.data(), w.gate, w.up, w.down, s.gate.data(),
+                  s.up.data(), s.proj.data());
   be.add(s.x.data(), s.proj.data(), n * c.n_embd);
 }
 

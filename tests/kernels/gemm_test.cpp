@@ -248,6 +248,50 @@ TEST(Gemm, AmxBf16PathIsWithinBoundAndMatchesEmulation) {
   }
 }
 
+// The fused SwiGLU FFN (gemm_swiglu: the activation in the gate/up epilogue, written as the down
+// product's bf16 token tiles) gives the bits of the unfused form on the same table: gemm(gate),
+// gemm(up), then the down product with the activation in its token conversion (GemmJob::up).
+// 77 tokens (a padded last tile), on 2 threads and on 1 (one range call over all row groups);
+// 512-value rows (one slice) with n_ff = 1536 (the down's 3 slices) and 2560-value rows (the
+// chunked loop) with n_ff = 96 (3 row-group pairs, an odd count); mixed types as in Q4_K_M files.
+TEST(Gemm, AmxSwigluFusionMatchesTheUnfusedProducts) {
+  if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "the AMX kernels are AVX-512 code";
+  ThreadPool two(2), one(1);
+  std::vector<const Kernels*> tables = {&amx_emulated_kernels()};
+  if (isa_supported(Isa::kAmx)) tables.push_back(&kernels_for(Isa::kAmx));
+  struct Case {
+    DType gate_up, down;
+    int64_t n, n_ff;
+  };
+  for (const Case& c : {Case{DType::Q8_0, DType::Q8_0, 512, 1536}, Case{DType::Q4_K, DType::Q6_K, 512, 1536},
+                        Case{DType::Q4_0, DType::Q5_0, 2560, 96}, Case{DType::F16, DType::Q8_0, 512, 1536}}) {
+    const Matrix gate = make_matrix(c.gate_up, c.n_ff, c.n, 51), up = make_matrix(c.gate_up, c.n_ff, c.n, 52);
+    const Matrix down = make_matrix(c.down, 64, c.n_ff, 53);
+    const int64_t n_tok = kAmxBf16MinTokens + 13;
+    const std::vector<float> x = tokens(n_tok, c.n, 54);
+    for (ThreadPool* pool : {&two, &one}) {
+      const RepackedMatrix g = repack(gate.view, pool), u = repack(up.view, pool), d = repack(down.view, pool);
+      for (const Kernels* k : tables) {
+        const std::string what = std::string(dtype_name(c.gate_up)) + "/" + dtype_name(c.down) + " n " +
+                                 std::to_string(c.n) + (k == tables[0] ? " emulated" : " amx") + " threads " +
+                                 std::to_string(pool->n_threads());
+        ASSERT_TRUE(gemm_swiglu_fuses(*k, g, u, d, n_tok)) << what;
+        EXPECT_FALSE(gemm_swiglu_fuses(*k, g, u, d, kAmxBf16MinTokens - 1)) << what << ": below the BF16 path";
+        std::vector<float> yg(static_cast<size_t>(n_tok * c.n_ff)), yu(yg.size());
+        std::vector<float> want(static_cast<size_t>(n_tok * 64), -1.f), got(want.size(), -2.f);
+        GemmScratch s[2];
+        gemm(*pool, *k, g, x.data(), n_tok, yg.data(), s[0]);
+        gemm(*pool, *k, u, x.data(), n_tok, yu.data(), s[1]);
+        GemmJob job{&d, yg.data(), n_tok, want.data()};
+        job.up = yu.data();
+        gemm_many(*pool, *k, &job, 1, &s[0]);
+        gemm_swiglu(*pool, *k, g, u, d, x.data(), n_tok, got.data(), s);
+        for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << what << " index " << i;
+      }
+    }
+  }
+}
+
 // Types without an x16 layout (the codebook i-quants, Q2_K/Q3_K, ...) and every type when it is
 // not repacked: with kAmxBf16MinTokens or more tokens, cpu::matmul on the AMX table dequantizes
 // 16 rows at a time to bf16 tiles (Kernels::gemm_rows_bf16). Same bound as the BF16 path above,

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <string>
+#include <tuple>
 
 #include "gguf/gguf.h"
 #include "iquant_rewrite.h"
@@ -221,6 +222,31 @@ TEST(Forward, ChunkedPrefillMatchesOneBatch) {
   const std::vector<float> chunked = engine_logits(**model, tokens, 7);
   ASSERT_EQ(one.size(), chunked.size());
   EXPECT_LT(max_rel_diff(chunked.data(), one.data(), static_cast<int64_t>(one.size())), 1e-5);
+}
+
+// A prompt of 90 tokens in one batch: on an AMX CPU every product takes the BF16 tiles and the
+// FFN the fused SwiGLU (gemm_swiglu), elsewhere the integer kernels; either way within the
+// quantized types' bound of the naive reference, and of the same prompt in chunks of 16 (the
+// integer kernels everywhere).
+TEST(Forward, LongPrefillBatchMatchesNaiveReference) {
+  for (const auto& [arch, type, preset] : {std::tuple{"qwen2", DType::Q8_0, "tiny"}, std::tuple{"llama", DType::Q8_0, "tiny"},
+                                          std::tuple{"qwen2", DType::Q4_K, "small"}}) {
+    SCOPED_TRACE(std::string(arch) + " " + dtype_name(type));
+    auto model = Model::load(synth(arch, type, false, preset), LoadOptions{2});
+    ASSERT_TRUE(model) << model.status().to_string();
+    const ModelConfig& cfg = (*model)->config();
+    const std::vector<int32_t> tokens = test_tokens(90, cfg.n_vocab, 11);
+    auto ref = reference_forward((*model)->file(), cfg, tokens);
+    ASSERT_TRUE(ref) << ref.status().to_string();
+    const std::vector<float> one = engine_logits(**model, tokens, 90), chunked = engine_logits(**model, tokens, 16);
+    ASSERT_EQ(one.size(), ref->size());
+    const int64_t n = static_cast<int64_t>(one.size());
+    const double diff = max_rel_diff(one.data(), ref->data(), n);
+    std::printf("[ diff     ] %s %s: one batch of 90 vs reference %.3g, vs chunks of 16 %.3g\n", arch, dtype_name(type), diff,
+                max_rel_diff(one.data(), chunked.data(), n));
+    EXPECT_LT(diff, 0.03);
+    EXPECT_LT(max_rel_diff(one.data(), chunked.data(), n), 0.03);
+  }
 }
 
 TEST(Forward, ContextLimitIsAClearError) {

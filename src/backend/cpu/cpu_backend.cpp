@@ -151,6 +151,17 @@ void CpuBackend::swiglu_matmul(const TensorView& w, float* gate, const float* up
     Backend::swiglu_matmul(w, gate, up, n_tokens, y);
 }
 
+void CpuBackend::rms_norm_ffn(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps,
+                              float* normed, const TensorView& w_gate, const TensorView& w_up, const TensorView& w_down,
+                              float* gate, float* up, float* y) {
+  if (cpu::ffn_fuses(pool_, *kernels_, w_gate, w_up, w_down, n_tokens, &repacked_)) {
+    rms_norm(x, norm_weight, n_tokens, n, eps, normed);
+    cpu::ffn_swiglu(pool_, *kernels_, w_gate, w_up, w_down, normed, n_tokens, y, scratch_, &repacked_);
+    return;
+  }
+  Backend::rms_norm_ffn(x, norm_weight, n_tokens, n, eps, normed, w_gate, w_up, w_down, gate, up, y);
+}
+
 void CpuBackend::add(float* x, const float* y, int64_t n) {
   pool_.parallel_for(n, 16384, [&](int, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) x[i] += y[i];

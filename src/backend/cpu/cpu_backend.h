@@ -39,6 +39,10 @@ class CpuBackend final : public Backend {
   // The activation fused into the down projection's token conversion where its weights are
   // quantized (cpu::matmul_swiglu): gate is left as it was. Otherwise the unfused default.
   void swiglu_matmul(const TensorView& w, float* gate, const float* up, int64_t n_tokens, float* y) override;
+  // The AMX BF16 path fuses the activation into the gate/up products (cpu::gemm_swiglu).
+  void rms_norm_ffn(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps, float* normed,
+                    const TensorView& w_gate, const TensorView& w_up, const TensorView& w_down, float* gate, float* up,
+                    float* y) override;
   void add(float* x, const float* y, int64_t n) override;
   void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n) override;
 

@@ -1,5 +1,5 @@
 // e^x on 16 floats (Cephes' polynomial after range reduction, about 1-2 ulp from std::exp),
-// shared by the AVX-512 attention softmax and the SwiGLU activation. Internal to
+// shared by the AVX-512 attention softmax and the SwiGLU activation (swiglu16). Internal to
 // src/backend/cpu; include it inside the files' `#if defined(__x86_64__) || defined(__i386__)`.
 #pragma once
 
@@ -23,6 +23,14 @@ FATHOM_AVX512_FLOAT inline __m512 exp16(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   return _mm512_scalef_ps(p, n);
+}
+
+// SwiGLU's product on 16 lanes: silu(g) * u = g / (1 + e^-g) * u. The one definition of the
+// activation kernel (activations.cpp) and of the AMX gate/up epilogue (gemm_amx.cpp), so the
+// fused and the unfused FFN give the same bits.
+FATHOM_AVX512_FLOAT inline __m512 swiglu16(__m512 g, __m512 u) {
+  const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+  return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), u);
 }
 
 }  // namespace fathom::cpu::detail

@@ -533,6 +533,60 @@ void gemm_x16_generic(DType type, const uint8_t* group, const GemmActivations& x
 
 }  // namespace detail
 
+namespace {
+
+// Runs run_groups(i0, i1) over all of [0, total) 16-row groups on the pool (see below); max_tokens:
+// the most tokens of a product among them.
+template <class RunGroups>
+void run_group_shares(ThreadPool& pool, int64_t total, int64_t max_tokens, RunGroups&& run_groups) {
+  // Each thread owns one contiguous share of the groups and takes it front to back in chunks, so
+  // it streams one run of weights per call; a thread done with its share then takes pairs of
+  // groups from the front of the others'. Handing out chunks from one shared counter instead
+  // interleaves the threads every few groups, and each chunk a thread starts reads its first
+  // kDecodePrefetchBytes without a prefetch ahead: Sapphire Rapids-class Xeon, 2 threads, 1.5B
+  // Q4_0 tg64 29.7-29.8 -> 30.85-30.9 tok/s (885 KiB matrices in a microbenchmark: 23.3-23.7 ->
+  // 25.6-26.3 GB/s), other files within noise, pp512 unchanged. Chunks hold an even number of
+  // groups where they can (the AMX kernels pair groups).
+  const int n_threads = pool.n_threads();
+  int64_t chunk = std::clamp<int64_t>(total / (8 * n_threads), 1, 16);
+  if (chunk > 1) chunk &= ~int64_t{1};
+  struct alignas(64) Share {  // one cache line per counter: the owner's fetch_add stays local
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
+  std::vector<Share> shares(static_cast<size_t>(n_threads));
+  const int64_t per = (total + n_threads - 1) / n_threads;
+  auto even = [&](int64_t i) { return std::min(total, (i + 1) & ~int64_t{1}); };  // share bounds: even
+  for (int t = 0; t < n_threads; ++t) {
+    shares[static_cast<size_t>(t)].next.store(even(t * per), std::memory_order_relaxed);
+    shares[static_cast<size_t>(t)].end = t + 1 == n_threads ? total : even((t + 1) * per);
+  }
+  // Decode steps (fewer tokens than the tile kernels take): the owner's chunks shrink to a
+  // quarter of what is left of its share (even, at least 2), so the thread that finishes first
+  // waits on a small chunk of the other's, not a whole one: the time between the two threads'
+  // ends, summed over 1.5B Q4_0 tg64 (2 threads, 113 calls per token), 0.63-0.80 -> 0.33-0.43 ms
+  // per token. Prefill keeps whole chunks: shrinking them there cost 4-14% of pp512.
+  const bool shrink = max_tokens < kAmxMinTokens;
+  auto owner_chunk = [&](const Share& s) {
+    if (!shrink) return chunk;
+    const int64_t left = s.end - s.next.load(std::memory_order_relaxed);
+    return std::max<int64_t>(2, std::min(chunk, left / 4) & ~int64_t{1});
+  };
+  pool.run_on_all([&](int thread) {
+    for (int k = 0; k < n_threads; ++k) {
+      Share& s = shares[static_cast<size_t>((thread + k) % n_threads)];
+      for (;;) {
+        const int64_t c = k == 0 ? owner_chunk(s) : 2;
+        const int64_t i0 = s.next.fetch_add(c);
+        if (i0 >= s.end) break;
+        run_groups(i0, std::min(s.end, i0 + c));
+      }
+    }
+  });
+}
+
+}  // namespace
+
 void gemm(ThreadPool& pool, const Kernels& kernels, const RepackedMatrix& w, const float* x, int64_t n_tokens,
           float* y, GemmScratch& scratch) {
   const GemmJob job{&w, x, n_tokens, y};
@@ -682,52 +736,71 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
     run_groups(0, total);
     return;
   }
-  // Each thread owns one contiguous share of the groups and takes it front to back in chunks, so
-  // it streams one run of weights per call; a thread done with its share then takes pairs of
-  // groups from the front of the others'. Handing out chunks from one shared counter instead
-  // interleaves the threads every few groups, and each chunk a thread starts reads its first
-  // kDecodePrefetchBytes without a prefetch ahead: Sapphire Rapids-class Xeon, 2 threads, 1.5B
-  // Q4_0 tg64 29.7-29.8 -> 30.85-30.9 tok/s (885 KiB matrices in a microbenchmark: 23.3-23.7 ->
-  // 25.6-26.3 GB/s), other files within noise, pp512 unchanged. Chunks hold an even number of
-  // groups where they can (the AMX kernels pair groups).
-  const int n_threads = pool.n_threads();
-  int64_t chunk = std::clamp<int64_t>(total / (8 * n_threads), 1, 16);
-  if (chunk > 1) chunk &= ~int64_t{1};
-  struct alignas(64) Share {  // one cache line per counter: the owner's fetch_add stays local
-    std::atomic<int64_t> next{0};
-    int64_t end = 0;
-  };
-  std::vector<Share> shares(static_cast<size_t>(n_threads));
-  const int64_t per = (total + n_threads - 1) / n_threads;
-  auto even = [&](int64_t i) { return std::min(total, (i + 1) & ~int64_t{1}); };  // share bounds: even
-  for (int t = 0; t < n_threads; ++t) {
-    shares[static_cast<size_t>(t)].next.store(even(t * per), std::memory_order_relaxed);
-    shares[static_cast<size_t>(t)].end = t + 1 == n_threads ? total : even((t + 1) * per);
-  }
-  // Decode steps (fewer tokens than the tile kernels take): the owner's chunks shrink to a
-  // quarter of what is left of its share (even, at least 2), so the thread that finishes first
-  // waits on a small chunk of the other's, not a whole one: the time between the two threads'
-  // ends, summed over 1.5B Q4_0 tg64 (2 threads, 113 calls per token), 0.63-0.80 -> 0.33-0.43 ms
-  // per token. Prefill keeps whole chunks: shrinking them there cost 4-14% of pp512.
   int64_t max_tokens = 0;
   for (size_t j = 0; j < n_jobs; ++j) max_tokens = std::max(max_tokens, jobs[j].n_tokens);
-  const bool shrink = max_tokens < kAmxMinTokens;
-  auto owner_chunk = [&](const Share& s) {
-    if (!shrink) return chunk;
-    const int64_t left = s.end - s.next.load(std::memory_order_relaxed);
-    return std::max<int64_t>(2, std::min(chunk, left / 4) & ~int64_t{1});
-  };
-  pool.run_on_all([&](int thread) {
-    for (int k = 0; k < n_threads; ++k) {
-      Share& s = shares[static_cast<size_t>((thread + k) % n_threads)];
-      for (;;) {
-        const int64_t c = k == 0 ? owner_chunk(s) : 2;
-        const int64_t i0 = s.next.fetch_add(c);
-        if (i0 >= s.end) break;
-        run_groups(i0, std::min(s.end, i0 + c));
-      }
+  run_group_shares(pool, total, max_tokens, run_groups);
+}
+
+namespace {
+
+// x ([n_tokens, n]) as bf16 token tiles at bt (GemmActivations::bt), in slices of tokens over
+// the pool, as gemm_many makes them.
+void bf16_token_tiles(ThreadPool& pool, const Kernels& kernels, const float* x, int64_t n_tokens, int64_t n,
+                      uint16_t* bt) {
+  const int64_t per = std::max<int64_t>(1, 16384 / n), n_slices = (n_tokens + per - 1) / per;
+  pool.parallel_for(n_slices, 1, [&](int, int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t t0 = s * per, t1 = std::min(n_tokens, t0 + per);
+      kernels.gemm_bf16_tokens(x + t0 * n, n_tokens, n, t0, t1, bt);
     }
   });
+}
+
+}  // namespace
+
+bool gemm_swiglu_fuses(const Kernels& kernels, const RepackedMatrix& gate, const RepackedMatrix& up,
+                       const RepackedMatrix& down, int64_t n_tokens) {
+  return kernels.gemm_swiglu_range != nullptr && kernels.gemm_bf16_tokens != nullptr &&
+         kernels.gemm_x16_range != nullptr && gate.n == up.n && gate.n_rows == up.n_rows && down.n == gate.n_rows &&
+         gate.n_rows % 32 == 0 && gemm_takes_bf16(gate.type, gate.n, n_tokens) &&
+         gemm_takes_bf16(up.type, up.n, n_tokens) && gemm_takes_bf16(down.type, down.n, n_tokens);
+}
+
+void gemm_swiglu(ThreadPool& pool, const Kernels& kernels, const RepackedMatrix& gate, const RepackedMatrix& up,
+                 const RepackedMatrix& down, const float* x, int64_t n_tokens, float* y, GemmScratch* scratch) {
+  FATHOM_CHECK_MSG(gemm_swiglu_fuses(kernels, gate, up, down, n_tokens), "gemm_swiglu: the products do not fuse");
+  const int64_t n = gate.n, n_ff = gate.n_rows;
+  const int64_t tiled = (n_tokens + kGemmTokenTile - 1) / kGemmTokenTile * kGemmTokenTile;
+  // 1. The tokens as bf16 tiles.
+  GemmActivations a;
+  a.n_tokens = n_tokens;
+  a.n = n;
+  a.f = x;
+  a.block = gemm_block(gate.type);
+  uint16_t* bt = scratch[0].bt.get(static_cast<size_t>(tiled * n));
+  a.bt = bt;
+  bf16_token_tiles(pool, kernels, x, n_tokens, n, bt);
+  // 2. The gate/up row groups: h = swiglu(gate, up) as the down product's token tiles.
+  uint16_t* h = scratch[1].bt.get(static_cast<size_t>(tiled * n_ff));
+  auto gate_up = [&](int64_t g0, int64_t g1) {
+    kernels.gemm_swiglu_range(gate.type, gate.group(g0), gate.group_bytes, up.type, up.group(g0), up.group_bytes, g0,
+                              g1 - g0, a, h, n_ff);
+  };
+  if (pool.n_threads() == 1) gate_up(0, gate.n_groups);
+  else run_group_shares(pool, gate.n_groups, n_tokens, gate_up);
+  // 3. The down product on those tiles.
+  GemmActivations d;
+  d.n_tokens = n_tokens;
+  d.n = n_ff;
+  d.block = gemm_block(down.type);
+  d.bt = h;
+  auto down_groups = [&](int64_t g0, int64_t g1) {
+    const int64_t rows = std::min(down.n_rows, g1 * kGemmRows) - g0 * kGemmRows;
+    kernels.gemm_x16_range(down.type, down.group(g0), down.group_bytes, g1 - g0, d, rows, y + g0 * kGemmRows,
+                           down.n_rows);
+  };
+  if (pool.n_threads() == 1) down_groups(0, down.n_groups);
+  else run_group_shares(pool, down.n_groups, n_tokens, down_groups);
 }
 
 }  // namespace fathom::cpu

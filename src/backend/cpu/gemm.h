@@ -96,6 +96,14 @@ using GemmX16Fn = void (*)(DType type, const uint8_t* group, const GemmActivatio
 // gemm_x16 call per group.
 using GemmX16RangeFn = void (*)(DType type, const uint8_t* first, size_t group_bytes, int64_t n_groups,
                                 const GemmActivations& x, int64_t n_rows, float* y, int64_t y_stride);
+// The first half of a SwiGLU FFN on the BF16 tiles (x.bt set): for the n_groups 16-row groups
+// [g0, g0 + n_groups) of the gate and up matrices (group g at gate + (g - g0) * gate_group_bytes,
+// likewise up), h = swiglu(gate . x, up . x) rounded to bf16 into h, which holds the [tokens,
+// n_ff] products as bf16 token tiles (GemmActivations::bt's layout with n = n_ff): the tokens of
+// the next product, never written as f32. The tokens past x.n_tokens in the last tile get 0.
+using GemmSwigluRangeFn = void (*)(DType gate_type, const uint8_t* gate, size_t gate_group_bytes, DType up_type,
+                                   const uint8_t* up, size_t up_group_bytes, int64_t g0, int64_t n_groups,
+                                   const GemmActivations& x, uint16_t* h, int64_t n_ff);
 // Quantizes n_tokens rows of x ([n_tokens, n]) into q/xd/xs with blocks of `block` values.
 using GemmQuantizeFn = void (*)(const float* x, int64_t n_tokens, int64_t n, int64_t block, int8_t* q, float* xd,
                                 float* xs);
@@ -177,6 +185,17 @@ struct GemmJob {
   const float* up = nullptr;
 };
 void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, size_t n_jobs, GemmScratch* scratch);
+
+// A SwiGLU FFN, y = W_down · swiglu(W_gate · x, W_up · x), on the AMX BF16 tiles in two passes
+// over the pool, the [n_tokens, n_ff] gate and up products never written as f32: the gate/up pass
+// applies the activation in its epilogue and writes it as bf16 token tiles
+// (Kernels::gemm_swiglu_range), which the down pass reads as its tokens. The same bits as
+// gemm(gate), gemm(up) and a GemmJob::up product of the down matrix on the same table. Only
+// where gemm_swiglu_fuses says so. scratch: two.
+bool gemm_swiglu_fuses(const Kernels& kernels, const RepackedMatrix& gate, const RepackedMatrix& up,
+                       const RepackedMatrix& down, int64_t n_tokens);
+void gemm_swiglu(ThreadPool& pool, const Kernels& kernels, const RepackedMatrix& gate, const RepackedMatrix& up,
+                 const RepackedMatrix& down, const float* x, int64_t n_tokens, float* y, GemmScratch* scratch);
 
 // The scalar reference, exposed for the tests.
 // Quantizes activations (the definition the SIMD quantizers match bit for bit).

@@ -17,7 +17,9 @@
 // The BF16 path (kAmxBf16MinTokens or more): weights and tokens rounded to bf16, TDPBF16PS sums
 // in f32 over the whole row inside the tile; no per-block epilogue. Within a stated bound of the
 // reference (gemm.h, tests/kernels/gemm_test.cpp), not bit-exact; a token's result does not
-// depend on the other tokens of a batch that takes this path. See bf16_range below.
+// depend on the other tokens of a batch that takes this path. See bf16_range below. A SwiGLU
+// FFN's gate and up matrices run as (gate, up) pairs of groups whose epilogue writes
+// swiglu(gate, up) as the down product's bf16 token tiles (swiglu_range, gemm.h gemm_swiglu).
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -32,6 +34,7 @@
 #include "backend/cpu/aligned_scratch.h"
 #include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/bf16_avx512.h"
+#include "backend/cpu/exp_avx512.h"
 #include "backend/cpu/gemm_x16_avx512.h"
 #include "backend/cpu/repack.h"
 
@@ -255,6 +258,38 @@ struct SumsOut {
   int64_t rows;
 };
 
+// Where a SwiGLU pair's results go (gemm_swiglu_range): the bf16 token tiles of the next
+// product, h = bt layout of n_ff values per token; tile k's 16 values of row group rg for token i
+// at h + ((k * n_ff / 32 + rg / 2) * 16 + i) * 32 + 16 (rg % 2).
+struct SwigluDst {
+  uint16_t* h;
+  int64_t n_ff;
+  int64_t first_row_group;  // the row group of the batch's first (gate, up) pair
+};
+
+// The end of a (gate, up) pair of groups after the last chunk: tmm0/1 the gate and up sums of
+// token tile A0, tmm2/3 those of A1; h = swiglu(gate, up) for each token, rounded to bf16 as
+// bf16_tokens rounds, at dst[ti] (token i's 16 values at dst[ti] + 32 i). All 16 tokens of a tile
+// are written: padding tokens have zero sums and give 0.
+template <int NT, bool kNative, class Tiles>
+FATHOM_AMX void swiglu_end(Tiles& tiles, uint16_t* const* dst) {
+  alignas(64) float buf[2 * NT][kTile][16];
+  tiles.template store<0>(&buf[0][0][0], kTileMaxColsb);
+  tiles.template store<1>(&buf[1][0][0], kTileMaxColsb);
+  if constexpr (NT == 2) {
+    tiles.template store<2>(&buf[2][0][0], kTileMaxColsb);
+    tiles.template store<3>(&buf[3][0][0], kTileMaxColsb);
+  }
+  for (int ti = 0; ti < NT; ++ti)
+    for (int i = 0; i < kTile; ++i) {
+      const __m512 h = swiglu16(_mm512_load_ps(buf[2 * ti][i]), _mm512_load_ps(buf[2 * ti + 1][i]));
+      __m256i b;
+      if constexpr (kNative) b = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(h));
+      else b = _mm512_cvtepi32_epi16(bf16_bits(h));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst[ti] + i * kStep), b);
+    }
+}
+
 template <int T, bool kStream, class Tiles>
 FATHOM_AMX inline void load_weights(Tiles& tiles, const uint8_t* p) {
   if constexpr (kStream) tiles.template stream_load<T>(p, kTileMaxColsb);
@@ -264,9 +299,11 @@ FATHOM_AMX inline void load_weights(Tiles& tiles, const uint8_t* p) {
 // NT token tiles (1 or 2) x NG groups (1 or 2) over `steps` steps of 32 values: the sums stay in
 // tmm0..3 over the chunk. kStreamWeights: the weight tiles are loaded with the hint that they are
 // not reused soon (TILELOADDT1), for loops that keep the tokens in L1 and stream the weights.
+// swiglu (NG == 2: group 0 the gate rows, group 1 the up rows): after the last chunk the pair's
+// SwiGLU goes to swiglu[ti] (swiglu_end) instead of the sums to y.
 template <int NT, int NG, bool kStreamWeights, class Tiles>
 FATHOM_AMX void bf16_block(Tiles& tiles, const uint8_t* const* w, int64_t steps, const uint16_t* const* a,
-                           const SumsOut (*out)[2], bool first, bool last, int64_t y_stride) {
+                           const SumsOut (*out)[2], bool first, bool last, int64_t y_stride, uint16_t* const* swiglu) {
   constexpr int64_t kTileBytes = kTile * kTileMaxColsb, kTileValues = kTile * kStep;
   sums_begin<0>(tiles, first, out[0][0].acc);
   if constexpr (NG == 2) sums_begin<1>(tiles, first, out[0][1].acc);
@@ -286,6 +323,9 @@ FATHOM_AMX void bf16_block(Tiles& tiles, const uint8_t* const* w, int64_t steps,
     }
     if constexpr (NT == 2 && NG == 2) tiles.template dpbf16ps<3, 5, 7>();
   }
+  if constexpr (NG == 2) {
+    if (last && swiglu != nullptr) return swiglu_end<NT, std::is_same_v<Tiles, AmxTiles>>(tiles, swiglu);
+  }
   const SumsOut& o00 = out[0][0];
   sums_end<0>(tiles, last, o00.acc, o00.y, o00.m, o00.rows, y_stride);
   if constexpr (NG == 2) sums_end<1>(tiles, last, out[0][1].acc, out[0][1].y, out[0][1].m, out[0][1].rows, y_stride);
@@ -303,21 +343,31 @@ inline const uint16_t* token_tile(const GemmActivations& x, int64_t k, int64_t v
 // or slice of `steps` steps: sums from and to the partial sums at acc (tile (ti, gi) at
 // acc + (ti * acc_groups + g + gi) * 256 floats; nullptr when first and last), the results into y
 // after the last.
+// sw: the batch's groups are (gate, up) pairs and the results go to sw (y unused).
 template <bool kStreamWeights, class Tiles>
 FATHOM_AMX void bf16_pairs(Tiles& tiles, const GemmActivations& x, int64_t k, int nt, int64_t g, int ng,
                            const uint8_t* const* w, const uint16_t* const* a, int64_t steps, float* acc,
-                           int64_t acc_groups, bool first, bool last, int64_t n_rows, float* y, int64_t y_stride) {
+                           int64_t acc_groups, bool first, bool last, int64_t n_rows, float* y, int64_t y_stride,
+                           const SwigluDst* sw) {
   SumsOut out[2][2] = {};
   for (int ti = 0; ti < nt; ++ti)
     for (int gi = 0; gi < ng; ++gi) {
       const int64_t t0 = (k + ti) * kTile, row0 = (g + gi) * kGemmRows;
-      out[ti][gi] = {acc == nullptr ? nullptr : acc + (ti * acc_groups + g + gi) * kTile * 16, y + t0 * y_stride + row0,
+      out[ti][gi] = {acc == nullptr ? nullptr : acc + (ti * acc_groups + g + gi) * kTile * 16,
+                     sw != nullptr ? nullptr : y + t0 * y_stride + row0,
                      static_cast<int>(std::min<int64_t>(kTile, x.n_tokens - t0)), std::min(kGemmRows, n_rows - row0)};
     }
-  if (nt == 2 && ng == 2) bf16_block<2, 2, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride);
-  else if (nt == 2) bf16_block<2, 1, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride);
-  else if (ng == 2) bf16_block<1, 2, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride);
-  else bf16_block<1, 1, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride);
+  uint16_t* h[2] = {nullptr, nullptr};
+  if (sw != nullptr) {
+    FATHOM_CHECK_MSG(ng == 2 && g % 2 == 0, "a SwiGLU batch pairs each gate group with its up group");
+    const int64_t rg = sw->first_row_group + g / 2;
+    for (int ti = 0; ti < nt; ++ti) h[ti] = sw->h + ((k + ti) * (sw->n_ff / kStep) + rg / 2) * kTile * kStep + 16 * (rg % 2);
+  }
+  uint16_t* const* swiglu = sw != nullptr ? h : nullptr;
+  if (nt == 2 && ng == 2) bf16_block<2, 2, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride, swiglu);
+  else if (nt == 2) bf16_block<2, 1, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride, swiglu);
+  else if (ng == 2) bf16_block<1, 2, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride, swiglu);
+  else bf16_block<1, 1, kStreamWeights>(tiles, w, steps, a, out, first, last, y_stride, swiglu);
 }
 
 // Rows of up to kChunk values (every product but the down projections), in slices of kSlice
@@ -355,7 +405,7 @@ int64_t group_batch_for(int64_t n) {
 // decode(g, v0, kc, dst) writes values [v0, v0 + kc) of group g (16 rows) as kc / 32 B tiles at dst.
 template <class Tiles, class Decode>
 FATHOM_AMX void bf16_groups_sliced(Decode&& decode, int64_t n_groups, const GemmActivations& x, int64_t n_rows,
-                                   float* y, int64_t y_stride) {
+                                   float* y, int64_t y_stride, const SwigluDst* sw) {
   constexpr int64_t kTileBytes = kTile * kTileMaxColsb;
   static thread_local Scratch weights, partial;
   const int64_t n = x.n, all_steps = n / kStep, n_tiles = (x.n_tokens + kTile - 1) / kTile;
@@ -379,7 +429,7 @@ FATHOM_AMX void bf16_groups_sliced(Decode&& decode, int64_t n_groups, const Gemm
       for (int64_t g = 0; g < n_groups; g += 2) {
         const uint8_t* w[2] = {slice(v0) + g * steps * kTileBytes, slice(v0) + (g + 1) * steps * kTileBytes};
         bf16_pairs<true>(tiles, x, k, nt, g, g + 1 < n_groups ? 2 : 1, w, a, steps, acc, n_groups, v0 == 0,
-                         v0 + kc == n, n_rows, y, y_stride);
+                         v0 + kc == n, n_rows, y, y_stride, sw);
       }
     }
   }
@@ -388,7 +438,7 @@ FATHOM_AMX void bf16_groups_sliced(Decode&& decode, int64_t n_groups, const Gemm
 
 template <class Tiles, class Decode>
 FATHOM_AMX void bf16_groups_chunked(Decode&& decode, int64_t n_groups, const GemmActivations& x, int64_t n_rows,
-                                    float* y, int64_t y_stride) {
+                                    float* y, int64_t y_stride, const SwigluDst* sw) {
   constexpr int64_t kTileBytes = kTile * kTileMaxColsb;
   static thread_local Scratch weights, partial;
   const int64_t n = x.n, n_tiles = (x.n_tokens + kTile - 1) / kTile;
@@ -405,7 +455,7 @@ FATHOM_AMX void bf16_groups_chunked(Decode&& decode, int64_t n_groups, const Gem
       for (int64_t g = 0; g < n_groups; g += 2) {
         const uint8_t* w[2] = {wb + g * steps * kTileBytes, wb + (g + 1) * steps * kTileBytes};
         bf16_pairs<false>(tiles, x, k, nt, g, g + 1 < n_groups ? 2 : 1, w, a, steps,
-                          acc + k * n_groups * kTile * 16, n_groups, v0 == 0, v0 + kc == n, n_rows, y, y_stride);
+                          acc + k * n_groups * kTile * 16, n_groups, v0 == 0, v0 + kc == n, n_rows, y, y_stride, sw);
       }
     }
   }
@@ -414,9 +464,9 @@ FATHOM_AMX void bf16_groups_chunked(Decode&& decode, int64_t n_groups, const Gem
 
 template <class Tiles, class Decode>
 FATHOM_AMX void bf16_groups(Decode&& decode, int64_t n_groups, const GemmActivations& x, int64_t n_rows, float* y,
-                            int64_t y_stride) {
-  if (x.n > kChunk) bf16_groups_chunked<Tiles>(decode, n_groups, x, n_rows, y, y_stride);
-  else bf16_groups_sliced<Tiles>(decode, n_groups, x, n_rows, y, y_stride);
+                            int64_t y_stride, const SwigluDst* sw = nullptr) {
+  if (x.n > kChunk) bf16_groups_chunked<Tiles>(decode, n_groups, x, n_rows, y, y_stride, sw);
+  else bf16_groups_sliced<Tiles>(decode, n_groups, x, n_rows, y, y_stride, sw);
 }
 
 // group_batch_for(n) groups at a time, so their decoded weights (a batch's whole rows, or one
@@ -431,6 +481,28 @@ FATHOM_AMX void bf16_range(DType type, const uint8_t* first, size_t group_bytes,
       decode_group_bf16<std::is_same_v<Tiles, AmxTiles>>(type, batch + g * group_bytes + repacked_group_bytes(type, v0), kc, dst);
     };
     bf16_groups<Tiles>(decode, std::min(group_batch, n_groups - g0), x, n_rows - g0 * kGemmRows, y + g0 * kGemmRows, y_stride);
+  }
+}
+
+// GemmSwigluRangeFn: batches of half a group batch of row groups, each decoded as (gate, up)
+// pairs of groups, so every group pair of the loops above is one row group's gate and up rows.
+template <class Tiles>
+FATHOM_AMX void swiglu_range(DType gate_type, const uint8_t* gate, size_t gate_group_bytes, DType up_type,
+                             const uint8_t* up, size_t up_group_bytes, int64_t g0, int64_t n_groups,
+                             const GemmActivations& x, uint16_t* h, int64_t n_ff) {
+  FATHOM_CHECK_MSG(x.bt != nullptr && n_ff % kStep == 0, "gemm_swiglu_range: bf16 token tiles in, n_ff a multiple of 32");
+  const int64_t batch = std::max<int64_t>(1, group_batch_for(x.n) / 2);
+  for (int64_t b0 = 0; b0 < n_groups; b0 += batch) {
+    const int64_t nb = std::min(batch, n_groups - b0);
+    auto decode = [&](int64_t d, int64_t v0, int64_t kc, uint8_t* dst) FATHOM_AMX {
+      const int64_t g = b0 + d / 2;
+      if (d % 2 == 0)
+        decode_group_bf16<std::is_same_v<Tiles, AmxTiles>>(gate_type, gate + g * gate_group_bytes + repacked_group_bytes(gate_type, v0), kc, dst);
+      else
+        decode_group_bf16<std::is_same_v<Tiles, AmxTiles>>(up_type, up + g * up_group_bytes + repacked_group_bytes(up_type, v0), kc, dst);
+    };
+    const SwigluDst sw{h, n_ff, g0 + b0};
+    bf16_groups<Tiles>(decode, 2 * nb, x, 2 * nb * kGemmRows, nullptr, 0, &sw);
   }
 }
 
@@ -513,6 +585,7 @@ void install_gemm_amx(Kernels& k, bool emulated) {
   k.gemm_x16_range = emulated ? gemm_x16_range_tiles<EmulatedTiles> : gemm_x16_range_tiles<AmxTiles>;
   k.gemm_token_tiles = true;
   k.gemm_bf16_tokens = emulated ? bf16_tokens<false> : bf16_tokens<true>;
+  k.gemm_swiglu_range = emulated ? swiglu_range<EmulatedTiles> : swiglu_range<AmxTiles>;
 }
 
 }  // namespace fathom::cpu::detail

@@ -52,6 +52,7 @@ struct Kernels {
   GemmQuantizeFn quantize_gemm = nullptr;         // activations for gemm_x16 (bit-exact with the reference)
   GemmBf16TokensFn gemm_bf16_tokens = nullptr;    // bf16 token tiles for gemm_x16_range's BF16 path (AMX)
   GemmRowsBf16Fn gemm_rows_bf16 = nullptr;        // GGUF rows without an x16 layout on BF16 tiles (AMX)
+  GemmSwigluRangeFn gemm_swiglu_range = nullptr;  // SwiGLU gate/up products as the next product's bf16 tiles (AMX)
   bool gemm_token_tiles = false;                  // gemm_x16(_range) reads GemmActivations::qt/xdt/xst too
   bool gemm_is_simd = false;                      // gemm_x16 is vector code: repacking weights pays off
 };
