@@ -100,8 +100,8 @@ void PlacedBackend::rms_norm_ffn(const float* x, const float* norm_weight, int64
     return Backend::rms_norm_ffn(x, norm_weight, n_tokens, n, eps, normed, w_gate, w_up, w_down, gate, up, y);
   if (t == Placed::kDevice)
     return on(t).rms_norm_ffn(x, norm_weight, n_tokens, n, eps, normed, w_gate, w_up, w_down, gate, up, y);
-  const int64_t n_ff = n_tokens * w_gate.n_rows();
-  cpu_side({{x, n_tokens * n}}, {{normed, n_tokens * n}, {gate, n_ff}, {up, n_ff}, {y, n_tokens * w_down.n_rows()}},
+  const int64_t ff_floats = n_tokens * w_gate.n_rows();  // of gate and of up
+  cpu_side({{x, n_tokens * n}}, {{normed, n_tokens * n}, {gate, ff_floats}, {up, ff_floats}, {y, n_tokens * w_down.n_rows()}},
            [&](Backend& b) { b.rms_norm_ffn(x, norm_weight, n_tokens, n, eps, normed, w_gate, w_up, w_down, gate, up, y); });
 }
 

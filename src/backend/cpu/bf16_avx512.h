@@ -19,6 +19,14 @@ FATHOM_AMX inline __m512i bf16_bits(__m512 f) {
   return _mm512_mask_or_epi32(rounded, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
 }
 
+// 16 lanes as 16 consecutive bf16 values, round to nearest even: VCVTNEPS2BF16 when native
+// (the rounding VCVTNE2PS2BF16 does), else the integer rounding.
+template <bool kNative>
+FATHOM_AMX inline __m256i bf16_row16(__m512 f) {
+  if constexpr (kNative) return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(f));
+  else return _mm512_cvtepi32_epi16(bf16_bits(f));
+}
+
 // One B tile row: the pair (f0[r], f1[r]) of every lane r, as bf16. Native: VCVTNE2PS2BF16 (the
 // same round to nearest even; the denormals it flushes are zeros to TDPBF16PS anyway), else the
 // integer rounding.

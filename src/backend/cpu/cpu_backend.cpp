@@ -154,9 +154,10 @@ void CpuBackend::swiglu_matmul(const TensorView& w, float* gate, const float* up
 void CpuBackend::rms_norm_ffn(const float* x, const float* norm_weight, int64_t n_tokens, int64_t n, float eps,
                               float* normed, const TensorView& w_gate, const TensorView& w_up, const TensorView& w_down,
                               float* gate, float* up, float* y) {
-  if (cpu::ffn_fuses(pool_, *kernels_, w_gate, w_up, w_down, n_tokens, &repacked_)) {
+  cpu::FfnMatrices m;
+  if (cpu::ffn_fuses(pool_, *kernels_, w_gate, w_up, w_down, n_tokens, &repacked_, &m)) {
     rms_norm(x, norm_weight, n_tokens, n, eps, normed);
-    cpu::ffn_swiglu(pool_, *kernels_, w_gate, w_up, w_down, normed, n_tokens, y, scratch_, &repacked_);
+    cpu::ffn_swiglu(pool_, *kernels_, m, normed, n_tokens, y, scratch_);
     return;
   }
   Backend::rms_norm_ffn(x, norm_weight, n_tokens, n, eps, normed, w_gate, w_up, w_down, gate, up, y);

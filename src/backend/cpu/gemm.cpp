@@ -535,10 +535,14 @@ void gemm_x16_generic(DType type, const uint8_t* group, const GemmActivations& x
 
 namespace {
 
+// Tokens per slice of the activations' conversion (quantization or bf16 tiles): ~16K values.
+int64_t tokens_per_slice(int64_t n) { return std::max<int64_t>(1, 16384 / n); }
+
 // Runs run_groups(i0, i1) over all of [0, total) 16-row groups on the pool (see below); max_tokens:
 // the most tokens of a product among them.
 template <class RunGroups>
 void run_group_shares(ThreadPool& pool, int64_t total, int64_t max_tokens, RunGroups&& run_groups) {
+  if (pool.n_threads() == 1) return run_groups(0, total);
   // Each thread owns one contiguous share of the groups and takes it front to back in chunks, so
   // it streams one run of weights per call; a thread done with its share then takes pairs of
   // groups from the front of the others'. Handing out chunks from one shared counter instead
@@ -614,7 +618,7 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
     a.n = n;
     a.f = job.x;
     GemmScratch& sc = scratch[j];
-    const int64_t per = std::max<int64_t>(1, 16384 / n);
+    const int64_t per = tokens_per_slice(n);
     if (kernels.gemm_bf16_tokens != nullptr && gemm_takes_bf16(job.w->type, n, job.n_tokens)) {
       // The BF16 tile path: the tokens rounded to bf16 in tiles, no integer form; jobs on the
       // same tokens (q/k/v, gate/up) share one copy.
@@ -736,10 +740,7 @@ void gemm_many(ThreadPool& pool, const Kernels& kernels, const GemmJob* jobs, si
       i0 = first[j] + g1;
     }
   };
-  if (pool.n_threads() == 1 || macs < 65536) {
-    run_groups(0, total);
-    return;
-  }
+  if (macs < 65536) return run_groups(0, total);
   int64_t max_tokens = 0;
   for (size_t j = 0; j < n_jobs; ++j) max_tokens = std::max(max_tokens, jobs[j].n_tokens);
   run_group_shares(pool, total, max_tokens, run_groups);
@@ -751,7 +752,7 @@ namespace {
 // the pool, as gemm_many makes them.
 void bf16_token_tiles(ThreadPool& pool, const Kernels& kernels, const float* x, int64_t n_tokens, int64_t n,
                       uint16_t* bt) {
-  const int64_t per = std::max<int64_t>(1, 16384 / n), n_slices = (n_tokens + per - 1) / per;
+  const int64_t per = tokens_per_slice(n), n_slices = (n_tokens + per - 1) / per;
   pool.parallel_for(n_slices, 1, [&](int, int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t t0 = s * per, t1 = std::min(n_tokens, t0 + per);
@@ -790,8 +791,7 @@ void gemm_swiglu(ThreadPool& pool, const Kernels& kernels, const RepackedMatrix&
     kernels.gemm_swiglu_range(gate.type, gate.group(g0), gate.group_bytes, up.type, up.group(g0), up.group_bytes, g0,
                               g1 - g0, a, h, n_ff);
   };
-  if (pool.n_threads() == 1) gate_up(0, gate.n_groups);
-  else run_group_shares(pool, gate.n_groups, n_tokens, gate_up);
+  run_group_shares(pool, gate.n_groups, n_tokens, gate_up);
   // 3. The down product on those tiles.
   GemmActivations d;
   d.n_tokens = n_tokens;
@@ -803,8 +803,7 @@ void gemm_swiglu(ThreadPool& pool, const Kernels& kernels, const RepackedMatrix&
     kernels.gemm_x16_range(down.type, down.group(g0), down.group_bytes, g1 - g0, d, rows, y + g0 * kGemmRows,
                            down.n_rows);
   };
-  if (pool.n_threads() == 1) down_groups(0, down.n_groups);
-  else run_group_shares(pool, down.n_groups, n_tokens, down_groups);
+  run_group_shares(pool, down.n_groups, n_tokens, down_groups);
 }
 
 }  // namespace fathom::cpu

@@ -224,8 +224,8 @@ FATHOM_AMX void bf16_tokens(const float* x, int64_t n_tokens, int64_t n, int64_t
       if constexpr (kNative) {
         _mm512_storeu_si512(dst, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_loadu_ps(v + 16), _mm512_loadu_ps(v))));
       } else {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi32_epi16(bf16_bits(_mm512_loadu_ps(v))));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16), _mm512_cvtepi32_epi16(bf16_bits(_mm512_loadu_ps(v + 16))));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), bf16_row16<false>(_mm512_loadu_ps(v)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16), bf16_row16<false>(_mm512_loadu_ps(v + 16)));
       }
     }
   }
@@ -283,10 +283,7 @@ FATHOM_AMX void swiglu_end(Tiles& tiles, uint16_t* const* dst) {
   for (int ti = 0; ti < NT; ++ti)
     for (int i = 0; i < kTile; ++i) {
       const __m512 h = swiglu16(_mm512_load_ps(buf[2 * ti][i]), _mm512_load_ps(buf[2 * ti + 1][i]));
-      __m256i b;
-      if constexpr (kNative) b = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(h));
-      else b = _mm512_cvtepi32_epi16(bf16_bits(h));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst[ti] + i * kStep), b);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst[ti] + i * kStep), bf16_row16<kNative>(h));
     }
 }
 
@@ -469,6 +466,13 @@ FATHOM_AMX void bf16_groups(Decode&& decode, int64_t n_groups, const GemmActivat
   else bf16_groups_sliced<Tiles>(decode, n_groups, x, n_rows, y, y_stride, sw);
 }
 
+// Values [v0, v0 + kc) of the repacked group at `group` as bf16 B tiles at dst (decode_group_bf16
+// from the block holding value v0), rounded as Tiles' products expect.
+template <class Tiles>
+FATHOM_AMX void decode_bf16(DType type, const uint8_t* group, int64_t v0, int64_t kc, uint8_t* dst) {
+  decode_group_bf16<std::is_same_v<Tiles, AmxTiles>>(type, group + repacked_group_bytes(type, v0), kc, dst);
+}
+
 // group_batch_for(n) groups at a time, so their decoded weights (a batch's whole rows, or one
 // chunk of them on long rows) stay in L2 while every token tile passes over them.
 template <class Tiles>
@@ -478,7 +482,7 @@ FATHOM_AMX void bf16_range(DType type, const uint8_t* first, size_t group_bytes,
   for (int64_t g0 = 0; g0 < n_groups; g0 += group_batch) {
     const uint8_t* batch = first + g0 * group_bytes;
     auto decode = [&](int64_t g, int64_t v0, int64_t kc, uint8_t* dst) FATHOM_AMX {
-      decode_group_bf16<std::is_same_v<Tiles, AmxTiles>>(type, batch + g * group_bytes + repacked_group_bytes(type, v0), kc, dst);
+      decode_bf16<Tiles>(type, batch + g * group_bytes, v0, kc, dst);
     };
     bf16_groups<Tiles>(decode, std::min(group_batch, n_groups - g0), x, n_rows - g0 * kGemmRows, y + g0 * kGemmRows, y_stride);
   }
@@ -496,10 +500,8 @@ FATHOM_AMX void swiglu_range(DType gate_type, const uint8_t* gate, size_t gate_g
     const int64_t nb = std::min(batch, n_groups - b0);
     auto decode = [&](int64_t d, int64_t v0, int64_t kc, uint8_t* dst) FATHOM_AMX {
       const int64_t g = b0 + d / 2;
-      if (d % 2 == 0)
-        decode_group_bf16<std::is_same_v<Tiles, AmxTiles>>(gate_type, gate + g * gate_group_bytes + repacked_group_bytes(gate_type, v0), kc, dst);
-      else
-        decode_group_bf16<std::is_same_v<Tiles, AmxTiles>>(up_type, up + g * up_group_bytes + repacked_group_bytes(up_type, v0), kc, dst);
+      if (d % 2 == 0) decode_bf16<Tiles>(gate_type, gate + g * gate_group_bytes, v0, kc, dst);
+      else decode_bf16<Tiles>(up_type, up + g * up_group_bytes, v0, kc, dst);
     };
     const SwigluDst sw{h, n_ff, g0 + b0};
     bf16_groups<Tiles>(decode, 2 * nb, x, 2 * nb * kGemmRows, nullptr, 0, &sw);

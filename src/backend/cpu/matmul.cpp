@@ -88,20 +88,17 @@ bool matmul_swiglu(ThreadPool& pool, const Kernels& kernels, const TensorView& w
 }
 
 bool ffn_fuses(ThreadPool& pool, const Kernels& kernels, const TensorView& w_gate, const TensorView& w_up,
-               const TensorView& w_down, int64_t n_tokens, RepackCache* repacked) {
+               const TensorView& w_down, int64_t n_tokens, RepackCache* repacked, FfnMatrices* m) {
   if (repacked == nullptr || !kernels.gemm_is_simd || kernels.gemm_swiglu_range == nullptr) return false;
-  const RepackedMatrix* g = repacked->get(w_gate, pool);
-  const RepackedMatrix* u = repacked->get(w_up, pool);
-  const RepackedMatrix* d = repacked->get(w_down, pool);
-  return g != nullptr && u != nullptr && d != nullptr && gemm_swiglu_fuses(kernels, *g, *u, *d, n_tokens);
+  *m = {repacked->get(w_gate, pool), repacked->get(w_up, pool), repacked->get(w_down, pool)};
+  return m->gate != nullptr && m->up != nullptr && m->down != nullptr &&
+         gemm_swiglu_fuses(kernels, *m->gate, *m->up, *m->down, n_tokens);
 }
 
-void ffn_swiglu(ThreadPool& pool, const Kernels& kernels, const TensorView& w_gate, const TensorView& w_up,
-                const TensorView& w_down, const float* x, int64_t n_tokens, float* y, MatmulScratch& scratch,
-                RepackCache* repacked) {
+void ffn_swiglu(ThreadPool& pool, const Kernels& kernels, const FfnMatrices& m, const float* x, int64_t n_tokens,
+                float* y, MatmulScratch& scratch) {
   if (scratch.gemm.size() < 2) scratch.gemm.resize(2);
-  gemm_swiglu(pool, kernels, *repacked->get(w_gate, pool), *repacked->get(w_up, pool), *repacked->get(w_down, pool), x,
-              n_tokens, y, scratch.gemm.data());
+  gemm_swiglu(pool, kernels, *m.gate, *m.up, *m.down, x, n_tokens, y, scratch.gemm.data());
 }
 
 void matmul_batch(ThreadPool& pool, const Kernels& kernels, const std::vector<MatmulJob>& jobs, MatmulScratch& scratch,

@@ -32,13 +32,18 @@ void matmul(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const
 // unfused form. gate, up: [n_tokens, n_in], left as they were.
 bool matmul_swiglu(ThreadPool& pool, const Kernels& kernels, const TensorView& w, const float* gate, const float* up,
                    int64_t n_tokens, float* y, MatmulScratch& scratch, RepackCache* repacked);
-// Whether ffn_swiglu runs y = W_down · swiglu(W_gate · x, W_up · x) fused (gemm_swiglu: all three
-// repacked, the AMX BF16 path for these tokens).
+// A SwiGLU FFN's repacked matrices.
+struct FfnMatrices {
+  const RepackedMatrix* gate = nullptr;
+  const RepackedMatrix* up = nullptr;
+  const RepackedMatrix* down = nullptr;
+};
+// Whether y = W_down · swiglu(W_gate · x, W_up · x) runs fused for n_tokens tokens (gemm_swiglu:
+// all three repacked, the AMX BF16 path); if so, *m holds the repacked matrices for ffn_swiglu.
 bool ffn_fuses(ThreadPool& pool, const Kernels& kernels, const TensorView& w_gate, const TensorView& w_up,
-               const TensorView& w_down, int64_t n_tokens, RepackCache* repacked);
-void ffn_swiglu(ThreadPool& pool, const Kernels& kernels, const TensorView& w_gate, const TensorView& w_up,
-                const TensorView& w_down, const float* x, int64_t n_tokens, float* y, MatmulScratch& scratch,
-                RepackCache* repacked);
+               const TensorView& w_down, int64_t n_tokens, RepackCache* repacked, FfnMatrices* m);
+void ffn_swiglu(ThreadPool& pool, const Kernels& kernels, const FfnMatrices& m, const float* x, int64_t n_tokens,
+                float* y, MatmulScratch& scratch);
 // Several products: the repacked ones together in one gemm_many pass, the others one by one.
 void matmul_batch(ThreadPool& pool, const Kernels& kernels, const std::vector<MatmulJob>& jobs, MatmulScratch& scratch,
                   RepackCache* repacked);
